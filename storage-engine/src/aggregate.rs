@@ -1,0 +1,561 @@
+//! Grouping and aggregation on one core. Group keys become dense ids: each key column interns its
+//! values (dictionary-encoded strings map each dictionary entry once per page, not each row; sorted
+//! runs such as `DATE(timestamp)` hit a one-entry memo), and composite keys fold pairwise through
+//! dense 2-D tables (hashing only when the product of cardinalities is large). Accumulators are
+//! arrays indexed by group id, updated by the SIMD/scalar kernels. A core's result is a list of
+//! (key values, accumulator states) that the query's caller merges across cores.
+
+use crate::error::{Error, Result};
+use crate::kernels::Kernels;
+use crate::plan::{Aggregate, ValueExpr};
+use crate::sql::AggregateFunction;
+use crate::value::{ColumnType, KeyValue, Scalar, MICROS_PER_DAY};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int32Type};
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::DataType;
+use hashbrown::HashMap;
+
+/// A mergeable aggregate state of one group.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccState {
+    Count(u64),
+    SumFloat { sum: f64, count: u64 },
+    SumInt { sum: i128, count: u64 },
+    /// MIN or MAX so far (`Null` before any value).
+    Extreme(Scalar),
+}
+
+impl AccState {
+    pub fn merge(&mut self, other: &AccState, is_min: bool) {
+        match (self, other) {
+            (AccState::Count(a), AccState::Count(b)) => *a += b,
+            (AccState::SumFloat { sum, count }, AccState::SumFloat { sum: s, count: c }) => {
+                *sum += s;
+                *count += c;
+            }
+            (AccState::SumInt { sum, count }, AccState::SumInt { sum: s, count: c }) => {
+                *sum += s;
+                *count += c;
+            }
+            (AccState::Extreme(a), AccState::Extreme(b)) => {
+                if better(b, a, is_min) {
+                    *a = b.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn empty(aggregate: &Aggregate) -> AccState {
+        match (aggregate.function, aggregate.input_type) {
+            (AggregateFunction::CountStar | AggregateFunction::Count, _) => AccState::Count(0),
+            (AggregateFunction::Sum | AggregateFunction::Avg, Some(ColumnType::Float64)) => {
+                AccState::SumFloat { sum: 0.0, count: 0 }
+            }
+            (AggregateFunction::Sum | AggregateFunction::Avg, _) => AccState::SumInt { sum: 0, count: 0 },
+            _ => AccState::Extreme(Scalar::Null),
+        }
+    }
+
+    /// The SQL result of this state for `aggregate`.
+    pub fn finish(&self, aggregate: &Aggregate) -> Result<Scalar> {
+        Ok(match (self, aggregate.function) {
+            (AccState::Count(n), _) => Scalar::Int(*n as i64),
+            (AccState::SumFloat { count: 0, .. } | AccState::SumInt { count: 0, .. }, _) => Scalar::Null,
+            (AccState::SumFloat { sum, count }, AggregateFunction::Avg) => Scalar::Float(sum / *count as f64),
+            (AccState::SumFloat { sum, .. }, _) => Scalar::Float(*sum),
+            (AccState::SumInt { sum, count }, AggregateFunction::Avg) => Scalar::Float(*sum as f64 / *count as f64),
+            (AccState::SumInt { sum, .. }, _) => Scalar::Int(
+                i64::try_from(*sum).map_err(|_| Error::plan("integer overflow in SUM (result exceeds int64)"))?,
+            ),
+            (AccState::Extreme(value), _) => value.clone(),
+        })
+    }
+}
+
+/// True when `candidate` should replace `current` as the MIN (`is_min`) or MAX.
+fn better(candidate: &Scalar, current: &Scalar, is_min: bool) -> bool {
+    match (candidate, current) {
+        (Scalar::Null, _) => false,
+        (_, Scalar::Null) => true,
+        (Scalar::Float(c), _) if c.is_nan() => false,
+        _ => {
+            let order = candidate.total_cmp(current);
+            if is_min {
+                order.is_lt()
+            } else {
+                order.is_gt()
+            }
+        }
+    }
+}
+
+/// Interns one key column's values to dense local ids.
+#[derive(Default)]
+struct Interner {
+    values: Vec<KeyValue>,
+    map: HashMap<KeyValue, u32>,
+    strings: HashMap<String, u32>,
+    /// The dictionary last mapped (kept alive so its address cannot be reused) and its ids.
+    dictionary: Option<(ArrayRef, Vec<u32>)>,
+}
+
+impl Interner {
+    fn id(&mut self, value: KeyValue) -> u32 {
+        if let KeyValue::Str(text) = &value {
+            if let Some(&id) = self.strings.get(text.as_str()) {
+                return id;
+            }
+            let id = self.values.len() as u32;
+            self.strings.insert(text.clone(), id);
+            self.values.push(value);
+            return id;
+        }
+        if let Some(&id) = self.map.get(&value) {
+            return id;
+        }
+        let id = self.values.len() as u32;
+        self.map.insert(value.clone(), id);
+        self.values.push(value);
+        id
+    }
+
+    fn str_id(&mut self, text: &str) -> u32 {
+        match self.strings.get(text) {
+            Some(&id) => id,
+            None => self.id(KeyValue::Str(text.to_owned())),
+        }
+    }
+
+    /// Local ids of `array` (a slice of one page) as the value `expr` takes.
+    fn ids(&mut self, expr: ValueExpr, array: &ArrayRef, out: &mut Vec<u32>) -> Result<()> {
+        out.clear();
+        let len = array.len();
+        let null_id = |s: &mut Self| s.id(KeyValue::Null);
+        match array.data_type() {
+            DataType::Dictionary(_, _) => {
+                let dictionary = array.as_dictionary::<Int32Type>();
+                let values = dictionary.values();
+                let same = self
+                    .dictionary
+                    .as_ref()
+                    .is_some_and(|(d, _)| std::sync::Arc::ptr_eq(d, values));
+                if !same {
+                    let strings = values.as_string::<i32>();
+                    let mut map = Vec::with_capacity(strings.len());
+                    for i in 0..strings.len() {
+                        map.push(if strings.is_null(i) { null_id(self) } else { self.str_id(strings.value(i)) });
+                    }
+                    self.dictionary = Some((values.clone(), map));
+                }
+                let keys = dictionary.keys();
+                let codes = keys.values();
+                // Out-of-range codes and NULL keys are rare: intern NULL only when one occurs.
+                let entries = self.dictionary.as_ref().map_or(0, |(_, m)| m.len());
+                let has_null = keys.null_count() > 0 || codes.iter().any(|&c| c < 0 || c as usize >= entries);
+                let null = if has_null { null_id(self) } else { u32::MAX };
+                let map = self.dictionary.as_ref().map(|(_, m)| m.as_slice()).unwrap_or(&[]);
+                match keys.nulls() {
+                    None => out.extend(codes.iter().map(|&c| *map.get(c as usize).unwrap_or(&null))),
+                    Some(nulls) => out.extend(
+                        codes
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &c)| if nulls.is_valid(i) { *map.get(c as usize).unwrap_or(&null) } else { null }),
+                    ),
+                }
+            }
+            DataType::Utf8 => {
+                let strings = array.as_string::<i32>();
+                for i in 0..len {
+                    let id = if strings.is_null(i) { null_id(self) } else { self.str_id(strings.value(i)) };
+                    out.push(id);
+                }
+            }
+            DataType::Int64 | DataType::Timestamp(_, _) | DataType::Int32 | DataType::Date32 => {
+                // Integer-like keys: one memo of the last value makes sorted runs (DATE(timestamp)
+                // over time-sorted files) cost a compare per row.
+                let to_day = matches!((expr, array.data_type()), (ValueExpr::Date(_), DataType::Timestamp(_, _)));
+                let wide = crate::exec::i64_values(array);
+                let narrow = crate::exec::i32_values(array);
+                let value = |i: usize| -> i64 {
+                    let raw = match (wide, narrow) {
+                        (Some(v), _) => v[i],
+                        (None, Some(v)) => v[i] as i64,
+                        _ => 0,
+                    };
+                    if to_day {
+                        raw.div_euclid(MICROS_PER_DAY)
+                    } else {
+                        raw
+                    }
+                };
+                let nulls = array.logical_nulls().filter(|n| n.null_count() > 0);
+                let mut last: Option<(i64, u32)> = None;
+                for i in 0..len {
+                    if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
+                        out.push(null_id(self));
+                        continue;
+                    }
+                    let v = value(i);
+                    let id = match last {
+                        Some((previous, id)) if previous == v => id,
+                        _ => {
+                            let id = self.id(KeyValue::Int(v));
+                            last = Some((v, id));
+                            id
+                        }
+                    };
+                    out.push(id);
+                }
+            }
+            _ => {
+                for i in 0..len {
+                    let value = key_at(expr, array, i);
+                    out.push(self.id(value));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The key value of row `i` (non-string columns).
+fn key_at(expr: ValueExpr, array: &ArrayRef, i: usize) -> KeyValue {
+    if array.is_null(i) {
+        return KeyValue::Null;
+    }
+    match (expr, array.data_type()) {
+        (ValueExpr::Date(_), DataType::Timestamp(_, _)) => {
+            KeyValue::Int(crate::exec::i64_values(array).map_or(0, |v| v[i]).div_euclid(MICROS_PER_DAY))
+        }
+        (_, DataType::Int64 | DataType::Timestamp(_, _)) => KeyValue::Int(crate::exec::i64_values(array).map_or(0, |v| v[i])),
+        (_, DataType::Int32 | DataType::Date32) => KeyValue::Int(crate::exec::i32_values(array).map_or(0, |v| v[i]) as i64),
+        (_, DataType::Float64) => {
+            let v = array.as_primitive::<Float64Type>().value(i);
+            KeyValue::Float(if v == 0.0 { 0.0f64.to_bits() } else { v.to_bits() })
+        }
+        (_, DataType::Boolean) => KeyValue::Bool(array.as_boolean().value(i)),
+        _ => KeyValue::Null,
+    }
+}
+
+/// Maps pairs of dense ids to dense ids: a 2-D array while small, a hash map beyond.
+struct PairTable {
+    stride_bits: u32,
+    /// One more than the largest first id seen.
+    rows: usize,
+    dense: Vec<u32>,
+    pairs: Vec<(u32, u32)>,
+    hashed: Option<HashMap<(u32, u32), u32>>,
+}
+
+const EMPTY: u32 = u32::MAX;
+const DENSE_ENTRIES_MAX: usize = 1 << 22;
+
+impl PairTable {
+    fn new() -> PairTable {
+        PairTable { stride_bits: 5, rows: 0, dense: Vec::new(), pairs: Vec::new(), hashed: None }
+    }
+
+    #[inline]
+    fn get(&mut self, a: u32, b: u32) -> u32 {
+        if self.hashed.is_none() && (b >> self.stride_bits) == 0 {
+            let index = ((a as usize) << self.stride_bits) | b as usize;
+            if let Some(&id) = self.dense.get(index) {
+                if id != EMPTY {
+                    return id;
+                }
+            }
+        }
+        self.slow(a, b)
+    }
+
+    fn slow(&mut self, a: u32, b: u32) -> u32 {
+        if let Some(hashed) = &mut self.hashed {
+            let next = self.pairs.len() as u32;
+            let id = *hashed.entry((a, b)).or_insert(next);
+            if id == next {
+                self.pairs.push((a, b));
+            }
+            return id;
+        }
+        let mut stride_changed = false;
+        while (b >> self.stride_bits) != 0 {
+            self.stride_bits += 1;
+            stride_changed = true;
+        }
+        self.rows = self.rows.max(a as usize + 1);
+        let needed = self.rows << self.stride_bits;
+        if needed > DENSE_ENTRIES_MAX {
+            let mut hashed = HashMap::with_capacity(self.pairs.len() * 2);
+            for (id, pair) in self.pairs.iter().enumerate() {
+                hashed.insert(*pair, id as u32);
+            }
+            self.hashed = Some(hashed);
+            self.dense = Vec::new();
+            return self.slow(a, b);
+        }
+        if stride_changed || needed > self.dense.len() {
+            // Grow geometrically in rows so a rising `a` rebuilds O(log n) times.
+            self.rebuild((needed * 2).min(DENSE_ENTRIES_MAX).max(needed));
+        }
+        let index = ((a as usize) << self.stride_bits) | b as usize;
+        if self.dense[index] != EMPTY {
+            return self.dense[index];
+        }
+        let id = self.pairs.len() as u32;
+        self.pairs.push((a, b));
+        self.dense[index] = id;
+        id
+    }
+
+    fn rebuild(&mut self, len: usize) {
+        self.dense = vec![EMPTY; len];
+        for (id, &(a, b)) in self.pairs.iter().enumerate() {
+            let index = ((a as usize) << self.stride_bits) | b as usize;
+            if index < len {
+                self.dense[index] = id as u32;
+            }
+        }
+    }
+}
+
+/// Per-aggregate accumulator arrays indexed by group id.
+enum Accumulator {
+    Count(Vec<u64>),
+    SumFloat(Vec<f64>, Vec<u64>),
+    SumInt(Vec<i128>, Vec<u64>),
+    Extreme { is_min: bool, values: Vec<Scalar> },
+}
+
+impl Accumulator {
+    fn new(aggregate: &Aggregate) -> Accumulator {
+        match AccState::empty(aggregate) {
+            AccState::Count(_) => Accumulator::Count(Vec::new()),
+            AccState::SumFloat { .. } => Accumulator::SumFloat(Vec::new(), Vec::new()),
+            AccState::SumInt { .. } => Accumulator::SumInt(Vec::new(), Vec::new()),
+            AccState::Extreme(_) => Accumulator::Extreme {
+                is_min: aggregate.function == AggregateFunction::Min,
+                values: Vec::new(),
+            },
+        }
+    }
+
+    fn resize(&mut self, groups: usize) {
+        match self {
+            Accumulator::Count(c) => c.resize(groups, 0),
+            Accumulator::SumFloat(s, c) => {
+                s.resize(groups, 0.0);
+                c.resize(groups, 0);
+            }
+            Accumulator::SumInt(s, c) => {
+                s.resize(groups, 0);
+                c.resize(groups, 0);
+            }
+            Accumulator::Extreme { values, .. } => values.resize(groups, Scalar::Null),
+        }
+    }
+
+    fn state(&self, group: usize) -> AccState {
+        match self {
+            Accumulator::Count(c) => AccState::Count(c[group]),
+            Accumulator::SumFloat(s, c) => AccState::SumFloat { sum: s[group], count: c[group] },
+            Accumulator::SumInt(s, c) => AccState::SumInt { sum: s[group], count: c[group] },
+            Accumulator::Extreme { values, .. } => AccState::Extreme(values[group].clone()),
+        }
+    }
+}
+
+/// Grouped aggregation state of one core for one query.
+pub struct GroupState {
+    keys: Vec<ValueExpr>,
+    aggregates: Vec<Aggregate>,
+    interners: Vec<Interner>,
+    pairs: Vec<PairTable>,
+    accumulators: Vec<Accumulator>,
+    groups: usize,
+    local_ids: Vec<u32>,
+    group_ids: Vec<u32>,
+    widened: Vec<i64>,
+}
+
+/// A core's (or a merged) grouped result.
+pub type GroupRows = Vec<(Vec<KeyValue>, Vec<AccState>)>;
+
+impl GroupState {
+    pub fn new(keys: &[ValueExpr], aggregates: &[Aggregate]) -> GroupState {
+        let mut state = GroupState {
+            keys: keys.to_vec(),
+            aggregates: aggregates.to_vec(),
+            interners: keys.iter().map(|_| Interner::default()).collect(),
+            pairs: keys.iter().skip(1).map(|_| PairTable::new()).collect(),
+            accumulators: aggregates.iter().map(Accumulator::new).collect(),
+            groups: 0,
+            local_ids: Vec::new(),
+            group_ids: Vec::new(),
+            widened: Vec::new(),
+        };
+        if keys.is_empty() {
+            state.groups = 1;
+            state.accumulators.iter_mut().for_each(|a| a.resize(1));
+        }
+        state
+    }
+
+    /// Adds `len` rows whose columns are `column(index)` (slices of one page each), with `mask`
+    /// selecting rows (None: all).
+    pub fn update(
+        &mut self,
+        kernels: &Kernels,
+        column: &dyn Fn(usize) -> ArrayRef,
+        mask: Option<&[u64]>,
+        len: usize,
+    ) -> Result<()> {
+        let grouped = !self.keys.is_empty();
+        if grouped {
+            let mut group_ids = std::mem::take(&mut self.group_ids);
+            let mut local_ids = std::mem::take(&mut self.local_ids);
+            for (k, key) in self.keys.iter().enumerate() {
+                let array = column(key.column());
+                if k == 0 {
+                    self.interners[0].ids(*key, &array, &mut group_ids)?;
+                } else {
+                    self.interners[k].ids(*key, &array, &mut local_ids)?;
+                    let table = &mut self.pairs[k - 1];
+                    for (g, &b) in group_ids.iter_mut().zip(local_ids.iter()) {
+                        *g = table.get(*g, b);
+                    }
+                }
+            }
+            let groups = match self.pairs.last() {
+                Some(table) => table.pairs.len(),
+                None => self.interners[0].values.len(),
+            };
+            if groups > self.groups {
+                self.groups = groups;
+                self.accumulators.iter_mut().for_each(|a| a.resize(groups));
+            }
+            self.group_ids = group_ids;
+            self.local_ids = local_ids;
+        }
+        for index in 0..self.aggregates.len() {
+            let aggregate = self.aggregates[index].clone();
+            let argument = aggregate.argument.map(|a| column(a.column()));
+            let combined;
+            let mask = match &argument {
+                Some(array) => {
+                    combined = crate::exec::combine_with_validity(kernels, mask, array.as_ref(), len);
+                    combined.as_deref().or(mask)
+                }
+                None => mask,
+            };
+            let groups = &self.group_ids[..if grouped { len } else { 0 }];
+            match &mut self.accumulators[index] {
+                Accumulator::Count(counts) => {
+                    if grouped {
+                        kernels.group_count(groups, mask, counts);
+                    } else {
+                        counts[0] += mask.map_or(len as u64, |m| kernels.count_ones(m) as u64);
+                    }
+                }
+                Accumulator::SumFloat(sums, counts) => {
+                    let array = argument.as_ref().ok_or_else(|| Error::Internal("SUM without argument".into()))?;
+                    let values = array.as_primitive::<Float64Type>().values();
+                    if grouped {
+                        kernels.group_sum_f64(groups, values, mask, sums, counts);
+                    } else {
+                        let (sum, count) = kernels.sum_f64(values, mask);
+                        sums[0] += sum;
+                        counts[0] += count;
+                    }
+                }
+                Accumulator::SumInt(sums, counts) => {
+                    let array = argument.as_ref().ok_or_else(|| Error::Internal("SUM without argument".into()))?;
+                    let values: &[i64] = match crate::exec::i64_values(array) {
+                        Some(values) => values,
+                        None => {
+                            let narrow = crate::exec::i32_values(array).unwrap_or(&[]);
+                            self.widened.clear();
+                            self.widened.extend(narrow.iter().map(|&v| v as i64));
+                            &self.widened
+                        }
+                    };
+                    if grouped {
+                        kernels.group_sum_i64(groups, values, mask, sums, counts);
+                    } else {
+                        let (sum, count) = kernels.sum_i64(values, mask);
+                        sums[0] += sum;
+                        counts[0] += count;
+                    }
+                }
+                Accumulator::Extreme { is_min, values } => {
+                    let array = argument.as_ref().ok_or_else(|| Error::Internal("MIN/MAX without argument".into()))?;
+                    let expr = aggregate.argument.unwrap_or(ValueExpr::Column(0));
+                    for row in 0..len {
+                        if mask.is_some_and(|m| m[row / 64] >> (row % 64) & 1 == 0) || array.is_null(row) {
+                            continue;
+                        }
+                        let group = if grouped { groups[row] as usize } else { 0 };
+                        let value = crate::exec::scalar_at(expr, array, row);
+                        if better(&value, &values[group], *is_min) {
+                            values[group] = value;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The groups with their key values and states.
+    pub fn finish(self) -> GroupRows {
+        let mut out = Vec::with_capacity(self.groups);
+        for group in 0..self.groups {
+            let mut ids = vec![0u32; self.keys.len()];
+            if !self.keys.is_empty() {
+                let mut id = group as u32;
+                for k in (1..self.keys.len()).rev() {
+                    let (a, b) = self.pairs[k - 1].pairs[id as usize];
+                    ids[k] = b;
+                    id = a;
+                }
+                ids[0] = id;
+            }
+            let keys = ids
+                .iter()
+                .enumerate()
+                .map(|(k, &id)| self.interners[k].values[id as usize].clone())
+                .collect();
+            let states = self.accumulators.iter().map(|a| a.state(group)).collect();
+            out.push((keys, states));
+        }
+        out
+    }
+}
+
+/// Merges core results into one map (key values → states).
+pub fn merge(parts: Vec<GroupRows>, aggregates: &[Aggregate]) -> GroupRows {
+    let mut merged: HashMap<Vec<KeyValue>, Vec<AccState>> = HashMap::new();
+    let mut order: Vec<Vec<KeyValue>> = Vec::new();
+    for part in parts {
+        for (keys, states) in part {
+            match merged.get_mut(&keys) {
+                Some(existing) => {
+                    for ((state, other), aggregate) in existing.iter_mut().zip(&states).zip(aggregates) {
+                        state.merge(other, aggregate.function == AggregateFunction::Min);
+                    }
+                }
+                None => {
+                    order.push(keys.clone());
+                    merged.insert(keys, states);
+                }
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|keys| merged.remove(&keys).map(|states| (keys, states)))
+        .collect()
+}

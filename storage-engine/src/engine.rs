@@ -1,0 +1,436 @@
+//! The embedded engine: owns the per-core executors, plans a query on the caller's thread (parse,
+//! bind, prune files by manifest statistics), sends each core its share of the files, and merges
+//! the cores' partial results (groups merged by key, rows concatenated, then ORDER BY and LIMIT).
+//! Files go to cores by a stable hash of the file, so the same pages always land in the same
+//! core's buffer pool.
+
+use crate::aggregate::{self, AccState};
+use crate::buffer_pool::PoolCounters;
+use crate::error::{Error, Result};
+use crate::exec::{self, CoreOutput, CoreState, FileTask, MetadataCache, ScanStats};
+use crate::kernels::Kernels;
+use crate::manifest::{self, TableManifest};
+use crate::plan::{self, Mode, OutputRef, Plan};
+use crate::prune::Truth;
+use crate::runtime::{CoreOptions, CorePool};
+use crate::sql::{self, Statement};
+use crate::value::{ColumnType, Scalar};
+use crate::buffer_pool::BufferPool;
+use arrow_array::{
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow_schema::{Field, Schema, SchemaRef};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Engine settings. Byte budgets are totals, split evenly across cores.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    pub pin_cores: bool,
+    pub buffer_pool_bytes: u64,
+    pub metadata_cache_bytes: u64,
+    /// Registered I/O memory per executor; None picks a size that fits `ulimit -l`.
+    pub io_memory_bytes: Option<usize>,
+    pub spin_before_park_us: u64,
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pin_cores: true,
+            buffer_pool_bytes: 4 << 30,
+            metadata_cache_bytes: 256 << 20,
+            io_memory_bytes: None,
+            spin_before_park_us: 0,
+        }
+    }
+}
+
+/// Counters and timing of one query.
+#[derive(Clone, Debug, Default)]
+pub struct QueryStats {
+    pub scan: ScanStats,
+    pub elapsed: Duration,
+}
+
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub stats: QueryStats,
+    /// For EXPLAIN: the plan text (the batches then hold it as one column too).
+    pub explain: Option<String>,
+}
+
+impl QueryResult {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    cores: CorePool<CoreState>,
+}
+
+const PROBE_FILE: &str = ".tessera-probe";
+
+/// io_memory per executor that fits RLIMIT_MEMLOCK (each executor pins 3x it); root is unlimited.
+fn default_io_memory(cores: usize) -> usize {
+    const PREFERRED: usize = 16 << 20;
+    const MINIMUM: usize = 512 << 10;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PREFERRED;
+    }
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return PREFERRED;
+    }
+    let fits = limit.rlim_cur as usize / (3 * cores.max(1));
+    fits.clamp(MINIMUM, PREFERRED)
+}
+
+impl Engine {
+    pub fn open(config: EngineConfig) -> Result<Engine> {
+        if config.cores == 0 {
+            return Err(Error::Config("cores must be at least 1".into()));
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::io(&config.data_dir, e))?;
+        let probe = config.data_dir.join(PROBE_FILE);
+        if std::fs::metadata(&probe).map(|m| m.len()).unwrap_or(0) == 0 {
+            std::fs::write(&probe, vec![b'T'; 4096]).map_err(|e| Error::io(&probe, e))?;
+        }
+        let options = CoreOptions {
+            cores: config.cores,
+            pin: config.pin_cores,
+            io_memory_bytes: config.io_memory_bytes.unwrap_or_else(|| default_io_memory(config.cores)),
+            spin_before_park_us: config.spin_before_park_us,
+            probe_file: Some(probe),
+        };
+        let pool_bytes = (config.buffer_pool_bytes / config.cores as u64) as usize;
+        let metadata_bytes = (config.metadata_cache_bytes / config.cores as u64) as usize;
+        let kernels = Kernels::detect();
+        let cores = CorePool::start(&options, move |core| CoreState {
+            core,
+            pool: BufferPool::new(pool_bytes),
+            metadata: MetadataCache::new(metadata_bytes),
+            kernels,
+        })
+        .map_err(|e| Error::Config(format!("cannot start executors: {e}")))?;
+        Ok(Engine { config, cores })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// Runs one SQL statement for `tenant`, blocking the calling thread.
+    pub fn sql(&self, tenant: &str, text: &str) -> Result<QueryResult> {
+        futures::executor::block_on(self.sql_async(tenant, text))
+    }
+
+    pub async fn sql_async(&self, tenant: &str, text: &str) -> Result<QueryResult> {
+        let statement = sql::parse(text)?;
+        self.execute(tenant, statement).await
+    }
+
+    /// Runs a parsed statement for `tenant`.
+    pub async fn execute(&self, tenant: &str, statement: Statement) -> Result<QueryResult> {
+        let started = Instant::now();
+        let (query, explain) = match statement {
+            Statement::Query(query) => (query, false),
+            Statement::Explain(query) => (query, true),
+        };
+        let manifest = manifest::load_cached(&self.config.data_dir, tenant, &query.table)?.ok_or_else(|| Error::NoSuchTable {
+            tenant: tenant.to_owned(),
+            table: query.table.clone(),
+        })?;
+        let plan = Arc::new(plan::bind(&query, &manifest.columns)?);
+        let (tasks, pruned_files) = self.file_tasks(&manifest, &plan);
+        let (outputs, mut scan) = self.run_on_cores(&plan, tasks, explain).await?;
+        scan.files_total += pruned_files;
+        scan.files_pruned += pruned_files;
+        if explain {
+            let text = explain_text(&manifest, &plan, &scan);
+            let schema = Arc::new(Schema::new(vec![Field::new("plan", arrow_schema::DataType::Utf8, false)]));
+            let lines: StringArray = text.lines().map(Some).collect();
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(lines)]).map_err(|e| Error::Internal(e.to_string()))?;
+            return Ok(QueryResult {
+                schema,
+                batches: vec![batch],
+                stats: QueryStats { scan, elapsed: started.elapsed() },
+                explain: Some(text),
+            });
+        }
+        let batch = finish(&plan, outputs)?;
+        Ok(QueryResult {
+            schema: batch.schema(),
+            batches: vec![batch],
+            stats: QueryStats { scan, elapsed: started.elapsed() },
+            explain: None,
+        })
+    }
+
+    fn file_tasks(&self, manifest: &TableManifest, plan: &Plan) -> (Vec<FileTask>, u64) {
+        let table_dir = manifest::table_dir(&self.config.data_dir, &manifest.tenant, &manifest.table);
+        let mut tasks = Vec::new();
+        let mut pruned = 0;
+        for file in &manifest.files {
+            let truth = exec::file_truth(plan.filter.as_ref(), &file.columns);
+            if truth == Truth::Never {
+                pruned += 1;
+                continue;
+            }
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (&manifest.tenant, &manifest.table, file.id, &file.path).hash(&mut hasher);
+            tasks.push(FileTask {
+                cache_id: hasher.finish(),
+                path: table_dir.join(&file.path),
+                rows: file.rows,
+                truth,
+            });
+        }
+        (tasks, pruned)
+    }
+
+    async fn run_on_cores(&self, plan: &Arc<Plan>, tasks: Vec<FileTask>, prune_only: bool) -> Result<(Vec<CoreOutput>, ScanStats)> {
+        let cores = self.cores.cores();
+        let mut shares: Vec<Vec<FileTask>> = vec![Vec::new(); cores];
+        let files_total = tasks.len() as u64;
+        for task in tasks {
+            shares[(task.cache_id % cores as u64) as usize].push(task);
+        }
+        let receivers: Vec<_> = shares
+            .into_iter()
+            .enumerate()
+            .filter(|(_, share)| !share.is_empty())
+            .map(|(core, share)| {
+                let plan = plan.clone();
+                self.cores.run_on(core, move |state| exec::execute(state, plan, share, prune_only))
+            })
+            .collect();
+        let mut outputs = Vec::with_capacity(receivers.len());
+        let mut scan = ScanStats { files_total, ..Default::default() };
+        let mut first_error = None;
+        for receiver in receivers {
+            match receiver.await {
+                Ok(Ok((output, stats))) => {
+                    scan.add(&stats);
+                    outputs.push(output);
+                }
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(error);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(Error::ShuttingDown);
+                }
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok((outputs, scan)),
+        }
+    }
+
+    /// Buffer pool counters per core.
+    pub fn pool_counters(&self) -> Vec<PoolCounters> {
+        let receivers: Vec<_> = (0..self.cores.cores())
+            .map(|core| self.cores.run_on(core, |state| async move { state.pool.counters() }))
+            .collect();
+        receivers
+            .into_iter()
+            .filter_map(|r| futures::executor::block_on(r).ok())
+            .collect()
+    }
+
+    /// Empties every core's buffer pool and metadata cache (cold-run benchmarks).
+    pub fn clear_caches(&self) {
+        let receivers: Vec<_> = (0..self.cores.cores())
+            .map(|core| {
+                self.cores.run_on(core, |state| async move {
+                    state.pool.clear();
+                    state.metadata.clear();
+                })
+            })
+            .collect();
+        for receiver in receivers {
+            let _ = futures::executor::block_on(receiver);
+        }
+    }
+}
+
+fn explain_text(manifest: &TableManifest, plan: &Plan, scan: &ScanStats) -> String {
+    let mut text = String::new();
+    text.push_str(&format!(
+        "Scan {}/{} ({} files, {} rows)\n",
+        manifest.tenant,
+        manifest.table,
+        manifest.files.len(),
+        manifest.total_rows()
+    ));
+    match &plan.filter {
+        Some(filter) => text.push_str(&format!("  filter: {}\n", describe_filter(filter, plan))),
+        None => text.push_str("  filter: none\n"),
+    }
+    let names = |columns: &[usize]| -> String {
+        columns.iter().map(|&c| plan.columns[c].name.clone()).collect::<Vec<_>>().join(", ")
+    };
+    text.push_str(&format!("  filter columns: [{}]\n", names(&plan.filter_columns())));
+    text.push_str(&format!("  value columns (late-materialised): [{}]\n", names(&plan.value_columns())));
+    match &plan.mode {
+        Mode::Rows { .. } => text.push_str("Project rows\n"),
+        Mode::Groups { keys, aggregates } => text.push_str(&format!(
+            "Aggregate: {} group key(s), {} aggregate(s), dense ids per core, merged across cores\n",
+            keys.len(),
+            aggregates.len()
+        )),
+    }
+    if !plan.order_by.is_empty() {
+        text.push_str(&format!("Sort by {} key(s)\n", plan.order_by.len()));
+    }
+    if let Some(limit) = plan.limit {
+        text.push_str(&format!("Limit {limit}\n"));
+    }
+    text.push_str(&format!(
+        "Pruning: files {} of {} pruned by manifest statistics; row groups {} of {} pruned; filter-column pages {} of {} pruned by the page index; {} rows answerable from statistics\n",
+        scan.files_pruned, scan.files_total, scan.row_groups_pruned, scan.row_groups_total, scan.pages_pruned, scan.pages_total, scan.rows_from_statistics
+    ));
+    text
+}
+
+fn describe_filter(filter: &plan::Filter, plan: &Plan) -> String {
+    match filter {
+        plan::Filter::And(parts) => format!("({})", parts.iter().map(|p| describe_filter(p, plan)).collect::<Vec<_>>().join(" AND ")),
+        plan::Filter::Or(parts) => format!("({})", parts.iter().map(|p| describe_filter(p, plan)).collect::<Vec<_>>().join(" OR ")),
+        plan::Filter::Unknown => "UNKNOWN".into(),
+        plan::Filter::Leaf { column, test } => format!("{} {:?}", plan.columns[*column].name, test),
+    }
+}
+
+/// Merges core outputs into the final batch: groups or rows, then ORDER BY and LIMIT.
+fn finish(plan: &Plan, outputs: Vec<CoreOutput>) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(
+        plan.outputs
+            .iter()
+            .map(|o| Field::new(&o.name, o.column_type.to_arrow(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let internal = |e: arrow_schema::ArrowError| Error::Internal(e.to_string());
+    // `columns` are the pre-output columns the sort keys index.
+    let (columns, outputs_from): (Vec<ArrayRef>, Vec<usize>) = match &plan.mode {
+        Mode::Groups { keys, aggregates } => {
+            let parts: Vec<_> = outputs
+                .into_iter()
+                .filter_map(|o| if let CoreOutput::Groups(g) = o { Some(g) } else { None })
+                .collect();
+            let mut groups = aggregate::merge(parts, aggregates);
+            if keys.is_empty() && groups.is_empty() {
+                groups.push((Vec::new(), aggregates.iter().map(AccState::empty).collect()));
+            }
+            let mut columns = Vec::with_capacity(plan.outputs.len());
+            for output in &plan.outputs {
+                let values: Vec<Scalar> = match output.source {
+                    OutputRef::Key(k) => groups.iter().map(|(key, _)| key[k].to_scalar()).collect(),
+                    OutputRef::Aggregate(a) => groups
+                        .iter()
+                        .map(|(_, states)| states[a].finish(&aggregates[a]))
+                        .collect::<Result<_>>()?,
+                    OutputRef::Value(_) => return Err(Error::Internal("row value in group mode".into())),
+                };
+                columns.push(scalars_to_array(output.column_type, &values));
+            }
+            let identity = (0..plan.outputs.len()).collect();
+            (columns, identity)
+        }
+        Mode::Rows { values } => {
+            let mut per_column: Vec<Vec<ArrayRef>> = vec![Vec::new(); values.len()];
+            for output in outputs {
+                if let CoreOutput::Rows(chunks) = output {
+                    for chunk in chunks {
+                        for (i, array) in chunk.into_iter().enumerate() {
+                            per_column[i].push(array);
+                        }
+                    }
+                }
+            }
+            let mut columns = Vec::with_capacity(values.len());
+            for (i, value) in values.iter().enumerate() {
+                let target = match value {
+                    plan::ValueExpr::Date(_) => ColumnType::Date,
+                    plan::ValueExpr::Column(c) => plan.columns[*c].column_type,
+                }
+                .to_arrow();
+                let parts: Vec<ArrayRef> = per_column[i]
+                    .iter()
+                    .map(|a| if a.data_type() == &target { Ok(a.clone()) } else { arrow_cast::cast(a, &target) })
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(internal)?;
+                let refs: Vec<&dyn arrow_array::Array> = parts.iter().map(|a| a.as_ref()).collect();
+                columns.push(if refs.is_empty() {
+                    arrow_array::new_empty_array(&target)
+                } else {
+                    arrow_select::concat::concat(&refs).map_err(internal)?
+                });
+            }
+            let sources = plan
+                .outputs
+                .iter()
+                .map(|o| if let OutputRef::Value(v) = o.source { v } else { 0 })
+                .collect();
+            (columns, sources)
+        }
+    };
+    let limit = plan.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+    let columns = exec::sort_rows(vec![columns], &plan.order_by, limit)?;
+    let mut output: Vec<ArrayRef> = outputs_from.iter().map(|&i| columns[i].clone()).collect();
+    if let Some(limit) = limit {
+        output = output.into_iter().map(|c| c.slice(0, limit.min(c.len()))).collect();
+    }
+    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(output.first().map_or(0, |c| c.len())));
+    RecordBatch::try_new_with_options(schema, output, &options).map_err(internal)
+}
+
+/// Builds an Arrow array of `column_type` from scalars (NULL where `Scalar::Null`).
+pub fn scalars_to_array(column_type: ColumnType, values: &[Scalar]) -> ArrayRef {
+    let int = |s: &Scalar| if let Scalar::Int(v) = s { Some(*v) } else { None };
+    match column_type {
+        ColumnType::Int64 => Arc::new(values.iter().map(int).collect::<Int64Array>()),
+        ColumnType::Int32 => Arc::new(values.iter().map(|s| int(s).map(|v| v as i32)).collect::<Int32Array>()),
+        ColumnType::Date => Arc::new(values.iter().map(|s| int(s).map(|v| v as i32)).collect::<Date32Array>()),
+        ColumnType::Timestamp => Arc::new(values.iter().map(int).collect::<TimestampMicrosecondArray>().with_timezone(crate::value::UTC)),
+        ColumnType::Float64 => Arc::new(
+            values
+                .iter()
+                .map(|s| match s {
+                    Scalar::Float(v) => Some(*v),
+                    Scalar::Int(v) => Some(*v as f64),
+                    _ => None,
+                })
+                .collect::<Float64Array>(),
+        ),
+        ColumnType::Utf8 => Arc::new(
+            values
+                .iter()
+                .map(|s| if let Scalar::Str(v) = s { Some(v.as_str()) } else { None })
+                .collect::<StringArray>(),
+        ),
+        ColumnType::Boolean => Arc::new(
+            values
+                .iter()
+                .map(|s| if let Scalar::Bool(v) = s { Some(*v) } else { None })
+                .collect::<BooleanArray>(),
+        ),
+    }
+}

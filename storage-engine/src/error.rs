@@ -1,0 +1,63 @@
+//! The engine's one error type. Variants name the thing that failed (file, column, construct) so
+//! the CLI and RPC layers can print a message a user can act on. Programmer errors are panics;
+//! everything that comes from files, users or the OS is an `Error`.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Sql(#[from] crate::sql::SqlError),
+    #[error("query error: {0}")]
+    Plan(String),
+    #[error("table {tenant}/{table} does not exist")]
+    NoSuchTable { tenant: String, table: String },
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt or unreadable Parquet file {path}: {message}")]
+    CorruptFile { path: PathBuf, message: String },
+    #[error("file {path} does not match the table schema: {message}")]
+    SchemaMismatch { path: PathBuf, message: String },
+    #[error("corrupt manifest {path}: {message}")]
+    CorruptManifest { path: PathBuf, message: String },
+    #[error("import error: {0}")]
+    Import(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("{what} exceeds its limit of {limit}: {detail}")]
+    LimitExceeded {
+        what: &'static str,
+        limit: u64,
+        detail: String,
+    },
+    #[error("engine is shutting down")]
+    ShuttingDown,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn corrupt(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        Error::CorruptFile {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn plan(message: impl Into<String>) -> Self {
+        Error::Plan(message.into())
+    }
+}

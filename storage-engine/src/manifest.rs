@@ -1,0 +1,301 @@
+//! Table manifests: the schema, partition spec, writer settings and the list of Parquet files
+//! (with row counts, sizes and per-column statistics) of one table, stored as
+//! `<data>/<tenant>/<table>/_manifest.json`. A manifest is published atomically (write a temp file,
+//! fsync, rename over, fsync the directory), so a reader sees the old or the new version, never a
+//! half-written one, and a file becomes visible only once it is durable and listed.
+//!
+//! Blocking `std::fs` is used here on purpose: manifests are read once per query plan (outside the
+//! cores' hot path) and written by imports.
+
+use crate::error::{Error, Result};
+use crate::stats::ColumnStats;
+use crate::value::ColumnType;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST_FILE: &str = "_manifest.json";
+pub const FORMAT_VERSION: u32 = 1;
+/// Manifests larger than this are refused rather than parsed (a corrupt length, not a real table).
+pub const MANIFEST_BYTES_MAX: u64 = 1 << 30;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub column_type: ColumnType,
+    pub nullable: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    Snappy,
+    Zstd,
+    None,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "snappy" => Ok(Compression::Snappy),
+            "zstd" => Ok(Compression::Zstd),
+            "none" | "uncompressed" => Ok(Compression::None),
+            other => Err(Error::Config(format!(
+                "unknown compression {other:?} (expected snappy, zstd or none)"
+            ))),
+        }
+    }
+}
+
+/// How files are laid out and written. Defaults follow the spec: 500 MB files, 128 MB row
+/// groups, 1 MB pages, dictionary encoding, snappy, statistics and page index.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WriterSettings {
+    pub compression: Compression,
+    pub target_file_bytes: u64,
+    pub row_group_bytes: u64,
+    pub page_bytes: u64,
+    /// Second cap on page size, in rows: smaller pages make the page index prune finer.
+    pub page_rows_max: u64,
+    pub dictionary: bool,
+}
+
+impl Default for WriterSettings {
+    fn default() -> Self {
+        WriterSettings {
+            compression: Compression::Snappy,
+            target_file_bytes: 500 << 20,
+            row_group_bytes: 128 << 20,
+            page_bytes: 1 << 20,
+            page_rows_max: 20_000,
+            dictionary: true,
+        }
+    }
+}
+
+/// Partition keys: the UTC date of `time_column` (if any), then `columns` (e.g. `category`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartitionSpec {
+    pub time_column: Option<String>,
+    pub columns: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub id: u64,
+    /// Relative to the table directory, e.g. `date=2024-01-01/part-000042.parquet`.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    /// One entry per schema column, in schema order.
+    pub columns: Vec<ColumnStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableManifest {
+    pub format_version: u32,
+    pub tenant: String,
+    pub table: String,
+    /// Incremented on every publish.
+    pub version: u64,
+    pub columns: Vec<ColumnDef>,
+    pub partition: PartitionSpec,
+    /// The column rows are sorted by within each file, if any.
+    pub sort_column: Option<String>,
+    pub writer: WriterSettings,
+    pub next_file_id: u64,
+    pub files: Vec<FileEntry>,
+}
+
+impl TableManifest {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    pub fn total_rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+}
+
+/// Tenant and table names become directory names: keep them to a safe alphabet.
+pub fn validate_name(kind: &str, name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(['.', '_', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "invalid {kind} name {name:?}: use 1-128 characters of a-z, 0-9, '_' and '-', not starting with '.', '_' or '-'"
+        )))
+    }
+}
+
+pub fn table_dir(data_dir: &Path, tenant: &str, table: &str) -> PathBuf {
+    data_dir.join(tenant).join(table)
+}
+
+thread_local! {
+    /// Manifests this thread has parsed, revalidated by (length, mtime) on every use. Each thread
+    /// keeps its own, so planning takes no lock.
+    static CACHE: std::cell::RefCell<std::collections::HashMap<PathBuf, (u64, std::time::SystemTime, std::sync::Arc<TableManifest>)>> =
+        Default::default();
+}
+
+/// Like `load`, but reuses this thread's parsed copy while the file is unchanged.
+pub fn load_cached(data_dir: &Path, tenant: &str, table: &str) -> Result<Option<std::sync::Arc<TableManifest>>> {
+    validate_name("tenant", tenant)?;
+    validate_name("table", table)?;
+    let path = table_dir(data_dir, tenant, table).join(MANIFEST_FILE);
+    let (length, modified) = match std::fs::metadata(&path) {
+        Ok(metadata) => (metadata.len(), metadata.modified().map_err(|e| Error::io(&path, e))?),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(Error::io(path, error)),
+    };
+    let hit = CACHE.with(|cache| {
+        cache
+            .borrow()
+            .get(&path)
+            .filter(|(l, m, _)| *l == length && *m == modified)
+            .map(|(_, _, manifest)| manifest.clone())
+    });
+    if let Some(manifest) = hit {
+        return Ok(Some(manifest));
+    }
+    let Some(manifest) = load(data_dir, tenant, table)? else {
+        return Ok(None);
+    };
+    let manifest = std::sync::Arc::new(manifest);
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        cache.insert(path, (length, modified, manifest.clone()));
+    });
+    Ok(Some(manifest))
+}
+
+/// Loads a table's manifest; `Ok(None)` when the table does not exist.
+pub fn load(data_dir: &Path, tenant: &str, table: &str) -> Result<Option<TableManifest>> {
+    validate_name("tenant", tenant)?;
+    validate_name("table", table)?;
+    let path = table_dir(data_dir, tenant, table).join(MANIFEST_FILE);
+    let metadata = match std::fs::metadata(&path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(Error::io(path, error)),
+    };
+    if metadata.len() > MANIFEST_BYTES_MAX {
+        return Err(Error::CorruptManifest {
+            path,
+            message: format!("{} bytes is over the {MANIFEST_BYTES_MAX}-byte limit", metadata.len()),
+        });
+    }
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let manifest: TableManifest = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptManifest {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(Error::CorruptManifest {
+            path,
+            message: format!("unsupported format version {}", manifest.format_version),
+        });
+    }
+    for file in &manifest.files {
+        if file.columns.len() != manifest.columns.len() || !is_safe_relative_path(&file.path) {
+            return Err(Error::CorruptManifest {
+                path,
+                message: format!("file entry {:?} is inconsistent with the table", file.path),
+            });
+        }
+    }
+    Ok(Some(manifest))
+}
+
+fn is_safe_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// Publishes `manifest` atomically (temp file, fsync, rename, fsync directory).
+pub fn publish(data_dir: &Path, manifest: &TableManifest) -> Result<()> {
+    let dir = table_dir(data_dir, &manifest.tenant, &manifest.table);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let target = dir.join(MANIFEST_FILE);
+    let temp = dir.join(format!("{MANIFEST_FILE}.tmp"));
+    let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut file = std::fs::File::create(&temp).map_err(|e| Error::io(&temp, e))?;
+    file.write_all(&bytes).map_err(|e| Error::io(&temp, e))?;
+    file.sync_all().map_err(|e| Error::io(&temp, e))?;
+    drop(file);
+    std::fs::rename(&temp, &target).map_err(|e| Error::io(&target, e))?;
+    sync_dir(&dir)
+}
+
+/// fsyncs a directory so a rename or new entry in it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// An exclusive advisory lock on a table directory, held while an import publishes.
+pub struct TableLock {
+    _file: std::fs::File,
+}
+
+impl TableLock {
+    pub fn acquire(data_dir: &Path, tenant: &str, table: &str) -> Result<TableLock> {
+        let dir = table_dir(data_dir, tenant, table);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join("_lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a valid, owned descriptor; no memory is shared with the kernel.
+        let status = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if status != 0 {
+            return Err(Error::io(&path, std::io::Error::last_os_error()));
+        }
+        Ok(TableLock { _file: file })
+    }
+}
+
+/// Lists the tables of a tenant (directories holding a manifest), sorted.
+pub fn list_tables(data_dir: &Path, tenant: &str) -> Result<Vec<String>> {
+    validate_name("tenant", tenant)?;
+    let dir = data_dir.join(tenant);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(Error::io(dir, error)),
+    };
+    let mut tables = Vec::new();
+    for entry in entries.flatten() {
+        if entry.path().join(MANIFEST_FILE).is_file() {
+            if let Some(name) = entry.file_name().to_str() {
+                tables.push(name.to_owned());
+            }
+        }
+    }
+    tables.sort();
+    Ok(tables)
+}

@@ -1,0 +1,240 @@
+//! Pruning by statistics: classifies a filter against min/max/null-count statistics of a file,
+//! a row group or a page as `Never` (no row can match: skip it), `Always` (every row matches:
+//! count it without decoding) or `Maybe`. Row ranges of a row group get a truth each from the
+//! page index (`Segments`), combined across columns by AND/OR on their boundaries.
+
+use crate::kernels::CmpOp;
+use crate::plan::{Filter, Test};
+use crate::stats::ColumnStats;
+use crate::value::Scalar;
+use std::cmp::Ordering;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Truth {
+    Never,
+    Maybe,
+    Always,
+}
+
+impl Truth {
+    fn and(self, other: Truth) -> Truth {
+        match (self, other) {
+            (Truth::Never, _) | (_, Truth::Never) => Truth::Never,
+            (Truth::Always, Truth::Always) => Truth::Always,
+            _ => Truth::Maybe,
+        }
+    }
+
+    fn or(self, other: Truth) -> Truth {
+        match (self, other) {
+            (Truth::Always, _) | (_, Truth::Always) => Truth::Always,
+            (Truth::Never, Truth::Never) => Truth::Never,
+            _ => Truth::Maybe,
+        }
+    }
+}
+
+/// The truth of `filter` over rows described by `stats(column)`.
+pub fn classify(filter: &Filter, stats: &dyn Fn(usize) -> Option<ColumnStats>) -> Truth {
+    match filter {
+        Filter::And(parts) => parts.iter().fold(Truth::Always, |t, p| t.and(classify(p, stats))),
+        Filter::Or(parts) => parts.iter().fold(Truth::Never, |t, p| t.or(classify(p, stats))),
+        Filter::Unknown => Truth::Never,
+        Filter::Leaf { column, test } => match stats(*column) {
+            Some(s) => classify_test(test, &s),
+            None => Truth::Maybe,
+        },
+    }
+}
+
+fn cmp(a: &Scalar, b: &Scalar) -> Ordering {
+    a.total_cmp(b)
+}
+
+fn classify_test(test: &Test, stats: &ColumnStats) -> Truth {
+    let no_nulls = stats.null_count == Some(0);
+    if let Test::IsNull { negated } = test {
+        return match (stats.null_count, negated) {
+            (Some(0), false) => Truth::Never,
+            (Some(0), true) => Truth::Always,
+            (Some(n), false) if n == stats.rows => Truth::Always,
+            (Some(n), true) if n == stats.rows => Truth::Never,
+            _ => Truth::Maybe,
+        };
+    }
+    if stats.rows == 0 || stats.all_null() {
+        return Truth::Never;
+    }
+    let (min, max) = (&stats.min, &stats.max);
+    if matches!(min, Scalar::Null) || matches!(max, Scalar::Null) {
+        return Truth::Maybe;
+    }
+    let all = |holds: bool| if holds && no_nulls { Truth::Always } else { Truth::Maybe };
+    match test {
+        Test::Compare { op, value } => {
+            let below = cmp(value, min) == Ordering::Less; // value < min
+            let above = cmp(value, max) == Ordering::Greater; // value > max
+            let single = cmp(min, max) == Ordering::Equal && cmp(min, value) == Ordering::Equal;
+            match op {
+                CmpOp::Eq if below || above => Truth::Never,
+                CmpOp::Eq => all(single),
+                CmpOp::Ne if single => Truth::Never,
+                CmpOp::Ne => all(below || above),
+                CmpOp::Lt if cmp(min, value) != Ordering::Less => Truth::Never,
+                CmpOp::Lt => all(cmp(max, value) == Ordering::Less),
+                CmpOp::Le if cmp(min, value) == Ordering::Greater => Truth::Never,
+                CmpOp::Le => all(cmp(max, value) != Ordering::Greater),
+                CmpOp::Gt if cmp(max, value) != Ordering::Greater => Truth::Never,
+                CmpOp::Gt => all(cmp(min, value) == Ordering::Greater),
+                CmpOp::Ge if cmp(max, value) == Ordering::Less => Truth::Never,
+                CmpOp::Ge => all(cmp(min, value) != Ordering::Less),
+            }
+        }
+        Test::Between { low, high } => {
+            if cmp(high, min) == Ordering::Less || cmp(low, max) == Ordering::Greater || cmp(low, high) == Ordering::Greater {
+                Truth::Never
+            } else {
+                all(cmp(low, min) != Ordering::Greater && cmp(max, high) != Ordering::Greater)
+            }
+        }
+        Test::In { values, negated: false, .. } => {
+            let any_inside = values
+                .iter()
+                .any(|v| cmp(v, min) != Ordering::Less && cmp(v, max) != Ordering::Greater);
+            if any_inside {
+                Truth::Maybe
+            } else {
+                Truth::Never
+            }
+        }
+        Test::In { negated: true, list_has_null: true, .. } => Truth::Never,
+        Test::In { negated: true, .. } => Truth::Maybe,
+        Test::Like { pattern, is_prefix: true, negated: false } => match max {
+            Scalar::Str(max) if max.as_bytes() < pattern.as_bytes() && !max.starts_with(pattern.as_str()) => Truth::Never,
+            _ => Truth::Maybe,
+        },
+        Test::Like { pattern, is_prefix: false, negated: false } => {
+            classify_test(&Test::Compare { op: CmpOp::Eq, value: Scalar::Str(pattern.clone()) }, stats)
+        }
+        Test::Like { .. } => Truth::Maybe,
+        Test::IsNull { .. } => Truth::Maybe,
+    }
+}
+
+/// Truths over consecutive row ranges of a row group: `(end, truth)` pairs covering `0..rows`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segments(pub Vec<(u32, Truth)>);
+
+impl Segments {
+    pub fn uniform(rows: u32, truth: Truth) -> Segments {
+        Segments(vec![(rows, truth)])
+    }
+
+    /// Iterates `(start..end, truth)`.
+    pub fn ranges(&self) -> impl Iterator<Item = (std::ops::Range<u32>, Truth)> + '_ {
+        let mut start = 0;
+        self.0.iter().map(move |&(end, truth)| {
+            let range = start..end;
+            start = end;
+            (range, truth)
+        })
+    }
+
+    fn combine(&self, other: &Segments, f: impl Fn(Truth, Truth) -> Truth) -> Segments {
+        let mut out: Vec<(u32, Truth)> = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        while i < self.0.len() && j < other.0.len() {
+            let (end_a, truth_a) = self.0[i];
+            let (end_b, truth_b) = other.0[j];
+            let end = end_a.min(end_b);
+            push(&mut out, end, f(truth_a, truth_b));
+            if end_a == end {
+                i += 1;
+            }
+            if end_b == end {
+                j += 1;
+            }
+        }
+        Segments(out)
+    }
+}
+
+fn push(out: &mut Vec<(u32, Truth)>, end: u32, truth: Truth) {
+    match out.last_mut() {
+        Some(last) if last.1 == truth => last.0 = end,
+        _ => out.push((end, truth)),
+    }
+}
+
+/// Page-level truths of `filter` in a row group: `page_stats(column)` gives each page's
+/// `(end_row, stats)` for a column with a page index, or `None`.
+pub fn segments(
+    filter: &Filter,
+    rows: u32,
+    page_stats: &dyn Fn(usize) -> Option<Vec<(u32, ColumnStats)>>,
+) -> Segments {
+    match filter {
+        Filter::And(parts) | Filter::Or(parts) => {
+            let is_and = matches!(filter, Filter::And(_));
+            let start = Segments::uniform(rows, if is_and { Truth::Always } else { Truth::Never });
+            parts.iter().fold(start, |acc, part| {
+                let part = segments(part, rows, page_stats);
+                if is_and {
+                    acc.combine(&part, Truth::and)
+                } else {
+                    acc.combine(&part, Truth::or)
+                }
+            })
+        }
+        Filter::Unknown => Segments::uniform(rows, Truth::Never),
+        Filter::Leaf { column, test } => match page_stats(*column) {
+            Some(pages) => {
+                let mut out = Vec::with_capacity(pages.len());
+                for (end, stats) in pages {
+                    push(&mut out, end, classify_test(test, &stats));
+                }
+                if out.last().map(|l| l.0) != Some(rows) {
+                    return Segments::uniform(rows, Truth::Maybe);
+                }
+                Segments(out)
+            }
+            None => Segments::uniform(rows, Truth::Maybe),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(min: i64, max: i64, nulls: u64) -> ColumnStats {
+        ColumnStats { min: Scalar::Int(min), max: Scalar::Int(max), null_count: Some(nulls), rows: 100 }
+    }
+
+    fn leaf(op: CmpOp, v: i64) -> Filter {
+        Filter::Leaf { column: 0, test: Test::Compare { op, value: Scalar::Int(v) } }
+    }
+
+    #[test]
+    fn comparisons_prune_and_cover() {
+        let s = stats(10, 20, 0);
+        let c = |f: &Filter| classify(f, &|_| Some(s.clone()));
+        assert_eq!(c(&leaf(CmpOp::Eq, 5)), Truth::Never);
+        assert_eq!(c(&leaf(CmpOp::Eq, 15)), Truth::Maybe);
+        assert_eq!(c(&leaf(CmpOp::Lt, 10)), Truth::Never);
+        assert_eq!(c(&leaf(CmpOp::Lt, 21)), Truth::Always);
+        assert_eq!(c(&leaf(CmpOp::Ge, 10)), Truth::Always);
+        assert_eq!(c(&leaf(CmpOp::Gt, 20)), Truth::Never);
+        assert_eq!(c(&leaf(CmpOp::Ne, 25)), Truth::Always);
+        let with_nulls = stats(10, 20, 3);
+        assert_eq!(classify(&leaf(CmpOp::Ge, 10), &|_| Some(with_nulls.clone())), Truth::Maybe);
+    }
+
+    #[test]
+    fn segments_combine_on_boundaries() {
+        let pages = vec![(10, stats(0, 9, 0)), (20, stats(10, 19, 0)), (30, stats(20, 29, 0))];
+        let filter = Filter::And(vec![leaf(CmpOp::Ge, 10), leaf(CmpOp::Lt, 25)]);
+        let s = segments(&filter, 30, &|_| Some(pages.clone()));
+        assert_eq!(s.0, vec![(10, Truth::Never), (20, Truth::Always), (30, Truth::Maybe)]);
+    }
+}

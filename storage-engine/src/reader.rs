@@ -1,0 +1,348 @@
+//! Reading Parquet through the direct-I/O path: footer and page index (via parquet's metadata
+//! push decoder), and single data pages decoded into Arrow arrays (via the push decoder with a
+//! row selection that covers exactly that page, so only that page and its dictionary are read).
+//! The decoders say which byte ranges they need; this module reads them with `DirectFile`,
+//! coalescing neighbours and issuing them concurrently.
+//!
+//! Outside bytes enter decoding here, so this is where size caps and `catch_unwind` live: a
+//! corrupt file becomes an `Error::CorruptFile` naming it, never a panic or an unbounded
+//! allocation.
+
+use crate::error::{Error, Result};
+use crate::manifest::ColumnDef;
+use crate::runtime::DirectFile;
+use crate::value::ColumnType;
+use crate::writer::engine_type;
+use arrow_array::ArrayRef;
+use arrow_schema::{DataType, Field, Schema};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector};
+use parquet::arrow::push_decoder::{ParquetPushDecoderBuilder, RowGroupSelection};
+use parquet::arrow::ProjectionMask;
+use parquet::basic::Encoding;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataPushDecoder};
+use parquet::DecodeResult;
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Footer plus page index larger than this is treated as corrupt.
+pub const METADATA_BYTES_MAX: u64 = 256 << 20;
+/// One decoded page larger than this many rows is treated as corrupt.
+pub const PAGE_ROWS_MAX: u64 = 1 << 26;
+/// Ranges closer than this are read as one.
+const COALESCE_GAP_BYTES: u64 = 64 << 10;
+
+/// Everything the engine needs to plan and decode one file, cached per core.
+pub struct FileMeta {
+    pub path: PathBuf,
+    pub metadata: Arc<ParquetMetaData>,
+    pub reader: ArrowReaderMetadata,
+    /// Per row group, per table column: first row of each page, then the row group's row count.
+    pub page_bounds: Vec<Vec<Vec<u32>>>,
+    pub bytes: usize,
+}
+
+impl FileMeta {
+    pub fn row_groups(&self) -> usize {
+        self.metadata.num_row_groups()
+    }
+
+    pub fn row_group_rows(&self, row_group: usize) -> u32 {
+        self.metadata.row_group(row_group).num_rows() as u32
+    }
+}
+
+fn corrupt(path: &Path, message: impl std::fmt::Display) -> Error {
+    Error::corrupt(path, message)
+}
+
+/// Runs `f` on outside bytes, turning a panic inside the parquet crate into an error naming `path`.
+fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> parquet::errors::Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(corrupt(path, error)),
+        Err(_) => Err(corrupt(path, format!("the Parquet decoder panicked while {what}"))),
+    }
+}
+
+/// Where file bytes come from: a direct-I/O file on a core, or memory (tests and fuzzing).
+pub trait ByteSource {
+    fn size(&self) -> u64;
+    fn read_at(&self, offset: u64, length: usize) -> impl std::future::Future<Output = std::io::Result<Bytes>>;
+}
+
+impl ByteSource for DirectFile {
+    fn size(&self) -> u64 {
+        DirectFile::size(self)
+    }
+
+    async fn read_at(&self, offset: u64, length: usize) -> std::io::Result<Bytes> {
+        DirectFile::read_at(self, offset, length).await
+    }
+}
+
+impl ByteSource for Bytes {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    async fn read_at(&self, offset: u64, length: usize) -> std::io::Result<Bytes> {
+        let start = usize::try_from(offset).map_err(std::io::Error::other)?;
+        match start.checked_add(length) {
+            Some(end) if end <= self.len() => Ok(self.slice(start..end)),
+            _ => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end")),
+        }
+    }
+}
+
+/// Reads `ranges` (coalescing neighbours, all reads in flight at once) and returns one buffer
+/// per requested range. Counts bytes read into `bytes_read`.
+pub async fn read_ranges<S: ByteSource>(file: &S, path: &Path, ranges: &[Range<u64>], bytes_read: &mut u64) -> Result<Vec<Bytes>> {
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_by_key(|&i| ranges[i].start);
+    let mut merged: Vec<Range<u64>> = Vec::new();
+    for &i in &order {
+        let range = &ranges[i];
+        if range.start > range.end || range.end > file.size() {
+            return Err(corrupt(path, format!("byte range {range:?} lies outside the {}-byte file", file.size())));
+        }
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end + COALESCE_GAP_BYTES => last.end = last.end.max(range.end),
+            _ => merged.push(range.clone()),
+        }
+    }
+    let reads = merged
+        .iter()
+        .map(|range| file.read_at(range.start, (range.end - range.start) as usize));
+    let buffers = futures::future::try_join_all(reads)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    *bytes_read += buffers.iter().map(|b| b.len() as u64).sum::<u64>();
+    let mut out = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let index = merged.partition_point(|m| m.end < range.end.max(range.start + 1)).min(merged.len() - 1);
+        let containing = &merged[index];
+        let start = (range.start - containing.start) as usize;
+        let end = (range.end - containing.start) as usize;
+        out.push(buffers[index].slice(start..end));
+    }
+    Ok(out)
+}
+
+/// Reads and validates a file's footer and page index against the table's columns.
+/// Reads a file's footer and page index (bounded by `METADATA_BYTES_MAX`).
+pub async fn load_metadata<S: ByteSource>(file: &S, path: &Path, bytes_read: &mut u64) -> Result<ParquetMetaData> {
+    let mut decoder = guarded(path, "reading the footer", || ParquetMetaDataPushDecoder::try_new(file.size()))?
+        .with_page_index_policy(PageIndexPolicy::Optional);
+    let mut requested = 0u64;
+    loop {
+        match guarded(path, "decoding the footer", || decoder.try_decode())? {
+            DecodeResult::NeedsData(ranges) => {
+                requested += ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum::<u64>();
+                if requested > METADATA_BYTES_MAX {
+                    return Err(corrupt(path, format!("metadata exceeds {METADATA_BYTES_MAX} bytes")));
+                }
+                let buffers = read_ranges(file, path, &ranges, bytes_read).await?;
+                guarded(path, "reading the footer", || decoder.push_ranges(ranges, buffers))?;
+            }
+            DecodeResult::Data(metadata) => return Ok(metadata),
+            DecodeResult::Finished => return Err(corrupt(path, "no metadata found")),
+        }
+    }
+}
+
+/// Reads and validates a file's footer and page index against the table's columns.
+pub async fn load_file_meta<S: ByteSource>(file: &S, path: &Path, columns: &[ColumnDef], bytes_read: &mut u64) -> Result<FileMeta> {
+    let metadata = load_metadata(file, path, bytes_read).await?;
+    let metadata = Arc::new(metadata);
+    check_schema(path, &metadata, columns)?;
+    let hint = Arc::new(Schema::new(
+        columns
+            .iter()
+            .enumerate()
+            .map(|(index, column)| {
+                let data_type = if column.column_type == ColumnType::Utf8 && all_dictionary_encoded(&metadata, index) {
+                    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+                } else {
+                    column.column_type.to_arrow()
+                };
+                Field::new(&column.name, data_type, true)
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let options = ArrowReaderOptions::new().with_schema(hint).with_page_index_policy(PageIndexPolicy::Optional);
+    let reader = guarded(path, "reading the schema", || ArrowReaderMetadata::try_new(metadata.clone(), options))?;
+    let mut page_bounds = Vec::with_capacity(metadata.num_row_groups());
+    for row_group in 0..metadata.num_row_groups() {
+        let rows = metadata.row_group(row_group).num_rows();
+        if rows < 0 || rows as u64 > u32::MAX as u64 {
+            return Err(corrupt(path, format!("row group {row_group} claims {rows} rows")));
+        }
+        let page_index = metadata.page_index_for_row_group(row_group);
+        let mut per_column = Vec::with_capacity(columns.len());
+        for column in 0..columns.len() {
+            let mut bounds: Vec<u32> = vec![0];
+            if let Some(offsets) = page_index.offset_index(column) {
+                for location in offsets.page_locations().iter().skip(1) {
+                    let first = location.first_row_index;
+                    let last = *bounds.last().unwrap_or(&0) as i64;
+                    if first <= last || first >= rows {
+                        return Err(corrupt(path, format!("offset index of column {column} in row group {row_group} is not increasing")));
+                    }
+                    bounds.push(first as u32);
+                }
+            }
+            bounds.push(rows as u32);
+            if bounds.windows(2).any(|w| (w[1] - w[0]) as u64 > PAGE_ROWS_MAX) {
+                return Err(corrupt(path, format!("a page of column {column} in row group {row_group} exceeds {PAGE_ROWS_MAX} rows")));
+            }
+            per_column.push(bounds);
+        }
+        page_bounds.push(per_column);
+    }
+    let bytes = metadata.memory_size() + page_bounds.iter().flatten().map(|b| b.len() * 4).sum::<usize>();
+    Ok(FileMeta {
+        path: path.to_owned(),
+        metadata,
+        reader,
+        page_bounds,
+        bytes,
+    })
+}
+
+fn all_dictionary_encoded(metadata: &ParquetMetaData, column: usize) -> bool {
+    metadata.row_groups().iter().all(|row_group| {
+        let chunk = row_group.column(column);
+        chunk.dictionary_page_offset().is_some()
+            && chunk.page_encoding_stats_mask().is_some_and(|mask| {
+                mask.is_only(Encoding::PLAIN_DICTIONARY) || mask.is_only(Encoding::RLE_DICTIONARY)
+            })
+    })
+}
+
+fn check_schema(path: &Path, metadata: &ParquetMetaData, columns: &[ColumnDef]) -> Result<()> {
+    let mismatch = |message: String| Error::SchemaMismatch {
+        path: path.to_owned(),
+        message,
+    };
+    let descriptor = metadata.file_metadata().schema_descr();
+    let schema = guarded(path, "reading the schema", || {
+        parquet::arrow::parquet_to_arrow_schema(descriptor, metadata.file_metadata().key_value_metadata())
+    })?;
+    if schema.fields().len() != columns.len() || descriptor.num_columns() != columns.len() {
+        return Err(mismatch(format!(
+            "file has {} columns, table has {}",
+            schema.fields().len(),
+            columns.len()
+        )));
+    }
+    for (field, column) in schema.fields().iter().zip(columns) {
+        let found = engine_type(field.name(), field.data_type()).ok();
+        if field.name() != &column.name || found != Some(column.column_type) {
+            return Err(mismatch(format!(
+                "file column {} {} where the table has {} {}",
+                field.name(),
+                field.data_type(),
+                column.name,
+                column.column_type.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Decodes rows `rows` (which must be exactly one page of `column`) of `row_group`.
+pub async fn decode_page<S: ByteSource>(
+    file: &S,
+    meta: &FileMeta,
+    row_group: usize,
+    column: usize,
+    rows: Range<u32>,
+    bytes_read: &mut u64,
+) -> Result<ArrayRef> {
+    let path = meta.path.as_path();
+    let group_rows = meta.row_group_rows(row_group);
+    let length = (rows.end - rows.start) as usize;
+    let mut selectors = Vec::with_capacity(3);
+    if rows.start > 0 {
+        selectors.push(RowSelector::skip(rows.start as usize));
+    }
+    selectors.push(RowSelector::select(length));
+    if rows.end < group_rows {
+        selectors.push(RowSelector::skip((group_rows - rows.end) as usize));
+    }
+    let selection = (rows.start > 0 || rows.end < group_rows).then(|| RowSelection::from(selectors));
+    let descriptor = meta.metadata.file_metadata().schema_descr();
+    let mut decoder = guarded(path, "preparing a page decoder", || {
+        ParquetPushDecoderBuilder::new_with_metadata(meta.reader.clone())
+            .with_projection(ProjectionMask::leaves(descriptor, [column]))
+            .with_batch_size(length.max(1))
+            .with_row_group_selections(vec![RowGroupSelection::new(row_group, selection)])
+            .build()
+    })?;
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(1);
+    loop {
+        match guarded(path, "decoding a page", || decoder.try_decode())? {
+            DecodeResult::NeedsData(ranges) => {
+                let buffers = read_ranges(file, path, &ranges, bytes_read).await?;
+                guarded(path, "decoding a page", || decoder.push_ranges(ranges, buffers))?;
+            }
+            DecodeResult::Data(batch) => arrays.push(batch.column(0).clone()),
+            DecodeResult::Finished => break,
+        }
+    }
+    let array = match arrays.len() {
+        1 => arrays.swap_remove(0),
+        _ => {
+            let parts: Vec<&dyn arrow_array::Array> = arrays.iter().map(|a| a.as_ref()).collect();
+            arrow_select::concat::concat(&parts).map_err(|e| corrupt(path, e))?
+        }
+    };
+    if array.len() != length {
+        return Err(corrupt(
+            path,
+            format!("row group {row_group} column {column}: expected {length} rows, decoded {}", array.len()),
+        ));
+    }
+    Ok(array)
+}
+
+/// The engine's column definitions for a file's own schema (for verifying arbitrary files).
+pub fn columns_of(path: &Path, metadata: &ParquetMetaData) -> Result<Vec<ColumnDef>> {
+    let schema = guarded(path, "reading the schema", || {
+        parquet::arrow::parquet_to_arrow_schema(metadata.file_metadata().schema_descr(), metadata.file_metadata().key_value_metadata())
+    })?;
+    schema
+        .fields()
+        .iter()
+        .map(|field| {
+            Ok(ColumnDef {
+                name: field.name().clone(),
+                column_type: engine_type(field.name(), field.data_type()).map_err(|e| corrupt(path, e))?,
+                nullable: field.is_nullable(),
+            })
+        })
+        .collect()
+}
+
+/// Reads a whole file through the engine's decoding path — footer, page index, every page of
+/// every column — and returns its row count. Any corruption is an error naming `path`.
+pub async fn verify_file<S: ByteSource>(file: &S, path: &Path) -> Result<u64> {
+    let mut bytes_read = 0;
+    // First pass with no column check, to learn the schema; then the real load.
+    let probe = load_metadata(file, path, &mut bytes_read).await?;
+    let columns = columns_of(path, &probe)?;
+    let meta = load_file_meta(file, path, &columns, &mut bytes_read).await?;
+    let mut rows = 0u64;
+    for row_group in 0..meta.row_groups() {
+        for column in 0..columns.len() {
+            for page in meta.page_bounds[row_group][column].windows(2) {
+                decode_page(file, &meta, row_group, column, page[0]..page[1], &mut bytes_read).await?;
+            }
+        }
+        rows += meta.row_group_rows(row_group) as u64;
+    }
+    Ok(rows)
+}

@@ -1,0 +1,201 @@
+//! The only module that names glommio. It owns the thread-per-core executors (one pinned
+//! `LocalExecutor` per core), the way work reaches them, and direct (O_DIRECT, io_uring) file
+//! reads. Everything above it sees `CorePool`, `DirectFile` and `yield_if_needed`; swapping the
+//! runtime means rewriting this file only.
+//!
+//! Work reaches a core as a message on a lock-free channel (`futures` mpsc); its result returns on
+//! a oneshot. A core's state `S` is created on that core and never leaves it (`Rc`, not `Arc`).
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use futures::future::LocalBoxFuture;
+use futures::StreamExt;
+use glommio::io::DmaFile;
+use glommio::{LocalExecutorBuilder, Placement};
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+type Job<S> = Box<dyn FnOnce(Rc<S>) -> LocalBoxFuture<'static, ()> + Send>;
+
+/// How the executors are built.
+#[derive(Clone, Debug)]
+pub struct CoreOptions {
+    pub cores: usize,
+    /// Pin executor i to CPU i (false: let the OS place them, e.g. in tests sharing a machine).
+    pub pin: bool,
+    /// Bytes of registered I/O memory per executor (each pins 3x this; see FIELD_NOTES).
+    pub io_memory_bytes: usize,
+    /// Busy-poll this long before parking an idle executor (0 = park at once).
+    pub spin_before_park_us: u64,
+    /// A non-empty file on the data device that each executor reads first: glommio probes
+    /// polled-I/O support on its first file per device, and an empty first file breaks every
+    /// later read on that device (glommio #605, #670).
+    pub probe_file: Option<PathBuf>,
+}
+
+/// One pinned executor per core, each owning a state `S` built on that core.
+pub struct CorePool<S: 'static> {
+    inboxes: Vec<mpsc::UnboundedSender<Job<S>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl<S: 'static> CorePool<S> {
+    /// Starts `options.cores` executors; `init(core)` builds each core's state on its own thread.
+    pub fn start<I>(options: &CoreOptions, init: I) -> io::Result<Self>
+    where
+        I: Fn(usize) -> S + Send + Sync + Clone + 'static,
+    {
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut inboxes = Vec::with_capacity(options.cores);
+        let mut threads = Vec::with_capacity(options.cores);
+        let (ready_sender, ready_receiver) = std::sync::mpsc::channel::<io::Result<()>>();
+        for core in 0..options.cores {
+            let (sender, mut receiver) = mpsc::unbounded::<Job<S>>();
+            inboxes.push(sender);
+            let init = init.clone();
+            let placement = if options.pin && options.cores <= available {
+                Placement::Fixed(core)
+            } else {
+                Placement::Unbound
+            };
+            let builder = LocalExecutorBuilder::new(placement)
+                .name(&format!("tessera-core-{core}"))
+                .io_memory(options.io_memory_bytes)
+                .spin_before_park(Duration::from_micros(options.spin_before_park_us));
+            let probe_file = options.probe_file.clone();
+            let ready = ready_sender.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("tessera-core-{core}"))
+                .spawn(move || {
+                    let executor = match builder.make() {
+                        Ok(executor) => executor,
+                        Err(error) => {
+                            let _ = ready.send(Err(io::Error::other(error.to_string())));
+                            return;
+                        }
+                    };
+                    executor.run(async move {
+                        if let Some(probe) = probe_file {
+                            if let Err(error) = probe_device(&probe).await {
+                                let _ = ready.send(Err(error));
+                                return;
+                            }
+                        }
+                        let state = Rc::new(init(core));
+                        let _ = ready.send(Ok(()));
+                        drop(ready);
+                        while let Some(job) = receiver.next().await {
+                            glommio::spawn_local(job(state.clone())).detach();
+                        }
+                    });
+                })?;
+            threads.push(thread);
+        }
+        drop(ready_sender);
+        let mut pool = CorePool { inboxes, threads };
+        for _ in 0..options.cores {
+            match ready_receiver.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    pool.shutdown();
+                    return Err(error);
+                }
+                Err(_) => {
+                    pool.shutdown();
+                    return Err(io::Error::other("an executor thread exited during start-up"));
+                }
+            }
+        }
+        Ok(pool)
+    }
+
+    pub fn cores(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Runs `job` on core `core` as a task of its executor and returns a receiver for its output.
+    pub fn run_on<F, Fut, T>(&self, core: usize, job: F) -> oneshot::Receiver<T>
+    where
+        F: FnOnce(Rc<S>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let (sender, receiver) = oneshot::channel();
+        let boxed: Job<S> = Box::new(move |state| {
+            Box::pin(async move {
+                let _ = sender.send(job(state).await);
+            })
+        });
+        // A closed inbox drops the job and its sender; the caller sees `Canceled`.
+        let _ = self.inboxes[core % self.inboxes.len()].unbounded_send(boxed);
+        receiver
+    }
+
+    fn shutdown(&mut self) {
+        self.inboxes.clear();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl<S: 'static> Drop for CorePool<S> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn probe_device(path: &Path) -> io::Result<()> {
+    let file = DirectFile::open(path).await?;
+    let size = file.size();
+    file.read_at(0, size.min(4096) as usize).await?;
+    Ok(())
+}
+
+/// A file opened for direct reads (O_DIRECT through io_uring). Reads may be unaligned; glommio
+/// widens them to the device alignment and copies the requested bytes out once.
+pub struct DirectFile {
+    file: DmaFile,
+    size: u64,
+}
+
+impl DirectFile {
+    pub async fn open(path: &Path) -> io::Result<DirectFile> {
+        let file = DmaFile::open(path).await.map_err(io::Error::from)?;
+        let size = file.file_size().await.map_err(io::Error::from)?;
+        Ok(DirectFile { file, size })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub async fn read_at(&self, offset: u64, length: usize) -> io::Result<Bytes> {
+        if offset.checked_add(length as u64).is_none_or(|end| end > self.size) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("read of {length} bytes at {offset} past the end of a {}-byte file", self.size),
+            ));
+        }
+        let result = self.file.read_at(offset, length).await.map_err(io::Error::from)?;
+        if result.len() != length {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("short read: {} of {length} bytes at {offset}", result.len()),
+            ));
+        }
+        Ok(Bytes::copy_from_slice(&result))
+    }
+
+    pub async fn close(self) {
+        let _ = self.file.close().await;
+    }
+}
+
+/// Lets other tasks on this core run if this one has used its time slice.
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await
+}

@@ -1,0 +1,354 @@
+//! `tessera`: the command-line front end. Subcommands: `gen` (deterministic events data set),
+//! `import` (Parquet/CSV into a table), `sql` (run a query in-process), `demo` (all of it with the
+//! spec's four queries and timings).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+use tessera_storage_engine::manifest::{Compression, PartitionSpec, WriterSettings};
+use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::{gen, source, Engine, EngineConfig, QueryResult};
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Tessera: a columnar storage and query engine for event data")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct EngineArgs {
+    /// Data directory.
+    #[arg(long, env = "DATA_PATH", default_value = "./data")]
+    data: PathBuf,
+    /// Executor cores (default: all).
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Buffer pool budget in MiB (decoded pages, all cores together).
+    #[arg(long, default_value_t = 4096)]
+    pool_mib: u64,
+}
+
+impl EngineArgs {
+    fn open(&self) -> Result<Engine, String> {
+        let mut config = EngineConfig::new(&self.data);
+        if let Some(cores) = self.cores {
+            config.cores = cores;
+        }
+        config.buffer_pool_bytes = self.pool_mib << 20;
+        Engine::open(config).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a data set.
+    Gen {
+        #[command(subcommand)]
+        what: GenWhat,
+    },
+    /// Import Parquet or CSV files into a table (created on first import).
+    Import {
+        #[arg(long, env = "DATA_PATH", default_value = "./data")]
+        data: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        table: String,
+        /// Partition by the date of this column (default: the first timestamp column).
+        #[arg(long)]
+        time_column: Option<String>,
+        /// Further partition columns, comma-separated (e.g. category).
+        #[arg(long, value_delimiter = ',')]
+        partition_by: Vec<String>,
+        /// snappy, zstd or none (new tables only).
+        #[arg(long, default_value = "snappy")]
+        compression: String,
+        files: Vec<PathBuf>,
+    },
+    /// Run one SQL statement in-process against a data directory.
+    Sql {
+        #[command(flatten)]
+        engine: EngineArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        sql: String,
+    },
+    /// Generate, import and query the events data set, printing results and timings.
+    Demo {
+        #[arg(long, default_value = "./tessera-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenWhat {
+    /// The spec's events table.
+    Events {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// A .parquet file, or a directory for numbered files.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gen { what: GenWhat::Events { rows, out, seed } } => run_gen(&out, rows, seed).map(|_| ()),
+        Command::Import { data, tenant, table, time_column, partition_by, compression, files } => {
+            run_import(&data, &tenant, &table, time_column, partition_by, &compression, &files).map(|_| ())
+        }
+        Command::Sql { engine, tenant, format, sql } => run_sql(&engine, &tenant, format, &sql),
+        Command::Demo { dir, rows, seed } => run_demo(&dir, rows, seed),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn progress_bar(total: Option<u64>, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(total) => ProgressBar::new(total),
+        None => ProgressBar::no_length(),
+    };
+    let template = format!("{what} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} rows ({{per_sec}})");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn run_gen(out: &Path, rows: u64, seed: u64) -> Result<Vec<PathBuf>, String> {
+    let started = Instant::now();
+    let bar = progress_bar(Some(rows), "gen");
+    let files = gen::write_events(out, rows, seed, threads(), &mut |done| bar.set_position(done)).map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    eprintln!("generated {rows} events rows into {} file(s) in {:.2?}", files.len(), started.elapsed());
+    Ok(files)
+}
+
+fn run_import(
+    data: &Path,
+    tenant: &str,
+    table: &str,
+    time_column: Option<String>,
+    partition_by: Vec<String>,
+    compression: &str,
+    files: &[PathBuf],
+) -> Result<u64, String> {
+    if files.is_empty() {
+        return Err("no input files given".into());
+    }
+    let started = Instant::now();
+    let mut inputs = Vec::new();
+    for path in files {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "parquet" || x == "csv"))
+                .collect();
+            entries.sort();
+            inputs.extend(entries);
+        } else {
+            inputs.push(path.clone());
+        }
+    }
+    let sources: Vec<source::Source> = inputs.iter().map(|p| source::open(p)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let Some(first) = sources.first() else {
+        return Err("no Parquet or CSV files found in the given paths".into());
+    };
+    let writer_settings = WriterSettings {
+        compression: compression.parse::<Compression>().map_err(|e| e.to_string())?,
+        ..WriterSettings::default()
+    };
+    let options = ImportOptions {
+        partition: Some(PartitionSpec { time_column: time_column.map(|c| c.to_lowercase()), columns: partition_by }),
+        writer: Some(writer_settings),
+        buffer_bytes_max: None,
+    };
+    let mut writer = TableWriter::open(data, tenant, table, &first.schema, &options).map_err(|e| e.to_string())?;
+    let total: Option<u64> = sources.iter().map(|s| s.rows).sum();
+    let bar = progress_bar(total, "import");
+    let mut rows = 0u64;
+    for source in sources {
+        for batch in source.batches {
+            let batch = batch.map_err(|e| e.to_string())?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).map_err(|e| e.to_string())?;
+            bar.set_position(rows);
+        }
+    }
+    let summary = writer.finish().map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    eprintln!(
+        "imported {} rows into {tenant}/{table}: {} file(s), {:.1} MiB, manifest version {}, in {:.2?}",
+        summary.rows,
+        summary.files,
+        summary.bytes as f64 / (1 << 20) as f64,
+        summary.manifest_version,
+        started.elapsed()
+    );
+    Ok(summary.rows)
+}
+
+fn run_sql(engine: &EngineArgs, tenant: &str, format: Format, sql: &str) -> Result<(), String> {
+    let engine = engine.open()?;
+    let result = engine.sql(tenant, sql).map_err(|e| e.to_string())?;
+    print_result(&result, format)
+}
+
+fn print_result(result: &QueryResult, format: Format) -> Result<(), String> {
+    let mut stdout = std::io::stdout().lock();
+    match format {
+        Format::Csv => {
+            let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(&mut stdout);
+            for batch in &result.batches {
+                writer.write(batch).map_err(|e| e.to_string())?;
+            }
+        }
+        Format::Json => {
+            let mut writer = arrow_json::ArrayWriter::new(&mut stdout);
+            for batch in &result.batches {
+                writer.write(batch).map_err(|e| e.to_string())?;
+            }
+            writer.finish().map_err(|e| e.to_string())?;
+            drop(writer);
+            println!();
+        }
+        Format::Table => {
+            if let Some(text) = &result.explain {
+                print!("{text}");
+                return Ok(());
+            }
+            println!("{}", render_table(result, 50));
+            let scan = &result.stats.scan;
+            println!(
+                "{} row(s) in {:.3} ms | rows scanned {} of {} ({} from statistics) | bytes read {} | files pruned {}/{} | row groups pruned {}/{} | pages pruned {}/{} | pool hits {} misses {}",
+                result.num_rows(),
+                result.stats.elapsed.as_secs_f64() * 1e3,
+                scan.rows_scanned,
+                scan.rows_total,
+                scan.rows_from_statistics,
+                scan.bytes_read,
+                scan.files_pruned,
+                scan.files_total,
+                scan.row_groups_pruned,
+                scan.row_groups_total,
+                scan.pages_pruned,
+                scan.pages_total,
+                scan.pool_hits,
+                scan.pool_misses
+            );
+        }
+    }
+    Ok(())
+}
+
+fn render_table(result: &QueryResult, max_rows: usize) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(result.schema.fields().iter().map(|f| f.name().clone()));
+    let options = arrow_cast::display::FormatOptions::default().with_null("NULL");
+    let mut shown = 0;
+    'outer: for batch in &result.batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .filter_map(|c| arrow_cast::display::ArrayFormatter::try_new(c.as_ref(), &options).ok())
+            .collect();
+        for row in 0..batch.num_rows() {
+            if shown == max_rows {
+                break 'outer;
+            }
+            table.add_row(formatters.iter().map(|f| f.value(row).to_string()));
+            shown += 1;
+        }
+    }
+    if result.num_rows() > max_rows {
+        table.add_row(vec![format!("... {} more row(s)", result.num_rows() - max_rows)]);
+    }
+    table
+}
+
+/// The spec's four queries.
+pub const SPEC_QUERIES: [(&str, &str); 4] = [
+    ("point lookup", "SELECT * FROM events WHERE id = 1234567"),
+    ("time-range count", "SELECT COUNT(*) FROM events WHERE timestamp BETWEEN '2024-01-01' AND '2024-01-31 23:59:59'"),
+    ("sum by category", "SELECT category, SUM(amount) FROM events GROUP BY category ORDER BY category"),
+    (
+        "daily avg by category",
+        "SELECT DATE(timestamp), category, AVG(amount) FROM events WHERE timestamp >= '2024-01-01' GROUP BY DATE(timestamp), category ORDER BY DATE(timestamp), category",
+    ),
+];
+
+fn run_demo(dir: &Path, rows: u64, seed: u64) -> Result<(), String> {
+    let input = dir.join("events.parquet");
+    let data = dir.join("data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    println!("== generating {rows} events rows");
+    run_gen(&input, rows, seed)?;
+    println!("== importing into tenant demo, table events");
+    run_import(&data, "demo", "events", None, Vec::new(), "snappy", &[input])?;
+    let engine = EngineArgs { data, cores: None, pool_mib: 4096 }.open()?;
+    let point = format!("SELECT * FROM events WHERE id = {}", rows / 2 + 1);
+    let queries: Vec<(&str, String)> = SPEC_QUERIES
+        .iter()
+        .map(|(name, sql)| (*name, if *name == "point lookup" { point.clone() } else { sql.to_string() }))
+        .collect();
+    let mut timings = Vec::new();
+    for (name, sql) in &queries {
+        println!("\n== {name}: {sql}");
+        let cold = engine.sql("demo", sql).map_err(|e| e.to_string())?;
+        print_result(&cold, Format::Table)?;
+        let mut warm = Vec::new();
+        for _ in 0..5 {
+            warm.push(engine.sql("demo", sql).map_err(|e| e.to_string())?.stats.elapsed.as_secs_f64() * 1e3);
+        }
+        warm.sort_by(f64::total_cmp);
+        timings.push((name, cold.stats.elapsed.as_secs_f64() * 1e3, warm[warm.len() / 2]));
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(vec!["query", "first run (ms)", "warm median of 5 (ms)"]);
+    for (name, cold, warm) in timings {
+        table.add_row(vec![name.to_string(), format!("{cold:.2}"), format!("{warm:.2}")]);
+    }
+    println!("\n{table}");
+    Ok(())
+}
