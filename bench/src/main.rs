@@ -11,7 +11,10 @@ use tessera_storage_engine::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::{gen, source, Engine, EngineConfig};
 
 #[derive(Parser)]
-#[command(name = "tessera-bench", about = "Spec-query benchmark: Tessera warm/cold medians, DuckDB side run")]
+#[command(
+    name = "tessera-bench",
+    about = "Spec-query benchmark: Tessera warm/cold medians, DuckDB side run"
+)]
 struct Args {
     /// Working directory (the generated data is reused across runs).
     #[arg(long, default_value = "./bench-data")]
@@ -47,32 +50,60 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_owned()))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_owned())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn prepare(dir: &Path, rows: u64) -> Result<(PathBuf, PathBuf), String> {
     let parquet = dir.join(format!("events-{rows}"));
     let data = dir.join(format!("data-{rows}"));
-    if !data.join("bench").join("events").join("_manifest.json").exists() {
+    if !data
+        .join("bench")
+        .join("events")
+        .join("_manifest.json")
+        .exists()
+    {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let _ = std::fs::remove_dir_all(&parquet);
         let _ = std::fs::remove_dir_all(&data);
         let started = Instant::now();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let files = gen::write_events(&parquet, rows, 42, threads, &mut |_| {}).map_err(|e| e.to_string())?;
+        let files = gen::write_events(&parquet, rows, 42, threads, &mut |_| {})
+            .map_err(|e| e.to_string())?;
         eprintln!("generated {rows} rows in {:.1?}", started.elapsed());
         let started = Instant::now();
         let first = source::open(&files[0]).map_err(|e| e.to_string())?;
-        let mut writer = TableWriter::open(&data, "bench", "events", &first.schema, &ImportOptions::default()).map_err(|e| e.to_string())?;
+        let mut writer = TableWriter::open(
+            &data,
+            "bench",
+            "events",
+            &first.schema,
+            &ImportOptions::default(),
+        )
+        .map_err(|e| e.to_string())?;
         for file in &files {
             for batch in source::open(file).map_err(|e| e.to_string())?.batches {
-                writer.write(&batch.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+                writer
+                    .write(&batch.map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
             }
         }
         let summary = writer.finish().map_err(|e| e.to_string())?;
-        eprintln!("imported into {} files ({:.0} MiB) in {:.1?}", summary.files, summary.bytes as f64 / 1048576.0, started.elapsed());
+        eprintln!(
+            "imported into {} files ({:.0} MiB) in {:.1?}",
+            summary.files,
+            summary.bytes as f64 / 1048576.0,
+            started.elapsed()
+        );
     }
     Ok((parquet, data))
 }
@@ -87,7 +118,11 @@ fn main() -> Result<(), String> {
     let point = format!("SELECT * FROM events WHERE id = {}", args.rows / 2 + 7);
     let mut results = Vec::new();
     for (name, sql) in QUERIES {
-        let sql = if name.starts_with("point") { point.clone() } else { sql.to_owned() };
+        let sql = if name.starts_with("point") {
+            point.clone()
+        } else {
+            sql.to_owned()
+        };
         let mut cold = Vec::new();
         for _ in 0..args.runs {
             engine.clear_caches();
@@ -112,22 +147,49 @@ fn main() -> Result<(), String> {
         results.push((name, sql, median(cold), median(warm)));
     }
     let rss = peak_rss_mib();
-    let duckdb = if args.duckdb { run_duckdb(&parquet, &results, cores, args.runs)? } else { Vec::new() };
-    println!("\nTessera spec queries: {} rows, {cores} cores, pool {} MiB, medians of {} runs", args.rows, args.pool_mib, args.runs);
-    println!("{:<32} {:>12} {:>12} {:>14} {:>14}", "query", "cold ms", "warm ms", "duckdb ms", "duckdb/warm");
+    let duckdb = if args.duckdb {
+        run_duckdb(&parquet, &results, cores, args.runs)?
+    } else {
+        Vec::new()
+    };
+    println!(
+        "\nTessera spec queries: {} rows, {cores} cores, pool {} MiB, medians of {} runs",
+        args.rows, args.pool_mib, args.runs
+    );
+    println!(
+        "{:<32} {:>12} {:>12} {:>14} {:>14}",
+        "query", "cold ms", "warm ms", "duckdb ms", "duckdb/warm"
+    );
     for (i, (name, _, cold, warm)) in results.iter().enumerate() {
         match duckdb.get(i) {
-            Some(d) => println!("{name:<32} {cold:>12.2} {warm:>12.2} {d:>14.2} {:>13.2}x", d / warm),
-            None => println!("{name:<32} {cold:>12.2} {warm:>12.2} {:>14} {:>14}", "-", "-"),
+            Some(d) => println!(
+                "{name:<32} {cold:>12.2} {warm:>12.2} {d:>14.2} {:>13.2}x",
+                d / warm
+            ),
+            None => println!(
+                "{name:<32} {cold:>12.2} {warm:>12.2} {:>14} {:>14}",
+                "-", "-"
+            ),
         }
     }
-    println!("peak RSS {rss:.0} MiB (buffer pool budget {} MiB)", args.pool_mib);
+    println!(
+        "peak RSS {rss:.0} MiB (buffer pool budget {} MiB)",
+        args.pool_mib
+    );
     Ok(())
 }
 
 /// Runs the queries in DuckDB over the generated Parquet files (warm medians, same thread count).
-fn run_duckdb(parquet: &Path, results: &[(&str, String, f64, f64)], threads: usize, runs: usize) -> Result<Vec<f64>, String> {
-    let queries: Vec<String> = results.iter().map(|(_, sql, _, _)| sql.replace("DATE(timestamp)", "CAST(timestamp AS DATE)")).collect();
+fn run_duckdb(
+    parquet: &Path,
+    results: &[(&str, String, f64, f64)],
+    threads: usize,
+    runs: usize,
+) -> Result<Vec<f64>, String> {
+    let queries: Vec<String> = results
+        .iter()
+        .map(|(_, sql, _, _)| sql.replace("DATE(timestamp)", "CAST(timestamp AS DATE)"))
+        .collect();
     let script = format!(
         r#"
 import duckdb, json, statistics, sys, time
@@ -152,7 +214,10 @@ print(json.dumps(out))
         .output()
         .map_err(|e| format!("cannot run python3: {e}"))?;
     if !output.status.success() {
-        return Err(format!("duckdb run failed: {}", String::from_utf8_lossy(&output.stderr)));
+        return Err(format!(
+            "duckdb run failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
     }
     serde_json::from_slice(&output.stdout).map_err(|e| format!("duckdb output: {e}"))
 }

@@ -20,8 +20,14 @@ use hashbrown::HashMap;
 #[derive(Clone, Debug, PartialEq)]
 pub enum AccState {
     Count(u64),
-    SumFloat { sum: f64, count: u64 },
-    SumInt { sum: i128, count: u64 },
+    SumFloat {
+        sum: f64,
+        count: u64,
+    },
+    SumInt {
+        sum: i128,
+        count: u64,
+    },
     /// MIN or MAX so far (`Null` before any value).
     Extreme(Scalar),
 }
@@ -38,11 +44,7 @@ impl AccState {
                 *sum += s;
                 *count += c;
             }
-            (AccState::Extreme(a), AccState::Extreme(b)) => {
-                if better(b, a, is_min) {
-                    *a = b.clone();
-                }
-            }
+            (AccState::Extreme(a), AccState::Extreme(b)) if better(b, a, is_min) => *a = b.clone(),
             _ => {}
         }
     }
@@ -53,7 +55,9 @@ impl AccState {
             (AggregateFunction::Sum | AggregateFunction::Avg, Some(ColumnType::Float64)) => {
                 AccState::SumFloat { sum: 0.0, count: 0 }
             }
-            (AggregateFunction::Sum | AggregateFunction::Avg, _) => AccState::SumInt { sum: 0, count: 0 },
+            (AggregateFunction::Sum | AggregateFunction::Avg, _) => {
+                AccState::SumInt { sum: 0, count: 0 }
+            }
             _ => AccState::Extreme(Scalar::Null),
         }
     }
@@ -62,12 +66,19 @@ impl AccState {
     pub fn finish(&self, aggregate: &Aggregate) -> Result<Scalar> {
         Ok(match (self, aggregate.function) {
             (AccState::Count(n), _) => Scalar::Int(*n as i64),
-            (AccState::SumFloat { count: 0, .. } | AccState::SumInt { count: 0, .. }, _) => Scalar::Null,
-            (AccState::SumFloat { sum, count }, AggregateFunction::Avg) => Scalar::Float(sum / *count as f64),
+            (AccState::SumFloat { count: 0, .. } | AccState::SumInt { count: 0, .. }, _) => {
+                Scalar::Null
+            }
+            (AccState::SumFloat { sum, count }, AggregateFunction::Avg) => {
+                Scalar::Float(sum / *count as f64)
+            }
             (AccState::SumFloat { sum, .. }, _) => Scalar::Float(*sum),
-            (AccState::SumInt { sum, count }, AggregateFunction::Avg) => Scalar::Float(*sum as f64 / *count as f64),
+            (AccState::SumInt { sum, count }, AggregateFunction::Avg) => {
+                Scalar::Float(*sum as f64 / *count as f64)
+            }
             (AccState::SumInt { sum, .. }, _) => Scalar::Int(
-                i64::try_from(*sum).map_err(|_| Error::plan("integer overflow in SUM (result exceeds int64)"))?,
+                i64::try_from(*sum)
+                    .map_err(|_| Error::plan("integer overflow in SUM (result exceeds int64)"))?,
             ),
             (AccState::Extreme(value), _) => value.clone(),
         })
@@ -145,7 +156,11 @@ impl Interner {
                     let strings = values.as_string::<i32>();
                     let mut map = Vec::with_capacity(strings.len());
                     for i in 0..strings.len() {
-                        map.push(if strings.is_null(i) { null_id(self) } else { self.str_id(strings.value(i)) });
+                        map.push(if strings.is_null(i) {
+                            null_id(self)
+                        } else {
+                            self.str_id(strings.value(i))
+                        });
                     }
                     self.dictionary = Some((values.clone(), map));
                 }
@@ -153,30 +168,45 @@ impl Interner {
                 let codes = keys.values();
                 // Out-of-range codes and NULL keys are rare: intern NULL only when one occurs.
                 let entries = self.dictionary.as_ref().map_or(0, |(_, m)| m.len());
-                let has_null = keys.null_count() > 0 || codes.iter().any(|&c| c < 0 || c as usize >= entries);
+                let has_null =
+                    keys.null_count() > 0 || codes.iter().any(|&c| c < 0 || c as usize >= entries);
                 let null = if has_null { null_id(self) } else { u32::MAX };
-                let map = self.dictionary.as_ref().map(|(_, m)| m.as_slice()).unwrap_or(&[]);
+                let map = self
+                    .dictionary
+                    .as_ref()
+                    .map(|(_, m)| m.as_slice())
+                    .unwrap_or(&[]);
                 match keys.nulls() {
-                    None => out.extend(codes.iter().map(|&c| *map.get(c as usize).unwrap_or(&null))),
-                    Some(nulls) => out.extend(
-                        codes
-                            .iter()
-                            .enumerate()
-                            .map(|(i, &c)| if nulls.is_valid(i) { *map.get(c as usize).unwrap_or(&null) } else { null }),
-                    ),
+                    None => {
+                        out.extend(codes.iter().map(|&c| *map.get(c as usize).unwrap_or(&null)))
+                    }
+                    Some(nulls) => out.extend(codes.iter().enumerate().map(|(i, &c)| {
+                        if nulls.is_valid(i) {
+                            *map.get(c as usize).unwrap_or(&null)
+                        } else {
+                            null
+                        }
+                    })),
                 }
             }
             DataType::Utf8 => {
                 let strings = array.as_string::<i32>();
                 for i in 0..len {
-                    let id = if strings.is_null(i) { null_id(self) } else { self.str_id(strings.value(i)) };
+                    let id = if strings.is_null(i) {
+                        null_id(self)
+                    } else {
+                        self.str_id(strings.value(i))
+                    };
                     out.push(id);
                 }
             }
             DataType::Int64 | DataType::Timestamp(_, _) | DataType::Int32 | DataType::Date32 => {
                 // Integer-like keys: one memo of the last value makes sorted runs (DATE(timestamp)
                 // over time-sorted files) cost a compare per row.
-                let to_day = matches!((expr, array.data_type()), (ValueExpr::Date(_), DataType::Timestamp(_, _)));
+                let to_day = matches!(
+                    (expr, array.data_type()),
+                    (ValueExpr::Date(_), DataType::Timestamp(_, _))
+                );
                 let wide = crate::exec::i64_values(array);
                 let narrow = crate::exec::i32_values(array);
                 let value = |i: usize| -> i64 {
@@ -192,6 +222,22 @@ impl Interner {
                     }
                 };
                 let nulls = array.logical_nulls().filter(|n| n.null_count() > 0);
+                if let (true, Some(times), None) = (to_day, wide, &nulls) {
+                    // DATE(timestamp): walk runs of one day with two compares per row, no division.
+                    let mut i = 0;
+                    while i < times.len() {
+                        let day = times[i].div_euclid(MICROS_PER_DAY);
+                        let (start, end) = (day * MICROS_PER_DAY, (day + 1) * MICROS_PER_DAY);
+                        let run = times[i..]
+                            .iter()
+                            .take_while(|&&t| t >= start && t < end)
+                            .count();
+                        let id = self.id(KeyValue::Int(day));
+                        out.extend(std::iter::repeat_n(id, run));
+                        i += run;
+                    }
+                    return Ok(());
+                }
                 let mut last: Option<(i64, u32)> = None;
                 for i in 0..len {
                     if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
@@ -227,14 +273,24 @@ fn key_at(expr: ValueExpr, array: &ArrayRef, i: usize) -> KeyValue {
         return KeyValue::Null;
     }
     match (expr, array.data_type()) {
-        (ValueExpr::Date(_), DataType::Timestamp(_, _)) => {
-            KeyValue::Int(crate::exec::i64_values(array).map_or(0, |v| v[i]).div_euclid(MICROS_PER_DAY))
+        (ValueExpr::Date(_), DataType::Timestamp(_, _)) => KeyValue::Int(
+            crate::exec::i64_values(array)
+                .map_or(0, |v| v[i])
+                .div_euclid(MICROS_PER_DAY),
+        ),
+        (_, DataType::Int64 | DataType::Timestamp(_, _)) => {
+            KeyValue::Int(crate::exec::i64_values(array).map_or(0, |v| v[i]))
         }
-        (_, DataType::Int64 | DataType::Timestamp(_, _)) => KeyValue::Int(crate::exec::i64_values(array).map_or(0, |v| v[i])),
-        (_, DataType::Int32 | DataType::Date32) => KeyValue::Int(crate::exec::i32_values(array).map_or(0, |v| v[i]) as i64),
+        (_, DataType::Int32 | DataType::Date32) => {
+            KeyValue::Int(crate::exec::i32_values(array).map_or(0, |v| v[i]) as i64)
+        }
         (_, DataType::Float64) => {
             let v = array.as_primitive::<Float64Type>().value(i);
-            KeyValue::Float(if v == 0.0 { 0.0f64.to_bits() } else { v.to_bits() })
+            KeyValue::Float(if v == 0.0 {
+                0.0f64.to_bits()
+            } else {
+                v.to_bits()
+            })
         }
         (_, DataType::Boolean) => KeyValue::Bool(array.as_boolean().value(i)),
         _ => KeyValue::Null,
@@ -256,7 +312,13 @@ const DENSE_ENTRIES_MAX: usize = 1 << 22;
 
 impl PairTable {
     fn new() -> PairTable {
-        PairTable { stride_bits: 5, rows: 0, dense: Vec::new(), pairs: Vec::new(), hashed: None }
+        PairTable {
+            stride_bits: 5,
+            rows: 0,
+            dense: Vec::new(),
+            pairs: Vec::new(),
+            hashed: None,
+        }
     }
 
     #[inline]
@@ -361,8 +423,14 @@ impl Accumulator {
     fn state(&self, group: usize) -> AccState {
         match self {
             Accumulator::Count(c) => AccState::Count(c[group]),
-            Accumulator::SumFloat(s, c) => AccState::SumFloat { sum: s[group], count: c[group] },
-            Accumulator::SumInt(s, c) => AccState::SumInt { sum: s[group], count: c[group] },
+            Accumulator::SumFloat(s, c) => AccState::SumFloat {
+                sum: s[group],
+                count: c[group],
+            },
+            Accumulator::SumInt(s, c) => AccState::SumInt {
+                sum: s[group],
+                count: c[group],
+            },
             Accumulator::Extreme { values, .. } => AccState::Extreme(values[group].clone()),
         }
     }
@@ -446,7 +514,8 @@ impl GroupState {
             let combined;
             let mask = match &argument {
                 Some(array) => {
-                    combined = crate::exec::combine_with_validity(kernels, mask, array.as_ref(), len);
+                    combined =
+                        crate::exec::combine_with_validity(kernels, mask, array.as_ref(), len);
                     combined.as_deref().or(mask)
                 }
                 None => mask,
@@ -461,7 +530,9 @@ impl GroupState {
                     }
                 }
                 Accumulator::SumFloat(sums, counts) => {
-                    let array = argument.as_ref().ok_or_else(|| Error::Internal("SUM without argument".into()))?;
+                    let array = argument
+                        .as_ref()
+                        .ok_or_else(|| Error::Internal("SUM without argument".into()))?;
                     let values = array.as_primitive::<Float64Type>().values();
                     if grouped {
                         kernels.group_sum_f64(groups, values, mask, sums, counts);
@@ -472,7 +543,9 @@ impl GroupState {
                     }
                 }
                 Accumulator::SumInt(sums, counts) => {
-                    let array = argument.as_ref().ok_or_else(|| Error::Internal("SUM without argument".into()))?;
+                    let array = argument
+                        .as_ref()
+                        .ok_or_else(|| Error::Internal("SUM without argument".into()))?;
                     let values: &[i64] = match crate::exec::i64_values(array) {
                         Some(values) => values,
                         None => {
@@ -491,10 +564,14 @@ impl GroupState {
                     }
                 }
                 Accumulator::Extreme { is_min, values } => {
-                    let array = argument.as_ref().ok_or_else(|| Error::Internal("MIN/MAX without argument".into()))?;
+                    let array = argument
+                        .as_ref()
+                        .ok_or_else(|| Error::Internal("MIN/MAX without argument".into()))?;
                     let expr = aggregate.argument.unwrap_or(ValueExpr::Column(0));
                     for row in 0..len {
-                        if mask.is_some_and(|m| m[row / 64] >> (row % 64) & 1 == 0) || array.is_null(row) {
+                        if mask.is_some_and(|m| m[row / 64] >> (row % 64) & 1 == 0)
+                            || array.is_null(row)
+                        {
                             continue;
                         }
                         let group = if grouped { groups[row] as usize } else { 0 };
@@ -543,7 +620,9 @@ pub fn merge(parts: Vec<GroupRows>, aggregates: &[Aggregate]) -> GroupRows {
         for (keys, states) in part {
             match merged.get_mut(&keys) {
                 Some(existing) => {
-                    for ((state, other), aggregate) in existing.iter_mut().zip(&states).zip(aggregates) {
+                    for ((state, other), aggregate) in
+                        existing.iter_mut().zip(&states).zip(aggregates)
+                    {
                         state.merge(other, aggregate.function == AggregateFunction::Min);
                     }
                 }

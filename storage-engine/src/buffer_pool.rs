@@ -163,7 +163,11 @@ impl BufferPool {
         let small_target = self.budget_bytes / 10;
         // Each queue is walked at most once around per call, so pinned pages cannot loop forever.
         let prefer_small = inner.small_bytes > small_target || inner.main.is_empty();
-        let order = if prefer_small { [true, false] } else { [false, true] };
+        let order = if prefer_small {
+            [true, false]
+        } else {
+            [false, true]
+        };
         for from_small in order {
             if self.evict_from(inner, from_small) {
                 return true;
@@ -173,12 +177,24 @@ impl BufferPool {
     }
 
     fn evict_from(&self, inner: &mut Inner, from_small: bool) -> bool {
-        let mut rounds = if from_small { inner.small.len() } else { inner.main.len() * (FREQUENCY_MAX as usize + 1) };
+        let mut rounds = if from_small {
+            inner.small.len()
+        } else {
+            inner.main.len() * (FREQUENCY_MAX as usize + 1)
+        };
         while rounds > 0 {
             rounds -= 1;
-            let queue = if from_small { &mut inner.small } else { &mut inner.main };
-            let Some(key) = queue.pop_front() else { return false };
-            let Some(entry) = inner.entries.get_mut(&key) else { continue };
+            let queue = if from_small {
+                &mut inner.small
+            } else {
+                &mut inner.main
+            };
+            let Some(key) = queue.pop_front() else {
+                return false;
+            };
+            let Some(entry) = inner.entries.get_mut(&key) else {
+                continue;
+            };
             let pinned = Rc::strong_count(&entry.frame) > 1;
             let bytes = entry.frame.bytes;
             if from_small {
@@ -228,14 +244,33 @@ impl BufferPool {
     pub fn clear(&self) -> usize {
         let mut inner = self.inner.borrow_mut();
         let before = inner.entries.len();
-        inner.entries.retain(|_, entry| Rc::strong_count(&entry.frame) > 1);
-        let Inner { entries, small, main, ghost, ghost_set, small_bytes, main_bytes, .. } = &mut *inner;
+        inner
+            .entries
+            .retain(|_, entry| Rc::strong_count(&entry.frame) > 1);
+        let Inner {
+            entries,
+            small,
+            main,
+            ghost,
+            ghost_set,
+            small_bytes,
+            main_bytes,
+            ..
+        } = &mut *inner;
         small.retain(|k| entries.get(k).is_some_and(|e| !e.in_main));
         main.retain(|k| entries.get(k).is_some_and(|e| e.in_main));
         ghost.clear();
         ghost_set.clear();
-        *small_bytes = small.iter().filter_map(|k| entries.get(k)).map(|e| e.frame.bytes).sum();
-        *main_bytes = main.iter().filter_map(|k| entries.get(k)).map(|e| e.frame.bytes).sum();
+        *small_bytes = small
+            .iter()
+            .filter_map(|k| entries.get(k))
+            .map(|e| e.frame.bytes)
+            .sum();
+        *main_bytes = main
+            .iter()
+            .filter_map(|k| entries.get(k))
+            .map(|e| e.frame.bytes)
+            .sum();
         before - inner.entries.len()
     }
 }
@@ -247,7 +282,12 @@ mod tests {
     use std::sync::Arc;
 
     fn key(page: u32) -> PageKey {
-        PageKey { file_id: 1, row_group: 0, column: 0, page }
+        PageKey {
+            file_id: 1,
+            row_group: 0,
+            column: 0,
+            page,
+        }
     }
 
     fn frame(rows: usize) -> Frame {
@@ -286,7 +326,10 @@ mod tests {
             }
         }
         let hot_left = (0..10).filter(|p| pool.get(&key(*p)).is_some()).count();
-        assert!(hot_left >= 9, "scan evicted the hot set: {hot_left}/10 left");
+        assert!(
+            hot_left >= 9,
+            "scan evicted the hot set: {hot_left}/10 left"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! core's buffer pool.
 
 use crate::aggregate::{self, AccState};
+use crate::buffer_pool::BufferPool;
 use crate::buffer_pool::PoolCounters;
 use crate::error::{Error, Result};
 use crate::exec::{self, CoreOutput, CoreState, FileTask, MetadataCache, ScanStats};
@@ -15,10 +16,9 @@ use crate::prune::Truth;
 use crate::runtime::{CoreOptions, CorePool};
 use crate::sql::{self, Statement};
 use crate::value::{ColumnType, Scalar};
-use crate::buffer_pool::BufferPool;
 use arrow_array::{
-    ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{Field, Schema, SchemaRef};
 use std::hash::{Hash, Hasher};
@@ -89,9 +89,14 @@ fn default_io_memory(cores: usize) -> usize {
     if unsafe { libc::geteuid() } == 0 {
         return PREFERRED;
     }
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
         return PREFERRED;
     }
     let fits = limit.rlim_cur as usize / (3 * cores.max(1));
@@ -111,7 +116,9 @@ impl Engine {
         let options = CoreOptions {
             cores: config.cores,
             pin: config.pin_cores,
-            io_memory_bytes: config.io_memory_bytes.unwrap_or_else(|| default_io_memory(config.cores)),
+            io_memory_bytes: config
+                .io_memory_bytes
+                .unwrap_or_else(|| default_io_memory(config.cores)),
             spin_before_park_us: config.spin_before_park_us,
             probe_file: Some(probe),
         };
@@ -153,10 +160,11 @@ impl Engine {
             Statement::Query(query) => (query, false),
             Statement::Explain(query) => (query, true),
         };
-        let manifest = manifest::load_cached(&self.config.data_dir, tenant, &query.table)?.ok_or_else(|| Error::NoSuchTable {
-            tenant: tenant.to_owned(),
-            table: query.table.clone(),
-        })?;
+        let manifest = manifest::load_cached(&self.config.data_dir, tenant, &query.table)?
+            .ok_or_else(|| Error::NoSuchTable {
+                tenant: tenant.to_owned(),
+                table: query.table.clone(),
+            })?;
         let plan = Arc::new(plan::bind(&query, &manifest.columns)?);
         let (tasks, pruned_files) = self.file_tasks(&manifest, &plan);
         let (outputs, mut scan) = self.run_on_cores(&plan, tasks, explain).await?;
@@ -164,13 +172,21 @@ impl Engine {
         scan.files_pruned += pruned_files;
         if explain {
             let text = explain_text(&manifest, &plan, &scan);
-            let schema = Arc::new(Schema::new(vec![Field::new("plan", arrow_schema::DataType::Utf8, false)]));
+            let schema = Arc::new(Schema::new(vec![Field::new(
+                "plan",
+                arrow_schema::DataType::Utf8,
+                false,
+            )]));
             let lines: StringArray = text.lines().map(Some).collect();
-            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(lines)]).map_err(|e| Error::Internal(e.to_string()))?;
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(lines)])
+                .map_err(|e| Error::Internal(e.to_string()))?;
             return Ok(QueryResult {
                 schema,
                 batches: vec![batch],
-                stats: QueryStats { scan, elapsed: started.elapsed() },
+                stats: QueryStats {
+                    scan,
+                    elapsed: started.elapsed(),
+                },
                 explain: Some(text),
             });
         }
@@ -178,13 +194,17 @@ impl Engine {
         Ok(QueryResult {
             schema: batch.schema(),
             batches: vec![batch],
-            stats: QueryStats { scan, elapsed: started.elapsed() },
+            stats: QueryStats {
+                scan,
+                elapsed: started.elapsed(),
+            },
             explain: None,
         })
     }
 
     fn file_tasks(&self, manifest: &TableManifest, plan: &Plan) -> (Vec<FileTask>, u64) {
-        let table_dir = manifest::table_dir(&self.config.data_dir, &manifest.tenant, &manifest.table);
+        let table_dir =
+            manifest::table_dir(&self.config.data_dir, &manifest.tenant, &manifest.table);
         let mut tasks = Vec::new();
         let mut pruned = 0;
         for file in &manifest.files {
@@ -205,7 +225,12 @@ impl Engine {
         (tasks, pruned)
     }
 
-    async fn run_on_cores(&self, plan: &Arc<Plan>, tasks: Vec<FileTask>, prune_only: bool) -> Result<(Vec<CoreOutput>, ScanStats)> {
+    async fn run_on_cores(
+        &self,
+        plan: &Arc<Plan>,
+        tasks: Vec<FileTask>,
+        prune_only: bool,
+    ) -> Result<(Vec<CoreOutput>, ScanStats)> {
         let cores = self.cores.cores();
         let mut shares: Vec<Vec<FileTask>> = vec![Vec::new(); cores];
         let files_total = tasks.len() as u64;
@@ -218,11 +243,16 @@ impl Engine {
             .filter(|(_, share)| !share.is_empty())
             .map(|(core, share)| {
                 let plan = plan.clone();
-                self.cores.run_on(core, move |state| exec::execute(state, plan, share, prune_only))
+                self.cores.run_on(core, move |state| {
+                    exec::execute(state, plan, share, prune_only)
+                })
             })
             .collect();
         let mut outputs = Vec::with_capacity(receivers.len());
-        let mut scan = ScanStats { files_total, ..Default::default() };
+        let mut scan = ScanStats {
+            files_total,
+            ..Default::default()
+        };
         let mut first_error = None;
         for receiver in receivers {
             match receiver.await {
@@ -247,7 +277,10 @@ impl Engine {
     /// Buffer pool counters per core.
     pub fn pool_counters(&self) -> Vec<PoolCounters> {
         let receivers: Vec<_> = (0..self.cores.cores())
-            .map(|core| self.cores.run_on(core, |state| async move { state.pool.counters() }))
+            .map(|core| {
+                self.cores
+                    .run_on(core, |state| async move { state.pool.counters() })
+            })
             .collect();
         receivers
             .into_iter()
@@ -285,10 +318,20 @@ fn explain_text(manifest: &TableManifest, plan: &Plan, scan: &ScanStats) -> Stri
         None => text.push_str("  filter: none\n"),
     }
     let names = |columns: &[usize]| -> String {
-        columns.iter().map(|&c| plan.columns[c].name.clone()).collect::<Vec<_>>().join(", ")
+        columns
+            .iter()
+            .map(|&c| plan.columns[c].name.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    text.push_str(&format!("  filter columns: [{}]\n", names(&plan.filter_columns())));
-    text.push_str(&format!("  value columns (late-materialised): [{}]\n", names(&plan.value_columns())));
+    text.push_str(&format!(
+        "  filter columns: [{}]\n",
+        names(&plan.filter_columns())
+    ));
+    text.push_str(&format!(
+        "  value columns (late-materialised): [{}]\n",
+        names(&plan.value_columns())
+    ));
     match &plan.mode {
         Mode::Rows { .. } => text.push_str("Project rows\n"),
         Mode::Groups { keys, aggregates } => text.push_str(&format!(
@@ -312,8 +355,22 @@ fn explain_text(manifest: &TableManifest, plan: &Plan, scan: &ScanStats) -> Stri
 
 fn describe_filter(filter: &plan::Filter, plan: &Plan) -> String {
     match filter {
-        plan::Filter::And(parts) => format!("({})", parts.iter().map(|p| describe_filter(p, plan)).collect::<Vec<_>>().join(" AND ")),
-        plan::Filter::Or(parts) => format!("({})", parts.iter().map(|p| describe_filter(p, plan)).collect::<Vec<_>>().join(" OR ")),
+        plan::Filter::And(parts) => format!(
+            "({})",
+            parts
+                .iter()
+                .map(|p| describe_filter(p, plan))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        ),
+        plan::Filter::Or(parts) => format!(
+            "({})",
+            parts
+                .iter()
+                .map(|p| describe_filter(p, plan))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        ),
         plan::Filter::Unknown => "UNKNOWN".into(),
         plan::Filter::Leaf { column, test } => format!("{} {:?}", plan.columns[*column].name, test),
     }
@@ -333,7 +390,13 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>) -> Result<RecordBatch> {
         Mode::Groups { keys, aggregates } => {
             let parts: Vec<_> = outputs
                 .into_iter()
-                .filter_map(|o| if let CoreOutput::Groups(g) = o { Some(g) } else { None })
+                .filter_map(|o| {
+                    if let CoreOutput::Groups(g) = o {
+                        Some(g)
+                    } else {
+                        None
+                    }
+                })
                 .collect();
             let mut groups = aggregate::merge(parts, aggregates);
             if keys.is_empty() && groups.is_empty() {
@@ -347,7 +410,9 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>) -> Result<RecordBatch> {
                         .iter()
                         .map(|(_, states)| states[a].finish(&aggregates[a]))
                         .collect::<Result<_>>()?,
-                    OutputRef::Value(_) => return Err(Error::Internal("row value in group mode".into())),
+                    OutputRef::Value(_) => {
+                        return Err(Error::Internal("row value in group mode".into()))
+                    }
                 };
                 columns.push(scalars_to_array(output.column_type, &values));
             }
@@ -374,7 +439,13 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>) -> Result<RecordBatch> {
                 .to_arrow();
                 let parts: Vec<ArrayRef> = per_column[i]
                     .iter()
-                    .map(|a| if a.data_type() == &target { Ok(a.clone()) } else { arrow_cast::cast(a, &target) })
+                    .map(|a| {
+                        if a.data_type() == &target {
+                            Ok(a.clone())
+                        } else {
+                            arrow_cast::cast(a, &target)
+                        }
+                    })
                     .collect::<std::result::Result<_, _>>()
                     .map_err(internal)?;
                 let refs: Vec<&dyn arrow_array::Array> = parts.iter().map(|a| a.as_ref()).collect();
@@ -387,7 +458,13 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>) -> Result<RecordBatch> {
             let sources = plan
                 .outputs
                 .iter()
-                .map(|o| if let OutputRef::Value(v) = o.source { v } else { 0 })
+                .map(|o| {
+                    if let OutputRef::Value(v) = o.source {
+                        v
+                    } else {
+                        0
+                    }
+                })
                 .collect();
             (columns, sources)
         }
@@ -396,20 +473,45 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>) -> Result<RecordBatch> {
     let columns = exec::sort_rows(vec![columns], &plan.order_by, limit)?;
     let mut output: Vec<ArrayRef> = outputs_from.iter().map(|&i| columns[i].clone()).collect();
     if let Some(limit) = limit {
-        output = output.into_iter().map(|c| c.slice(0, limit.min(c.len()))).collect();
+        output = output
+            .into_iter()
+            .map(|c| c.slice(0, limit.min(c.len())))
+            .collect();
     }
-    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(output.first().map_or(0, |c| c.len())));
+    let options = arrow_array::RecordBatchOptions::new()
+        .with_row_count(Some(output.first().map_or(0, |c| c.len())));
     RecordBatch::try_new_with_options(schema, output, &options).map_err(internal)
 }
 
 /// Builds an Arrow array of `column_type` from scalars (NULL where `Scalar::Null`).
 pub fn scalars_to_array(column_type: ColumnType, values: &[Scalar]) -> ArrayRef {
-    let int = |s: &Scalar| if let Scalar::Int(v) = s { Some(*v) } else { None };
+    let int = |s: &Scalar| {
+        if let Scalar::Int(v) = s {
+            Some(*v)
+        } else {
+            None
+        }
+    };
     match column_type {
         ColumnType::Int64 => Arc::new(values.iter().map(int).collect::<Int64Array>()),
-        ColumnType::Int32 => Arc::new(values.iter().map(|s| int(s).map(|v| v as i32)).collect::<Int32Array>()),
-        ColumnType::Date => Arc::new(values.iter().map(|s| int(s).map(|v| v as i32)).collect::<Date32Array>()),
-        ColumnType::Timestamp => Arc::new(values.iter().map(int).collect::<TimestampMicrosecondArray>().with_timezone(crate::value::UTC)),
+        ColumnType::Int32 => Arc::new(
+            values
+                .iter()
+                .map(|s| int(s).map(|v| v as i32))
+                .collect::<Int32Array>(),
+        ),
+        ColumnType::Date => Arc::new(
+            values
+                .iter()
+                .map(|s| int(s).map(|v| v as i32))
+                .collect::<Date32Array>(),
+        ),
+        ColumnType::Timestamp => Arc::new(
+            values
+                .iter()
+                .map(int)
+                .collect::<TimestampMicrosecondArray>(),
+        ),
         ColumnType::Float64 => Arc::new(
             values
                 .iter()
@@ -423,13 +525,25 @@ pub fn scalars_to_array(column_type: ColumnType, values: &[Scalar]) -> ArrayRef 
         ColumnType::Utf8 => Arc::new(
             values
                 .iter()
-                .map(|s| if let Scalar::Str(v) = s { Some(v.as_str()) } else { None })
+                .map(|s| {
+                    if let Scalar::Str(v) = s {
+                        Some(v.as_str())
+                    } else {
+                        None
+                    }
+                })
                 .collect::<StringArray>(),
         ),
         ColumnType::Boolean => Arc::new(
             values
                 .iter()
-                .map(|s| if let Scalar::Bool(v) = s { Some(*v) } else { None })
+                .map(|s| {
+                    if let Scalar::Bool(v) = s {
+                        Some(*v)
+                    } else {
+                        None
+                    }
+                })
                 .collect::<BooleanArray>(),
         ),
     }

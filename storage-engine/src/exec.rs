@@ -19,12 +19,11 @@ use crate::runtime::{self, DirectFile};
 use crate::stats::{self, ColumnStats};
 use crate::value::{Scalar, MICROS_PER_DAY};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
-};
+use arrow_array::types::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, BooleanArray, Date32Array};
 use arrow_buffer::{BooleanBuffer, Buffer};
 use arrow_schema::DataType;
+use futures::StreamExt;
 use hashbrown::HashMap;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -32,6 +31,9 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
+
+/// Files a core scans concurrently for one query.
+const FILES_IN_FLIGHT: usize = 4;
 
 /// Per-core state: owned by one executor, never shared.
 pub struct CoreState {
@@ -56,7 +58,10 @@ struct MetadataInner {
 
 impl MetadataCache {
     pub fn new(budget_bytes: usize) -> MetadataCache {
-        MetadataCache { budget_bytes, inner: RefCell::new(MetadataInner::default()) }
+        MetadataCache {
+            budget_bytes,
+            inner: RefCell::new(MetadataInner::default()),
+        }
     }
 
     fn get(&self, id: u64) -> Option<(Rc<FileMeta>, Rc<DirectFile>)> {
@@ -69,7 +74,9 @@ impl MetadataCache {
             return;
         }
         while inner.bytes + meta.bytes > self.budget_bytes {
-            let Some(old) = inner.order.pop_front() else { break };
+            let Some(old) = inner.order.pop_front() else {
+                break;
+            };
             if let Some((evicted, _)) = inner.entries.remove(&old) {
                 inner.bytes -= evicted.bytes;
             }
@@ -168,21 +175,30 @@ pub async fn execute(
     prune_only: bool,
 ) -> Result<(CoreOutput, ScanStats)> {
     let mut stats = ScanStats::default();
-    let mut sink = match &plan.mode {
+    let sink = match &plan.mode {
         Mode::Rows { values } => Sink::Rows {
             values: values.clone(),
             chunks: Vec::new(),
             rows: 0,
-            stop_after: if plan.order_by.is_empty() { plan.limit } else { None },
+            stop_after: if plan.order_by.is_empty() {
+                plan.limit
+            } else {
+                None
+            },
             top_k: match (plan.order_by.is_empty(), plan.limit) {
-                (false, Some(limit)) => Some((plan.order_by.clone(), usize::try_from(limit).unwrap_or(usize::MAX))),
+                (false, Some(limit)) => Some((
+                    plan.order_by.clone(),
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                )),
                 _ => None,
             },
         },
         Mode::Groups { keys, aggregates }
             if keys.is_empty()
                 && !aggregates.is_empty()
-                && aggregates.iter().all(|a| a.function == crate::sql::AggregateFunction::CountStar) =>
+                && aggregates
+                    .iter()
+                    .all(|a| a.function == crate::sql::AggregateFunction::CountStar) =>
         {
             Sink::Count(0)
         }
@@ -192,12 +208,30 @@ pub async fn execute(
         let c = state.pool.counters();
         (c.hits, c.misses)
     };
-    for task in &files {
-        if sink.full() {
-            break;
+    // Several files in flight overlap one file's I/O waits with another's decoding; they share
+    // the sink, borrowed only between awaits (one thread, so never twice at once).
+    let sink = RefCell::new(sink);
+    {
+        let mut scans = futures::stream::iter(files.iter())
+            .map(|task| {
+                let (state, plan, sink) = (&state, &plan, &sink);
+                async move {
+                    let mut file_stats = ScanStats::default();
+                    let result =
+                        scan_file(state, plan, task, sink, &mut file_stats, prune_only).await;
+                    (result, file_stats)
+                }
+            })
+            .buffer_unordered(FILES_IN_FLIGHT);
+        while let Some((result, file_stats)) = scans.next().await {
+            stats.add(&file_stats);
+            result?;
+            if sink.borrow().full() {
+                break;
+            }
         }
-        scan_file(&state, &plan, task, &mut sink, &mut stats, prune_only).await?;
     }
+    let sink = sink.into_inner();
     let counters = state.pool.counters();
     stats.pool_hits = counters.hits - hits_before;
     stats.pool_misses = counters.misses - misses_before;
@@ -208,21 +242,33 @@ pub async fn execute(
             let Mode::Groups { aggregates, .. } = &plan.mode else {
                 return Err(Error::Internal("count sink in row mode".into()));
             };
-            let states = aggregates.iter().map(|_| crate::aggregate::AccState::Count(count)).collect();
+            let states = aggregates
+                .iter()
+                .map(|_| crate::aggregate::AccState::Count(count))
+                .collect();
             CoreOutput::Groups(vec![(Vec::new(), states)])
         }
     };
     Ok((output, stats))
 }
 
-async fn open_meta(state: &CoreState, task: &FileTask, columns: &[ColumnDef], stats: &mut ScanStats) -> Result<(Rc<FileMeta>, Rc<DirectFile>)> {
+async fn open_meta(
+    state: &CoreState,
+    task: &FileTask,
+    columns: &[ColumnDef],
+    stats: &mut ScanStats,
+) -> Result<(Rc<FileMeta>, Rc<DirectFile>)> {
     if let Some(cached) = state.metadata.get(task.cache_id) {
         return Ok(cached);
     }
-    let file = DirectFile::open(&task.path).await.map_err(|e| Error::io(&task.path, e))?;
+    let file = DirectFile::open(&task.path)
+        .await
+        .map_err(|e| Error::io(&task.path, e))?;
     let meta = reader::load_file_meta(&file, &task.path, columns, &mut stats.bytes_read).await?;
     let (meta, file) = (Rc::new(meta), Rc::new(file));
-    state.metadata.insert(task.cache_id, meta.clone(), file.clone());
+    state
+        .metadata
+        .insert(task.cache_id, meta.clone(), file.clone());
     Ok((meta, file))
 }
 
@@ -230,22 +276,22 @@ async fn scan_file(
     state: &CoreState,
     plan: &Plan,
     task: &FileTask,
-    sink: &mut Sink,
+    sink: &RefCell<Sink>,
     stats: &mut ScanStats,
     prune_only: bool,
 ) -> Result<()> {
     stats.rows_total += task.rows;
-    if task.truth == Truth::Always && matches!(sink, Sink::Count(_)) {
-        if let Sink::Count(count) = sink {
+    if task.truth == Truth::Always && !prune_only {
+        if let Sink::Count(count) = &mut *sink.borrow_mut() {
             *count += task.rows;
+            stats.rows_from_statistics += task.rows;
+            return Ok(());
         }
-        stats.rows_from_statistics += task.rows;
-        return Ok(());
     }
     let (meta, file) = open_meta(state, task, &plan.columns, stats).await?;
     let filter_columns = plan.filter_columns();
     for row_group in 0..meta.row_groups() {
-        if sink.full() {
+        if sink.borrow().full() {
             break;
         }
         runtime::yield_if_needed().await;
@@ -256,7 +302,11 @@ async fn scan_file(
             (None, _) | (_, Truth::Always) => Truth::Always,
             (Some(filter), _) => prune::classify(filter, &|column| {
                 let chunk = group_meta.column(column);
-                Some(stats::from_parquet(plan.columns[column].column_type, chunk.statistics(), rows as u64))
+                Some(stats::from_parquet(
+                    plan.columns[column].column_type,
+                    chunk.statistics(),
+                    rows as u64,
+                ))
             }),
         };
         let filter_pages: u64 = filter_columns
@@ -281,7 +331,15 @@ async fn scan_file(
                             .enumerate()
                             .map(|(page, w)| {
                                 let page_rows = (w[1] - w[0]) as u64;
-                                (w[1], stats::from_column_index(plan.columns[column].column_type, index, page, page_rows))
+                                (
+                                    w[1],
+                                    stats::from_column_index(
+                                        plan.columns[column].column_type,
+                                        index,
+                                        page,
+                                        page_rows,
+                                    ),
+                                )
                             })
                             .collect(),
                     )
@@ -293,13 +351,29 @@ async fn scan_file(
             let bounds = &meta.page_bounds[row_group][column];
             stats.pages_pruned += bounds
                 .windows(2)
-                .filter(|w| segments.ranges().all(|(range, truth)| truth == Truth::Never || range.end <= w[0] || range.start >= w[1]))
+                .filter(|w| {
+                    segments.ranges().all(|(range, truth)| {
+                        truth == Truth::Never || range.end <= w[0] || range.start >= w[1]
+                    })
+                })
                 .count() as u64;
         }
         if prune_only {
             continue;
         }
-        scan_row_group(state, plan, task, &meta, &file, row_group, &segments, &filter_columns, sink, stats).await?;
+        scan_row_group(
+            state,
+            plan,
+            task,
+            &meta,
+            &file,
+            row_group,
+            &segments,
+            &filter_columns,
+            sink,
+            stats,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -312,6 +386,7 @@ fn page_of(bounds: &[u32], row: u32) -> usize {
 type Pages = HashMap<(usize, usize), Rc<Frame>>;
 
 /// Loads the `(column, page)` pages, from the pool or by decoding (all misses in flight together).
+#[allow(clippy::too_many_arguments)]
 async fn load_pages(
     state: &CoreState,
     task: &FileTask,
@@ -327,35 +402,72 @@ async fn load_pages(
         if pages.contains_key(&(column, page)) {
             continue;
         }
-        let key = PageKey { file_id: task.cache_id, row_group: row_group as u32, column: column as u32, page: page as u32 };
+        let key = PageKey {
+            file_id: task.cache_id,
+            row_group: row_group as u32,
+            column: column as u32,
+            page: page as u32,
+        };
         match state.pool.get(&key) {
             Some(frame) => {
                 pages.insert((column, page), frame);
             }
-            None => misses.push((column, page, key)),
+            None => misses.push((column, page)),
         }
     }
     if misses.is_empty() {
         return Ok(());
     }
-    let decodes = misses.iter().map(|&(column, page, _)| async move {
-        let bounds = &meta.page_bounds[row_group][column];
+    // One decoder per column for all its missing pages; all columns' reads in flight together.
+    let mut by_column: Vec<(usize, Vec<usize>)> = Vec::new();
+    for &(column, page) in &misses {
+        match by_column.iter_mut().find(|(c, _)| *c == column) {
+            Some((_, pages)) => pages.push(page),
+            None => by_column.push((column, vec![page])),
+        }
+    }
+    by_column
+        .iter_mut()
+        .for_each(|(_, pages)| pages.sort_unstable());
+    let decodes = by_column.iter().map(|(column, column_pages)| async move {
         let mut bytes_read = 0;
-        let array = reader::decode_page(file, meta, row_group, column, bounds[page]..bounds[page + 1], &mut bytes_read).await?;
-        Ok::<_, Error>((array, bytes_read))
+        let arrays = reader::decode_pages(
+            file,
+            meta,
+            row_group,
+            *column,
+            column_pages,
+            &mut bytes_read,
+        )
+        .await?;
+        Ok::<_, Error>((arrays, bytes_read))
     });
     let decoded = futures::future::try_join_all(decodes).await?;
-    for ((column, page, key), (array, bytes_read)) in misses.into_iter().zip(decoded) {
+    for ((column, column_pages), (arrays, bytes_read)) in by_column.into_iter().zip(decoded) {
         stats.bytes_read += bytes_read;
-        let first_row = meta.page_bounds[row_group][column][page];
-        let frame = state.pool.insert(key, Frame::new(first_row, array));
-        pages.insert((column, page), frame);
+        for (page, array) in column_pages.into_iter().zip(arrays) {
+            let first_row = meta.page_bounds[row_group][column][page];
+            let key = PageKey {
+                file_id: task.cache_id,
+                row_group: row_group as u32,
+                column: column as u32,
+                page: page as u32,
+            };
+            let frame = state.pool.insert(key, Frame::new(first_row, array));
+            pages.insert((column, page), frame);
+        }
     }
     Ok(())
 }
 
 /// The slice of `column` for rows `range` of the row group.
-fn column_slice(meta: &FileMeta, pages: &Pages, row_group: usize, column: usize, range: &Range<u32>) -> Result<ArrayRef> {
+fn column_slice(
+    meta: &FileMeta,
+    pages: &Pages,
+    row_group: usize,
+    column: usize,
+    range: &Range<u32>,
+) -> Result<ArrayRef> {
     let bounds = &meta.page_bounds[row_group][column];
     let page = page_of(bounds, range.start);
     let frame = pages
@@ -364,13 +476,21 @@ fn column_slice(meta: &FileMeta, pages: &Pages, row_group: usize, column: usize,
     let offset = (range.start - frame.first_row) as usize;
     let length = (range.end - range.start) as usize;
     if offset + length > frame.array.len() {
-        return Err(Error::corrupt(&meta.path, format!("column {column} page {page} is shorter than its index says")));
+        return Err(Error::corrupt(
+            &meta.path,
+            format!("column {column} page {page} is shorter than its index says"),
+        ));
     }
     Ok(frame.array.slice(offset, length))
 }
 
 /// Splits the non-Never segments at every page boundary of `columns`.
-fn pieces(meta: &FileMeta, row_group: usize, segments: &Segments, columns: &[usize]) -> Vec<(Range<u32>, Truth)> {
+fn pieces(
+    meta: &FileMeta,
+    row_group: usize,
+    segments: &Segments,
+    columns: &[usize],
+) -> Vec<(Range<u32>, Truth)> {
     let mut cuts: Vec<u32> = columns
         .iter()
         .flat_map(|&c| meta.page_bounds[row_group][c].iter().copied())
@@ -392,7 +512,12 @@ fn pieces(meta: &FileMeta, row_group: usize, segments: &Segments, columns: &[usi
     out
 }
 
-fn pages_for(meta: &FileMeta, row_group: usize, columns: &[usize], ranges: &[Range<u32>]) -> Vec<(usize, usize)> {
+fn pages_for(
+    meta: &FileMeta,
+    row_group: usize,
+    columns: &[usize],
+    ranges: &[Range<u32>],
+) -> Vec<(usize, usize)> {
     let mut wanted = Vec::new();
     for &column in columns {
         let bounds = &meta.page_bounds[row_group][column];
@@ -419,11 +544,11 @@ async fn scan_row_group(
     row_group: usize,
     segments: &Segments,
     filter_columns: &[usize],
-    sink: &mut Sink,
+    sink: &RefCell<Sink>,
     stats: &mut ScanStats,
 ) -> Result<()> {
     let value_columns = plan.value_columns();
-    let count_only = matches!(sink, Sink::Count(_));
+    let count_only = matches!(*sink.borrow(), Sink::Count(_));
     let mut all_columns = filter_columns.to_vec();
     if !count_only {
         all_columns.extend(value_columns.iter().filter(|c| !filter_columns.contains(c)));
@@ -431,9 +556,16 @@ async fn scan_row_group(
     let pieces = pieces(meta, row_group, segments, &all_columns);
     // Phase 1: filter columns for the ranges whose truth is not settled by statistics.
     let mut pages = Pages::new();
-    let maybe: Vec<Range<u32>> = pieces.iter().filter(|(_, t)| *t == Truth::Maybe).map(|(r, _)| r.clone()).collect();
+    let maybe: Vec<Range<u32>> = pieces
+        .iter()
+        .filter(|(_, t)| *t == Truth::Maybe)
+        .map(|(r, _)| r.clone())
+        .collect();
     let wanted = pages_for(meta, row_group, filter_columns, &maybe);
-    load_pages(state, task, meta, file, row_group, wanted, &mut pages, stats).await?;
+    load_pages(
+        state, task, meta, file, row_group, wanted, &mut pages, stats,
+    )
+    .await?;
     let mut masks: Vec<Option<Vec<u64>>> = Vec::with_capacity(pieces.len());
     let mut selected_ranges = Vec::new();
     for (range, truth) in &pieces {
@@ -446,8 +578,10 @@ async fn scan_row_group(
             }
             _ => None,
         };
-        let selected = mask.as_ref().map_or(length, |m| state.kernels.count_ones(m));
-        if let Sink::Count(count) = sink {
+        let selected = mask
+            .as_ref()
+            .map_or(length, |m| state.kernels.count_ones(m));
+        if let Sink::Count(count) = &mut *sink.borrow_mut() {
             *count += selected as u64;
             if mask.is_none() {
                 stats.rows_from_statistics += length as u64;
@@ -463,60 +597,109 @@ async fn scan_row_group(
     }
     // Phase 2: value columns, only for pages holding selected rows.
     let wanted = pages_for(meta, row_group, &value_columns, &selected_ranges);
-    load_pages(state, task, meta, file, row_group, wanted, &mut pages, stats).await?;
+    load_pages(
+        state, task, meta, file, row_group, wanted, &mut pages, stats,
+    )
+    .await?;
     for ((range, truth), mask) in pieces.iter().zip(&masks) {
-        if sink.full() {
-            break;
-        }
         let length = (range.end - range.start) as usize;
-        if mask.as_ref().is_some_and(|m| state.kernels.count_ones(m) == 0) {
+        if mask
+            .as_ref()
+            .is_some_and(|m| state.kernels.count_ones(m) == 0)
+        {
             continue;
         }
         if *truth == Truth::Always {
             stats.rows_scanned += length as u64;
         }
         let column = |c: usize| column_slice(meta, &pages, row_group, c, range);
-        match sink {
-            Sink::Groups(groups) => {
-                let mut arrays: HashMap<usize, ArrayRef> = HashMap::new();
-                for &c in &value_columns {
-                    arrays.insert(c, column(c)?);
-                }
-                let lookup = |c: usize| arrays.get(&c).cloned().unwrap_or_else(|| arrow_array::new_null_array(&DataType::Null, length));
-                groups.update(&state.kernels, &lookup, mask.as_deref(), length)?;
+        {
+            let mut sink = sink.borrow_mut();
+            if sink.full() {
+                break;
             }
-            Sink::Rows { values, chunks, rows, stop_after, top_k } => {
-                let filter = mask.as_ref().map(|m| BooleanArray::new(BooleanBuffer::new(Buffer::from_vec(m.clone()), 0, length), None));
-                let mut chunk = Vec::with_capacity(values.len());
-                for value in values.iter() {
-                    let array = row_value(*value, &column(value.column())?)?;
-                    let array = match &filter {
-                        Some(f) => arrow_select::filter::filter(&array, f).map_err(|e| Error::Internal(e.to_string()))?,
-                        None => array,
-                    };
-                    chunk.push(array);
-                }
-                let mut produced = chunk.first().map_or(0, |a| a.len()) as u64;
-                if let Some(limit) = stop_after {
-                    let room = limit.saturating_sub(*rows);
-                    if produced > room {
-                        chunk = chunk.into_iter().map(|a| a.slice(0, room as usize)).collect();
-                        produced = room;
-                    }
-                }
-                *rows += produced;
-                chunks.push(chunk);
-                if let Some((keys, k)) = top_k {
-                    if *rows as usize > (*k).saturating_mul(4).max(TOP_K_COMPACT_ROWS) {
-                        let merged = sort_rows(std::mem::take(chunks), keys, Some(*k))?;
-                        *rows = merged.first().map_or(0, |a| a.len()) as u64;
-                        chunks.push(merged);
-                    }
-                }
-            }
-            Sink::Count(_) => {}
+            consume(
+                &mut sink,
+                &state.kernels,
+                &value_columns,
+                &column,
+                mask.as_deref(),
+                length,
+            )?;
         }
         runtime::yield_if_needed().await;
+    }
+    Ok(())
+}
+
+/// Feeds one piece (rows of one page per column, `mask` selecting) to the sink.
+fn consume(
+    sink: &mut Sink,
+    kernels: &Kernels,
+    value_columns: &[usize],
+    column: &dyn Fn(usize) -> Result<ArrayRef>,
+    mask: Option<&[u64]>,
+    length: usize,
+) -> Result<()> {
+    match sink {
+        Sink::Groups(groups) => {
+            let mut arrays: HashMap<usize, ArrayRef> = HashMap::new();
+            for &c in value_columns {
+                arrays.insert(c, column(c)?);
+            }
+            let lookup = |c: usize| {
+                arrays
+                    .get(&c)
+                    .cloned()
+                    .unwrap_or_else(|| arrow_array::new_null_array(&DataType::Null, length))
+            };
+            groups.update(kernels, &lookup, mask, length)?;
+        }
+        Sink::Rows {
+            values,
+            chunks,
+            rows,
+            stop_after,
+            top_k,
+        } => {
+            let filter = mask.map(|m| {
+                BooleanArray::new(
+                    BooleanBuffer::new(Buffer::from_vec(m.to_vec()), 0, length),
+                    None,
+                )
+            });
+            let mut chunk = Vec::with_capacity(values.len());
+            for value in values.iter() {
+                let array = row_value(*value, &column(value.column())?)?;
+                let array = match &filter {
+                    Some(f) => arrow_select::filter::filter(&array, f)
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                    None => array,
+                };
+                chunk.push(array);
+            }
+            let mut produced = chunk.first().map_or(0, |a| a.len()) as u64;
+            if let Some(limit) = stop_after {
+                let room = limit.saturating_sub(*rows);
+                if produced > room {
+                    chunk = chunk
+                        .into_iter()
+                        .map(|a| a.slice(0, room as usize))
+                        .collect();
+                    produced = room;
+                }
+            }
+            *rows += produced;
+            chunks.push(chunk);
+            if let Some((keys, k)) = top_k {
+                if *rows as usize > (*k).saturating_mul(4).max(TOP_K_COMPACT_ROWS) {
+                    let merged = sort_rows(std::mem::take(chunks), keys, Some(*k))?;
+                    *rows = merged.first().map_or(0, |a| a.len()) as u64;
+                    chunks.push(merged);
+                }
+            }
+        }
+        Sink::Count(_) => {}
     }
     Ok(())
 }
@@ -525,7 +708,11 @@ async fn scan_row_group(
 const TOP_K_COMPACT_ROWS: usize = 65_536;
 
 /// Concatenates row chunks (all of one shape) and sorts them by `keys`, keeping the first `limit`.
-pub fn sort_rows(chunks: Vec<Vec<ArrayRef>>, keys: &[SortKey], limit: Option<usize>) -> Result<Vec<ArrayRef>> {
+pub fn sort_rows(
+    chunks: Vec<Vec<ArrayRef>>,
+    keys: &[SortKey],
+    limit: Option<usize>,
+) -> Result<Vec<ArrayRef>> {
     let internal = |e: arrow_schema::ArrowError| Error::Internal(e.to_string());
     let width = chunks.first().map_or(0, |c| c.len());
     let mut columns = Vec::with_capacity(width);
@@ -541,7 +728,10 @@ pub fn sort_rows(chunks: Vec<Vec<ArrayRef>>, keys: &[SortKey], limit: Option<usi
         .iter()
         .map(|key| arrow_ord::sort::SortColumn {
             values: columns[key.index].clone(),
-            options: Some(arrow_schema::SortOptions { descending: key.descending, nulls_first: key.descending }),
+            options: Some(arrow_schema::SortOptions {
+                descending: key.descending,
+                nulls_first: key.descending,
+            }),
         })
         .collect();
     let indices = arrow_ord::sort::lexsort_to_indices(&sort_columns, limit).map_err(internal)?;
@@ -560,7 +750,11 @@ fn row_value(value: ValueExpr, array: &ArrayRef) -> Result<ArrayRef> {
             let days: Date32Array = times
                 .iter()
                 .enumerate()
-                .map(|(i, t)| array.is_valid(i).then(|| t.div_euclid(MICROS_PER_DAY) as i32))
+                .map(|(i, t)| {
+                    array
+                        .is_valid(i)
+                        .then(|| t.div_euclid(MICROS_PER_DAY) as i32)
+                })
                 .collect();
             Ok(Arc::new(days))
         }
@@ -571,7 +765,9 @@ fn row_value(value: ValueExpr, array: &ArrayRef) -> Result<ArrayRef> {
 pub fn i64_values(array: &ArrayRef) -> Option<&[i64]> {
     match array.data_type() {
         DataType::Int64 => Some(array.as_primitive::<Int64Type>().values()),
-        DataType::Timestamp(_, _) => Some(array.as_primitive::<TimestampMicrosecondType>().values()),
+        DataType::Timestamp(_, _) => {
+            Some(array.as_primitive::<TimestampMicrosecondType>().values())
+        }
         _ => None,
     }
 }
@@ -590,11 +786,17 @@ pub fn scalar_at(value: ValueExpr, array: &ArrayRef, row: usize) -> Scalar {
         return Scalar::Null;
     }
     match (value, array.data_type()) {
-        (ValueExpr::Date(_), DataType::Timestamp(_, _)) => {
-            Scalar::Int(i64_values(array).map_or(0, |v| v[row]).div_euclid(MICROS_PER_DAY))
+        (ValueExpr::Date(_), DataType::Timestamp(_, _)) => Scalar::Int(
+            i64_values(array)
+                .map_or(0, |v| v[row])
+                .div_euclid(MICROS_PER_DAY),
+        ),
+        (_, DataType::Int64 | DataType::Timestamp(_, _)) => {
+            Scalar::Int(i64_values(array).map_or(0, |v| v[row]))
         }
-        (_, DataType::Int64 | DataType::Timestamp(_, _)) => Scalar::Int(i64_values(array).map_or(0, |v| v[row])),
-        (_, DataType::Int32 | DataType::Date32) => Scalar::Int(i32_values(array).map_or(0, |v| v[row]) as i64),
+        (_, DataType::Int32 | DataType::Date32) => {
+            Scalar::Int(i32_values(array).map_or(0, |v| v[row]) as i64)
+        }
         (_, DataType::Float64) => Scalar::Float(array.as_primitive::<Float64Type>().value(row)),
         (_, DataType::Boolean) => Scalar::Bool(array.as_boolean().value(row)),
         (_, DataType::Utf8) => Scalar::Str(array.as_string::<i32>().value(row).to_owned()),
@@ -627,7 +829,12 @@ pub fn validity_words(array: &dyn Array) -> Option<Vec<u64>> {
 }
 
 /// `mask AND validity(array)`, or None when that equals `mask` (no NULLs).
-pub fn combine_with_validity(kernels: &Kernels, mask: Option<&[u64]>, array: &dyn Array, len: usize) -> Option<Vec<u64>> {
+pub fn combine_with_validity(
+    kernels: &Kernels,
+    mask: Option<&[u64]>,
+    array: &dyn Array,
+    len: usize,
+) -> Option<Vec<u64>> {
     let mut validity = validity_words(array)?;
     validity.resize(words_for(len), 0);
     if let Some(mask) = mask {
@@ -637,7 +844,12 @@ pub fn combine_with_validity(kernels: &Kernels, mask: Option<&[u64]>, array: &dy
 }
 
 /// Evaluates a filter on `len` rows; `column(c)` gives column c's slice.
-pub fn evaluate(filter: &Filter, column: &dyn Fn(usize) -> Result<ArrayRef>, len: usize, kernels: &Kernels) -> Result<Vec<u64>> {
+pub fn evaluate(
+    filter: &Filter,
+    column: &dyn Fn(usize) -> Result<ArrayRef>,
+    len: usize,
+    kernels: &Kernels,
+) -> Result<Vec<u64>> {
     Ok(match filter {
         Filter::And(parts) | Filter::Or(parts) => {
             let is_and = matches!(filter, Filter::And(_));
@@ -675,18 +887,44 @@ fn evaluate_test(array: &ArrayRef, test: &Test, len: usize, kernels: &Kernels) -
         }
         return Ok(out);
     }
-    if let Test::In { negated: true, list_has_null: true, .. } = test {
+    if let Test::In {
+        negated: true,
+        list_has_null: true,
+        ..
+    } = test
+    {
         return Ok(out);
     }
     match array.data_type() {
         DataType::Int64 | DataType::Timestamp(_, _) => {
             let values = i64_values(array).unwrap_or(&[]);
             match test {
-                Test::Compare { op, value: Scalar::Int(v) } => kernels.cmp_i64(values, *op, *v, validity, &mut out),
-                Test::Between { low: Scalar::Int(l), high: Scalar::Int(h) } => kernels.between_i64(values, *l, *h, validity, &mut out),
-                Test::In { values: list, negated, .. } => {
-                    let set: Vec<i64> = list.iter().filter_map(|s| if let Scalar::Int(v) = s { Some(*v) } else { None }).collect();
-                    in_list(kernels, &mut out, validity, len, *negated, |o| kernels.in_i64(values, &set, validity, o));
+                Test::Compare {
+                    op,
+                    value: Scalar::Int(v),
+                } => kernels.cmp_i64(values, *op, *v, validity, &mut out),
+                Test::Between {
+                    low: Scalar::Int(l),
+                    high: Scalar::Int(h),
+                } => kernels.between_i64(values, *l, *h, validity, &mut out),
+                Test::In {
+                    values: list,
+                    negated,
+                    ..
+                } => {
+                    let set: Vec<i64> = list
+                        .iter()
+                        .filter_map(|s| {
+                            if let Scalar::Int(v) = s {
+                                Some(*v)
+                            } else {
+                                None
+                            }
+                        })
+                        .collect();
+                    in_list(kernels, &mut out, validity, len, *negated, |o| {
+                        kernels.in_i64(values, &set, validity, o)
+                    });
                 }
                 _ => return Err(Error::Internal(format!("test {test:?} on an int64 column"))),
             }
@@ -694,7 +932,10 @@ fn evaluate_test(array: &ArrayRef, test: &Test, len: usize, kernels: &Kernels) -
         DataType::Int32 | DataType::Date32 => {
             let values = i32_values(array).unwrap_or(&[]);
             match test {
-                Test::Compare { op, value: Scalar::Int(v) } => match i32::try_from(*v) {
+                Test::Compare {
+                    op,
+                    value: Scalar::Int(v),
+                } => match i32::try_from(*v) {
                     Ok(v) => kernels.cmp_i32(values, *op, v, validity, &mut out),
                     Err(_) => {
                         // Every int32 lies on the same side of an out-of-range constant, so the
@@ -704,19 +945,34 @@ fn evaluate_test(array: &ArrayRef, test: &Test, len: usize, kernels: &Kernels) -
                         }
                     }
                 },
-                Test::Between { low: Scalar::Int(l), high: Scalar::Int(h) } => {
+                Test::Between {
+                    low: Scalar::Int(l),
+                    high: Scalar::Int(h),
+                } => {
                     let low = (*l).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
                     let high = (*h).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
                     if l <= h && *l <= i32::MAX as i64 && *h >= i32::MIN as i64 {
                         kernels.between_i32(values, low, high, validity, &mut out);
                     }
                 }
-                Test::In { values: list, negated, .. } => {
+                Test::In {
+                    values: list,
+                    negated,
+                    ..
+                } => {
                     let set: Vec<i32> = list
                         .iter()
-                        .filter_map(|s| if let Scalar::Int(v) = s { i32::try_from(*v).ok() } else { None })
+                        .filter_map(|s| {
+                            if let Scalar::Int(v) = s {
+                                i32::try_from(*v).ok()
+                            } else {
+                                None
+                            }
+                        })
                         .collect();
-                    in_list(kernels, &mut out, validity, len, *negated, |o| kernels.in_i32(values, &set, validity, o));
+                    in_list(kernels, &mut out, validity, len, *negated, |o| {
+                        kernels.in_i32(values, &set, validity, o)
+                    });
                 }
                 _ => return Err(Error::Internal(format!("test {test:?} on an int32 column"))),
             }
@@ -730,18 +986,32 @@ fn evaluate_test(array: &ArrayRef, test: &Test, len: usize, kernels: &Kernels) -
             };
             match test {
                 Test::Compare { op, value } => {
-                    let v = float(value).ok_or_else(|| Error::Internal("non-float constant".into()))?;
+                    let v =
+                        float(value).ok_or_else(|| Error::Internal("non-float constant".into()))?;
                     kernels.cmp_f64(values, *op, v, validity, &mut out)
                 }
                 Test::Between { low, high } => {
-                    let (l, h) = (float(low).unwrap_or(f64::NAN), float(high).unwrap_or(f64::NAN));
+                    let (l, h) = (
+                        float(low).unwrap_or(f64::NAN),
+                        float(high).unwrap_or(f64::NAN),
+                    );
                     kernels.between_f64(values, l, h, validity, &mut out)
                 }
-                Test::In { values: list, negated, .. } => {
+                Test::In {
+                    values: list,
+                    negated,
+                    ..
+                } => {
                     let set: Vec<f64> = list.iter().filter_map(float).collect();
-                    in_list(kernels, &mut out, validity, len, *negated, |o| kernels.in_f64(values, &set, validity, o));
+                    in_list(kernels, &mut out, validity, len, *negated, |o| {
+                        kernels.in_f64(values, &set, validity, o)
+                    });
                 }
-                _ => return Err(Error::Internal(format!("test {test:?} on a float64 column"))),
+                _ => {
+                    return Err(Error::Internal(format!(
+                        "test {test:?} on a float64 column"
+                    )))
+                }
             }
         }
         DataType::Dictionary(_, _) => {
@@ -753,8 +1023,18 @@ fn evaluate_test(array: &ArrayRef, test: &Test, len: usize, kernels: &Kernels) -
                     dictionary_mask[entry / 64] |= 1 << (entry % 64);
                 }
             }
-            let key_validity = dictionary.keys().nulls().map(|_| validity_words(dictionary.keys())).unwrap_or(None);
-            kernels.select_codes(dictionary.keys().values(), &dictionary_mask, entries.len(), key_validity.as_deref(), &mut out);
+            let key_validity = dictionary
+                .keys()
+                .nulls()
+                .map(|_| validity_words(dictionary.keys()))
+                .unwrap_or(None);
+            kernels.select_codes(
+                dictionary.keys().values(),
+                &dictionary_mask,
+                entries.len(),
+                key_validity.as_deref(),
+                &mut out,
+            );
         }
         DataType::Utf8 => {
             let strings = array.as_string::<i32>();
@@ -772,12 +1052,23 @@ fn evaluate_test(array: &ArrayRef, test: &Test, len: usize, kernels: &Kernels) -
                 }
             }
         }
-        other => return Err(Error::Internal(format!("filter on unsupported type {other}"))),
+        other => {
+            return Err(Error::Internal(format!(
+                "filter on unsupported type {other}"
+            )))
+        }
     }
     Ok(out)
 }
 
-fn in_list(kernels: &Kernels, out: &mut [u64], validity: Option<&[u64]>, len: usize, negated: bool, fill: impl FnOnce(&mut [u64])) {
+fn in_list(
+    kernels: &Kernels,
+    out: &mut [u64],
+    validity: Option<&[u64]>,
+    len: usize,
+    negated: bool,
+    fill: impl FnOnce(&mut [u64]),
+) {
     fill(out);
     if negated {
         kernels.not(out, len);
@@ -813,9 +1104,18 @@ fn ordering_holds(order: std::cmp::Ordering, op: CmpOp) -> bool {
 /// A test on one non-NULL scalar (the per-row path for booleans).
 fn test_scalar(value: &Scalar, test: &Test) -> bool {
     match test {
-        Test::Compare { op, value: constant } => ordering_holds(value.total_cmp(constant), *op),
-        Test::Between { low, high } => value.total_cmp(low).is_ge() && value.total_cmp(high).is_le(),
-        Test::In { values, negated, list_has_null } => {
+        Test::Compare {
+            op,
+            value: constant,
+        } => ordering_holds(value.total_cmp(constant), *op),
+        Test::Between { low, high } => {
+            value.total_cmp(low).is_ge() && value.total_cmp(high).is_le()
+        }
+        Test::In {
+            values,
+            negated,
+            list_has_null,
+        } => {
             let found = values.iter().any(|v| v.total_cmp(value).is_eq());
             if *negated {
                 !found && !list_has_null
@@ -831,16 +1131,34 @@ fn test_scalar(value: &Scalar, test: &Test) -> bool {
 /// A test on one non-NULL string.
 fn test_str(text: &str, test: &Test) -> bool {
     match test {
-        Test::Like { pattern, is_prefix, negated } => {
-            let matches = if *is_prefix { text.starts_with(pattern.as_str()) } else { text == pattern };
+        Test::Like {
+            pattern,
+            is_prefix,
+            negated,
+        } => {
+            let matches = if *is_prefix {
+                text.starts_with(pattern.as_str())
+            } else {
+                text == pattern
+            };
             matches != *negated
         }
-        Test::Compare { op, value: Scalar::Str(constant) } => ordering_holds(text.as_bytes().cmp(constant.as_bytes()), *op),
-        Test::Between { low: Scalar::Str(low), high: Scalar::Str(high) } => {
-            text.as_bytes() >= low.as_bytes() && text.as_bytes() <= high.as_bytes()
-        }
-        Test::In { values, negated, list_has_null } => {
-            let found = values.iter().any(|v| matches!(v, Scalar::Str(s) if s == text));
+        Test::Compare {
+            op,
+            value: Scalar::Str(constant),
+        } => ordering_holds(text.as_bytes().cmp(constant.as_bytes()), *op),
+        Test::Between {
+            low: Scalar::Str(low),
+            high: Scalar::Str(high),
+        } => text.as_bytes() >= low.as_bytes() && text.as_bytes() <= high.as_bytes(),
+        Test::In {
+            values,
+            negated,
+            list_has_null,
+        } => {
+            let found = values
+                .iter()
+                .any(|v| matches!(v, Scalar::Str(s) if s == text));
             if *negated {
                 !found && !list_has_null
             } else {

@@ -23,9 +23,26 @@ pub const SPAN_MICROS: i64 = 366 * 86_400_000_000;
 const ROWS_PER_FILE: u64 = 4_194_304;
 
 pub const CATEGORIES: [&str; 20] = [
-    "electronics", "books", "clothing", "home", "garden", "toys", "sports", "beauty", "grocery",
-    "automotive", "music", "movies", "health", "jewelry", "office", "pets", "shoes", "tools",
-    "travel", "software",
+    "electronics",
+    "books",
+    "clothing",
+    "home",
+    "garden",
+    "toys",
+    "sports",
+    "beauty",
+    "grocery",
+    "automotive",
+    "music",
+    "movies",
+    "health",
+    "jewelry",
+    "office",
+    "pets",
+    "shoes",
+    "tools",
+    "travel",
+    "software",
 ];
 pub const STATUSES: [&str; 4] = ["ok", "pending", "error", "refunded"];
 const TENANTS: usize = 16;
@@ -33,7 +50,11 @@ const TENANTS: usize = 16;
 pub fn events_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
-        Field::new("timestamp", DataType::Timestamp(TimeUnit::Microsecond, Some(crate::value::UTC.into())), false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
         Field::new("tenant_id", DataType::Utf8, false),
         Field::new("category", DataType::Utf8, false),
         Field::new("amount", DataType::Float64, true),
@@ -112,7 +133,7 @@ pub fn events_chunk(first: u64, count: u64, total: u64, seed: u64) -> RecordBatc
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(ids)),
-        Arc::new(TimestampMicrosecondArray::from(times).with_timezone(crate::value::UTC)),
+        Arc::new(TimestampMicrosecondArray::from(times)),
         Arc::new(tenants.finish()),
         Arc::new(categories.finish()),
         Arc::new(amounts.finish()),
@@ -147,7 +168,9 @@ pub fn write_events(
     let mut writer: Option<ArrowWriter<std::fs::File>> = None;
     let mut rows_in_file = 0u64;
     let mut done = 0u64;
-    let write_error = |path: &Path, e: parquet::errors::ParquetError| Error::Import(format!("writing {}: {e}", path.display()));
+    let write_error = |path: &Path, e: parquet::errors::ParquetError| {
+        Error::Import(format!("writing {}: {e}", path.display()))
+    };
     std::thread::scope(|scope| -> Result<()> {
         let mut receivers = Vec::new();
         for worker in 0..threads {
@@ -214,10 +237,18 @@ mod tests {
         let a = events_chunk(0, 1000, 10_000, 7);
         let b = events_chunk(0, 1000, 10_000, 7);
         assert_eq!(a, b);
-        let times = a.column(1).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        let times = a
+            .column(1)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
         assert!(times.values().windows(2).all(|w| w[0] <= w[1]));
         let next = events_chunk(1000, 1000, 10_000, 7);
-        let next_times = next.column(1).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        let next_times = next
+            .column(1)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
         assert!(times.value(999) <= next_times.value(0));
     }
 }

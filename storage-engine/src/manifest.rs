@@ -144,20 +144,29 @@ pub fn table_dir(data_dir: &Path, tenant: &str, table: &str) -> PathBuf {
     data_dir.join(tenant).join(table)
 }
 
+/// (file length, modification time, parsed manifest).
+type CachedManifest = (u64, std::time::SystemTime, std::sync::Arc<TableManifest>);
+
 thread_local! {
     /// Manifests this thread has parsed, revalidated by (length, mtime) on every use. Each thread
     /// keeps its own, so planning takes no lock.
-    static CACHE: std::cell::RefCell<std::collections::HashMap<PathBuf, (u64, std::time::SystemTime, std::sync::Arc<TableManifest>)>> =
-        Default::default();
+    static CACHE: std::cell::RefCell<std::collections::HashMap<PathBuf, CachedManifest>> = Default::default();
 }
 
 /// Like `load`, but reuses this thread's parsed copy while the file is unchanged.
-pub fn load_cached(data_dir: &Path, tenant: &str, table: &str) -> Result<Option<std::sync::Arc<TableManifest>>> {
+pub fn load_cached(
+    data_dir: &Path,
+    tenant: &str,
+    table: &str,
+) -> Result<Option<std::sync::Arc<TableManifest>>> {
     validate_name("tenant", tenant)?;
     validate_name("table", table)?;
     let path = table_dir(data_dir, tenant, table).join(MANIFEST_FILE);
     let (length, modified) = match std::fs::metadata(&path) {
-        Ok(metadata) => (metadata.len(), metadata.modified().map_err(|e| Error::io(&path, e))?),
+        Ok(metadata) => (
+            metadata.len(),
+            metadata.modified().map_err(|e| Error::io(&path, e))?,
+        ),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(Error::io(path, error)),
     };
@@ -198,14 +207,18 @@ pub fn load(data_dir: &Path, tenant: &str, table: &str) -> Result<Option<TableMa
     if metadata.len() > MANIFEST_BYTES_MAX {
         return Err(Error::CorruptManifest {
             path,
-            message: format!("{} bytes is over the {MANIFEST_BYTES_MAX}-byte limit", metadata.len()),
+            message: format!(
+                "{} bytes is over the {MANIFEST_BYTES_MAX}-byte limit",
+                metadata.len()
+            ),
         });
     }
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let manifest: TableManifest = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptManifest {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    let manifest: TableManifest =
+        serde_json::from_slice(&bytes).map_err(|e| Error::CorruptManifest {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
     if manifest.format_version != FORMAT_VERSION {
         return Err(Error::CorruptManifest {
             path,

@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::kernels::CmpOp;
 use crate::manifest::ColumnDef;
 use crate::sql::{
-    AggregateFunction, ComparisonOperator, Literal, OrderKey, OutputExpr, Predicate, Query, ScalarExpr,
-    SelectItem,
+    AggregateFunction, ComparisonOperator, Literal, OrderKey, OutputExpr, Predicate, Query,
+    ScalarExpr, SelectItem,
 };
 use crate::value::{parse_date, parse_timestamp, ColumnType, Scalar};
 
@@ -26,14 +26,30 @@ pub enum Filter {
 /// A test of one column. Every test is false on a NULL value except `IsNull`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Test {
-    Compare { op: CmpOp, value: Scalar },
+    Compare {
+        op: CmpOp,
+        value: Scalar,
+    },
     /// `low <= x <= high`.
-    Between { low: Scalar, high: Scalar },
+    Between {
+        low: Scalar,
+        high: Scalar,
+    },
     /// `x IN values` (`negated`: `x NOT IN values`, never true when the list held a NULL).
-    In { values: Vec<Scalar>, negated: bool, list_has_null: bool },
-    IsNull { negated: bool },
+    In {
+        values: Vec<Scalar>,
+        negated: bool,
+        list_has_null: bool,
+    },
+    IsNull {
+        negated: bool,
+    },
     /// `starts_with(prefix)` when `is_prefix`, else equality; `negated` inverts on non-NULL values.
-    Like { pattern: String, is_prefix: bool, negated: bool },
+    Like {
+        pattern: String,
+        is_prefix: bool,
+        negated: bool,
+    },
 }
 
 impl Filter {
@@ -109,7 +125,10 @@ pub enum Mode {
     /// hidden ORDER BY columns).
     Rows { values: Vec<ValueExpr> },
     /// One output row per group.
-    Groups { keys: Vec<ValueExpr>, aggregates: Vec<Aggregate> },
+    Groups {
+        keys: Vec<ValueExpr>,
+        aggregates: Vec<Aggregate>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -151,7 +170,10 @@ impl Plan {
             Mode::Rows { values } => values.iter().for_each(|v| add(v.column())),
             Mode::Groups { keys, aggregates } => {
                 keys.iter().for_each(|k| add(k.column()));
-                aggregates.iter().filter_map(|a| a.argument).for_each(|v| add(v.column()));
+                aggregates
+                    .iter()
+                    .filter_map(|a| a.argument)
+                    .for_each(|v| add(v.column()));
             }
         }
         out
@@ -160,10 +182,20 @@ impl Plan {
 
 pub fn bind(query: &Query, columns: &[ColumnDef]) -> Result<Plan> {
     let binder = Binder { columns };
-    let filter = query.filter.as_ref().map(|p| binder.predicate(p, false)).transpose()?;
+    let filter = query
+        .filter
+        .as_ref()
+        .map(|p| binder.predicate(p, false))
+        .transpose()?;
     let grouped = !query.group_by.is_empty()
         || query.projection.iter().any(|item| {
-            matches!(item, SelectItem::Expr { expr: OutputExpr::Aggregate { .. }, .. })
+            matches!(
+                item,
+                SelectItem::Expr {
+                    expr: OutputExpr::Aggregate { .. },
+                    ..
+                }
+            )
         });
     let mut outputs = Vec::new();
     // Select-list item i becomes output positions item_outputs[i].
@@ -179,24 +211,36 @@ pub fn bind(query: &Query, columns: &[ColumnDef]) -> Result<Plan> {
         let mut aggregates: Vec<Aggregate> = Vec::new();
         for item in &query.projection {
             let SelectItem::Expr { expr, alias } = item else {
-                return Err(Error::plan("SELECT * cannot be combined with aggregates or GROUP BY"));
+                return Err(Error::plan(
+                    "SELECT * cannot be combined with aggregates or GROUP BY",
+                ));
             };
             let (source, column_type, default_name) = match expr {
                 OutputExpr::Scalar(scalar) => {
                     let bound = binder.value(scalar)?;
                     let index = keys.iter().position(|k| *k == bound).ok_or_else(|| {
-                        Error::plan(format!("{} must appear in GROUP BY or be inside an aggregate", binder.name(scalar)))
+                        Error::plan(format!(
+                            "{} must appear in GROUP BY or be inside an aggregate",
+                            binder.name(scalar)
+                        ))
                     })?;
-                    (OutputRef::Key(index), binder.value_type(bound), binder.name(scalar))
+                    (
+                        OutputRef::Key(index),
+                        binder.value_type(bound),
+                        binder.name(scalar),
+                    )
                 }
                 OutputExpr::Aggregate { function, argument } => {
                     let aggregate = binder.aggregate(*function, argument.as_ref())?;
                     let name = aggregate_name(*function, argument.as_ref().map(|a| binder.name(a)));
                     let column_type = aggregate.output_type();
-                    let index = aggregates.iter().position(|a| *a == aggregate).unwrap_or_else(|| {
-                        aggregates.push(aggregate);
-                        aggregates.len() - 1
-                    });
+                    let index = aggregates
+                        .iter()
+                        .position(|a| *a == aggregate)
+                        .unwrap_or_else(|| {
+                            aggregates.push(aggregate);
+                            aggregates.len() - 1
+                        });
                     (OutputRef::Aggregate(index), column_type, name)
                 }
             };
@@ -224,7 +268,10 @@ pub fn bind(query: &Query, columns: &[ColumnDef]) -> Result<Plan> {
                         values.push(ValueExpr::Column(index));
                     }
                 }
-                SelectItem::Expr { expr: OutputExpr::Scalar(scalar), alias } => {
+                SelectItem::Expr {
+                    expr: OutputExpr::Scalar(scalar),
+                    alias,
+                } => {
                     let bound = binder.value(scalar)?;
                     positions.push(outputs.len());
                     outputs.push(OutputColumn {
@@ -234,7 +281,10 @@ pub fn bind(query: &Query, columns: &[ColumnDef]) -> Result<Plan> {
                     });
                     values.push(bound);
                 }
-                SelectItem::Expr { expr: OutputExpr::Aggregate { .. }, .. } => {
+                SelectItem::Expr {
+                    expr: OutputExpr::Aggregate { .. },
+                    ..
+                } => {
                     return Err(Error::Internal("aggregate in row mode".into()));
                 }
             }
@@ -247,9 +297,13 @@ pub fn bind(query: &Query, columns: &[ColumnDef]) -> Result<Plan> {
     for key in &query.order_by {
         let index = match &key.key {
             OrderKey::SelectItem(item) => {
-                let positions = item_outputs
-                    .get(*item)
-                    .ok_or_else(|| Error::plan(format!("ORDER BY refers to select item {} of {}", item + 1, item_outputs.len())))?;
+                let positions = item_outputs.get(*item).ok_or_else(|| {
+                    Error::plan(format!(
+                        "ORDER BY refers to select item {} of {}",
+                        item + 1,
+                        item_outputs.len()
+                    ))
+                })?;
                 match positions.as_slice() {
                     [single] => match outputs[*single].source {
                         OutputRef::Value(v) if !grouped => v,
@@ -260,7 +314,9 @@ pub fn bind(query: &Query, columns: &[ColumnDef]) -> Result<Plan> {
             }
             OrderKey::Column(name) => {
                 let Mode::Rows { values } = &mode else {
-                    return Err(Error::plan(format!("ORDER BY {name}: not an output of this grouped query")));
+                    return Err(Error::plan(format!(
+                        "ORDER BY {name}: not an output of this grouped query"
+                    )));
                 };
                 let column = binder.column(name)?;
                 let value = ValueExpr::Column(column);
@@ -273,7 +329,10 @@ pub fn bind(query: &Query, columns: &[ColumnDef]) -> Result<Plan> {
                 }
             }
         };
-        order_by.push(SortKey { index, descending: key.descending });
+        order_by.push(SortKey {
+            index,
+            descending: key.descending,
+        });
     }
     let mode = match mode {
         Mode::Rows { mut values } => {
@@ -330,7 +389,10 @@ impl Binder<'_> {
                 let column = self.column(name)?;
                 match self.columns[column].column_type {
                     ColumnType::Timestamp | ColumnType::Date => Ok(ValueExpr::Date(column)),
-                    other => Err(Error::plan(format!("DATE() needs a timestamp or date column, {name} is {}", other.name()))),
+                    other => Err(Error::plan(format!(
+                        "DATE() needs a timestamp or date column, {name} is {}",
+                        other.name()
+                    ))),
                 }
             }
         }
@@ -343,40 +405,66 @@ impl Binder<'_> {
         }
     }
 
-    fn aggregate(&self, function: AggregateFunction, argument: Option<&ScalarExpr>) -> Result<Aggregate> {
+    fn aggregate(
+        &self,
+        function: AggregateFunction,
+        argument: Option<&ScalarExpr>,
+    ) -> Result<Aggregate> {
         let argument = argument.map(|a| self.value(a)).transpose()?;
         let input_type = argument.map(|a| self.value_type(a));
         if matches!(function, AggregateFunction::Sum | AggregateFunction::Avg)
             && !input_type.is_some_and(ColumnType::is_numeric)
         {
             let shown = input_type.map_or("nothing", ColumnType::name);
-            return Err(Error::plan(format!("{function:?} needs a numeric argument, got {shown}").to_uppercase()));
+            return Err(Error::plan(
+                format!("{function:?} needs a numeric argument, got {shown}").to_uppercase(),
+            ));
         }
         if function != AggregateFunction::CountStar && argument.is_none() {
             return Err(Error::plan(format!("{function:?} needs an argument")));
         }
-        Ok(Aggregate { function, argument, input_type })
+        Ok(Aggregate {
+            function,
+            argument,
+            input_type,
+        })
     }
 
     fn literal(&self, column: usize, literal: &Literal) -> Result<Option<Scalar>> {
         let def = &self.columns[column];
         let mismatch = |what: &str| {
-            Error::plan(format!("cannot compare {} column {} with {what}", def.column_type.name(), def.name))
+            Error::plan(format!(
+                "cannot compare {} column {} with {what}",
+                def.column_type.name(),
+                def.name
+            ))
         };
         Ok(Some(match (def.column_type, literal) {
             (_, Literal::Null) => return Ok(None),
             (ColumnType::Int32 | ColumnType::Int64, Literal::Integer(v)) => Scalar::Int(*v),
-            (ColumnType::Int32 | ColumnType::Int64, Literal::Float(_)) => return Err(mismatch("float literal")),
+            (ColumnType::Int32 | ColumnType::Int64, Literal::Float(_)) => {
+                return Err(mismatch("float literal"))
+            }
             (ColumnType::Float64, Literal::Integer(v)) => Scalar::Float(*v as f64),
             (ColumnType::Float64, Literal::Float(v)) => Scalar::Float(*v),
             (ColumnType::Utf8, Literal::String(s)) => Scalar::Str(s.clone()),
             (ColumnType::Timestamp, Literal::Integer(v)) => Scalar::Int(*v),
-            (ColumnType::Timestamp, Literal::String(s)) => Scalar::Int(
-                parse_timestamp(s).ok_or_else(|| Error::plan(format!("invalid timestamp literal '{s}' for column {}", def.name)))?,
-            ),
-            (ColumnType::Date, Literal::String(s)) => Scalar::Int(
-                parse_date(s).ok_or_else(|| Error::plan(format!("invalid date literal '{s}' for column {} (expected YYYY-MM-DD)", def.name)))?,
-            ),
+            (ColumnType::Timestamp, Literal::String(s)) => {
+                Scalar::Int(parse_timestamp(s).ok_or_else(|| {
+                    Error::plan(format!(
+                        "invalid timestamp literal '{s}' for column {}",
+                        def.name
+                    ))
+                })?)
+            }
+            (ColumnType::Date, Literal::String(s)) => {
+                Scalar::Int(parse_date(s).ok_or_else(|| {
+                    Error::plan(format!(
+                        "invalid date literal '{s}' for column {} (expected YYYY-MM-DD)",
+                        def.name
+                    ))
+                })?)
+            }
             (ColumnType::Boolean, Literal::Boolean(b)) => Scalar::Bool(*b),
             (_, Literal::Integer(_)) => return Err(mismatch("integer literal")),
             (_, Literal::Float(_)) => return Err(mismatch("float literal")),
@@ -403,26 +491,52 @@ impl Binder<'_> {
                     None => Filter::Unknown,
                     Some(value) => {
                         let op = comparison(*op);
-                        Filter::Leaf { column, test: Test::Compare { op: if negate { negated(op) } else { op }, value } }
+                        Filter::Leaf {
+                            column,
+                            test: Test::Compare {
+                                op: if negate { negated(op) } else { op },
+                                value,
+                            },
+                        }
                     }
                 }
             }
-            Predicate::Between { column, low, high, negated: between_negated } => {
+            Predicate::Between {
+                column,
+                low,
+                high,
+                negated: between_negated,
+            } => {
                 let index = self.column(column)?;
                 let low_bound = self.literal(index, low)?;
                 let high_bound = self.literal(index, high)?;
                 let negate = negate != *between_negated;
                 match (low_bound, high_bound) {
-                    (Some(low), Some(high)) if !negate => Filter::Leaf { column: index, test: Test::Between { low, high } },
+                    (Some(low), Some(high)) if !negate => Filter::Leaf {
+                        column: index,
+                        test: Test::Between { low, high },
+                    },
                     _ => {
                         // Desugar so NULL bounds follow three-valued logic.
-                        let lower = Predicate::Compare { column: column.clone(), op: ComparisonOperator::GtEq, value: low.clone() };
-                        let upper = Predicate::Compare { column: column.clone(), op: ComparisonOperator::LtEq, value: high.clone() };
+                        let lower = Predicate::Compare {
+                            column: column.clone(),
+                            op: ComparisonOperator::GtEq,
+                            value: low.clone(),
+                        };
+                        let upper = Predicate::Compare {
+                            column: column.clone(),
+                            op: ComparisonOperator::LtEq,
+                            value: high.clone(),
+                        };
                         self.predicate(&Predicate::And(Box::new(lower), Box::new(upper)), negate)?
                     }
                 }
             }
-            Predicate::InList { column, list, negated: in_negated } => {
+            Predicate::InList {
+                column,
+                list,
+                negated: in_negated,
+            } => {
                 let column = self.column(column)?;
                 let mut values = Vec::with_capacity(list.len());
                 let mut list_has_null = false;
@@ -432,19 +546,44 @@ impl Binder<'_> {
                         None => list_has_null = true,
                     }
                 }
-                Filter::Leaf { column, test: Test::In { values, negated: negate != *in_negated, list_has_null } }
+                Filter::Leaf {
+                    column,
+                    test: Test::In {
+                        values,
+                        negated: negate != *in_negated,
+                        list_has_null,
+                    },
+                }
             }
-            Predicate::IsNull { column, negated: null_negated } => {
-                Filter::Leaf { column: self.column(column)?, test: Test::IsNull { negated: negate != *null_negated } }
-            }
-            Predicate::Like { column, prefix, is_prefix, negated: like_negated } => {
+            Predicate::IsNull {
+                column,
+                negated: null_negated,
+            } => Filter::Leaf {
+                column: self.column(column)?,
+                test: Test::IsNull {
+                    negated: negate != *null_negated,
+                },
+            },
+            Predicate::Like {
+                column,
+                prefix,
+                is_prefix,
+                negated: like_negated,
+            } => {
                 let index = self.column(column)?;
                 if self.columns[index].column_type != ColumnType::Utf8 {
-                    return Err(Error::plan(format!("LIKE needs a string column, {column} is {}", self.columns[index].column_type.name())));
+                    return Err(Error::plan(format!(
+                        "LIKE needs a string column, {column} is {}",
+                        self.columns[index].column_type.name()
+                    )));
                 }
                 Filter::Leaf {
                     column: index,
-                    test: Test::Like { pattern: prefix.clone(), is_prefix: *is_prefix, negated: negate != *like_negated },
+                    test: Test::Like {
+                        pattern: prefix.clone(),
+                        is_prefix: *is_prefix,
+                        negated: negate != *like_negated,
+                    },
                 }
             }
         })

@@ -37,8 +37,12 @@ impl Truth {
 /// The truth of `filter` over rows described by `stats(column)`.
 pub fn classify(filter: &Filter, stats: &dyn Fn(usize) -> Option<ColumnStats>) -> Truth {
     match filter {
-        Filter::And(parts) => parts.iter().fold(Truth::Always, |t, p| t.and(classify(p, stats))),
-        Filter::Or(parts) => parts.iter().fold(Truth::Never, |t, p| t.or(classify(p, stats))),
+        Filter::And(parts) => parts
+            .iter()
+            .fold(Truth::Always, |t, p| t.and(classify(p, stats))),
+        Filter::Or(parts) => parts
+            .iter()
+            .fold(Truth::Never, |t, p| t.or(classify(p, stats))),
         Filter::Unknown => Truth::Never,
         Filter::Leaf { column, test } => match stats(*column) {
             Some(s) => classify_test(test, &s),
@@ -69,7 +73,13 @@ fn classify_test(test: &Test, stats: &ColumnStats) -> Truth {
     if matches!(min, Scalar::Null) || matches!(max, Scalar::Null) {
         return Truth::Maybe;
     }
-    let all = |holds: bool| if holds && no_nulls { Truth::Always } else { Truth::Maybe };
+    let all = |holds: bool| {
+        if holds && no_nulls {
+            Truth::Always
+        } else {
+            Truth::Maybe
+        }
+    };
     match test {
         Test::Compare { op, value } => {
             let below = cmp(value, min) == Ordering::Less; // value < min
@@ -91,13 +101,20 @@ fn classify_test(test: &Test, stats: &ColumnStats) -> Truth {
             }
         }
         Test::Between { low, high } => {
-            if cmp(high, min) == Ordering::Less || cmp(low, max) == Ordering::Greater || cmp(low, high) == Ordering::Greater {
+            if cmp(high, min) == Ordering::Less
+                || cmp(low, max) == Ordering::Greater
+                || cmp(low, high) == Ordering::Greater
+            {
                 Truth::Never
             } else {
                 all(cmp(low, min) != Ordering::Greater && cmp(max, high) != Ordering::Greater)
             }
         }
-        Test::In { values, negated: false, .. } => {
+        Test::In {
+            values,
+            negated: false,
+            ..
+        } => {
             let any_inside = values
                 .iter()
                 .any(|v| cmp(v, min) != Ordering::Less && cmp(v, max) != Ordering::Greater);
@@ -107,15 +124,35 @@ fn classify_test(test: &Test, stats: &ColumnStats) -> Truth {
                 Truth::Never
             }
         }
-        Test::In { negated: true, list_has_null: true, .. } => Truth::Never,
+        Test::In {
+            negated: true,
+            list_has_null: true,
+            ..
+        } => Truth::Never,
         Test::In { negated: true, .. } => Truth::Maybe,
-        Test::Like { pattern, is_prefix: true, negated: false } => match max {
-            Scalar::Str(max) if max.as_bytes() < pattern.as_bytes() && !max.starts_with(pattern.as_str()) => Truth::Never,
+        Test::Like {
+            pattern,
+            is_prefix: true,
+            negated: false,
+        } => match max {
+            Scalar::Str(max)
+                if max.as_bytes() < pattern.as_bytes() && !max.starts_with(pattern.as_str()) =>
+            {
+                Truth::Never
+            }
             _ => Truth::Maybe,
         },
-        Test::Like { pattern, is_prefix: false, negated: false } => {
-            classify_test(&Test::Compare { op: CmpOp::Eq, value: Scalar::Str(pattern.clone()) }, stats)
-        }
+        Test::Like {
+            pattern,
+            is_prefix: false,
+            negated: false,
+        } => classify_test(
+            &Test::Compare {
+                op: CmpOp::Eq,
+                value: Scalar::Str(pattern.clone()),
+            },
+            stats,
+        ),
         Test::Like { .. } => Truth::Maybe,
         Test::IsNull { .. } => Truth::Maybe,
     }
@@ -208,11 +245,22 @@ mod tests {
     use super::*;
 
     fn stats(min: i64, max: i64, nulls: u64) -> ColumnStats {
-        ColumnStats { min: Scalar::Int(min), max: Scalar::Int(max), null_count: Some(nulls), rows: 100 }
+        ColumnStats {
+            min: Scalar::Int(min),
+            max: Scalar::Int(max),
+            null_count: Some(nulls),
+            rows: 100,
+        }
     }
 
     fn leaf(op: CmpOp, v: i64) -> Filter {
-        Filter::Leaf { column: 0, test: Test::Compare { op, value: Scalar::Int(v) } }
+        Filter::Leaf {
+            column: 0,
+            test: Test::Compare {
+                op,
+                value: Scalar::Int(v),
+            },
+        }
     }
 
     #[test]
@@ -227,14 +275,24 @@ mod tests {
         assert_eq!(c(&leaf(CmpOp::Gt, 20)), Truth::Never);
         assert_eq!(c(&leaf(CmpOp::Ne, 25)), Truth::Always);
         let with_nulls = stats(10, 20, 3);
-        assert_eq!(classify(&leaf(CmpOp::Ge, 10), &|_| Some(with_nulls.clone())), Truth::Maybe);
+        assert_eq!(
+            classify(&leaf(CmpOp::Ge, 10), &|_| Some(with_nulls.clone())),
+            Truth::Maybe
+        );
     }
 
     #[test]
     fn segments_combine_on_boundaries() {
-        let pages = vec![(10, stats(0, 9, 0)), (20, stats(10, 19, 0)), (30, stats(20, 29, 0))];
+        let pages = vec![
+            (10, stats(0, 9, 0)),
+            (20, stats(10, 19, 0)),
+            (30, stats(20, 29, 0)),
+        ];
         let filter = Filter::And(vec![leaf(CmpOp::Ge, 10), leaf(CmpOp::Lt, 25)]);
         let s = segments(&filter, 30, &|_| Some(pages.clone()));
-        assert_eq!(s.0, vec![(10, Truth::Never), (20, Truth::Always), (30, Truth::Maybe)]);
+        assert_eq!(
+            s.0,
+            vec![(10, Truth::Never), (20, Truth::Always), (30, Truth::Maybe)]
+        );
     }
 }

@@ -16,7 +16,9 @@ use crate::writer::engine_type;
 use arrow_array::ArrayRef;
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
+};
 use parquet::arrow::push_decoder::{ParquetPushDecoderBuilder, RowGroupSelection};
 use parquet::arrow::ProjectionMask;
 use parquet::basic::Encoding;
@@ -59,18 +61,29 @@ fn corrupt(path: &Path, message: impl std::fmt::Display) -> Error {
 }
 
 /// Runs `f` on outside bytes, turning a panic inside the parquet crate into an error naming `path`.
-fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> parquet::errors::Result<T>) -> Result<T> {
+fn guarded<T>(
+    path: &Path,
+    what: &str,
+    f: impl FnOnce() -> parquet::errors::Result<T>,
+) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(corrupt(path, error)),
-        Err(_) => Err(corrupt(path, format!("the Parquet decoder panicked while {what}"))),
+        Err(_) => Err(corrupt(
+            path,
+            format!("the Parquet decoder panicked while {what}"),
+        )),
     }
 }
 
 /// Where file bytes come from: a direct-I/O file on a core, or memory (tests and fuzzing).
 pub trait ByteSource {
     fn size(&self) -> u64;
-    fn read_at(&self, offset: u64, length: usize) -> impl std::future::Future<Output = std::io::Result<Bytes>>;
+    fn read_at(
+        &self,
+        offset: u64,
+        length: usize,
+    ) -> impl std::future::Future<Output = std::io::Result<Bytes>>;
 }
 
 impl ByteSource for DirectFile {
@@ -92,24 +105,40 @@ impl ByteSource for Bytes {
         let start = usize::try_from(offset).map_err(std::io::Error::other)?;
         match start.checked_add(length) {
             Some(end) if end <= self.len() => Ok(self.slice(start..end)),
-            _ => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end")),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "read past the end",
+            )),
         }
     }
 }
 
 /// Reads `ranges` (coalescing neighbours, all reads in flight at once) and returns one buffer
 /// per requested range. Counts bytes read into `bytes_read`.
-pub async fn read_ranges<S: ByteSource>(file: &S, path: &Path, ranges: &[Range<u64>], bytes_read: &mut u64) -> Result<Vec<Bytes>> {
+pub async fn read_ranges<S: ByteSource>(
+    file: &S,
+    path: &Path,
+    ranges: &[Range<u64>],
+    bytes_read: &mut u64,
+) -> Result<Vec<Bytes>> {
     let mut order: Vec<usize> = (0..ranges.len()).collect();
     order.sort_by_key(|&i| ranges[i].start);
     let mut merged: Vec<Range<u64>> = Vec::new();
     for &i in &order {
         let range = &ranges[i];
         if range.start > range.end || range.end > file.size() {
-            return Err(corrupt(path, format!("byte range {range:?} lies outside the {}-byte file", file.size())));
+            return Err(corrupt(
+                path,
+                format!(
+                    "byte range {range:?} lies outside the {}-byte file",
+                    file.size()
+                ),
+            ));
         }
         match merged.last_mut() {
-            Some(last) if range.start <= last.end + COALESCE_GAP_BYTES => last.end = last.end.max(range.end),
+            Some(last) if range.start <= last.end + COALESCE_GAP_BYTES => {
+                last.end = last.end.max(range.end)
+            }
             _ => merged.push(range.clone()),
         }
     }
@@ -122,7 +151,9 @@ pub async fn read_ranges<S: ByteSource>(file: &S, path: &Path, ranges: &[Range<u
     *bytes_read += buffers.iter().map(|b| b.len() as u64).sum::<u64>();
     let mut out = Vec::with_capacity(ranges.len());
     for range in ranges {
-        let index = merged.partition_point(|m| m.end < range.end.max(range.start + 1)).min(merged.len() - 1);
+        let index = merged
+            .partition_point(|m| m.end < range.end.max(range.start + 1))
+            .min(merged.len() - 1);
         let containing = &merged[index];
         let start = (range.start - containing.start) as usize;
         let end = (range.end - containing.start) as usize;
@@ -133,19 +164,33 @@ pub async fn read_ranges<S: ByteSource>(file: &S, path: &Path, ranges: &[Range<u
 
 /// Reads and validates a file's footer and page index against the table's columns.
 /// Reads a file's footer and page index (bounded by `METADATA_BYTES_MAX`).
-pub async fn load_metadata<S: ByteSource>(file: &S, path: &Path, bytes_read: &mut u64) -> Result<ParquetMetaData> {
-    let mut decoder = guarded(path, "reading the footer", || ParquetMetaDataPushDecoder::try_new(file.size()))?
-        .with_page_index_policy(PageIndexPolicy::Optional);
+pub async fn load_metadata<S: ByteSource>(
+    file: &S,
+    path: &Path,
+    bytes_read: &mut u64,
+) -> Result<ParquetMetaData> {
+    let mut decoder = guarded(path, "reading the footer", || {
+        ParquetMetaDataPushDecoder::try_new(file.size())
+    })?
+    .with_page_index_policy(PageIndexPolicy::Optional);
     let mut requested = 0u64;
     loop {
         match guarded(path, "decoding the footer", || decoder.try_decode())? {
             DecodeResult::NeedsData(ranges) => {
-                requested += ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum::<u64>();
+                requested += ranges
+                    .iter()
+                    .map(|r| r.end.saturating_sub(r.start))
+                    .sum::<u64>();
                 if requested > METADATA_BYTES_MAX {
-                    return Err(corrupt(path, format!("metadata exceeds {METADATA_BYTES_MAX} bytes")));
+                    return Err(corrupt(
+                        path,
+                        format!("metadata exceeds {METADATA_BYTES_MAX} bytes"),
+                    ));
                 }
                 let buffers = read_ranges(file, path, &ranges, bytes_read).await?;
-                guarded(path, "reading the footer", || decoder.push_ranges(ranges, buffers))?;
+                guarded(path, "reading the footer", || {
+                    decoder.push_ranges(ranges, buffers)
+                })?;
             }
             DecodeResult::Data(metadata) => return Ok(metadata),
             DecodeResult::Finished => return Err(corrupt(path, "no metadata found")),
@@ -154,7 +199,12 @@ pub async fn load_metadata<S: ByteSource>(file: &S, path: &Path, bytes_read: &mu
 }
 
 /// Reads and validates a file's footer and page index against the table's columns.
-pub async fn load_file_meta<S: ByteSource>(file: &S, path: &Path, columns: &[ColumnDef], bytes_read: &mut u64) -> Result<FileMeta> {
+pub async fn load_file_meta<S: ByteSource>(
+    file: &S,
+    path: &Path,
+    columns: &[ColumnDef],
+    bytes_read: &mut u64,
+) -> Result<FileMeta> {
     let metadata = load_metadata(file, path, bytes_read).await?;
     let metadata = Arc::new(metadata);
     check_schema(path, &metadata, columns)?;
@@ -163,7 +213,9 @@ pub async fn load_file_meta<S: ByteSource>(file: &S, path: &Path, columns: &[Col
             .iter()
             .enumerate()
             .map(|(index, column)| {
-                let data_type = if column.column_type == ColumnType::Utf8 && all_dictionary_encoded(&metadata, index) {
+                let data_type = if column.column_type == ColumnType::Utf8
+                    && all_dictionary_encoded(&metadata, index)
+                {
                     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
                 } else {
                     column.column_type.to_arrow()
@@ -172,13 +224,20 @@ pub async fn load_file_meta<S: ByteSource>(file: &S, path: &Path, columns: &[Col
             })
             .collect::<Vec<_>>(),
     ));
-    let options = ArrowReaderOptions::new().with_schema(hint).with_page_index_policy(PageIndexPolicy::Optional);
-    let reader = guarded(path, "reading the schema", || ArrowReaderMetadata::try_new(metadata.clone(), options))?;
+    let options = ArrowReaderOptions::new()
+        .with_schema(hint)
+        .with_page_index_policy(PageIndexPolicy::Optional);
+    let reader = guarded(path, "reading the schema", || {
+        ArrowReaderMetadata::try_new(metadata.clone(), options)
+    })?;
     let mut page_bounds = Vec::with_capacity(metadata.num_row_groups());
     for row_group in 0..metadata.num_row_groups() {
         let rows = metadata.row_group(row_group).num_rows();
         if rows < 0 || rows as u64 > u32::MAX as u64 {
-            return Err(corrupt(path, format!("row group {row_group} claims {rows} rows")));
+            return Err(corrupt(
+                path,
+                format!("row group {row_group} claims {rows} rows"),
+            ));
         }
         let page_index = metadata.page_index_for_row_group(row_group);
         let mut per_column = Vec::with_capacity(columns.len());
@@ -195,14 +254,22 @@ pub async fn load_file_meta<S: ByteSource>(file: &S, path: &Path, columns: &[Col
                 }
             }
             bounds.push(rows as u32);
-            if bounds.windows(2).any(|w| (w[1] - w[0]) as u64 > PAGE_ROWS_MAX) {
+            if bounds
+                .windows(2)
+                .any(|w| (w[1] - w[0]) as u64 > PAGE_ROWS_MAX)
+            {
                 return Err(corrupt(path, format!("a page of column {column} in row group {row_group} exceeds {PAGE_ROWS_MAX} rows")));
             }
             per_column.push(bounds);
         }
         page_bounds.push(per_column);
     }
-    let bytes = metadata.memory_size() + page_bounds.iter().flatten().map(|b| b.len() * 4).sum::<usize>();
+    let bytes = metadata.memory_size()
+        + page_bounds
+            .iter()
+            .flatten()
+            .map(|b| b.len() * 4)
+            .sum::<usize>();
     Ok(FileMeta {
         path: path.to_owned(),
         metadata,
@@ -229,7 +296,10 @@ fn check_schema(path: &Path, metadata: &ParquetMetaData, columns: &[ColumnDef]) 
     };
     let descriptor = metadata.file_metadata().schema_descr();
     let schema = guarded(path, "reading the schema", || {
-        parquet::arrow::parquet_to_arrow_schema(descriptor, metadata.file_metadata().key_value_metadata())
+        parquet::arrow::parquet_to_arrow_schema(
+            descriptor,
+            metadata.file_metadata().key_value_metadata(),
+        )
     })?;
     if schema.fields().len() != columns.len() || descriptor.num_columns() != columns.len() {
         return Err(mismatch(format!(
@@ -253,32 +323,50 @@ fn check_schema(path: &Path, metadata: &ParquetMetaData, columns: &[ColumnDef]) 
     Ok(())
 }
 
-/// Decodes rows `rows` (which must be exactly one page of `column`) of `row_group`.
-pub async fn decode_page<S: ByteSource>(
+/// Decodes pages `pages` (ascending page numbers) of `column` in `row_group` with one decoder, so
+/// a dictionary page is read and decoded once however many of its data pages are wanted. Returns
+/// one array per page, each owning its buffers (so the buffer pool can count and free pages one
+/// by one).
+pub async fn decode_pages<S: ByteSource>(
     file: &S,
     meta: &FileMeta,
     row_group: usize,
     column: usize,
-    rows: Range<u32>,
+    pages: &[usize],
     bytes_read: &mut u64,
-) -> Result<ArrayRef> {
+) -> Result<Vec<ArrayRef>> {
     let path = meta.path.as_path();
+    let bounds = &meta.page_bounds[row_group][column];
     let group_rows = meta.row_group_rows(row_group);
-    let length = (rows.end - rows.start) as usize;
-    let mut selectors = Vec::with_capacity(3);
-    if rows.start > 0 {
-        selectors.push(RowSelector::skip(rows.start as usize));
+    if pages.is_empty() {
+        return Ok(Vec::new());
     }
-    selectors.push(RowSelector::select(length));
-    if rows.end < group_rows {
-        selectors.push(RowSelector::skip((group_rows - rows.end) as usize));
+    if pages.windows(2).any(|w| w[0] >= w[1]) || pages.iter().any(|&p| p + 1 >= bounds.len()) {
+        return Err(Error::Internal(format!(
+            "bad page list {pages:?} for column {column}"
+        )));
     }
-    let selection = (rows.start > 0 || rows.end < group_rows).then(|| RowSelection::from(selectors));
+    let mut selectors = Vec::with_capacity(pages.len() * 2 + 1);
+    let mut cursor = 0u32;
+    let mut total = 0usize;
+    for &page in pages {
+        let (start, end) = (bounds[page], bounds[page + 1]);
+        if start > cursor {
+            selectors.push(RowSelector::skip((start - cursor) as usize));
+        }
+        selectors.push(RowSelector::select((end - start) as usize));
+        total += (end - start) as usize;
+        cursor = end;
+    }
+    if cursor < group_rows {
+        selectors.push(RowSelector::skip((group_rows - cursor) as usize));
+    }
+    let selection = (total < group_rows as usize).then(|| RowSelection::from(selectors));
     let descriptor = meta.metadata.file_metadata().schema_descr();
     let mut decoder = guarded(path, "preparing a page decoder", || {
         ParquetPushDecoderBuilder::new_with_metadata(meta.reader.clone())
             .with_projection(ProjectionMask::leaves(descriptor, [column]))
-            .with_batch_size(length.max(1))
+            .with_batch_size(total.max(1))
             .with_row_group_selections(vec![RowGroupSelection::new(row_group, selection)])
             .build()
     })?;
@@ -287,7 +375,9 @@ pub async fn decode_page<S: ByteSource>(
         match guarded(path, "decoding a page", || decoder.try_decode())? {
             DecodeResult::NeedsData(ranges) => {
                 let buffers = read_ranges(file, path, &ranges, bytes_read).await?;
-                guarded(path, "decoding a page", || decoder.push_ranges(ranges, buffers))?;
+                guarded(path, "decoding a page", || {
+                    decoder.push_ranges(ranges, buffers)
+                })?;
             }
             DecodeResult::Data(batch) => arrays.push(batch.column(0).clone()),
             DecodeResult::Finished => break,
@@ -300,19 +390,40 @@ pub async fn decode_page<S: ByteSource>(
             arrow_select::concat::concat(&parts).map_err(|e| corrupt(path, e))?
         }
     };
-    if array.len() != length {
+    if array.len() != total {
         return Err(corrupt(
             path,
-            format!("row group {row_group} column {column}: expected {length} rows, decoded {}", array.len()),
+            format!(
+                "row group {row_group} column {column}: expected {total} rows, decoded {}",
+                array.len()
+            ),
         ));
     }
-    Ok(array)
+    if pages.len() == 1 {
+        return Ok(vec![array]);
+    }
+    // Copy each page out so it owns its memory.
+    let data = array.to_data();
+    let mut out = Vec::with_capacity(pages.len());
+    let mut offset = 0usize;
+    for &page in pages {
+        let length = (bounds[page + 1] - bounds[page]) as usize;
+        let mut copy = arrow_data::transform::MutableArrayData::new(vec![&data], false, length);
+        copy.try_extend(0, offset, offset + length)
+            .map_err(|e| corrupt(path, e))?;
+        out.push(arrow_array::make_array(copy.freeze()));
+        offset += length;
+    }
+    Ok(out)
 }
 
 /// The engine's column definitions for a file's own schema (for verifying arbitrary files).
 pub fn columns_of(path: &Path, metadata: &ParquetMetaData) -> Result<Vec<ColumnDef>> {
     let schema = guarded(path, "reading the schema", || {
-        parquet::arrow::parquet_to_arrow_schema(metadata.file_metadata().schema_descr(), metadata.file_metadata().key_value_metadata())
+        parquet::arrow::parquet_to_arrow_schema(
+            metadata.file_metadata().schema_descr(),
+            metadata.file_metadata().key_value_metadata(),
+        )
     })?;
     schema
         .fields()
@@ -320,7 +431,8 @@ pub fn columns_of(path: &Path, metadata: &ParquetMetaData) -> Result<Vec<ColumnD
         .map(|field| {
             Ok(ColumnDef {
                 name: field.name().clone(),
-                column_type: engine_type(field.name(), field.data_type()).map_err(|e| corrupt(path, e))?,
+                column_type: engine_type(field.name(), field.data_type())
+                    .map_err(|e| corrupt(path, e))?,
                 nullable: field.is_nullable(),
             })
         })
@@ -338,9 +450,8 @@ pub async fn verify_file<S: ByteSource>(file: &S, path: &Path) -> Result<u64> {
     let mut rows = 0u64;
     for row_group in 0..meta.row_groups() {
         for column in 0..columns.len() {
-            for page in meta.page_bounds[row_group][column].windows(2) {
-                decode_page(file, &meta, row_group, column, page[0]..page[1], &mut bytes_read).await?;
-            }
+            let pages: Vec<usize> = (0..meta.page_bounds[row_group][column].len() - 1).collect();
+            decode_pages(file, &meta, row_group, column, &pages, &mut bytes_read).await?;
         }
         rows += meta.row_group_rows(row_group) as u64;
     }

@@ -105,7 +105,9 @@ impl<S: 'static> CorePool<S> {
                 }
                 Err(_) => {
                     pool.shutdown();
-                    return Err(io::Error::other("an executor thread exited during start-up"));
+                    return Err(io::Error::other(
+                        "an executor thread exited during start-up",
+                    ));
                 }
             }
         }
@@ -174,13 +176,23 @@ impl DirectFile {
     }
 
     pub async fn read_at(&self, offset: u64, length: usize) -> io::Result<Bytes> {
-        if offset.checked_add(length as u64).is_none_or(|end| end > self.size) {
+        if offset
+            .checked_add(length as u64)
+            .is_none_or(|end| end > self.size)
+        {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("read of {length} bytes at {offset} past the end of a {}-byte file", self.size),
+                format!(
+                    "read of {length} bytes at {offset} past the end of a {}-byte file",
+                    self.size
+                ),
             ));
         }
-        let result = self.file.read_at(offset, length).await.map_err(io::Error::from)?;
+        let result = self
+            .file
+            .read_at(offset, length)
+            .await
+            .map_err(io::Error::from)?;
         if result.len() != length {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -23,7 +23,8 @@ pub fn open(path: &Path) -> Result<Source> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut magic = [0u8; 4];
     let is_parquet = file.read_exact(&mut magic).is_ok() && &magic == b"PAR1";
-    file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(path, e))?;
     if is_parquet {
         open_parquet(path, file)
     } else {
@@ -60,9 +61,13 @@ fn open_csv(path: &Path, mut file: File) -> Result<Source> {
         .infer_schema(&mut file, Some(CSV_INFER_ROWS))
         .map_err(|e| Error::Import(format!("{}: cannot read as CSV: {e}", path.display())))?;
     if schema.fields().is_empty() {
-        return Err(Error::Import(format!("{}: no columns found (neither Parquet nor CSV with a header)", path.display())));
+        return Err(Error::Import(format!(
+            "{}: no columns found (neither Parquet nor CSV with a header)",
+            path.display()
+        )));
     }
-    file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(path, e))?;
     let schema = std::sync::Arc::new(schema);
     let reader = arrow_csv::ReaderBuilder::new(schema.clone())
         .with_format(format)
@@ -70,9 +75,8 @@ fn open_csv(path: &Path, mut file: File) -> Result<Source> {
         .build(file)
         .map_err(|e| Error::Import(format!("{}: {e}", path.display())))?;
     let display = path.to_owned();
-    let batches = reader.map(move |batch| {
-        batch.map_err(|e| Error::Import(format!("{}: {e}", display.display())))
-    });
+    let batches = reader
+        .map(move |batch| batch.map_err(|e| Error::Import(format!("{}: {e}", display.display()))));
     Ok(Source {
         schema,
         rows: None,

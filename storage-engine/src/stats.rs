@@ -77,7 +77,11 @@ fn decode_bytes(column_type: ColumnType, bytes: &[u8]) -> Scalar {
 }
 
 /// Converts Parquet column-chunk statistics into engine statistics for a column of `column_type`.
-pub fn from_parquet(column_type: ColumnType, statistics: Option<&Statistics>, rows: u64) -> ColumnStats {
+pub fn from_parquet(
+    column_type: ColumnType,
+    statistics: Option<&Statistics>,
+    rows: u64,
+) -> ColumnStats {
     let Some(statistics) = statistics else {
         return ColumnStats::unknown(rows);
     };
@@ -100,8 +104,10 @@ pub fn from_parquet(column_type: ColumnType, statistics: Option<&Statistics>, ro
             s.max_opt().map_or(Scalar::Null, |v| Scalar::Bool(*v)),
         ),
         (ColumnType::Utf8, Statistics::ByteArray(s)) => (
-            s.min_opt().map_or(Scalar::Null, |v| decode_bytes(column_type, v.data())),
-            s.max_opt().map_or(Scalar::Null, |v| decode_bytes(column_type, v.data())),
+            s.min_opt()
+                .map_or(Scalar::Null, |v| decode_bytes(column_type, v.data())),
+            s.max_opt()
+                .map_or(Scalar::Null, |v| decode_bytes(column_type, v.data())),
         ),
         _ => (Scalar::Null, Scalar::Null),
     };

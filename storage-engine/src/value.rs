@@ -7,8 +7,6 @@ use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
-/// The time zone of stored timestamps, as an offset (named zones need chrono-tz to display).
-pub const UTC: &str = "+00:00";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -18,7 +16,7 @@ pub enum ColumnType {
     Float64,
     Utf8,
     Boolean,
-    /// Microseconds since the Unix epoch, UTC.
+    /// Microseconds since the Unix epoch, UTC (stored as a zone-less Arrow/Parquet timestamp).
     Timestamp,
     /// Days since the Unix epoch.
     Date,
@@ -48,7 +46,7 @@ impl ColumnType {
             ColumnType::Float64 => DataType::Float64,
             ColumnType::Utf8 => DataType::Utf8,
             ColumnType::Boolean => DataType::Boolean,
-            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(crate::value::UTC.into())),
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ColumnType::Date => DataType::Date32,
         }
     }
@@ -66,7 +64,10 @@ impl ColumnType {
     }
 
     pub fn is_numeric(self) -> bool {
-        matches!(self, ColumnType::Int32 | ColumnType::Int64 | ColumnType::Float64)
+        matches!(
+            self,
+            ColumnType::Int32 | ColumnType::Int64 | ColumnType::Float64
+        )
     }
 }
 
@@ -209,7 +210,10 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
         }
         micros += (hour * 3600 + minute * 60 + second) * 1_000_000;
         if let Some(fraction) = fraction {
-            if fraction.is_empty() || fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+            if fraction.is_empty()
+                || fraction.len() > 6
+                || !fraction.bytes().all(|b| b.is_ascii_digit())
+            {
                 return None;
             }
             let value: i64 = fraction.parse().ok()?;
@@ -268,10 +272,19 @@ mod tests {
     fn timestamps_parse_in_all_accepted_forms() {
         let midnight = 19_723 * MICROS_PER_DAY;
         assert_eq!(parse_timestamp("2024-01-01"), Some(midnight));
-        assert_eq!(parse_timestamp("2024-01-01 00:00:01"), Some(midnight + 1_000_000));
-        assert_eq!(parse_timestamp("2024-01-01T00:00:01.5Z"), Some(midnight + 1_500_000));
+        assert_eq!(
+            parse_timestamp("2024-01-01 00:00:01"),
+            Some(midnight + 1_000_000)
+        );
+        assert_eq!(
+            parse_timestamp("2024-01-01T00:00:01.5Z"),
+            Some(midnight + 1_500_000)
+        );
         assert_eq!(parse_timestamp("2024-01-01 24:00:00"), None);
         assert_eq!(parse_timestamp("yesterday"), None);
-        assert_eq!(format_timestamp(midnight + 1_500_000), "2024-01-01 00:00:01.500000");
+        assert_eq!(
+            format_timestamp(midnight + 1_500_000),
+            "2024-01-01 00:00:01.500000"
+        );
     }
 }

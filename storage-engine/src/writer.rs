@@ -9,7 +9,8 @@
 
 use crate::error::{Error, Result};
 use crate::manifest::{
-    self, ColumnDef, Compression, FileEntry, PartitionSpec, TableLock, TableManifest, WriterSettings,
+    self, ColumnDef, Compression, FileEntry, PartitionSpec, TableLock, TableManifest,
+    WriterSettings,
 };
 use crate::stats::{self, ColumnStats};
 use crate::value::{format_date, ColumnType, MICROS_PER_DAY};
@@ -68,7 +69,7 @@ fn escape_partition_value(value: &str) -> String {
         }
     }
     if escaped.is_empty() || escaped.starts_with('.') {
-        escaped.insert_str(0, "%");
+        escaped.insert(0, '%');
     }
     escaped
 }
@@ -111,9 +112,8 @@ pub fn engine_type(name: &str, data_type: &DataType) -> Result<ColumnType> {
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => ColumnType::Int64,
         DataType::Float16 | DataType::Float32 | DataType::Float64 => ColumnType::Float64,
         DataType::Timestamp(_, _) | DataType::Date64 => ColumnType::Timestamp,
-        other => ColumnType::from_arrow(other).ok_or_else(|| {
-            Error::Import(format!("column {name} has unsupported type {other}"))
-        })?,
+        other => ColumnType::from_arrow(other)
+            .ok_or_else(|| Error::Import(format!("column {name} has unsupported type {other}")))?,
     })
 }
 
@@ -178,7 +178,9 @@ impl TableWriter {
                 }
                 for name in partition.time_column.iter().chain(&partition.columns) {
                     if !columns.iter().any(|c| &c.name == name) {
-                        return Err(Error::Import(format!("partition column {name} is not in the input")));
+                        return Err(Error::Import(format!(
+                            "partition column {name} is not in the input"
+                        )));
                     }
                 }
                 TableManifest {
@@ -201,10 +203,17 @@ impl TableWriter {
             &manifest
                 .columns
                 .iter()
-                .map(|c| ColumnDef { nullable: true, ..c.clone() })
+                .map(|c| ColumnDef {
+                    nullable: true,
+                    ..c.clone()
+                })
                 .collect::<Vec<_>>(),
         );
-        let time_index = manifest.partition.time_column.as_ref().and_then(|n| manifest.column_index(n));
+        let time_index = manifest
+            .partition
+            .time_column
+            .as_ref()
+            .and_then(|n| manifest.column_index(n));
         let partition_indexes = manifest
             .partition
             .columns
@@ -295,8 +304,12 @@ impl TableWriter {
 
     fn key_of(&self, batch: &RecordBatch, row: usize) -> PartitionKey {
         let day = self.time_index.and_then(|index| {
-            let times = batch.column(index).as_primitive::<TimestampMicrosecondType>();
-            times.is_valid(row).then(|| times.value(row).div_euclid(MICROS_PER_DAY))
+            let times = batch
+                .column(index)
+                .as_primitive::<TimestampMicrosecondType>();
+            times
+                .is_valid(row)
+                .then(|| times.value(row).div_euclid(MICROS_PER_DAY))
         });
         let values = self
             .partition_indexes
@@ -309,7 +322,13 @@ impl TableWriter {
     /// Splits a batch into per-partition slices. Sorted input yields long runs, sliced without copy.
     fn split(&self, batch: &RecordBatch) -> Result<Vec<(PartitionKey, RecordBatch)>> {
         if self.time_index.is_none() && self.partition_indexes.is_empty() {
-            return Ok(vec![(PartitionKey { day: None, values: Vec::new() }, batch.clone())]);
+            return Ok(vec![(
+                PartitionKey {
+                    day: None,
+                    values: Vec::new(),
+                },
+                batch.clone(),
+            )]);
         }
         let mut runs: Vec<(PartitionKey, usize, usize)> = Vec::new();
         for row in 0..batch.num_rows() {
@@ -327,7 +346,10 @@ impl TableWriter {
         }
         let mut rows_by_key: HashMap<PartitionKey, Vec<u32>> = HashMap::new();
         for (key, start, end) in runs {
-            rows_by_key.entry(key).or_default().extend(start as u32..end as u32);
+            rows_by_key
+                .entry(key)
+                .or_default()
+                .extend(start as u32..end as u32);
         }
         let mut parts = Vec::with_capacity(rows_by_key.len());
         for (key, rows) in rows_by_key {
@@ -352,7 +374,8 @@ impl TableWriter {
             None => batch,
         };
         let directory = key.directory(&self.manifest.partition);
-        let table_dir = manifest::table_dir(&self.data_dir, &self.manifest.tenant, &self.manifest.table);
+        let table_dir =
+            manifest::table_dir(&self.data_dir, &self.manifest.tenant, &self.manifest.table);
         let partition_dir = table_dir.join(&directory);
         std::fs::create_dir_all(&partition_dir).map_err(|e| Error::io(&partition_dir, e))?;
         let mut start = 0;
@@ -401,19 +424,29 @@ fn normalise_array(array: &ArrayRef, field: &Field) -> Result<ArrayRef> {
     if array.data_type() == target {
         return Ok(array.clone());
     }
-    let source = match array.data_type() {
-        // Casting a zoned timestamp to another zone keeps the instant; casting a zone-less one
-        // would treat it as local time, so tag naive timestamps as UTC first.
-        DataType::Timestamp(unit, None) => arrow_cast::cast(
-            array,
-            &DataType::Timestamp(*unit, Some(crate::value::UTC.into())),
-        )
-        .map_err(|e| Error::Import(format!("column {}: {e}", field.name())))?,
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => array.clone(),
-        _ => array.clone(),
+    let error = |e: arrow_schema::ArrowError| {
+        Error::Import(format!(
+            "column {}: cannot convert {} to {target}: {e}",
+            field.name(),
+            array.data_type()
+        ))
     };
-    arrow_cast::cast(&source, target)
-        .map_err(|e| Error::Import(format!("column {}: cannot convert {} to {}: {e}", field.name(), array.data_type(), target)))
+    if let DataType::Timestamp(_, zone) = array.data_type() {
+        // Stored timestamps are UTC instants without a zone: convert the unit keeping the zone
+        // (an instant-preserving cast), then drop the zone without changing the values. Zone-less
+        // input is taken as UTC.
+        let micros = arrow_cast::cast(
+            array,
+            &DataType::Timestamp(TimeUnit::Microsecond, zone.clone()),
+        )
+        .map_err(error)?;
+        let micros = micros
+            .as_primitive::<TimestampMicrosecondType>()
+            .clone()
+            .with_timezone_opt(None::<String>);
+        return Ok(Arc::new(micros));
+    }
+    arrow_cast::cast(array, target).map_err(error)
 }
 
 fn sort_by_column(batch: &RecordBatch, index: usize) -> Result<RecordBatch> {
@@ -429,7 +462,10 @@ fn sort_by_column(batch: &RecordBatch, index: usize) -> Result<RecordBatch> {
 }
 
 /// Writer properties from table settings.
-pub fn writer_properties(settings: &WriterSettings, sort_column: Option<usize>) -> WriterProperties {
+pub fn writer_properties(
+    settings: &WriterSettings,
+    sort_column: Option<usize>,
+) -> WriterProperties {
     let compression = match settings.compression {
         Compression::Snappy => parquet::basic::Compression::SNAPPY,
         Compression::Zstd => parquet::basic::Compression::ZSTD(ZstdLevel::default()),
@@ -467,14 +503,22 @@ fn write_file(
     let path = table_dir.join(relative);
     let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
     let handle = file.try_clone().map_err(|e| Error::io(&path, e))?;
-    let sort_column = manifest.sort_column.as_ref().and_then(|n| manifest.column_index(n));
+    let sort_column = manifest
+        .sort_column
+        .as_ref()
+        .and_then(|n| manifest.column_index(n));
     let properties = writer_properties(&manifest.writer, sort_column);
-    let parquet_error = |e: parquet::errors::ParquetError| Error::Import(format!("writing {}: {e}", path.display()));
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(parquet_error)?;
+    let parquet_error = |e: parquet::errors::ParquetError| {
+        Error::Import(format!("writing {}: {e}", path.display()))
+    };
+    let mut writer =
+        ArrowWriter::try_new(file, batch.schema(), Some(properties)).map_err(parquet_error)?;
     let mut offset = start;
     while offset < batch.num_rows() {
         let length = SLICE_ROWS.min(batch.num_rows() - offset);
-        writer.write(&batch.slice(offset, length)).map_err(parquet_error)?;
+        writer
+            .write(&batch.slice(offset, length))
+            .map_err(parquet_error)?;
         offset += length;
         let written = writer.bytes_written() as u64 + writer.in_progress_size() as u64;
         if written >= manifest.writer.target_file_bytes {
@@ -489,7 +533,11 @@ fn write_file(
         let mut merged: Option<ColumnStats> = None;
         for row_group in metadata.row_groups() {
             let chunk = row_group.column(index);
-            let chunk_stats = stats::from_parquet(column.column_type, chunk.statistics(), row_group.num_rows() as u64);
+            let chunk_stats = stats::from_parquet(
+                column.column_type,
+                chunk.statistics(),
+                row_group.num_rows() as u64,
+            );
             match &mut merged {
                 Some(m) => m.merge(&chunk_stats),
                 None => merged = Some(chunk_stats),

@@ -9,7 +9,8 @@ use tessera_storage_engine::{Engine, EngineConfig};
 
 fn table(dir: &Path, name: &str, rows: u64) {
     let batch = events_chunk(0, rows, rows, 1);
-    let mut writer = TableWriter::open(dir, "t", name, &batch.schema(), &ImportOptions::default()).unwrap();
+    let mut writer =
+        TableWriter::open(dir, "t", name, &batch.schema(), &ImportOptions::default()).unwrap();
     writer.write(&batch).unwrap();
     writer.finish().unwrap();
 }
@@ -28,10 +29,22 @@ fn first_file(dir: &Path, name: &str) -> PathBuf {
 }
 
 fn assert_fails_naming(engine: &Engine, table: &str, file: &Path, problem: &str) {
-    let error = engine.sql("t", &format!("SELECT SUM(amount), COUNT(payload) FROM {table}")).unwrap_err().to_string();
+    let error = engine
+        .sql(
+            "t",
+            &format!("SELECT SUM(amount), COUNT(payload) FROM {table}"),
+        )
+        .unwrap_err()
+        .to_string();
     let name = file.file_name().unwrap().to_str().unwrap();
-    assert!(error.contains(name), "error does not name the file: {error}");
-    assert!(error.to_lowercase().contains(problem), "error does not say {problem:?}: {error}");
+    assert!(
+        error.contains(name),
+        "error does not name the file: {error}"
+    );
+    assert!(
+        error.to_lowercase().contains(problem),
+        "error does not say {problem:?}: {error}"
+    );
     // Other tables are unaffected.
     let good = engine.sql("t", "SELECT COUNT(*) FROM good").unwrap();
     assert_eq!(good.num_rows(), 1);
@@ -101,9 +114,18 @@ fn garbage_manifest_is_reported() {
     let path = manifest::table_dir(dir.path(), "t", "events").join(manifest::MANIFEST_FILE);
     std::fs::write(&path, b"{ not json").unwrap();
     let engine = engine(dir.path());
-    let error = engine.sql("t", "SELECT COUNT(*) FROM events").unwrap_err().to_string();
+    let error = engine
+        .sql("t", "SELECT COUNT(*) FROM events")
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("_manifest.json"), "{error}");
-    assert_eq!(engine.sql("t", "SELECT COUNT(*) FROM good").unwrap().num_rows(), 1);
+    assert_eq!(
+        engine
+            .sql("t", "SELECT COUNT(*) FROM good")
+            .unwrap()
+            .num_rows(),
+        1
+    );
 }
 
 #[test]
@@ -117,7 +139,10 @@ fn verify_file_rejects_arbitrary_bytes_without_panicking() {
     ];
     for sample in samples {
         let bytes = bytes::Bytes::from(sample);
-        let result = futures::executor::block_on(tessera_storage_engine::reader::verify_file(&bytes, Path::new("x.parquet")));
+        let result = futures::executor::block_on(tessera_storage_engine::reader::verify_file(
+            &bytes,
+            Path::new("x.parquet"),
+        ));
         assert!(result.is_err());
     }
 }

@@ -18,7 +18,14 @@ fn setup() -> (tempfile::TempDir, Engine, Vec<RecordBatch>) {
         .step_by(65_536)
         .map(|first| events_chunk(first, 65_536.min(ROWS - first), ROWS, 7))
         .collect();
-    let mut writer = TableWriter::open(dir.path(), "acme", "events", &batches[0].schema(), &ImportOptions::default()).unwrap();
+    let mut writer = TableWriter::open(
+        dir.path(),
+        "acme",
+        "events",
+        &batches[0].schema(),
+        &ImportOptions::default(),
+    )
+    .unwrap();
     for batch in &batches {
         writer.write(batch).unwrap();
     }
@@ -32,7 +39,9 @@ fn setup() -> (tempfile::TempDir, Engine, Vec<RecordBatch>) {
 }
 
 fn rows<'a>(batches: &'a [RecordBatch]) -> impl Iterator<Item = (usize, &'a RecordBatch)> + 'a {
-    batches.iter().flat_map(|b| (0..b.num_rows()).map(move |i| (i, b)))
+    batches
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(move |i| (i, b)))
 }
 
 #[test]
@@ -40,18 +49,29 @@ fn spec_queries_match_direct_computation() {
     let (_dir, engine, batches) = setup();
 
     // Point lookup.
-    let result = engine.sql("acme", "SELECT * FROM events WHERE id = 123457").unwrap();
+    let result = engine
+        .sql("acme", "SELECT * FROM events WHERE id = 123457")
+        .unwrap();
     assert_eq!(result.num_rows(), 1);
     let batch = &result.batches[0];
     assert_eq!(batch.num_columns(), 8);
-    assert_eq!(batch.column(0).as_primitive::<Int64Type>().value(0), 123_457);
+    assert_eq!(
+        batch.column(0).as_primitive::<Int64Type>().value(0),
+        123_457
+    );
     let expected_payload = rows(&batches)
         .find(|(i, b)| b.column(0).as_primitive::<Int64Type>().value(*i) == 123_457)
         .map(|(i, b)| b.column(7).as_string::<i32>().value(i).to_owned())
         .unwrap();
-    assert_eq!(batch.column(7).as_string::<i32>().value(0), expected_payload);
+    assert_eq!(
+        batch.column(7).as_string::<i32>().value(0),
+        expected_payload
+    );
     let scan = &result.stats.scan;
-    assert!(scan.files_pruned + 1 >= scan.files_total, "point lookup should touch one file: {scan:?}");
+    assert!(
+        scan.files_pruned + 1 >= scan.files_total,
+        "point lookup should touch one file: {scan:?}"
+    );
 
     // Time-range count.
     let low = parse_timestamp("2024-01-01").unwrap();
@@ -61,19 +81,38 @@ fn spec_queries_match_direct_computation() {
         .unwrap();
     let expected = rows(&batches)
         .filter(|(i, b)| {
-            let t = b.column(1).as_primitive::<TimestampMicrosecondType>().value(*i);
+            let t = b
+                .column(1)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(*i);
             t >= low && t <= high
         })
         .count() as i64;
-    assert_eq!(result.batches[0].column(0).as_primitive::<Int64Type>().value(0), expected);
-    assert!(result.stats.scan.rows_from_statistics > 0, "whole files inside the range count from statistics");
+    assert_eq!(
+        result.batches[0]
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .value(0),
+        expected
+    );
+    assert!(
+        result.stats.scan.rows_from_statistics > 0,
+        "whole files inside the range count from statistics"
+    );
 
     // SUM by category.
-    let result = engine.sql("acme", "SELECT category, SUM(amount) FROM events GROUP BY category ORDER BY category").unwrap();
+    let result = engine
+        .sql(
+            "acme",
+            "SELECT category, SUM(amount) FROM events GROUP BY category ORDER BY category",
+        )
+        .unwrap();
     let mut expected: BTreeMap<String, f64> = BTreeMap::new();
     for (i, b) in rows(&batches) {
         let amount = b.column(4).as_primitive::<Float64Type>();
-        let entry = expected.entry(b.column(3).as_string::<i32>().value(i).to_owned()).or_default();
+        let entry = expected
+            .entry(b.column(3).as_string::<i32>().value(i).to_owned())
+            .or_default();
         if amount.is_valid(i) {
             *entry += amount.value(i);
         }
@@ -83,7 +122,10 @@ fn spec_queries_match_direct_computation() {
     for (row, (category, sum)) in expected.iter().enumerate() {
         assert_eq!(batch.column(0).as_string::<i32>().value(row), category);
         let got = batch.column(1).as_primitive::<Float64Type>().value(row);
-        assert!((got - sum).abs() <= 1e-6 * sum.abs().max(1.0), "{category}: {got} vs {sum}");
+        assert!(
+            (got - sum).abs() <= 1e-6 * sum.abs().max(1.0),
+            "{category}: {got} vs {sum}"
+        );
     }
 
     // Per-day per-category AVG.
@@ -96,13 +138,19 @@ fn spec_queries_match_direct_computation() {
         .unwrap();
     let mut expected: BTreeMap<(i64, String), (f64, u64)> = BTreeMap::new();
     for (i, b) in rows(&batches) {
-        let t = b.column(1).as_primitive::<TimestampMicrosecondType>().value(i);
+        let t = b
+            .column(1)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(i);
         let amount = b.column(4).as_primitive::<Float64Type>();
         if t < low {
             continue;
         }
         let entry = expected
-            .entry((t.div_euclid(MICROS_PER_DAY), b.column(3).as_string::<i32>().value(i).to_owned()))
+            .entry((
+                t.div_euclid(MICROS_PER_DAY),
+                b.column(3).as_string::<i32>().value(i).to_owned(),
+            ))
             .or_default();
         if amount.is_valid(i) {
             entry.0 += amount.value(i);
@@ -112,7 +160,13 @@ fn spec_queries_match_direct_computation() {
     let batch = &result.batches[0];
     assert_eq!(batch.num_rows(), expected.len());
     for (row, ((day, category), (sum, count))) in expected.iter().enumerate() {
-        assert_eq!(batch.column(0).as_primitive::<arrow_array::types::Date32Type>().value(row) as i64, *day);
+        assert_eq!(
+            batch
+                .column(0)
+                .as_primitive::<arrow_array::types::Date32Type>()
+                .value(row) as i64,
+            *day
+        );
         assert_eq!(batch.column(1).as_string::<i32>().value(row), category);
         let avg = batch.column(2).as_primitive::<Float64Type>();
         if *count == 0 {
@@ -132,19 +186,28 @@ fn warm_queries_are_served_from_the_buffer_pool() {
     assert!(cold.stats.scan.bytes_read > 0);
     assert!(cold.stats.scan.pool_misses > 0);
     let warm = engine.sql("acme", sql).unwrap();
-    assert_eq!(warm.stats.scan.bytes_read, 0, "a warm query reads nothing: {:?}", warm.stats.scan);
+    assert_eq!(
+        warm.stats.scan.bytes_read, 0,
+        "a warm query reads nothing: {:?}",
+        warm.stats.scan
+    );
     assert_eq!(warm.stats.scan.pool_misses, 0);
     assert!(warm.stats.scan.pool_hits > 0);
     assert_eq!(cold.batches, warm.batches);
     engine.clear_caches();
     let again = engine.sql("acme", sql).unwrap();
-    assert!(again.stats.scan.bytes_read > 0, "after clearing, data is read again");
+    assert!(
+        again.stats.scan.bytes_read > 0,
+        "after clearing, data is read again"
+    );
 }
 
 #[test]
 fn explain_reports_pruning_without_reading_pages() {
     let (_dir, engine, _) = setup();
-    let result = engine.sql("acme", "EXPLAIN SELECT * FROM events WHERE id = 5").unwrap();
+    let result = engine
+        .sql("acme", "EXPLAIN SELECT * FROM events WHERE id = 5")
+        .unwrap();
     let text = result.explain.unwrap();
     assert!(text.contains("files"), "{text}");
     assert!(result.stats.scan.files_pruned > 0);
@@ -154,16 +217,37 @@ fn explain_reports_pruning_without_reading_pages() {
 #[test]
 fn query_errors_name_the_problem() {
     let (_dir, engine, _) = setup();
-    let error = engine.sql("acme", "SELECT nope FROM events").unwrap_err().to_string();
+    let error = engine
+        .sql("acme", "SELECT nope FROM events")
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("nope"), "{error}");
-    let error = engine.sql("acme", "SELECT * FROM missing").unwrap_err().to_string();
+    let error = engine
+        .sql("acme", "SELECT * FROM missing")
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("missing"), "{error}");
-    let error = engine.sql("acme", "SELECT * FROM events WHERE id = 'x'").unwrap_err().to_string();
+    let error = engine
+        .sql("acme", "SELECT * FROM events WHERE id = 'x'")
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("id"), "{error}");
-    let error = engine.sql("acme", "SELECT * FROM events WHERE timestamp > 'soon'").unwrap_err().to_string();
+    let error = engine
+        .sql("acme", "SELECT * FROM events WHERE timestamp > 'soon'")
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("soon"), "{error}");
-    let error = engine.sql("other", "SELECT * FROM events").unwrap_err().to_string();
+    let error = engine
+        .sql("other", "SELECT * FROM events")
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("does not exist"), "{error}");
     // The engine keeps serving.
-    assert_eq!(engine.sql("acme", "SELECT COUNT(*) FROM events").unwrap().num_rows(), 1);
+    assert_eq!(
+        engine
+            .sql("acme", "SELECT COUNT(*) FROM events")
+            .unwrap()
+            .num_rows(),
+        1
+    );
 }

@@ -14,7 +14,11 @@ use tessera_storage_engine::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::{gen, source, Engine, EngineConfig, QueryResult};
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "Tessera: a columnar storage and query engine for event data")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Tessera: a columnar storage and query engine for event data"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -115,11 +119,33 @@ enum GenWhat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Gen { what: GenWhat::Events { rows, out, seed } } => run_gen(&out, rows, seed).map(|_| ()),
-        Command::Import { data, tenant, table, time_column, partition_by, compression, files } => {
-            run_import(&data, &tenant, &table, time_column, partition_by, &compression, &files).map(|_| ())
-        }
-        Command::Sql { engine, tenant, format, sql } => run_sql(&engine, &tenant, format, &sql),
+        Command::Gen {
+            what: GenWhat::Events { rows, out, seed },
+        } => run_gen(&out, rows, seed).map(|_| ()),
+        Command::Import {
+            data,
+            tenant,
+            table,
+            time_column,
+            partition_by,
+            compression,
+            files,
+        } => run_import(
+            &data,
+            &tenant,
+            &table,
+            time_column,
+            partition_by,
+            &compression,
+            &files,
+        )
+        .map(|_| ()),
+        Command::Sql {
+            engine,
+            tenant,
+            format,
+            sql,
+        } => run_sql(&engine, &tenant, format, &sql),
         Command::Demo { dir, rows, seed } => run_demo(&dir, rows, seed),
     };
     match result {
@@ -139,7 +165,9 @@ fn progress_bar(total: Option<u64>, what: &str) -> ProgressBar {
         Some(total) => ProgressBar::new(total),
         None => ProgressBar::no_length(),
     };
-    let template = format!("{what} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} rows ({{per_sec}})");
+    let template = format!(
+        "{what} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} rows ({{per_sec}})"
+    );
     if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style);
     }
@@ -153,9 +181,16 @@ fn threads() -> usize {
 fn run_gen(out: &Path, rows: u64, seed: u64) -> Result<Vec<PathBuf>, String> {
     let started = Instant::now();
     let bar = progress_bar(Some(rows), "gen");
-    let files = gen::write_events(out, rows, seed, threads(), &mut |done| bar.set_position(done)).map_err(|e| e.to_string())?;
+    let files = gen::write_events(out, rows, seed, threads(), &mut |done| {
+        bar.set_position(done)
+    })
+    .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
-    eprintln!("generated {rows} events rows into {} file(s) in {:.2?}", files.len(), started.elapsed());
+    eprintln!(
+        "generated {rows} events rows into {} file(s) in {:.2?}",
+        files.len(),
+        started.elapsed()
+    );
     Ok(files)
 }
 
@@ -186,20 +221,30 @@ fn run_import(
             inputs.push(path.clone());
         }
     }
-    let sources: Vec<source::Source> = inputs.iter().map(|p| source::open(p)).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    let sources: Vec<source::Source> = inputs
+        .iter()
+        .map(|p| source::open(p))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
     let Some(first) = sources.first() else {
         return Err("no Parquet or CSV files found in the given paths".into());
     };
     let writer_settings = WriterSettings {
-        compression: compression.parse::<Compression>().map_err(|e| e.to_string())?,
+        compression: compression
+            .parse::<Compression>()
+            .map_err(|e| e.to_string())?,
         ..WriterSettings::default()
     };
     let options = ImportOptions {
-        partition: Some(PartitionSpec { time_column: time_column.map(|c| c.to_lowercase()), columns: partition_by }),
+        partition: Some(PartitionSpec {
+            time_column: time_column.map(|c| c.to_lowercase()),
+            columns: partition_by,
+        }),
         writer: Some(writer_settings),
         buffer_bytes_max: None,
     };
-    let mut writer = TableWriter::open(data, tenant, table, &first.schema, &options).map_err(|e| e.to_string())?;
+    let mut writer = TableWriter::open(data, tenant, table, &first.schema, &options)
+        .map_err(|e| e.to_string())?;
     let total: Option<u64> = sources.iter().map(|s| s.rows).sum();
     let bar = progress_bar(total, "import");
     let mut rows = 0u64;
@@ -234,7 +279,9 @@ fn print_result(result: &QueryResult, format: Format) -> Result<(), String> {
     let mut stdout = std::io::stdout().lock();
     match format {
         Format::Csv => {
-            let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(&mut stdout);
+            let mut writer = arrow_csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut stdout);
             for batch in &result.batches {
                 writer.write(batch).map_err(|e| e.to_string())?;
             }
@@ -298,7 +345,10 @@ fn render_table(result: &QueryResult, max_rows: usize) -> Table {
         }
     }
     if result.num_rows() > max_rows {
-        table.add_row(vec![format!("... {} more row(s)", result.num_rows() - max_rows)]);
+        table.add_row(vec![format!(
+            "... {} more row(s)",
+            result.num_rows() - max_rows
+        )]);
     }
     table
 }
@@ -324,12 +374,34 @@ fn run_demo(dir: &Path, rows: u64, seed: u64) -> Result<(), String> {
     println!("== generating {rows} events rows");
     run_gen(&input, rows, seed)?;
     println!("== importing into tenant demo, table events");
-    run_import(&data, "demo", "events", None, Vec::new(), "snappy", &[input])?;
-    let engine = EngineArgs { data, cores: None, pool_mib: 4096 }.open()?;
+    run_import(
+        &data,
+        "demo",
+        "events",
+        None,
+        Vec::new(),
+        "snappy",
+        &[input],
+    )?;
+    let engine = EngineArgs {
+        data,
+        cores: None,
+        pool_mib: 4096,
+    }
+    .open()?;
     let point = format!("SELECT * FROM events WHERE id = {}", rows / 2 + 1);
     let queries: Vec<(&str, String)> = SPEC_QUERIES
         .iter()
-        .map(|(name, sql)| (*name, if *name == "point lookup" { point.clone() } else { sql.to_string() }))
+        .map(|(name, sql)| {
+            (
+                *name,
+                if *name == "point lookup" {
+                    point.clone()
+                } else {
+                    sql.to_string()
+                },
+            )
+        })
         .collect();
     let mut timings = Vec::new();
     for (name, sql) in &queries {
@@ -338,16 +410,32 @@ fn run_demo(dir: &Path, rows: u64, seed: u64) -> Result<(), String> {
         print_result(&cold, Format::Table)?;
         let mut warm = Vec::new();
         for _ in 0..5 {
-            warm.push(engine.sql("demo", sql).map_err(|e| e.to_string())?.stats.elapsed.as_secs_f64() * 1e3);
+            warm.push(
+                engine
+                    .sql("demo", sql)
+                    .map_err(|e| e.to_string())?
+                    .stats
+                    .elapsed
+                    .as_secs_f64()
+                    * 1e3,
+            );
         }
         warm.sort_by(f64::total_cmp);
-        timings.push((name, cold.stats.elapsed.as_secs_f64() * 1e3, warm[warm.len() / 2]));
+        timings.push((
+            name,
+            cold.stats.elapsed.as_secs_f64() * 1e3,
+            warm[warm.len() / 2],
+        ));
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
     table.set_header(vec!["query", "first run (ms)", "warm median of 5 (ms)"]);
     for (name, cold, warm) in timings {
-        table.add_row(vec![name.to_string(), format!("{cold:.2}"), format!("{warm:.2}")]);
+        table.add_row(vec![
+            name.to_string(),
+            format!("{cold:.2}"),
+            format!("{warm:.2}"),
+        ]);
     }
     println!("\n{table}");
     Ok(())

@@ -27,7 +27,10 @@ pub struct Query {
 pub enum SelectItem {
     /// `*`: every column of the table, in schema order.
     Wildcard,
-    Expr { expr: OutputExpr, alias: Option<String> },
+    Expr {
+        expr: OutputExpr,
+        alias: Option<String>,
+    },
 }
 
 /// A per-row value: a column, or `DATE(column)` (the UTC calendar date of a timestamp or date column).
@@ -103,7 +106,10 @@ pub enum Predicate {
         negated: bool,
     },
     /// `column IS [NOT] NULL`.
-    IsNull { column: String, negated: bool },
+    IsNull {
+        column: String,
+        negated: bool,
+    },
     /// `column [NOT] LIKE 'prefix%'`: only a literal prefix followed by one trailing `%`
     /// (no `_`, no other `%`; a pattern without `%` is an equality match on the whole string).
     Like {
