@@ -60,6 +60,7 @@ pub struct QueryStats {
     pub elapsed: Duration,
 }
 
+#[derive(Debug)]
 pub struct QueryResult {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,

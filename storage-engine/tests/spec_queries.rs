@@ -181,7 +181,7 @@ fn spec_queries_match_direct_computation() {
 #[test]
 fn warm_queries_are_served_from_the_buffer_pool() {
     let (_dir, engine, _) = setup();
-    let sql = "SELECT category, SUM(amount) FROM events GROUP BY category";
+    let sql = "SELECT category, SUM(amount) FROM events GROUP BY category ORDER BY category";
     let cold = engine.sql("acme", sql).unwrap();
     assert!(cold.stats.scan.bytes_read > 0);
     assert!(cold.stats.scan.pool_misses > 0);
@@ -193,7 +193,18 @@ fn warm_queries_are_served_from_the_buffer_pool() {
     );
     assert_eq!(warm.stats.scan.pool_misses, 0);
     assert!(warm.stats.scan.pool_hits > 0);
-    assert_eq!(cold.batches, warm.batches);
+    let (cold, warm) = (&cold.batches[0], &warm.batches[0]);
+    assert_eq!(cold.column(0), warm.column(0));
+    let (a, b) = (
+        cold.column(1).as_primitive::<Float64Type>(),
+        warm.column(1).as_primitive::<Float64Type>(),
+    );
+    // Files finish in any order, so float sums may differ in the last bits.
+    assert!(a
+        .values()
+        .iter()
+        .zip(b.values())
+        .all(|(x, y)| (x - y).abs() <= 1e-9 * x.abs().max(1.0)));
     engine.clear_caches();
     let again = engine.sql("acme", sql).unwrap();
     assert!(
