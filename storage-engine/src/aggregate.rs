@@ -444,6 +444,9 @@ pub struct GroupState {
     pairs: Vec<PairTable>,
     accumulators: Vec<Accumulator>,
     groups: usize,
+    /// Selected rows per group: keys are interned for every row of a piece, selected or not, so
+    /// a group may exist without rows; such groups are not part of the result.
+    group_rows: Vec<u64>,
     local_ids: Vec<u32>,
     group_ids: Vec<u32>,
     widened: Vec<i64>,
@@ -461,6 +464,7 @@ impl GroupState {
             pairs: keys.iter().skip(1).map(|_| PairTable::new()).collect(),
             accumulators: aggregates.iter().map(Accumulator::new).collect(),
             groups: 0,
+            group_rows: Vec::new(),
             local_ids: Vec::new(),
             group_ids: Vec::new(),
             widened: Vec::new(),
@@ -504,7 +508,9 @@ impl GroupState {
             if groups > self.groups {
                 self.groups = groups;
                 self.accumulators.iter_mut().for_each(|a| a.resize(groups));
+                self.group_rows.resize(groups, 0);
             }
+            kernels.group_count(&group_ids[..len], mask, &mut self.group_rows);
             self.group_ids = group_ids;
             self.local_ids = local_ids;
         }
@@ -590,6 +596,9 @@ impl GroupState {
     pub fn finish(self) -> GroupRows {
         let mut out = Vec::with_capacity(self.groups);
         for group in 0..self.groups {
+            if !self.keys.is_empty() && self.group_rows[group] == 0 {
+                continue;
+            }
             let mut ids = vec![0u32; self.keys.len()];
             if !self.keys.is_empty() {
                 let mut id = group as u32;
