@@ -7,7 +7,10 @@ use tessera_storage_engine::kernels::{words_for, CmpOp, Kernels};
 
 const ROWS: usize = 1 << 20;
 
-fn data() -> (Vec<i64>, Vec<f64>, Vec<i32>, Vec<u32>, Vec<u64>) {
+/// Integers, floats, dictionary codes, group ids and a selection mask.
+type Data = (Vec<i64>, Vec<f64>, Vec<i32>, Vec<u32>, Vec<u64>);
+
+fn data() -> Data {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = || {
         state ^= state << 13;

@@ -287,9 +287,11 @@ fn truth(predicate: &Predicate, row: &Row) -> Option<bool> {
             list,
             negated,
         } => {
-            let found = list.iter().fold(Some(false), |acc, l| {
-                or(acc, cmp(column, ComparisonOperator::Eq, l))
-            });
+            // None is UNKNOWN here, not a failure: no short-circuit.
+            let mut found = Some(false);
+            for l in list {
+                found = or(found, cmp(column, ComparisonOperator::Eq, l));
+            }
             if *negated {
                 found.map(|b| !b)
             } else {
