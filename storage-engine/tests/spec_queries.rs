@@ -262,3 +262,28 @@ fn query_errors_name_the_problem() {
         1
     );
 }
+
+#[test]
+fn a_query_larger_than_the_pool_streams_through_it() {
+    let (dir, engine, _) = setup();
+    let sql = "SELECT status, COUNT(*), SUM(amount), MAX(payload) FROM events GROUP BY status ORDER BY status";
+    let expected = engine.sql("acme", sql).unwrap();
+    drop(engine);
+    let mut config = EngineConfig::new(dir.path());
+    config.cores = 2;
+    config.pin_cores = false;
+    config.buffer_pool_bytes = 1 << 20;
+    let small = Engine::open(config).unwrap();
+    let first = small.sql("acme", sql).unwrap();
+    let second = small.sql("acme", sql).unwrap();
+    for result in [&first, &second] {
+        let (a, b) = (&expected.batches[0], &result.batches[0]);
+        assert_eq!(a.column(0), b.column(0));
+        assert_eq!(a.column(1), b.column(1));
+        assert_eq!(a.column(3), b.column(3));
+    }
+    let counters = small.pool_counters();
+    assert!(counters.iter().all(|c| c.bytes_used <= c.bytes_budget), "{counters:?}");
+    assert!(counters.iter().map(|c| c.evictions + c.bypassed).sum::<u64>() > 0, "{counters:?}");
+    assert!(second.stats.scan.bytes_read > 0, "the table does not fit, so it is read again");
+}
