@@ -1,3 +1,4 @@
+//! Fuzz target: arbitrary text through the SQL front end must return Ok or an error, never panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {

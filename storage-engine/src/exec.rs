@@ -10,6 +10,7 @@
 use crate::aggregate::{GroupRows, GroupState};
 use crate::buffer_pool::{BufferPool, Frame, PageKey};
 use crate::error::{Error, Result};
+use crate::kernels::scalar::holds;
 use crate::kernels::{words_for, CmpOp, Kernels};
 use crate::manifest::ColumnDef;
 use crate::plan::{Filter, Mode, Plan, SortKey, Test, ValueExpr};
@@ -940,7 +941,7 @@ fn evaluate_test(array: &ArrayRef, test: &Test, len: usize, kernels: &Kernels) -
                     Err(_) => {
                         // Every int32 lies on the same side of an out-of-range constant, so the
                         // outcome is the same for all non-NULL rows: that of 0 against it.
-                        if compare_i64(0, *op, *v) {
+                        if holds(0, *op, *v) {
                             kernels.is_not_null(validity, len, &mut out);
                         }
                     }
@@ -1078,27 +1079,9 @@ fn in_list(
     }
 }
 
-fn compare_i64(a: i64, op: CmpOp, b: i64) -> bool {
-    match op {
-        CmpOp::Eq => a == b,
-        CmpOp::Ne => a != b,
-        CmpOp::Lt => a < b,
-        CmpOp::Le => a <= b,
-        CmpOp::Gt => a > b,
-        CmpOp::Ge => a >= b,
-    }
-}
-
+/// Whether an ordering satisfies `op` (compared against `Equal`).
 fn ordering_holds(order: std::cmp::Ordering, op: CmpOp) -> bool {
-    use std::cmp::Ordering::*;
-    match op {
-        CmpOp::Eq => order == Equal,
-        CmpOp::Ne => order != Equal,
-        CmpOp::Lt => order == Less,
-        CmpOp::Le => order != Greater,
-        CmpOp::Gt => order == Greater,
-        CmpOp::Ge => order != Less,
-    }
+    holds(order, op, std::cmp::Ordering::Equal)
 }
 
 /// A test on one non-NULL scalar (the per-row path for booleans).

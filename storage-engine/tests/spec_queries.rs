@@ -283,7 +283,20 @@ fn a_query_larger_than_the_pool_streams_through_it() {
         assert_eq!(a.column(3), b.column(3));
     }
     let counters = small.pool_counters();
-    assert!(counters.iter().all(|c| c.bytes_used <= c.bytes_budget), "{counters:?}");
-    assert!(counters.iter().map(|c| c.evictions + c.bypassed).sum::<u64>() > 0, "{counters:?}");
-    assert!(second.stats.scan.bytes_read > 0, "the table does not fit, so it is read again");
+    assert!(
+        counters.iter().all(|c| c.bytes_used <= c.bytes_budget),
+        "{counters:?}"
+    );
+    assert!(
+        counters
+            .iter()
+            .map(|c| c.evictions + c.bypassed)
+            .sum::<u64>()
+            > 0,
+        "{counters:?}"
+    );
+    assert!(
+        second.stats.scan.bytes_read > 0,
+        "the table does not fit, so it is read again"
+    );
 }

@@ -5,12 +5,19 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("run tessera")
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("run tessera")
 }
 
 fn ok(args: &[&str]) -> String {
     let output = tessera(args);
-    assert!(output.status.success(), "tessera {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "tessera {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -23,11 +30,40 @@ fn gen_import_and_query_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.parquet");
     let data = dir.path().join("data");
-    ok(&["gen", "events", "--rows", "50000", "--out", path(&input), "--seed", "3"]);
-    ok(&["import", "--data", path(&data), "--tenant", "acme", "--table", "events", path(&input)]);
+    ok(&[
+        "gen",
+        "events",
+        "--rows",
+        "50000",
+        "--out",
+        path(&input),
+        "--seed",
+        "3",
+    ]);
+    ok(&[
+        "import",
+        "--data",
+        path(&data),
+        "--tenant",
+        "acme",
+        "--table",
+        "events",
+        path(&input),
+    ]);
     let sql = "SELECT category, COUNT(*) AS n FROM events GROUP BY category ORDER BY category";
 
-    let csv = ok(&["sql", "--data", path(&data), "--tenant", "acme", "--cores", "2", "--format", "csv", sql]);
+    let csv = ok(&[
+        "sql",
+        "--data",
+        path(&data),
+        "--tenant",
+        "acme",
+        "--cores",
+        "2",
+        "--format",
+        "csv",
+        sql,
+    ]);
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("category,n"));
     let rows: Vec<(String, u64)> = lines
@@ -38,17 +74,52 @@ fn gen_import_and_query_in_every_format() {
         .collect();
     assert_eq!(rows.len(), 20);
     assert_eq!(rows.iter().map(|r| r.1).sum::<u64>(), 50_000);
-    assert!(rows.windows(2).all(|w| w[0].0 < w[1].0), "ordered by category");
+    assert!(
+        rows.windows(2).all(|w| w[0].0 < w[1].0),
+        "ordered by category"
+    );
 
-    let json = ok(&["sql", "--data", path(&data), "--tenant", "acme", "--cores", "2", "--format", "json", sql]);
+    let json = ok(&[
+        "sql",
+        "--data",
+        path(&data),
+        "--tenant",
+        "acme",
+        "--cores",
+        "2",
+        "--format",
+        "json",
+        sql,
+    ]);
     let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(parsed.as_array().unwrap().len(), 20);
     assert_eq!(parsed[0]["category"], serde_json::json!(rows[0].0));
 
-    let table = ok(&["sql", "--data", path(&data), "--tenant", "acme", "--cores", "2", "SELECT * FROM events WHERE id = 777"]);
-    assert!(table.contains("777") && table.contains("rows scanned") && table.contains("files pruned"), "{table}");
+    let table = ok(&[
+        "sql",
+        "--data",
+        path(&data),
+        "--tenant",
+        "acme",
+        "--cores",
+        "2",
+        "SELECT * FROM events WHERE id = 777",
+    ]);
+    assert!(
+        table.contains("777") && table.contains("rows scanned") && table.contains("files pruned"),
+        "{table}"
+    );
 
-    let explain = ok(&["sql", "--data", path(&data), "--tenant", "acme", "--cores", "2", "EXPLAIN SELECT COUNT(*) FROM events WHERE timestamp >= '2024-01-01'"]);
+    let explain = ok(&[
+        "sql",
+        "--data",
+        path(&data),
+        "--tenant",
+        "acme",
+        "--cores",
+        "2",
+        "EXPLAIN SELECT COUNT(*) FROM events WHERE timestamp >= '2024-01-01'",
+    ]);
     assert!(explain.contains("Pruning"), "{explain}");
 }
 
@@ -58,9 +129,32 @@ fn csv_files_import_with_inferred_types() {
     let csv = dir.path().join("small.csv");
     std::fs::write(&csv, "ts,name,value\n2024-03-01T10:00:00,a,1.5\n2024-03-01T11:00:00,b,2.5\n2024-03-02T09:30:00,a,4\n").unwrap();
     let data = dir.path().join("data");
-    ok(&["import", "--data", path(&data), "--tenant", "t1", "--table", "small", path(&csv)]);
-    assert!(data.join("t1/small/date=2024-03-01").is_dir() && data.join("t1/small/date=2024-03-02").is_dir());
-    let out = ok(&["sql", "--data", path(&data), "--tenant", "t1", "--cores", "1", "--format", "csv", "SELECT name, SUM(value) FROM small WHERE ts < '2024-03-02' GROUP BY name ORDER BY name"]);
+    ok(&[
+        "import",
+        "--data",
+        path(&data),
+        "--tenant",
+        "t1",
+        "--table",
+        "small",
+        path(&csv),
+    ]);
+    assert!(
+        data.join("t1/small/date=2024-03-01").is_dir()
+            && data.join("t1/small/date=2024-03-02").is_dir()
+    );
+    let out = ok(&[
+        "sql",
+        "--data",
+        path(&data),
+        "--tenant",
+        "t1",
+        "--cores",
+        "1",
+        "--format",
+        "csv",
+        "SELECT name, SUM(value) FROM small WHERE ts < '2024-03-02' GROUP BY name ORDER BY name",
+    ]);
     assert_eq!(out.trim(), "name,sum(value)\na,1.5\nb,2.5");
 }
 
@@ -68,12 +162,39 @@ fn csv_files_import_with_inferred_types() {
 fn errors_name_the_problem_and_fail() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let output = tessera(&["sql", "--data", path(&data), "--tenant", "acme", "--cores", "1", "SELECT * FROM nowhere"]);
+    let output = tessera(&[
+        "sql",
+        "--data",
+        path(&data),
+        "--tenant",
+        "acme",
+        "--cores",
+        "1",
+        "SELECT * FROM nowhere",
+    ]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("nowhere"));
-    let output = tessera(&["sql", "--data", path(&data), "--tenant", "acme", "--cores", "1", "SELECT a FROM t JOIN u ON t.a = u.a"]);
+    let output = tessera(&[
+        "sql",
+        "--data",
+        path(&data),
+        "--tenant",
+        "acme",
+        "--cores",
+        "1",
+        "SELECT a FROM t JOIN u ON t.a = u.a",
+    ]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("JOIN"));
-    let output = tessera(&["import", "--data", path(&data), "--tenant", "../x", "--table", "t", "/dev/null"]);
+    let output = tessera(&[
+        "import",
+        "--data",
+        path(&data),
+        "--tenant",
+        "../x",
+        "--table",
+        "t",
+        "/dev/null",
+    ]);
     assert!(!output.status.success());
 }
