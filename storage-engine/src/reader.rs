@@ -151,10 +151,16 @@ pub async fn read_ranges<S: ByteSource>(
     *bytes_read += buffers.iter().map(|b| b.len() as u64).sum::<u64>();
     let mut out = Vec::with_capacity(ranges.len());
     for range in ranges {
+        // The merged range that starts at or before this one must contain it.
         let index = merged
-            .partition_point(|m| m.end < range.end.max(range.start + 1))
-            .min(merged.len() - 1);
-        let containing = &merged[index];
+            .partition_point(|m| m.start <= range.start)
+            .saturating_sub(1);
+        let containing = merged
+            .get(index)
+            .filter(|m| m.start <= range.start && range.end <= m.end)
+            .ok_or_else(|| {
+                Error::Internal(format!("byte range {range:?} lost while coalescing"))
+            })?;
         let start = (range.start - containing.start) as usize;
         let end = (range.end - containing.start) as usize;
         out.push(buffers[index].slice(start..end));

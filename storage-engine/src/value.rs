@@ -136,7 +136,12 @@ impl KeyValue {
 
 /// Days since the epoch of a civil date (proleptic Gregorian), or `None` when out of range.
 pub fn days_from_civil(year: i64, month: u32, day: u32) -> Option<i64> {
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+    // Far beyond any timestamp in microseconds, and small enough that nothing below overflows.
+    if !(-200_000..=200_000).contains(&year)
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+    {
         return None;
     }
     // Howard Hinnant's algorithm.
@@ -266,6 +271,8 @@ mod tests {
         }
         assert_eq!(parse_date("2024-01-01"), Some(19_723));
         assert_eq!(parse_date("2024-02-30"), None);
+        assert_eq!(parse_date("9223372036854775807-01-01"), None);
+        assert_eq!(parse_timestamp("-9223372036854775808-01-01 00:00:00"), None);
     }
 
     #[test]

@@ -79,6 +79,18 @@ enum Command {
         /// snappy, zstd or none (new tables only).
         #[arg(long, default_value = "snappy")]
         compression: String,
+        /// Target file size in MiB (new tables only).
+        #[arg(long, default_value_t = 500)]
+        file_mib: u64,
+        /// Row group size in MiB (new tables only).
+        #[arg(long, default_value_t = 128)]
+        row_group_mib: u64,
+        /// Data page size in KiB (new tables only).
+        #[arg(long, default_value_t = 1024)]
+        page_kib: u64,
+        /// Most rows per data page (new tables only; smaller pages prune finer).
+        #[arg(long, default_value_t = 20_000)]
+        page_rows: u64,
         files: Vec<PathBuf>,
     },
     /// Run one SQL statement in-process against a data directory.
@@ -129,17 +141,34 @@ fn main() -> ExitCode {
             time_column,
             partition_by,
             compression,
+            file_mib,
+            row_group_mib,
+            page_kib,
+            page_rows,
             files,
-        } => run_import(
-            &data,
-            &tenant,
-            &table,
-            time_column,
-            partition_by,
-            &compression,
-            &files,
-        )
-        .map(|_| ()),
+        } => compression
+            .parse::<Compression>()
+            .map_err(|e| e.to_string())
+            .and_then(|compression| {
+                let settings = WriterSettings {
+                    compression,
+                    target_file_bytes: file_mib.max(1) << 20,
+                    row_group_bytes: row_group_mib.max(1) << 20,
+                    page_bytes: page_kib.max(1) << 10,
+                    page_rows_max: page_rows.max(1),
+                    dictionary: true,
+                };
+                run_import(
+                    &data,
+                    &tenant,
+                    &table,
+                    time_column,
+                    partition_by,
+                    settings,
+                    &files,
+                )
+            })
+            .map(|_| ()),
         Command::Sql {
             engine,
             tenant,
@@ -200,7 +229,7 @@ fn run_import(
     table: &str,
     time_column: Option<String>,
     partition_by: Vec<String>,
-    compression: &str,
+    writer_settings: WriterSettings,
     files: &[PathBuf],
 ) -> Result<u64, String> {
     if files.is_empty() {
@@ -228,12 +257,6 @@ fn run_import(
         .map_err(|e| e.to_string())?;
     let Some(first) = sources.first() else {
         return Err("no Parquet or CSV files found in the given paths".into());
-    };
-    let writer_settings = WriterSettings {
-        compression: compression
-            .parse::<Compression>()
-            .map_err(|e| e.to_string())?,
-        ..WriterSettings::default()
     };
     let options = ImportOptions {
         partition: Some(PartitionSpec {
@@ -380,7 +403,7 @@ fn run_demo(dir: &Path, rows: u64, seed: u64) -> Result<(), String> {
         "events",
         None,
         Vec::new(),
-        "snappy",
+        WriterSettings::default(),
         &[input],
     )?;
     let engine = EngineArgs {
