@@ -23,6 +23,7 @@ use arrow_array::{
 use arrow_schema::{Field, Schema, SchemaRef};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,8 @@ impl QueryResult {
 pub struct Engine {
     config: EngineConfig,
     cores: CorePool<CoreState>,
+    /// Which core coordinates the next query (round robin).
+    next_coordinator: AtomicUsize,
 }
 
 const PROBE_FILE: &str = ".tessera-probe";
@@ -133,7 +136,11 @@ impl Engine {
             kernels,
         })
         .map_err(|e| Error::Config(format!("cannot start executors: {e}")))?;
-        Ok(Engine { config, cores })
+        Ok(Engine {
+            config,
+            cores,
+            next_coordinator: AtomicUsize::new(0),
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -168,7 +175,7 @@ impl Engine {
             })?;
         let plan = Arc::new(plan::bind(&query, &manifest.columns)?);
         let (tasks, pruned_files) = self.file_tasks(&manifest, &plan);
-        let (outputs, mut scan) = self.run_on_cores(&plan, tasks, explain).await?;
+        let (batch, mut scan) = self.run_on_cores(&plan, tasks, explain).await?;
         scan.files_total += pruned_files;
         scan.files_pruned += pruned_files;
         if explain {
@@ -191,7 +198,7 @@ impl Engine {
                 explain: Some(text),
             });
         }
-        let batch = finish(&plan, outputs)?;
+        let batch = batch.ok_or_else(|| Error::Internal("no result batch".into()))?;
         Ok(QueryResult {
             schema: batch.schema(),
             batches: vec![batch],
@@ -226,53 +233,60 @@ impl Engine {
         (tasks, pruned)
     }
 
+    /// Runs the scan on every core: one core coordinates, sending each peer its share of the
+    /// files over the core mesh and merging the partial results they send back (with `finish`
+    /// when `merge` is set).
     async fn run_on_cores(
         &self,
         plan: &Arc<Plan>,
         tasks: Vec<FileTask>,
         prune_only: bool,
-    ) -> Result<(Vec<CoreOutput>, ScanStats)> {
-        let cores = self.cores.cores();
-        let mut shares: Vec<Vec<FileTask>> = vec![Vec::new(); cores];
-        let files_total = tasks.len() as u64;
-        for task in tasks {
-            shares[(task.cache_id % cores as u64) as usize].push(task);
-        }
-        let receivers: Vec<_> = shares
-            .into_iter()
-            .enumerate()
-            .filter(|(_, share)| !share.is_empty())
-            .map(|(core, share)| {
-                let plan = plan.clone();
-                self.cores.run_on(core, move |state| {
-                    exec::execute(state, plan, share, prune_only)
-                })
-            })
-            .collect();
-        let mut outputs = Vec::with_capacity(receivers.len());
-        let mut scan = ScanStats {
-            files_total,
-            ..Default::default()
-        };
-        let mut first_error = None;
-        for receiver in receivers {
-            match receiver.await {
-                Ok(Ok((output, stats))) => {
+    ) -> Result<(Option<RecordBatch>, ScanStats)> {
+        let coordinator =
+            self.next_coordinator.fetch_add(1, Ordering::Relaxed) % self.cores.cores();
+        let plan = plan.clone();
+        let receiver = self
+            .cores
+            .run_on(coordinator, move |state, peers| async move {
+                let count = peers.count();
+                let files_total = tasks.len() as u64;
+                let mut shares: Vec<Vec<FileTask>> = vec![Vec::new(); count];
+                for task in tasks {
+                    shares[(task.cache_id % count as u64) as usize].push(task);
+                }
+                let calls = shares
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, share)| !share.is_empty())
+                    .map(|(peer, share)| {
+                        let (plan, peers, state) = (plan.clone(), peers.clone(), state.clone());
+                        async move {
+                            peers
+                                .call(&state, peer, move |state, _| {
+                                    exec::execute(state, plan, share, prune_only)
+                                })
+                                .await
+                        }
+                    });
+                let results = futures::future::join_all(calls).await;
+                let mut outputs = Vec::with_capacity(results.len());
+                let mut scan = ScanStats {
+                    files_total,
+                    ..Default::default()
+                };
+                for result in results {
+                    let (output, stats) = result.ok_or(Error::ShuttingDown)??;
                     scan.add(&stats);
                     outputs.push(output);
                 }
-                Ok(Err(error)) => {
-                    first_error.get_or_insert(error);
-                }
-                Err(_) => {
-                    first_error.get_or_insert(Error::ShuttingDown);
-                }
-            }
-        }
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok((outputs, scan)),
-        }
+                let batch = if prune_only {
+                    None
+                } else {
+                    Some(finish(&plan, outputs)?)
+                };
+                Ok((batch, scan))
+            });
+        receiver.await.map_err(|_| Error::ShuttingDown)?
     }
 
     /// Buffer pool counters per core.
@@ -280,7 +294,7 @@ impl Engine {
         let receivers: Vec<_> = (0..self.cores.cores())
             .map(|core| {
                 self.cores
-                    .run_on(core, |state| async move { state.pool.counters() })
+                    .run_on(core, |state, _| async move { state.pool.counters() })
             })
             .collect();
         receivers
@@ -293,7 +307,7 @@ impl Engine {
     pub fn clear_caches(&self) {
         let receivers: Vec<_> = (0..self.cores.cores())
             .map(|core| {
-                self.cores.run_on(core, |state| async move {
+                self.cores.run_on(core, |state, _| async move {
                     state.pool.clear();
                     state.metadata.clear();
                 })

@@ -3,13 +3,17 @@
 //! reads. Everything above it sees `CorePool`, `DirectFile` and `yield_if_needed`; swapping the
 //! runtime means rewriting this file only.
 //!
-//! Work reaches a core as a message on a lock-free channel (`futures` mpsc); its result returns on
-//! a oneshot. A core's state `S` is created on that core and never leaves it (`Rc`, not `Arc`).
+//! Work reaches a core from outside (a thread that is not an executor) as a message on a
+//! lock-free channel (`futures` mpsc), its result returning on a oneshot. Between cores, work and
+//! results travel over glommio's channel mesh (`Peers::call`): a request is a job sent to the
+//! peer, and the reply is a job sent back that completes the caller's local oneshot. A core's
+//! state `S` is created on that core and never leaves it (`Rc`, not `Arc`).
 
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::future::LocalBoxFuture;
 use futures::StreamExt;
+use glommio::channels::channel_mesh::{MeshBuilder, Senders};
 use glommio::io::DmaFile;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::future::Future;
@@ -18,7 +22,56 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-type Job<S> = Box<dyn FnOnce(Rc<S>) -> LocalBoxFuture<'static, ()> + Send>;
+type Job<S> = Box<dyn FnOnce(Rc<S>, Rc<Peers<S>>) -> LocalBoxFuture<'static, ()> + Send>;
+
+/// Messages in flight per pair of cores before a sender waits.
+const MESH_CHANNEL_CAPACITY: usize = 1024;
+
+/// A core's view of every core (itself included), for sending work across cores.
+pub struct Peers<S: 'static> {
+    me: usize,
+    count: usize,
+    senders: Senders<Job<S>>,
+}
+
+impl<S: 'static> Peers<S> {
+    /// This core's peer id (0..count), stable for the pool's lifetime.
+    pub fn me(&self) -> usize {
+        self.me
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Runs `job` on peer `peer` and returns its output; `None` when that core has stopped.
+    pub async fn call<F, Fut, T>(self: &Rc<Self>, state: &Rc<S>, peer: usize, job: F) -> Option<T>
+    where
+        F: FnOnce(Rc<S>, Rc<Peers<S>>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        if peer == self.me {
+            return Some(job(state.clone(), self.clone()).await);
+        }
+        let (sender, receiver) = oneshot::channel();
+        let caller = self.me;
+        let request: Job<S> = Box::new(move |state, peers| {
+            Box::pin(async move {
+                let output = job(state, peers.clone()).await;
+                // The reply is itself a job, run on the caller's core, completing its oneshot there.
+                let reply: Job<S> = Box::new(move |_, _| {
+                    Box::pin(async move {
+                        let _ = sender.send(output);
+                    })
+                });
+                let _ = peers.senders.send_to(caller, reply).await;
+            })
+        });
+        self.senders.send_to(peer, request).await.ok()?;
+        receiver.await.ok()
+    }
+}
 
 /// How the executors are built.
 #[derive(Clone, Debug)]
@@ -43,7 +96,8 @@ pub struct CorePool<S: 'static> {
 }
 
 impl<S: 'static> CorePool<S> {
-    /// Starts `options.cores` executors; `init(core)` builds each core's state on its own thread.
+    /// Starts `options.cores` executors joined in a channel mesh; `init(peer)` builds each core's
+    /// state on its own thread.
     pub fn start<I>(options: &CoreOptions, init: I) -> io::Result<Self>
     where
         I: Fn(usize) -> S + Send + Sync + Clone + 'static,
@@ -52,7 +106,9 @@ impl<S: 'static> CorePool<S> {
         let mut inboxes = Vec::with_capacity(options.cores);
         let mut threads = Vec::with_capacity(options.cores);
         let (ready_sender, ready_receiver) = std::sync::mpsc::channel::<io::Result<()>>();
+        let mesh = MeshBuilder::<Job<S>, _>::full(options.cores, MESH_CHANNEL_CAPACITY);
         for core in 0..options.cores {
+            let mesh = mesh.clone();
             let (sender, mut receiver) = mpsc::unbounded::<Job<S>>();
             inboxes.push(sender);
             let init = init.clone();
@@ -84,12 +140,37 @@ impl<S: 'static> CorePool<S> {
                                 return;
                             }
                         }
-                        let state = Rc::new(init(core));
+                        let (senders, mut receivers) = match mesh.join().await {
+                            Ok(joined) => joined,
+                            Err(error) => {
+                                let _ = ready.send(Err(io::Error::other(format!(
+                                    "joining the core mesh: {error}"
+                                ))));
+                                return;
+                            }
+                        };
+                        let peers = Rc::new(Peers {
+                            me: senders.peer_id(),
+                            count: senders.nr_consumers(),
+                            senders,
+                        });
+                        let state = Rc::new(init(peers.me));
+                        for (_, peer) in receivers.streams() {
+                            let (state, peers) = (state.clone(), peers.clone());
+                            glommio::spawn_local(async move {
+                                while let Some(job) = peer.recv().await {
+                                    glommio::spawn_local(job(state.clone(), peers.clone()))
+                                        .detach();
+                                }
+                            })
+                            .detach();
+                        }
                         let _ = ready.send(Ok(()));
                         drop(ready);
                         while let Some(job) = receiver.next().await {
-                            glommio::spawn_local(job(state.clone())).detach();
+                            glommio::spawn_local(job(state.clone(), peers.clone())).detach();
                         }
+                        peers.senders.close();
                     });
                 })?;
             threads.push(thread);
@@ -118,17 +199,18 @@ impl<S: 'static> CorePool<S> {
         self.inboxes.len()
     }
 
-    /// Runs `job` on core `core` as a task of its executor and returns a receiver for its output.
+    /// Runs `job` on executor `core` (from outside the pool) and returns a receiver for its
+    /// output. Executor numbers are not peer ids; a job learns its peer id from `Peers::me`.
     pub fn run_on<F, Fut, T>(&self, core: usize, job: F) -> oneshot::Receiver<T>
     where
-        F: FnOnce(Rc<S>) -> Fut + Send + 'static,
+        F: FnOnce(Rc<S>, Rc<Peers<S>>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
         T: Send + 'static,
     {
         let (sender, receiver) = oneshot::channel();
-        let boxed: Job<S> = Box::new(move |state| {
+        let boxed: Job<S> = Box::new(move |state, peers| {
             Box::pin(async move {
-                let _ = sender.send(job(state).await);
+                let _ = sender.send(job(state, peers).await);
             })
         });
         // A closed inbox drops the job and its sender; the caller sees `Canceled`.
