@@ -37,24 +37,27 @@ impl ColumnStats {
 
     /// Widens `self` to also cover `other`.
     pub fn merge(&mut self, other: &ColumnStats) {
-        let known = |s: &ColumnStats| !matches!(s.min, Scalar::Null) || s.all_null();
-        let self_known = known(self);
-        let other_known = known(other);
-        if other.all_null() {
-            // Contributes no bounds.
-        } else if self.all_null() && self_known {
-            self.min = other.min.clone();
-            self.max = other.max.clone();
-        } else if self_known && other_known {
-            if other.min.total_cmp(&self.min).is_lt() {
+        let bounds_known =
+            |s: &ColumnStats| !matches!(s.min, Scalar::Null) && !matches!(s.max, Scalar::Null);
+        match (self.all_null(), other.all_null()) {
+            // All-NULL rows add no values, so no bounds.
+            (_, true) => {}
+            (true, false) => {
                 self.min = other.min.clone();
-            }
-            if other.max.total_cmp(&self.max).is_gt() && !matches!(other.max, Scalar::Null) {
                 self.max = other.max.clone();
             }
-        } else {
-            self.min = Scalar::Null;
-            self.max = Scalar::Null;
+            (false, false) if bounds_known(self) && bounds_known(other) => {
+                if other.min.total_cmp(&self.min).is_lt() {
+                    self.min = other.min.clone();
+                }
+                if other.max.total_cmp(&self.max).is_gt() {
+                    self.max = other.max.clone();
+                }
+            }
+            (false, false) => {
+                self.min = Scalar::Null;
+                self.max = Scalar::Null;
+            }
         }
         self.null_count = match (self.null_count, other.null_count) {
             (Some(a), Some(b)) => Some(a + b),
@@ -68,8 +71,7 @@ fn decode_bytes(column_type: ColumnType, bytes: &[u8]) -> Scalar {
     match column_type {
         ColumnType::Utf8 => match std::str::from_utf8(bytes) {
             Ok(text) => Scalar::Str(text.to_owned()),
-            // A truncated bound cut inside a character: use the valid prefix for a lower bound
-            // is sound only for min; callers treat Null as "unknown", which is always sound.
+            // A bound truncated inside a character: treat it as unknown, which is always sound.
             Err(_) => Scalar::Null,
         },
         _ => Scalar::Null,
@@ -188,5 +190,42 @@ pub fn from_column_index(
             null_count,
             ..ColumnStats::unknown(rows)
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(min: i64, max: i64, nulls: u64, rows: u64) -> ColumnStats {
+        ColumnStats {
+            min: Scalar::Int(min),
+            max: Scalar::Int(max),
+            null_count: Some(nulls),
+            rows,
+        }
+    }
+
+    #[test]
+    fn merge_widens_bounds_and_skips_all_null_parts() {
+        let mut merged = stats(5, 9, 0, 10);
+        merged.merge(&stats(1, 7, 2, 10));
+        assert_eq!(merged, stats(1, 9, 2, 20));
+        let all_null = ColumnStats {
+            min: Scalar::Null,
+            max: Scalar::Null,
+            null_count: Some(4),
+            rows: 4,
+        };
+        merged.merge(&all_null);
+        assert_eq!(merged, stats(1, 9, 6, 24));
+        let mut from_null = all_null.clone();
+        from_null.merge(&stats(3, 4, 0, 2));
+        assert_eq!(from_null, stats(3, 4, 4, 6));
+        merged.merge(&ColumnStats::unknown(5));
+        assert_eq!(
+            (merged.min, merged.null_count, merged.rows),
+            (Scalar::Null, None, 29)
+        );
     }
 }
