@@ -444,9 +444,13 @@ pub struct GroupState {
     pairs: Vec<PairTable>,
     accumulators: Vec<Accumulator>,
     groups: usize,
-    /// Selected rows per group: keys are interned for every row of a piece, selected or not, so
-    /// a group may exist without rows; such groups are not part of the result.
+    /// Keys are interned for every row of a piece, selected or not, so a group may exist without
+    /// rows; such groups are not part of the result. A group is known to have rows when it was
+    /// created by an unfiltered piece (`populated`) or counted by a filtered one (`group_rows`).
+    populated: Vec<bool>,
     group_rows: Vec<u64>,
+    /// Some group was created by a filtered piece and may still have no rows: count every piece.
+    maybe_empty: bool,
     local_ids: Vec<u32>,
     group_ids: Vec<u32>,
     widened: Vec<i64>,
@@ -464,7 +468,9 @@ impl GroupState {
             pairs: keys.iter().skip(1).map(|_| PairTable::new()).collect(),
             accumulators: aggregates.iter().map(Accumulator::new).collect(),
             groups: 0,
+            populated: Vec::new(),
             group_rows: Vec::new(),
+            maybe_empty: false,
             local_ids: Vec::new(),
             group_ids: Vec::new(),
             widened: Vec::new(),
@@ -508,9 +514,14 @@ impl GroupState {
             if groups > self.groups {
                 self.groups = groups;
                 self.accumulators.iter_mut().for_each(|a| a.resize(groups));
+                // Unfiltered: every group of this piece, so every new one, has a row.
+                self.populated.resize(groups, mask.is_none());
                 self.group_rows.resize(groups, 0);
+                self.maybe_empty |= mask.is_some();
             }
-            kernels.group_count(&group_ids[..len], mask, &mut self.group_rows);
+            if self.maybe_empty {
+                kernels.group_count(&group_ids[..len], mask, &mut self.group_rows);
+            }
             self.group_ids = group_ids;
             self.local_ids = local_ids;
         }
@@ -596,7 +607,7 @@ impl GroupState {
     pub fn finish(self) -> GroupRows {
         let mut out = Vec::with_capacity(self.groups);
         for group in 0..self.groups {
-            if !self.keys.is_empty() && self.group_rows[group] == 0 {
+            if !self.keys.is_empty() && !self.populated[group] && self.group_rows[group] == 0 {
                 continue;
             }
             let mut ids = vec![0u32; self.keys.len()];
