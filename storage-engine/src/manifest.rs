@@ -89,6 +89,9 @@ pub struct FileEntry {
     pub path: String,
     pub rows: u64,
     pub bytes: u64,
+    /// CRC-32 of the whole file as written, to detect silent corruption (`tessera verify`).
+    #[serde(default)]
+    pub crc32: Option<u32>,
     /// One entry per schema column, in schema order.
     pub columns: Vec<ColumnStats>,
 }

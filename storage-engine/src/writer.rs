@@ -197,8 +197,9 @@ impl TableWriter {
                 }
             }
         };
-        // Every column may hold NULLs once several imports are merged; keep the stored schema nullable
-        // where any import was.
+        remove_orphans(&manifest::table_dir(data_dir, tenant, table), &manifest)?;
+        // Every column may hold NULLs once several imports are merged, so the stored schema is
+        // nullable throughout.
         let schema = arrow_schema(
             &manifest
                 .columns
@@ -401,6 +402,38 @@ impl TableWriter {
     }
 }
 
+/// Deletes Parquet files under the table directory that the manifest does not list: leftovers of
+/// an import that died before publishing (never visible to readers). Runs under the table lock.
+fn remove_orphans(table_dir: &Path, manifest: &TableManifest) -> Result<usize> {
+    let listed: hashbrown::HashSet<PathBuf> = manifest
+        .files
+        .iter()
+        .map(|f| table_dir.join(&f.path))
+        .collect();
+    let mut removed = 0;
+    let mut pending = vec![table_dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(path);
+            } else if name.starts_with("part-")
+                && name.ends_with(".parquet")
+                && !listed.contains(&path)
+            {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 fn describe_columns(columns: &[ColumnDef]) -> String {
     let parts: Vec<String> = columns
         .iter()
@@ -503,6 +536,10 @@ fn write_file(
     let path = table_dir.join(relative);
     let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
     let handle = file.try_clone().map_err(|e| Error::io(&path, e))?;
+    let file = ChecksumWriter {
+        inner: file,
+        hasher: crc32fast::Hasher::new(),
+    };
     let sort_column = manifest
         .sort_column
         .as_ref()
@@ -525,7 +562,9 @@ fn write_file(
             break;
         }
     }
-    let metadata = writer.close().map_err(parquet_error)?;
+    let metadata = writer.finish().map_err(parquet_error)?;
+    let crc32 = writer.inner().hasher.clone().finalize();
+    drop(writer);
     handle.sync_all().map_err(|e| Error::io(&path, e))?;
     let bytes = handle.metadata().map_err(|e| Error::io(&path, e))?.len();
     let mut columns: Vec<ColumnStats> = Vec::with_capacity(manifest.columns.len());
@@ -551,7 +590,89 @@ fn write_file(
         path: relative.to_string_lossy().into_owned(),
         rows: rows as u64,
         bytes,
+        crc32: Some(crc32),
         columns,
     };
     Ok((entry, rows))
+}
+
+/// Passes writes through while computing the CRC-32 of everything written.
+struct ChecksumWriter<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+}
+
+impl<W: std::io::Write> std::io::Write for ChecksumWriter<W> {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buffer)?;
+        self.hasher.update(&buffer[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// One problem `verify_table` found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifyProblem {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// Checks every file of a table against its manifest entry: present, same size and CRC-32, and
+/// decodable page by page through the engine's reader. Returns the files checked and the problems.
+pub fn verify_table(
+    data_dir: &Path,
+    tenant: &str,
+    table: &str,
+) -> Result<(usize, Vec<VerifyProblem>)> {
+    let manifest = manifest::load(data_dir, tenant, table)?.ok_or_else(|| Error::NoSuchTable {
+        tenant: tenant.to_owned(),
+        table: table.to_owned(),
+    })?;
+    let table_dir = manifest::table_dir(data_dir, tenant, table);
+    let mut problems = Vec::new();
+    for entry in &manifest.files {
+        let path = table_dir.join(&entry.path);
+        let problem = |message: String| VerifyProblem {
+            path: path.clone(),
+            message,
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                problems.push(problem(error.to_string()));
+                continue;
+            }
+        };
+        if bytes.len() as u64 != entry.bytes {
+            problems.push(problem(format!(
+                "{} bytes, the manifest says {}",
+                bytes.len(),
+                entry.bytes
+            )));
+            continue;
+        }
+        if let Some(expected) = entry.crc32 {
+            let actual = crc32fast::hash(&bytes);
+            if actual != expected {
+                problems.push(problem(format!(
+                    "CRC-32 {actual:08x}, the manifest says {expected:08x}"
+                )));
+                continue;
+            }
+        }
+        let source = bytes::Bytes::from(bytes);
+        match futures::executor::block_on(crate::reader::verify_file(&source, &path)) {
+            Ok(rows) if rows == entry.rows => {}
+            Ok(rows) => problems.push(problem(format!(
+                "{rows} rows, the manifest says {}",
+                entry.rows
+            ))),
+            Err(error) => problems.push(problem(error.to_string())),
+        }
+    }
+    Ok((manifest.files.len(), problems))
 }

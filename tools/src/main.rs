@@ -103,6 +103,16 @@ enum Command {
         format: Format,
         sql: String,
     },
+    /// Check every file of a table: present, same size and CRC-32 as its manifest entry, and
+    /// decodable page by page. Exits non-zero if any file has a problem.
+    Verify {
+        #[arg(long, env = "DATA_PATH", default_value = "./data")]
+        data: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        table: String,
+    },
     /// Generate, import and query the events data set, printing results and timings.
     Demo {
         #[arg(long, default_value = "./tessera-demo")]
@@ -176,6 +186,11 @@ fn main() -> ExitCode {
             sql,
         } => run_sql(&engine, &tenant, format, &sql),
         Command::Demo { dir, rows, seed } => run_demo(&dir, rows, seed),
+        Command::Verify {
+            data,
+            tenant,
+            table,
+        } => run_verify(&data, &tenant, &table),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -290,6 +305,23 @@ fn run_import(
         started.elapsed()
     );
     Ok(summary.rows)
+}
+
+fn run_verify(data: &Path, tenant: &str, table: &str) -> Result<(), String> {
+    let (files, problems) = tessera_storage_engine::writer::verify_table(data, tenant, table)
+        .map_err(|e| e.to_string())?;
+    for problem in &problems {
+        println!("{}: {}", problem.path.display(), problem.message);
+    }
+    println!("{files} file(s) checked, {} with problems", problems.len());
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {files} file(s) of {tenant}/{table} failed verification",
+            problems.len()
+        ))
+    }
 }
 
 fn run_sql(engine: &EngineArgs, tenant: &str, format: Format, sql: &str) -> Result<(), String> {
