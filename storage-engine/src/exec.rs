@@ -715,12 +715,17 @@ pub fn sort_rows(
     limit: Option<usize>,
 ) -> Result<Vec<ArrayRef>> {
     let internal = |e: arrow_schema::ArrowError| Error::Internal(e.to_string());
-    let width = chunks.first().map_or(0, |c| c.len());
-    let mut columns = Vec::with_capacity(width);
-    for i in 0..width {
-        let parts: Vec<&dyn Array> = chunks.iter().map(|c| c[i].as_ref()).collect();
-        columns.push(arrow_select::concat::concat(&parts).map_err(internal)?);
-    }
+    let columns = if chunks.len() == 1 {
+        chunks.into_iter().next().unwrap_or_default()
+    } else {
+        let width = chunks.first().map_or(0, |c| c.len());
+        let mut columns = Vec::with_capacity(width);
+        for i in 0..width {
+            let parts: Vec<&dyn Array> = chunks.iter().map(|c| c[i].as_ref()).collect();
+            columns.push(arrow_select::concat::concat(&parts).map_err(internal)?);
+        }
+        columns
+    };
     let rows = columns.first().map_or(0, |c| c.len());
     if keys.is_empty() || rows == 0 {
         return Ok(columns);
