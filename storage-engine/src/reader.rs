@@ -198,10 +198,48 @@ pub async fn load_metadata<S: ByteSource>(
                     decoder.push_ranges(ranges, buffers)
                 })?;
             }
-            DecodeResult::Data(metadata) => return Ok(metadata),
+            DecodeResult::Data(metadata) => {
+                check_chunk_ranges(path, &metadata, file.size())?;
+                return Ok(metadata);
+            }
             DecodeResult::Finished => return Err(corrupt(path, "no metadata found")),
         }
     }
+}
+
+/// Every column chunk must lie inside the file: the decoders trust these offsets (and assert on
+/// negative ones), so a corrupt footer is refused here with an error naming the chunk.
+fn check_chunk_ranges(path: &Path, metadata: &ParquetMetaData, file_size: u64) -> Result<()> {
+    for (row_group_index, row_group) in metadata.row_groups().iter().enumerate() {
+        if row_group.num_rows() < 0 {
+            return Err(corrupt(
+                path,
+                format!(
+                    "row group {row_group_index} claims {} rows",
+                    row_group.num_rows()
+                ),
+            ));
+        }
+        for (column_index, chunk) in row_group.columns().iter().enumerate() {
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or(chunk.data_page_offset());
+            let length = chunk.compressed_size();
+            let inside = start >= 0
+                && length >= 0
+                && chunk.data_page_offset() >= 0
+                && (start as u64)
+                    .checked_add(length as u64)
+                    .is_some_and(|end| end <= file_size);
+            if !inside {
+                return Err(corrupt(
+                    path,
+                    format!("column chunk {column_index} of row group {row_group_index} ({length} bytes at {start}) lies outside the {file_size}-byte file"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads and validates a file's footer and page index against the table's columns.

@@ -129,6 +129,29 @@ fn garbage_manifest_is_reported() {
 }
 
 #[test]
+fn footer_with_chunks_outside_the_file_is_refused_before_decoding() {
+    // Found by the parquet_scan fuzz target: a negative column-chunk offset made the parquet
+    // crate assert. It is now refused while reading the footer, with a message naming the chunk.
+    let bytes = bytes::Bytes::from(
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/fuzz-negative-chunk-offset.parquet"
+        ))
+        .unwrap(),
+    );
+    let error = futures::executor::block_on(tessera_storage_engine::reader::verify_file(
+        &bytes,
+        Path::new("crash.parquet"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("crash.parquet") && error.contains("outside the"),
+        "{error}"
+    );
+}
+
+#[test]
 fn verify_file_rejects_arbitrary_bytes_without_panicking() {
     let samples: Vec<Vec<u8>> = vec![
         vec![],
