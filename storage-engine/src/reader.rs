@@ -288,6 +288,26 @@ pub async fn load_file_meta<S: ByteSource>(
         for column in 0..columns.len() {
             let mut bounds: Vec<u32> = vec![0];
             if let Some(offsets) = page_index.offset_index(column) {
+                // Pages must lie inside their column chunk (already checked to lie inside the file).
+                let chunk = metadata.row_group(row_group).column(column);
+                let chunk_start = chunk
+                    .dictionary_page_offset()
+                    .unwrap_or(chunk.data_page_offset());
+                let chunk_end = chunk_start.saturating_add(chunk.compressed_size());
+                for location in offsets.page_locations() {
+                    let end = location
+                        .offset
+                        .checked_add(location.compressed_page_size as i64);
+                    if location.offset < chunk_start
+                        || location.compressed_page_size < 0
+                        || end.is_none_or(|end| end > chunk_end)
+                    {
+                        return Err(corrupt(
+                            path,
+                            format!("offset index of column {column} in row group {row_group} points outside its column chunk"),
+                        ));
+                    }
+                }
                 for location in offsets.page_locations().iter().skip(1) {
                     let first = location.first_row_index;
                     let last = *bounds.last().unwrap_or(&0) as i64;

@@ -129,26 +129,24 @@ fn garbage_manifest_is_reported() {
 }
 
 #[test]
-fn footer_with_chunks_outside_the_file_is_refused_before_decoding() {
-    // Found by the parquet_scan fuzz target: a negative column-chunk offset made the parquet
-    // crate assert. It is now refused while reading the footer, with a message naming the chunk.
-    let bytes = bytes::Bytes::from(
-        std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/fuzz-negative-chunk-offset.parquet"
+fn metadata_pointing_outside_the_file_or_chunk_is_refused_before_decoding() {
+    // Found by the parquet_scan fuzz target: a negative column-chunk offset, and an offset index
+    // whose first page lies before its column chunk, each made the parquet crate panic. Both are
+    // now refused while reading the footer and page index, with a message naming what is wrong.
+    for (name, problem) in [
+        ("fuzz-negative-chunk-offset.parquet", "outside the"),
+        ("fuzz-page-before-chunk.parquet", "outside its column chunk"),
+    ] {
+        let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+        let bytes = bytes::Bytes::from(std::fs::read(&path).unwrap());
+        let error = futures::executor::block_on(tessera_storage_engine::reader::verify_file(
+            &bytes,
+            Path::new(name),
         ))
-        .unwrap(),
-    );
-    let error = futures::executor::block_on(tessera_storage_engine::reader::verify_file(
-        &bytes,
-        Path::new("crash.parquet"),
-    ))
-    .unwrap_err()
-    .to_string();
-    assert!(
-        error.contains("crash.parquet") && error.contains("outside the"),
-        "{error}"
-    );
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains(name) && error.contains(problem), "{error}");
+    }
 }
 
 #[test]
