@@ -1,1 +1,12 @@
-//! The Cap'n Proto server binding and the client library (the tenant-node server issue). Nothing is defined yet.
+//! Tessera's Cap'n Proto RPC: the tenant-node server binding (`server`, `service`), token
+//! verification (`auth`), metrics (`metrics`) and the client library (`client`). The protocol
+//! itself lives in `tessera-schema`.
+
+pub mod auth;
+pub mod client;
+pub mod metrics;
+pub mod server;
+mod service;
+
+pub use client::{Client, ClientError, QueryOutput, QueryStats, Session};
+pub use server::{Limits, Server, ServerConfig, ServerError};

@@ -13,7 +13,7 @@ use crate::kernels::Kernels;
 use crate::manifest::{self, TableManifest};
 use crate::plan::{self, Mode, OutputRef, Plan};
 use crate::prune::Truth;
-use crate::runtime::{CoreOptions, CorePool};
+use crate::runtime::{CoreOptions, CorePool, Peers};
 use crate::sql::{self, Statement};
 use crate::value::{ColumnType, Scalar};
 use arrow_array::{
@@ -21,8 +21,10 @@ use arrow_array::{
     StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{Field, Schema, SchemaRef};
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,10 +79,21 @@ impl QueryResult {
 }
 
 pub struct Engine {
-    config: EngineConfig,
+    config: Arc<EngineConfig>,
     cores: CorePool<CoreState>,
     /// Which core coordinates the next query (round robin).
     next_coordinator: AtomicUsize,
+}
+
+/// The engine as seen from inside one of its cores: queries started here are coordinated by this
+/// core (it merges the partial results) and fan out to every core over the core mesh. The RPC
+/// server runs on each core and uses this, so a query never leaves the core that owns its
+/// connection except to scan.
+#[derive(Clone)]
+pub struct CoreContext {
+    state: Rc<CoreState>,
+    peers: Rc<Peers<CoreState>>,
+    config: Arc<EngineConfig>,
 }
 
 const PROBE_FILE: &str = ".tessera-probe";
@@ -137,7 +150,7 @@ impl Engine {
         })
         .map_err(|e| Error::Config(format!("cannot start executors: {e}")))?;
         Ok(Engine {
-            config,
+            config: Arc::new(config),
             cores,
             next_coordinator: AtomicUsize::new(0),
         })
@@ -151,6 +164,10 @@ impl Engine {
         &self.config.data_dir
     }
 
+    pub fn cores(&self) -> usize {
+        self.cores.cores()
+    }
+
     /// Runs one SQL statement for `tenant`, blocking the calling thread.
     pub fn sql(&self, tenant: &str, text: &str) -> Result<QueryResult> {
         futures::executor::block_on(self.sql_async(tenant, text))
@@ -161,7 +178,84 @@ impl Engine {
         self.execute(tenant, statement).await
     }
 
-    /// Runs a parsed statement for `tenant`.
+    /// Runs a parsed statement for `tenant`, coordinated by the next core in turn.
+    pub async fn execute(&self, tenant: &str, statement: Statement) -> Result<QueryResult> {
+        let coordinator =
+            self.next_coordinator.fetch_add(1, Ordering::Relaxed) % self.cores.cores();
+        let tenant = tenant.to_owned();
+        self.on_core(coordinator, move |context| async move {
+            context.execute(&tenant, statement).await
+        })
+        .await
+        .ok_or(Error::ShuttingDown)?
+    }
+
+    /// Runs `job` on core `core` with that core's context; `None` if the engine is stopping.
+    pub async fn on_core<F, Fut, T>(&self, core: usize, job: F) -> Option<T>
+    where
+        F: FnOnce(CoreContext) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let config = self.config.clone();
+        self.cores
+            .run_on(core, move |state, peers| {
+                job(CoreContext {
+                    state,
+                    peers,
+                    config,
+                })
+            })
+            .await
+            .ok()
+    }
+
+    /// Buffer pool counters per core.
+    pub fn pool_counters(&self) -> Vec<PoolCounters> {
+        let receivers: Vec<_> = (0..self.cores.cores())
+            .map(|core| self.on_core(core, |context| async move { context.pool_counters() }))
+            .collect();
+        futures::executor::block_on(futures::future::join_all(receivers))
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Empties every core's buffer pool and metadata cache (cold-run benchmarks).
+    pub fn clear_caches(&self) {
+        let receivers: Vec<_> = (0..self.cores.cores())
+            .map(|core| {
+                self.on_core(core, |context| async move {
+                    context.state.pool.clear();
+                    context.state.metadata.clear();
+                })
+            })
+            .collect();
+        futures::executor::block_on(futures::future::join_all(receivers));
+    }
+}
+
+impl CoreContext {
+    /// This core's number.
+    pub fn core(&self) -> usize {
+        self.peers.me()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// This core's buffer pool counters.
+    pub fn pool_counters(&self) -> PoolCounters {
+        self.state.pool.counters()
+    }
+
+    pub async fn sql(&self, tenant: &str, text: &str) -> Result<QueryResult> {
+        let statement = sql::parse(text)?;
+        self.execute(tenant, statement).await
+    }
+
+    /// Runs a parsed statement for `tenant`, coordinated by this core.
     pub async fn execute(&self, tenant: &str, statement: Statement) -> Result<QueryResult> {
         let started = Instant::now();
         let (query, explain) = match statement {
@@ -174,7 +268,7 @@ impl Engine {
                 table: query.table.clone(),
             })?;
         let plan = Arc::new(plan::bind(&query, &manifest.columns)?);
-        let (tasks, pruned_files) = self.file_tasks(&manifest, &plan);
+        let (tasks, pruned_files) = file_tasks(&self.config.data_dir, &manifest, &plan);
         let (batch, mut scan) = self.run_on_cores(&plan, tasks, explain).await?;
         scan.files_total += pruned_files;
         scan.files_pruned += pruned_files;
@@ -210,113 +304,76 @@ impl Engine {
         })
     }
 
-    fn file_tasks(&self, manifest: &TableManifest, plan: &Plan) -> (Vec<FileTask>, u64) {
-        let table_dir =
-            manifest::table_dir(&self.config.data_dir, &manifest.tenant, &manifest.table);
-        let mut tasks = Vec::new();
-        let mut pruned = 0;
-        for file in &manifest.files {
-            let truth = exec::file_truth(plan.filter.as_ref(), &file.columns);
-            if truth == Truth::Never {
-                pruned += 1;
-                continue;
-            }
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            (&manifest.tenant, &manifest.table, file.id, &file.path).hash(&mut hasher);
-            tasks.push(FileTask {
-                cache_id: hasher.finish(),
-                path: table_dir.join(&file.path),
-                rows: file.rows,
-                truth,
-            });
-        }
-        (tasks, pruned)
-    }
-
-    /// Runs the scan on every core: one core coordinates, sending each peer its share of the
-    /// files over the core mesh and merging the partial results they send back (with `finish`
-    /// when `merge` is set).
+    /// Runs the scan on every core: this core sends each peer its share of the files over the
+    /// core mesh and merges the partial results they send back (with `finish` unless only
+    /// pruning is asked for).
     async fn run_on_cores(
         &self,
         plan: &Arc<Plan>,
         tasks: Vec<FileTask>,
         prune_only: bool,
     ) -> Result<(Option<RecordBatch>, ScanStats)> {
-        let coordinator =
-            self.next_coordinator.fetch_add(1, Ordering::Relaxed) % self.cores.cores();
-        let plan = plan.clone();
-        let receiver = self
-            .cores
-            .run_on(coordinator, move |state, peers| async move {
-                let count = peers.count();
-                let files_total = tasks.len() as u64;
-                let mut shares: Vec<Vec<FileTask>> = vec![Vec::new(); count];
-                for task in tasks {
-                    shares[(task.cache_id % count as u64) as usize].push(task);
-                }
-                let calls = shares
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(_, share)| !share.is_empty())
-                    .map(|(peer, share)| {
-                        let (plan, peers, state) = (plan.clone(), peers.clone(), state.clone());
-                        async move {
-                            peers
-                                .call(&state, peer, move |state, _| {
-                                    exec::execute(state, plan, share, prune_only)
-                                })
-                                .await
-                        }
-                    });
-                let results = futures::future::join_all(calls).await;
-                let mut outputs = Vec::with_capacity(results.len());
-                let mut scan = ScanStats {
-                    files_total,
-                    ..Default::default()
-                };
-                for result in results {
-                    let (output, stats) = result.ok_or(Error::ShuttingDown)??;
-                    scan.add(&stats);
-                    outputs.push(output);
-                }
-                let batch = if prune_only {
-                    None
-                } else {
-                    Some(finish(&plan, outputs)?)
-                };
-                Ok((batch, scan))
-            });
-        receiver.await.map_err(|_| Error::ShuttingDown)?
-    }
-
-    /// Buffer pool counters per core.
-    pub fn pool_counters(&self) -> Vec<PoolCounters> {
-        let receivers: Vec<_> = (0..self.cores.cores())
-            .map(|core| {
-                self.cores
-                    .run_on(core, |state, _| async move { state.pool.counters() })
-            })
-            .collect();
-        receivers
-            .into_iter()
-            .filter_map(|r| futures::executor::block_on(r).ok())
-            .collect()
-    }
-
-    /// Empties every core's buffer pool and metadata cache (cold-run benchmarks).
-    pub fn clear_caches(&self) {
-        let receivers: Vec<_> = (0..self.cores.cores())
-            .map(|core| {
-                self.cores.run_on(core, |state, _| async move {
-                    state.pool.clear();
-                    state.metadata.clear();
-                })
-            })
-            .collect();
-        for receiver in receivers {
-            let _ = futures::executor::block_on(receiver);
+        let count = self.peers.count();
+        let files_total = tasks.len() as u64;
+        let mut shares: Vec<Vec<FileTask>> = vec![Vec::new(); count];
+        for task in tasks {
+            shares[(task.cache_id % count as u64) as usize].push(task);
         }
+        let calls = shares
+            .into_iter()
+            .enumerate()
+            .filter(|(_, share)| !share.is_empty())
+            .map(|(peer, share)| {
+                let plan = plan.clone();
+                async move {
+                    self.peers
+                        .call(&self.state, peer, move |state, _| {
+                            exec::execute(state, plan, share, prune_only)
+                        })
+                        .await
+                }
+            });
+        let results = futures::future::join_all(calls).await;
+        let mut outputs = Vec::with_capacity(results.len());
+        let mut scan = ScanStats {
+            files_total,
+            ..Default::default()
+        };
+        for result in results {
+            let (output, stats) = result.ok_or(Error::ShuttingDown)??;
+            scan.add(&stats);
+            outputs.push(output);
+        }
+        let batch = if prune_only {
+            None
+        } else {
+            Some(finish(plan, outputs)?)
+        };
+        Ok((batch, scan))
     }
+}
+
+/// One task per file the manifest statistics cannot rule out, and the number ruled out.
+fn file_tasks(data_dir: &Path, manifest: &TableManifest, plan: &Plan) -> (Vec<FileTask>, u64) {
+    let table_dir = manifest::table_dir(data_dir, &manifest.tenant, &manifest.table);
+    let mut tasks = Vec::new();
+    let mut pruned = 0;
+    for file in &manifest.files {
+        let truth = exec::file_truth(plan.filter.as_ref(), &file.columns);
+        if truth == Truth::Never {
+            pruned += 1;
+            continue;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (&manifest.tenant, &manifest.table, file.id, &file.path).hash(&mut hasher);
+        tasks.push(FileTask {
+            cache_id: hasher.finish(),
+            path: table_dir.join(&file.path),
+            rows: file.rows,
+            truth,
+        });
+    }
+    (tasks, pruned)
 }
 
 fn explain_text(manifest: &TableManifest, plan: &Plan, scan: &ScanStats) -> String {

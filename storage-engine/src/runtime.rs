@@ -293,3 +293,92 @@ impl DirectFile {
 pub async fn yield_if_needed() {
     glommio::yield_if_needed().await
 }
+
+/// Runs `future` as a task of its own on the current core; it is dropped when the core stops.
+pub fn spawn_local(future: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(future).detach();
+}
+
+/// Waits `duration` on the current core's timer.
+pub async fn sleep(duration: Duration) {
+    glommio::timer::sleep(duration).await;
+}
+
+/// Runs `future` for at most `duration`; `None` when the time ran out first (the future is
+/// dropped, which cancels it).
+pub async fn timeout<T>(duration: Duration, future: impl Future<Output = T>) -> Option<T> {
+    let future = std::pin::pin!(future);
+    let timer = std::pin::pin!(sleep(duration));
+    match futures::future::select(future, timer).await {
+        futures::future::Either::Left((output, _)) => Some(output),
+        futures::future::Either::Right(_) => None,
+    }
+}
+
+/// A TCP listener owned by one core. Every core binds the same address (SO_REUSEPORT) and the
+/// kernel spreads incoming connections over them.
+pub struct TcpListener {
+    inner: glommio::net::TcpListener,
+}
+
+impl TcpListener {
+    pub fn bind(address: std::net::SocketAddr) -> io::Result<TcpListener> {
+        let inner = glommio::net::TcpListener::bind(address).map_err(io::Error::from)?;
+        Ok(TcpListener { inner })
+    }
+
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.inner.local_addr().map_err(io::Error::from)
+    }
+
+    pub async fn accept(&self) -> io::Result<TcpConnection> {
+        let stream = self.inner.accept().await.map_err(io::Error::from)?;
+        stream.set_nodelay(true).map_err(io::Error::from)?;
+        Ok(TcpConnection { inner: stream })
+    }
+}
+
+/// An accepted connection: a byte stream implementing `futures::io::{AsyncRead, AsyncWrite}`.
+pub struct TcpConnection {
+    inner: glommio::net::TcpStream,
+}
+
+impl TcpConnection {
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.inner.peer_addr().map_err(io::Error::from)
+    }
+}
+
+impl futures::io::AsyncRead for TcpConnection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(context, buffer)
+    }
+}
+
+impl futures::io::AsyncWrite for TcpConnection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(context, buffer)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(context)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_close(context)
+    }
+}

@@ -1,0 +1,241 @@
+//! The node's Prometheus metrics and the HTTP side port that serves them (`/metrics`, `/health`).
+//! Metrics are atomics shared by every core; the HTTP server is one plain thread, off the cores.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+pub struct Metrics {
+    registry: Registry,
+    pub queries_total: Counter,
+    pub query_errors_total: Counter,
+    pub queries_rejected_overloaded: Counter,
+    pub query_duration_seconds: Histogram,
+    pub data_scanned_bytes: Counter,
+    pub rows_returned: Counter,
+    pub ipc_bytes_sent: Counter,
+    pub imported_rows: Counter,
+    pub queries_running: Gauge,
+    pub connections: Gauge,
+    pub connections_total: Counter,
+    pub logins_failed: Counter,
+    pub memory_usage_percent: Gauge<f64, AtomicU64>,
+    pub buffer_pool_hits: Gauge,
+    pub buffer_pool_misses: Gauge,
+    pub buffer_pool_bytes: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tessera");
+        let metrics = Metrics {
+            queries_total: Counter::default(),
+            query_errors_total: Counter::default(),
+            queries_rejected_overloaded: Counter::default(),
+            query_duration_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 20)),
+            data_scanned_bytes: Counter::default(),
+            rows_returned: Counter::default(),
+            ipc_bytes_sent: Counter::default(),
+            imported_rows: Counter::default(),
+            queries_running: Gauge::default(),
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            logins_failed: Counter::default(),
+            memory_usage_percent: Gauge::default(),
+            buffer_pool_hits: Gauge::default(),
+            buffer_pool_misses: Gauge::default(),
+            buffer_pool_bytes: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "queries",
+            "Queries finished (successfully or not)",
+            metrics.queries_total.clone(),
+        );
+        r.register(
+            "query_errors",
+            "Queries that failed",
+            metrics.query_errors_total.clone(),
+        );
+        r.register(
+            "queries_rejected_overloaded",
+            "Queries refused because CONCURRENT_QUERIES were running",
+            metrics.queries_rejected_overloaded.clone(),
+        );
+        r.register(
+            "query_duration_seconds",
+            "Wall time of queries from admission to the last batch",
+            metrics.query_duration_seconds.clone(),
+        );
+        r.register(
+            "data_scanned_bytes",
+            "Bytes read from disk by queries",
+            metrics.data_scanned_bytes.clone(),
+        );
+        r.register(
+            "rows_returned",
+            "Rows streamed to clients",
+            metrics.rows_returned.clone(),
+        );
+        r.register(
+            "ipc_bytes_sent",
+            "Arrow IPC bytes streamed to clients",
+            metrics.ipc_bytes_sent.clone(),
+        );
+        r.register(
+            "imported_rows",
+            "Rows committed by importBatches",
+            metrics.imported_rows.clone(),
+        );
+        r.register(
+            "queries_running",
+            "Queries running now",
+            metrics.queries_running.clone(),
+        );
+        r.register(
+            "connections",
+            "Open RPC connections",
+            metrics.connections.clone(),
+        );
+        r.register(
+            "connections_accepted",
+            "RPC connections accepted",
+            metrics.connections_total.clone(),
+        );
+        r.register(
+            "logins_failed",
+            "Logins refused",
+            metrics.logins_failed.clone(),
+        );
+        r.register(
+            "memory_usage_percent",
+            "Resident memory as a percentage of MAX_MEMORY_GB",
+            metrics.memory_usage_percent.clone(),
+        );
+        r.register(
+            "buffer_pool_hits",
+            "Decoded pages served from the buffer pools",
+            metrics.buffer_pool_hits.clone(),
+        );
+        r.register(
+            "buffer_pool_misses",
+            "Pages read and decoded",
+            metrics.buffer_pool_misses.clone(),
+        );
+        r.register(
+            "buffer_pool_bytes",
+            "Decoded bytes held by the buffer pools",
+            metrics.buffer_pool_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Resident set size of this process in bytes (0 if /proc is unavailable).
+pub fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page
+}
+
+/// What `/health` and `/metrics` need from the node at request time.
+pub trait NodeProbe: Send + Sync + 'static {
+    /// Refreshes gauges that are sampled rather than counted (pool counters, memory).
+    fn refresh(&self, metrics: &Metrics);
+    /// One line of JSON describing the node's health.
+    fn health(&self) -> String;
+}
+
+/// The HTTP side port: one thread answering `/metrics` and `/health`.
+pub struct HttpServer {
+    server: Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    address: std::net::SocketAddr,
+}
+
+impl HttpServer {
+    pub fn start(
+        address: std::net::SocketAddr,
+        metrics: Arc<Metrics>,
+        probe: Arc<dyn NodeProbe>,
+    ) -> std::io::Result<HttpServer> {
+        let server = tiny_http::Server::http(address)
+            .map_err(|e| std::io::Error::other(format!("HTTP port {address}: {e}")))?;
+        let address = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| std::io::Error::other("HTTP port is not an IP socket"))?;
+        let server = Arc::new(server);
+        let serving = server.clone();
+        let thread = std::thread::Builder::new()
+            .name("tessera-http".into())
+            .spawn(move || {
+                for request in serving.incoming_requests() {
+                    let (status, content_type, body) = match request.url() {
+                        "/metrics" => {
+                            probe.refresh(&metrics);
+                            (200, "text/plain; version=0.0.4", metrics.render())
+                        }
+                        "/health" => (200, "application/json", probe.health()),
+                        _ => (
+                            404,
+                            "text/plain",
+                            "not found: try /metrics or /health\n".into(),
+                        ),
+                    };
+                    let header = tiny_http::Header::from_bytes("Content-Type", content_type)
+                        .expect("static header is valid");
+                    let response = tiny_http::Response::from_string(body)
+                        .with_status_code(status)
+                        .with_header(header);
+                    let _ = request.respond(response);
+                }
+            })?;
+        Ok(HttpServer {
+            server,
+            thread: Some(thread),
+            address,
+        })
+    }
+
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

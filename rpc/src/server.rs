@@ -1,0 +1,367 @@
+//! The tenant node as a server. Every core's executor binds the same port (SO_REUSEPORT), accepts
+//! its share of connections and runs the Cap'n Proto RPC system for them; a query arriving on a
+//! connection is coordinated by that connection's core and fans out over all cores through the
+//! engine. The capability objects (`service.rs`) hold the verified identity: no method takes a
+//! tenant name from the client.
+//!
+//! Limits, each with an error that says which one: message size (traversal limit) and nesting
+//! on every incoming message, calls in flight per connection, open connections, queries running
+//! on the node (`CONCURRENT_QUERIES`: beyond it a query waits up to `admission_wait`, then gets
+//! `overloaded`), a sink that stops reading (`stall_timeout`), and idle connections.
+
+use crate::auth::{AuthConfig, Verifier};
+use crate::metrics::{self, HttpServer, Metrics, NodeProbe};
+use crate::service::{self, Connection};
+use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
+use futures::io::{AsyncReadExt, BufReader, BufWriter};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_storage_engine::engine::CoreContext;
+use tessera_storage_engine::runtime::{self, TcpConnection, TcpListener};
+use tessera_storage_engine::Engine;
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest incoming message, in 8-byte words (Cap'n Proto's traversal limit).
+    pub traversal_limit_words: usize,
+    /// Deepest pointer nesting in an incoming message.
+    pub nesting_limit: i32,
+    pub calls_in_flight_per_connection: usize,
+    pub connections_max: usize,
+    /// Queries running on the node at once (`CONCURRENT_QUERIES`).
+    pub concurrent_queries: usize,
+    /// How long a query beyond `concurrent_queries` waits before `overloaded`.
+    pub admission_wait: Duration,
+    /// A connection with no call in flight and nothing received for this long is closed.
+    pub idle_timeout: Duration,
+    /// A sink that accepts nothing for this long fails its query (the client stopped reading).
+    pub stall_timeout: Duration,
+    /// Target Arrow IPC bytes per `BatchSink.push`.
+    pub push_bytes: usize,
+    /// Cap'n Proto streaming flow-control window per connection, in bytes.
+    pub flow_window_bytes: usize,
+    /// Rows an `importBatches` stream buffers before it writes files.
+    pub import_buffer_bytes: u64,
+    /// Memory one query's result may hold on the server (from `MAX_MEMORY_GB`).
+    pub query_memory_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            traversal_limit_words: 8 << 20,
+            nesting_limit: 64,
+            calls_in_flight_per_connection: 64,
+            connections_max: 10_000,
+            concurrent_queries: 16,
+            admission_wait: Duration::from_millis(200),
+            idle_timeout: Duration::from_secs(300),
+            stall_timeout: Duration::from_secs(30),
+            push_bytes: 1 << 20,
+            flow_window_bytes: 4 << 20,
+            import_buffer_bytes: 256 << 20,
+            query_memory_bytes: 4 << 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The HTTP side port for `/metrics` and `/health`; `None` serves none.
+    pub http: Option<SocketAddr>,
+    pub auth: AuthConfig,
+    pub limits: Limits,
+    /// Memory the node may use (`MAX_MEMORY_GB`), for `memory_usage_percent`.
+    pub max_memory_bytes: u64,
+}
+
+/// What every core's connections share: settings, token verification, counters. Atomics only.
+pub struct Shared {
+    pub verifier: Verifier,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    pub queries_running: AtomicUsize,
+    pub connections: AtomicUsize,
+    pub started: Instant,
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    pub address: SocketAddr,
+    pub max_memory_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running server. Dropping it stops accepting, closes every connection and stops the cores.
+pub struct Server {
+    shared: Arc<Shared>,
+    http: Option<HttpServer>,
+    engine: Arc<Engine>,
+    _lock: DataDirLock,
+}
+
+impl Server {
+    /// Starts serving `engine`'s data directory: refuses when another process already serves it
+    /// or already listens on the port.
+    pub fn start(engine: Engine, config: ServerConfig) -> Result<Server, ServerError> {
+        let lock = DataDirLock::acquire(engine.data_dir())?;
+        let verifier =
+            Verifier::new(config.auth).map_err(|e| ServerError::Config(e.to_string()))?;
+        // glommio binds with SO_REUSEPORT, so a second server would bind the same port silently;
+        // a plain bind first makes a port already in use an error.
+        let address = std::net::TcpListener::bind(config.listen)
+            .and_then(|probe| probe.local_addr())
+            .map_err(|source| ServerError::Io {
+                what: format!("cannot listen on {}", config.listen),
+                source,
+            })?;
+        let metrics = Arc::new(Metrics::new());
+        let shared = Arc::new(Shared {
+            verifier,
+            limits: config.limits,
+            metrics: metrics.clone(),
+            queries_running: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+            started: Instant::now(),
+            data_dir: engine.data_dir().to_owned(),
+            cores: engine.cores(),
+            address,
+            max_memory_bytes: config.max_memory_bytes,
+        });
+        let engine = Arc::new(engine);
+        let bound: Vec<_> = (0..engine.cores())
+            .map(|core| {
+                let shared = shared.clone();
+                engine.on_core(core, move |context| async move {
+                    let listener = TcpListener::bind(address)?;
+                    runtime::spawn_local(accept_loop(context, shared, listener));
+                    Ok::<_, std::io::Error>(())
+                })
+            })
+            .collect();
+        for result in futures::executor::block_on(futures::future::join_all(bound)) {
+            result
+                .ok_or_else(|| ServerError::Config("a core stopped during start-up".into()))?
+                .map_err(|source| ServerError::Io {
+                    what: format!("cannot listen on {address}"),
+                    source,
+                })?;
+        }
+        let http = match config.http {
+            Some(http_address) => {
+                let probe: Arc<dyn NodeProbe> = Arc::new(Probe {
+                    engine: Arc::downgrade(&engine),
+                    shared: shared.clone(),
+                });
+                Some(
+                    HttpServer::start(http_address, metrics, probe).map_err(|source| {
+                        ServerError::Io {
+                            what: format!("cannot serve HTTP on {http_address}"),
+                            source,
+                        }
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Server {
+            shared,
+            http,
+            engine,
+            _lock: lock,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.shared.address
+    }
+
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::address)
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The HTTP thread holds only a weak reference to the engine; stop it first, then the
+        // cores stop when the last reference to the engine goes.
+        self.http.take();
+    }
+}
+
+struct Probe {
+    engine: std::sync::Weak<Engine>,
+    shared: Arc<Shared>,
+}
+
+impl NodeProbe for Probe {
+    fn refresh(&self, metrics: &Metrics) {
+        if let Some(engine) = self.engine.upgrade() {
+            let counters = engine.pool_counters();
+            metrics
+                .buffer_pool_hits
+                .set(counters.iter().map(|c| c.hits as i64).sum());
+            metrics
+                .buffer_pool_misses
+                .set(counters.iter().map(|c| c.misses as i64).sum());
+            metrics
+                .buffer_pool_bytes
+                .set(counters.iter().map(|c| c.bytes_used as i64).sum());
+        }
+        let budget = self.shared.max_memory_bytes.max(1) as f64;
+        metrics
+            .memory_usage_percent
+            .set(metrics::resident_bytes() as f64 * 100.0 / budget);
+    }
+
+    fn health(&self) -> String {
+        let serving = self.engine.upgrade().is_some();
+        format!(
+            "{{\"status\":\"{}\",\"address\":\"{}\",\"cores\":{},\"uptime_seconds\":{},\"connections\":{},\"queries_running\":{}}}\n",
+            if serving { "ok" } else { "stopping" },
+            self.shared.address,
+            self.shared.cores,
+            self.shared.started.elapsed().as_secs(),
+            self.shared.connections.load(Ordering::Relaxed),
+            self.shared.queries_running.load(Ordering::Relaxed),
+        )
+    }
+}
+
+async fn accept_loop(context: CoreContext, shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(connection) => {
+                let open = shared.connections.fetch_add(1, Ordering::Relaxed);
+                if open >= shared.limits.connections_max {
+                    // Over the limit: closing at once is the clearest answer a client can get
+                    // before it has said anything.
+                    shared.connections.fetch_sub(1, Ordering::Relaxed);
+                    drop(connection);
+                    continue;
+                }
+                shared.metrics.connections.inc();
+                shared.metrics.connections_total.inc();
+                runtime::spawn_local(serve_connection(
+                    context.clone(),
+                    shared.clone(),
+                    connection,
+                ));
+            }
+            // Out of descriptors or a connection reset before accept: back off briefly.
+            Err(_) => runtime::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+async fn serve_connection(context: CoreContext, shared: Arc<Shared>, connection: TcpConnection) {
+    let limits = shared.limits.clone();
+    let (reader, writer) = connection.split();
+    let last_read = Rc::new(Cell::new(Instant::now()));
+    let reader = ActivityReader {
+        inner: reader,
+        last_read: last_read.clone(),
+    };
+    let mut options = capnp::message::ReaderOptions::new();
+    options
+        .traversal_limit_in_words(Some(limits.traversal_limit_words))
+        .nesting_limit(limits.nesting_limit);
+    let mut network = twoparty::VatNetwork::new(
+        BufReader::with_capacity(64 << 10, reader),
+        BufWriter::with_capacity(64 << 10, writer),
+        Side::Server,
+        options,
+    );
+    network.set_window_size(limits.flow_window_bytes);
+    let state = Rc::new(Connection::new(context, shared.clone()));
+    let gateway = service::gateway(state.clone());
+    let rpc = RpcSystem::new(Box::new(network), Some(gateway.client));
+    let idle = async {
+        loop {
+            runtime::sleep(limits.idle_timeout / 4).await;
+            if state.calls_in_flight() == 0 && last_read.get().elapsed() >= limits.idle_timeout {
+                break;
+            }
+        }
+    };
+    let rpc = std::pin::pin!(rpc);
+    let idle = std::pin::pin!(idle);
+    // Either the peer went away (or sent something unreadable), or it was idle too long; both
+    // end by dropping the RPC system, which closes the socket and cancels the calls still running.
+    futures::future::select(rpc, idle).await;
+    shared.connections.fetch_sub(1, Ordering::Relaxed);
+    shared.metrics.connections.dec();
+}
+
+/// Notes the time of every successful read, for the idle timeout.
+struct ActivityReader<R> {
+    inner: R,
+    last_read: Rc<Cell<Instant>>,
+}
+
+impl<R: futures::io::AsyncRead + Unpin> futures::io::AsyncRead for ActivityReader<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(context, buffer);
+        if matches!(poll, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.last_read.set(Instant::now());
+        }
+        poll
+    }
+}
+
+/// An exclusive lock on a data directory for as long as a server serves it.
+struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    fn acquire(data_dir: &Path) -> Result<DataDirLock, ServerError> {
+        let path = data_dir.join(".tessera-serve.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| ServerError::Io {
+                what: format!("cannot open {}", path.display()),
+                source,
+            })?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a valid, owned descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(ServerError::Config(format!(
+                "another process already serves {} (lock {} is held)",
+                data_dir.display(),
+                path.display()
+            )));
+        }
+        Ok(DataDirLock { _file: file })
+    }
+}

@@ -1,0 +1,1067 @@
+//! The capability objects a connection serves: `Gateway` (bootstrap), `Tenant` (bound at login to
+//! the tenant and role of a verified token), `Admin`, `Operator` and `ImportStream`. Everything a
+//! method may touch is reached through the identity its object holds; no method reads a tenant
+//! name from its parameters.
+
+use crate::auth::{self, Identity, Role};
+use crate::server::Shared;
+use arrow_array::RecordBatch;
+use arrow_ipc::reader::StreamDecoder;
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::{Field, Schema, SchemaRef};
+use capnp::Error;
+use futures::channel::{mpsc, oneshot};
+use futures::future::{AbortHandle, Abortable};
+use futures::{SinkExt, StreamExt};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tessera_schema::tessera_capnp::{
+    admin, batch_sink, gateway, import_stream, operator, query_stats, table_info, tenant,
+    Compression as WireCompression, Role as WireRole,
+};
+use tessera_storage_engine::engine::{CoreContext, QueryResult};
+use tessera_storage_engine::manifest::{
+    self, ColumnDef, Compression, PartitionSpec, TableManifest, WriterSettings,
+};
+use tessera_storage_engine::runtime;
+use tessera_storage_engine::sql::{self, Statement};
+use tessera_storage_engine::value::ColumnType;
+use tessera_storage_engine::writer::{ImportOptions, ImportSummary, TableWriter};
+
+/// An error whose description starts with one of the schema's stable codes.
+pub fn error(code: &str, message: impl std::fmt::Display) -> Error {
+    Error::failed(format!("{code}: {message}"))
+}
+
+fn engine_error(e: tessera_storage_engine::Error) -> Error {
+    use tessera_storage_engine::Error as E;
+    let code = match &e {
+        E::Sql(_) | E::Plan(_) => "sql",
+        E::NoSuchTable { .. } => "not_found",
+        E::Io { .. } => "io",
+        E::CorruptFile { .. } | E::SchemaMismatch { .. } | E::CorruptManifest { .. } => "corrupt",
+        E::Import(_) | E::Config(_) => "invalid",
+        E::LimitExceeded { .. } => "limit",
+        E::ShuttingDown => "unavailable",
+        E::Internal(_) => "internal",
+    };
+    error(code, e)
+}
+
+fn text(reader: capnp::text::Reader<'_>) -> Result<String, Error> {
+    reader
+        .to_str()
+        .map(str::to_owned)
+        .map_err(|_| error("invalid", "text is not UTF-8"))
+}
+
+/// State of one connection, shared by every capability served on it. Lives on one core.
+pub struct Connection {
+    context: CoreContext,
+    shared: Arc<Shared>,
+    in_flight: Cell<usize>,
+}
+
+impl Connection {
+    pub fn new(context: CoreContext, shared: Arc<Shared>) -> Connection {
+        Connection {
+            context,
+            shared,
+            in_flight: Cell::new(0),
+        }
+    }
+
+    pub fn calls_in_flight(&self) -> usize {
+        self.in_flight.get()
+    }
+
+    /// Admits one call on this connection, or refuses it over `calls_in_flight_per_connection`.
+    fn enter(self: &Rc<Self>) -> Result<CallGuard, Error> {
+        let limit = self.shared.limits.calls_in_flight_per_connection;
+        if self.in_flight.get() >= limit {
+            return Err(error(
+                "limit",
+                format!("{limit} calls are already in flight on this connection"),
+            ));
+        }
+        self.in_flight.set(self.in_flight.get() + 1);
+        Ok(CallGuard(self.clone()))
+    }
+
+    fn data_dir(&self) -> &std::path::Path {
+        &self.shared.data_dir
+    }
+}
+
+struct CallGuard(Rc<Connection>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+    }
+}
+
+/// A running-query slot under `CONCURRENT_QUERIES`, released on drop.
+struct QuerySlot(Arc<Shared>);
+
+impl Drop for QuerySlot {
+    fn drop(&mut self) {
+        self.0.queries_running.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.queries_running.dec();
+    }
+}
+
+/// Takes a query slot, waiting up to `admission_wait` for one; then `overloaded`.
+async fn admit(shared: &Arc<Shared>) -> Result<QuerySlot, Error> {
+    let limit = shared.limits.concurrent_queries;
+    let deadline = Instant::now() + shared.limits.admission_wait;
+    loop {
+        let running = shared.queries_running.load(Ordering::Acquire);
+        if running < limit {
+            if shared
+                .queries_running
+                .compare_exchange(running, running + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                shared.metrics.queries_running.inc();
+                return Ok(QuerySlot(shared.clone()));
+            }
+            continue;
+        }
+        if Instant::now() >= deadline {
+            shared.metrics.queries_rejected_overloaded.inc();
+            return Err(Error::overloaded(format!(
+                "overloaded: {running} queries are running (CONCURRENT_QUERIES={limit}); retry later"
+            )));
+        }
+        runtime::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// Runs blocking file-system work (imports, table creation) off the core, on a thread of its own.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    let (sender, receiver) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("tessera-blocking".into())
+        .spawn(move || {
+            let _ = sender.send(work());
+        })
+        .map_err(|e| error("internal", format!("cannot start a worker thread: {e}")))?;
+    receiver
+        .await
+        .map_err(|_| error("internal", "a worker thread died"))
+}
+
+pub fn gateway(connection: Rc<Connection>) -> gateway::Client {
+    capnp_rpc::new_client(GatewayServer { connection })
+}
+
+struct GatewayServer {
+    connection: Rc<Connection>,
+}
+
+impl GatewayServer {
+    fn verify(&self, token: &str) -> Result<Identity, Error> {
+        self.connection.shared.verifier.verify(token).map_err(|e| {
+            self.connection.shared.metrics.logins_failed.inc();
+            error("unauthenticated", e)
+        })
+    }
+}
+
+fn wire_role(role: Role) -> WireRole {
+    match role {
+        Role::Reader => WireRole::Reader,
+        Role::Writer => WireRole::Writer,
+        Role::Admin => WireRole::Admin,
+        Role::Operator => WireRole::Operator,
+    }
+}
+
+impl gateway::Server for GatewayServer {
+    async fn login(
+        self: Rc<Self>,
+        params: gateway::LoginParams,
+        mut results: gateway::LoginResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        let token = text(params.get()?.get_token()?)?;
+        let identity = self.verify(&token)?;
+        let Some(tenant) = identity.tenant.clone() else {
+            return Err(error(
+                "permission",
+                "an operator token has no tenant; use operatorLogin",
+            ));
+        };
+        let mut out = results.get();
+        out.set_role(wire_role(identity.role));
+        out.set_tenant(capnp_rpc::new_client(TenantServer {
+            connection: self.connection.clone(),
+            tenant,
+            identity,
+            running: RefCell::new(HashMap::new()),
+        }));
+        Ok(())
+    }
+
+    async fn operator_login(
+        self: Rc<Self>,
+        params: gateway::OperatorLoginParams,
+        mut results: gateway::OperatorLoginResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        let token = text(params.get()?.get_token()?)?;
+        let identity = self.verify(&token)?;
+        if identity.role != Role::Operator {
+            return Err(error(
+                "permission",
+                format!("a {} token cannot act as operator", identity.role.name()),
+            ));
+        }
+        results
+            .get()
+            .set_operator(capnp_rpc::new_client(OperatorServer {
+                connection: self.connection.clone(),
+                identity,
+            }));
+        Ok(())
+    }
+
+    async fn version(
+        self: Rc<Self>,
+        _: gateway::VersionParams,
+        mut results: gateway::VersionResults,
+    ) -> Result<(), Error> {
+        let mut out = results.get();
+        out.set_protocol(tessera_schema::PROTOCOL_VERSION);
+        out.set_server(env!("CARGO_PKG_VERSION"));
+        Ok(())
+    }
+}
+
+fn check_expiry(identity: &Identity) -> Result<(), Error> {
+    if auth::now_seconds() > identity.expires_at {
+        return Err(error(
+            "unauthenticated",
+            "the token behind this capability has expired; log in again",
+        ));
+    }
+    Ok(())
+}
+
+struct TenantServer {
+    connection: Rc<Connection>,
+    tenant: String,
+    identity: Identity,
+    /// Running queries of this capability by client tag, for `cancel`.
+    running: RefCell<HashMap<u64, Vec<AbortHandle>>>,
+}
+
+impl TenantServer {
+    fn check(&self) -> Result<(), Error> {
+        check_expiry(&self.identity)
+    }
+
+    async fn run_query(
+        &self,
+        statement: Statement,
+        sink: batch_sink::Client,
+    ) -> Result<QueryStatsOut, Error> {
+        let started = Instant::now();
+        let result = self
+            .connection
+            .context
+            .execute(&self.tenant, statement)
+            .await
+            .map_err(engine_error)?;
+        let limits = &self.connection.shared.limits;
+        let held: usize = result
+            .batches
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum();
+        if held as u64 > limits.query_memory_bytes {
+            return Err(error(
+                "limit",
+                format!(
+                    "the result holds {held} bytes, over the per-query limit of {} bytes; add a filter or LIMIT",
+                    limits.query_memory_bytes
+                ),
+            ));
+        }
+        let (batches, ipc_bytes) = stream_result(&sink, &result, limits).await?;
+        let stats = QueryStatsOut::new(&result, batches, ipc_bytes, started);
+        let mut done = sink.done_request();
+        stats.write(done.get().init_stats());
+        runtime::timeout(limits.stall_timeout, done.send().promise)
+            .await
+            .ok_or_else(|| stalled(limits))?
+            .map_err(|e| error("cancelled", format!("the result sink failed: {e}")))?;
+        Ok(stats)
+    }
+}
+
+fn stalled(limits: &crate::server::Limits) -> Error {
+    error(
+        "cancelled",
+        format!(
+            "the client accepted no result data for {} s",
+            limits.stall_timeout.as_secs()
+        ),
+    )
+}
+
+/// Streams a result into `sink` as Arrow IPC, a bounded number of bytes per push, waiting for
+/// flow control between pushes. Returns (record batches, IPC bytes) sent.
+async fn stream_result(
+    sink: &batch_sink::Client,
+    result: &QueryResult,
+    limits: &crate::server::Limits,
+) -> Result<(u64, u64), Error> {
+    let internal = |e: arrow_schema::ArrowError| error("internal", format!("Arrow IPC: {e}"));
+    let mut writer = StreamWriter::try_new(Vec::with_capacity(limits.push_bytes), &result.schema)
+        .map_err(internal)?;
+    let (mut batches, mut bytes) = (0u64, 0u64);
+    for batch in &result.batches {
+        let rows = batch.num_rows();
+        let row_bytes = (batch.get_array_memory_size() / rows.max(1)).max(1);
+        let step = (limits.push_bytes / row_bytes).clamp(1, rows.max(1));
+        let mut offset = 0;
+        while offset < rows {
+            let length = step.min(rows - offset);
+            writer
+                .write(&batch.slice(offset, length))
+                .map_err(internal)?;
+            offset += length;
+            batches += 1;
+            let chunk = std::mem::take(writer.get_mut());
+            bytes += chunk.len() as u64;
+            push(sink, chunk, limits).await?;
+        }
+    }
+    writer.finish().map_err(internal)?;
+    let tail = std::mem::take(writer.get_mut());
+    bytes += tail.len() as u64;
+    push(sink, tail, limits).await?;
+    Ok((batches, bytes))
+}
+
+async fn push(
+    sink: &batch_sink::Client,
+    chunk: Vec<u8>,
+    limits: &crate::server::Limits,
+) -> Result<(), Error> {
+    let mut request = sink.push_request();
+    request.get().set_ipc(&chunk);
+    runtime::timeout(limits.stall_timeout, request.send())
+        .await
+        .ok_or_else(|| stalled(limits))?
+        .map_err(|e| error("cancelled", format!("the result sink failed: {e}")))
+}
+
+/// `QueryStats` as sent on the wire.
+#[derive(Default)]
+struct QueryStatsOut {
+    rows_returned: u64,
+    scan: tessera_storage_engine::exec::ScanStats,
+    elapsed_micros: u64,
+    batches: u64,
+    ipc_bytes: u64,
+    queued_micros: u64,
+}
+
+impl QueryStatsOut {
+    fn new(result: &QueryResult, batches: u64, ipc_bytes: u64, started: Instant) -> Self {
+        QueryStatsOut {
+            rows_returned: result.num_rows() as u64,
+            scan: result.stats.scan.clone(),
+            elapsed_micros: started.elapsed().as_micros() as u64,
+            batches,
+            ipc_bytes,
+            queued_micros: 0,
+        }
+    }
+
+    fn write(&self, mut out: query_stats::Builder<'_>) {
+        out.set_rows_returned(self.rows_returned);
+        out.set_rows_scanned(self.scan.rows_scanned);
+        out.set_bytes_read(self.scan.bytes_read);
+        out.set_files_total(self.scan.files_total);
+        out.set_files_pruned(self.scan.files_pruned);
+        out.set_row_groups_total(self.scan.row_groups_total);
+        out.set_row_groups_pruned(self.scan.row_groups_pruned);
+        out.set_pages_total(self.scan.pages_total);
+        out.set_pages_pruned(self.scan.pages_pruned);
+        out.set_pool_hits(self.scan.pool_hits);
+        out.set_pool_misses(self.scan.pool_misses);
+        out.set_elapsed_micros(self.elapsed_micros);
+        out.set_batches(self.batches);
+        out.set_ipc_bytes(self.ipc_bytes);
+        out.set_queued_micros(self.queued_micros);
+    }
+}
+
+impl tenant::Server for TenantServer {
+    async fn query(
+        self: Rc<Self>,
+        params: tenant::QueryParams,
+        mut results: tenant::QueryResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        let params = params.get()?;
+        let sql = text(params.get_sql()?)?;
+        let sink = params.get_sink()?;
+        let tag = params.get_tag();
+        let shared = self.connection.shared.clone();
+        let queued = Instant::now();
+        let _slot = admit(&shared).await?;
+        let queued_micros = queued.elapsed().as_micros() as u64;
+        let statement = sql::parse(&sql).map_err(|e| engine_error(e.into()));
+        let (handle, registration) = AbortHandle::new_pair();
+        self.running
+            .borrow_mut()
+            .entry(tag)
+            .or_default()
+            .push(handle.clone());
+        let outcome = match statement {
+            Ok(statement) => Abortable::new(self.run_query(statement, sink), registration)
+                .await
+                .unwrap_or_else(|_| Err(error("cancelled", "the query was cancelled"))),
+            Err(e) => Err(e),
+        };
+        if let Some(handles) = self.running.borrow_mut().get_mut(&tag) {
+            handles.retain(|h| !h.is_aborted() && !std::ptr::eq(h, &handle));
+        }
+        self.running
+            .borrow_mut()
+            .retain(|_, handles| !handles.is_empty());
+        let metrics = &shared.metrics;
+        metrics.queries_total.inc();
+        match outcome {
+            Ok(mut stats) => {
+                stats.queued_micros = queued_micros;
+                metrics
+                    .query_duration_seconds
+                    .observe(stats.elapsed_micros as f64 / 1e6);
+                metrics.data_scanned_bytes.inc_by(stats.scan.bytes_read);
+                metrics.rows_returned.inc_by(stats.rows_returned);
+                metrics.ipc_bytes_sent.inc_by(stats.ipc_bytes);
+                stats.write(results.get().init_stats());
+                Ok(())
+            }
+            Err(e) => {
+                metrics.query_errors_total.inc();
+                Err(e)
+            }
+        }
+    }
+
+    async fn explain(
+        self: Rc<Self>,
+        params: tenant::ExplainParams,
+        mut results: tenant::ExplainResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        let sql = text(params.get()?.get_sql()?)?;
+        let statement = match sql::parse(&sql).map_err(|e| engine_error(e.into()))? {
+            Statement::Query(query) | Statement::Explain(query) => Statement::Explain(query),
+        };
+        let result = self
+            .connection
+            .context
+            .execute(&self.tenant, statement)
+            .await
+            .map_err(engine_error)?;
+        results
+            .get()
+            .set_plan(result.explain.as_deref().unwrap_or(""));
+        Ok(())
+    }
+
+    async fn tables(
+        self: Rc<Self>,
+        _: tenant::TablesParams,
+        mut results: tenant::TablesResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        let manifests = load_tables(self.connection.data_dir(), &self.tenant)?;
+        let mut list = results.get().init_tables(manifests.len() as u32);
+        for (i, manifest) in manifests.iter().enumerate() {
+            write_table_info(list.reborrow().get(i as u32), manifest);
+        }
+        Ok(())
+    }
+
+    async fn describe(
+        self: Rc<Self>,
+        params: tenant::DescribeParams,
+        mut results: tenant::DescribeResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        let table = text(params.get()?.get_table()?)?;
+        let manifest = load_table(self.connection.data_dir(), &self.tenant, &table)?;
+        write_table_info(results.get().init_table(), &manifest);
+        Ok(())
+    }
+
+    async fn import_batches(
+        self: Rc<Self>,
+        params: tenant::ImportBatchesParams,
+        mut results: tenant::ImportBatchesResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        if !self.identity.role.can_write() {
+            return Err(error(
+                "permission",
+                format!("role {} cannot import", self.identity.role.name()),
+            ));
+        }
+        let table = text(params.get()?.get_table()?)?;
+        load_table(self.connection.data_dir(), &self.tenant, &table)?;
+        results
+            .get()
+            .set_stream(capnp_rpc::new_client(ImportStreamServer::new(
+                self.connection.clone(),
+                self.tenant.clone(),
+                table,
+            )));
+        Ok(())
+    }
+
+    async fn cancel(
+        self: Rc<Self>,
+        params: tenant::CancelParams,
+        mut results: tenant::CancelResults,
+    ) -> Result<(), Error> {
+        let tag = params.get()?.get_tag();
+        let handles = self.running.borrow_mut().remove(&tag).unwrap_or_default();
+        for handle in &handles {
+            handle.abort();
+        }
+        results.get().set_cancelled(!handles.is_empty());
+        Ok(())
+    }
+
+    async fn admin(
+        self: Rc<Self>,
+        _: tenant::AdminParams,
+        mut results: tenant::AdminResults,
+    ) -> Result<(), Error> {
+        self.check()?;
+        if self.identity.role != Role::Admin {
+            return Err(error(
+                "permission",
+                format!("role {} has no admin capability", self.identity.role.name()),
+            ));
+        }
+        results.get().set_admin(capnp_rpc::new_client(AdminServer {
+            connection: self.connection.clone(),
+            tenant: self.tenant.clone(),
+            identity: self.identity.clone(),
+        }));
+        Ok(())
+    }
+
+    async fn whoami(
+        self: Rc<Self>,
+        _: tenant::WhoamiParams,
+        mut results: tenant::WhoamiResults,
+    ) -> Result<(), Error> {
+        let mut out = results.get();
+        out.set_tenant(&self.tenant);
+        out.set_role(wire_role(self.identity.role));
+        out.set_expires_at(self.identity.expires_at);
+        Ok(())
+    }
+}
+
+fn load_table(
+    data_dir: &std::path::Path,
+    tenant: &str,
+    table: &str,
+) -> Result<TableManifest, Error> {
+    manifest::load(data_dir, tenant, table)
+        .map_err(engine_error)?
+        .ok_or_else(|| error("not_found", format!("no table {table}")))
+}
+
+fn load_tables(data_dir: &std::path::Path, tenant: &str) -> Result<Vec<TableManifest>, Error> {
+    let names = manifest::list_tables(data_dir, tenant).map_err(engine_error)?;
+    let mut manifests = Vec::with_capacity(names.len());
+    for name in names {
+        // A table dropped between listing and loading is simply not listed.
+        if let Some(manifest) = manifest::load(data_dir, tenant, &name).map_err(engine_error)? {
+            manifests.push(manifest);
+        }
+    }
+    Ok(manifests)
+}
+
+fn write_table_info(mut out: table_info::Builder<'_>, manifest: &TableManifest) {
+    out.set_name(&manifest.table);
+    let mut columns = out.reborrow().init_columns(manifest.columns.len() as u32);
+    for (i, column) in manifest.columns.iter().enumerate() {
+        let mut c = columns.reborrow().get(i as u32);
+        c.set_name(&column.name);
+        c.set_type(column.column_type.name());
+        c.set_nullable(column.nullable);
+    }
+    out.set_time_column(manifest.partition.time_column.as_deref().unwrap_or(""));
+    let mut partition = out
+        .reborrow()
+        .init_partition_by(manifest.partition.columns.len() as u32);
+    for (i, column) in manifest.partition.columns.iter().enumerate() {
+        partition.set(i as u32, column);
+    }
+    out.set_compression(match manifest.writer.compression {
+        Compression::Snappy => WireCompression::Snappy,
+        Compression::Zstd => WireCompression::Zstd,
+        Compression::None => WireCompression::None,
+    });
+    out.set_rows(manifest.total_rows());
+    out.set_files(manifest.files.len() as u64);
+    out.set_bytes(manifest.total_bytes());
+    out.set_version(manifest.version);
+}
+
+enum ImportMessage {
+    Batch(RecordBatch),
+    Commit(oneshot::Sender<tessera_storage_engine::Result<ImportSummary>>),
+}
+
+/// Rows of one `importBatches` call. Decoded batches go to a writer thread (file writes and
+/// fsyncs block) over a bounded channel, so a fast client waits instead of filling memory.
+struct ImportStreamServer {
+    connection: Rc<Connection>,
+    tenant: String,
+    table: String,
+    decoder: RefCell<StreamDecoder>,
+    pending: RefCell<arrow_buffer::Buffer>,
+    /// Decoded batches not yet handed to the writer thread, in arrival order.
+    queue: RefCell<std::collections::VecDeque<RecordBatch>>,
+    draining: futures::lock::Mutex<()>,
+    worker: RefCell<Option<ImportWorker>>,
+    committed: Cell<bool>,
+}
+
+struct ImportWorker {
+    sender: mpsc::Sender<ImportMessage>,
+    /// The worker's error if it stopped early (bad schema, disk full, ...).
+    failure: Rc<RefCell<Option<oneshot::Receiver<String>>>>,
+}
+
+impl ImportStreamServer {
+    fn new(connection: Rc<Connection>, tenant: String, table: String) -> ImportStreamServer {
+        ImportStreamServer {
+            connection,
+            tenant,
+            table,
+            decoder: RefCell::new(StreamDecoder::new()),
+            pending: RefCell::new(arrow_buffer::Buffer::from_vec(Vec::<u8>::new())),
+            queue: RefCell::default(),
+            draining: futures::lock::Mutex::new(()),
+            worker: RefCell::new(None),
+            committed: Cell::new(false),
+        }
+    }
+
+    fn start_worker(&self, schema: SchemaRef) -> Result<ImportWorker, Error> {
+        let (sender, mut receiver) = mpsc::channel::<ImportMessage>(4);
+        let (failure_sender, failure_receiver) = oneshot::channel::<String>();
+        let data_dir = self.connection.data_dir().to_owned();
+        let (tenant, table) = (self.tenant.clone(), self.table.clone());
+        let options = ImportOptions {
+            buffer_bytes_max: Some(self.connection.shared.limits.import_buffer_bytes),
+            ..Default::default()
+        };
+        std::thread::Builder::new()
+            .name("tessera-import".into())
+            .spawn(move || {
+                let mut run = || -> tessera_storage_engine::Result<Option<(TableWriter, _)>> {
+                    let mut writer =
+                        TableWriter::open(&data_dir, &tenant, &table, &schema, &options)?;
+                    while let Some(message) = futures::executor::block_on(receiver.next()) {
+                        match message {
+                            ImportMessage::Batch(batch) => writer.write(&batch)?,
+                            ImportMessage::Commit(reply) => return Ok(Some((writer, reply))),
+                        }
+                    }
+                    // Dropped without a commit: nothing is published; files already flushed
+                    // are orphans that the next import of this table removes.
+                    Ok(None)
+                };
+                match run() {
+                    Ok(Some((writer, reply))) => {
+                        let _ = reply.send(writer.finish());
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = failure_sender.send(e.to_string());
+                    }
+                }
+            })
+            .map_err(|e| error("internal", format!("cannot start an import thread: {e}")))?;
+        Ok(ImportWorker {
+            sender,
+            failure: Rc::new(RefCell::new(Some(failure_receiver))),
+        })
+    }
+
+    /// The worker's error, once it has stopped.
+    async fn worker_failure(&self) -> Error {
+        let receiver = self
+            .worker
+            .borrow()
+            .as_ref()
+            .and_then(|w| w.failure.borrow_mut().take());
+        match receiver {
+            Some(receiver) => match receiver.await {
+                Ok(message) => error("invalid", message),
+                Err(_) => error("internal", "the import stopped"),
+            },
+            None => error("invalid", "the import already failed"),
+        }
+    }
+
+    async fn send(&self, message: ImportMessage) -> Result<(), Error> {
+        let sender = self.worker.borrow().as_ref().map(|w| w.sender.clone());
+        let Some(mut sender) = sender else {
+            return Err(error("internal", "no import worker"));
+        };
+        if sender.send(message).await.is_err() {
+            return Err(self.worker_failure().await);
+        }
+        Ok(())
+    }
+}
+
+impl ImportStreamServer {
+    /// Decodes a write's bytes into the ordered queue. Runs when the call is dispatched, so
+    /// batches queue in the order the client sent them.
+    fn decode(&self, params: &import_stream::WriteParams) -> Result<(), Error> {
+        if self.committed.get() {
+            return Err(error("invalid", "this import stream is already committed"));
+        }
+        let bytes = params.get()?.get_ipc()?;
+        let mut pending = self.pending.borrow_mut();
+        let mut buffer = arrow_buffer::Buffer::from([pending.as_slice(), bytes].concat());
+        let mut decoder = self.decoder.borrow_mut();
+        while !buffer.is_empty() {
+            let before = buffer.len();
+            match decoder.decode(&mut buffer) {
+                Ok(Some(batch)) => self.queue.borrow_mut().push_back(batch),
+                Ok(None) if buffer.len() == before => break,
+                Ok(None) => {}
+                Err(e) => return Err(error("invalid", format!("bad Arrow IPC data: {e}"))),
+            }
+        }
+        *pending = buffer;
+        Ok(())
+    }
+
+    /// Hands queued batches to the writer thread in order; one drainer at a time.
+    async fn drain(&self) -> Result<(), Error> {
+        let _draining = self.draining.lock().await;
+        loop {
+            let Some(batch) = self.queue.borrow_mut().pop_front() else {
+                return Ok(());
+            };
+            if self.worker.borrow().is_none() {
+                let worker = self.start_worker(batch.schema())?;
+                *self.worker.borrow_mut() = Some(worker);
+            }
+            self.send(ImportMessage::Batch(batch)).await?;
+        }
+    }
+}
+
+impl import_stream::Server for ImportStreamServer {
+    fn write(
+        self: Rc<Self>,
+        params: import_stream::WriteParams,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + 'static {
+        let guard = self.connection.enter();
+        let decoded = guard.and_then(|guard| self.decode(&params).map(|()| guard));
+        async move {
+            let _guard = decoded?;
+            self.drain().await
+        }
+    }
+
+    async fn commit(
+        self: Rc<Self>,
+        _: import_stream::CommitParams,
+        mut results: import_stream::CommitResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        if self.committed.replace(true) {
+            return Err(error("invalid", "this import stream is already committed"));
+        }
+        self.drain().await?;
+        if self.worker.borrow().is_none() {
+            // No rows: nothing to write; report the table as it is.
+            let manifest = load_table(self.connection.data_dir(), &self.tenant, &self.table)?;
+            results.get().set_version(manifest.version);
+            return Ok(());
+        }
+        let (reply, summary) = oneshot::channel();
+        self.send(ImportMessage::Commit(reply)).await?;
+        let summary = match summary.await {
+            Ok(summary) => summary.map_err(engine_error)?,
+            Err(_) => return Err(self.worker_failure().await),
+        };
+        self.connection
+            .shared
+            .metrics
+            .imported_rows
+            .inc_by(summary.rows);
+        let mut out = results.get();
+        out.set_rows(summary.rows);
+        out.set_files(summary.files);
+        out.set_bytes(summary.bytes);
+        out.set_version(summary.manifest_version);
+        Ok(())
+    }
+}
+
+struct AdminServer {
+    connection: Rc<Connection>,
+    tenant: String,
+    identity: Identity,
+}
+
+fn column_type(name: &str) -> Option<ColumnType> {
+    [
+        ColumnType::Int32,
+        ColumnType::Int64,
+        ColumnType::Float64,
+        ColumnType::Utf8,
+        ColumnType::Boolean,
+        ColumnType::Timestamp,
+        ColumnType::Date,
+    ]
+    .into_iter()
+    .find(|t| t.name() == name)
+}
+
+impl admin::Server for AdminServer {
+    async fn create_table(
+        self: Rc<Self>,
+        params: admin::CreateTableParams,
+        mut results: admin::CreateTableResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        check_expiry(&self.identity)?;
+        let spec = params.get()?.get_spec()?;
+        let name = text(spec.get_name()?)?;
+        manifest::validate_name("table", &name).map_err(engine_error)?;
+        let mut columns = Vec::new();
+        for column in spec.get_columns()? {
+            let column_name = text(column.get_name()?)?.to_lowercase();
+            let type_name = text(column.get_type()?)?;
+            let column_type = column_type(&type_name).ok_or_else(|| {
+                error(
+                    "invalid",
+                    format!("column {column_name}: unknown type {type_name:?} (int32, int64, float64, string, boolean, timestamp, date)"),
+                )
+            })?;
+            columns.push(ColumnDef {
+                name: column_name,
+                column_type,
+                nullable: column.get_nullable(),
+            });
+        }
+        if columns.is_empty() {
+            return Err(error("invalid", "a table needs at least one column"));
+        }
+        let time_column = text(spec.get_time_column()?)?;
+        let mut partition_by = Vec::new();
+        for column in spec.get_partition_by()? {
+            partition_by.push(text(column?)?);
+        }
+        let compression = match spec.get_compression()? {
+            WireCompression::Snappy => Compression::Snappy,
+            WireCompression::Zstd => Compression::Zstd,
+            WireCompression::None => Compression::None,
+        };
+        let options = ImportOptions {
+            partition: Some(PartitionSpec {
+                time_column: (!time_column.is_empty()).then_some(time_column),
+                columns: partition_by,
+            }),
+            writer: Some(WriterSettings {
+                compression,
+                ..WriterSettings::default()
+            }),
+            buffer_bytes_max: None,
+        };
+        let data_dir = self.connection.data_dir().to_owned();
+        let tenant = self.tenant.clone();
+        let manifest = blocking(move || -> tessera_storage_engine::Result<TableManifest> {
+            if manifest::load(&data_dir, &tenant, &name)?.is_some() {
+                return Err(tessera_storage_engine::Error::Import(format!(
+                    "table {name} already exists"
+                )));
+            }
+            let schema = Schema::new(
+                columns
+                    .iter()
+                    .map(|c| Field::new(&c.name, c.column_type.to_arrow(), c.nullable))
+                    .collect::<Vec<_>>(),
+            );
+            TableWriter::open(&data_dir, &tenant, &name, &schema, &options)?.finish()?;
+            manifest::load(&data_dir, &tenant, &name)?
+                .ok_or_else(|| tessera_storage_engine::Error::Internal("table vanished".into()))
+        })
+        .await?
+        .map_err(engine_error)?;
+        write_table_info(results.get().init_table(), &manifest);
+        Ok(())
+    }
+
+    async fn drop_table(
+        self: Rc<Self>,
+        params: admin::DropTableParams,
+        mut results: admin::DropTableResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        check_expiry(&self.identity)?;
+        let name = text(params.get()?.get_name()?)?;
+        manifest::validate_name("table", &name).map_err(engine_error)?;
+        let data_dir = self.connection.data_dir().to_owned();
+        let tenant = self.tenant.clone();
+        let existed = blocking(move || -> tessera_storage_engine::Result<bool> {
+            if manifest::load(&data_dir, &tenant, &name)?.is_none() {
+                return Ok(false);
+            }
+            let _lock = manifest::TableLock::acquire(&data_dir, &tenant, &name)?;
+            let dir = manifest::table_dir(&data_dir, &tenant, &name);
+            // The manifest goes first, so a crash part-way leaves no half-visible table.
+            let manifest_path = dir.join(manifest::MANIFEST_FILE);
+            std::fs::remove_file(&manifest_path)
+                .map_err(|e| tessera_storage_engine::Error::io(&manifest_path, e))?;
+            manifest::sync_dir(&dir)?;
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| tessera_storage_engine::Error::io(&dir, e))?;
+            Ok(true)
+        })
+        .await?
+        .map_err(engine_error)?;
+        results.get().set_existed(existed);
+        Ok(())
+    }
+
+    async fn list_tables(
+        self: Rc<Self>,
+        _: admin::ListTablesParams,
+        mut results: admin::ListTablesResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        check_expiry(&self.identity)?;
+        let manifests = load_tables(self.connection.data_dir(), &self.tenant)?;
+        let mut list = results.get().init_tables(manifests.len() as u32);
+        for (i, manifest) in manifests.iter().enumerate() {
+            write_table_info(list.reborrow().get(i as u32), manifest);
+        }
+        Ok(())
+    }
+}
+
+struct OperatorServer {
+    connection: Rc<Connection>,
+    identity: Identity,
+}
+
+impl OperatorServer {
+    fn tenant_dir(&self, name: &str) -> Result<std::path::PathBuf, Error> {
+        check_expiry(&self.identity)?;
+        manifest::validate_name("tenant", name).map_err(engine_error)?;
+        Ok(self.connection.data_dir().join(name))
+    }
+}
+
+impl operator::Server for OperatorServer {
+    async fn create_tenant(
+        self: Rc<Self>,
+        params: operator::CreateTenantParams,
+        mut results: operator::CreateTenantResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        let dir = self.tenant_dir(&text(params.get()?.get_name()?)?)?;
+        let created = !dir.exists();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| error("io", format!("{}: {e}", dir.display())))?;
+        results.get().set_created(created);
+        Ok(())
+    }
+
+    async fn drop_tenant(
+        self: Rc<Self>,
+        params: operator::DropTenantParams,
+        mut results: operator::DropTenantResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        let dir = self.tenant_dir(&text(params.get()?.get_name()?)?)?;
+        let existed = dir.is_dir();
+        if existed {
+            blocking(move || {
+                std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))
+            })
+            .await?
+            .map_err(|e| error("io", e))?;
+        }
+        results.get().set_existed(existed);
+        Ok(())
+    }
+
+    async fn list_tenants(
+        self: Rc<Self>,
+        _: operator::ListTenantsParams,
+        mut results: operator::ListTenantsResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        check_expiry(&self.identity)?;
+        let data_dir = self.connection.data_dir();
+        let mut tenants: Vec<String> = std::fs::read_dir(data_dir)
+            .map_err(|e| error("io", format!("{}: {e}", data_dir.display())))?
+            .flatten()
+            .filter(|entry| entry.path().is_dir())
+            .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+            .filter(|name| manifest::validate_name("tenant", name).is_ok())
+            .collect();
+        tenants.sort();
+        let mut list = results.get().init_tenants(tenants.len() as u32);
+        for (i, tenant) in tenants.iter().enumerate() {
+            list.set(i as u32, tenant);
+        }
+        Ok(())
+    }
+
+    async fn nodes(
+        self: Rc<Self>,
+        _: operator::NodesParams,
+        mut results: operator::NodesResults,
+    ) -> Result<(), Error> {
+        check_expiry(&self.identity)?;
+        let shared = &self.connection.shared;
+        let mut node = results.get().init_nodes(1).get(0);
+        node.set_address(shared.address.to_string());
+        node.set_cores(shared.cores as u32);
+        node.set_version(env!("CARGO_PKG_VERSION"));
+        node.set_uptime_seconds(shared.started.elapsed().as_secs());
+        node.set_queries_running(shared.queries_running.load(Ordering::Relaxed) as u32);
+        node.set_connections(shared.connections.load(Ordering::Relaxed) as u32);
+        Ok(())
+    }
+}

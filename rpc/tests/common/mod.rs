@@ -1,0 +1,113 @@
+//! A server on loopback over a generated events table, and tokens for it.
+
+#![allow(dead_code)]
+
+use arrow_array::RecordBatch;
+use std::time::Duration;
+use tessera_rpc::auth::{self, AuthConfig, KeyKind, KeySpec, Role, TokenRequest};
+use tessera_rpc::{Limits, Server, ServerConfig};
+use tessera_storage_engine::gen::events_chunk;
+use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::{Engine, EngineConfig};
+
+pub const SECRET: &[u8] = b"a test secret that is long enough!!";
+
+pub struct TestServer {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn address(&self) -> String {
+        self.server.address().to_string()
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.server.engine()
+    }
+}
+
+pub fn events(rows: u64) -> Vec<RecordBatch> {
+    (0..rows)
+        .step_by(65_536)
+        .map(|first| events_chunk(first, 65_536.min(rows - first), rows, 7))
+        .collect()
+}
+
+pub fn write_table(dir: &std::path::Path, tenant: &str, table: &str, batches: &[RecordBatch]) {
+    let mut writer = TableWriter::open(
+        dir,
+        tenant,
+        table,
+        &batches[0].schema(),
+        &ImportOptions::default(),
+    )
+    .unwrap();
+    for batch in batches {
+        writer.write(batch).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+pub fn default_limits() -> Limits {
+    Limits {
+        idle_timeout: Duration::from_secs(60),
+        stall_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    }
+}
+
+/// A server over a temp data directory holding `acme/events` with `rows` rows and
+/// `globex/secrets` with a few.
+pub fn start(rows: u64, limits: Limits) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), "acme", "events", &events(rows));
+    write_table(dir.path(), "globex", "secrets", &events(1000));
+    let mut engine = EngineConfig::new(dir.path());
+    engine.cores = 2;
+    engine.pin_cores = false;
+    engine.buffer_pool_bytes = 256 << 20;
+    let engine = Engine::open(engine).unwrap();
+    let server = Server::start(
+        engine,
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            http: Some("127.0.0.1:0".parse().unwrap()),
+            auth: AuthConfig::new(vec![KeySpec {
+                id: None,
+                kind: KeyKind::Hs256,
+                material: SECRET.to_vec(),
+            }]),
+            limits,
+            max_memory_bytes: 8 << 30,
+        },
+    )
+    .unwrap();
+    TestServer { server, dir }
+}
+
+pub fn token(tenant: Option<&str>, role: Role) -> String {
+    auth::mint(
+        &TokenRequest {
+            subject: "test".into(),
+            tenant: tenant.map(str::to_owned),
+            role,
+            ttl_seconds: 3600,
+            key_id: None,
+            issuer: auth::DEFAULT_ISSUER.into(),
+            audience: auth::DEFAULT_AUDIENCE.into(),
+        },
+        KeyKind::Hs256,
+        SECRET,
+    )
+    .unwrap()
+}
+
+/// Runs a future to completion on a fresh tokio runtime (the client works under any runtime).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}

@@ -1,0 +1,177 @@
+# Tessera's network protocol, version 1. Cap'n Proto RPC over TCP (optionally TLS) is the only
+# protocol a Tessera node speaks. This file is the contract: clients in any language are written
+# against it, not against the Rust code.
+#
+# Evolution rules: only add fields, methods, enumerants and union members, each with the next
+# ordinal; never renumber, retype or remove one. An old client keeps working against a newer
+# server and the other way round (unknown fields read as their defaults).
+#
+# Authority: the bootstrap capability is `Gateway`. Presenting a token to `Gateway.login` yields
+# a `Tenant` capability bound to the tenant and role in the token's claims. No method takes a
+# tenant name a client could forge: holding the capability *is* the permission.
+#
+# Errors: a failed call returns a Cap'n Proto exception whose description starts with a stable
+# lower-case code and a colon, then a message for humans, e.g. `overloaded: 8 queries running`,
+# `sql: unknown column foo`, `unauthenticated: token expired`, `permission: role reader cannot
+# import`, `not_found: no table events`. Codes: unauthenticated, permission, sql, not_found,
+# invalid, overloaded, limit, cancelled, corrupt, io, internal.
+
+@0xec5d3759aa784382;
+
+using Stream = import "/capnp/stream.capnp";
+
+enum Role {
+  reader @0;     # query, explain, tables, describe
+  writer @1;     # reader, plus importBatches
+  admin @2;      # writer, plus the tenant's Admin capability (create and drop tables)
+  operator @3;   # cluster-wide: create and drop tenants, list nodes; never any tenant's rows
+}
+
+struct QueryStats {
+  # Counters of one query, as measured by the node that ran it.
+  rowsReturned @0 :UInt64;     # rows sent to the sink
+  rowsScanned @1 :UInt64;      # rows in pages that were read (not pruned)
+  bytesRead @2 :UInt64;        # bytes read from disk (buffer-pool hits read nothing)
+  filesTotal @3 :UInt64;       # files the table holds
+  filesPruned @4 :UInt64;      # files skipped by manifest statistics
+  rowGroupsTotal @5 :UInt64;   # row groups in files that were opened
+  rowGroupsPruned @6 :UInt64;  # row groups skipped by their statistics
+  pagesTotal @7 :UInt64;       # pages in row groups that were opened
+  pagesPruned @8 :UInt64;      # pages skipped by the page index
+  poolHits @9 :UInt64;         # decoded pages served by the buffer pool
+  poolMisses @10 :UInt64;      # pages read and decoded
+  elapsedMicros @11 :UInt64;   # wall time on the server, from admission to the last batch
+  batches @12 :UInt64;         # record batches sent to the sink
+  ipcBytes @13 :UInt64;        # bytes of Arrow IPC sent to the sink
+  queuedMicros @14 :UInt64;    # time spent waiting for admission (CONCURRENT_QUERIES)
+}
+
+interface BatchSink {
+  # Supplied by the client to receive a result. The concatenation of every `push`'s `ipc`, in
+  # order, is one Arrow IPC stream (the "streaming format": a schema message, record batch
+  # messages, an end-of-stream marker); each push carries whole messages, so a client may decode
+  # push by push. The server waits for flow control between pushes, so a slow sink slows the
+  # query instead of filling the server's memory.
+
+  push @0 (ipc :Data) -> stream;
+  # One or more complete Arrow IPC messages.
+
+  done @1 (stats :QueryStats);
+  # The result is complete; no push follows. Not called when the query fails: the `query` call
+  # then returns the error.
+}
+
+struct Column {
+  name @0 :Text;
+  type @1 :Text;           # int32, int64, float64, boolean, utf8, date32, timestamp (µs, UTC)
+  nullable @2 :Bool;
+}
+
+enum Compression {
+  snappy @0;
+  zstd @1;
+  none @2;
+}
+
+struct TableInfo {
+  name @0 :Text;
+  columns @1 :List(Column);
+  timeColumn @2 :Text;             # the column partitioned by day and sorted on; empty if none
+  partitionBy @3 :List(Text);      # further partition columns, after the day
+  compression @4 :Compression;
+  rows @5 :UInt64;
+  files @6 :UInt64;
+  bytes @7 :UInt64;                # bytes of Parquet on disk
+  version @8 :UInt64;              # manifest version, incremented by every change
+}
+
+interface ImportStream {
+  # Rows written into one table by one `importBatches` call. Nothing is visible to queries until
+  # `commit` returns; dropping the capability without committing discards everything written.
+
+  write @0 (ipc :Data) -> stream;
+  # Bytes of an Arrow IPC stream whose schema matches the table's columns by position; as with
+  # BatchSink, the concatenation of all writes is one IPC stream and each write holds whole
+  # messages. Schema mismatches fail the next call with an `invalid:` error naming the column.
+
+  commit @1 () -> (rows :UInt64, files :UInt64, bytes :UInt64, version :UInt64);
+  # Writes the rows as Parquet files and publishes them atomically; after it returns they are
+  # durable and visible to every later query.
+}
+
+interface Tenant {
+  # One tenant, as seen by the role of the token that produced this capability.
+
+  query @0 (sql :Text, sink :BatchSink, tag :UInt64) -> (stats :QueryStats);
+  # Runs one SELECT and streams its result into `sink`, then returns the query's counters.
+  # `tag` (optional, chosen by the client) lets `cancel` name this query. Dropping the call (or
+  # the connection) cancels the query; so does a sink that fails.
+
+  explain @1 (sql :Text) -> (plan :Text);
+  # The plan of a SELECT and what pruning would skip, without reading data pages.
+
+  tables @2 () -> (tables :List(TableInfo));
+  # The tenant's tables.
+
+  describe @3 (table :Text) -> (table :TableInfo);
+
+  importBatches @4 (table :Text) -> (stream :ImportStream);
+  # Appends rows to an existing table (role writer or admin).
+
+  cancel @5 (tag :UInt64) -> (cancelled :Bool);
+  # Cancels this capability's running queries with that tag; false if none was running.
+
+  admin @6 () -> (admin :Admin);
+  # The tenant's administration capability (role admin).
+
+  whoami @7 () -> (tenant :Text, role :Role, expiresAt :Int64);
+  # What this capability is bound to; `expiresAt` is the token's expiry in Unix seconds.
+}
+
+struct TableSpec {
+  # What a new table looks like.
+  name @0 :Text;
+  columns @1 :List(Column);
+  timeColumn @2 :Text;             # empty: the first timestamp column, if any
+  partitionBy @3 :List(Text);
+  compression @4 :Compression = snappy;
+}
+
+interface Admin {
+  # A tenant's administration (role admin), scoped to the tenant of its token.
+  createTable @0 (spec :TableSpec) -> (table :TableInfo);
+  dropTable @1 (name :Text) -> (existed :Bool);
+  listTables @2 () -> (tables :List(TableInfo));
+}
+
+struct NodeInfo {
+  address @0 :Text;
+  cores @1 :UInt32;
+  version @2 :Text;                # the node's software version
+  uptimeSeconds @3 :UInt64;
+  queriesRunning @4 :UInt32;
+  connections @5 :UInt32;
+}
+
+interface Operator {
+  # Cluster-wide operations (role operator). Never exposes any tenant's rows or table names.
+  createTenant @0 (name :Text) -> (created :Bool);
+  dropTenant @1 (name :Text) -> (existed :Bool);
+  listTenants @2 () -> (tenants :List(Text));
+  nodes @3 () -> (nodes :List(NodeInfo));
+}
+
+interface Gateway {
+  # The bootstrap capability of every connection.
+
+  login @0 (token :Text) -> (tenant :Tenant, role :Role);
+  # Verifies a JWT (signature, algorithm, expiry, not-before, issuer, audience, key id) and
+  # returns the capability for the tenant and role in its claims. Operator tokens are refused
+  # here; use `operatorLogin`.
+
+  operatorLogin @1 (token :Text) -> (operator :Operator);
+  # As `login`, for a token whose role is operator.
+
+  version @2 () -> (protocol :UInt32, server :Text);
+  # Protocol version (1 for this file) and the server's software version. Needs no token.
+}
