@@ -1,6 +1,9 @@
 //! `tessera`: the command-line front end. Subcommands: `gen` (deterministic events data set),
-//! `import` (Parquet/CSV into a table), `sql` (run a query in-process), `demo` (all of it with the
-//! spec's four queries and timings).
+//! `import` (Parquet/CSV into a table, in-process or over RPC), `sql` (a query in-process or over
+//! RPC), `serve` (the tenant-node server), `token` (mint a development token), `verify`, and
+//! `demo` (gen + import + the spec's four queries with timings).
+
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
@@ -48,6 +51,40 @@ impl EngineArgs {
     }
 }
 
+/// Where a remote command connects.
+#[derive(clap::Args, Clone)]
+struct RemoteArgs {
+    /// Server address (HOST:PORT); without it the command runs in-process.
+    #[arg(long)]
+    addr: Option<String>,
+    /// Token for the server (see `tessera token`).
+    #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl RemoteArgs {
+    /// Connects and logs in, when `--addr` was given.
+    fn session(&self) -> Result<Option<tessera_rpc::Session>, String> {
+        let Some(addr) = &self.addr else {
+            return Ok(None);
+        };
+        let token = self
+            .token
+            .as_deref()
+            .ok_or("--addr needs --token (or TESSERA_TOKEN)")?;
+        futures::executor::block_on(async {
+            let client = tessera_rpc::Client::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .login(token)
+                .await
+                .map_err(|e| e.to_string())
+                .map(Some)
+        })
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Table,
@@ -62,12 +99,16 @@ enum Command {
         #[command(subcommand)]
         what: GenWhat,
     },
-    /// Import Parquet or CSV files into a table (created on first import).
+    /// Import Parquet or CSV files into a table (created on first import): into a data
+    /// directory (`--data --tenant`), or over RPC into a server (`--addr --token`).
     Import {
         #[arg(long, env = "DATA_PATH", default_value = "./data")]
         data: PathBuf,
-        #[arg(long)]
-        tenant: String,
+        /// Tenant (embedded mode; over RPC the token decides).
+        #[arg(long, required_unless_present = "addr")]
+        tenant: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
         #[arg(long)]
         table: String,
         /// Partition by the date of this column (default: the first timestamp column).
@@ -93,12 +134,16 @@ enum Command {
         page_rows: u64,
         files: Vec<PathBuf>,
     },
-    /// Run one SQL statement in-process against a data directory.
+    /// Run one SQL statement, in-process on a data directory (`--data --tenant`) or on a server
+    /// (`--addr --token`).
     Sql {
         #[command(flatten)]
         engine: EngineArgs,
-        #[arg(long)]
-        tenant: String,
+        /// Tenant (embedded mode; over RPC the token decides).
+        #[arg(long, required_unless_present = "addr")]
+        tenant: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
         sql: String,
@@ -112,6 +157,38 @@ enum Command {
         tenant: String,
         #[arg(long)]
         table: String,
+    },
+    /// Serve a data directory over Cap'n Proto RPC (thread-per-core, one port).
+    Serve(serve::ServeArgs),
+    /// Mint a token for development and tests.
+    Token {
+        /// HS256 shared secret file (as the server's --jwt-secret-file).
+        #[arg(long, required_unless_present = "private_key_file")]
+        secret_file: Option<PathBuf>,
+        /// Ed25519 or RSA private key (PEM), with --algorithm.
+        #[arg(long, conflicts_with = "secret_file")]
+        private_key_file: Option<PathBuf>,
+        /// eddsa or rs256, for --private-key-file.
+        #[arg(long, default_value = "eddsa")]
+        algorithm: String,
+        /// Tenant (not for role operator).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// reader, writer, admin or operator.
+        #[arg(long)]
+        role: String,
+        /// Lifetime, e.g. 90s, 15m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Key id (kid) for servers with several keys.
+        #[arg(long)]
+        kid: Option<String>,
+        #[arg(long, default_value = "tessera-cli")]
+        subject: String,
+        #[arg(long, default_value = tessera_rpc::auth::DEFAULT_ISSUER)]
+        issuer: String,
+        #[arg(long, default_value = tessera_rpc::auth::DEFAULT_AUDIENCE)]
+        audience: String,
     },
     /// Generate, import and query the events data set, printing results and timings.
     Demo {
@@ -147,6 +224,7 @@ fn main() -> ExitCode {
         Command::Import {
             data,
             tenant,
+            remote,
             table,
             time_column,
             partition_by,
@@ -168,23 +246,65 @@ fn main() -> ExitCode {
                     page_rows_max: page_rows.max(1),
                     dictionary: true,
                 };
-                run_import(
-                    &data,
-                    &tenant,
-                    &table,
-                    time_column,
-                    partition_by,
-                    settings,
-                    &files,
-                )
-            })
-            .map(|_| ()),
+                match (remote.session()?, tenant) {
+                    (Some(session), _) => run_remote_import(&session, &table, &files),
+                    (None, Some(tenant)) => run_import(
+                        &data,
+                        &tenant,
+                        &table,
+                        time_column,
+                        partition_by,
+                        settings,
+                        &files,
+                    )
+                    .map(|_| ()),
+                    (None, None) => Err("--tenant is required without --addr".into()),
+                }
+            }),
         Command::Sql {
             engine,
             tenant,
+            remote,
             format,
             sql,
-        } => run_sql(&engine, &tenant, format, &sql),
+        } => match (remote.session(), tenant) {
+            (Err(e), _) => Err(e),
+            (Ok(Some(session)), _) => run_remote_sql(&session, format, &sql),
+            (Ok(None), Some(tenant)) => run_sql(&engine, &tenant, format, &sql),
+            (Ok(None), None) => Err("--tenant is required without --addr".into()),
+        },
+        Command::Serve(args) => serve::run(&args),
+        Command::Token {
+            secret_file,
+            private_key_file,
+            algorithm,
+            tenant,
+            role,
+            ttl,
+            kid,
+            subject,
+            issuer,
+            audience,
+        } => run_token(
+            secret_file.as_deref(),
+            private_key_file.as_deref(),
+            &algorithm,
+            tessera_rpc::auth::TokenRequest {
+                subject,
+                tenant,
+                role: match role.parse() {
+                    Ok(role) => role,
+                    Err(e) => return fail(format!("{e}")),
+                },
+                ttl_seconds: match tessera_rpc::auth::parse_ttl(&ttl) {
+                    Ok(ttl) => ttl,
+                    Err(e) => return fail(format!("{e}")),
+                },
+                key_id: kid,
+                issuer,
+                audience,
+            },
+        ),
         Command::Demo { dir, rows, seed } => run_demo(&dir, rows, seed),
         Command::Verify {
             data,
@@ -194,11 +314,159 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
+        Err(message) => fail(message),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+fn run_token(
+    secret_file: Option<&Path>,
+    private_key_file: Option<&Path>,
+    algorithm: &str,
+    request: tessera_rpc::auth::TokenRequest,
+) -> Result<(), String> {
+    use tessera_rpc::auth::KeyKind;
+    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    let (kind, mut key) = match (secret_file, private_key_file) {
+        (Some(path), _) => (KeyKind::Hs256, read(path)?),
+        (None, Some(path)) => match algorithm {
+            "eddsa" => (KeyKind::EdDsa, read(path)?),
+            "rs256" => (KeyKind::Rs256, read(path)?),
+            other => return Err(format!("--algorithm {other:?}: use eddsa or rs256")),
+        },
+        (None, None) => return Err("pass --secret-file or --private-key-file".into()),
+    };
+    if kind == KeyKind::Hs256 {
+        // As the server does: a trailing newline is not part of the secret.
+        while key.last().is_some_and(|b| b.is_ascii_whitespace()) {
+            key.pop();
         }
     }
+    let token = tessera_rpc::auth::mint(&request, kind, &key).map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(())
+}
+
+fn run_remote_sql(session: &tessera_rpc::Session, format: Format, sql: &str) -> Result<(), String> {
+    let output =
+        futures::executor::block_on(session.query_collect(sql)).map_err(|e| e.to_string())?;
+    let s = &output.stats;
+    let footer = format!(
+        "{} row(s) in {:.3} ms on the server | rows scanned {} | bytes read {} | files pruned {}/{} | row groups pruned {}/{} | pages pruned {}/{} | pool hits {} misses {} | {} IPC bytes",
+        s.rows_returned,
+        s.elapsed_micros as f64 / 1e3,
+        s.rows_scanned,
+        s.bytes_read,
+        s.files_pruned,
+        s.files_total,
+        s.row_groups_pruned,
+        s.row_groups_total,
+        s.pages_pruned,
+        s.pages_total,
+        s.pool_hits,
+        s.pool_misses,
+        s.ipc_bytes
+    );
+    let explain = explain_text(&output.batches);
+    print_batches(
+        &output.schema,
+        &output.batches,
+        explain.as_deref(),
+        &footer,
+        format,
+    )
+}
+
+/// The plan text of an EXPLAIN result (one `plan` column), if that is what `batches` hold.
+fn explain_text(batches: &[arrow_array::RecordBatch]) -> Option<String> {
+    let first = batches.first()?;
+    if first.num_columns() != 1 || first.schema().field(0).name() != "plan" {
+        return None;
+    }
+    let mut text = String::new();
+    for batch in batches {
+        let lines = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()?;
+        for line in lines.iter().flatten() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    Some(text)
+}
+
+fn run_remote_import(
+    session: &tessera_rpc::Session,
+    table: &str,
+    files: &[PathBuf],
+) -> Result<(), String> {
+    let started = Instant::now();
+    let sources = open_sources(files)?;
+    let first_schema = sources[0].schema.clone();
+    futures::executor::block_on(async {
+        let missing =
+            matches!(session.describe(table).await, Err(ref e) if e.code() == "not_found");
+        if missing {
+            let columns = first_schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    tessera_storage_engine::writer::engine_type(f.name(), f.data_type()).map(|t| {
+                        tessera_rpc::client::ColumnInfo {
+                            name: f.name().to_lowercase(),
+                            column_type: t.name().into(),
+                            nullable: true,
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            session
+                .create_table(tessera_rpc::client::TableSpec {
+                    name: table.to_owned(),
+                    columns,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("table {table} does not exist and cannot be created: {e}"))?;
+            eprintln!(
+                "created table {table} from the schema of {}",
+                files[0].display()
+            );
+        }
+        let total: Option<u64> = sources.iter().map(|s| s.rows).sum();
+        let bar = progress_bar(total, "import");
+        let mut writer = session
+            .import_writer(table)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut rows = 0u64;
+        for source in sources {
+            for batch in source.batches {
+                let batch = batch.map_err(|e| e.to_string())?;
+                rows += batch.num_rows() as u64;
+                writer.write(&batch).await.map_err(|e| e.to_string())?;
+                bar.set_position(rows);
+            }
+        }
+        let summary = writer.commit().await.map_err(|e| e.to_string())?;
+        bar.finish_and_clear();
+        eprintln!(
+            "imported {} rows into {table}: {} file(s), {:.1} MiB, table version {}, in {:.2?}",
+            summary.rows,
+            summary.files,
+            summary.bytes as f64 / (1 << 20) as f64,
+            summary.version,
+            started.elapsed()
+        );
+        Ok(())
+    })
 }
 
 fn progress_bar(total: Option<u64>, what: &str) -> ProgressBar {
@@ -247,32 +515,9 @@ fn run_import(
     writer_settings: WriterSettings,
     files: &[PathBuf],
 ) -> Result<u64, String> {
-    if files.is_empty() {
-        return Err("no input files given".into());
-    }
     let started = Instant::now();
-    let mut inputs = Vec::new();
-    for path in files {
-        if path.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "parquet" || x == "csv"))
-                .collect();
-            entries.sort();
-            inputs.extend(entries);
-        } else {
-            inputs.push(path.clone());
-        }
-    }
-    let sources: Vec<source::Source> = inputs
-        .iter()
-        .map(|p| source::open(p))
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    let Some(first) = sources.first() else {
-        return Err("no Parquet or CSV files found in the given paths".into());
-    };
+    let sources = open_sources(files)?;
+    let first = &sources[0];
     let options = ImportOptions {
         partition: Some(PartitionSpec {
             time_column: time_column.map(|c| c.to_lowercase()),
@@ -307,6 +552,36 @@ fn run_import(
     Ok(summary.rows)
 }
 
+/// Opens every Parquet/CSV file named or found (sorted) in the named directories.
+fn open_sources(files: &[PathBuf]) -> Result<Vec<source::Source>, String> {
+    if files.is_empty() {
+        return Err("no input files given".into());
+    }
+    let mut inputs = Vec::new();
+    for path in files {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "parquet" || x == "csv"))
+                .collect();
+            entries.sort();
+            inputs.extend(entries);
+        } else {
+            inputs.push(path.clone());
+        }
+    }
+    let sources: Vec<source::Source> = inputs
+        .iter()
+        .map(|p| source::open(p))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if sources.is_empty() {
+        return Err("no Parquet or CSV files found in the given paths".into());
+    }
+    Ok(sources)
+}
+
 fn run_verify(data: &Path, tenant: &str, table: &str) -> Result<(), String> {
     let (files, problems) = tessera_storage_engine::writer::verify_table(data, tenant, table)
         .map_err(|e| e.to_string())?;
@@ -331,19 +606,54 @@ fn run_sql(engine: &EngineArgs, tenant: &str, format: Format, sql: &str) -> Resu
 }
 
 fn print_result(result: &QueryResult, format: Format) -> Result<(), String> {
+    let scan = &result.stats.scan;
+    let footer = format!(
+        "{} row(s) in {:.3} ms | rows scanned {} of {} ({} from statistics) | bytes read {} | files pruned {}/{} | row groups pruned {}/{} | pages pruned {}/{} | pool hits {} misses {}",
+        result.num_rows(),
+        result.stats.elapsed.as_secs_f64() * 1e3,
+        scan.rows_scanned,
+        scan.rows_total,
+        scan.rows_from_statistics,
+        scan.bytes_read,
+        scan.files_pruned,
+        scan.files_total,
+        scan.row_groups_pruned,
+        scan.row_groups_total,
+        scan.pages_pruned,
+        scan.pages_total,
+        scan.pool_hits,
+        scan.pool_misses
+    );
+    print_batches(
+        &result.schema,
+        &result.batches,
+        result.explain.as_deref(),
+        &footer,
+        format,
+    )
+}
+
+/// Prints a result as a table (with `footer` below it), CSV or JSON; EXPLAIN prints its text.
+fn print_batches(
+    schema: &arrow_schema::SchemaRef,
+    batches: &[arrow_array::RecordBatch],
+    explain: Option<&str>,
+    footer: &str,
+    format: Format,
+) -> Result<(), String> {
     let mut stdout = std::io::stdout().lock();
     match format {
         Format::Csv => {
             let mut writer = arrow_csv::WriterBuilder::new()
                 .with_header(true)
                 .build(&mut stdout);
-            for batch in &result.batches {
+            for batch in batches {
                 writer.write(batch).map_err(|e| e.to_string())?;
             }
         }
         Format::Json => {
             let mut writer = arrow_json::ArrayWriter::new(&mut stdout);
-            for batch in &result.batches {
+            for batch in batches {
                 writer.write(batch).map_err(|e| e.to_string())?;
             }
             writer.finish().map_err(|e| e.to_string())?;
@@ -351,41 +661,29 @@ fn print_result(result: &QueryResult, format: Format) -> Result<(), String> {
             println!();
         }
         Format::Table => {
-            if let Some(text) = &result.explain {
+            if let Some(text) = explain {
                 print!("{text}");
                 return Ok(());
             }
-            println!("{}", render_table(result, 50));
-            let scan = &result.stats.scan;
-            println!(
-                "{} row(s) in {:.3} ms | rows scanned {} of {} ({} from statistics) | bytes read {} | files pruned {}/{} | row groups pruned {}/{} | pages pruned {}/{} | pool hits {} misses {}",
-                result.num_rows(),
-                result.stats.elapsed.as_secs_f64() * 1e3,
-                scan.rows_scanned,
-                scan.rows_total,
-                scan.rows_from_statistics,
-                scan.bytes_read,
-                scan.files_pruned,
-                scan.files_total,
-                scan.row_groups_pruned,
-                scan.row_groups_total,
-                scan.pages_pruned,
-                scan.pages_total,
-                scan.pool_hits,
-                scan.pool_misses
-            );
+            println!("{}", render_table(schema, batches, 50));
+            println!("{footer}");
         }
     }
     Ok(())
 }
 
-fn render_table(result: &QueryResult, max_rows: usize) -> Table {
+fn render_table(
+    schema: &arrow_schema::SchemaRef,
+    batches: &[arrow_array::RecordBatch],
+    max_rows: usize,
+) -> Table {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(result.schema.fields().iter().map(|f| f.name().clone()));
+    table.set_header(schema.fields().iter().map(|f| f.name().clone()));
     let options = arrow_cast::display::FormatOptions::default().with_null("NULL");
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
     let mut shown = 0;
-    'outer: for batch in &result.batches {
+    'outer: for batch in batches {
         let formatters: Vec<_> = batch
             .columns()
             .iter()
@@ -399,11 +697,8 @@ fn render_table(result: &QueryResult, max_rows: usize) -> Table {
             shown += 1;
         }
     }
-    if result.num_rows() > max_rows {
-        table.add_row(vec![format!(
-            "... {} more row(s)",
-            result.num_rows() - max_rows
-        )]);
+    if total > max_rows {
+        table.add_row(vec![format!("... {} more row(s)", total - max_rows)]);
     }
     table
 }

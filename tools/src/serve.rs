@@ -1,0 +1,320 @@
+//! `tessera serve`: settings from a TOML file, overridden by environment variables and flags
+//! (flag > environment > file > default), then the RPC server until SIGINT/SIGTERM.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tessera_rpc::auth::{AuthConfig, KeyKind, KeySpec};
+use tessera_rpc::{Limits, Server, ServerConfig};
+use tessera_storage_engine::{Engine, EngineConfig};
+
+/// Flags of `tessera serve`; each also has an environment name where the spec gives one.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long, env = "DATA_PATH")]
+    pub data: Option<PathBuf>,
+    /// RPC address (default 0.0.0.0:7070).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// HTTP address for /metrics and /health (default 127.0.0.1:9090; "off" disables it).
+    #[arg(long)]
+    pub http: Option<String>,
+    /// File holding the HS256 token secret (at least 32 bytes).
+    #[arg(long)]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Executor cores (default: all).
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// Memory the node may use, GiB; a query's result may hold at most a quarter of it.
+    #[arg(long, env = "MAX_MEMORY_GB")]
+    pub max_memory_gb: Option<f64>,
+    /// Buffer pool (decoded pages) size, GiB.
+    #[arg(long, env = "PARQUET_CACHE_SIZE_GB")]
+    pub parquet_cache_size_gb: Option<f64>,
+    /// Queries running at once before new ones queue briefly and then get `overloaded`.
+    #[arg(long, env = "CONCURRENT_QUERIES")]
+    pub concurrent_queries: Option<usize>,
+}
+
+/// The TOML file. Unknown keys are errors, so a typo never silently falls back to a default.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    data_path: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    http: Option<String>,
+    cores: Option<usize>,
+    max_memory_gb: Option<f64>,
+    parquet_cache_size_gb: Option<f64>,
+    concurrent_queries: Option<usize>,
+    /// Busy-poll before parking an idle core, µs (lower latency, more idle CPU).
+    spin_before_park_us: Option<u64>,
+    #[serde(default)]
+    auth: AuthFile,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway_seconds: Option<u64>,
+    #[serde(default)]
+    keys: Vec<KeyFile>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    id: Option<String>,
+    /// hs256 (file holds the secret), eddsa or rs256 (file holds the PEM public key).
+    kind: String,
+    file: PathBuf,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_message_mib: Option<usize>,
+    nesting_limit: Option<i32>,
+    calls_in_flight_per_connection: Option<usize>,
+    max_connections: Option<usize>,
+    admission_wait_ms: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
+    stall_timeout_seconds: Option<u64>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug)]
+pub struct Resolved {
+    pub engine: EngineConfig,
+    pub server: ServerConfig,
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn read_key(path: &Path) -> Result<Vec<u8>, String> {
+    let mut bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // A secret file written by `echo` ends in a newline that is not part of the secret.
+    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
+pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let data = args
+        .data
+        .clone()
+        .or(file.data_path)
+        .unwrap_or_else(|| PathBuf::from("./data"));
+    let mut engine = EngineConfig::new(&data);
+    if let Some(cores) = args.cores.or(file.cores) {
+        engine.cores = cores;
+    }
+    let max_memory_gb = args.max_memory_gb.or(file.max_memory_gb).unwrap_or(16.0);
+    let cache_gb = args
+        .parquet_cache_size_gb
+        .or(file.parquet_cache_size_gb)
+        .unwrap_or(max_memory_gb / 2.0);
+    if !(max_memory_gb > 0.0 && cache_gb > 0.0 && cache_gb < max_memory_gb) {
+        return Err(format!(
+            "PARQUET_CACHE_SIZE_GB ({cache_gb}) must be positive and below MAX_MEMORY_GB ({max_memory_gb})"
+        ));
+    }
+    engine.buffer_pool_bytes = (cache_gb * GIB) as u64;
+    engine.spin_before_park_us = file.spin_before_park_us.unwrap_or(0);
+
+    let mut keys = Vec::new();
+    if let Some(path) = &args.jwt_secret_file {
+        keys.push(KeySpec {
+            id: None,
+            kind: KeyKind::Hs256,
+            material: read_key(path)?,
+        });
+    }
+    for key in &file.auth.keys {
+        let kind = match key.kind.as_str() {
+            "hs256" => KeyKind::Hs256,
+            "eddsa" => KeyKind::EdDsa,
+            "rs256" => KeyKind::Rs256,
+            other => {
+                return Err(format!(
+                    "auth key kind {other:?}: use hs256, eddsa or rs256"
+                ))
+            }
+        };
+        keys.push(KeySpec {
+            id: key.id.clone(),
+            kind,
+            material: read_key(&key.file)?,
+        });
+    }
+    if keys.is_empty() {
+        return Err(
+            "no token key: pass --jwt-secret-file or list [[auth.keys]] in the config file".into(),
+        );
+    }
+    let mut auth = AuthConfig::new(keys);
+    if let Some(issuer) = &file.auth.issuer {
+        auth.issuer = issuer.clone();
+    }
+    if let Some(audience) = &file.auth.audience {
+        auth.audience = audience.clone();
+    }
+    if let Some(leeway) = file.auth.leeway_seconds {
+        auth.leeway_seconds = leeway;
+    }
+
+    let mut limits = Limits::default();
+    let l = &file.limits;
+    if let Some(mib) = l.max_message_mib {
+        limits.traversal_limit_words = mib << 17;
+    }
+    if let Some(v) = l.nesting_limit {
+        limits.nesting_limit = v;
+    }
+    if let Some(v) = l.calls_in_flight_per_connection {
+        limits.calls_in_flight_per_connection = v;
+    }
+    if let Some(v) = l.max_connections {
+        limits.connections_max = v;
+    }
+    if let Some(v) = l.admission_wait_ms {
+        limits.admission_wait = Duration::from_millis(v);
+    }
+    if let Some(v) = l.idle_timeout_seconds {
+        limits.idle_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = l.stall_timeout_seconds {
+        limits.stall_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = args.concurrent_queries.or(file.concurrent_queries) {
+        if v == 0 {
+            return Err("CONCURRENT_QUERIES must be at least 1".into());
+        }
+        limits.concurrent_queries = v;
+    }
+    limits.query_memory_bytes = (max_memory_gb * GIB / 4.0) as u64;
+
+    let http = match args.http.clone().or(file.http) {
+        Some(text) if text == "off" => None,
+        Some(text) => Some(
+            text.parse()
+                .map_err(|_| format!("bad HTTP address {text:?} (HOST:PORT or off)"))?,
+        ),
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+    };
+    let server = ServerConfig {
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7070))),
+        http,
+        auth,
+        limits,
+        max_memory_bytes: (max_memory_gb * GIB) as u64,
+    };
+    Ok(Resolved { engine, server })
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+pub fn run(args: &ServeArgs) -> Result<(), String> {
+    let resolved = resolve(args)?;
+    let data = resolved.engine.data_dir.clone();
+    let engine = Engine::open(resolved.engine).map_err(|e| e.to_string())?;
+    let server = Server::start(engine, resolved.server).map_err(|e| e.to_string())?;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    eprintln!(
+        "tessera serving {} on {} (HTTP {})",
+        data.display(),
+        server.address(),
+        server
+            .http_address()
+            .map_or("off".to_string(), |a| a.to_string())
+    );
+    while !STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("tessera stopping");
+    drop(server);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn flags_override_the_file_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = write(dir.path(), "secret", "0123456789abcdef0123456789abcdef\n");
+        let config = write(
+            dir.path(),
+            "tessera.toml",
+            &format!(
+                "data_path = \"/srv/x\"\nconcurrent_queries = 3\nmax_memory_gb = 8\n[limits]\nidle_timeout_seconds = 9\n[[auth.keys]]\nkind = \"hs256\"\nfile = \"{}\"\n",
+                secret.display()
+            ),
+        );
+        let mut args = ServeArgs {
+            config: Some(config),
+            ..Default::default()
+        };
+        let resolved = resolve(&args).unwrap();
+        assert_eq!(resolved.engine.data_dir, PathBuf::from("/srv/x"));
+        assert_eq!(resolved.server.limits.concurrent_queries, 3);
+        assert_eq!(resolved.server.limits.idle_timeout, Duration::from_secs(9));
+        assert_eq!(resolved.engine.buffer_pool_bytes, 4 << 30);
+        args.concurrent_queries = Some(5);
+        args.data = Some("/srv/y".into());
+        let resolved = resolve(&args).unwrap();
+        assert_eq!(resolved.server.limits.concurrent_queries, 5);
+        assert_eq!(resolved.engine.data_dir, PathBuf::from("/srv/y"));
+
+        let typo = write(dir.path(), "typo.toml", "concurent_queries = 3\n");
+        let error = resolve(&ServeArgs {
+            config: Some(typo),
+            jwt_secret_file: Some(secret),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(error.contains("concurent_queries"), "{error}");
+    }
+
+    #[test]
+    fn a_key_is_required() {
+        let error = resolve(&ServeArgs::default()).unwrap_err();
+        assert!(error.contains("--jwt-secret-file"), "{error}");
+    }
+}
