@@ -88,6 +88,13 @@ impl From<capnp::Error> for ClientError {
             .extra
             .strip_prefix("remote exception: ")
             .unwrap_or(&error.extra);
+        if text.contains("which is too large") {
+            // The RPC layer refused a message over its size limit and closed the connection.
+            return ClientError::Server {
+                code: "limit".into(),
+                message: text.to_owned(),
+            };
+        }
         match text.split_once(": ") {
             Some((code, message)) if CODES.contains(&code) => ClientError::Server {
                 code: code.to_owned(),
@@ -481,6 +488,15 @@ pub struct Session {
     next_tag: Arc<AtomicUsize>,
 }
 
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         let id = self.id;
@@ -832,6 +848,14 @@ impl Drop for ImportWriter {
 pub struct OperatorSession {
     client: Client,
     id: u64,
+}
+
+impl std::fmt::Debug for OperatorSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorSession")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for OperatorSession {
