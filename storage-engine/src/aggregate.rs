@@ -444,10 +444,13 @@ pub struct GroupState {
     pairs: Vec<PairTable>,
     accumulators: Vec<Accumulator>,
     groups: usize,
-    /// Keys are interned for every row of a piece, selected or not, so a group may exist without
-    /// rows; such groups are not part of the result. A group is known to have rows when it was
-    /// created by an unfiltered piece (`populated`) or counted by a filtered one (`group_rows`).
+    /// Keys are interned for every row of a piece, selected or not, and a dictionary's values
+    /// are interned whole, so a group may exist without rows; such groups are not part of the
+    /// result. A group is known to have rows when an unfiltered piece referenced it
+    /// (`populated`) or a filtered one counted it (`group_rows`).
     populated: Vec<bool>,
+    /// Groups not (yet) `populated`: while any exist, unfiltered pieces mark what they reference.
+    unpopulated: usize,
     group_rows: Vec<u64>,
     /// Some group was created by a filtered piece and may still have no rows: count every piece.
     maybe_empty: bool,
@@ -469,6 +472,7 @@ impl GroupState {
             accumulators: aggregates.iter().map(Accumulator::new).collect(),
             groups: 0,
             populated: Vec::new(),
+            unpopulated: 0,
             group_rows: Vec::new(),
             maybe_empty: false,
             local_ids: Vec::new(),
@@ -512,12 +516,21 @@ impl GroupState {
                 None => self.interners[0].values.len(),
             };
             if groups > self.groups {
+                self.unpopulated += groups - self.groups;
                 self.groups = groups;
                 self.accumulators.iter_mut().for_each(|a| a.resize(groups));
-                // Unfiltered: every group of this piece, so every new one, has a row.
-                self.populated.resize(groups, mask.is_none());
+                self.populated.resize(groups, false);
                 self.group_rows.resize(groups, 0);
                 self.maybe_empty |= mask.is_some();
+            }
+            if mask.is_none() && self.unpopulated > 0 {
+                for &group in &group_ids[..len] {
+                    let populated = &mut self.populated[group as usize];
+                    if !*populated {
+                        *populated = true;
+                        self.unpopulated -= 1;
+                    }
+                }
             }
             if self.maybe_empty {
                 kernels.group_count(&group_ids[..len], mask, &mut self.group_rows);
