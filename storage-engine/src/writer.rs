@@ -390,12 +390,12 @@ impl TableWriter {
             self.new_files.push(entry);
         }
         manifest::sync_dir(&partition_dir)?;
+        // New directories up to the data directory (tenant and table included, for a new table)
+        // must reach the disk too.
         let mut dir = partition_dir.as_path();
-        while let Some(parent) = dir.parent() {
+        while dir != self.data_dir {
+            let Some(parent) = dir.parent() else { break };
             manifest::sync_dir(parent)?;
-            if parent == table_dir {
-                break;
-            }
             dir = parent;
         }
         Ok(())
