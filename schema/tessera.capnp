@@ -50,7 +50,8 @@ interface BatchSink {
   # Supplied by the client to receive a result. The concatenation of every `push`'s `ipc`, in
   # order, is one Arrow IPC stream (the "streaming format": a schema message, record batch
   # messages, an end-of-stream marker); each push carries whole messages, so a client may decode
-  # push by push. The server waits for flow control between pushes, so a slow sink slows the
+  # push by push. Every result column is nullable; timestamps are microseconds since the epoch in
+  # UTC, typed as Arrow timestamp[us] without a zone. The server waits for flow control between pushes, so a slow sink slows the
   # query instead of filling the server's memory.
 
   push @0 (ipc :Data) -> stream;
@@ -63,7 +64,9 @@ interface BatchSink {
 
 struct Column {
   name @0 :Text;
-  type @1 :Text;           # int32, int64, float64, boolean, utf8, date32, timestamp (µs, UTC)
+  type @1 :Text;
+  # One of int32, int64, float64, boolean, string, date (days since 1970-01-01, Arrow date32),
+  # timestamp (microseconds since 1970-01-01 UTC; Arrow timestamp[us] without a zone).
   nullable @2 :Bool;
 }
 

@@ -23,7 +23,7 @@ use tessera_schema::tessera_capnp::{
     admin, batch_sink, gateway, import_stream, operator, query_stats, table_info, tenant,
     Compression as WireCompression, Role as WireRole,
 };
-use tessera_storage_engine::engine::{CoreContext, QueryResult};
+use tessera_storage_engine::engine::{BatchSink, CoreContext};
 use tessera_storage_engine::manifest::{
     self, ColumnDef, Compression, PartitionSpec, TableManifest, WriterSettings,
 };
@@ -47,6 +47,7 @@ fn engine_error(e: tessera_storage_engine::Error) -> Error {
         E::Import(_) | E::Config(_) => "invalid",
         E::LimitExceeded { .. } => "limit",
         E::ShuttingDown => "unavailable",
+        E::Cancelled(_) => "cancelled",
         E::Internal(_) => "internal",
     };
     error(code, e)
@@ -274,29 +275,27 @@ impl TenantServer {
         sink: batch_sink::Client,
     ) -> Result<QueryStatsOut, Error> {
         let started = Instant::now();
-        let result = self
+        let limits = &self.connection.shared.limits;
+        let mut out = PushSink::new(&sink, limits);
+        let result = match self
             .connection
             .context
-            .execute(&self.tenant, statement)
+            .execute_into(&self.tenant, statement, &mut out)
             .await
-            .map_err(engine_error)?;
-        let limits = &self.connection.shared.limits;
-        let held: usize = result
-            .batches
-            .iter()
-            .map(RecordBatch::get_array_memory_size)
-            .sum();
-        if held as u64 > limits.query_memory_bytes {
-            return Err(error(
-                "limit",
-                format!(
-                    "the result holds {held} bytes, over the per-query limit of {} bytes; add a filter or LIMIT",
-                    limits.query_memory_bytes
-                ),
-            ));
-        }
-        let (batches, ipc_bytes) = stream_result(&sink, &result, limits).await?;
-        let stats = QueryStatsOut::new(&result, batches, ipc_bytes, started);
+        {
+            Ok(result) => result,
+            // A failure of our own sink explains itself better than the engine's "cancelled".
+            Err(e) => return Err(out.failure.take().unwrap_or_else(|| engine_error(e))),
+        };
+        out.finish(&result.schema).await?;
+        let stats = QueryStatsOut {
+            rows_returned: out.rows,
+            scan: result.stats.scan.clone(),
+            elapsed_micros: started.elapsed().as_micros() as u64,
+            batches: out.batches,
+            ipc_bytes: out.bytes,
+            queued_micros: 0,
+        };
         let mut done = sink.done_request();
         stats.write(done.get().init_stats());
         runtime::timeout(limits.stall_timeout, done.send().promise)
@@ -317,52 +316,102 @@ fn stalled(limits: &crate::server::Limits) -> Error {
     )
 }
 
-/// Streams a result into `sink` as Arrow IPC, a bounded number of bytes per push, waiting for
-/// flow control between pushes. Returns (record batches, IPC bytes) sent.
-async fn stream_result(
-    sink: &batch_sink::Client,
-    result: &QueryResult,
-    limits: &crate::server::Limits,
-) -> Result<(u64, u64), Error> {
-    let internal = |e: arrow_schema::ArrowError| error("internal", format!("Arrow IPC: {e}"));
-    let mut writer = StreamWriter::try_new(Vec::with_capacity(limits.push_bytes), &result.schema)
-        .map_err(internal)?;
-    let (mut batches, mut bytes) = (0u64, 0u64);
-    for batch in &result.batches {
+/// Streams a result into the client's `BatchSink` as Arrow IPC, about `push_bytes` per push,
+/// waiting for flow control between pushes (a slow client slows the query, not the server's
+/// memory).
+struct PushSink<'a> {
+    sink: &'a batch_sink::Client,
+    limits: &'a crate::server::Limits,
+    writer: Option<StreamWriter<Vec<u8>>>,
+    batches: u64,
+    bytes: u64,
+    rows: u64,
+    failure: Option<Error>,
+}
+
+impl<'a> PushSink<'a> {
+    fn new(sink: &'a batch_sink::Client, limits: &'a crate::server::Limits) -> Self {
+        PushSink {
+            sink,
+            limits,
+            writer: None,
+            batches: 0,
+            bytes: 0,
+            rows: 0,
+            failure: None,
+        }
+    }
+
+    fn writer(&mut self, schema: &SchemaRef) -> Result<&mut StreamWriter<Vec<u8>>, Error> {
+        if self.writer.is_none() {
+            let writer = StreamWriter::try_new(Vec::with_capacity(self.limits.push_bytes), schema)
+                .map_err(ipc_error)?;
+            self.writer = Some(writer);
+        }
+        Ok(self.writer.as_mut().expect("set above"))
+    }
+
+    async fn push_batch(&mut self, batch: RecordBatch) -> Result<(), Error> {
+        let held = batch.get_array_memory_size() as u64;
+        if held > self.limits.query_memory_bytes {
+            return Err(error(
+                "limit",
+                format!(
+                    "the result holds {held} bytes, over the per-query limit of {} bytes; add a filter or LIMIT",
+                    self.limits.query_memory_bytes
+                ),
+            ));
+        }
         let rows = batch.num_rows();
-        let row_bytes = (batch.get_array_memory_size() / rows.max(1)).max(1);
-        let step = (limits.push_bytes / row_bytes).clamp(1, rows.max(1));
+        let row_bytes = (held as usize / rows.max(1)).max(1);
+        let step = (self.limits.push_bytes / row_bytes).clamp(1, rows.max(1));
         let mut offset = 0;
         while offset < rows {
             let length = step.min(rows - offset);
+            let writer = self.writer(&batch.schema())?;
             writer
                 .write(&batch.slice(offset, length))
-                .map_err(internal)?;
-            offset += length;
-            batches += 1;
+                .map_err(ipc_error)?;
             let chunk = std::mem::take(writer.get_mut());
-            bytes += chunk.len() as u64;
-            push(sink, chunk, limits).await?;
+            offset += length;
+            self.batches += 1;
+            self.rows += length as u64;
+            self.push(chunk).await?;
         }
+        Ok(())
     }
-    writer.finish().map_err(internal)?;
-    let tail = std::mem::take(writer.get_mut());
-    bytes += tail.len() as u64;
-    push(sink, tail, limits).await?;
-    Ok((batches, bytes))
+
+    /// Ends the IPC stream (a result without rows still sends its schema).
+    async fn finish(&mut self, schema: &SchemaRef) -> Result<(), Error> {
+        let writer = self.writer(schema)?;
+        writer.finish().map_err(ipc_error)?;
+        let tail = std::mem::take(writer.get_mut());
+        self.push(tail).await
+    }
+
+    async fn push(&mut self, chunk: Vec<u8>) -> Result<(), Error> {
+        self.bytes += chunk.len() as u64;
+        let mut request = self.sink.push_request();
+        request.get().set_ipc(&chunk);
+        runtime::timeout(self.limits.stall_timeout, request.send())
+            .await
+            .ok_or_else(|| stalled(self.limits))?
+            .map_err(|e| error("cancelled", format!("the result sink failed: {e}")))
+    }
 }
 
-async fn push(
-    sink: &batch_sink::Client,
-    chunk: Vec<u8>,
-    limits: &crate::server::Limits,
-) -> Result<(), Error> {
-    let mut request = sink.push_request();
-    request.get().set_ipc(&chunk);
-    runtime::timeout(limits.stall_timeout, request.send())
-        .await
-        .ok_or_else(|| stalled(limits))?
-        .map_err(|e| error("cancelled", format!("the result sink failed: {e}")))
+fn ipc_error(e: arrow_schema::ArrowError) -> Error {
+    error("internal", format!("Arrow IPC: {e}"))
+}
+
+impl BatchSink for PushSink<'_> {
+    async fn send(&mut self, batch: RecordBatch) -> tessera_storage_engine::Result<()> {
+        self.push_batch(batch).await.map_err(|e| {
+            let message = e.to_string();
+            self.failure = Some(e);
+            tessera_storage_engine::Error::Cancelled(message)
+        })
+    }
 }
 
 /// `QueryStats` as sent on the wire.
@@ -377,17 +426,6 @@ struct QueryStatsOut {
 }
 
 impl QueryStatsOut {
-    fn new(result: &QueryResult, batches: u64, ipc_bytes: u64, started: Instant) -> Self {
-        QueryStatsOut {
-            rows_returned: result.num_rows() as u64,
-            scan: result.stats.scan.clone(),
-            elapsed_micros: started.elapsed().as_micros() as u64,
-            batches,
-            ipc_bytes,
-            queued_micros: 0,
-        }
-    }
-
     fn write(&self, mut out: query_stats::Builder<'_>) {
         out.set_rows_returned(self.rows_returned);
         out.set_rows_scanned(self.scan.rows_scanned);

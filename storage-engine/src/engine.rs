@@ -21,6 +21,7 @@ use arrow_array::{
     StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{Field, Schema, SchemaRef};
+use futures::StreamExt;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -255,8 +256,25 @@ impl CoreContext {
         self.execute(tenant, statement).await
     }
 
-    /// Runs a parsed statement for `tenant`, coordinated by this core.
+    /// Runs a parsed statement for `tenant`, coordinated by this core, and collects the result.
     pub async fn execute(&self, tenant: &str, statement: Statement) -> Result<QueryResult> {
+        let mut batches = Vec::new();
+        let mut result = self.execute_into(tenant, statement, &mut batches).await?;
+        result.batches = batches;
+        Ok(result)
+    }
+
+    /// Runs a parsed statement for `tenant`, coordinated by this core, handing the result to
+    /// `sink` batch by batch; the returned `QueryResult` then holds no batches. Row queries
+    /// without ORDER BY stream: cores send chunks as they scan and wait while `sink` is behind,
+    /// so memory stays bounded whatever the result's size. Other queries deliver their one
+    /// merged batch at the end.
+    pub async fn execute_into<S: BatchSink>(
+        &self,
+        tenant: &str,
+        statement: Statement,
+        sink: &mut S,
+    ) -> Result<QueryResult> {
         let started = Instant::now();
         let (query, explain) = match statement {
             Statement::Query(query) => (query, false),
@@ -268,40 +286,46 @@ impl CoreContext {
                 table: query.table.clone(),
             })?;
         let plan = Arc::new(plan::bind(&query, &manifest.columns)?);
+        let schema = output_schema(&plan);
         let (tasks, pruned_files) = file_tasks(&self.config.data_dir, &manifest, &plan);
-        let (batch, mut scan) = self.run_on_cores(&plan, tasks, explain).await?;
+        let streaming =
+            !explain && plan.order_by.is_empty() && matches!(plan.mode, Mode::Rows { .. });
+        let (batch, mut scan) = if streaming {
+            (
+                None,
+                self.stream_on_cores(&plan, &schema, tasks, sink).await?,
+            )
+        } else {
+            self.run_on_cores(&plan, tasks, explain).await?
+        };
         scan.files_total += pruned_files;
         scan.files_pruned += pruned_files;
+        let mut result = QueryResult {
+            schema,
+            batches: Vec::new(),
+            stats: QueryStats {
+                scan,
+                elapsed: Duration::ZERO,
+            },
+            explain: None,
+        };
         if explain {
-            let text = explain_text(&manifest, &plan, &scan);
-            let schema = Arc::new(Schema::new(vec![Field::new(
+            let text = explain_text(&manifest, &plan, &result.stats.scan);
+            result.schema = Arc::new(Schema::new(vec![Field::new(
                 "plan",
                 arrow_schema::DataType::Utf8,
                 false,
             )]));
             let lines: StringArray = text.lines().map(Some).collect();
-            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(lines)])
+            let batch = RecordBatch::try_new(result.schema.clone(), vec![Arc::new(lines)])
                 .map_err(|e| Error::Internal(e.to_string()))?;
-            return Ok(QueryResult {
-                schema,
-                batches: vec![batch],
-                stats: QueryStats {
-                    scan,
-                    elapsed: started.elapsed(),
-                },
-                explain: Some(text),
-            });
+            sink.send(batch).await?;
+            result.explain = Some(text);
+        } else if let Some(batch) = batch {
+            sink.send(batch).await?;
         }
-        let batch = batch.ok_or_else(|| Error::Internal("no result batch".into()))?;
-        Ok(QueryResult {
-            schema: batch.schema(),
-            batches: vec![batch],
-            stats: QueryStats {
-                scan,
-                elapsed: started.elapsed(),
-            },
-            explain: None,
-        })
+        result.stats.elapsed = started.elapsed();
+        Ok(result)
     }
 
     /// Runs the scan on every core: this core sends each peer its share of the files over the
@@ -313,26 +337,82 @@ impl CoreContext {
         tasks: Vec<FileTask>,
         prune_only: bool,
     ) -> Result<(Option<RecordBatch>, ScanStats)> {
+        let (outputs, scan) = self.scatter(plan, tasks, prune_only, None).await?;
+        let batch = if prune_only {
+            None
+        } else {
+            Some(finish(plan, outputs)?)
+        };
+        Ok((batch, scan))
+    }
+
+    /// Row mode without ORDER BY: every core streams chunks here as it scans; each becomes a
+    /// batch for `sink`, until the LIMIT is met or the sink refuses (which stops the cores).
+    async fn stream_on_cores<S: BatchSink>(
+        &self,
+        plan: &Arc<Plan>,
+        schema: &SchemaRef,
+        tasks: Vec<FileTask>,
+        sink: &mut S,
+    ) -> Result<ScanStats> {
+        // A few chunks in flight per core: enough to overlap scanning with sending.
+        let (sender, mut receiver) = futures::channel::mpsc::channel(2 * self.peers.count());
+        let scatter = self.scatter(plan, tasks, false, Some(sender));
+        let mut remaining = plan.limit.unwrap_or(u64::MAX);
+        let deliver = async {
+            while remaining > 0 {
+                let Some(chunk) = receiver.next().await else {
+                    break;
+                };
+                let mut batch = row_batch(plan, schema, chunk)?;
+                if batch.num_rows() as u64 > remaining {
+                    batch = batch.slice(0, remaining as usize);
+                }
+                remaining -= batch.num_rows() as u64;
+                if batch.num_rows() > 0 {
+                    sink.send(batch).await?;
+                }
+            }
+            // Dropping the receiver tells the cores to stop.
+            drop(receiver);
+            Ok::<_, Error>(())
+        };
+        let (scattered, delivered) = futures::join!(scatter, deliver);
+        delivered?;
+        Ok(scattered?.1)
+    }
+
+    /// Sends each core its share of the files and gathers what they return.
+    async fn scatter(
+        &self,
+        plan: &Arc<Plan>,
+        tasks: Vec<FileTask>,
+        prune_only: bool,
+        out: Option<exec::RowSender>,
+    ) -> Result<(Vec<CoreOutput>, ScanStats)> {
         let count = self.peers.count();
         let files_total = tasks.len() as u64;
         let mut shares: Vec<Vec<FileTask>> = vec![Vec::new(); count];
         for task in tasks {
             shares[(task.cache_id % count as u64) as usize].push(task);
         }
-        let calls = shares
+        let calls: Vec<_> = shares
             .into_iter()
             .enumerate()
             .filter(|(_, share)| !share.is_empty())
             .map(|(peer, share)| {
-                let plan = plan.clone();
+                let (plan, out) = (plan.clone(), out.clone());
                 async move {
                     self.peers
                         .call(&self.state, peer, move |state, _| {
-                            exec::execute(state, plan, share, prune_only)
+                            exec::execute(state, plan, share, prune_only, out)
                         })
                         .await
                 }
-            });
+            })
+            .collect();
+        // Only the cores hold senders now: the stream ends when the last core is done.
+        drop(out);
         let results = futures::future::join_all(calls).await;
         let mut outputs = Vec::with_capacity(results.len());
         let mut scan = ScanStats {
@@ -344,12 +424,20 @@ impl CoreContext {
             scan.add(&stats);
             outputs.push(output);
         }
-        let batch = if prune_only {
-            None
-        } else {
-            Some(finish(plan, outputs)?)
-        };
-        Ok((batch, scan))
+        Ok((outputs, scan))
+    }
+}
+
+/// Where `CoreContext::execute_into` delivers a result, batch by batch and in order.
+pub trait BatchSink {
+    /// Takes the next batch; an error stops the query and is returned by `execute_into`.
+    fn send(&mut self, batch: RecordBatch) -> impl Future<Output = Result<()>>;
+}
+
+impl BatchSink for Vec<RecordBatch> {
+    async fn send(&mut self, batch: RecordBatch) -> Result<()> {
+        self.push(batch);
+        Ok(())
     }
 }
 
@@ -448,14 +536,69 @@ fn describe_filter(filter: &plan::Filter, plan: &Plan) -> String {
     }
 }
 
-/// Merges core outputs into the final batch: groups or rows, then ORDER BY and LIMIT.
-fn finish(plan: &Plan, outputs: Vec<CoreOutput>) -> Result<RecordBatch> {
-    let schema = Arc::new(Schema::new(
+/// The schema of a query's result.
+fn output_schema(plan: &Plan) -> SchemaRef {
+    Arc::new(Schema::new(
         plan.outputs
             .iter()
             .map(|o| Field::new(&o.name, o.column_type.to_arrow(), true))
             .collect::<Vec<_>>(),
-    ));
+    ))
+}
+
+/// The Arrow type a row-mode value column is returned as.
+fn value_type(plan: &Plan, value: &plan::ValueExpr) -> arrow_schema::DataType {
+    match value {
+        plan::ValueExpr::Date(_) => ColumnType::Date,
+        plan::ValueExpr::Column(c) => plan.columns[*c].column_type,
+    }
+    .to_arrow()
+}
+
+/// The output column each row-mode output reads from the value columns.
+fn value_sources(plan: &Plan) -> Vec<usize> {
+    plan.outputs
+        .iter()
+        .map(|o| {
+            if let OutputRef::Value(v) = o.source {
+                v
+            } else {
+                0
+            }
+        })
+        .collect()
+}
+
+/// One streamed chunk of value columns as a result batch.
+fn row_batch(plan: &Plan, schema: &SchemaRef, chunk: Vec<ArrayRef>) -> Result<RecordBatch> {
+    let Mode::Rows { values } = &plan.mode else {
+        return Err(Error::Internal("row chunk in group mode".into()));
+    };
+    let internal = |e: arrow_schema::ArrowError| Error::Internal(e.to_string());
+    let columns: Vec<ArrayRef> = chunk
+        .into_iter()
+        .zip(values)
+        .map(|(array, value)| {
+            let target = value_type(plan, value);
+            if array.data_type() == &target {
+                Ok(array)
+            } else {
+                arrow_cast::cast(&array, &target).map_err(internal)
+            }
+        })
+        .collect::<Result<_>>()?;
+    let output: Vec<ArrayRef> = value_sources(plan)
+        .into_iter()
+        .map(|i| columns[i].clone())
+        .collect();
+    let options = arrow_array::RecordBatchOptions::new()
+        .with_row_count(Some(output.first().map_or(0, |c| c.len())));
+    RecordBatch::try_new_with_options(schema.clone(), output, &options).map_err(internal)
+}
+
+/// Merges core outputs into the final batch: groups or rows, then ORDER BY and LIMIT.
+fn finish(plan: &Plan, outputs: Vec<CoreOutput>) -> Result<RecordBatch> {
+    let schema = output_schema(plan);
     let internal = |e: arrow_schema::ArrowError| Error::Internal(e.to_string());
     // `columns` are the pre-output columns the sort keys index.
     let (columns, outputs_from): (Vec<ArrayRef>, Vec<usize>) = match &plan.mode {
@@ -504,11 +647,7 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>) -> Result<RecordBatch> {
             }
             let mut columns = Vec::with_capacity(values.len());
             for (i, value) in values.iter().enumerate() {
-                let target = match value {
-                    plan::ValueExpr::Date(_) => ColumnType::Date,
-                    plan::ValueExpr::Column(c) => plan.columns[*c].column_type,
-                }
-                .to_arrow();
+                let target = value_type(plan, value);
                 let parts: Vec<ArrayRef> = per_column[i]
                     .iter()
                     .map(|a| {
@@ -527,18 +666,7 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>) -> Result<RecordBatch> {
                     arrow_select::concat::concat(&refs).map_err(internal)?
                 });
             }
-            let sources = plan
-                .outputs
-                .iter()
-                .map(|o| {
-                    if let OutputRef::Value(v) = o.source {
-                        v
-                    } else {
-                        0
-                    }
-                })
-                .collect();
-            (columns, sources)
+            (columns, value_sources(plan))
         }
     };
     let limit = plan.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));

@@ -38,6 +38,9 @@ pub enum Error {
     },
     #[error("engine is shutting down")]
     ShuttingDown,
+    /// The consumer of a streamed result stopped the query (e.g. its client went away).
+    #[error("query cancelled: {0}")]
+    Cancelled(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -155,6 +155,10 @@ enum Sink {
         stop_after: Option<u64>,
         /// ORDER BY with LIMIT: keep only the best `k` rows, compacting as rows accumulate.
         top_k: Option<(Vec<SortKey>, usize)>,
+        /// Streaming (no ORDER BY): chunks go to the coordinator as they are made, not at the end.
+        out: Option<RowSender>,
+        /// The coordinator stopped listening (its LIMIT is met, or the query was cancelled).
+        closed: bool,
     },
     Groups(GroupState),
     /// `SELECT COUNT(*)` without GROUP BY: only a count is needed.
@@ -163,17 +167,31 @@ enum Sink {
 
 impl Sink {
     fn full(&self) -> bool {
-        matches!(self, Sink::Rows { rows, stop_after: Some(limit), .. } if rows >= limit)
+        match self {
+            Sink::Rows {
+                rows,
+                stop_after,
+                closed,
+                ..
+            } => *closed || stop_after.is_some_and(|limit| *rows >= limit),
+            _ => false,
+        }
     }
 }
 
+/// Where a core streams row chunks (columns of `Mode::Rows::values`) to the coordinator. Bounded,
+/// so a coordinator that is behind (a slow client) holds the scan back.
+pub type RowSender = futures::channel::mpsc::Sender<Vec<ArrayRef>>;
+
 /// Scans `files` for `plan` on this core. With `prune_only`, reads metadata and counts what
-/// pruning does without decoding data (for EXPLAIN).
+/// pruning does without decoding data (for EXPLAIN). With `out` (row mode without ORDER BY),
+/// row chunks are sent there as they are made instead of being returned.
 pub async fn execute(
     state: Rc<CoreState>,
     plan: Arc<Plan>,
     files: Vec<FileTask>,
     prune_only: bool,
+    out: Option<RowSender>,
 ) -> Result<(CoreOutput, ScanStats)> {
     let mut stats = ScanStats::default();
     let sink = match &plan.mode {
@@ -193,6 +211,8 @@ pub async fn execute(
                 )),
                 _ => None,
             },
+            out: out.filter(|_| plan.order_by.is_empty()),
+            closed: false,
         },
         Mode::Groups { keys, aggregates }
             if keys.is_empty()
@@ -232,6 +252,7 @@ pub async fn execute(
             }
         }
     }
+    flush_rows(&sink).await;
     let sink = sink.into_inner();
     let counters = state.pool.counters();
     stats.pool_hits = counters.hits - hits_before;
@@ -375,8 +396,38 @@ async fn scan_file(
             stats,
         )
         .await?;
+        flush_rows(sink).await;
     }
     Ok(())
+}
+
+/// Sends the row chunks collected so far to the coordinator, when streaming. A chunk leaves the
+/// sink only once the channel has room for it, so a scan cancelled while waiting (another file
+/// met the LIMIT) loses nothing. A closed receiver marks the sink full, which ends the scan.
+async fn flush_rows(sink: &RefCell<Sink>) {
+    let mut out = match &*sink.borrow() {
+        Sink::Rows {
+            chunks,
+            out: Some(out),
+            closed: false,
+            ..
+        } if !chunks.is_empty() => out.clone(),
+        _ => return,
+    };
+    loop {
+        let ready = futures::future::poll_fn(|context| out.poll_ready(context)).await;
+        let mut borrowed = sink.borrow_mut();
+        let Sink::Rows { chunks, closed, .. } = &mut *borrowed else {
+            return;
+        };
+        if chunks.is_empty() {
+            return;
+        }
+        if ready.is_err() || out.start_send(chunks.remove(0)).is_err() {
+            *closed = true;
+            return;
+        }
+    }
 }
 
 /// Page index of the page containing `row`.
@@ -662,6 +713,7 @@ fn consume(
             rows,
             stop_after,
             top_k,
+            ..
         } => {
             let filter = mask.map(|m| {
                 BooleanArray::new(

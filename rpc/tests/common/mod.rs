@@ -60,13 +60,17 @@ pub fn default_limits() -> Limits {
 /// A server over a temp data directory holding `acme/events` with `rows` rows and
 /// `globex/secrets` with a few.
 pub fn start(rows: u64, limits: Limits) -> TestServer {
+    start_with_pool(rows, limits, 256 << 20)
+}
+
+pub fn start_with_pool(rows: u64, limits: Limits, pool_bytes: u64) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     write_table(dir.path(), "acme", "events", &events(rows));
     write_table(dir.path(), "globex", "secrets", &events(1000));
     let mut engine = EngineConfig::new(dir.path());
     engine.cores = 2;
     engine.pin_cores = false;
-    engine.buffer_pool_bytes = 256 << 20;
+    engine.buffer_pool_bytes = pool_bytes;
     let engine = Engine::open(engine).unwrap();
     let server = Server::start(
         engine,
