@@ -296,12 +296,11 @@ impl TenantServer {
             ipc_bytes: out.bytes,
             queued_micros: 0,
         };
+        // Calls on one capability arrive in order, so the client sees every push, then `done`,
+        // then this call's return. Not waiting for `done`'s reply saves a round trip per query.
         let mut done = sink.done_request();
         stats.write(done.get().init_stats());
-        runtime::timeout(limits.stall_timeout, done.send().promise)
-            .await
-            .ok_or_else(|| stalled(limits))?
-            .map_err(|e| error("cancelled", format!("the result sink failed: {e}")))?;
+        drop(done.send());
         Ok(stats)
     }
 }
@@ -368,15 +367,24 @@ impl<'a> PushSink<'a> {
         let mut offset = 0;
         while offset < rows {
             let length = step.min(rows - offset);
+            let push_bytes = self.limits.push_bytes;
             let writer = self.writer(&batch.schema())?;
             writer
                 .write(&batch.slice(offset, length))
                 .map_err(ipc_error)?;
-            let chunk = std::mem::take(writer.get_mut());
+            // Small batches (a streamed chunk per page run) are coalesced up to `push_bytes`.
+            let full = writer.get_ref().len() >= push_bytes;
+            let chunk = if full {
+                std::mem::take(writer.get_mut())
+            } else {
+                Vec::new()
+            };
             offset += length;
             self.batches += 1;
             self.rows += length as u64;
-            self.push(chunk).await?;
+            if full {
+                self.push(chunk).await?;
+            }
         }
         Ok(())
     }
