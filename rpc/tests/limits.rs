@@ -321,3 +321,51 @@ fn calls_in_flight_per_connection_are_bounded() {
     });
     idle(&server);
 }
+
+#[test]
+fn idle_connections_are_closed() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(400),
+        ..common::default_limits()
+    };
+    let server = start(1000, limits);
+    let started = Instant::now();
+    let silent = TcpStream::connect(server.server.address()).unwrap();
+    expect_closed(silent, Duration::from_secs(10));
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    idle(&server);
+}
+
+#[test]
+fn cancel_by_tag_stops_a_running_query() {
+    let server = start(1_000_000, common::default_limits());
+    block_on(async {
+        let client = Client::connect(&server.address()).await.unwrap();
+        let session = client
+            .login(&token(Some("acme"), Role::Reader))
+            .await
+            .unwrap();
+        let mut running = session
+            .query_tagged("SELECT * FROM events", 77)
+            .await
+            .unwrap();
+        running.next().await.unwrap().unwrap();
+        assert!(!session.cancel(78).await.unwrap(), "no query has tag 78");
+        assert!(session.cancel(77).await.unwrap());
+        let mut error = None;
+        while let Some(item) = running.next().await {
+            if let Err(e) = item {
+                error = Some(e);
+                break;
+            }
+        }
+        let error = error.expect("a cancelled query ends with an error");
+        assert_eq!(error.code(), "cancelled", "{error}");
+        // The session keeps working.
+        session
+            .query_collect("SELECT COUNT(*) FROM events")
+            .await
+            .unwrap();
+    });
+    idle(&server);
+}
