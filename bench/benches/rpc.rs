@@ -44,6 +44,7 @@ fn server(dir: &std::path::Path) -> Server {
             }]),
             limits: Limits::default(),
             max_memory_bytes: 8 << 30,
+            tls: None,
         },
     )
     .unwrap()

@@ -50,6 +50,7 @@ fn target() -> &'static Target {
                 }]),
                 limits,
                 max_memory_bytes: 1 << 30,
+                tls: None,
             },
         )
         .unwrap();

@@ -160,15 +160,38 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+/// How to connect: plain TCP by default, or TLS.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// PEM CA certificates to trust; set, the connection uses TLS.
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// The name the server's certificate must carry (default: the host part of the address).
+    pub tls_server_name: Option<String>,
+}
+
 impl Client {
-    /// Connects to `address` (`host:port`).
+    /// Connects to `address` (`host:port`) over plain TCP.
     pub async fn connect(address: &str) -> Result<Client, ClientError> {
+        Client::connect_with(address, ConnectOptions::default()).await
+    }
+
+    /// Connects to `address` with `options` (TLS).
+    pub async fn connect_with(
+        address: &str,
+        options: ConnectOptions,
+    ) -> Result<Client, ClientError> {
         let (jobs, receiver) = mpsc::unbounded::<Job>();
         let (ready, connected) = oneshot::channel::<Result<(), ClientError>>();
         let target = address.to_owned();
         std::thread::Builder::new()
             .name("tessera-client".into())
-            .spawn(move || drive(target, receiver, ready))
+            .spawn(move || drive(target, options, receiver, ready))
             .map_err(|e| ClientError::Connect {
                 address: address.to_owned(),
                 message: e.to_string(),
@@ -272,6 +295,7 @@ impl Client {
 /// session is gone.
 fn drive(
     address: String,
+    options: ConnectOptions,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     ready: oneshot::Sender<Result<(), ClientError>>,
 ) {
@@ -290,7 +314,6 @@ fn drive(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
         let stream = match tokio::net::TcpStream::connect(&address).await {
             Ok(stream) => stream,
             Err(e) => {
@@ -302,15 +325,21 @@ fn drive(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
-        let mut options = capnp::message::ReaderOptions::new();
+        let (reader, writer) = match connect_stream(&address, &options, stream).await {
+            Ok(halves) => halves,
+            Err(message) => {
+                let _ = ready.send(Err(ClientError::Connect { address, message }));
+                return;
+            }
+        };
+        let mut reader_options = capnp::message::ReaderOptions::new();
         // Results arrive in pushes of about a megabyte; this is only a guard.
-        options.traversal_limit_in_words(Some(64 << 20));
+        reader_options.traversal_limit_in_words(Some(64 << 20));
         let network = twoparty::VatNetwork::new(
-            futures::io::BufReader::with_capacity(64 << 10, reader.compat()),
-            futures::io::BufWriter::with_capacity(64 << 10, writer.compat_write()),
+            futures::io::BufReader::with_capacity(64 << 10, reader),
+            futures::io::BufWriter::with_capacity(64 << 10, writer),
             Side::Client,
-            options,
+            reader_options,
         );
         let mut rpc = RpcSystem::new(Box::new(network), None);
         let gateway: gateway::Client = rpc.bootstrap(Side::Server);
@@ -327,6 +356,40 @@ fn drive(
             tokio::task::spawn_local(job(connection.clone()));
         }
     });
+}
+
+type ReadHalf = Box<dyn futures::io::AsyncRead + Unpin>;
+type WriteHalf = Box<dyn futures::io::AsyncWrite + Unpin>;
+
+/// The connection's byte streams: the TCP stream itself, or TLS over it.
+async fn connect_stream(
+    address: &str,
+    options: &ConnectOptions,
+    stream: tokio::net::TcpStream,
+) -> Result<(ReadHalf, WriteHalf), String> {
+    use futures::io::AsyncReadExt;
+    use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+    let Some(ca_pem) = &options.tls_ca_pem else {
+        let (reader, writer) = stream.into_split();
+        return Ok((Box::new(reader.compat()), Box::new(writer.compat_write())));
+    };
+    let config = crate::tls::client_config(ca_pem)?;
+    let host = match &options.tls_server_name {
+        Some(name) => name.clone(),
+        None => address
+            .rsplit_once(':')
+            .map_or(address, |(host, _)| host)
+            .trim_matches(['[', ']'])
+            .to_owned(),
+    };
+    let name = rustls_pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("TLS server name {host:?}: {e}"))?;
+    let tls = futures_rustls::TlsConnector::from(config)
+        .connect(name, stream.compat())
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let (reader, writer) = tls.split();
+    Ok((Box::new(reader), Box::new(writer)))
 }
 
 fn role_from_wire(role: WireRole) -> Role {

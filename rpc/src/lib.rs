@@ -7,6 +7,7 @@ pub mod client;
 pub mod metrics;
 pub mod server;
 mod service;
+pub mod tls;
 
-pub use client::{Client, ClientError, QueryOutput, QueryStats, Session};
-pub use server::{Limits, Server, ServerConfig, ServerError};
+pub use client::{Client, ClientError, ConnectOptions, QueryOutput, QueryStats, Session};
+pub use server::{Limits, Server, ServerConfig, ServerError, TlsFiles};

@@ -79,7 +79,19 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Memory the node may use (`MAX_MEMORY_GB`), for `memory_usage_percent`.
     pub max_memory_bytes: u64,
+    /// TLS on the RPC port; `None` serves plain TCP.
+    pub tls: Option<TlsFiles>,
 }
+
+/// PEM files of the server's certificate chain and private key.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A TLS handshake that takes longer than this closes the connection.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every core's connections share: settings, token verification, counters. Atomics only.
 pub struct Shared {
@@ -93,6 +105,7 @@ pub struct Shared {
     pub cores: usize,
     pub address: SocketAddr,
     pub max_memory_bytes: u64,
+    pub tls: Option<futures_rustls::TlsAcceptor>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +135,13 @@ impl Server {
         let lock = DataDirLock::acquire(engine.data_dir())?;
         let verifier =
             Verifier::new(config.auth).map_err(|e| ServerError::Config(e.to_string()))?;
+        let tls = match &config.tls {
+            Some(files) => Some(futures_rustls::TlsAcceptor::from(
+                crate::tls::server_config(&files.certificate, &files.key)
+                    .map_err(ServerError::Config)?,
+            )),
+            None => None,
+        };
         // glommio binds with SO_REUSEPORT, so a second server would bind the same port silently;
         // a plain bind first makes a port already in use an error.
         let address = std::net::TcpListener::bind(config.listen)
@@ -142,6 +162,7 @@ impl Server {
             cores: engine.cores(),
             address,
             max_memory_bytes: config.max_memory_bytes,
+            tls,
         });
         let engine = Arc::new(engine);
         let bound: Vec<_> = (0..engine.cores())
@@ -278,8 +299,27 @@ async fn accept_loop(context: CoreContext, shared: Arc<Shared>, listener: TcpLis
 }
 
 async fn serve_connection(context: CoreContext, shared: Arc<Shared>, connection: TcpConnection) {
+    match shared.tls.clone() {
+        Some(acceptor) => {
+            // A failed or stalled handshake just closes the connection.
+            if let Some(Ok(stream)) =
+                runtime::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(connection)).await
+            {
+                run_rpc(context, shared.clone(), stream).await;
+            }
+        }
+        None => run_rpc(context, shared.clone(), connection).await,
+    }
+    shared.connections.fetch_sub(1, Ordering::Relaxed);
+    shared.metrics.connections.dec();
+}
+
+async fn run_rpc<S>(context: CoreContext, shared: Arc<Shared>, stream: S)
+where
+    S: futures::io::AsyncRead + futures::io::AsyncWrite + Unpin + 'static,
+{
     let limits = shared.limits.clone();
-    let (reader, writer) = connection.split();
+    let (reader, writer) = stream.split();
     let last_read = Rc::new(Cell::new(Instant::now()));
     let reader = ActivityReader {
         inner: reader,
@@ -296,7 +336,7 @@ async fn serve_connection(context: CoreContext, shared: Arc<Shared>, connection:
         options,
     );
     network.set_window_size(limits.flow_window_bytes);
-    let state = Rc::new(Connection::new(context, shared.clone()));
+    let state = Rc::new(Connection::new(context, shared));
     let gateway = service::gateway(state.clone());
     let rpc = RpcSystem::new(Box::new(network), Some(gateway.client));
     let idle = async {
@@ -312,8 +352,6 @@ async fn serve_connection(context: CoreContext, shared: Arc<Shared>, connection:
     // Either the peer went away (or sent something unreadable), or it was idle too long; both
     // end by dropping the RPC system, which closes the socket and cancels the calls still running.
     futures::future::select(rpc, idle).await;
-    shared.connections.fetch_sub(1, Ordering::Relaxed);
-    shared.metrics.connections.dec();
 }
 
 /// Notes the time of every successful read, for the idle timeout.

@@ -191,3 +191,46 @@ fn roles_bound_what_a_capability_can_do() {
         assert_eq!((tenant.as_str(), role), ("acme", Role::Writer));
     });
 }
+
+#[test]
+fn tls_serves_trusting_clients_and_refuses_plain_ones() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let server = common::start_tls(
+        1000,
+        tessera_rpc::TlsFiles {
+            certificate: data.join("test-tls.crt"),
+            key: data.join("test-tls.key"),
+        },
+    );
+    let ca = std::fs::read(data.join("test-ca.crt")).unwrap();
+    block_on(async {
+        let options = tessera_rpc::ConnectOptions {
+            tls_ca_pem: Some(ca.clone()),
+            tls_server_name: Some("localhost".into()),
+        };
+        let client = Client::connect_with(&server.address(), options)
+            .await
+            .unwrap();
+        let session = client
+            .login(&token(Some("acme"), Role::Reader))
+            .await
+            .unwrap();
+        let output = session
+            .query_collect("SELECT COUNT(*) FROM events")
+            .await
+            .unwrap();
+        assert_eq!(output.num_rows(), 1);
+        // Wrong name on the certificate: the handshake fails on the client.
+        let wrong = tessera_rpc::ConnectOptions {
+            tls_ca_pem: Some(ca),
+            tls_server_name: Some("elsewhere.example".into()),
+        };
+        let error = Client::connect_with(&server.address(), wrong)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("TLS"), "{error}");
+        // A plain-TCP client gets no answer it can use.
+        let plain = Client::connect(&server.address()).await.unwrap();
+        assert!(plain.version().await.is_err());
+    });
+}

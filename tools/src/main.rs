@@ -60,6 +60,12 @@ struct RemoteArgs {
     /// Token for the server (see `tessera token`).
     #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Connect with TLS, trusting the CA certificates in this PEM file.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Name the server's certificate must carry (default: the host of --addr).
+    #[arg(long)]
+    tls_server_name: Option<String>,
 }
 
 impl RemoteArgs {

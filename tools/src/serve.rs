@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tessera_rpc::auth::{AuthConfig, KeyKind, KeySpec};
-use tessera_rpc::{Limits, Server, ServerConfig};
+use tessera_rpc::{Limits, Server, ServerConfig, TlsFiles};
 use tessera_storage_engine::{Engine, EngineConfig};
 
 /// Flags of `tessera serve`; each also has an environment name where the spec gives one.
@@ -39,6 +39,12 @@ pub struct ServeArgs {
     /// Queries running at once before new ones queue briefly and then get `overloaded`.
     #[arg(long, env = "CONCURRENT_QUERIES")]
     pub concurrent_queries: Option<usize>,
+    /// TLS certificate chain (PEM) for the RPC port; with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The TOML file. Unknown keys are errors, so a typo never silently falls back to a default.
@@ -58,6 +64,14 @@ pub struct FileConfig {
     auth: AuthFile,
     #[serde(default)]
     limits: LimitsFile,
+    tls: Option<TlsFile>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -229,6 +243,17 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
         auth,
         limits,
         max_memory_bytes: (max_memory_gb * GIB) as u64,
+        tls: match (&args.tls_cert, &args.tls_key, &file.tls) {
+            (Some(certificate), Some(key), _) => Some(TlsFiles {
+                certificate: certificate.clone(),
+                key: key.clone(),
+            }),
+            (_, _, Some(tls)) => Some(TlsFiles {
+                certificate: tls.cert.clone(),
+                key: tls.key.clone(),
+            }),
+            _ => None,
+        },
     };
     Ok(Resolved { engine, server })
 }

@@ -63,7 +63,20 @@ pub fn start(rows: u64, limits: Limits) -> TestServer {
     start_with_pool(rows, limits, 256 << 20)
 }
 
+pub fn start_tls(rows: u64, tls: tessera_rpc::TlsFiles) -> TestServer {
+    start_configured(rows, default_limits(), 256 << 20, Some(tls))
+}
+
 pub fn start_with_pool(rows: u64, limits: Limits, pool_bytes: u64) -> TestServer {
+    start_configured(rows, limits, pool_bytes, None)
+}
+
+fn start_configured(
+    rows: u64,
+    limits: Limits,
+    pool_bytes: u64,
+    tls: Option<tessera_rpc::TlsFiles>,
+) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     write_table(dir.path(), "acme", "events", &events(rows));
     write_table(dir.path(), "globex", "secrets", &events(1000));
@@ -84,6 +97,7 @@ pub fn start_with_pool(rows: u64, limits: Limits, pool_bytes: u64) -> TestServer
             }]),
             limits,
             max_memory_bytes: 8 << 30,
+            tls,
         },
     )
     .unwrap();
