@@ -608,15 +608,13 @@ impl Session {
                 request.get().set_sink(sink);
                 request.get().set_tag(tag);
                 let promise = request.send().promise;
+                // Success ends the stream at the sink's `done`, which arrives after every push
+                // (calls on one capability are delivered in order); the call's own return may be
+                // processed before the last pushes are, so it only reports failures.
                 tokio::task::spawn_local(async move {
-                    let item = match promise.await {
-                        Ok(response) => match response.get().and_then(|r| r.get_stats()) {
-                            Ok(stats) => Item::Done(QueryStats::read(stats)),
-                            Err(e) => Item::Failed(e.into()),
-                        },
-                        Err(e) => Item::Failed(e.into()),
-                    };
-                    let _ = items.unbounded_send(item);
+                    if let Err(e) = promise.await {
+                        let _ = items.unbounded_send(Item::Failed(e.into()));
+                    }
                 });
                 Ok(())
             })
@@ -1070,12 +1068,22 @@ impl batch_sink::Server for SinkServer {
         }
     }
 
-    async fn done(
+    fn done(
         self: Rc<Self>,
-        _: batch_sink::DoneParams,
+        params: batch_sink::DoneParams,
         _: batch_sink::DoneResults,
-    ) -> Result<(), capnp::Error> {
-        Ok(())
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        // Handled at dispatch, like `push`, so it follows every batch into the channel.
+        let stats = params
+            .get()
+            .and_then(|p| p.get_stats())
+            .map(QueryStats::read);
+        let item = match stats {
+            Ok(stats) => Item::Done(stats),
+            Err(e) => Item::Failed(e.into()),
+        };
+        let _ = self.items.unbounded_send(item);
+        std::future::ready(Ok(()))
     }
 }
 

@@ -273,6 +273,7 @@ impl TenantServer {
         &self,
         statement: Statement,
         sink: batch_sink::Client,
+        queued_micros: u64,
     ) -> Result<QueryStatsOut, Error> {
         let started = Instant::now();
         let limits = &self.connection.shared.limits;
@@ -294,13 +295,16 @@ impl TenantServer {
             elapsed_micros: started.elapsed().as_micros() as u64,
             batches: out.batches,
             ipc_bytes: out.bytes,
-            queued_micros: 0,
+            queued_micros,
         };
-        // Calls on one capability arrive in order, so the client sees every push, then `done`,
-        // then this call's return. Not waiting for `done`'s reply saves a round trip per query.
+        // `done` follows every push (calls on one capability are delivered in order); its reply
+        // confirms the client took the whole result before this call returns.
         let mut done = sink.done_request();
         stats.write(done.get().init_stats());
-        drop(done.send());
+        runtime::timeout(limits.stall_timeout, done.send().promise)
+            .await
+            .ok_or_else(|| stalled(limits))?
+            .map_err(|e| error("cancelled", format!("the result sink failed: {e}")))?;
         Ok(stats)
     }
 }
@@ -477,9 +481,11 @@ impl tenant::Server for TenantServer {
             .or_default()
             .push(handle.clone());
         let outcome = match statement {
-            Ok(statement) => Abortable::new(self.run_query(statement, sink), registration)
-                .await
-                .unwrap_or_else(|_| Err(error("cancelled", "the query was cancelled"))),
+            Ok(statement) => {
+                Abortable::new(self.run_query(statement, sink, queued_micros), registration)
+                    .await
+                    .unwrap_or_else(|_| Err(error("cancelled", "the query was cancelled")))
+            }
             Err(e) => Err(e),
         };
         if let Some(handles) = self.running.borrow_mut().get_mut(&tag) {
@@ -491,8 +497,7 @@ impl tenant::Server for TenantServer {
         let metrics = &shared.metrics;
         metrics.queries_total.inc();
         match outcome {
-            Ok(mut stats) => {
-                stats.queued_micros = queued_micros;
+            Ok(stats) => {
                 metrics
                     .query_duration_seconds
                     .observe(stats.elapsed_micros as f64 / 1e6);
