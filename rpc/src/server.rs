@@ -59,7 +59,7 @@ impl Default for Limits {
             calls_in_flight_per_connection: 64,
             connections_max: 10_000,
             concurrent_queries: 16,
-            admission_wait: Duration::from_millis(200),
+            admission_wait: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(300),
             stall_timeout: Duration::from_secs(30),
             push_bytes: 1 << 20,

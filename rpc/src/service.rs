@@ -120,6 +120,7 @@ impl Drop for QuerySlot {
 async fn admit(shared: &Arc<Shared>) -> Result<QuerySlot, Error> {
     let limit = shared.limits.concurrent_queries;
     let deadline = Instant::now() + shared.limits.admission_wait;
+    let mut pause = std::time::Duration::from_micros(500);
     loop {
         let running = shared.queries_running.load(Ordering::Acquire);
         if running < limit {
@@ -139,7 +140,9 @@ async fn admit(shared: &Arc<Shared>) -> Result<QuerySlot, Error> {
                 "overloaded: {running} queries are running (CONCURRENT_QUERIES={limit}); retry later"
             )));
         }
-        runtime::sleep(std::time::Duration::from_millis(1)).await;
+        // Waiters poll with backoff: a slot frees when any core finishes a query.
+        runtime::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(8));
     }
 }
 
