@@ -74,7 +74,14 @@ fn bootstrap() -> Vec<u8> {
     out
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(
+    init: {
+        // libFuzzer's main is not Rust's, so SIGPIPE is not ignored: writing to a connection the
+        // server already closed (which it must do to garbage) would kill the run.
+        // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    },
+    |data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
@@ -91,4 +98,5 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
-});
+    }
+);
