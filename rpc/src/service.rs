@@ -38,19 +38,7 @@ pub fn error(code: &str, message: impl std::fmt::Display) -> Error {
 }
 
 fn engine_error(e: tessera_storage_engine::Error) -> Error {
-    use tessera_storage_engine::Error as E;
-    let code = match &e {
-        E::Sql(_) | E::Plan(_) => "sql",
-        E::NoSuchTable { .. } => "not_found",
-        E::Io { .. } => "io",
-        E::CorruptFile { .. } | E::SchemaMismatch { .. } | E::CorruptManifest { .. } => "corrupt",
-        E::Import(_) | E::Config(_) => "invalid",
-        E::LimitExceeded { .. } => "limit",
-        E::ShuttingDown => "unavailable",
-        E::Cancelled(_) => "cancelled",
-        E::Internal(_) => "internal",
-    };
-    error(code, e)
+    error(e.code(), e)
 }
 
 fn text(reader: capnp::text::Reader<'_>) -> Result<String, Error> {

@@ -100,7 +100,7 @@ pub struct CoreContext {
 const PROBE_FILE: &str = ".tessera-probe";
 
 /// io_memory per executor that fits RLIMIT_MEMLOCK (each executor pins 3x it); root is unlimited.
-fn default_io_memory(cores: usize) -> usize {
+pub fn default_io_memory(cores: usize) -> usize {
     const PREFERRED: usize = 16 << 20;
     const MINIMUM: usize = 512 << 10;
     // SAFETY: geteuid has no preconditions.

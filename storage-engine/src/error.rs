@@ -46,6 +46,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// The stable error code the RPC protocol reports this error under (see tessera.capnp).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Sql(_) | Error::Plan(_) => "sql",
+            Error::NoSuchTable { .. } => "not_found",
+            Error::Io { .. } => "io",
+            Error::CorruptFile { .. }
+            | Error::SchemaMismatch { .. }
+            | Error::CorruptManifest { .. } => "corrupt",
+            Error::Import(_) | Error::Config(_) => "invalid",
+            Error::LimitExceeded { .. } => "limit",
+            Error::ShuttingDown => "unavailable",
+            Error::Cancelled(_) => "cancelled",
+            Error::Internal(_) => "internal",
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -196,6 +196,13 @@ enum Command {
         #[arg(long, default_value = tessera_rpc::auth::DEFAULT_AUDIENCE)]
         audience: String,
     },
+    /// Run benchmark job files (fio-style; see bench/jobs/): same as `tessera-bench`.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Arguments for tessera-bench (`--help` for its own help).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Generate, import and query the events data set, printing results and timings.
     Demo {
         #[arg(long, default_value = "./tessera-demo")]
@@ -224,6 +231,10 @@ enum GenWhat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bench { args } => {
+            let args = std::iter::once(std::ffi::OsString::from("tessera bench")).chain(args);
+            return ExitCode::from(tessera_bench::main_with(args) as u8);
+        }
         Command::Gen {
             what: GenWhat::Events { rows, out, seed },
         } => run_gen(&out, rows, seed).map(|_| ()),

@@ -1,0 +1,171 @@
+//! `kind=query`: `numjobs` users run the weighted query mix (`mix=`, default the spec's) or one
+//! fixed query (`sql=`) against a target. `kind=scan`: one query repeated on an embedded
+//! engine, cold (`cache=cold`, the default: buffer pool and metadata cache emptied before each
+//! run, and O_DIRECT means the page cache never serves it) or warm, reporting the bandwidth of
+//! what it read from disk and, with `row_bytes=`, the decoded bytes it scanned per core.
+
+use crate::job::{Job, JobError, Kind};
+use crate::report::JobReport;
+use crate::run::{closed_loop, Outcome, Pacer};
+use crate::target::{OpError, Target, User};
+use crate::workload::{query, Mix, Rng, SPEC_MIX};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+enum Work {
+    Mix(Mix),
+    Fixed(String),
+}
+
+pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
+    let scan = job.kind == Kind::Scan;
+    let users = job.size_or("numjobs", 1)?.max(1) as usize;
+    let cache = job.choice(
+        "cache",
+        &["warm", "cold"],
+        if scan { "cold" } else { "warm" },
+    )?;
+    let table = job.str_or("table", "events").to_owned();
+    let seed = job.size_or("seed", 42)?;
+    let work = match (job.str("sql"), job.str("mix")) {
+        (Some(_), Some(_)) => return Err(job.invalid("mix", "give sql= or mix=, not both")),
+        (Some(sql), None) => Work::Fixed(sql.to_owned()),
+        (None, mix) if !scan => {
+            Work::Mix(Mix::parse(mix.unwrap_or(SPEC_MIX)).map_err(|m| job.invalid("mix", m))?)
+        }
+        (None, _) => Work::Fixed(format!("SELECT SUM(amount) FROM {table}")),
+    };
+    let target = Target::open(job, users)?;
+    if cache == "cold" && target.engine().is_none() {
+        return Err(job.invalid("cache", "cache=cold needs target=embedded or target=server (the harness must reach the engine to empty it)"));
+    }
+    if let Some(rows) = job.size("generate")? {
+        target.ensure_events(&table, rows, seed).map_err(|e| {
+            job.invalid(
+                "generate",
+                format!("generating {rows} rows into {table}: {e}"),
+            )
+        })?;
+    }
+    let rows = match job.size("rows")?.or(job.size("generate")?) {
+        Some(rows) => rows,
+        None => count_rows(&target, &table).map_err(|(_, m)| job.invalid("table", m))?,
+    };
+    // One user per worker; connections are made before the clock starts.
+    let handles: Vec<User<'_>> = (0..users)
+        .map(|_| target.user())
+        .collect::<Result<_, _>>()
+        .map_err(|(_, m)| job.invalid("target", format!("cannot connect: {m}")))?;
+    let classes_sql = |class: &'static str, rng: &mut Rng| -> (&'static str, String) {
+        match &work {
+            Work::Mix(_) => (class, query(class, &table, rows, rng)),
+            Work::Fixed(sql) => ("query", sql.clone()),
+        }
+    };
+    if cache == "warm" {
+        // Warm-up (not measured): every class once, so the pool holds what the mix reads.
+        let mut rng = Rng::new(seed);
+        let classes: Vec<&'static str> = match &work {
+            Work::Mix(_) => crate::workload::CLASSES.to_vec(),
+            Work::Fixed(_) => vec!["query"],
+        };
+        for class in classes {
+            let (_, sql) = classes_sql(class, &mut rng);
+            handles[0]
+                .query(&sql)
+                .map_err(|(_, m)| job.invalid("sql", format!("warm-up query failed: {m}")))?;
+        }
+    }
+    let rows_scanned = AtomicU64::new(0);
+    // Emptying caches is a whole-engine action: cold users take turns.
+    let cold_turn = Mutex::new(());
+    let engine = target.engine();
+    let workers: Vec<_> = handles
+        .iter()
+        .enumerate()
+        .map(|(index, user)| {
+            let mut rng = Rng::new(seed ^ (index as u64 + 1));
+            let (work, rows_scanned, cold_turn) = (&work, &rows_scanned, &cold_turn);
+            let classes_sql = &classes_sql;
+            move |_| {
+                let class = match work {
+                    Work::Mix(mix) => mix.pick(&mut rng),
+                    Work::Fixed(_) => "query",
+                };
+                let (class, sql) = classes_sql(class, &mut rng);
+                let _turn =
+                    (cache == "cold").then(|| cold_turn.lock().unwrap_or_else(|e| e.into_inner()));
+                if let (Some(engine), Some(_)) = (engine, &_turn) {
+                    engine.clear_caches();
+                }
+                let started = std::time::Instant::now();
+                let result: Result<_, OpError> = user.query(&sql);
+                let latency = started.elapsed();
+                match result {
+                    Ok(answer) => {
+                        rows_scanned.fetch_add(answer.rows_scanned, Ordering::Relaxed);
+                        Outcome {
+                            class,
+                            bytes: answer.bytes_read,
+                            latency: Some(latency),
+                            error: None,
+                        }
+                    }
+                    Err(error) => Outcome {
+                        class,
+                        bytes: 0,
+                        latency: Some(latency),
+                        error: Some(error),
+                    },
+                }
+            }
+        })
+        .collect();
+    let pacer = Pacer::new(job.stop()?, job.size("rate_iops")?, users);
+    let collected = closed_loop(&job.name, workers, pacer, progress);
+    let elapsed = collected.elapsed.as_secs_f64().max(1e-9);
+    let mut settings = BTreeMap::new();
+    settings.insert("target".into(), job.str_or("target", "embedded").to_owned());
+    settings.insert("users".into(), users.to_string());
+    settings.insert("cache".into(), cache.to_owned());
+    settings.insert("rows".into(), rows.to_string());
+    if let Work::Fixed(sql) = &work {
+        settings.insert("sql".into(), sql.clone());
+    }
+    let mut report = collected.into_report(&job.name, job.kind.name(), settings);
+    let scanned = rows_scanned.load(Ordering::Relaxed) as f64;
+    report
+        .extra
+        .insert("rows_scanned_per_s".into(), scanned / elapsed);
+    if let Some(cores) = target.cores() {
+        report.extra.insert("cores".into(), cores as f64);
+        if let Some(row_bytes) = job.size("row_bytes")? {
+            report.extra.insert(
+                "per_core_scanned_bytes_per_s".into(),
+                scanned * row_bytes as f64 / elapsed / cores as f64,
+            );
+        }
+    }
+    Ok(report)
+}
+
+fn count_rows(target: &Target, table: &str) -> Result<u64, OpError> {
+    let answer = target
+        .user()?
+        .query(&format!("SELECT COUNT(*) FROM {table}"))?;
+    let column = answer
+        .batches
+        .first()
+        .filter(|b| b.num_rows() == 1)
+        .map(|b| b.column(0).clone())
+        .ok_or_else(|| {
+            (
+                "data".to_owned(),
+                format!("SELECT COUNT(*) FROM {table} returned no row"),
+            )
+        })?;
+    arrow_array::cast::AsArray::as_primitive_opt::<arrow_array::types::Int64Type>(column.as_ref())
+        .map(|a| a.value(0).max(0) as u64)
+        .ok_or_else(|| ("data".to_owned(), "COUNT(*) is not an int64".to_owned()))
+}
