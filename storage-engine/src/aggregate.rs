@@ -14,7 +14,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type};
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashTable};
+use std::hash::BuildHasher;
 
 /// A mergeable aggregate state of one group.
 #[derive(Clone, Debug, PartialEq)]
@@ -102,11 +103,62 @@ fn better(candidate: &Scalar, current: &Scalar, is_min: bool) -> bool {
     }
 }
 
+/// The row holding the MIN (`is_min`) or MAX of a primitive column's selected, non-NULL
+/// values, in one typed pass (floats in `total_cmp` order, as `better` folds them); `None` for
+/// types without a typed pass, `Some(None)` when no row qualifies.
+fn extreme_row(
+    array: &ArrayRef,
+    mask: Option<&[u64]>,
+    len: usize,
+    is_min: bool,
+) -> Option<Option<usize>> {
+    let nulls = array.logical_nulls().filter(|n| n.null_count() > 0);
+    let selected = |row: usize| {
+        mask.is_none_or(|m| m[row / 64] >> (row % 64) & 1 == 1)
+            && nulls.as_ref().is_none_or(|n| n.is_valid(row))
+    };
+    fn pick<T: Copy>(
+        values: &[T],
+        selected: impl Fn(usize) -> bool,
+        wins: impl Fn(T, T) -> bool,
+    ) -> Option<usize> {
+        let mut best: Option<(usize, T)> = None;
+        for (row, &value) in values.iter().enumerate() {
+            if selected(row) && best.is_none_or(|(_, b)| wins(value, b)) {
+                best = Some((row, value));
+            }
+        }
+        best.map(|(row, _)| row)
+    }
+    let len = len.min(array.len());
+    if array.data_type() == &DataType::Float64 {
+        let values = &array.as_primitive::<Float64Type>().values()[..len];
+        return Some(pick(values, selected, |a: f64, b: f64| {
+            if is_min {
+                a.total_cmp(&b).is_lt()
+            } else {
+                a.total_cmp(&b).is_gt()
+            }
+        }));
+    }
+    let wins = |a, b| if is_min { a < b } else { a > b };
+    if let Some(values) = crate::exec::i64_values(array) {
+        return Some(pick(&values[..len], selected, wins));
+    }
+    crate::exec::i32_values(array).map(|values| {
+        pick(&values[..len], selected, |a: i32, b: i32| {
+            wins(a as i64, b as i64)
+        })
+    })
+}
+
 /// Interns one key column's values to dense local ids.
 #[derive(Default)]
 struct Interner {
     values: Vec<KeyValue>,
     map: HashMap<KeyValue, u32>,
+    /// Integer keys (the common high-cardinality case) skip the enum's hashing.
+    ints: HashMap<i64, u32>,
     strings: HashMap<String, u32>,
     /// The dictionary last mapped (kept alive so its address cannot be reused) and its ids.
     dictionary: Option<(ArrayRef, Vec<u32>)>,
@@ -114,6 +166,9 @@ struct Interner {
 
 impl Interner {
     fn id(&mut self, value: KeyValue) -> u32 {
+        if let KeyValue::Int(v) = value {
+            return self.int_id(v);
+        }
         if let KeyValue::Str(text) = &value {
             if let Some(&id) = self.strings.get(text.as_str()) {
                 return id;
@@ -129,6 +184,15 @@ impl Interner {
         let id = self.values.len() as u32;
         self.map.insert(value.clone(), id);
         self.values.push(value);
+        id
+    }
+
+    fn int_id(&mut self, v: i64) -> u32 {
+        let next = self.values.len() as u32;
+        let id = *self.ints.entry(v).or_insert(next);
+        if id == next {
+            self.values.push(KeyValue::Int(v));
+        }
         id
     }
 
@@ -232,7 +296,7 @@ impl Interner {
                             .iter()
                             .take_while(|&&t| t >= start && t < end)
                             .count();
-                        let id = self.id(KeyValue::Int(day));
+                        let id = self.int_id(day);
                         out.extend(std::iter::repeat_n(id, run));
                         i += run;
                     }
@@ -248,7 +312,7 @@ impl Interner {
                     let id = match last {
                         Some((previous, id)) if previous == v => id,
                         _ => {
-                            let id = self.id(KeyValue::Int(v));
+                            let id = self.int_id(v);
                             last = Some((v, id));
                             id
                         }
@@ -598,6 +662,17 @@ impl GroupState {
                         .as_ref()
                         .ok_or_else(|| Error::Internal("MIN/MAX without argument".into()))?;
                     let expr = aggregate.argument.unwrap_or(ValueExpr::Column(0));
+                    if !grouped {
+                        if let Some(found) = extreme_row(array, mask, len, *is_min) {
+                            if let Some(row) = found {
+                                let value = crate::exec::scalar_at(expr, array, row);
+                                if better(&value, &values[0], *is_min) {
+                                    values[0] = value;
+                                }
+                            }
+                            continue;
+                        }
+                    }
                     for row in 0..len {
                         if mask.is_some_and(|m| m[row / 64] >> (row % 64) & 1 == 0)
                             || array.is_null(row)
@@ -645,29 +720,41 @@ impl GroupState {
     }
 }
 
-/// Merges core results into one map (key values → states).
+/// Merges core results: groups in first-seen order, states of equal keys combined. Each group
+/// is hashed once and never cloned (a table of indices into the output, hashes kept beside them).
 pub fn merge(parts: Vec<GroupRows>, aggregates: &[Aggregate]) -> GroupRows {
-    let mut merged: HashMap<Vec<KeyValue>, Vec<AccState>> = HashMap::new();
-    let mut order: Vec<Vec<KeyValue>> = Vec::new();
-    for part in parts {
+    let mut parts = parts.into_iter().filter(|p| !p.is_empty());
+    let Some(mut merged) = parts.next() else {
+        return Vec::new();
+    };
+    let rest: Vec<GroupRows> = parts.collect();
+    if rest.is_empty() {
+        return merged;
+    }
+    let hasher = hashbrown::DefaultHashBuilder::default();
+    let mut table: HashTable<(u64, usize)> =
+        HashTable::with_capacity(merged.len() + rest.iter().map(Vec::len).max().unwrap_or(0));
+    for (index, (keys, _)) in merged.iter().enumerate() {
+        let hash = hasher.hash_one(keys);
+        table.insert_unique(hash, (hash, index), |&(h, _)| h);
+    }
+    for part in rest {
         for (keys, states) in part {
-            match merged.get_mut(&keys) {
-                Some(existing) => {
+            let hash = hasher.hash_one(&keys);
+            match table.find(hash, |&(h, i)| h == hash && merged[i].0 == keys) {
+                Some(&(_, index)) => {
                     for ((state, other), aggregate) in
-                        existing.iter_mut().zip(&states).zip(aggregates)
+                        merged[index].1.iter_mut().zip(&states).zip(aggregates)
                     {
                         state.merge(other, aggregate.function == AggregateFunction::Min);
                     }
                 }
                 None => {
-                    order.push(keys.clone());
-                    merged.insert(keys, states);
+                    table.insert_unique(hash, (hash, merged.len()), |&(h, _)| h);
+                    merged.push((keys, states));
                 }
             }
         }
     }
-    order
-        .into_iter()
-        .filter_map(|keys| merged.remove(&keys).map(|states| (keys, states)))
-        .collect()
+    merged
 }
