@@ -396,9 +396,13 @@ impl CoreContext {
         for task in tasks {
             shares[(task.cache_id % count as u64) as usize].push(task);
         }
+        // Peers' shares first, this core's last: join_all polls in order, and the local share
+        // runs until its first yield, so a peer listed after it would start a time slice late.
+        let me = self.peers.me();
+        let mut shares: Vec<(usize, Vec<FileTask>)> = shares.into_iter().enumerate().collect();
+        shares.sort_by_key(|(peer, _)| *peer == me);
         let calls: Vec<_> = shares
             .into_iter()
-            .enumerate()
             .filter(|(_, share)| !share.is_empty())
             .map(|(peer, share)| {
                 let (plan, out) = (plan.clone(), out.clone());
