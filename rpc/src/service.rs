@@ -983,23 +983,13 @@ impl admin::Server for AdminServer {
         manifest::validate_name("table", &name).map_err(engine_error)?;
         let data_dir = self.connection.data_dir().to_owned();
         let tenant = self.tenant.clone();
-        let existed = blocking(move || -> tessera_storage_engine::Result<bool> {
-            if manifest::load(&data_dir, &tenant, &name)?.is_none() {
-                return Ok(false);
-            }
-            let _lock = manifest::TableLock::acquire(&data_dir, &tenant, &name)?;
-            let dir = manifest::table_dir(&data_dir, &tenant, &name);
-            // The manifest goes first, so a crash part-way leaves no half-visible table.
-            let manifest_path = dir.join(manifest::MANIFEST_FILE);
-            std::fs::remove_file(&manifest_path)
-                .map_err(|e| tessera_storage_engine::Error::io(&manifest_path, e))?;
-            manifest::sync_dir(&dir)?;
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| tessera_storage_engine::Error::io(&dir, e))?;
-            Ok(true)
-        })
-        .await?
-        .map_err(engine_error)?;
+        let dropped = blocking(move || manifest::drop_table(&data_dir, &tenant, &name))
+            .await?
+            .map_err(engine_error)?;
+        let existed = dropped.is_some();
+        if let Some(manifest) = dropped {
+            self.connection.context.forget_tables(&[manifest]).await;
+        }
         results.get().set_existed(existed);
         Ok(())
     }
@@ -1054,14 +1044,15 @@ impl operator::Server for OperatorServer {
         mut results: operator::DropTenantResults,
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
-        let dir = self.tenant_dir(&text(params.get()?.get_name()?)?)?;
-        let existed = dir.is_dir();
-        if existed {
-            blocking(move || {
-                std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))
-            })
+        let name = text(params.get()?.get_name()?)?;
+        self.tenant_dir(&name)?;
+        let data_dir = self.connection.data_dir().to_owned();
+        let dropped = blocking(move || manifest::drop_tenant(&data_dir, &name))
             .await?
-            .map_err(|e| error("io", e))?;
+            .map_err(engine_error)?;
+        let existed = dropped.is_some();
+        if let Some(manifests) = dropped {
+            self.connection.context.forget_tables(&manifests).await;
         }
         results.get().set_existed(existed);
         Ok(())

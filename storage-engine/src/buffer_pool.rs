@@ -242,35 +242,51 @@ impl BufferPool {
 
     /// Drops every unpinned page (for cold benchmarks); returns the pages dropped.
     pub fn clear(&self) -> usize {
+        let dropped = self.retain(|_, entry| Rc::strong_count(&entry.frame) > 1);
+        let mut inner = self.inner.borrow_mut();
+        inner.ghost.clear();
+        inner.ghost_set.clear();
+        dropped
+    }
+
+    /// Drops every page of the given files, pinned or not (a query still holding a frame keeps
+    /// its `Rc`; the pool just stops listing it). Used when a table is dropped; returns the pages
+    /// dropped.
+    pub fn evict_files(&self, file_ids: &hashbrown::HashSet<u64>) -> usize {
+        let dropped = self.retain(|key, _| !file_ids.contains(&key.file_id));
+        let mut inner = self.inner.borrow_mut();
+        let Inner {
+            ghost, ghost_set, ..
+        } = &mut *inner;
+        ghost.retain(|key| !file_ids.contains(&key.file_id));
+        ghost_set.retain(|key| !file_ids.contains(&key.file_id));
+        dropped
+    }
+
+    /// Keeps the pages `keep` accepts, rebuilding the queues and their byte counts.
+    fn retain(&self, mut keep: impl FnMut(&PageKey, &Entry) -> bool) -> usize {
         let mut inner = self.inner.borrow_mut();
         let before = inner.entries.len();
-        inner
-            .entries
-            .retain(|_, entry| Rc::strong_count(&entry.frame) > 1);
+        inner.entries.retain(|key, entry| keep(key, entry));
         let Inner {
             entries,
             small,
             main,
-            ghost,
-            ghost_set,
             small_bytes,
             main_bytes,
             ..
         } = &mut *inner;
         small.retain(|k| entries.get(k).is_some_and(|e| !e.in_main));
         main.retain(|k| entries.get(k).is_some_and(|e| e.in_main));
-        ghost.clear();
-        ghost_set.clear();
-        *small_bytes = small
-            .iter()
-            .filter_map(|k| entries.get(k))
-            .map(|e| e.frame.bytes)
-            .sum();
-        *main_bytes = main
-            .iter()
-            .filter_map(|k| entries.get(k))
-            .map(|e| e.frame.bytes)
-            .sum();
+        let bytes = |queue: &VecDeque<PageKey>| -> usize {
+            queue
+                .iter()
+                .filter_map(|k| entries.get(k))
+                .map(|e| e.frame.bytes)
+                .sum()
+        };
+        *small_bytes = bytes(small);
+        *main_bytes = bytes(main);
         before - inner.entries.len()
     }
 }

@@ -222,6 +222,19 @@ impl Engine {
             .collect()
     }
 
+    /// Drops a table (`manifest::drop_table`) and makes every core forget what it cached of it;
+    /// false if there was no such table. Blocks the calling thread.
+    pub fn drop_table(&self, tenant: &str, table: &str) -> Result<bool> {
+        let Some(dropped) = manifest::drop_table(&self.config.data_dir, tenant, table)? else {
+            return Ok(false);
+        };
+        futures::executor::block_on(self.on_core(0, move |context| async move {
+            context.forget_tables(&[dropped]).await
+        }))
+        .ok_or(Error::ShuttingDown)?;
+        Ok(true)
+    }
+
     /// Empties every core's buffer pool and metadata cache (cold-run benchmarks).
     pub fn clear_caches(&self) {
         let receivers: Vec<_> = (0..self.cores.cores())
@@ -249,6 +262,34 @@ impl CoreContext {
     /// This core's buffer pool counters.
     pub fn pool_counters(&self) -> PoolCounters {
         self.state.pool.counters()
+    }
+
+    /// Makes every core forget what it caches of these dropped tables: its parsed manifests,
+    /// footers and open descriptors, and decoded pages. The caches are keyed by table incarnation,
+    /// so nothing stale could be served anyway; this frees the memory and closes deleted files.
+    pub async fn forget_tables(&self, dropped: &[TableManifest]) {
+        let files: hashbrown::HashSet<u64> = dropped
+            .iter()
+            .flat_map(|m| m.files.iter().map(move |f| file_cache_id(m, f)))
+            .collect();
+        let tables: Vec<(String, String)> = dropped
+            .iter()
+            .map(|m| (m.tenant.clone(), m.table.clone()))
+            .collect();
+        let forget = Arc::new((files, tables, self.config.data_dir.clone()));
+        let calls = (0..self.peers.count()).map(|peer| {
+            let forget = forget.clone();
+            self.peers
+                .call(&self.state, peer, move |state, _| async move {
+                    let (files, tables, data_dir) = &*forget;
+                    for (tenant, table) in tables {
+                        manifest::forget_cached(data_dir, tenant, table);
+                    }
+                    state.metadata.evict_files(files);
+                    state.pool.evict_files(files);
+                })
+        });
+        futures::future::join_all(calls).await;
     }
 
     pub async fn sql(&self, tenant: &str, text: &str) -> Result<QueryResult> {
@@ -445,6 +486,21 @@ impl BatchSink for Vec<RecordBatch> {
     }
 }
 
+/// Names one file of one table incarnation in the buffer pool and the metadata cache. The
+/// incarnation makes it unique across a drop and re-create that reuses names, ids and paths.
+fn file_cache_id(manifest: &TableManifest, file: &manifest::FileEntry) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (
+        &manifest.tenant,
+        &manifest.table,
+        manifest.incarnation,
+        file.id,
+        &file.path,
+    )
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
 /// One task per file the manifest statistics cannot rule out, and the number ruled out.
 fn file_tasks(data_dir: &Path, manifest: &TableManifest, plan: &Plan) -> (Vec<FileTask>, u64) {
     let table_dir = manifest::table_dir(data_dir, &manifest.tenant, &manifest.table);
@@ -456,10 +512,8 @@ fn file_tasks(data_dir: &Path, manifest: &TableManifest, plan: &Plan) -> (Vec<Fi
             pruned += 1;
             continue;
         }
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (&manifest.tenant, &manifest.table, file.id, &file.path).hash(&mut hasher);
         tasks.push(FileTask {
-            cache_id: hasher.finish(),
+            cache_id: file_cache_id(manifest, file),
             path: table_dir.join(&file.path),
             rows: file.rows,
             truth,

@@ -90,6 +90,18 @@ impl MetadataCache {
     pub fn clear(&self) {
         *self.inner.borrow_mut() = MetadataInner::default();
     }
+
+    /// Drops the entries of the given files (closing their descriptors once no scan holds them).
+    pub fn evict_files(&self, ids: &hashbrown::HashSet<u64>) {
+        let mut inner = self.inner.borrow_mut();
+        for id in ids {
+            if let Some((meta, _)) = inner.entries.remove(id) {
+                inner.bytes -= meta.bytes;
+            }
+        }
+        let MetadataInner { entries, order, .. } = &mut *inner;
+        order.retain(|id| entries.contains_key(id));
+    }
 }
 
 /// One file of a query, assigned to one core.

@@ -101,6 +101,12 @@ pub struct TableManifest {
     pub format_version: u32,
     pub tenant: String,
     pub table: String,
+    /// Identifies this incarnation of the table: random, chosen when the table is created, kept
+    /// by every publish. A table dropped and created again under the same name gets a new one, so
+    /// caches keyed by it (decoded pages, footers, open files) never serve the old table's data.
+    /// Manifests written before it existed read as 0.
+    #[serde(default)]
+    pub incarnation: u64,
     /// Incremented on every publish.
     pub version: u64,
     pub columns: Vec<ColumnDef>,
@@ -197,6 +203,13 @@ pub fn load_cached(
     Ok(Some(manifest))
 }
 
+/// Forgets this thread's parsed copy of a table's manifest (after a drop: a new table's manifest
+/// may have the same length and a modification time within the same clock tick).
+pub fn forget_cached(data_dir: &Path, tenant: &str, table: &str) {
+    let path = table_dir(data_dir, tenant, table).join(MANIFEST_FILE);
+    CACHE.with(|cache| cache.borrow_mut().remove(&path));
+}
+
 /// Loads a table's manifest; `Ok(None)` when the table does not exist.
 pub fn load(data_dir: &Path, tenant: &str, table: &str) -> Result<Option<TableManifest>> {
     validate_name("tenant", tenant)?;
@@ -269,30 +282,133 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
-/// An exclusive advisory lock on a table directory, held while an import publishes.
+/// A new random table incarnation (never 0, which marks manifests older than incarnations).
+pub fn new_incarnation() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer we own.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let random = if filled == bytes.len() as isize {
+        u64::from_le_bytes(bytes)
+    } else {
+        // No kernel randomness: the clock and the process still make a collision very unlikely.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (now.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+    };
+    random.max(1)
+}
+
+/// Lock files live here, outside the directories they guard, so deleting a table or a tenant
+/// never deletes a lock someone holds or waits for. The name cannot be a tenant's (`validate_name`
+/// refuses a leading '_'). Lock files are never removed: removing one while another process waits
+/// on it would let two holders in.
+pub const LOCK_DIR: &str = "_locks";
+
+/// Exclusive advisory lock on one table, held while its manifest changes (publish, drop). It
+/// holds its tenant's lock shared, so a tenant drop waits for every table operation and excludes
+/// new ones.
 pub struct TableLock {
+    _tenant: TenantLock,
     _file: std::fs::File,
 }
 
 impl TableLock {
     pub fn acquire(data_dir: &Path, tenant: &str, table: &str) -> Result<TableLock> {
-        let dir = table_dir(data_dir, tenant, table);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let path = dir.join("_lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a valid, owned descriptor; no memory is shared with the kernel.
-        let status = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if status != 0 {
-            return Err(Error::io(&path, std::io::Error::last_os_error()));
-        }
-        Ok(TableLock { _file: file })
+        validate_name("table", table)?;
+        let tenant_lock = TenantLock::acquire(data_dir, tenant, false)?;
+        // '.' cannot appear in a name, so `<tenant>.<table>` never collides with another pair.
+        let file = flock(data_dir, &format!("{tenant}.{table}.lock"), libc::LOCK_EX)?;
+        Ok(TableLock {
+            _tenant: tenant_lock,
+            _file: file,
+        })
     }
+}
+
+/// Advisory lock on a tenant: shared by table operations, exclusive while the tenant is dropped.
+pub struct TenantLock {
+    _file: std::fs::File,
+}
+
+impl TenantLock {
+    pub fn acquire(data_dir: &Path, tenant: &str, exclusive: bool) -> Result<TenantLock> {
+        validate_name("tenant", tenant)?;
+        let operation = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        Ok(TenantLock {
+            _file: flock(data_dir, &format!("{tenant}.lock"), operation)?,
+        })
+    }
+}
+
+/// Opens (creating it if needed) `<data>/_locks/<name>` and takes `operation` on it, blocking.
+fn flock(data_dir: &Path, name: &str, operation: libc::c_int) -> Result<std::fs::File> {
+    let dir = data_dir.join(LOCK_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a valid, owned descriptor; no memory is shared with the kernel.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(file);
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(Error::io(&path, error));
+        }
+    }
+}
+
+/// Drops a table under its lock: the manifest goes first (so a crash part-way leaves no
+/// half-visible table), then the directory. Returns the dropped manifest, `None` if there was no
+/// table; the caller evicts what caches hold of it (`CoreContext::forget_tables`).
+pub fn drop_table(data_dir: &Path, tenant: &str, table: &str) -> Result<Option<TableManifest>> {
+    let _lock = TableLock::acquire(data_dir, tenant, table)?;
+    let Some(manifest) = load(data_dir, tenant, table)? else {
+        return Ok(None);
+    };
+    remove_table_files(data_dir, tenant, table)?;
+    Ok(Some(manifest))
+}
+
+/// Drops a tenant and all its tables under the tenant's exclusive lock (no table operation runs
+/// meanwhile). Returns the dropped tables' manifests, `None` if the tenant did not exist.
+pub fn drop_tenant(data_dir: &Path, tenant: &str) -> Result<Option<Vec<TableManifest>>> {
+    let _lock = TenantLock::acquire(data_dir, tenant, true)?;
+    let dir = data_dir.join(tenant);
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let mut dropped = Vec::new();
+    for table in list_tables(data_dir, tenant)? {
+        if let Some(manifest) = load(data_dir, tenant, &table)? {
+            remove_table_files(data_dir, tenant, &table)?;
+            dropped.push(manifest);
+        }
+    }
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(Some(dropped))
+}
+
+fn remove_table_files(data_dir: &Path, tenant: &str, table: &str) -> Result<()> {
+    let dir = table_dir(data_dir, tenant, table);
+    let manifest_path = dir.join(MANIFEST_FILE);
+    std::fs::remove_file(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+    sync_dir(&dir)?;
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))
 }
 
 /// Lists the tables of a tenant (directories holding a manifest), sorted.

@@ -187,6 +187,7 @@ impl TableWriter {
                     format_version: manifest::FORMAT_VERSION,
                     tenant: tenant.to_owned(),
                     table: table.to_owned(),
+                    incarnation: manifest::new_incarnation(),
                     version: 0,
                     sort_column: partition.time_column.clone(),
                     columns,
