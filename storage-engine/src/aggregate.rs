@@ -88,23 +88,28 @@ impl AccState {
 
 /// True when `candidate` should replace `current` as the MIN (`is_min`) or MAX.
 fn better(candidate: &Scalar, current: &Scalar, is_min: bool) -> bool {
-    match (candidate, current) {
-        (Scalar::Null, _) => false,
-        (_, Scalar::Null) => true,
-        (Scalar::Float(c), _) if c.is_nan() => false,
-        _ => {
-            let order = candidate.total_cmp(current);
-            if is_min {
-                order.is_lt()
-            } else {
-                order.is_gt()
-            }
-        }
+    let order = match (candidate, current) {
+        (Scalar::Null, _) => return false,
+        (_, Scalar::Null) => return true,
+        (Scalar::Float(a), Scalar::Float(b)) => extreme_order(*a, *b),
+        _ => candidate.total_cmp(current),
+    };
+    if is_min {
+        order.is_lt()
+    } else {
+        order.is_gt()
     }
 }
 
+/// The order MIN/MAX fold floats in: PostgreSQL's (NaN above every number, so MAX of a column
+/// holding a NaN is NaN and MIN skips NaN unless all are), with values that order equal told
+/// apart by their bits (`-0.0` before `0.0`) so the answer never depends on page or core order.
+fn extreme_order(a: f64, b: f64) -> std::cmp::Ordering {
+    crate::value::float_cmp(a, b).then_with(|| a.total_cmp(&b))
+}
+
 /// The row holding the MIN (`is_min`) or MAX of a primitive column's selected, non-NULL
-/// values, in one typed pass (floats in `total_cmp` order, as `better` folds them); `None` for
+/// values, in one typed pass (floats in `extreme_order`, as `better` folds them); `None` for
 /// types without a typed pass, `Some(None)` when no row qualifies.
 fn extreme_row(
     array: &ArrayRef,
@@ -135,9 +140,9 @@ fn extreme_row(
         let values = &array.as_primitive::<Float64Type>().values()[..len];
         return Some(pick(values, selected, |a: f64, b: f64| {
             if is_min {
-                a.total_cmp(&b).is_lt()
+                extreme_order(a, b).is_lt()
             } else {
-                a.total_cmp(&b).is_gt()
+                extreme_order(a, b).is_gt()
             }
         }));
     }
@@ -350,8 +355,11 @@ fn key_at(expr: ValueExpr, array: &ArrayRef, i: usize) -> KeyValue {
         }
         (_, DataType::Float64) => {
             let v = array.as_primitive::<Float64Type>().value(i);
+            // One group for -0.0 and 0.0, one for every NaN (PostgreSQL's equality).
             KeyValue::Float(if v == 0.0 {
                 0.0f64.to_bits()
+            } else if v.is_nan() {
+                f64::NAN.to_bits()
             } else {
                 v.to_bits()
             })

@@ -517,6 +517,7 @@ fn file_tasks(data_dir: &Path, manifest: &TableManifest, plan: &Plan) -> (Vec<Fi
             path: table_dir.join(&file.path),
             rows: file.rows,
             truth,
+            nan_possible: file.columns.iter().map(|c| c.nan_possible).collect(),
         });
     }
     (tasks, pruned)

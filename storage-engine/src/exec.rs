@@ -113,6 +113,17 @@ pub struct FileTask {
     pub rows: u64,
     /// What the manifest's file statistics say about the filter.
     pub truth: Truth,
+    /// Per column: whether the manifest allows a NaN in this file. Parquet's row-group and page
+    /// statistics cannot rule NaN out (see `stats`), so this is what lets them prune floats.
+    pub nan_possible: Vec<bool>,
+}
+
+impl FileTask {
+    /// Row-group or page statistics of `column`, NaN ruled out when the file has none.
+    fn refine(&self, column: usize, mut stats: ColumnStats) -> ColumnStats {
+        stats.nan_possible &= self.nan_possible.get(column).copied().unwrap_or(true);
+        stats
+    }
 }
 
 /// Counters of one query, summed over cores.
@@ -336,10 +347,13 @@ async fn scan_file(
             (None, _) | (_, Truth::Always) => Truth::Always,
             (Some(filter), _) => prune::classify(filter, &|column| {
                 let chunk = group_meta.column(column);
-                Some(stats::from_parquet(
-                    plan.columns[column].column_type,
-                    chunk.statistics(),
-                    rows as u64,
+                Some(task.refine(
+                    column,
+                    stats::from_parquet(
+                        plan.columns[column].column_type,
+                        chunk.statistics(),
+                        rows as u64,
+                    ),
                 ))
             }),
         };
@@ -367,11 +381,14 @@ async fn scan_file(
                                 let page_rows = (w[1] - w[0]) as u64;
                                 (
                                     w[1],
-                                    stats::from_column_index(
-                                        plan.columns[column].column_type,
-                                        index,
-                                        page,
-                                        page_rows,
+                                    task.refine(
+                                        column,
+                                        stats::from_column_index(
+                                            plan.columns[column].column_type,
+                                            index,
+                                            page,
+                                            page_rows,
+                                        ),
                                     ),
                                 )
                             })
@@ -797,7 +814,7 @@ pub fn sort_rows(
     let sort_columns: Vec<arrow_ord::sort::SortColumn> = keys
         .iter()
         .map(|key| arrow_ord::sort::SortColumn {
-            values: columns[key.index].clone(),
+            values: sort_key(&columns[key.index]),
             options: Some(arrow_schema::SortOptions {
                 descending: key.descending,
                 nulls_first: key.descending,
@@ -810,6 +827,24 @@ pub fn sort_rows(
         .map(|c| arrow_select::take::take(c.as_ref(), &indices, None))
         .collect::<std::result::Result<_, _>>()
         .map_err(internal)
+}
+
+/// The array `sort_rows` orders by: floats in PostgreSQL's order (`value::float_cmp`). Arrow
+/// sorts floats by IEEE total order, which puts negative NaNs before every number and `-0.0`
+/// before `0.0`; with every NaN made the positive one and `-0.0` made `0.0`, its order is ours.
+fn sort_key(column: &ArrayRef) -> ArrayRef {
+    match column.as_primitive_opt::<Float64Type>() {
+        Some(floats) => Arc::new(floats.unary::<_, Float64Type>(|v| {
+            if v.is_nan() {
+                f64::NAN
+            } else if v == 0.0 {
+                0.0
+            } else {
+                v
+            }
+        })),
+        None => column.clone(),
+    }
 }
 
 /// The output array of `value` for a page slice.
@@ -1061,9 +1096,12 @@ fn evaluate_test(array: &ArrayRef, test: &Test, len: usize, kernels: &Kernels) -
                     kernels.cmp_f64(values, *op, v, validity, &mut out)
                 }
                 Test::Between { low, high } => {
+                    // A NaN bound is a value (PostgreSQL's order), not "no bound": a missing one
+                    // is a planner bug.
+                    let missing = || Error::Internal("non-float BETWEEN bound".into());
                     let (l, h) = (
-                        float(low).unwrap_or(f64::NAN),
-                        float(high).unwrap_or(f64::NAN),
+                        float(low).ok_or_else(missing)?,
+                        float(high).ok_or_else(missing)?,
                     );
                     kernels.between_f64(values, l, h, validity, &mut out)
                 }

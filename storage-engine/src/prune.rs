@@ -73,6 +73,17 @@ fn classify_test(test: &Test, stats: &ColumnStats) -> Truth {
     if matches!(min, Scalar::Null) || matches!(max, Scalar::Null) {
         return Truth::Maybe;
     }
+    // NaN is above every number (PostgreSQL's order) and statistics leave it out of min/max: when
+    // one may be there, `upper`, the true upper bound, is NaN. `max` still bounds the rows a
+    // number can be equal to or between (NaN equals only NaN).
+    let nan = Scalar::Float(f64::NAN);
+    let upper = if stats.nan_possible && matches!(min, Scalar::Float(_)) {
+        &nan
+    } else {
+        max
+    };
+    let is_nan = |v: &Scalar| matches!(v, Scalar::Float(f) if f.is_nan());
+    let top_for = |v: &Scalar| if is_nan(v) { upper } else { max };
     let all = |holds: bool| {
         if holds && no_nulls {
             Truth::Always
@@ -83,31 +94,32 @@ fn classify_test(test: &Test, stats: &ColumnStats) -> Truth {
     match test {
         Test::Compare { op, value } => {
             let below = cmp(value, min) == Ordering::Less; // value < min
-            let above = cmp(value, max) == Ordering::Greater; // value > max
-            let single = cmp(min, max) == Ordering::Equal && cmp(min, value) == Ordering::Equal;
+            let above = cmp(value, top_for(value)) == Ordering::Greater; // no row equals value
+            let single = cmp(min, upper) == Ordering::Equal && cmp(min, value) == Ordering::Equal;
             match op {
                 CmpOp::Eq if below || above => Truth::Never,
                 CmpOp::Eq => all(single),
                 CmpOp::Ne if single => Truth::Never,
                 CmpOp::Ne => all(below || above),
                 CmpOp::Lt if cmp(min, value) != Ordering::Less => Truth::Never,
-                CmpOp::Lt => all(cmp(max, value) == Ordering::Less),
+                CmpOp::Lt => all(cmp(upper, value) == Ordering::Less),
                 CmpOp::Le if cmp(min, value) == Ordering::Greater => Truth::Never,
-                CmpOp::Le => all(cmp(max, value) != Ordering::Greater),
-                CmpOp::Gt if cmp(max, value) != Ordering::Greater => Truth::Never,
+                CmpOp::Le => all(cmp(upper, value) != Ordering::Greater),
+                CmpOp::Gt if cmp(upper, value) != Ordering::Greater => Truth::Never,
                 CmpOp::Gt => all(cmp(min, value) == Ordering::Greater),
-                CmpOp::Ge if cmp(max, value) == Ordering::Less => Truth::Never,
+                CmpOp::Ge if cmp(upper, value) == Ordering::Less => Truth::Never,
                 CmpOp::Ge => all(cmp(min, value) != Ordering::Less),
             }
         }
         Test::Between { low, high } => {
+            // With a number as `high`, no NaN is inside; a NaN `high` admits NaN rows.
             if cmp(high, min) == Ordering::Less
-                || cmp(low, max) == Ordering::Greater
+                || cmp(low, top_for(high)) == Ordering::Greater
                 || cmp(low, high) == Ordering::Greater
             {
                 Truth::Never
             } else {
-                all(cmp(low, min) != Ordering::Greater && cmp(max, high) != Ordering::Greater)
+                all(cmp(low, min) != Ordering::Greater && cmp(upper, high) != Ordering::Greater)
             }
         }
         Test::In {
@@ -117,7 +129,7 @@ fn classify_test(test: &Test, stats: &ColumnStats) -> Truth {
         } => {
             let any_inside = values
                 .iter()
-                .any(|v| cmp(v, min) != Ordering::Less && cmp(v, max) != Ordering::Greater);
+                .any(|v| cmp(v, min) != Ordering::Less && cmp(v, top_for(v)) != Ordering::Greater);
             if any_inside {
                 Truth::Maybe
             } else {
@@ -250,6 +262,7 @@ mod tests {
             max: Scalar::Int(max),
             null_count: Some(nulls),
             rows: 100,
+            nan_possible: false,
         }
     }
 
@@ -279,6 +292,75 @@ mod tests {
             classify(&leaf(CmpOp::Ge, 10), &|_| Some(with_nulls.clone())),
             Truth::Maybe
         );
+    }
+
+    #[test]
+    fn float_bounds_without_nan_proof_never_claim_all_or_none_for_nan() {
+        let float_stats = |nan_possible: bool| ColumnStats {
+            min: Scalar::Float(1.0),
+            max: Scalar::Float(10.0),
+            null_count: Some(0),
+            rows: 100,
+            nan_possible,
+        };
+        let test = |op: CmpOp, value: f64, nan_possible: bool| {
+            let filter = Filter::Leaf {
+                column: 0,
+                test: Test::Compare {
+                    op,
+                    value: Scalar::Float(value),
+                },
+            };
+            classify(&filter, &|_| Some(float_stats(nan_possible)))
+        };
+        // A NaN may be there: it is above 10, unequal to everything, and not <= 10.
+        assert_eq!(test(CmpOp::Le, 10.0, true), Truth::Maybe);
+        assert_eq!(test(CmpOp::Lt, 11.0, true), Truth::Maybe);
+        assert_eq!(test(CmpOp::Gt, 10.0, true), Truth::Maybe);
+        assert_eq!(test(CmpOp::Ge, 11.0, true), Truth::Maybe);
+        assert_eq!(test(CmpOp::Ne, 20.0, true), Truth::Always);
+        assert_eq!(test(CmpOp::Lt, 1.0, true), Truth::Never);
+        assert_eq!(test(CmpOp::Eq, 20.0, true), Truth::Never);
+        let single = ColumnStats {
+            min: Scalar::Float(3.0),
+            max: Scalar::Float(3.0),
+            ..float_stats(true)
+        };
+        assert_eq!(
+            classify(
+                &Filter::Leaf {
+                    column: 0,
+                    test: Test::Compare {
+                        op: CmpOp::Ne,
+                        value: Scalar::Float(3.0)
+                    }
+                },
+                &|_| Some(single.clone())
+            ),
+            Truth::Maybe
+        );
+        let between = Filter::Leaf {
+            column: 0,
+            test: Test::Between {
+                low: Scalar::Float(0.0),
+                high: Scalar::Float(20.0),
+            },
+        };
+        assert_eq!(
+            classify(&between, &|_| Some(float_stats(true))),
+            Truth::Maybe
+        );
+        // The writer proved there is none: the bounds decide alone.
+        assert_eq!(test(CmpOp::Le, 10.0, false), Truth::Always);
+        assert_eq!(test(CmpOp::Gt, 10.0, false), Truth::Never);
+        assert_eq!(
+            classify(&between, &|_| Some(float_stats(false))),
+            Truth::Always
+        );
+        // NaN as a constant is the top value.
+        assert_eq!(test(CmpOp::Eq, f64::NAN, false), Truth::Never);
+        assert_eq!(test(CmpOp::Lt, f64::NAN, false), Truth::Always);
+        assert_eq!(test(CmpOp::Eq, f64::NAN, true), Truth::Maybe);
     }
 
     #[test]

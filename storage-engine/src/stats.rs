@@ -18,6 +18,16 @@ pub struct ColumnStats {
     pub null_count: Option<u64>,
     /// Number of rows the statistics cover.
     pub rows: u64,
+    /// Whether a NaN may be among the values (float columns). Parquet leaves NaN out of min/max
+    /// and its NaN count is optional (other writers omit it), so only the writer's own count of
+    /// a file (`writer::write_file`) proves there is none; manifests written before this field
+    /// say nothing, which reads as "maybe".
+    #[serde(default = "nan_unknown")]
+    pub nan_possible: bool,
+}
+
+fn nan_unknown() -> bool {
+    true
 }
 
 impl ColumnStats {
@@ -27,6 +37,7 @@ impl ColumnStats {
             max: Scalar::Null,
             null_count: None,
             rows,
+            nan_possible: true,
         }
     }
 
@@ -59,6 +70,7 @@ impl ColumnStats {
                 self.max = Scalar::Null;
             }
         }
+        self.nan_possible |= other.nan_possible;
         self.null_count = match (self.null_count, other.null_count) {
             (Some(a), Some(b)) => Some(a + b),
             _ => None,
@@ -124,6 +136,7 @@ pub fn from_parquet(
         max,
         null_count,
         rows,
+        nan_possible: column_type == ColumnType::Float64,
     }
 }
 
@@ -152,6 +165,7 @@ pub fn from_column_index(
             max: Scalar::Null,
             null_count: Some(rows),
             rows,
+            nan_possible: false,
         };
     }
     let (min, max) = match (column_type, index) {
@@ -184,6 +198,7 @@ pub fn from_column_index(
                 max,
                 null_count,
                 rows,
+                nan_possible: column_type == ColumnType::Float64,
             }
         }
         _ => ColumnStats {
@@ -203,6 +218,7 @@ mod tests {
             max: Scalar::Int(max),
             null_count: Some(nulls),
             rows,
+            nan_possible: false,
         }
     }
 
@@ -216,6 +232,7 @@ mod tests {
             max: Scalar::Null,
             null_count: Some(4),
             rows: 4,
+            nan_possible: false,
         };
         merged.merge(&all_null);
         assert_eq!(merged, stats(1, 9, 6, 24));
@@ -227,5 +244,32 @@ mod tests {
             (merged.min, merged.null_count, merged.rows),
             (Scalar::Null, None, 29)
         );
+    }
+
+    /// Parquet's float min/max leave NaN out, so statistics converted from a file never rule NaN
+    /// out on their own (its NaN count is optional and absent from other writers' files); the
+    /// writer's exact count per file (`FileTask::refine`) is what lets pruning trust the bounds.
+    #[test]
+    fn parquet_float_statistics_leave_nan_out_of_the_bounds_and_never_rule_it_out() {
+        use arrow_array::{Float64Array, RecordBatch};
+        use arrow_schema::{DataType, Field, Schema};
+        use parquet::arrow::ArrowWriter;
+        use std::sync::Arc;
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, false)]));
+        let values = Float64Array::from(vec![f64::NAN, 1.0, 2.0]);
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(values)]).unwrap();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        let metadata = writer.close().unwrap();
+        let statistics = metadata.row_group(0).column(0).statistics();
+        let converted = from_parquet(ColumnType::Float64, statistics, 3);
+        assert_eq!(
+            (converted.min, converted.max),
+            (Scalar::Float(1.0), Scalar::Float(2.0))
+        );
+        assert!(converted.nan_possible);
+        let integers = from_parquet(ColumnType::Int64, None, 3);
+        assert!(integers.nan_possible, "unknown statistics say nothing");
     }
 }

@@ -77,14 +77,52 @@ impl ColumnType {
 pub enum Scalar {
     Null,
     Int(i64),
-    Float(f64),
+    Float(#[serde(with = "json_float")] f64),
     Str(String),
     Bool(bool),
 }
 
+/// JSON has no ±inf or NaN (serde_json writes them as `null`, which then fails to read back and
+/// made a table whose statistics held an infinity unreadable): those are written as the strings
+/// `"inf"`, `"-inf"` and `"NaN"`, finite values as numbers.
+mod json_float {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        match *value {
+            v if v.is_nan() => serializer.serialize_str("NaN"),
+            f64::INFINITY => serializer.serialize_str("inf"),
+            f64::NEG_INFINITY => serializer.serialize_str("-inf"),
+            v => v.serialize(serializer),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Number(f64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        match Stored::deserialize(deserializer)? {
+            Stored::Number(v) => Ok(v),
+            Stored::Text(text) => match text.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!(
+                    "expected a number, \"inf\", \"-inf\" or \"NaN\", found {other:?}"
+                ))),
+            },
+        }
+    }
+}
+
 impl Scalar {
-    /// Total order used for sorting and statistics: NULL sorts after every value;
-    /// values of different kinds (which a bound plan never compares) order by kind.
+    /// Total order used for sorting and statistics: NULL sorts after every value; floats in
+    /// PostgreSQL's order (`float_cmp`); values of different kinds (which a bound plan never
+    /// compares) order by kind.
     pub fn total_cmp(&self, other: &Scalar) -> Ordering {
         use Scalar::*;
         match (self, other) {
@@ -92,9 +130,9 @@ impl Scalar {
             (Null, _) => Ordering::Greater,
             (_, Null) => Ordering::Less,
             (Int(a), Int(b)) => a.cmp(b),
-            (Float(a), Float(b)) => a.total_cmp(b),
-            (Int(a), Float(b)) => (*a as f64).total_cmp(b),
-            (Float(a), Int(b)) => a.total_cmp(&(*b as f64)),
+            (Float(a), Float(b)) => float_cmp(*a, *b),
+            (Int(a), Float(b)) => float_cmp(*a as f64, *b),
+            (Float(a), Int(b)) => float_cmp(*a, *b as f64),
             (Str(a), Str(b)) => a.as_bytes().cmp(b.as_bytes()),
             (Bool(a), Bool(b)) => a.cmp(b),
             _ => self.kind_rank().cmp(&other.kind_rank()),
@@ -108,6 +146,17 @@ impl Scalar {
             Scalar::Bool(_) => 2,
             Scalar::Null => 3,
         }
+    }
+}
+
+/// PostgreSQL's order of float8, the one rule for filters, statistics, MIN/MAX and ORDER BY:
+/// `-0.0` equals `0.0`, NaN equals NaN (whatever its sign or payload) and sorts above every
+/// number, `+inf` included.
+pub fn float_cmp(a: f64, b: f64) -> Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        // Neither is NaN, so `partial_cmp` always answers.
+        (false, false) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+        (a_nan, b_nan) => a_nan.cmp(&b_nan),
     }
 }
 
@@ -262,6 +311,38 @@ pub fn format_timestamp(micros: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn float_scalars_round_trip_through_json_including_infinities_and_nan() {
+        for value in [1.5, -0.0, 1e300, f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+            let text = serde_json::to_string(&Scalar::Float(value)).unwrap();
+            let back: Scalar = serde_json::from_str(&text).unwrap();
+            match back {
+                Scalar::Float(v) if value.is_nan() => assert!(v.is_nan(), "{text}"),
+                Scalar::Float(v) => assert_eq!(v.to_bits(), value.to_bits(), "{text}"),
+                other => panic!("{text} read back as {other:?}"),
+            }
+        }
+        // Manifests written before keep reading: plain numbers, integers too.
+        let old: Scalar = serde_json::from_str(r#"{"float":3}"#).unwrap();
+        assert_eq!(old, Scalar::Float(3.0));
+        assert!(serde_json::from_str::<Scalar>(r#"{"float":"lots"}"#).is_err());
+    }
+
+    #[test]
+    fn floats_order_as_in_postgresql() {
+        use std::cmp::Ordering::*;
+        assert_eq!(float_cmp(-0.0, 0.0), Equal);
+        assert_eq!(float_cmp(f64::NAN, -f64::NAN), Equal);
+        assert_eq!(float_cmp(f64::NAN, f64::INFINITY), Greater);
+        assert_eq!(float_cmp(-f64::NAN, f64::NEG_INFINITY), Greater);
+        assert_eq!(float_cmp(f64::NEG_INFINITY, -1e308), Less);
+        assert_eq!(
+            Scalar::Float(f64::NAN).total_cmp(&Scalar::Int(i64::MAX)),
+            Greater
+        );
+        assert_eq!(Scalar::Float(f64::NAN).total_cmp(&Scalar::Null), Less);
+    }
 
     #[test]
     fn civil_dates_round_trip() {

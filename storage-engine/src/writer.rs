@@ -15,7 +15,7 @@ use crate::manifest::{
 use crate::stats::{self, ColumnStats};
 use crate::value::{format_date, ColumnType, MICROS_PER_DAY};
 use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::types::{Float64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use hashbrown::HashMap;
@@ -583,7 +583,19 @@ fn write_file(
                 None => merged = Some(chunk_stats),
             }
         }
-        columns.push(merged.unwrap_or_else(|| ColumnStats::unknown(0)));
+        let mut merged = merged.unwrap_or_else(|| ColumnStats::unknown(0));
+        // Parquet statistics cannot rule NaN out (see `stats`); our own count of the rows written
+        // is exact, and lets pruning trust this file's bounds and every page's in it.
+        merged.nan_possible = batch
+            .column(index)
+            .as_primitive_opt::<Float64Type>()
+            .is_some_and(|floats| {
+                floats
+                    .slice(start, offset - start)
+                    .iter()
+                    .any(|v| v.is_some_and(f64::is_nan))
+            });
+        columns.push(merged);
     }
     let rows = offset - start;
     let entry = FileEntry {

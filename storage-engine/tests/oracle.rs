@@ -1,8 +1,13 @@
 //! The engine against an independent, naive row-at-a-time evaluator of the SQL subset. proptest
-//! generates tables (every column type, NULLs, several files, row groups and pages) and queries
-//! (filters of every kind nested up to depth 3, projections, groups, aggregates, ORDER BY, LIMIT)
-//! and requires the same answers. Floats compare within a relative 1e-9; rows compare as
-//! multisets unless ORDER BY fixes their order (ties may come in any order).
+//! generates tables (every column type, NULLs, hostile values: integer extremes, sums beyond
+//! int64, ±inf, NaN, -0.0, strings of a few KiB; several files, row groups and pages) and queries
+//! as structured values (filters of every kind nested up to depth 3, projections, groups,
+//! aggregates, ORDER BY, LIMIT). The engine gets each query rendered as SQL text; the reference
+//! evaluates the structured value itself and shares no code with the engine (not its parser, not
+//! its value helpers), so front-end bugs show too. Floats follow PostgreSQL's order (NaN equals
+//! NaN and is above every number, -0.0 = 0.0) and compare within a relative 1e-9; an integer SUM
+//! outside int64 must be an error; rows compare as multisets unless ORDER BY fixes their order
+//! (ties may come in any order).
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
@@ -16,10 +21,14 @@ use std::cmp::Ordering;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 use tessera_storage_engine::manifest::WriterSettings;
-use tessera_storage_engine::sql::*;
-use tessera_storage_engine::value::{parse_date, parse_timestamp, MICROS_PER_DAY};
 use tessera_storage_engine::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::{Engine, EngineConfig};
+
+/// Timestamps near both ends of the int64 microsecond range in generated tables. OFF until the
+/// GROUP BY DATE hang on them (another engineer's item) is fixed: flip this one line then.
+const EXTREME_TIMESTAMPS: bool = false;
+
+const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
 
 // ---------------------------------------------------------------- values and tables
 
@@ -32,6 +41,18 @@ enum Value {
     Bool(bool),
 }
 
+/// PostgreSQL's order of floats: NaN equals NaN and is above every number; -0.0 equals 0.0.
+fn float_order(x: f64, y: f64) -> Ordering {
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ if x < y => Ordering::Less,
+        _ if x > y => Ordering::Greater,
+        _ => Ordering::Equal,
+    }
+}
+
 /// NULL sorts after every value.
 fn compare(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
@@ -39,7 +60,7 @@ fn compare(a: &Value, b: &Value) -> Ordering {
         (Value::Null, _) => Ordering::Greater,
         (_, Value::Null) => Ordering::Less,
         (Value::Int(x), Value::Int(y)) => x.cmp(y),
-        (Value::Float(x), Value::Float(y)) => x.total_cmp(y),
+        (Value::Float(x), Value::Float(y)) => float_order(*x, *y),
         (Value::Str(x), Value::Str(y)) => x.as_bytes().cmp(y.as_bytes()),
         (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         _ => panic!("comparing {a:?} with {b:?}"),
@@ -48,6 +69,8 @@ fn compare(a: &Value, b: &Value) -> Ordering {
 
 fn close(a: &Value, b: &Value) -> bool {
     match (a, b) {
+        (Value::Float(x), Value::Float(y)) if x.is_nan() || y.is_nan() => x.is_nan() && y.is_nan(),
+        (Value::Float(x), Value::Float(y)) if x.is_infinite() || y.is_infinite() => x == y,
         (Value::Float(x), Value::Float(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
         _ => a == b,
     }
@@ -64,7 +87,7 @@ enum Kind {
     Bool,
 }
 
-const COLUMNS: [(&str, Kind); 8] = [
+const COLUMNS: [(&str, Kind); 9] = [
     ("id", Kind::Int64),
     ("ts", Kind::Timestamp),
     ("day", Kind::Date),
@@ -73,11 +96,27 @@ const COLUMNS: [(&str, Kind); 8] = [
     ("category", Kind::Text),
     ("status", Kind::Text),
     ("flag", Kind::Bool),
+    ("big", Kind::Int64),
 ];
+
+/// Output columns of `SELECT *`.
+const WIDTH: usize = COLUMNS.len();
 
 const BASE_DAY: i64 = 19_723; // 2024-01-01
 const CATEGORIES: [&str; 6] = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"];
 const STATUSES: [&str; 3] = ["ok", "error", "pending"];
+
+/// Category `i`: the six names, then two strings of a few KiB (Parquet truncates their
+/// statistics; the second is cut inside a multi-byte character).
+fn category(i: usize) -> String {
+    match i {
+        0..=5 => CATEGORIES[i].to_string(),
+        6 => format!("alpha{}", "x".repeat(4000)),
+        _ => format!("zeta{}", "é".repeat(1500)),
+    }
+}
+
+const CATEGORY_COUNT: usize = 8;
 
 fn kind(column: &str) -> Kind {
     COLUMNS
@@ -96,32 +135,79 @@ fn index(column: &str) -> usize {
 
 type Row = Vec<Value>;
 
+fn arb_timestamp() -> BoxedStrategy<i64> {
+    let ordinary = (0i64..(4 * 86_400)).prop_map(|second| (BASE_DAY * 86_400 + second) * 1_000_000);
+    if EXTREME_TIMESTAMPS {
+        let extremes = vec![i64::MIN, i64::MIN + 1, i64::MAX - 1, i64::MAX];
+        prop_oneof![20 => ordinary, 1 => prop::sample::select(extremes)].boxed()
+    } else {
+        ordinary.boxed()
+    }
+}
+
+fn arb_amount() -> impl Strategy<Value = f64> {
+    // Finite values are multiples of 1/4 below 2^50, so every sum is exact in any order.
+    let hostile = vec![
+        f64::NAN,
+        -f64::NAN,
+        0.0,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        1e12,
+        -1e12,
+    ];
+    prop_oneof![
+        8 => (-40i64..40).prop_map(|a| a as f64 / 4.0),
+        1 => prop::sample::select(hostile)
+    ]
+}
+
 fn arb_rows() -> impl Strategy<Value = Vec<Row>> {
     let row = (
-        0i64..(4 * 86_400), // seconds into a 4-day span
+        arb_timestamp(),
         prop::option::weighted(0.9, -3i64..5),
-        prop::option::weighted(0.85, -50i32..50),
-        prop::option::weighted(0.85, -40i64..40),
-        prop::option::weighted(0.9, prop_oneof![4 => 0usize..2, 1 => 2usize..6]),
+        prop::option::weighted(
+            0.85,
+            prop_oneof![
+                8 => -50i32..50,
+                1 => prop::sample::select(vec![i32::MIN, i32::MIN + 1, i32::MAX])
+            ],
+        ),
+        prop::option::weighted(0.85, arb_amount()),
+        prop::option::weighted(
+            0.9,
+            prop_oneof![4 => 0usize..2, 1 => 2usize..6, 1 => 6usize..CATEGORY_COUNT],
+        ),
         prop::option::weighted(0.9, 0usize..3),
         prop::option::weighted(0.8, any::<bool>()),
+        prop::option::weighted(
+            0.9,
+            prop_oneof![
+                6 => -1000i64..1000,
+                1 => prop::sample::select(vec![i64::MIN, i64::MIN + 1, i64::MAX - 1, i64::MAX])
+            ],
+        ),
     );
     prop::collection::vec(row, 0..300).prop_map(|mut rows| {
         rows.sort_by_key(|r| r.0);
         rows.into_iter()
             .enumerate()
-            .map(|(i, (second, day, qty, amount, category, status, flag))| {
-                vec![
-                    Value::Int(i as i64 + 1),
-                    Value::Int((BASE_DAY * 86_400 + second) * 1_000_000),
-                    day.map_or(Value::Null, |d| Value::Int(BASE_DAY + d)),
-                    qty.map_or(Value::Null, |q| Value::Int(q as i64)),
-                    amount.map_or(Value::Null, |a| Value::Float(a as f64 / 4.0)),
-                    category.map_or(Value::Null, |c| Value::Str(CATEGORIES[c].into())),
-                    status.map_or(Value::Null, |s| Value::Str(STATUSES[s].into())),
-                    flag.map_or(Value::Null, Value::Bool),
-                ]
-            })
+            .map(
+                |(i, (ts, day, qty, amount, category_index, status, flag, big))| {
+                    vec![
+                        Value::Int(i as i64 + 1),
+                        Value::Int(ts),
+                        day.map_or(Value::Null, |d| Value::Int(BASE_DAY + d)),
+                        qty.map_or(Value::Null, |q| Value::Int(q as i64)),
+                        amount.map_or(Value::Null, Value::Float),
+                        category_index.map_or(Value::Null, |c| Value::Str(category(c))),
+                        status.map_or(Value::Null, |s| Value::Str(STATUSES[s].into())),
+                        flag.map_or(Value::Null, Value::Bool),
+                        big.map_or(Value::Null, Value::Int),
+                    ]
+                },
+            )
             .collect()
     })
 }
@@ -129,6 +215,7 @@ fn arb_rows() -> impl Strategy<Value = Vec<Row>> {
 fn to_batch(rows: &[Row]) -> RecordBatch {
     let column = |i: usize| rows.iter().map(move |r| r[i].clone());
     let int = |v: Value| if let Value::Int(x) = v { Some(x) } else { None };
+    let text = |v: Value| if let Value::Str(x) = v { Some(x) } else { None };
     let arrays: Vec<ArrayRef> = vec![
         Arc::new(column(0).map(int).collect::<Int64Array>()),
         Arc::new(column(1).map(int).collect::<TimestampMicrosecondArray>()),
@@ -153,16 +240,8 @@ fn to_batch(rows: &[Row]) -> RecordBatch {
                 })
                 .collect::<Float64Array>(),
         ),
-        Arc::new(
-            column(5)
-                .map(|v| if let Value::Str(x) = v { Some(x) } else { None })
-                .collect::<StringArray>(),
-        ),
-        Arc::new(
-            column(6)
-                .map(|v| if let Value::Str(x) = v { Some(x) } else { None })
-                .collect::<StringArray>(),
-        ),
+        Arc::new(column(5).map(text).collect::<StringArray>()),
+        Arc::new(column(6).map(text).collect::<StringArray>()),
         Arc::new(
             column(7)
                 .map(|v| {
@@ -174,6 +253,7 @@ fn to_batch(rows: &[Row]) -> RecordBatch {
                 })
                 .collect::<BooleanArray>(),
         ),
+        Arc::new(column(8).map(int).collect::<Int64Array>()),
     ];
     let schema = Schema::new(vec![
         Field::new("id", DataType::Int64, false),
@@ -188,6 +268,7 @@ fn to_batch(rows: &[Row]) -> RecordBatch {
         Field::new("category", DataType::Utf8, true),
         Field::new("status", DataType::Utf8, true),
         Field::new("flag", DataType::Boolean, true),
+        Field::new("big", DataType::Int64, true),
     ]);
     RecordBatch::try_new(Arc::new(schema), arrays).unwrap()
 }
@@ -220,39 +301,305 @@ fn value_at(array: &ArrayRef, i: usize) -> Value {
     }
 }
 
+// ---------------------------------------------------------------- structured queries
+
+/// A column or `DATE(column)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expr {
+    Column(&'static str),
+    Date(&'static str),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Op {
+    fn sql(self) -> &'static str {
+        match self {
+            Op::Eq => "=",
+            Op::Ne => "<>",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+        }
+    }
+
+    /// The operator with its operands swapped (`a < b` is `b > a`).
+    fn flipped(self) -> Op {
+        match self {
+            Op::Lt => Op::Gt,
+            Op::Le => Op::Ge,
+            Op::Gt => Op::Lt,
+            Op::Ge => Op::Le,
+            other => other,
+        }
+    }
+
+    fn holds(self, order: Ordering) -> bool {
+        match self {
+            Op::Eq => order == Ordering::Equal,
+            Op::Ne => order != Ordering::Equal,
+            Op::Lt => order == Ordering::Less,
+            Op::Le => order != Ordering::Greater,
+            Op::Gt => order == Ordering::Greater,
+            Op::Ge => order != Ordering::Less,
+        }
+    }
+}
+
+/// A literal and the value it denotes. Times and days are 2024-01-01 plus an offset, so the
+/// reference renders them without a calendar.
+#[derive(Clone, Debug, PartialEq)]
+enum Lit {
+    Null,
+    Int(i64),
+    Float(f64),
+    Text(String),
+    /// Day offset from 2024-01-01 (0..9), hour, minute.
+    Time(i64, i64, i64),
+    /// Day offset from 2024-01-01 (0..9).
+    Day(i64),
+    Bool(bool),
+}
+
+impl Lit {
+    fn sql(&self) -> String {
+        match self {
+            Lit::Null => "NULL".into(),
+            Lit::Int(v) => v.to_string(),
+            // Display never uses an exponent; integral floats print as integers ("3").
+            Lit::Float(v) => v.to_string(),
+            Lit::Text(s) => format!("'{}'", s.replace('\'', "''")),
+            Lit::Time(d, 0, 0) => format!("'2024-01-{:02}'", d + 1),
+            Lit::Time(d, h, m) => format!("'2024-01-{:02} {h:02}:{m:02}:00'", d + 1),
+            Lit::Day(d) => format!("'2024-01-{:02}'", d + 1),
+            Lit::Bool(b) => if *b { "TRUE" } else { "FALSE" }.into(),
+        }
+    }
+
+    fn value(&self) -> Value {
+        match self {
+            Lit::Null => Value::Null,
+            Lit::Int(v) => Value::Int(*v),
+            Lit::Float(v) => Value::Float(*v),
+            Lit::Text(s) => Value::Str(s.clone()),
+            Lit::Time(d, h, m) => {
+                Value::Int((BASE_DAY + d) * MICROS_PER_DAY + (h * 3600 + m * 60) * 1_000_000)
+            }
+            Lit::Day(d) => Value::Int(BASE_DAY + d),
+            Lit::Bool(b) => Value::Bool(*b),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Pred {
+    /// `column op lit`, or `lit op column` when `literal_first`.
+    Compare {
+        column: &'static str,
+        op: Op,
+        literal: Lit,
+        literal_first: bool,
+    },
+    Between {
+        column: &'static str,
+        low: Lit,
+        high: Lit,
+        negated: bool,
+    },
+    In {
+        column: &'static str,
+        list: Vec<Lit>,
+        negated: bool,
+    },
+    IsNull {
+        column: &'static str,
+        negated: bool,
+    },
+    /// `LIKE 'pattern%'` when `prefix`, else `LIKE 'pattern'`.
+    Like {
+        column: &'static str,
+        pattern: String,
+        prefix: bool,
+        negated: bool,
+    },
+    And(Box<Pred>, Box<Pred>),
+    Or(Box<Pred>, Box<Pred>),
+    Not(Box<Pred>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Func {
+    CountStar,
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Item {
+    Star,
+    Scalar(Expr),
+    Aggregate(Func, Expr),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum OrderKey {
+    Column(&'static str),
+    /// 1-based select-list position.
+    Position(usize),
+}
+
+#[derive(Clone, Debug)]
+struct Query {
+    items: Vec<Item>,
+    filter: Option<Pred>,
+    group_by: Vec<Expr>,
+    /// Keys and whether descending.
+    order_by: Vec<(OrderKey, bool)>,
+    limit: Option<u64>,
+}
+
+fn expr_sql(expr: Expr) -> String {
+    match expr {
+        Expr::Column(c) => c.to_string(),
+        Expr::Date(c) => format!("DATE({c})"),
+    }
+}
+
+fn pred_sql(pred: &Pred) -> String {
+    let not = |negated: bool| if negated { "NOT " } else { "" };
+    match pred {
+        Pred::Compare {
+            column,
+            op,
+            literal,
+            literal_first: false,
+        } => format!("{column} {} {}", op.sql(), literal.sql()),
+        Pred::Compare {
+            column,
+            op,
+            literal,
+            literal_first: true,
+        } => format!("{} {} {column}", literal.sql(), op.sql()),
+        Pred::Between {
+            column,
+            low,
+            high,
+            negated,
+        } => format!(
+            "{column} {}BETWEEN {} AND {}",
+            not(*negated),
+            low.sql(),
+            high.sql()
+        ),
+        Pred::In {
+            column,
+            list,
+            negated,
+        } => {
+            let list: Vec<String> = list.iter().map(Lit::sql).collect();
+            format!("{column} {}IN ({})", not(*negated), list.join(", "))
+        }
+        Pred::IsNull { column, negated } => format!("{column} IS {}NULL", not(*negated)),
+        Pred::Like {
+            column,
+            pattern,
+            prefix,
+            negated,
+        } => format!(
+            "{column} {}LIKE '{pattern}{}'",
+            not(*negated),
+            if *prefix { "%" } else { "" }
+        ),
+        Pred::And(a, b) => format!("({} AND {})", pred_sql(a), pred_sql(b)),
+        Pred::Or(a, b) => format!("({} OR {})", pred_sql(a), pred_sql(b)),
+        Pred::Not(a) => format!("NOT ({})", pred_sql(a)),
+    }
+}
+
+/// The SQL text the engine gets for `query` over `table`.
+fn render(query: &Query, table: &str) -> String {
+    let items: Vec<String> = query
+        .items
+        .iter()
+        .map(|item| match item {
+            Item::Star => "*".to_string(),
+            Item::Scalar(expr) => expr_sql(*expr),
+            Item::Aggregate(Func::CountStar, _) => "COUNT(*)".to_string(),
+            Item::Aggregate(function, expr) => {
+                let name = match function {
+                    Func::CountStar | Func::Count => "COUNT",
+                    Func::Sum => "SUM",
+                    Func::Avg => "AVG",
+                    Func::Min => "MIN",
+                    Func::Max => "MAX",
+                };
+                format!("{name}({})", expr_sql(*expr))
+            }
+        })
+        .collect();
+    let mut sql = format!("SELECT {} FROM {table}", items.join(", "));
+    if let Some(filter) = &query.filter {
+        sql += &format!(" WHERE {}", pred_sql(filter));
+    }
+    if !query.group_by.is_empty() {
+        let keys: Vec<String> = query.group_by.iter().map(|k| expr_sql(*k)).collect();
+        sql += &format!(" GROUP BY {}", keys.join(", "));
+    }
+    if !query.order_by.is_empty() {
+        let keys: Vec<String> = query
+            .order_by
+            .iter()
+            .map(|(key, descending)| {
+                let key = match key {
+                    OrderKey::Column(c) => c.to_string(),
+                    OrderKey::Position(p) => p.to_string(),
+                };
+                format!("{key}{}", if *descending { " DESC" } else { "" })
+            })
+            .collect();
+        sql += &format!(" ORDER BY {}", keys.join(", "));
+    }
+    if let Some(limit) = query.limit {
+        sql += &format!(" LIMIT {limit}");
+    }
+    sql
+}
+
 // ---------------------------------------------------------------- the reference evaluator
 
-fn literal(column: &str, literal: &Literal) -> Option<Value> {
-    match (kind(column), literal) {
-        (_, Literal::Null) => None,
-        (Kind::Int64 | Kind::Int32, Literal::Integer(v)) => Some(Value::Int(*v)),
-        (Kind::Float, Literal::Integer(v)) => Some(Value::Float(*v as f64)),
-        (Kind::Float, Literal::Float(v)) => Some(Value::Float(*v)),
-        (Kind::Text, Literal::String(s)) => Some(Value::Str(s.clone())),
-        (Kind::Timestamp, Literal::String(s)) => Some(Value::Int(parse_timestamp(s).unwrap())),
-        (Kind::Date, Literal::String(s)) => Some(Value::Int(parse_date(s).unwrap())),
-        (Kind::Bool, Literal::Boolean(b)) => Some(Value::Bool(*b)),
-        (k, l) => panic!("generator produced {l:?} for {k:?}"),
+/// An integer SUM whose result is outside int64: the engine must answer an error.
+#[derive(Debug, PartialEq)]
+struct SumOverflow;
+
+/// The literal's value as the column's type (an integer literal on a float column is a float).
+fn literal_value(column: &str, literal: &Lit) -> Value {
+    match (kind(column), literal.value()) {
+        (Kind::Float, Value::Int(v)) => Value::Float(v as f64),
+        (_, value) => value,
     }
 }
 
 /// Kleene logic: None is UNKNOWN.
-fn truth(predicate: &Predicate, row: &Row) -> Option<bool> {
-    let cmp = |column: &str, op: ComparisonOperator, lit: &Literal| -> Option<bool> {
-        let v = &row[index(column)];
-        let l = literal(column, lit)?;
-        if *v == Value::Null {
+fn truth(predicate: &Pred, row: &Row) -> Option<bool> {
+    let cmp = |column: &str, op: Op, literal: &Lit| -> Option<bool> {
+        let value = &row[index(column)];
+        let literal = literal_value(column, literal);
+        if *value == Value::Null || literal == Value::Null {
             return None;
         }
-        let o = compare(v, &l);
-        Some(match op {
-            ComparisonOperator::Eq => o == Ordering::Equal,
-            ComparisonOperator::NotEq => o != Ordering::Equal,
-            ComparisonOperator::Lt => o == Ordering::Less,
-            ComparisonOperator::LtEq => o != Ordering::Greater,
-            ComparisonOperator::Gt => o == Ordering::Greater,
-            ComparisonOperator::GtEq => o != Ordering::Less,
-        })
+        Some(op.holds(compare(value, &literal)))
     };
     let and = |a: Option<bool>, b: Option<bool>| match (a, b) {
         (Some(false), _) | (_, Some(false)) => Some(false),
@@ -265,32 +612,38 @@ fn truth(predicate: &Predicate, row: &Row) -> Option<bool> {
         _ => None,
     };
     match predicate {
-        Predicate::Compare { column, op, value } => cmp(column, *op, value),
-        Predicate::Between {
+        Pred::Compare {
+            column,
+            op,
+            literal,
+            literal_first,
+        } => cmp(
+            column,
+            if *literal_first { op.flipped() } else { *op },
+            literal,
+        ),
+        Pred::Between {
             column,
             low,
             high,
             negated,
         } => {
-            let inside = and(
-                cmp(column, ComparisonOperator::GtEq, low),
-                cmp(column, ComparisonOperator::LtEq, high),
-            );
+            let inside = and(cmp(column, Op::Ge, low), cmp(column, Op::Le, high));
             if *negated {
                 inside.map(|b| !b)
             } else {
                 inside
             }
         }
-        Predicate::InList {
+        Pred::In {
             column,
             list,
             negated,
         } => {
             // None is UNKNOWN here, not a failure: no short-circuit.
             let mut found = Some(false);
-            for l in list {
-                found = or(found, cmp(column, ComparisonOperator::Eq, l));
+            for literal in list {
+                found = or(found, cmp(column, Op::Eq, literal));
             }
             if *negated {
                 found.map(|b| !b)
@@ -298,80 +651,90 @@ fn truth(predicate: &Predicate, row: &Row) -> Option<bool> {
                 found
             }
         }
-        Predicate::IsNull { column, negated } => {
-            Some((row[index(column)] == Value::Null) != *negated)
-        }
-        Predicate::Like {
+        Pred::IsNull { column, negated } => Some((row[index(column)] == Value::Null) != *negated),
+        Pred::Like {
             column,
+            pattern,
             prefix,
-            is_prefix,
             negated,
         } => match &row[index(column)] {
             Value::Str(s) => Some(
-                (if *is_prefix {
-                    s.starts_with(prefix.as_str())
+                (if *prefix {
+                    s.starts_with(pattern.as_str())
                 } else {
-                    s == prefix
+                    s == pattern
                 }) != *negated,
             ),
             _ => None,
         },
-        Predicate::And(a, b) => and(truth(a, row), truth(b, row)),
-        Predicate::Or(a, b) => or(truth(a, row), truth(b, row)),
-        Predicate::Not(a) => truth(a, row).map(|b| !b),
+        Pred::And(a, b) => and(truth(a, row), truth(b, row)),
+        Pred::Or(a, b) => or(truth(a, row), truth(b, row)),
+        Pred::Not(a) => truth(a, row).map(|b| !b),
     }
 }
 
-fn scalar(expr: &ScalarExpr, row: &Row) -> Value {
+fn scalar(expr: Expr, row: &Row) -> Value {
     match expr {
-        ScalarExpr::Column(c) => row[index(c)].clone(),
-        ScalarExpr::Date(c) => match (&row[index(c)], kind(c)) {
+        Expr::Column(c) => row[index(c)].clone(),
+        Expr::Date(c) => match (&row[index(c)], kind(c)) {
             (Value::Int(t), Kind::Timestamp) => Value::Int(t.div_euclid(MICROS_PER_DAY)),
             (v, _) => v.clone(),
         },
     }
 }
 
-fn aggregate(function: AggregateFunction, argument: &Option<ScalarExpr>, rows: &[&Row]) -> Value {
-    let values: Vec<Value> = match argument {
-        None => return Value::Int(rows.len() as i64),
-        Some(arg) => rows
-            .iter()
-            .map(|r| scalar(arg, r))
-            .filter(|v| *v != Value::Null)
-            .collect(),
-    };
-    match function {
-        AggregateFunction::CountStar | AggregateFunction::Count => Value::Int(values.len() as i64),
+fn aggregate(function: Func, argument: Expr, rows: &[&Row]) -> Result<Value, SumOverflow> {
+    if function == Func::CountStar {
+        return Ok(Value::Int(rows.len() as i64));
+    }
+    let values: Vec<Value> = rows
+        .iter()
+        .map(|r| scalar(argument, r))
+        .filter(|v| *v != Value::Null)
+        .collect();
+    Ok(match function {
+        Func::CountStar | Func::Count => Value::Int(values.len() as i64),
         _ if values.is_empty() => Value::Null,
-        AggregateFunction::Sum | AggregateFunction::Avg => {
-            let float = values.iter().any(|v| matches!(v, Value::Float(_)));
+        Func::Sum | Func::Avg if matches!(values[0], Value::Float(_)) => {
             let total: f64 = values
                 .iter()
-                .map(|v| match v {
-                    Value::Int(x) => *x as f64,
-                    Value::Float(x) => *x,
-                    _ => 0.0,
-                })
+                .map(|v| if let Value::Float(x) = v { *x } else { 0.0 })
                 .sum();
-            match (function, float) {
-                (AggregateFunction::Avg, _) => Value::Float(total / values.len() as f64),
-                (_, true) => Value::Float(total),
-                _ => Value::Int(
-                    values
-                        .iter()
-                        .map(|v| if let Value::Int(x) = v { *x } else { 0 })
-                        .sum(),
-                ),
+            if function == Func::Avg {
+                Value::Float(total / values.len() as f64)
+            } else {
+                Value::Float(total)
             }
         }
-        AggregateFunction::Min => values.into_iter().min_by(compare).unwrap(),
-        AggregateFunction::Max => values.into_iter().max_by(compare).unwrap(),
-    }
+        Func::Sum | Func::Avg => {
+            let total: i128 = values
+                .iter()
+                .map(|v| if let Value::Int(x) = v { *x as i128 } else { 0 })
+                .sum();
+            if function == Func::Avg {
+                Value::Float(total as f64 / values.len() as f64)
+            } else {
+                Value::Int(i64::try_from(total).map_err(|_| SumOverflow)?)
+            }
+        }
+        Func::Min => values.into_iter().min_by(compare).unwrap(),
+        Func::Max => values.into_iter().max_by(compare).unwrap(),
+    })
 }
 
+/// Output rows of `item` for a group (or a single row).
+fn item_value(item: &Item, rows: &[&Row]) -> Result<Vec<Value>, SumOverflow> {
+    Ok(match item {
+        Item::Star => rows[0].clone(),
+        Item::Scalar(expr) => vec![scalar(*expr, rows[0])],
+        Item::Aggregate(function, argument) => vec![aggregate(*function, *argument, rows)?],
+    })
+}
+
+type Answer = (Vec<Row>, Vec<Row>);
+
 /// Evaluates `query` over `table`: output rows, and for each output row its ORDER BY key values.
-fn reference(query: &Query, table: &[Row]) -> (Vec<Row>, Vec<Row>) {
+fn reference(query: &Query, table: &[Row]) -> Result<Answer, SumOverflow> {
     let kept: Vec<&Row> = table
         .iter()
         .filter(|r| {
@@ -381,49 +744,25 @@ fn reference(query: &Query, table: &[Row]) -> (Vec<Row>, Vec<Row>) {
                 .is_none_or(|p| truth(p, r) == Some(true))
         })
         .collect();
-    let grouped = !query.group_by.is_empty()
-        || query.projection.iter().any(|i| {
-            matches!(
-                i,
-                SelectItem::Expr {
-                    expr: OutputExpr::Aggregate { .. },
-                    ..
-                }
-            )
-        });
-    let mut out: Vec<(Row, Row)> = Vec::new();
-    let item_value = |item: &SelectItem, rows: &[&Row]| -> Vec<Value> {
-        match item {
-            SelectItem::Wildcard => rows[0].clone(),
-            SelectItem::Expr {
-                expr: OutputExpr::Scalar(s),
-                ..
-            } => vec![scalar(s, rows[0])],
-            SelectItem::Expr {
-                expr: OutputExpr::Aggregate { function, argument },
-                ..
-            } => vec![aggregate(*function, argument, rows)],
-        }
-    };
-    let key_of = |rows: &[&Row], output: &Row| -> Row {
+    let grouped =
+        !query.group_by.is_empty() || query.items.iter().any(|i| matches!(i, Item::Aggregate(..)));
+    let key_of = |rows: &[&Row]| -> Result<Row, SumOverflow> {
         query
             .order_by
             .iter()
-            .map(|o| match &o.key {
-                OrderKey::SelectItem(i) => {
-                    // Items before i may be `*` (8 columns) — compute the item directly.
-                    item_value(&query.projection[*i], rows)[0].clone()
-                }
-                OrderKey::Column(c) => rows[0][index(c)].clone(),
+            .map(|(key, _)| match key {
+                OrderKey::Position(p) => Ok(item_value(&query.items[p - 1], rows)?[0].clone()),
+                OrderKey::Column(c) => Ok(rows[0][index(c)].clone()),
             })
-            .chain(std::iter::once(Value::Int(output.len() as i64)).take(0))
             .collect()
     };
+    let mut out: Vec<(Row, Row)> = Vec::new();
     if grouped {
         let mut groups: Vec<(Row, Vec<&Row>)> = Vec::new();
         for row in &kept {
-            let key: Row = query.group_by.iter().map(|g| scalar(g, row)).collect();
-            match groups.iter_mut().find(|(k, _)| *k == key) {
+            let key: Row = query.group_by.iter().map(|g| scalar(*g, row)).collect();
+            let same = |k: &Row| k.iter().zip(&key).all(|(a, b)| compare(a, b).is_eq());
+            match groups.iter_mut().find(|(k, _)| same(k)) {
                 Some((_, members)) => members.push(row),
                 None => groups.push((key, vec![row])),
             }
@@ -431,45 +770,34 @@ fn reference(query: &Query, table: &[Row]) -> (Vec<Row>, Vec<Row>) {
         if query.group_by.is_empty() && groups.is_empty() {
             groups.push((Vec::new(), Vec::new()));
         }
+        // Every group is finished before LIMIT, so an overflow anywhere is an error.
         for (_, members) in &groups {
-            let output: Row = query
-                .projection
-                .iter()
-                .flat_map(|item| match (item, members.is_empty()) {
-                    (
-                        SelectItem::Expr {
-                            expr: OutputExpr::Aggregate { function, argument },
-                            ..
-                        },
-                        true,
-                    ) => vec![aggregate(*function, argument, &[])],
-                    _ => item_value(item, members),
-                })
-                .collect();
+            let mut output = Row::new();
+            for item in &query.items {
+                output.extend(item_value(item, members)?);
+            }
             let key = if members.is_empty() {
                 Vec::new()
             } else {
-                key_of(members, &output)
+                key_of(members)?
             };
             out.push((output, key));
         }
     } else {
         for row in &kept {
-            let output: Row = query
-                .projection
-                .iter()
-                .flat_map(|item| item_value(item, &[row]))
-                .collect();
-            let key = key_of(&[row], &output);
-            out.push((output, key));
+            let mut output = Row::new();
+            for item in &query.items {
+                output.extend(item_value(item, &[row])?);
+            }
+            out.push((output, key_of(&[row])?));
         }
     }
-    let descending: Vec<bool> = query.order_by.iter().map(|o| o.descending).collect();
+    let descending: Vec<bool> = query.order_by.iter().map(|(_, d)| *d).collect();
     out.sort_by(|a, b| order(&a.1, &b.1, &descending));
     if let Some(limit) = query.limit {
         out.truncate(limit as usize);
     }
-    out.into_iter().unzip()
+    Ok(out.into_iter().unzip())
 }
 
 fn order(a: &Row, b: &Row, descending: &[bool]) -> Ordering {
@@ -504,93 +832,122 @@ fn same_multiset(mut a: Vec<Row>, mut b: Vec<Row>) -> bool {
 
 // ---------------------------------------------------------------- query generation
 
-fn arb_literal(column: &'static str) -> BoxedStrategy<String> {
+fn arb_literal(column: &'static str) -> BoxedStrategy<Lit> {
     match kind(column) {
-        Kind::Int64 => (0i64..320).prop_map(|v| v.to_string()).boxed(),
+        Kind::Int64 if column == "big" => prop_oneof![
+            4 => (-1000i64..1000).prop_map(Lit::Int),
+            1 => prop::sample::select(vec![i64::MIN, -i64::MAX, i64::MAX - 1, i64::MAX])
+                .prop_map(Lit::Int)
+        ]
+        .boxed(),
+        Kind::Int64 => (0i64..320).prop_map(Lit::Int).boxed(),
         Kind::Int32 => prop_oneof![
-            (-55i64..55).prop_map(|v| v.to_string()),
-            Just("5000000000".to_string())
+            8 => (-55i64..55).prop_map(Lit::Int),
+            1 => prop::sample::select(vec![
+                5_000_000_000,
+                i32::MIN as i64,
+                i32::MAX as i64,
+                i32::MAX as i64 + 1
+            ])
+            .prop_map(Lit::Int)
         ]
         .boxed(),
         Kind::Float => prop_oneof![
-            (-45i64..45).prop_map(|v| format!("{}", v as f64 / 4.0)),
-            (-12i64..12).prop_map(|v| v.to_string())
+            4 => (-45i64..45).prop_map(|v| Lit::Float(v as f64 / 4.0)),
+            2 => (-12i64..12).prop_map(Lit::Int),
+            1 => prop::sample::select(vec![-0.0, 1e12, -1e12, 0.1]).prop_map(Lit::Float)
         ]
         .boxed(),
         Kind::Text => prop_oneof![
-            prop::sample::select(CATEGORIES.to_vec()).prop_map(|s| format!("'{s}'")),
-            prop::sample::select(STATUSES.to_vec()).prop_map(|s| format!("'{s}'")),
-            Just("'zzz'".to_string()),
-            Just("''".to_string()),
+            (0..CATEGORY_COUNT).prop_map(|c| Lit::Text(category(c))),
+            prop::sample::select(STATUSES.to_vec()).prop_map(|s| Lit::Text(s.into())),
+            prop::sample::select(vec!["zzz", "", "it's"]).prop_map(|s| Lit::Text(s.into())),
         ]
         .boxed(),
         Kind::Timestamp => (0i64..5, 0i64..24, 0i64..60)
-            .prop_map(|(d, h, m)| {
-                if h == 0 && m == 0 {
-                    format!("'2024-01-0{}'", d + 1)
-                } else {
-                    format!("'2024-01-0{} {h:02}:{m:02}:00'", d + 1)
-                }
-            })
+            .prop_map(|(d, h, m)| Lit::Time(d, h, m))
             .boxed(),
-        Kind::Date => (-4i64..6)
-            .prop_map(|d| format!("'2024-01-{:02}'", 1 + d.rem_euclid(9)))
-            .prop_map(|s| s.replace("-00'", "-01'"))
-            .boxed(),
-        Kind::Bool => prop_oneof![Just("TRUE".to_string()), Just("FALSE".to_string())].boxed(),
+        Kind::Date => (0i64..9).prop_map(Lit::Day).boxed(),
+        Kind::Bool => any::<bool>().prop_map(Lit::Bool).boxed(),
     }
 }
 
-fn arb_leaf() -> BoxedStrategy<String> {
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop::sample::select(vec![Op::Eq, Op::Ne, Op::Lt, Op::Le, Op::Gt, Op::Ge])
+}
+
+fn arb_leaf() -> BoxedStrategy<Pred> {
     let column = prop::sample::select(COLUMNS.iter().map(|(n, _)| *n).collect::<Vec<_>>());
     column
-        .prop_flat_map(|c| {
-            let lit = arb_literal(c);
-            let ops = prop::sample::select(vec!["=", "<>", "<", "<=", ">", ">="]);
-            let mut choices: Vec<BoxedStrategy<String>> = vec![
-                (ops, lit.clone())
-                    .prop_map(move |(op, l)| format!("{c} {op} {l}"))
-                    .boxed(),
-                (lit.clone(), prop::sample::select(vec!["=", "<", ">="]))
-                    .prop_map(move |(l, op)| format!("{l} {op} {c}"))
-                    .boxed(),
-                (lit.clone(), lit.clone(), any::<bool>())
-                    .prop_map(move |(a, b, n)| {
-                        format!("{c} {}BETWEEN {a} AND {b}", if n { "NOT " } else { "" })
+        .prop_flat_map(|column| {
+            let literal = arb_literal(column);
+            let mut choices: Vec<BoxedStrategy<Pred>> = vec![
+                (arb_op(), literal.clone())
+                    .prop_map(move |(op, literal)| Pred::Compare {
+                        column,
+                        op,
+                        literal,
+                        literal_first: false,
                     })
                     .boxed(),
                 (
-                    prop::collection::vec(lit.clone(), 1..4),
+                    literal.clone(),
+                    prop::sample::select(vec![Op::Eq, Op::Lt, Op::Ge]),
+                )
+                    .prop_map(move |(literal, op)| Pred::Compare {
+                        column,
+                        op,
+                        literal,
+                        literal_first: true,
+                    })
+                    .boxed(),
+                (literal.clone(), literal.clone(), any::<bool>())
+                    .prop_map(move |(low, high, negated)| Pred::Between {
+                        column,
+                        low,
+                        high,
+                        negated,
+                    })
+                    .boxed(),
+                (
+                    prop::collection::vec(literal.clone(), 1..4),
                     any::<bool>(),
                     prop::bool::weighted(0.1),
                 )
-                    .prop_map(move |(ls, n, null)| {
-                        format!(
-                            "{c} {}IN ({}{})",
-                            if n { "NOT " } else { "" },
-                            ls.join(", "),
-                            if null { ", NULL" } else { "" }
-                        )
+                    .prop_map(move |(mut list, negated, null)| {
+                        if null {
+                            list.push(Lit::Null);
+                        }
+                        Pred::In {
+                            column,
+                            list,
+                            negated,
+                        }
                     })
                     .boxed(),
                 any::<bool>()
-                    .prop_map(move |n| format!("{c} IS {}NULL", if n { "NOT " } else { "" }))
+                    .prop_map(move |negated| Pred::IsNull { column, negated })
                     .boxed(),
-                Just(format!("{c} = NULL")).boxed(),
+                Just(Pred::Compare {
+                    column,
+                    op: Op::Eq,
+                    literal: Lit::Null,
+                    literal_first: false,
+                })
+                .boxed(),
             ];
-            if kind(c) == Kind::Text {
+            if kind(column) == Kind::Text {
                 choices.push(
                     (
-                        prop::sample::select(vec!["al", "alpha", "e", "", "ok", "ze"]),
+                        prop::sample::select(vec!["al", "alpha", "alphaxxx", "e", "", "ok", "ze"]),
                         any::<bool>(),
                         any::<bool>(),
                     )
-                        .prop_map(move |(p, pct, n)| {
-                            format!(
-                                "{c} {}LIKE '{p}{}'",
-                                if n { "NOT " } else { "" },
-                                if pct { "%" } else { "" }
-                            )
+                        .prop_map(move |(pattern, prefix, negated)| Pred::Like {
+                            column,
+                            pattern: pattern.to_string(),
+                            prefix,
+                            negated,
                         })
                         .boxed(),
                 );
@@ -600,96 +957,99 @@ fn arb_leaf() -> BoxedStrategy<String> {
         .boxed()
 }
 
-fn arb_predicate() -> impl Strategy<Value = String> {
+fn arb_predicate() -> impl Strategy<Value = Pred> {
     arb_leaf().prop_recursive(3, 12, 2, |inner| {
         prop_oneof![
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} AND {b})")),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} OR {b})")),
-            inner.prop_map(|a| format!("NOT ({a})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| Pred::And(Box::new(a), Box::new(b))),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| Pred::Or(Box::new(a), Box::new(b))),
+            inner.prop_map(|a| Pred::Not(Box::new(a))),
         ]
     })
 }
 
-const KEYS: [&str; 7] = [
-    "category",
-    "status",
-    "DATE(ts)",
-    "qty",
-    "day",
-    "flag",
-    "DATE(day)",
+const KEYS: [Expr; 9] = [
+    Expr::Column("category"),
+    Expr::Column("status"),
+    Expr::Date("ts"),
+    Expr::Column("qty"),
+    Expr::Column("day"),
+    Expr::Column("flag"),
+    Expr::Date("day"),
+    Expr::Column("amount"),
+    Expr::Column("big"),
 ];
 
-fn arb_query() -> impl Strategy<Value = String> {
-    let columns: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+const AGGREGATES: [(Func, Expr); 20] = [
+    (Func::CountStar, Expr::Column("id")),
+    (Func::Count, Expr::Column("amount")),
+    (Func::Sum, Expr::Column("qty")),
+    (Func::Sum, Expr::Column("amount")),
+    (Func::Avg, Expr::Column("qty")),
+    (Func::Avg, Expr::Column("amount")),
+    (Func::Min, Expr::Column("ts")),
+    (Func::Max, Expr::Column("category")),
+    (Func::Min, Expr::Column("amount")),
+    (Func::Max, Expr::Column("amount")),
+    (Func::Max, Expr::Column("day")),
+    (Func::Min, Expr::Column("flag")),
+    (Func::Count, Expr::Column("status")),
+    (Func::Max, Expr::Column("qty")),
+    (Func::Min, Expr::Date("ts")),
+    (Func::Sum, Expr::Column("big")),
+    (Func::Avg, Expr::Column("big")),
+    (Func::Min, Expr::Column("big")),
+    (Func::Min, Expr::Column("category")),
+    (Func::Sum, Expr::Column("id")),
+];
+
+fn arb_query() -> impl Strategy<Value = Query> {
+    let columns: Vec<&'static str> = COLUMNS.iter().map(|(n, _)| *n).collect();
     let rows = (
         prop_oneof![
-            Just(vec!["*".to_string()]),
-            prop::sample::subsequence(columns.clone(), 1..5)
-                .prop_map(|c| c.iter().map(|s| s.to_string()).collect())
+            Just(vec![Item::Star]),
+            prop::sample::subsequence(columns.clone(), 1..5).prop_map(|c| c
+                .into_iter()
+                .map(|c| Item::Scalar(Expr::Column(c)))
+                .collect())
         ],
         prop::option::of(arb_predicate()),
-        prop::option::of((prop::sample::select(columns.clone()), any::<bool>())),
+        prop::option::of((prop::sample::select(columns), any::<bool>())),
         prop::option::weighted(0.3, 0u64..20),
     )
-        .prop_map(|(items, filter, order, limit)| {
-            let mut sql = format!("SELECT {} FROM t", items.join(", "));
-            if let Some(f) = filter {
-                sql += &format!(" WHERE {f}");
-            }
-            if let Some((c, desc)) = order {
-                sql += &format!(" ORDER BY {c}{}", if desc { " DESC" } else { "" });
-            }
-            if let Some(l) = limit {
-                sql += &format!(" LIMIT {l}");
-            }
-            sql
+        .prop_map(|(items, filter, order, limit)| Query {
+            items,
+            filter,
+            group_by: Vec::new(),
+            order_by: order
+                .map(|(c, descending)| (OrderKey::Column(c), descending))
+                .into_iter()
+                .collect(),
+            limit,
         });
-    let aggregates = prop::sample::select(vec![
-        "COUNT(*)",
-        "COUNT(amount)",
-        "SUM(qty)",
-        "SUM(amount)",
-        "AVG(qty)",
-        "AVG(amount)",
-        "MIN(ts)",
-        "MAX(category)",
-        "MIN(amount)",
-        "MAX(day)",
-        "MIN(flag)",
-        "COUNT(status)",
-        "MAX(qty)",
-        "MIN(DATE(ts))",
-    ]);
     let groups = (
         prop::sample::subsequence(KEYS.to_vec(), 0..3),
-        prop::collection::vec(aggregates, 1..4),
+        prop::collection::vec(prop::sample::select(AGGREGATES.to_vec()), 1..4),
         prop::option::of(arb_predicate()),
         any::<bool>(),
         prop::option::weighted(0.3, 0u64..10),
     )
-        .prop_map(|(keys, aggs, filter, desc, limit)| {
-            let items: Vec<String> = keys
+        .prop_map(|(keys, aggregates, filter, descending, limit)| {
+            let items: Vec<Item> = keys
                 .iter()
-                .map(|k| k.to_string())
-                .chain(aggs.iter().map(|a| a.to_string()))
+                .map(|k| Item::Scalar(*k))
+                .chain(aggregates.iter().map(|(f, e)| Item::Aggregate(*f, *e)))
                 .collect();
-            let mut sql = format!("SELECT {} FROM t", items.join(", "));
-            if let Some(f) = filter {
-                sql += &format!(" WHERE {f}");
+            // Order by every key so the order is total; by position, descending sometimes.
+            let order_by = (1..=keys.len())
+                .map(|i| (OrderKey::Position(i), descending))
+                .collect();
+            Query {
+                items,
+                filter,
+                limit: if keys.is_empty() { None } else { limit },
+                group_by: keys,
+                order_by,
             }
-            if !keys.is_empty() {
-                sql += &format!(" GROUP BY {}", keys.join(", "));
-                // Order by every key so the order is total; by position, descending sometimes.
-                let order: Vec<String> = (1..=keys.len())
-                    .map(|i| format!("{i}{}", if desc { " DESC" } else { "" }))
-                    .collect();
-                sql += &format!(" ORDER BY {}", order.join(", "));
-                if let Some(l) = limit {
-                    sql += &format!(" LIMIT {l}");
-                }
-            }
-            sql
         });
     prop_oneof![rows, groups]
 }
@@ -710,25 +1070,39 @@ fn engine() -> &'static (tempfile::TempDir, Engine) {
     })
 }
 
-fn check(table: &[Row], sql: &str, engine: &Engine, name: &str) -> Result<(), TestCaseError> {
-    let sql_for_table = sql.replacen("FROM t", &format!("FROM {name}"), 1);
-    let Ok(Statement::Query(query)) = parse(sql) else {
-        panic!("generated SQL does not parse: {sql}")
+fn check(table: &[Row], query: &Query, engine: &Engine, name: &str) -> Result<(), TestCaseError> {
+    let sql = render(query, name);
+    let answer = engine.sql("oracle", &sql);
+    let ((expected, expected_keys), actual) = match (reference(query, table), answer) {
+        (Err(SumOverflow), Err(error)) => {
+            prop_assert!(
+                error.to_string().contains("overflow"),
+                "{}: the error is not the SUM overflow: {}",
+                sql,
+                error
+            );
+            return Ok(());
+        }
+        (Err(SumOverflow), Ok(result)) => {
+            return Err(TestCaseError::fail(format!(
+                "{sql}: an integer SUM overflows int64, but the engine answered {:?}",
+                rows_of(&result.batches)
+            )))
+        }
+        (Ok(_), Err(error)) => return Err(TestCaseError::fail(format!("{sql}: {error}"))),
+        (Ok(expected), Ok(result)) => (expected, rows_of(&result.batches)),
     };
-    let (expected, expected_keys) = reference(&query, table);
-    let result = engine
-        .sql("oracle", &sql_for_table)
-        .map_err(|e| TestCaseError::fail(format!("{sql}: {e}")))?;
-    let actual = rows_of(&result.batches);
     if query.order_by.is_empty() || query.limit.is_none() {
         if query.limit.is_some() {
-            let (all, _) = reference(
+            let all = reference(
                 &Query {
                     limit: None,
                     ..query.clone()
                 },
                 table,
-            );
+            )
+            .map_err(|_| TestCaseError::fail(format!("{sql}: overflow only without LIMIT")))?
+            .0;
             prop_assert_eq!(actual.len(), expected.len(), "{}", sql);
             for row in &actual {
                 prop_assert!(
@@ -751,38 +1125,30 @@ fn check(table: &[Row], sql: &str, engine: &Engine, name: &str) -> Result<(), Te
     }
     if !query.order_by.is_empty() {
         // The order keys must come out in the same sequence (ties may permute whole rows).
-        let descending: Vec<bool> = query.order_by.iter().map(|o| o.descending).collect();
-        let (_, actual_keys): (Vec<Row>, Vec<Row>) = {
-            let mut table_of_actual = Vec::new();
-            for row in &actual {
-                let key: Row = query
+        let descending: Vec<bool> = query.order_by.iter().map(|(_, d)| *d).collect();
+        let actual_keys: Vec<Row> = actual
+            .iter()
+            .map(|row| {
+                query
                     .order_by
                     .iter()
-                    .map(|o| match &o.key {
-                        OrderKey::SelectItem(i) => {
-                            let offset: usize = query.projection[..*i]
+                    .map(|(key, _)| match key {
+                        OrderKey::Position(p) => {
+                            let offset: usize = query.items[..p - 1]
                                 .iter()
-                                .map(|p| {
-                                    if matches!(p, SelectItem::Wildcard) {
-                                        8
-                                    } else {
-                                        1
-                                    }
-                                })
+                                .map(|item| if *item == Item::Star { WIDTH } else { 1 })
                                 .sum();
                             row[offset].clone()
                         }
                         OrderKey::Column(c) => table
                             .iter()
-                            .find(|t| t[0] == row[query_id_position(&query)])
+                            .find(|t| t[0] == row[query_id_position(query)])
                             .map(|t| t[index(c)].clone())
                             .unwrap_or(Value::Null),
                     })
-                    .collect();
-                table_of_actual.push((row.clone(), key));
-            }
-            table_of_actual.into_iter().unzip()
-        };
+                    .collect()
+            })
+            .collect();
         prop_assert_eq!(actual_keys.len(), expected_keys.len(), "{}", sql);
         for (a, e) in actual_keys.iter().zip(&expected_keys) {
             prop_assert!(
@@ -807,13 +1173,10 @@ fn check(table: &[Row], sql: &str, engine: &Engine, name: &str) -> Result<(), Te
 /// Where `id` is in the output (ORDER BY a column outside the select list needs the row's id).
 fn query_id_position(query: &Query) -> usize {
     let mut position = 0;
-    for item in &query.projection {
+    for item in &query.items {
         match item {
-            SelectItem::Wildcard => return position,
-            SelectItem::Expr {
-                expr: OutputExpr::Scalar(ScalarExpr::Column(c)),
-                ..
-            } if c == "id" => return position,
+            Item::Star => return position,
+            Item::Scalar(Expr::Column("id")) => return position,
             _ => position += 1,
         }
     }
@@ -841,82 +1204,160 @@ proptest! {
             writer.write(&batch.slice(part.start, part.end - part.start)).unwrap();
         }
         writer.finish().unwrap();
-        for sql in &queries {
+        for query in &queries {
             // ORDER BY a column that is not selected needs `id` to find the row again.
-            if sql.contains("ORDER BY") && !sql.contains("GROUP BY") && !sql.starts_with("SELECT *") {
-                let Ok(Statement::Query(q)) = parse(sql) else { continue };
-                if q.order_by.iter().any(|o| matches!(o.key, OrderKey::Column(_))) && query_id_position(&q) == usize::MAX {
-                    continue;
-                }
+            let by_column = query.order_by.iter().any(|(k, _)| matches!(k, OrderKey::Column(_)));
+            if by_column && query_id_position(query) == usize::MAX {
+                continue;
             }
-            check(&table, sql, engine, &name)?;
+            check(&table, query, engine, &name)?;
         }
     }
 }
 
 #[test]
 fn reference_self_check_on_a_known_table() {
-    let rows = vec![
+    let row = |id: i64, day: Value, qty: Value, amount: Value, category: Value, big: Value| {
         vec![
-            Value::Int(1),
-            Value::Int(BASE_DAY * MICROS_PER_DAY),
+            Value::Int(id),
+            Value::Int(BASE_DAY * MICROS_PER_DAY + id),
+            day,
+            qty,
+            amount,
+            category,
+            Value::Null,
+            Value::Null,
+            big,
+        ]
+    };
+    let rows = vec![
+        row(
+            1,
             Value::Null,
             Value::Int(3),
             Value::Float(1.5),
             Value::Str("alpha".into()),
-            Value::Null,
-            Value::Bool(true),
-        ],
-        vec![
-            Value::Int(2),
-            Value::Int(BASE_DAY * MICROS_PER_DAY + 1),
+            Value::Int(i64::MAX),
+        ),
+        row(
+            2,
             Value::Int(BASE_DAY),
             Value::Null,
             Value::Null,
             Value::Str("beta".into()),
-            Value::Str("ok".into()),
+            Value::Int(1),
+        ),
+        row(
+            3,
             Value::Null,
-        ],
+            Value::Null,
+            Value::Float(f64::NAN),
+            Value::Null,
+            Value::Null,
+        ),
+        row(
+            4,
+            Value::Null,
+            Value::Null,
+            Value::Float(-0.0),
+            Value::Null,
+            Value::Null,
+        ),
     ];
-    let q = |sql: &str| match parse(sql).unwrap() {
-        Statement::Query(q) => q,
-        _ => unreachable!(),
+    let aggregates = |items: &[(Func, Expr)], filter: Option<Pred>| Query {
+        items: items.iter().map(|(f, e)| Item::Aggregate(*f, *e)).collect(),
+        filter,
+        group_by: Vec::new(),
+        order_by: Vec::new(),
+        limit: None,
     };
+    let compare = |column, op, literal| Pred::Compare {
+        column,
+        op,
+        literal,
+        literal_first: false,
+    };
+    let query = aggregates(
+        &[
+            (Func::CountStar, Expr::Column("id")),
+            (Func::Sum, Expr::Column("qty")),
+            (Func::Max, Expr::Column("category")),
+            (Func::Min, Expr::Column("amount")),
+        ],
+        None,
+    );
     assert_eq!(
-        reference(
-            &q("SELECT COUNT(*), SUM(qty), AVG(amount), MAX(category) FROM t"),
-            &rows
-        )
-        .0,
+        render(&query, "t"),
+        "SELECT COUNT(*), SUM(qty), MAX(category), MIN(amount) FROM t"
+    );
+    assert_eq!(
+        reference(&query, &rows).unwrap().0,
         vec![vec![
-            Value::Int(2),
+            Value::Int(4),
             Value::Int(3),
-            Value::Float(1.5),
-            Value::Str("beta".into())
+            Value::Str("beta".into()),
+            Value::Float(-0.0),
         ]]
     );
+    let max = reference(
+        &aggregates(&[(Func::Max, Expr::Column("amount"))], None),
+        &rows,
+    )
+    .unwrap();
+    assert!(matches!(max.0[0][0], Value::Float(v) if v.is_nan()));
+    // NaN is above every number; -0.0 equals 0.0.
+    let count = |filter: Pred| match reference(
+        &aggregates(&[(Func::CountStar, Expr::Column("id"))], Some(filter)),
+        &rows,
+    ) {
+        Ok((rows, _)) => rows[0][0].clone(),
+        Err(SumOverflow) => Value::Null,
+    };
     assert_eq!(
-        reference(&q("SELECT id FROM t WHERE NOT (qty > 1)"), &rows)
-            .0
-            .len(),
-        0
+        count(compare("amount", Op::Gt, Lit::Int(100))),
+        Value::Int(1)
     );
     assert_eq!(
-        reference(&q("SELECT id FROM t WHERE qty NOT IN (1, NULL)"), &rows)
-            .0
-            .len(),
-        0
+        count(compare("amount", Op::Eq, Lit::Float(0.0))),
+        Value::Int(1)
     );
+    assert_eq!(
+        count(Pred::Not(Box::new(compare("amount", Op::Lt, Lit::Int(5))))),
+        Value::Int(1)
+    );
+    assert_eq!(
+        count(Pred::Not(Box::new(compare("qty", Op::Gt, Lit::Int(1))))),
+        Value::Int(0)
+    );
+    let not_in = Pred::In {
+        column: "qty",
+        list: vec![Lit::Int(1), Lit::Null],
+        negated: true,
+    };
+    assert_eq!(pred_sql(&not_in), "qty NOT IN (1, NULL)");
+    assert_eq!(count(not_in), Value::Int(0));
+    // SUM of integers past int64 is an error, not a wrapped number.
     assert_eq!(
         reference(
-            &q("SELECT id FROM t WHERE status IS NULL OR amount < 2"),
+            &aggregates(&[(Func::Sum, Expr::Column("big"))], None),
+            &rows
+        ),
+        Err(SumOverflow)
+    );
+    let below_max = compare("big", Op::Lt, Lit::Int(i64::MAX));
+    assert_eq!(
+        reference(
+            &aggregates(&[(Func::Sum, Expr::Column("big"))], Some(below_max)),
             &rows
         )
+        .unwrap()
         .0,
         vec![vec![Value::Int(1)]]
     );
+    let date = Lit::Time(0, 5, 7);
+    assert_eq!(date.sql(), "'2024-01-01 05:07:00'");
     assert_eq!(
-        reference(&q("SELECT SUM(qty) FROM t WHERE id > 5"), &rows).0,
-        vec![vec![Value::Null]]
+        date.value(),
+        Value::Int(BASE_DAY * MICROS_PER_DAY + (5 * 3600 + 7 * 60) * 1_000_000)
     );
 }

@@ -180,6 +180,10 @@ pub unsafe fn cmp_f64(
     validity: Option<&[u64]>,
     out: &mut [u64],
 ) {
+    if rhs.is_nan() {
+        // Rare: a NaN constant turns each operator into a NaN test; the scalar twin does it.
+        return scalar::cmp_f64(values, op, rhs, validity, out);
+    }
     let r = _mm512_set1_pd(rhs);
     let p = values.as_ptr();
     macro_rules! run {
@@ -197,18 +201,19 @@ pub unsafe fn cmp_f64(
                     }
                     bits
                 },
-                |i| scalar::holds(values[i], op, rhs),
+                |i| scalar::holds_f64(values[i], op, rhs),
             )
         };
     }
-    // Ordered predicates are false on NaN; NEQ_UQ is true on NaN, as Rust's `!=`.
+    // PostgreSQL's order with a number on the right: NaN values are only greater (and unequal),
+    // so Eq/Lt/Le are the ordered predicates and Ne/Gt/Ge the unordered ones (true on NaN).
     match op {
         CmpOp::Eq => run!(_CMP_EQ_OQ),
         CmpOp::Ne => run!(_CMP_NEQ_UQ),
         CmpOp::Lt => run!(_CMP_LT_OQ),
         CmpOp::Le => run!(_CMP_LE_OQ),
-        CmpOp::Gt => run!(_CMP_GT_OQ),
-        CmpOp::Ge => run!(_CMP_GE_OQ),
+        CmpOp::Gt => run!(_CMP_NLE_UQ),
+        CmpOp::Ge => run!(_CMP_NLT_UQ),
     }
 }
 
@@ -220,6 +225,10 @@ pub unsafe fn between_f64(
     validity: Option<&[u64]>,
     out: &mut [u64],
 ) {
+    if low.is_nan() || high.is_nan() {
+        return scalar::between_f64(values, low, high, validity, out);
+    }
+    // Number bounds: `v <= high` (ordered) is false on NaN, as PostgreSQL's order says.
     let (l, h) = (_mm512_set1_pd(low), _mm512_set1_pd(high));
     let p = values.as_ptr();
     words(
@@ -243,8 +252,9 @@ pub unsafe fn between_f64(
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,popcnt")]
 pub unsafe fn in_f64(values: &[f64], set: &[f64], validity: Option<&[u64]>, out: &mut [u64]) {
-    if set.len() > SET_IN_REGISTERS_MAX {
-        return scalar::in_set(values, set, validity, out);
+    // A NaN needle needs a NaN test rather than an equality: the scalar twin handles both.
+    if set.len() > SET_IN_REGISTERS_MAX || set.iter().any(|s| s.is_nan()) {
+        return scalar::in_f64(values, set, validity, out);
     }
     let needles: Vec<__m512d> = set.iter().map(|&s| _mm512_set1_pd(s)).collect();
     let p = values.as_ptr();

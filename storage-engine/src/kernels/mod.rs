@@ -140,7 +140,8 @@ impl Kernels {
         dispatch!(self, cmp_i32(values, op, rhs, validity, out))
     }
 
-    /// IEEE semantics: every comparison with NaN is false except `Ne`.
+    /// PostgreSQL's order (`value::float_cmp`): NaN equals NaN and is greater than every
+    /// number; `-0.0 == 0.0`.
     pub fn cmp_f64(
         &self,
         values: &[f64],
@@ -152,7 +153,7 @@ impl Kernels {
         dispatch!(self, cmp_f64(values, op, rhs, validity, out))
     }
 
-    /// `low <= v <= high`.
+    /// `low <= v <= high` (floats in PostgreSQL's order, as `cmp_f64`).
     pub fn between_i64(
         &self,
         values: &[i64],
@@ -194,6 +195,7 @@ impl Kernels {
         dispatch!(self, in_i32(values, set, validity, out))
     }
 
+    /// A NaN in `set` matches NaN values (PostgreSQL's equality).
     pub fn in_f64(&self, values: &[f64], set: &[f64], validity: Option<&[u64]>, out: &mut [u64]) {
         dispatch!(self, in_f64(values, set, validity, out))
     }

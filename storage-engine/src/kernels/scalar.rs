@@ -328,9 +328,42 @@ pub fn cmp_i32(values: &[i32], op: CmpOp, rhs: i32, validity: Option<&[u64]>, ou
     cmp(values, op, rhs, validity, out)
 }
 
+/// PostgreSQL's comparison of floats (`value::float_cmp`): NaN equals NaN and is above every
+/// number; `-0.0 == 0.0`.
+#[inline(always)]
+pub fn holds_f64(a: f64, op: CmpOp, b: f64) -> bool {
+    if b.is_nan() {
+        return match op {
+            CmpOp::Eq | CmpOp::Ge => a.is_nan(),
+            CmpOp::Ne | CmpOp::Lt => !a.is_nan(),
+            CmpOp::Le => true,
+            CmpOp::Gt => false,
+        };
+    }
+    // A number on the right: IEEE's answer, except that a NaN on the left is greater.
+    match op {
+        CmpOp::Gt => a > b || a.is_nan(),
+        CmpOp::Ge => a >= b || a.is_nan(),
+        _ => holds(a, op, b),
+    }
+}
+
 #[inline(always)]
 pub fn cmp_f64(values: &[f64], op: CmpOp, rhs: f64, validity: Option<&[u64]>, out: &mut [u64]) {
-    cmp(values, op, rhs, validity, out)
+    let n = values.len();
+    if rhs.is_nan() {
+        return fill_from(0, n, validity, out, |i| holds_f64(values[i], op, rhs));
+    }
+    match op {
+        // One loop per operator so each vectorises without a per-row branch.
+        CmpOp::Gt => fill_from(0, n, validity, out, |i| {
+            values[i] > rhs || values[i].is_nan()
+        }),
+        CmpOp::Ge => fill_from(0, n, validity, out, |i| {
+            values[i] >= rhs || values[i].is_nan()
+        }),
+        _ => cmp(values, op, rhs, validity, out),
+    }
 }
 
 #[inline(always)]
@@ -343,8 +376,15 @@ pub fn between_i32(values: &[i32], low: i32, high: i32, validity: Option<&[u64]>
     between(values, low, high, validity, out)
 }
 
+/// `low <= v <= high` in PostgreSQL's order (`holds_f64`).
 #[inline(always)]
 pub fn between_f64(values: &[f64], low: f64, high: f64, validity: Option<&[u64]>, out: &mut [u64]) {
+    if low.is_nan() || high.is_nan() {
+        return fill_from(0, values.len(), validity, out, |i| {
+            holds_f64(values[i], CmpOp::Ge, low) && holds_f64(values[i], CmpOp::Le, high)
+        });
+    }
+    // Number bounds: `v <= high` is false on NaN, as PostgreSQL's order says.
     between(values, low, high, validity, out)
 }
 
@@ -358,7 +398,13 @@ pub fn in_i32(values: &[i32], set: &[i32], validity: Option<&[u64]>, out: &mut [
     in_set(values, set, validity, out)
 }
 
+/// Membership with PostgreSQL's equality (a NaN in the set matches NaN values).
 #[inline(always)]
 pub fn in_f64(values: &[f64], set: &[f64], validity: Option<&[u64]>, out: &mut [u64]) {
+    if set.iter().any(|s| s.is_nan()) {
+        return fill_from(0, values.len(), validity, out, |i| {
+            values[i].is_nan() || set.contains(&values[i])
+        });
+    }
     in_set(values, set, validity, out)
 }

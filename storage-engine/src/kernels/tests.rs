@@ -1,5 +1,6 @@
 //! Every level against a naive per-row reference written here (not the scalar kernel), on random
-//! data: lengths 0..=300 (every tail), random validity and masks, extreme values, NaN.
+//! data: lengths 0..=300 (every tail), random validity and masks, extreme values, NaN, ±0, ±inf.
+//! Floats follow PostgreSQL's order: NaN equals NaN and is above every number, `-0.0 == 0.0`.
 
 use super::*;
 use proptest::prelude::*;
@@ -27,6 +28,23 @@ fn holds<T: PartialOrd>(a: T, op: CmpOp, b: T) -> bool {
         CmpOp::Gt => a > b,
         CmpOp::Ge => a >= b,
     }
+}
+
+/// PostgreSQL's order of floats, written out independently of `value::float_cmp`.
+fn pg_order(a: f64, b: f64) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Equal,
+        (true, false) => Greater,
+        (false, true) => Less,
+        _ if a < b => Less,
+        _ if a > b => Greater,
+        _ => Equal,
+    }
+}
+
+fn holds_pg(a: f64, op: CmpOp, b: f64) -> bool {
+    holds(pg_order(a, b), op, std::cmp::Ordering::Equal)
 }
 
 fn op() -> impl Strategy<Value = CmpOp> {
@@ -112,7 +130,7 @@ proptest! {
 
     #[test]
     fn kernels_cmp_f64((values, validity, rhs, _) in case(f64_value()), op in op()) {
-        let expected = reference(values.len(), &validity, |i| holds(values[i], op, rhs));
+        let expected = reference(values.len(), &validity, |i| holds_pg(values[i], op, rhs));
         for kernels in Kernels::all_available() {
             let mut out = vec![u64::MAX; words_for(values.len())];
             kernels.cmp_f64(&values, op, rhs, validity.as_deref(), &mut out);
@@ -125,7 +143,7 @@ proptest! {
         let expected = reference(values.len(), &validity, |i| values[i] >= a && values[i] <= b);
         let narrow: Vec<i32> = values.iter().map(|&v| v as i32).collect();
         let expected_narrow = reference(values.len(), &validity, |i| narrow[i] >= a as i32 && narrow[i] <= b as i32);
-        let expected_float = reference(fvalues.len(), &fvalidity, |i| fvalues[i] >= fa && fvalues[i] <= fb);
+        let expected_float = reference(fvalues.len(), &fvalidity, |i| holds_pg(fvalues[i], CmpOp::Ge, fa) && holds_pg(fvalues[i], CmpOp::Le, fb));
         for kernels in Kernels::all_available() {
             let mut out = vec![u64::MAX; words_for(values.len())];
             kernels.between_i64(&values, a, b, validity.as_deref(), &mut out);
@@ -144,8 +162,17 @@ proptest! {
         set.extend(extra);
         let narrow: Vec<i32> = values.iter().map(|&v| v as i32).collect();
         let narrow_set: Vec<i32> = set.iter().map(|&v| v as i32).collect();
-        let floats: Vec<f64> = values.iter().map(|&v| v as f64).collect();
-        let float_set: Vec<f64> = set.iter().map(|&v| v as f64).collect();
+        // Some codes stand for NaN, -0.0 and ±inf, in the values and in the set alike.
+        let special = |v: i64| match v {
+            13 => f64::NAN,
+            14 => -f64::NAN,
+            15 => -0.0,
+            16 => f64::INFINITY,
+            17 => f64::NEG_INFINITY,
+            v => v as f64,
+        };
+        let floats: Vec<f64> = values.iter().map(|&v| special(v)).collect();
+        let float_set: Vec<f64> = set.iter().map(|&v| special(v)).collect();
         let expected = reference(values.len(), &validity, |i| set.contains(&values[i]));
         for kernels in Kernels::all_available() {
             for length in [0, 1, 2, set.len().min(16), set.len()] {
@@ -155,8 +182,9 @@ proptest! {
                 check(values.len(), &out, &expected_here, kernels.name())?;
                 kernels.in_i32(&narrow, &narrow_set[..length], validity.as_deref(), &mut out);
                 check(values.len(), &out, &expected_here, kernels.name())?;
+                let expected_float = reference(values.len(), &validity, |i| float_set[..length].iter().any(|&s| pg_order(floats[i], s).is_eq()));
                 kernels.in_f64(&floats, &float_set[..length], validity.as_deref(), &mut out);
-                check(values.len(), &out, &expected_here, kernels.name())?;
+                check(values.len(), &out, &expected_float, kernels.name())?;
             }
             let mut out = vec![0u64; words_for(values.len())];
             kernels.in_i64(&values, &set, validity.as_deref(), &mut out);
