@@ -858,6 +858,13 @@ impl ImportWriter {
         Ok(())
     }
 
+    /// Sends bytes as they are, as one `ImportStream.write`: for callers that encode the Arrow
+    /// IPC stream themselves (the concatenation of all writes must be one IPC stream). Do not mix
+    /// with `write` on one writer.
+    pub async fn write_ipc(&mut self, bytes: Vec<u8>) -> Result<(), ClientError> {
+        self.send(bytes).await
+    }
+
     async fn send(&self, chunk: Vec<u8>) -> Result<(), ClientError> {
         let id = self.id;
         self.client

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod client;
+mod ipc_frames;
 pub mod metrics;
 pub mod server;
 mod service;

@@ -47,6 +47,10 @@ pub struct Limits {
     pub flow_window_bytes: usize,
     /// Rows an `importBatches` stream buffers before it writes files.
     pub import_buffer_bytes: u64,
+    /// Threads doing blocking file-system work (import writes and commits, table creation and
+    /// removal) at once on the node; work beyond waits up to `admission_wait`, then gets
+    /// `overloaded`.
+    pub blocking_threads_max: usize,
     /// Memory one query's result may hold on the server (from `MAX_MEMORY_GB`).
     pub query_memory_bytes: u64,
 }
@@ -65,6 +69,7 @@ impl Default for Limits {
             push_bytes: 1 << 20,
             flow_window_bytes: 4 << 20,
             import_buffer_bytes: 256 << 20,
+            blocking_threads_max: 32,
             query_memory_bytes: 4 << 30,
         }
     }
@@ -99,6 +104,8 @@ pub struct Shared {
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub queries_running: AtomicUsize,
+    /// Blocking threads running (`Limits::blocking_threads_max`).
+    pub blocking_threads: AtomicUsize,
     pub connections: AtomicUsize,
     pub started: Instant,
     pub data_dir: PathBuf,
@@ -156,6 +163,7 @@ impl Server {
             limits: config.limits,
             metrics: metrics.clone(),
             queries_running: AtomicUsize::new(0),
+            blocking_threads: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             started: Instant::now(),
             data_dir: engine.data_dir().to_owned(),

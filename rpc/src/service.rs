@@ -4,15 +4,15 @@
 //! name from its parameters.
 
 use crate::auth::{self, Identity, Role};
+use crate::ipc_frames::StreamFraming;
 use crate::server::Shared;
 use arrow_array::RecordBatch;
 use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{Field, Schema, SchemaRef};
 use capnp::Error;
-use futures::channel::{mpsc, oneshot};
+use futures::channel::oneshot;
 use futures::future::{AbortHandle, Abortable};
-use futures::{SinkExt, StreamExt};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -30,7 +30,7 @@ use tessera_storage_engine::manifest::{
 use tessera_storage_engine::runtime;
 use tessera_storage_engine::sql::{self, Statement};
 use tessera_storage_engine::value::ColumnType;
-use tessera_storage_engine::writer::{ImportOptions, ImportSummary, TableWriter};
+use tessera_storage_engine::writer::{ImportOptions, TableWriter};
 
 /// An error whose description starts with one of the schema's stable codes.
 pub fn error(code: &str, message: impl std::fmt::Display) -> Error {
@@ -134,15 +134,68 @@ async fn admit(shared: &Arc<Shared>) -> Result<QuerySlot, Error> {
     }
 }
 
-/// Runs blocking file-system work (imports, table creation) off the core, on a thread of its own.
+/// A blocking thread's place under `Limits::blocking_threads_max`, released on drop.
+struct BlockingSlot(Arc<Shared>);
+
+impl BlockingSlot {
+    fn try_acquire(shared: &Arc<Shared>) -> Option<BlockingSlot> {
+        let limit = shared.limits.blocking_threads_max;
+        let mut running = shared.blocking_threads.load(Ordering::Acquire);
+        while running < limit {
+            match shared.blocking_threads.compare_exchange(
+                running,
+                running + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(BlockingSlot(shared.clone())),
+                Err(now) => running = now,
+            }
+        }
+        None
+    }
+
+    /// Takes a place, waiting up to `admission_wait` for one; then `overloaded`.
+    async fn acquire(shared: &Arc<Shared>) -> Result<BlockingSlot, Error> {
+        let deadline = Instant::now() + shared.limits.admission_wait;
+        let mut pause = std::time::Duration::from_micros(500);
+        loop {
+            if let Some(slot) = BlockingSlot::try_acquire(shared) {
+                return Ok(slot);
+            }
+            if Instant::now() >= deadline {
+                let limit = shared.limits.blocking_threads_max;
+                return Err(Error::overloaded(format!(
+                    "overloaded: {limit} blocking jobs (imports, table changes) are running; retry later"
+                )));
+            }
+            runtime::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(8));
+        }
+    }
+}
+
+impl Drop for BlockingSlot {
+    fn drop(&mut self) {
+        self.0.blocking_threads.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs blocking file-system work (import writes and commits, table creation and removal) off
+/// the core, on a thread of its own that ends with the job: at most `blocking_threads_max` at
+/// once on the node, so many clients cannot make the node start unbounded threads.
 async fn blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Error> {
+    let slot = BlockingSlot::acquire(shared).await?;
     let (sender, receiver) = oneshot::channel();
     std::thread::Builder::new()
         .name("tessera-blocking".into())
         .spawn(move || {
-            let _ = sender.send(work());
+            let result = work();
+            drop(slot);
+            let _ = sender.send(result);
         })
         .map_err(|e| error("internal", format!("cannot start a worker thread: {e}")))?;
     receiver
@@ -570,13 +623,13 @@ impl tenant::Server for TenantServer {
             ));
         }
         let table = text(params.get()?.get_table()?)?;
-        load_table(self.connection.data_dir(), &self.tenant, &table)?;
+        let manifest = load_table(self.connection.data_dir(), &self.tenant, &table)?;
         results
             .get()
             .set_stream(capnp_rpc::new_client(ImportStreamServer::new(
                 self.connection.clone(),
-                self.tenant.clone(),
-                table,
+                self.identity.clone(),
+                manifest,
             )));
         Ok(())
     }
@@ -677,153 +730,189 @@ fn write_table_info(mut out: table_info::Builder<'_>, manifest: &TableManifest) 
     out.set_version(manifest.version);
 }
 
-enum ImportMessage {
-    Batch(RecordBatch),
-    Commit(oneshot::Sender<tessera_storage_engine::Result<ImportSummary>>),
-}
-
-/// Rows of one `importBatches` call. Decoded batches go to a writer thread (file writes and
-/// fsyncs block) over a bounded channel, so a fast client waits instead of filling memory.
+/// Rows of one `importBatches` call. Each write is checked (`ipc_frames`: whole stream-format
+/// messages, the table's schema) and decoded when the call is dispatched, so batches queue in the
+/// order the client sent them; a blocking job then hands them to the `TableWriter`, one job at a
+/// time, so a fast client waits instead of filling memory. No thread is held between calls. The
+/// writer stages its files outside the table; only `commit` takes the table lock, to publish.
+/// Any failure poisons the import: nothing of it is committed and every later call fails.
 struct ImportStreamServer {
     connection: Rc<Connection>,
-    tenant: String,
-    table: String,
+    identity: Identity,
+    /// The table when the import began: a stream with another schema is refused.
+    table: TableManifest,
+    framing: RefCell<StreamFraming>,
     decoder: RefCell<StreamDecoder>,
-    pending: RefCell<arrow_buffer::Buffer>,
-    /// Decoded batches not yet handed to the writer thread, in arrival order.
+    /// Decoded batches not yet handed to the writer, in arrival order.
     queue: RefCell<std::collections::VecDeque<RecordBatch>>,
     draining: futures::lock::Mutex<()>,
-    worker: RefCell<Option<ImportWorker>>,
+    /// `None` before the first batch, and while a blocking job holds it.
+    writer: RefCell<Option<TableWriter>>,
+    failure: RefCell<Option<Error>>,
     committed: Cell<bool>,
 }
 
-struct ImportWorker {
-    sender: mpsc::Sender<ImportMessage>,
-    /// The worker's error if it stopped early (bad schema, disk full, ...).
-    failure: Rc<RefCell<Option<oneshot::Receiver<String>>>>,
-}
-
 impl ImportStreamServer {
-    fn new(connection: Rc<Connection>, tenant: String, table: String) -> ImportStreamServer {
+    fn new(
+        connection: Rc<Connection>,
+        identity: Identity,
+        table: TableManifest,
+    ) -> ImportStreamServer {
+        let message_bytes_max = connection.shared.limits.import_buffer_bytes;
         ImportStreamServer {
             connection,
-            tenant,
+            identity,
             table,
+            framing: RefCell::new(StreamFraming::new(message_bytes_max)),
             decoder: RefCell::new(StreamDecoder::new()),
-            pending: RefCell::new(arrow_buffer::Buffer::from_vec(Vec::<u8>::new())),
             queue: RefCell::default(),
             draining: futures::lock::Mutex::new(()),
-            worker: RefCell::new(None),
+            writer: RefCell::new(None),
+            failure: RefCell::new(None),
             committed: Cell::new(false),
         }
     }
 
-    fn start_worker(&self, schema: SchemaRef) -> Result<ImportWorker, Error> {
-        let (sender, mut receiver) = mpsc::channel::<ImportMessage>(4);
-        let (failure_sender, failure_receiver) = oneshot::channel::<String>();
-        let data_dir = self.connection.data_dir().to_owned();
-        let (tenant, table) = (self.tenant.clone(), self.table.clone());
-        let options = ImportOptions {
-            buffer_bytes_max: Some(self.connection.shared.limits.import_buffer_bytes),
-            ..Default::default()
-        };
-        std::thread::Builder::new()
-            .name("tessera-import".into())
-            .spawn(move || {
-                let mut run = || -> tessera_storage_engine::Result<Option<(TableWriter, _)>> {
-                    let mut writer =
-                        TableWriter::open(&data_dir, &tenant, &table, &schema, &options)?;
-                    while let Some(message) = futures::executor::block_on(receiver.next()) {
-                        match message {
-                            ImportMessage::Batch(batch) => writer.write(&batch)?,
-                            ImportMessage::Commit(reply) => return Ok(Some((writer, reply))),
-                        }
-                    }
-                    // Dropped without a commit: nothing is published; files already flushed
-                    // are orphans that the next import of this table removes.
-                    Ok(None)
-                };
-                match run() {
-                    Ok(Some((writer, reply))) => {
-                        let _ = reply.send(writer.finish());
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        let _ = failure_sender.send(e.to_string());
-                    }
-                }
-            })
-            .map_err(|e| error("internal", format!("cannot start an import thread: {e}")))?;
-        Ok(ImportWorker {
-            sender,
-            failure: Rc::new(RefCell::new(Some(failure_receiver))),
-        })
-    }
-
-    /// The worker's error, once it has stopped.
-    async fn worker_failure(&self) -> Error {
-        let receiver = self
-            .worker
-            .borrow()
-            .as_ref()
-            .and_then(|w| w.failure.borrow_mut().take());
-        match receiver {
-            Some(receiver) => match receiver.await {
-                Ok(message) => error("invalid", message),
-                Err(_) => error("internal", "the import stopped"),
-            },
-            None => error("invalid", "the import already failed"),
+    /// Refuses calls on an expired token, a failed import or a committed one.
+    fn check_open(&self) -> Result<(), Error> {
+        check_expiry(&self.identity)?;
+        if let Some(failure) = self.failure.borrow().as_ref() {
+            return Err(failure.clone());
         }
-    }
-
-    async fn send(&self, message: ImportMessage) -> Result<(), Error> {
-        let sender = self.worker.borrow().as_ref().map(|w| w.sender.clone());
-        let Some(mut sender) = sender else {
-            return Err(error("internal", "no import worker"));
-        };
-        if sender.send(message).await.is_err() {
-            return Err(self.worker_failure().await);
-        }
-        Ok(())
-    }
-}
-
-impl ImportStreamServer {
-    /// Decodes a write's bytes into the ordered queue. Runs when the call is dispatched, so
-    /// batches queue in the order the client sent them.
-    fn decode(&self, params: &import_stream::WriteParams) -> Result<(), Error> {
         if self.committed.get() {
             return Err(error("invalid", "this import stream is already committed"));
         }
-        let bytes = params.get()?.get_ipc()?;
-        let mut pending = self.pending.borrow_mut();
-        let mut buffer = arrow_buffer::Buffer::from([pending.as_slice(), bytes].concat());
-        let mut decoder = self.decoder.borrow_mut();
-        while !buffer.is_empty() {
-            let before = buffer.len();
-            match decoder.decode(&mut buffer) {
-                Ok(Some(batch)) => self.queue.borrow_mut().push_back(batch),
-                Ok(None) if buffer.len() == before => break,
-                Ok(None) => {}
-                Err(e) => return Err(error("invalid", format!("bad Arrow IPC data: {e}"))),
-            }
-        }
-        *pending = buffer;
         Ok(())
     }
 
-    /// Hands queued batches to the writer thread in order; one drainer at a time.
+    /// Records the import's first failure and returns it.
+    fn fail(&self, failure: Error) -> Error {
+        self.failure.borrow_mut().get_or_insert(failure).clone()
+    }
+
+    /// Checks and decodes a write's bytes into the ordered queue.
+    fn decode(&self, params: &import_stream::WriteParams) -> Result<(), Error> {
+        self.check_open()?;
+        let bytes = params.get()?.get_ipc()?;
+        self.decode_bytes(bytes).map_err(|e| self.fail(e))
+    }
+
+    fn decode_bytes(&self, bytes: &[u8]) -> Result<(), Error> {
+        let frames = self
+            .framing
+            .borrow_mut()
+            .push(bytes)
+            .map_err(|e| error("invalid", e))?;
+        let mut decoder = self.decoder.borrow_mut();
+        for frame in frames {
+            if let Some(schema) = &frame.schema {
+                self.check_schema(schema)?;
+            }
+            let mut buffer = arrow_buffer::Buffer::from_vec(frame.bytes);
+            while !buffer.is_empty() {
+                match decoder.decode(&mut buffer) {
+                    Ok(Some(batch)) if batch.num_rows() > 0 => {
+                        self.queue.borrow_mut().push_back(batch)
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(error("invalid", format!("bad Arrow IPC data: {e}"))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stream's columns must match the table's by position and type.
+    fn check_schema(&self, schema: &Schema) -> Result<(), Error> {
+        let columns = &self.table.columns;
+        let mismatch = |message: String| {
+            error(
+                "invalid",
+                format!("schema mismatch with table {}: {message}", self.table.table),
+            )
+        };
+        if schema.fields().len() != columns.len() {
+            return Err(mismatch(format!(
+                "the stream has {} columns, the table {}",
+                schema.fields().len(),
+                columns.len()
+            )));
+        }
+        for (field, column) in schema.fields().iter().zip(columns) {
+            let found =
+                tessera_storage_engine::writer::engine_type(field.name(), field.data_type())
+                    .map_err(|e| mismatch(e.to_string()))?;
+            if found != column.column_type {
+                return Err(mismatch(format!(
+                    "stream column {} is {} ({}), table column {} is {}",
+                    field.name(),
+                    field.data_type(),
+                    found.name(),
+                    column.name,
+                    column.column_type.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands queued batches to the writer on a blocking thread, in order; one drainer at a time.
     async fn drain(&self) -> Result<(), Error> {
         let _draining = self.draining.lock().await;
         loop {
-            let Some(batch) = self.queue.borrow_mut().pop_front() else {
+            let batches: Vec<RecordBatch> = self.queue.borrow_mut().drain(..).collect();
+            if batches.is_empty() {
                 return Ok(());
-            };
-            if self.worker.borrow().is_none() {
-                let worker = self.start_worker(batch.schema())?;
-                *self.worker.borrow_mut() = Some(worker);
             }
-            self.send(ImportMessage::Batch(batch)).await?;
+            if let Some(failure) = self.failure.borrow().as_ref() {
+                return Err(failure.clone());
+            }
+            let writer = self.writer.borrow_mut().take();
+            let data_dir = self.connection.data_dir().to_owned();
+            let (tenant, table) = (self.table.tenant.clone(), self.table.table.clone());
+            let options = ImportOptions {
+                buffer_bytes_max: Some(self.connection.shared.limits.import_buffer_bytes),
+                ..Default::default()
+            };
+            let job = move || -> tessera_storage_engine::Result<TableWriter> {
+                let mut writer = match writer {
+                    Some(writer) => writer,
+                    None => TableWriter::open(
+                        &data_dir,
+                        &tenant,
+                        &table,
+                        &batches[0].schema(),
+                        &options,
+                    )?,
+                };
+                for batch in &batches {
+                    writer.write(batch)?;
+                }
+                Ok(writer)
+            };
+            match blocking(&self.connection.shared, job).await {
+                Ok(Ok(writer)) => *self.writer.borrow_mut() = Some(writer),
+                Ok(Err(e)) => return Err(self.fail(engine_error(e))),
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+}
+
+impl Drop for ImportStreamServer {
+    fn drop(&mut self) {
+        // Dropped without a commit: the writer's staged files are removed, off the core when a
+        // blocking thread is free.
+        let Some(writer) = self.writer.get_mut().take() else {
+            return;
+        };
+        if let Some(slot) = BlockingSlot::try_acquire(&self.connection.shared) {
+            let _ = std::thread::Builder::new()
+                .name("tessera-blocking".into())
+                .spawn(move || {
+                    drop(writer);
+                    drop(slot);
+                });
         }
     }
 }
@@ -847,22 +936,26 @@ impl import_stream::Server for ImportStreamServer {
         mut results: import_stream::CommitResults,
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
-        if self.committed.replace(true) {
-            return Err(error("invalid", "this import stream is already committed"));
-        }
+        self.check_open()?;
+        self.committed.set(true);
+        let whole = self.framing.borrow().finish();
+        whole.map_err(|e| self.fail(error("invalid", e)))?;
         self.drain().await?;
-        if self.worker.borrow().is_none() {
+        let writer = self.writer.borrow_mut().take();
+        let Some(writer) = writer else {
             // No rows: nothing to write; report the table as it is.
-            let manifest = load_table(self.connection.data_dir(), &self.tenant, &self.table)?;
+            let manifest = load_table(
+                self.connection.data_dir(),
+                &self.table.tenant,
+                &self.table.table,
+            )?;
             results.get().set_version(manifest.version);
             return Ok(());
-        }
-        let (reply, summary) = oneshot::channel();
-        self.send(ImportMessage::Commit(reply)).await?;
-        let summary = match summary.await {
-            Ok(summary) => summary.map_err(engine_error)?,
-            Err(_) => return Err(self.worker_failure().await),
         };
+        let summary = blocking(&self.connection.shared, move || writer.finish())
+            .await
+            .map_err(|e| self.fail(e))?
+            .map_err(|e| self.fail(engine_error(e)))?;
         self.connection
             .shared
             .metrics
@@ -950,22 +1043,25 @@ impl admin::Server for AdminServer {
         };
         let data_dir = self.connection.data_dir().to_owned();
         let tenant = self.tenant.clone();
-        let manifest = blocking(move || -> tessera_storage_engine::Result<TableManifest> {
-            if manifest::load(&data_dir, &tenant, &name)?.is_some() {
-                return Err(tessera_storage_engine::Error::Import(format!(
-                    "table {name} already exists"
-                )));
-            }
-            let schema = Schema::new(
-                columns
-                    .iter()
-                    .map(|c| Field::new(&c.name, c.column_type.to_arrow(), c.nullable))
-                    .collect::<Vec<_>>(),
-            );
-            TableWriter::open(&data_dir, &tenant, &name, &schema, &options)?.finish()?;
-            manifest::load(&data_dir, &tenant, &name)?
-                .ok_or_else(|| tessera_storage_engine::Error::Internal("table vanished".into()))
-        })
+        let manifest = blocking(
+            &self.connection.shared,
+            move || -> tessera_storage_engine::Result<TableManifest> {
+                if manifest::load(&data_dir, &tenant, &name)?.is_some() {
+                    return Err(tessera_storage_engine::Error::Import(format!(
+                        "table {name} already exists"
+                    )));
+                }
+                let schema = Schema::new(
+                    columns
+                        .iter()
+                        .map(|c| Field::new(&c.name, c.column_type.to_arrow(), c.nullable))
+                        .collect::<Vec<_>>(),
+                );
+                TableWriter::open(&data_dir, &tenant, &name, &schema, &options)?.finish()?;
+                manifest::load(&data_dir, &tenant, &name)?
+                    .ok_or_else(|| tessera_storage_engine::Error::Internal("table vanished".into()))
+            },
+        )
         .await?
         .map_err(engine_error)?;
         write_table_info(results.get().init_table(), &manifest);
@@ -983,9 +1079,11 @@ impl admin::Server for AdminServer {
         manifest::validate_name("table", &name).map_err(engine_error)?;
         let data_dir = self.connection.data_dir().to_owned();
         let tenant = self.tenant.clone();
-        let dropped = blocking(move || manifest::drop_table(&data_dir, &tenant, &name))
-            .await?
-            .map_err(engine_error)?;
+        let dropped = blocking(&self.connection.shared, move || {
+            manifest::drop_table(&data_dir, &tenant, &name)
+        })
+        .await?
+        .map_err(engine_error)?;
         let existed = dropped.is_some();
         if let Some(manifest) = dropped {
             self.connection.context.forget_tables(&[manifest]).await;
@@ -1047,9 +1145,11 @@ impl operator::Server for OperatorServer {
         let name = text(params.get()?.get_name()?)?;
         self.tenant_dir(&name)?;
         let data_dir = self.connection.data_dir().to_owned();
-        let dropped = blocking(move || manifest::drop_tenant(&data_dir, &name))
-            .await?
-            .map_err(engine_error)?;
+        let dropped = blocking(&self.connection.shared, move || {
+            manifest::drop_tenant(&data_dir, &name)
+        })
+        .await?
+        .map_err(engine_error)?;
         let existed = dropped.is_some();
         if let Some(manifests) = dropped {
             self.connection.context.forget_tables(&manifests).await;

@@ -75,11 +75,52 @@ fn open_csv(path: &Path, mut file: File) -> Result<Source> {
         .build(file)
         .map_err(|e| Error::Import(format!("{}: {e}", path.display())))?;
     let display = path.to_owned();
-    let batches = reader
-        .map(move |batch| batch.map_err(|e| Error::Import(format!("{}: {e}", display.display()))));
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    // The CSV reader refuses a value that does not parse as its column's inferred type (it never
+    // turns it into NULL); its message names the column by position only.
+    let batches = reader.map(move |batch| {
+        batch.map_err(|e| {
+            Error::Import(format!(
+                "{}: {}",
+                display.display(),
+                name_csv_column(&e.to_string(), &names)
+            ))
+        })
+    });
     Ok(Source {
         schema,
         rows: None,
         batches: Box::new(batches),
     })
+}
+
+/// Adds the column's name where arrow-csv names it by position ("column 3 at line 17").
+fn name_csv_column(message: &str, names: &[String]) -> String {
+    for (index, name) in names.iter().enumerate() {
+        let position = format!("column {index} at line");
+        if message.contains(&position) {
+            return message.replacen(
+                &position,
+                &format!("column {name} (number {index}) at line"),
+                1,
+            );
+        }
+    }
+    message.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_errors_name_the_column() {
+        let names = vec!["id".to_owned(), "a1".to_owned()];
+        let message = "Error while parsing value 'x' as type 'Int64' for column 1 at line 7.";
+        assert_eq!(
+            name_csv_column(message, &names),
+            "Error while parsing value 'x' as type 'Int64' for column a1 (number 1) at line 7."
+        );
+        assert_eq!(name_csv_column("other", &names), "other");
+    }
 }

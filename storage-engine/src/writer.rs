@@ -4,6 +4,14 @@
 //! dictionary, compression, statistics and page index). Files are fsynced before the manifest that
 //! lists them is published; until then no reader can see them.
 //!
+//! A value that does not fit its column's type, and a NULL in a NOT NULL column, fail the import
+//! with an error naming the column and the row (counted from 1 across the whole import).
+//!
+//! An import writes its files into a staging directory of its own (`_staging/<id>` in the table
+//! directory, never listed by a manifest) and takes the table lock only to publish: it then
+//! renames them into their partitions under fresh file ids and swaps in the manifest. A slow
+//! import therefore never holds up another one.
+//!
 //! This is the import path; the durable WAL-based ingestion of a later issue feeds the same
 //! `TableWriter`.
 
@@ -91,16 +99,124 @@ pub struct ImportSummary {
 
 pub struct TableWriter {
     data_dir: PathBuf,
+    /// The table as it was when the import began (or the new table it creates); publishing
+    /// re-reads the current manifest under the lock and appends to that.
     manifest: TableManifest,
+    creates_table: bool,
     schema: SchemaRef,
     time_index: Option<usize>,
     partition_indexes: Vec<usize>,
     buffers: HashMap<PartitionKey, PartitionBuffer>,
     buffered_bytes: u64,
     buffer_bytes_max: u64,
-    new_files: Vec<FileEntry>,
+    staging: Staging,
+    /// Files written to the staging directory: their partition directory and entry (`path`
+    /// relative to the staging directory until published).
+    staged: Vec<(PathBuf, FileEntry)>,
     rows: u64,
-    _lock: TableLock,
+}
+
+/// Where an import's files wait until it commits.
+const STAGING_DIR: &str = "_staging";
+/// In a staging directory: the file its import holds an exclusive `flock` on while it runs, so a
+/// later import can tell an abandoned staging directory (owner gone) from one in use.
+const STAGING_OWNER_FILE: &str = "_owner";
+/// A staging directory is built under this prefix and renamed once its owner lock is held.
+const STAGING_NEW_PREFIX: &str = ".new-";
+
+/// One import's staging directory; removed (with whatever is left in it) when dropped.
+struct Staging {
+    dir: PathBuf,
+    _owner: std::fs::File,
+}
+
+impl Staging {
+    fn create(table_dir: &Path) -> Result<Staging> {
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let root = table_dir.join(STAGING_DIR);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{}-{nanos}-{sequence}", std::process::id());
+        let building = root.join(format!("{STAGING_NEW_PREFIX}{name}"));
+        // Another import may remove the (empty) root between our two calls: try again.
+        let mut attempts = 0;
+        loop {
+            std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+            match std::fs::create_dir(&building) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 8 => attempts += 1,
+                Err(e) => return Err(Error::io(&building, e)),
+            }
+        }
+        let owner_path = building.join(STAGING_OWNER_FILE);
+        let owner = std::fs::File::create(&owner_path).map_err(|e| Error::io(&owner_path, e))?;
+        if !try_lock(&owner).map_err(|e| Error::io(&owner_path, e))? {
+            return Err(Error::Internal(format!(
+                "{} is locked by another import",
+                owner_path.display()
+            )));
+        }
+        let dir = root.join(name);
+        std::fs::rename(&building, &dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(Staging { dir, _owner: owner })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // Best effort: a directory left behind is removed by a later import of the table. The
+        // root goes too when no other import uses it (removing a non-empty directory fails).
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(root) = self.dir.parent() {
+            let _ = std::fs::remove_dir(root);
+        }
+    }
+}
+
+/// Takes an exclusive `flock` without waiting; false if another open file holds it.
+fn try_lock(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, owned descriptor; no memory is shared with the kernel.
+    let status = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if status == 0 {
+        return Ok(true);
+    }
+    let error = std::io::Error::last_os_error();
+    if error.kind() == std::io::ErrorKind::WouldBlock {
+        return Ok(false);
+    }
+    Err(error)
+}
+
+/// Removes the staging directories of imports that are gone (their owner lock is free).
+fn remove_abandoned_staging(table_dir: &Path) -> Result<()> {
+    let root = table_dir.join(STAGING_DIR);
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(STAGING_NEW_PREFIX)
+        {
+            // Being set up right now, or abandoned while empty.
+            continue;
+        }
+        let owner_path = path.join(STAGING_OWNER_FILE);
+        let abandoned = match std::fs::File::open(&owner_path) {
+            Ok(owner) => try_lock(&owner).map_err(|e| Error::io(&owner_path, e))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => true,
+            Err(error) => return Err(Error::io(&owner_path, error)),
+        };
+        if abandoned {
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Maps an input Arrow type to the engine's column type, or explains why it cannot.
@@ -138,7 +254,6 @@ impl TableWriter {
     ) -> Result<TableWriter> {
         manifest::validate_name("tenant", tenant)?;
         manifest::validate_name("table", table)?;
-        let lock = TableLock::acquire(data_dir, tenant, table)?;
         let mut columns = Vec::with_capacity(input_schema.fields().len());
         for field in input_schema.fields() {
             let name = field.name().to_lowercase();
@@ -151,7 +266,9 @@ impl TableWriter {
                 nullable: field.is_nullable(),
             });
         }
-        let manifest = match manifest::load(data_dir, tenant, table)? {
+        let existing = manifest::load(data_dir, tenant, table)?;
+        let creates_table = existing.is_none();
+        let manifest = match existing {
             Some(existing) => {
                 let compatible = existing.columns.len() == columns.len()
                     && existing
@@ -198,7 +315,7 @@ impl TableWriter {
                 }
             }
         };
-        remove_orphans(&manifest::table_dir(data_dir, tenant, table), &manifest)?;
+        let staging = Staging::create(&manifest::table_dir(data_dir, tenant, table))?;
         // Every column may hold NULLs once several imports are merged, so the stored schema is
         // nullable throughout.
         let schema = arrow_schema(
@@ -225,15 +342,16 @@ impl TableWriter {
         Ok(TableWriter {
             data_dir: data_dir.to_owned(),
             manifest,
+            creates_table,
             schema,
             time_index,
             partition_indexes,
             buffers: HashMap::new(),
             buffered_bytes: 0,
             buffer_bytes_max: options.buffer_bytes_max.unwrap_or(BUFFER_BYTES_DEFAULT),
-            new_files: Vec::new(),
+            staging,
+            staged: Vec::new(),
             rows: 0,
-            _lock: lock,
         })
     }
 
@@ -247,7 +365,7 @@ impl TableWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let batch = self.normalise(batch)?;
+        let batch = self.normalise(batch, self.rows)?;
         self.rows += batch.num_rows() as u64;
         // Slices share the batch's buffers: charge each part its share of the rows.
         let bytes_per_row = batch.get_array_memory_size() as u64 / batch.num_rows() as u64 + 1;
@@ -270,26 +388,92 @@ impl TableWriter {
         Ok(())
     }
 
-    /// Writes every buffered partition and publishes the manifest listing the new files.
+    /// Writes every buffered partition, then, under the table lock, moves the new files into the
+    /// table and publishes the manifest listing them.
     pub fn finish(mut self) -> Result<ImportSummary> {
         let mut keys: Vec<PartitionKey> = self.buffers.keys().cloned().collect();
         keys.sort_by(|a, b| (a.day, &a.values).cmp(&(b.day, &b.values)));
         for key in keys {
             self.flush_partition(&key)?;
         }
+        let (tenant, table) = (&self.manifest.tenant, &self.manifest.table);
+        let _lock = TableLock::acquire(&self.data_dir, tenant, table)?;
+        let changed = |what: &str| {
+            Error::Import(format!(
+                "table {tenant}/{table} {what} during this import; nothing was imported"
+            ))
+        };
+        let mut current = match manifest::load(&self.data_dir, tenant, table)? {
+            Some(current) => {
+                if current.columns != self.manifest.columns
+                    || current.partition != self.manifest.partition
+                {
+                    return Err(changed("changed its columns or partitioning"));
+                }
+                // Another import may have created the table this one meant to create; an
+                // existing table this one opened must still be the same incarnation.
+                if !self.creates_table && current.incarnation != self.manifest.incarnation {
+                    return Err(changed("was dropped and created again"));
+                }
+                current
+            }
+            None if self.creates_table => self.manifest.clone(),
+            None => return Err(changed("was dropped")),
+        };
+        let table_dir = manifest::table_dir(&self.data_dir, tenant, table);
+        if !self.staging.dir.is_dir() {
+            return Err(changed("was dropped"));
+        }
+        remove_orphans(&table_dir, &current)?;
+        remove_abandoned_staging(&table_dir)?;
+        let mut new_files = Vec::with_capacity(self.staged.len());
+        let mut directories: Vec<PathBuf> = Vec::new();
+        for (directory, mut entry) in std::mem::take(&mut self.staged) {
+            let id = current.next_file_id;
+            current.next_file_id += 1;
+            let relative = directory.join(format!("part-{id:06}.parquet"));
+            let partition_dir = table_dir.join(&directory);
+            if !directories.contains(&partition_dir) {
+                std::fs::create_dir_all(&partition_dir)
+                    .map_err(|e| Error::io(&partition_dir, e))?;
+                directories.push(partition_dir);
+            }
+            let staged = self.staging.dir.join(&entry.path);
+            let target = table_dir.join(&relative);
+            std::fs::rename(&staged, &target).map_err(|e| Error::io(&staged, e))?;
+            entry.id = id;
+            entry.path = relative.to_string_lossy().into_owned();
+            new_files.push(entry);
+        }
+        // The renames (and new directories up to the data directory, tenant and table included
+        // for a new table) reach the disk before the manifest that lists the files.
+        let mut synced = hashbrown::HashSet::new();
+        for partition_dir in &directories {
+            let mut dir = partition_dir.as_path();
+            while synced.insert(dir.to_owned()) {
+                manifest::sync_dir(dir)?;
+                if dir == self.data_dir {
+                    break;
+                }
+                let Some(parent) = dir.parent() else { break };
+                dir = parent;
+            }
+        }
         let summary = ImportSummary {
             rows: self.rows,
-            files: self.new_files.len() as u64,
-            bytes: self.new_files.iter().map(|f| f.bytes).sum(),
-            manifest_version: self.manifest.version + 1,
+            files: new_files.len() as u64,
+            bytes: new_files.iter().map(|f| f.bytes).sum(),
+            manifest_version: current.version + 1,
         };
-        self.manifest.files.append(&mut self.new_files);
-        self.manifest.version += 1;
-        manifest::publish(&self.data_dir, &self.manifest)?;
+        current.files.append(&mut new_files);
+        current.version += 1;
+        manifest::publish(&self.data_dir, &current)?;
         Ok(summary)
     }
 
-    fn normalise(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+    /// Converts a batch to the table's types; `rows_before` is the number of rows of this import
+    /// before the batch (errors name rows counted from 1 across the import).
+    fn normalise(&self, batch: &RecordBatch, rows_before: u64) -> Result<RecordBatch> {
         if batch.num_columns() != self.schema.fields().len() {
             return Err(Error::Import(format!(
                 "batch has {} columns, table has {}",
@@ -298,8 +482,23 @@ impl TableWriter {
             )));
         }
         let mut columns = Vec::with_capacity(batch.num_columns());
-        for (array, field) in batch.columns().iter().zip(self.schema.fields()) {
-            columns.push(normalise_array(array, field)?);
+        for ((array, field), column) in batch
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .zip(&self.manifest.columns)
+        {
+            let array = normalise_array(array, field, rows_before)?;
+            if !column.nullable {
+                if let Some(row) = first_null(&array) {
+                    return Err(Error::Import(format!(
+                        "column {}, row {}: NULL in a NOT NULL column",
+                        column.name,
+                        rows_before + row as u64 + 1
+                    )));
+                }
+            }
+            columns.push(array);
         }
         RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| Error::Import(e.to_string()))
     }
@@ -376,35 +575,28 @@ impl TableWriter {
             None => batch,
         };
         let directory = key.directory(&self.manifest.partition);
-        let table_dir =
-            manifest::table_dir(&self.data_dir, &self.manifest.tenant, &self.manifest.table);
-        let partition_dir = table_dir.join(&directory);
-        std::fs::create_dir_all(&partition_dir).map_err(|e| Error::io(&partition_dir, e))?;
         let mut start = 0;
         while start < batch.num_rows() {
-            let id = self.manifest.next_file_id;
-            self.manifest.next_file_id += 1;
-            let relative = directory.join(format!("part-{id:06}.parquet"));
-            let (entry, written_rows) =
-                write_file(&table_dir, &relative, id, &batch, start, &self.manifest)?;
+            // Staged files get their table file id (and name) when the import publishes.
+            let relative = PathBuf::from(format!("{:06}.parquet", self.staged.len() + 1));
+            let (entry, written_rows) = write_file(
+                &self.staging.dir,
+                &relative,
+                0,
+                &batch,
+                start,
+                &self.manifest,
+            )?;
             start += written_rows;
-            self.new_files.push(entry);
-        }
-        manifest::sync_dir(&partition_dir)?;
-        // New directories up to the data directory (tenant and table included, for a new table)
-        // must reach the disk too.
-        let mut dir = partition_dir.as_path();
-        while dir != self.data_dir {
-            let Some(parent) = dir.parent() else { break };
-            manifest::sync_dir(parent)?;
-            dir = parent;
+            self.staged.push((directory.clone(), entry));
         }
         Ok(())
     }
 }
 
 /// Deletes Parquet files under the table directory that the manifest does not list: leftovers of
-/// an import that died before publishing (never visible to readers). Runs under the table lock.
+/// an import that died while publishing (never visible to readers). Staging directories are left
+/// to `remove_abandoned_staging`. Runs under the table lock.
 fn remove_orphans(table_dir: &Path, manifest: &TableManifest) -> Result<usize> {
     let listed: hashbrown::HashSet<PathBuf> = manifest
         .files
@@ -412,6 +604,7 @@ fn remove_orphans(table_dir: &Path, manifest: &TableManifest) -> Result<usize> {
         .map(|f| table_dir.join(&f.path))
         .collect();
     let mut removed = 0;
+    let staging = table_dir.join(STAGING_DIR);
     let mut pending = vec![table_dir.to_owned()];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -422,7 +615,9 @@ fn remove_orphans(table_dir: &Path, manifest: &TableManifest) -> Result<usize> {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                pending.push(path);
+                if path != staging {
+                    pending.push(path);
+                }
             } else if name.starts_with("part-")
                 && name.ends_with(".parquet")
                 && !listed.contains(&path)
@@ -453,34 +648,73 @@ fn partition_value(array: &ArrayRef, row: usize) -> String {
     }
 }
 
-fn normalise_array(array: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+/// The first row (from 0) holding a NULL.
+fn first_null(array: &ArrayRef) -> Option<usize> {
+    let nulls = array.logical_nulls()?;
+    (nulls.null_count() > 0).then(|| nulls.iter().position(|valid| !valid))?
+}
+
+/// Casts with arrow's safe cast, which turns a value that does not fit into NULL, then refuses
+/// any row that was a value before and is NULL after, naming the column, the row and the value.
+fn cast_checked(
+    array: &ArrayRef,
+    target: &DataType,
+    column: &str,
+    rows_before: u64,
+) -> Result<ArrayRef> {
+    let cast = arrow_cast::cast(array, target).map_err(|e| {
+        Error::Import(format!(
+            "column {column}: cannot convert {} to {target}: {e}",
+            array.data_type()
+        ))
+    })?;
+    let Some(after) = cast.logical_nulls() else {
+        return Ok(cast);
+    };
+    let before = array.logical_nulls();
+    if after.null_count() == before.as_ref().map_or(0, |n| n.null_count()) {
+        return Ok(cast);
+    }
+    let lost = (0..array.len())
+        .find(|&row| after.is_null(row) && before.as_ref().is_none_or(|n| n.is_valid(row)));
+    match lost {
+        None => Ok(cast),
+        Some(row) => {
+            let value =
+                arrow_cast::display::ArrayFormatter::try_new(array.as_ref(), &Default::default())
+                    .map(|f| f.value(row).to_string())
+                    .unwrap_or_default();
+            Err(Error::Import(format!(
+                "column {column}, row {}: value {value} ({}) does not fit the column's type {target}",
+                rows_before + row as u64 + 1,
+                array.data_type()
+            )))
+        }
+    }
+}
+
+fn normalise_array(array: &ArrayRef, field: &Field, rows_before: u64) -> Result<ArrayRef> {
     let target = field.data_type();
     if array.data_type() == target {
         return Ok(array.clone());
     }
-    let error = |e: arrow_schema::ArrowError| {
-        Error::Import(format!(
-            "column {}: cannot convert {} to {target}: {e}",
-            field.name(),
-            array.data_type()
-        ))
-    };
     if let DataType::Timestamp(_, zone) = array.data_type() {
         // Stored timestamps are UTC instants without a zone: convert the unit keeping the zone
         // (an instant-preserving cast), then drop the zone without changing the values. Zone-less
         // input is taken as UTC.
-        let micros = arrow_cast::cast(
+        let micros = cast_checked(
             array,
             &DataType::Timestamp(TimeUnit::Microsecond, zone.clone()),
-        )
-        .map_err(error)?;
+            field.name(),
+            rows_before,
+        )?;
         let micros = micros
             .as_primitive::<TimestampMicrosecondType>()
             .clone()
             .with_timezone_opt(None::<String>);
         return Ok(Arc::new(micros));
     }
-    arrow_cast::cast(array, target).map_err(error)
+    cast_checked(array, target, field.name(), rows_before)
 }
 
 fn sort_by_column(batch: &RecordBatch, index: usize) -> Result<RecordBatch> {

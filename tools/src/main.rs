@@ -126,18 +126,19 @@ enum Command {
         /// snappy, zstd or none (new tables only).
         #[arg(long, default_value = "snappy")]
         compression: String,
-        /// Target file size in MiB (new tables only).
-        #[arg(long, default_value_t = 500)]
-        file_mib: u64,
-        /// Row group size in MiB (new tables only).
-        #[arg(long, default_value_t = 128)]
-        row_group_mib: u64,
-        /// Data page size in KiB (new tables only).
-        #[arg(long, default_value_t = 1024)]
-        page_kib: u64,
-        /// Most rows per data page (new tables only; smaller pages prune finer).
-        #[arg(long, default_value_t = 20_000)]
-        page_rows: u64,
+        /// Target file size in MiB (new tables only; default 500; not with --addr).
+        #[arg(long)]
+        file_mib: Option<u64>,
+        /// Row group size in MiB (new tables only; default 128; not with --addr).
+        #[arg(long)]
+        row_group_mib: Option<u64>,
+        /// Data page size in KiB (new tables only; default 1024; not with --addr).
+        #[arg(long)]
+        page_kib: Option<u64>,
+        /// Most rows per data page (new tables only, smaller pages prune finer; default 20000;
+        /// not with --addr).
+        #[arg(long)]
+        page_rows: Option<u64>,
         files: Vec<PathBuf>,
     },
     /// Run one SQL statement, in-process on a data directory (`--data --tenant`) or on a server
@@ -255,16 +256,37 @@ fn main() -> ExitCode {
             .parse::<Compression>()
             .map_err(|e| e.to_string())
             .and_then(|compression| {
+                let sizes = [
+                    ("--file-mib", file_mib),
+                    ("--row-group-mib", row_group_mib),
+                    ("--page-kib", page_kib),
+                    ("--page-rows", page_rows),
+                ];
                 let settings = WriterSettings {
                     compression,
-                    target_file_bytes: file_mib.max(1) << 20,
-                    row_group_bytes: row_group_mib.max(1) << 20,
-                    page_bytes: page_kib.max(1) << 10,
-                    page_rows_max: page_rows.max(1),
+                    target_file_bytes: file_mib.unwrap_or(500).max(1) << 20,
+                    row_group_bytes: row_group_mib.unwrap_or(128).max(1) << 20,
+                    page_bytes: page_kib.unwrap_or(1024).max(1) << 10,
+                    page_rows_max: page_rows.unwrap_or(20_000).max(1),
                     dictionary: true,
                 };
+                if remote.addr.is_some() {
+                    // createTable's spec has no size settings: refuse rather than ignore them.
+                    if let Some((flag, _)) = sizes.iter().find(|(_, value)| value.is_some()) {
+                        return Err(format!(
+                            "{flag} cannot be used with --addr: a table created over RPC gets the server's default sizes"
+                        ));
+                    }
+                }
                 match (remote.session()?, tenant) {
-                    (Some(session), _) => run_remote_import(&session, &table, &files),
+                    (Some(session), _) => {
+                        let spec = RemoteTableSpec {
+                            time_column: time_column.map(|c| c.to_lowercase()),
+                            partition_by,
+                            compression,
+                        };
+                        run_remote_import(&session, &table, &spec, &files)
+                    }
                     (None, Some(tenant)) => run_import(
                         &data,
                         &tenant,
@@ -418,9 +440,17 @@ fn explain_text(batches: &[arrow_array::RecordBatch]) -> Option<String> {
     Some(text)
 }
 
+/// What `import --addr` passes to `createTable` when the table does not exist yet.
+struct RemoteTableSpec {
+    time_column: Option<String>,
+    partition_by: Vec<String>,
+    compression: Compression,
+}
+
 fn run_remote_import(
     session: &tessera_rpc::Session,
     table: &str,
+    spec: &RemoteTableSpec,
     files: &[PathBuf],
 ) -> Result<(), String> {
     let started = Instant::now();
@@ -448,7 +478,13 @@ fn run_remote_import(
                 .create_table(tessera_rpc::client::TableSpec {
                     name: table.to_owned(),
                     columns,
-                    ..Default::default()
+                    time_column: spec.time_column.clone(),
+                    partition_by: spec.partition_by.clone(),
+                    compression: match spec.compression {
+                        Compression::Snappy => tessera_rpc::client::Compression::Snappy,
+                        Compression::Zstd => tessera_rpc::client::Compression::Zstd,
+                        Compression::None => tessera_rpc::client::Compression::None,
+                    },
                 })
                 .await
                 .map_err(|e| format!("table {table} does not exist and cannot be created: {e}"))?;

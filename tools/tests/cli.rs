@@ -273,3 +273,186 @@ fn verify_finds_silent_corruption_and_imports_remove_orphans() {
     ]);
     assert!(!orphan.exists());
 }
+
+/// A Parquet file of `id UInt64` holding 1, 2, 3 and then 2^63 + 5 (row 4).
+fn parquet_with_huge_uint64(path: &Path) {
+    use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
+    let ids: ArrayRef = std::sync::Arc::new(UInt64Array::from(vec![1, 2, 3, (1u64 << 63) + 5]));
+    let batch = RecordBatch::try_from_iter(vec![("id", ids)]).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+fn assert_names_column_and_row(output: &Output, column: &str, row: u64) {
+    assert!(!output.status.success(), "the import succeeded");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("column {column}")) && stderr.contains(&format!("row {row}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn import_of_a_value_that_does_not_fit_fails_naming_column_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("huge.parquet");
+    let data = dir.path().join("data");
+    parquet_with_huge_uint64(&input);
+    let output = tessera(&[
+        "import",
+        "--data",
+        path(&data),
+        "--tenant",
+        "acme",
+        "--table",
+        "numbers",
+        path(&input),
+    ]);
+    assert_names_column_and_row(&output, "id", 4);
+    // Nothing of the import was published.
+    let output = tessera(&[
+        "sql",
+        "--data",
+        path(&data),
+        "--tenant",
+        "acme",
+        "--cores",
+        "1",
+        "SELECT COUNT(*) FROM numbers",
+    ]);
+    assert!(!output.status.success());
+}
+
+/// `tessera serve` on a free loopback port over `data`; killed when dropped.
+struct ServeProcess {
+    child: std::process::Child,
+    address: String,
+    secret: std::path::PathBuf,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServeProcess {
+    fn start(dir: &Path, data: &Path) -> ServeProcess {
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "a test secret that is long enough!!").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args([
+                "serve",
+                "--data",
+                path(data),
+                "--listen",
+                &address,
+                "--http",
+                "off",
+                "--jwt-secret-file",
+                path(&secret),
+                "--cores",
+                "1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = ServeProcess {
+            child,
+            address,
+            secret,
+        };
+        for _ in 0..600 {
+            if std::net::TcpStream::connect(&server.address).is_ok() {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("tessera serve did not start");
+    }
+
+    fn admin_token(&self) -> String {
+        ok(&[
+            "token",
+            "--secret-file",
+            path(&self.secret),
+            "--tenant",
+            "acme",
+            "--role",
+            "admin",
+        ])
+        .trim()
+        .to_owned()
+    }
+}
+
+#[test]
+fn remote_import_creates_the_table_with_its_flags_or_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.parquet");
+    let data = dir.path().join("data");
+    ok(&["gen", "events", "--rows", "5000", "--out", path(&input)]);
+    let server = ServeProcess::start(dir.path(), &data);
+    let token = server.admin_token();
+    let remote = ["--addr", server.address.as_str(), "--token", token.as_str()];
+
+    // Flags the table spec cannot carry are refused by name, and nothing is created.
+    for (flag, value) in [
+        ("--file-mib", "64"),
+        ("--row-group-mib", "8"),
+        ("--page-kib", "64"),
+        ("--page-rows", "1000"),
+    ] {
+        let mut args = vec!["import", "--table", "sized", flag, value];
+        args.extend(remote);
+        args.push(path(&input));
+        let output = tessera(&args);
+        assert!(!output.status.success(), "{flag} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{stderr}");
+    }
+    assert!(!data.join("acme/sized/_manifest.json").exists());
+
+    let mut args = vec![
+        "import",
+        "--table",
+        "events",
+        "--time-column",
+        "timestamp",
+        "--partition-by",
+        "category",
+        "--compression",
+        "zstd",
+    ];
+    args.extend(remote);
+    args.push(path(&input));
+    ok(&args);
+    let manifest = tessera_storage_engine::manifest::load(&data, "acme", "events")
+        .unwrap()
+        .unwrap();
+    assert_eq!(manifest.partition.time_column.as_deref(), Some("timestamp"));
+    assert_eq!(manifest.partition.columns, vec!["category".to_owned()]);
+    assert_eq!(
+        manifest.writer.compression,
+        tessera_storage_engine::manifest::Compression::Zstd
+    );
+    assert_eq!(manifest.total_rows(), 5000);
+
+    // The same refusal of a value that does not fit, over RPC.
+    let huge = dir.path().join("huge.parquet");
+    parquet_with_huge_uint64(&huge);
+    let mut args = vec!["import", "--table", "numbers"];
+    args.extend(remote);
+    args.push(path(&huge));
+    assert_names_column_and_row(&tessera(&args), "id", 4);
+}
