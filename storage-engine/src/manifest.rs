@@ -305,20 +305,31 @@ pub fn new_incarnation() -> u64 {
 /// on it would let two holders in.
 pub const LOCK_DIR: &str = "_locks";
 
-/// Exclusive advisory lock on one table, held while its manifest changes (publish, drop). It
-/// holds its tenant's lock shared, so a tenant drop waits for every table operation and excludes
-/// new ones.
+/// Advisory lock on one table: exclusive while its manifest changes (publish, drop), shared while
+/// an import writes into its staging directory (so a drop waits for that write and the write never
+/// recreates a dropped table's directories). It holds its tenant's lock shared, so a tenant drop
+/// waits for every table operation and excludes new ones.
 pub struct TableLock {
     _tenant: TenantLock,
     _file: std::fs::File,
 }
 
 impl TableLock {
+    /// The exclusive lock.
     pub fn acquire(data_dir: &Path, tenant: &str, table: &str) -> Result<TableLock> {
+        TableLock::take(data_dir, tenant, table, libc::LOCK_EX)
+    }
+
+    /// The shared lock.
+    pub fn shared(data_dir: &Path, tenant: &str, table: &str) -> Result<TableLock> {
+        TableLock::take(data_dir, tenant, table, libc::LOCK_SH)
+    }
+
+    fn take(data_dir: &Path, tenant: &str, table: &str, operation: libc::c_int) -> Result<Self> {
         validate_name("table", table)?;
         let tenant_lock = TenantLock::acquire(data_dir, tenant, false)?;
         // '.' cannot appear in a name, so `<tenant>.<table>` never collides with another pair.
-        let file = flock(data_dir, &format!("{tenant}.{table}.lock"), libc::LOCK_EX)?;
+        let file = flock(data_dir, &format!("{tenant}.{table}.lock"), operation)?;
         Ok(TableLock {
             _tenant: tenant_lock,
             _file: file,
@@ -396,7 +407,7 @@ pub fn drop_tenant(data_dir: &Path, tenant: &str) -> Result<Option<Vec<TableMani
             dropped.push(manifest);
         }
     }
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    remove_tree(&dir)?;
     if let Some(parent) = dir.parent() {
         sync_dir(parent)?;
     }
@@ -408,7 +419,22 @@ fn remove_table_files(data_dir: &Path, tenant: &str, table: &str) -> Result<()> 
     let manifest_path = dir.join(MANIFEST_FILE);
     std::fs::remove_file(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
     sync_dir(&dir)?;
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))
+    remove_tree(&dir)
+}
+
+/// `remove_dir_all`, tolerating an import that is removing its own staging directory inside
+/// `dir` at the same time (an entry vanishing under us); nothing creates entries meanwhile, as
+/// the caller holds the lock that excludes writers.
+fn remove_tree(dir: &Path) -> Result<()> {
+    let mut attempts = 0;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => return Ok(()),
+            Err(_) if attempts < 8 => attempts += 1,
+            Err(e) => return Err(Error::io(dir, e)),
+        }
+    }
 }
 
 /// Lists the tables of a tenant (directories holding a manifest), sorted.

@@ -315,7 +315,10 @@ impl TableWriter {
                 }
             }
         };
-        let staging = Staging::create(&manifest::table_dir(data_dir, tenant, table))?;
+        let staging = {
+            let _lock = TableLock::shared(data_dir, tenant, table)?;
+            Staging::create(&manifest::table_dir(data_dir, tenant, table))?
+        };
         // Every column may hold NULLs once several imports are merged, so the stored schema is
         // nullable throughout.
         let schema = arrow_schema(
@@ -575,6 +578,15 @@ impl TableWriter {
             None => batch,
         };
         let directory = key.directory(&self.manifest.partition);
+        // Shared with other imports' writes, exclusive of a drop: under it the staging directory
+        // either still exists or the table was dropped (and nothing may recreate its directories).
+        let _lock = TableLock::shared(&self.data_dir, &self.manifest.tenant, &self.manifest.table)?;
+        if !self.staging.dir.is_dir() {
+            return Err(Error::Import(format!(
+                "table {}/{} was dropped during this import; nothing was imported",
+                self.manifest.tenant, self.manifest.table
+            )));
+        }
         let mut start = 0;
         while start < batch.num_rows() {
             // Staged files get their table file id (and name) when the import publishes.

@@ -156,7 +156,9 @@ fn drops_racing_imports_never_leave_a_table_with_missing_or_foreign_files() {
                     }
                     // An import racing a drop may be refused ("was dropped"), never half done.
                     _ => {
-                        let _ = try_import(&data, "t", &batch(2_000, worker as i64));
+                        if let Err(error) = try_import(&data, "t", &batch(2_000, worker as i64)) {
+                            assert!(error.to_string().contains("was dropped"), "{error}");
+                        }
                     }
                 })
             })
