@@ -12,7 +12,9 @@
 //! one counter bump, no list reordering.
 //!
 //! Pinning: a frame handed out is an `Rc`; a frame whose `Rc` is held elsewhere is pinned and is
-//! skipped by eviction. Pages that do not fit (everything pinned) are returned unpooled, so a query
+//! skipped by eviction. Pinning is not a use: a pinned page in the small FIFO that was not touched
+//! again goes back to the end of small, never to main, so the pages a big scan holds while it
+//! works cannot push the hot set out of main. Pages that do not fit (everything pinned) are returned unpooled, so a query
 //! larger than the pool still runs by streaming through it. The pool belongs to one core and is
 //! never shared (`Rc`/`RefCell`, no locks).
 
@@ -198,8 +200,14 @@ impl BufferPool {
             let pinned = Rc::strong_count(&entry.frame) > 1;
             let bytes = entry.frame.bytes;
             if from_small {
-                if pinned || entry.frequency > 0 {
-                    // Touched again while in small (or in use): promote to main.
+                if pinned && entry.frequency == 0 {
+                    // In use but never touched again: a scan's page, not a hot one. It stays in
+                    // small (back of the queue) and leaves as soon as it is let go.
+                    inner.small.push_back(key);
+                    continue;
+                }
+                if entry.frequency > 0 {
+                    // Touched again while in small: promote to main.
                     entry.in_main = true;
                     entry.frequency = 0;
                     inner.small_bytes -= bytes;
@@ -345,6 +353,39 @@ mod tests {
         assert!(
             hot_left >= 9,
             "scan evicted the hot set: {hot_left}/10 left"
+        );
+    }
+
+    #[test]
+    fn a_scan_holding_its_pages_pinned_does_not_flush_the_hot_set() {
+        let page_bytes = frame(1000).bytes;
+        // Small FIFO target: 4 pages. The scan holds the 12 pages of each row group while it
+        // evaluates them, as `exec` does, then lets them go.
+        let pool = BufferPool::new(page_bytes * 40);
+        for page in 0..30 {
+            pool.insert(key(page), frame(1000));
+        }
+        for _ in 0..3 {
+            for page in 0..30 {
+                assert!(pool.get(&key(page)).is_some());
+            }
+        }
+        for row_group in 0..100 {
+            let held: Vec<Rc<Frame>> = (0..12)
+                .map(|i| {
+                    let page = 1000 + row_group * 12 + i;
+                    match pool.get(&key(page)) {
+                        Some(frame) => frame,
+                        None => pool.insert(key(page), frame(1000)),
+                    }
+                })
+                .collect();
+            drop(held);
+        }
+        let hot_left = (0..30).filter(|p| pool.get(&key(*p)).is_some()).count();
+        assert!(
+            hot_left >= 27,
+            "a pinned scan evicted the hot set: {hot_left}/30 left"
         );
     }
 
