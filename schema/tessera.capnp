@@ -44,6 +44,7 @@ struct QueryStats {
   batches @12 :UInt64;         # record batches sent to the sink
   ipcBytes @13 :UInt64;        # bytes of Arrow IPC sent to the sink
   queuedMicros @14 :UInt64;    # time spent waiting for admission (CONCURRENT_QUERIES)
+  bytesScanned @15 :UInt64;    # decoded bytes of the pages scanned, from the pool or the disk
 }
 
 interface BatchSink {

@@ -406,7 +406,10 @@ fn role_from_wire(role: WireRole) -> Role {
 pub struct QueryStats {
     pub rows_returned: u64,
     pub rows_scanned: u64,
+    /// Bytes read from disk (a warm query reads none).
     pub bytes_read: u64,
+    /// Decoded bytes of the pages scanned, from the buffer pool or the disk.
+    pub bytes_scanned: u64,
     pub files_total: u64,
     pub files_pruned: u64,
     pub row_groups_total: u64,
@@ -427,6 +430,7 @@ impl QueryStats {
             rows_returned: stats.get_rows_returned(),
             rows_scanned: stats.get_rows_scanned(),
             bytes_read: stats.get_bytes_read(),
+            bytes_scanned: stats.get_bytes_scanned(),
             files_total: stats.get_files_total(),
             files_pruned: stats.get_files_pruned(),
             row_groups_total: stats.get_row_groups_total(),

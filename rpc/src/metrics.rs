@@ -16,6 +16,7 @@ pub struct Metrics {
     pub queries_rejected_overloaded: Counter,
     pub query_duration_seconds: Histogram,
     pub data_scanned_bytes: Counter,
+    pub data_read_bytes: Counter,
     pub rows_returned: Counter,
     pub ipc_bytes_sent: Counter,
     pub imported_rows: Counter,
@@ -38,6 +39,7 @@ impl Metrics {
             queries_rejected_overloaded: Counter::default(),
             query_duration_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 20)),
             data_scanned_bytes: Counter::default(),
+            data_read_bytes: Counter::default(),
             rows_returned: Counter::default(),
             ipc_bytes_sent: Counter::default(),
             imported_rows: Counter::default(),
@@ -74,8 +76,13 @@ impl Metrics {
         );
         r.register(
             "data_scanned_bytes",
-            "Bytes read from disk by queries",
+            "Decoded bytes of the pages queries scanned, from the buffer pools or the disk",
             metrics.data_scanned_bytes.clone(),
+        );
+        r.register(
+            "data_read_bytes",
+            "Bytes read from disk by queries",
+            metrics.data_read_bytes.clone(),
         );
         r.register(
             "rows_returned",
@@ -138,7 +145,11 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The content type of `render`'s text: prometheus-client writes OpenMetrics.
+    pub const CONTENT_TYPE: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    /// The OpenMetrics text exposition of every metric.
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
@@ -202,7 +213,7 @@ impl HttpServer {
                     let (status, content_type, body) = match request.url() {
                         "/metrics" => {
                             probe.refresh(&metrics);
-                            (200, "text/plain; version=0.0.4", metrics.render())
+                            (200, Metrics::CONTENT_TYPE, metrics.render())
                         }
                         "/health" => (200, "application/json", probe.health()),
                         _ => (

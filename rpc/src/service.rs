@@ -498,6 +498,7 @@ impl QueryStatsOut {
         out.set_batches(self.batches);
         out.set_ipc_bytes(self.ipc_bytes);
         out.set_queued_micros(self.queued_micros);
+        out.set_bytes_scanned(self.scan.bytes_scanned);
     }
 }
 
@@ -545,7 +546,8 @@ impl tenant::Server for TenantServer {
                 metrics
                     .query_duration_seconds
                     .observe(stats.elapsed_micros as f64 / 1e6);
-                metrics.data_scanned_bytes.inc_by(stats.scan.bytes_read);
+                metrics.data_scanned_bytes.inc_by(stats.scan.bytes_scanned);
+                metrics.data_read_bytes.inc_by(stats.scan.bytes_read);
                 metrics.rows_returned.inc_by(stats.rows_returned);
                 metrics.ipc_bytes_sent.inc_by(stats.ipc_bytes);
                 stats.write(results.get().init_stats());

@@ -8,6 +8,12 @@ use tessera_rpc::auth::Role;
 use tessera_rpc::Client;
 
 fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = get_with_headers(address, path);
+    (status, body)
+}
+
+/// Status, header block and body of `GET path`.
+fn get_with_headers(address: std::net::SocketAddr, path: &str) -> (u16, String, String) {
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     write!(
         stream,
@@ -17,11 +23,18 @@ fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (headers, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, headers.to_owned(), body.to_owned())
+}
+
+/// The value of `name` in an HTTP header block (case-insensitive name).
+fn header(headers: &str, name: &str) -> Option<String> {
+    headers.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_owned())
+    })
 }
 
 /// The value of an unlabelled sample in Prometheus text.
@@ -81,4 +94,53 @@ fn health_and_metrics_report_the_node() {
     }
     let (status, _) = get(http, "/nothing");
     assert_eq!(status, 404);
+}
+
+#[test]
+fn metrics_are_served_with_the_content_type_of_their_format() {
+    let server = start(1_000, common::default_limits());
+    let http = server.server.http_address().unwrap();
+    let (status, headers, body) = get_with_headers(http, "/metrics");
+    assert_eq!(status, 200);
+    // prometheus-client writes OpenMetrics text, which ends with `# EOF`.
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    assert_eq!(
+        header(&headers, "Content-Type").as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{headers}"
+    );
+}
+
+#[test]
+fn a_warm_query_counts_the_bytes_it_scans() {
+    let server = start(10_000, common::default_limits());
+    let http = server.server.http_address().unwrap();
+    let sql = "SELECT category, SUM(amount) FROM events GROUP BY category";
+    let run = || {
+        block_on(async {
+            let client = Client::connect(&server.address()).await.unwrap();
+            let session = client
+                .login(&token(Some("acme"), Role::Reader))
+                .await
+                .unwrap();
+            session.query_collect(sql).await.unwrap().stats
+        })
+    };
+    let cold = run();
+    let (_, before) = get(http, "/metrics");
+    let warm = run();
+    let (_, after) = get(http, "/metrics");
+    assert_eq!(warm.bytes_read, 0, "the warm query reads nothing from disk");
+    assert!(warm.bytes_scanned > 0, "{warm:?}");
+    assert_eq!(warm.bytes_scanned, cold.bytes_scanned);
+    assert_eq!(
+        sample(&after, "tessera_data_scanned_bytes_total")
+            - sample(&before, "tessera_data_scanned_bytes_total"),
+        warm.bytes_scanned as f64,
+        "the warm query's scanned bytes are counted"
+    );
+    assert_eq!(
+        sample(&after, "tessera_data_read_bytes_total"),
+        cold.bytes_read as f64
+    );
 }

@@ -140,7 +140,10 @@ pub struct ScanStats {
     pub rows_scanned: u64,
     /// Rows counted from statistics alone.
     pub rows_from_statistics: u64,
+    /// Bytes read from disk (footers and pages); a warm query reads none.
     pub bytes_read: u64,
+    /// Decoded bytes of the pages the query scanned, whether from the buffer pool or the disk.
+    pub bytes_scanned: u64,
     pub pool_hits: u64,
     pub pool_misses: u64,
 }
@@ -157,6 +160,7 @@ impl ScanStats {
         self.rows_scanned += other.rows_scanned;
         self.rows_from_statistics += other.rows_from_statistics;
         self.bytes_read += other.bytes_read;
+        self.bytes_scanned += other.bytes_scanned;
         self.pool_hits += other.pool_hits;
         self.pool_misses += other.pool_misses;
     }
@@ -491,6 +495,7 @@ async fn load_pages(
         };
         match state.pool.get(&key) {
             Some(frame) => {
+                stats.bytes_scanned += frame.bytes as u64;
                 pages.insert((column, page), frame);
             }
             None => misses.push((column, page)),
@@ -535,6 +540,7 @@ async fn load_pages(
                 page: page as u32,
             };
             let frame = state.pool.insert(key, Frame::new(first_row, array));
+            stats.bytes_scanned += frame.bytes as u64;
             pages.insert((column, page), frame);
         }
     }

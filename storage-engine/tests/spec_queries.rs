@@ -193,6 +193,11 @@ fn warm_queries_are_served_from_the_buffer_pool() {
     );
     assert_eq!(warm.stats.scan.pool_misses, 0);
     assert!(warm.stats.scan.pool_hits > 0);
+    assert!(cold.stats.scan.bytes_scanned > 0);
+    assert_eq!(
+        warm.stats.scan.bytes_scanned, cold.stats.scan.bytes_scanned,
+        "a warm query scans what a cold one does, from the pool"
+    );
     let (cold, warm) = (&cold.batches[0], &warm.batches[0]);
     assert_eq!(cold.column(0), warm.column(0));
     let (a, b) = (
