@@ -296,10 +296,16 @@ impl Interner {
                     let mut i = 0;
                     while i < times.len() {
                         let day = times[i].div_euclid(MICROS_PER_DAY);
-                        let (start, end) = (day * MICROS_PER_DAY, (day + 1) * MICROS_PER_DAY);
+                        // The day's first and last microsecond, clamped to the i64 range: the
+                        // days at its ends are partial (unchecked, the bound wrapped and the run
+                        // length became 0, looping forever). `times[i]` lies within, so run >= 1.
+                        let first = day.checked_mul(MICROS_PER_DAY).unwrap_or(i64::MIN);
+                        let last = (day + 1)
+                            .checked_mul(MICROS_PER_DAY)
+                            .map_or(i64::MAX, |next| next - 1);
                         let run = times[i..]
                             .iter()
-                            .take_while(|&&t| t >= start && t < end)
+                            .take_while(|&&t| t >= first && t <= last)
                             .count();
                         let id = self.int_id(day);
                         out.extend(std::iter::repeat_n(id, run));
