@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod codes;
 pub mod metrics;
 pub mod server;
 mod service;

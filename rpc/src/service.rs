@@ -4,6 +4,7 @@
 //! name from its parameters.
 
 use crate::auth::{self, Identity, Role};
+use crate::codes::{self, ErrorCode};
 use crate::server::Shared;
 use arrow_array::RecordBatch;
 use arrow_ipc::reader::StreamDecoder;
@@ -32,9 +33,20 @@ use tessera_storage_engine::sql::{self, Statement};
 use tessera_storage_engine::value::ColumnType;
 use tessera_storage_engine::writer::{ImportOptions, ImportSummary, TableWriter};
 
-/// An error whose description starts with one of the schema's stable codes.
+/// An error whose description starts with one of the schema's `ErrorCode`s.
+pub fn fail(code: ErrorCode, message: impl std::fmt::Display) -> Error {
+    Error::failed(format!("{}: {message}", codes::text(code)))
+}
+
+/// As `fail`, with the code's wire text; a text that is no schema code becomes `internal`
+/// (and fails debug builds), so the codes on the wire stay the schema's.
 pub fn error(code: &str, message: impl std::fmt::Display) -> Error {
-    Error::failed(format!("{code}: {message}"))
+    let parsed = codes::parse(code);
+    debug_assert!(
+        parsed.is_some(),
+        "{code:?} is not an ErrorCode of the schema"
+    );
+    fail(parsed.unwrap_or(ErrorCode::Internal), message)
 }
 
 fn engine_error(e: tessera_storage_engine::Error) -> Error {

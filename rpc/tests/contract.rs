@@ -7,6 +7,7 @@ mod common;
 use common::{block_on, start, token, SECRET};
 use tessera_rpc::auth::{self, KeyKind, Role, TokenRequest};
 use tessera_rpc::client::{ColumnInfo, Compression, TableSpec};
+use tessera_rpc::codes::ErrorCode;
 use tessera_rpc::{Client, Session};
 
 fn session(server: &common::TestServer, role: Role) -> (Client, Session) {
@@ -77,6 +78,7 @@ fn login_refuses_a_token_the_capability_would_refuse() {
         // Expired five seconds ago: inside the nbf clock-skew leeway, but past exp.
         let error = client.login(&token_with_ttl(-5)).await.unwrap_err();
         assert_eq!(error.code(), "unauthenticated", "{error}");
+        assert_eq!(error.error_code(), Some(ErrorCode::Unauthenticated));
         assert!(error.to_string().contains("expired"), "{error}");
         // A live token logs in and its capability answers.
         let session = client.login(&token_with_ttl(600)).await.unwrap();
@@ -163,7 +165,11 @@ fn create_table_refuses_a_bad_spec_and_leaves_nothing_on_disk() {
         for (spec, expected) in cases {
             let name = spec.name.clone();
             let error = session.create_table(spec).await.unwrap_err();
-            assert_eq!(error.code(), "invalid", "{name}: {error}");
+            assert_eq!(
+                error.error_code(),
+                Some(ErrorCode::Invalid),
+                "{name}: {error}"
+            );
             assert!(
                 error.to_string().contains(expected),
                 "{name}: {error:?} should contain {expected:?}"
@@ -214,5 +220,25 @@ fn pages_total_counts_pages_of_unfiltered_scans() {
             "every page decoded or served lies in an opened row group: {stats:?}"
         );
         assert_eq!(stats.pages_pruned, 0, "{stats:?}");
+    });
+}
+
+#[test]
+fn server_errors_reach_the_client_as_typed_codes() {
+    let server = start(1000, common::default_limits());
+    let (client, reader) = session(&server, Role::Reader);
+    block_on(async {
+        let sql = reader.query_collect("SELEC nonsense").await.unwrap_err();
+        assert_eq!(sql.error_code(), Some(ErrorCode::Sql), "{sql}");
+        let missing = reader.describe("nowhere").await.unwrap_err();
+        assert_eq!(missing.error_code(), Some(ErrorCode::NotFound), "{missing}");
+        let role = reader.drop_table("events").await.unwrap_err();
+        assert_eq!(role.error_code(), Some(ErrorCode::Permission), "{role}");
+        let refused = client.login("not a token").await.unwrap_err();
+        assert_eq!(
+            refused.error_code(),
+            Some(ErrorCode::Unauthenticated),
+            "{refused}"
+        );
     });
 }
