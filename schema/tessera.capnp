@@ -13,12 +13,42 @@
 # Errors: a failed call returns a Cap'n Proto exception whose description starts with a stable
 # lower-case code and a colon, then a message for humans, e.g. `overloaded: 8 queries running`,
 # `sql: unknown column foo`, `unauthenticated: token expired`, `permission: role reader cannot
-# import`, `not_found: no table events`. Codes: unauthenticated, permission, sql, not_found,
-# invalid, overloaded, limit, cancelled, corrupt, io, internal.
+# import`, `not_found: no table events`. The code is the name of an `ErrorCode` enumerant below
+# (written as in this file, e.g. `not_found` for notFound's wire text; see ErrorCode). Some
+# client libraries wrap the description (pycapnp prefixes `remote exception: `); strip that
+# before reading the code. A description whose prefix is no known code is `internal`.
+#
+# Tokens (Gateway.login): a JWT (RFC 7519), compact form. Claims: `sub` (who; required),
+# `tenant` (required for reader/writer/admin, absent for operator), `role` (reader, writer,
+# admin or operator), `iss` and `aud` (must equal the server's configured issuer and audience,
+# both "tessera" by default), `exp` (required, Unix seconds), `nbf` (optional), `iat` (optional).
+# The header's `alg` must be the algorithm of the server's key (HS256, EdDSA or RS256); with
+# several keys the header's `kid` names one. An HS256 secret file is read as bytes with trailing
+# whitespace removed (a newline from `echo` is not part of the secret); at least 32 bytes.
+# Leeway: `nbf` tolerates the server's configured clock skew (30 s by default); `exp` has none:
+# a token is refused at login from the second after `exp`, and so is every call on a capability
+# it produced (log in again with a fresh token).
 
 @0xec5d3759aa784382;
 
 using Stream = import "/capnp/stream.capnp";
+
+enum ErrorCode {
+  # The stable codes that start every exception description. Wire text: the enumerant's name
+  # in snake_case (notFound -> `not_found`), then `: `, then the message.
+  unauthenticated @0;  # token missing, malformed, expired, forged or for another audience
+  permission @1;       # the capability's role may not do this
+  sql @2;              # the statement is not valid SQL of the supported subset
+  notFound @3;         # no such table
+  invalid @4;          # bad arguments (names, specs, import data)
+  overloaded @5;       # too many queries running; retry later
+  limit @6;            # a size or count limit was exceeded
+  cancelled @7;        # the query was cancelled (cancel, dropped call, failed sink)
+  corrupt @8;          # stored data failed a check
+  io @9;               # the node's disk failed
+  internal @10;        # a bug or an unexpected failure on the node
+  unavailable @11;     # the node cannot serve this now
+}
 
 enum Role {
   reader @0;     # query, explain, tables, describe
@@ -36,8 +66,8 @@ struct QueryStats {
   filesPruned @4 :UInt64;      # files skipped by manifest statistics
   rowGroupsTotal @5 :UInt64;   # row groups in files that were opened
   rowGroupsPruned @6 :UInt64;  # row groups skipped by their statistics
-  pagesTotal @7 :UInt64;       # pages in row groups that were opened
-  pagesPruned @8 :UInt64;      # pages skipped by the page index
+  pagesTotal @7 :UInt64;       # pages of the query's columns in row groups that were opened
+  pagesPruned @8 :UInt64;      # of those, pages skipped by statistics or the page index
   poolHits @9 :UInt64;         # decoded pages served by the buffer pool
   poolMisses @10 :UInt64;      # pages read and decoded
   elapsedMicros @11 :UInt64;   # wall time on the server, from admission to the last batch
@@ -69,6 +99,8 @@ struct Column {
   # One of int32, int64, float64, boolean, string, date (days since 1970-01-01, Arrow date32),
   # timestamp (microseconds since 1970-01-01 UTC; Arrow timestamp[us] without a zone).
   nullable @2 :Bool;
+  # Defaults to false: a spec built without setting it makes a NOT NULL column, and an import
+  # carrying a null in it fails.
 }
 
 enum Compression {
@@ -94,9 +126,19 @@ interface ImportStream {
   # `commit` returns; dropping the capability without committing discards everything written.
 
   write @0 (ipc :Data) -> stream;
-  # Bytes of an Arrow IPC stream whose schema matches the table's columns by position; as with
-  # BatchSink, the concatenation of all writes is one IPC stream and each write holds whole
-  # messages. Schema mismatches fail the next call with an `invalid:` error naming the column.
+  # Bytes of an Arrow IPC stream whose schema matches the table's columns by position AND by
+  # name (the table's names, lower case); as with BatchSink, the concatenation of all writes is
+  # one IPC stream and each write holds whole messages. Arrow types per column type, stored
+  # as is: int32: Int32; int64: Int64; float64: Float64; boolean: Boolean; string: Utf8;
+  # date: Date32; timestamp: Timestamp(Microsecond) without a zone. Other types are converted
+  # with Arrow's cast where it can (e.g. Int32 into int64, dictionary Utf8 into string); a
+  # timestamp of any unit is accepted, with a zone converted to UTC, without one taken as UTC.
+  # A value that cannot be converted fails the import with `invalid:`.
+  # The stream must end with its end-of-stream marker (the IPC writer's `finish`) before
+  # `commit`. Writes are flow-controlled by Cap'n Proto's streaming (`-> stream`): a client may
+  # keep sending without awaiting each write, and the connection's flow-control window bounds
+  # how many are in flight; await each write's promise before `commit`. Schema mismatches fail
+  # the next call with an `invalid:` error naming the column.
 
   commit @1 () -> (rows :UInt64, files :UInt64, bytes :UInt64, version :UInt64);
   # Writes the rows as Parquet files and publishes them atomically; after it returns they are
@@ -108,7 +150,8 @@ interface Tenant {
 
   query @0 (sql :Text, sink :BatchSink, tag :UInt64) -> (stats :QueryStats);
   # Runs one SELECT and streams its result into `sink`, then returns the query's counters.
-  # `tag` (optional, chosen by the client) lets `cancel` name this query. Dropping the call (or
+  # `tag` (optional, chosen by the client) lets `cancel` name this query; tag 0 is an ordinary
+  # tag (the default when unset), so queries sent without a tag are all cancelled by cancel(0). Dropping the call (or
   # the connection) cancels the query; so does a sink that fails.
 
   explain @1 (sql :Text) -> (plan :Text);
@@ -123,7 +166,8 @@ interface Tenant {
   # Appends rows to an existing table (role writer or admin).
 
   cancel @5 (tag :UInt64) -> (cancelled :Bool);
-  # Cancels this capability's running queries with that tag; false if none was running.
+  # Cancels this capability's running queries with that tag; false if none was running (a
+  # query that already finished is no longer running).
 
   admin @6 () -> (admin :Admin);
   # The tenant's administration capability (role admin).

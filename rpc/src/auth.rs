@@ -119,7 +119,7 @@ pub struct AuthConfig {
     pub issuer: String,
     pub audience: String,
     pub keys: Vec<KeySpec>,
-    /// Clock skew tolerated on `exp` and `nbf`.
+    /// Clock skew tolerated on `nbf` (not on `exp`: see `expired`).
     pub leeway_seconds: u64,
 }
 
@@ -235,6 +235,9 @@ impl Verifier {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
+        // The leeway is for `nbf` only (an issuer's clock a little ahead of ours); `exp` is
+        // checked below by `expired`, the same rule every call of the capability applies.
+        validation.validate_exp = false;
         validation.leeway = self.leeway_seconds;
         let data =
             jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation).map_err(|e| {
@@ -256,6 +259,9 @@ impl Verifier {
                 })
             })?;
         let claims = data.claims;
+        if expired(claims.exp) {
+            return Err(reject("token expired".into()));
+        }
         match (&claims.tenant, claims.role) {
             (None, Role::Operator) => {}
             (Some(_), Role::Operator) => {
@@ -277,6 +283,13 @@ impl Verifier {
             expires_at: claims.exp,
         })
     }
+}
+
+/// Whether a token (or the capability it produced) has expired: from the second after `exp`
+/// on, with no leeway. Login and every later call use this one rule, so a capability login
+/// returns is good until `exp`.
+pub fn expired(exp: i64) -> bool {
+    now_seconds() > exp
 }
 
 /// Seconds since the Unix epoch.
@@ -422,6 +435,14 @@ mod tests {
     fn expired_token_is_refused() {
         let mut old = request(Role::Reader, Some("acme"));
         old.ttl_seconds = -3600;
+        let token = mint(&old, KeyKind::Hs256, SECRET).unwrap();
+        assert_eq!(rejected(&hs_verifier(), &token), "token expired");
+    }
+
+    #[test]
+    fn a_token_just_past_exp_is_refused_despite_the_leeway() {
+        let mut old = request(Role::Reader, Some("acme"));
+        old.ttl_seconds = -5;
         let token = mint(&old, KeyKind::Hs256, SECRET).unwrap();
         assert_eq!(rejected(&hs_verifier(), &token), "token expired");
     }

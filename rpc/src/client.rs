@@ -54,6 +54,15 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The schema's code of a server error (`None` for connection and data errors): compare
+    /// this instead of matching message text.
+    pub fn error_code(&self) -> Option<crate::codes::ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => crate::codes::parse(code),
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> &str {
         match self {
             ClientError::Server { code, .. } => code,
@@ -63,21 +72,6 @@ impl ClientError {
         }
     }
 }
-
-const CODES: &[&str] = &[
-    "unauthenticated",
-    "permission",
-    "sql",
-    "not_found",
-    "invalid",
-    "overloaded",
-    "limit",
-    "cancelled",
-    "corrupt",
-    "io",
-    "internal",
-    "unavailable",
-];
 
 impl From<capnp::Error> for ClientError {
     fn from(error: capnp::Error) -> Self {
@@ -96,7 +90,7 @@ impl From<capnp::Error> for ClientError {
             };
         }
         match text.split_once(": ") {
-            Some((code, message)) if CODES.contains(&code) => ClientError::Server {
+            Some((code, message)) if crate::codes::parse(code).is_some() => ClientError::Server {
                 code: code.to_owned(),
                 message: message.to_owned(),
             },

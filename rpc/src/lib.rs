@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod codes;
 mod ipc_frames;
 pub mod metrics;
 pub mod server;

@@ -4,6 +4,7 @@
 //! name from its parameters.
 
 use crate::auth::{self, Identity, Role};
+use crate::codes::{self, ErrorCode};
 use crate::ipc_frames::StreamFraming;
 use crate::server::Shared;
 use arrow_array::RecordBatch;
@@ -32,9 +33,20 @@ use tessera_storage_engine::sql::{self, Statement};
 use tessera_storage_engine::value::ColumnType;
 use tessera_storage_engine::writer::{ImportOptions, TableWriter};
 
-/// An error whose description starts with one of the schema's stable codes.
+/// An error whose description starts with one of the schema's `ErrorCode`s.
+pub fn fail(code: ErrorCode, message: impl std::fmt::Display) -> Error {
+    Error::failed(format!("{}: {message}", codes::text(code)))
+}
+
+/// As `fail`, with the code's wire text; a text that is no schema code becomes `internal`
+/// (and fails debug builds), so the codes on the wire stay the schema's.
 pub fn error(code: &str, message: impl std::fmt::Display) -> Error {
-    Error::failed(format!("{code}: {message}"))
+    let parsed = codes::parse(code);
+    debug_assert!(
+        parsed.is_some(),
+        "{code:?} is not an ErrorCode of the schema"
+    );
+    fail(parsed.unwrap_or(ErrorCode::Internal), message)
 }
 
 fn engine_error(e: tessera_storage_engine::Error) -> Error {
@@ -251,6 +263,7 @@ impl gateway::Server for GatewayServer {
             tenant,
             identity,
             running: RefCell::new(HashMap::new()),
+            next_query: Cell::new(0),
         }));
         Ok(())
     }
@@ -291,7 +304,7 @@ impl gateway::Server for GatewayServer {
 }
 
 fn check_expiry(identity: &Identity) -> Result<(), Error> {
-    if auth::now_seconds() > identity.expires_at {
+    if auth::expired(identity.expires_at) {
         return Err(error(
             "unauthenticated",
             "the token behind this capability has expired; log in again",
@@ -305,7 +318,49 @@ struct TenantServer {
     tenant: String,
     identity: Identity,
     /// Running queries of this capability by client tag, for `cancel`.
-    running: RefCell<HashMap<u64, Vec<AbortHandle>>>,
+    running: RefCell<RunningQueries>,
+    /// Identifies a query among those sharing its tag, so it can unregister itself.
+    next_query: Cell<u64>,
+}
+
+/// Abort handles of running queries by client tag, each with the id of its query.
+type RunningQueries = HashMap<u64, Vec<(u64, AbortHandle)>>;
+
+/// One query's entry in its capability's registry; dropping it removes the entry.
+struct Running<'a> {
+    running: &'a RefCell<RunningQueries>,
+    tag: u64,
+    id: u64,
+}
+
+impl<'a> Running<'a> {
+    fn register(
+        running: &'a RefCell<RunningQueries>,
+        next_query: &Cell<u64>,
+        tag: u64,
+        handle: AbortHandle,
+    ) -> Running<'a> {
+        let id = next_query.get();
+        next_query.set(id.wrapping_add(1));
+        running
+            .borrow_mut()
+            .entry(tag)
+            .or_default()
+            .push((id, handle));
+        Running { running, tag, id }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut running = self.running.borrow_mut();
+        if let Some(handles) = running.get_mut(&self.tag) {
+            handles.retain(|(id, _)| *id != self.id);
+            if handles.is_empty() {
+                running.remove(&self.tag);
+            }
+        }
+    }
 }
 
 impl TenantServer {
@@ -520,11 +575,8 @@ impl tenant::Server for TenantServer {
         let queued_micros = queued.elapsed().as_micros() as u64;
         let statement = sql::parse(&sql).map_err(|e| engine_error(e.into()));
         let (handle, registration) = AbortHandle::new_pair();
-        self.running
-            .borrow_mut()
-            .entry(tag)
-            .or_default()
-            .push(handle.clone());
+        // Unregistered when this call ends, however it ends (success, error or dropped call).
+        let _registered = Running::register(&self.running, &self.next_query, tag, handle);
         let outcome = match statement {
             Ok(statement) => {
                 Abortable::new(self.run_query(statement, sink, queued_micros), registration)
@@ -533,12 +585,6 @@ impl tenant::Server for TenantServer {
             }
             Err(e) => Err(e),
         };
-        if let Some(handles) = self.running.borrow_mut().get_mut(&tag) {
-            handles.retain(|h| !h.is_aborted() && !std::ptr::eq(h, &handle));
-        }
-        self.running
-            .borrow_mut()
-            .retain(|_, handles| !handles.is_empty());
         let metrics = &shared.metrics;
         metrics.queries_total.inc();
         match outcome {
@@ -643,7 +689,7 @@ impl tenant::Server for TenantServer {
     ) -> Result<(), Error> {
         let tag = params.get()?.get_tag();
         let handles = self.running.borrow_mut().remove(&tag).unwrap_or_default();
-        for handle in &handles {
+        for (_, handle) in &handles {
             handle.abort();
         }
         results.get().set_cancelled(!handles.is_empty());
@@ -992,6 +1038,134 @@ fn column_type(name: &str) -> Option<ColumnType> {
     .find(|t| t.name() == name)
 }
 
+/// Most columns a table may have.
+const TABLE_COLUMNS_MAX: usize = 1024;
+/// Most partition columns besides the day of the time column.
+const PARTITION_COLUMNS_MAX: usize = 8;
+/// Longest column name, bytes.
+const COLUMN_NAME_BYTES_MAX: usize = 128;
+
+/// Whether `name` is a column name a query can write unquoted: `[a-z_][a-z0-9_]*`.
+fn valid_column_name(name: &str) -> bool {
+    name.len() <= COLUMN_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Checks a whole `TableSpec` before anything touches the disk: the table name, the columns
+/// (names valid and unique after lowercasing, types known, a sane count), the time column (a
+/// timestamp column of the table) and the partition columns (columns of the table, distinct,
+/// not the time column). Returns the columns, time column and partition columns, lowercased.
+type ValidSpec = (Vec<ColumnDef>, Option<String>, Vec<String>);
+
+fn validate_table_spec(
+    name: &str,
+    columns: Vec<(String, String, bool)>,
+    time_column: &str,
+    partition_by: Vec<String>,
+) -> Result<ValidSpec, Error> {
+    if manifest::validate_name("table", name).is_err() {
+        return Err(error(
+            "invalid",
+            format!("table name {name:?}: use 1-128 characters of a-z, 0-9, '_' and '-', not starting with '.', '_' or '-'"),
+        ));
+    }
+    if columns.is_empty() {
+        return Err(error("invalid", "a table needs at least one column"));
+    }
+    if columns.len() > TABLE_COLUMNS_MAX {
+        return Err(error(
+            "invalid",
+            format!(
+                "{} columns; a table has at most {TABLE_COLUMNS_MAX}",
+                columns.len()
+            ),
+        ));
+    }
+    let mut defs: Vec<ColumnDef> = Vec::with_capacity(columns.len());
+    for (position, (column_name, type_name, nullable)) in columns.into_iter().enumerate() {
+        let column_name = column_name.to_lowercase();
+        if column_name.is_empty() {
+            return Err(error(
+                "invalid",
+                format!("column {}: empty name", position + 1),
+            ));
+        }
+        if !valid_column_name(&column_name) {
+            return Err(error(
+                "invalid",
+                format!("column {column_name:?}: use 1-{COLUMN_NAME_BYTES_MAX} characters of a-z, 0-9 and '_', not starting with a digit"),
+            ));
+        }
+        if defs.iter().any(|d| d.name == column_name) {
+            return Err(error(
+                "invalid",
+                format!("column {column_name} appears twice"),
+            ));
+        }
+        let column_type = column_type(&type_name).ok_or_else(|| {
+            error(
+                "invalid",
+                format!("column {column_name}: unknown type {type_name:?} (int32, int64, float64, string, boolean, timestamp, date)"),
+            )
+        })?;
+        defs.push(ColumnDef {
+            name: column_name,
+            column_type,
+            nullable,
+        });
+    }
+    let find = |what: &str, column: &str| -> Result<ColumnType, Error> {
+        defs.iter()
+            .find(|d| d.name == column)
+            .map(|d| d.column_type)
+            .ok_or_else(|| error("invalid", format!("{what} {column} is not a column")))
+    };
+    let time_column = time_column.to_lowercase();
+    let time_column = if time_column.is_empty() {
+        None
+    } else {
+        let column_type = find("time column", &time_column)?;
+        if column_type != ColumnType::Timestamp {
+            return Err(error(
+                "invalid",
+                format!(
+                    "time column {time_column} is {}, not timestamp",
+                    column_type.name()
+                ),
+            ));
+        }
+        Some(time_column)
+    };
+    if partition_by.len() > PARTITION_COLUMNS_MAX {
+        return Err(error(
+            "invalid",
+            format!(
+                "{} partition columns; at most {PARTITION_COLUMNS_MAX}",
+                partition_by.len()
+            ),
+        ));
+    }
+    let mut partitions: Vec<String> = Vec::with_capacity(partition_by.len());
+    for column in partition_by {
+        let column = column.to_lowercase();
+        find("partition column", &column)?;
+        if partitions.contains(&column) || time_column.as_deref() == Some(column.as_str()) {
+            return Err(error(
+                "invalid",
+                format!("partition column {column} is named twice"),
+            ));
+        }
+        partitions.push(column);
+    }
+    Ok((defs, time_column, partitions))
+}
+
 impl admin::Server for AdminServer {
     async fn create_table(
         self: Rc<Self>,
@@ -1002,31 +1176,21 @@ impl admin::Server for AdminServer {
         check_expiry(&self.identity)?;
         let spec = params.get()?.get_spec()?;
         let name = text(spec.get_name()?)?;
-        manifest::validate_name("table", &name).map_err(engine_error)?;
         let mut columns = Vec::new();
         for column in spec.get_columns()? {
-            let column_name = text(column.get_name()?)?.to_lowercase();
-            let type_name = text(column.get_type()?)?;
-            let column_type = column_type(&type_name).ok_or_else(|| {
-                error(
-                    "invalid",
-                    format!("column {column_name}: unknown type {type_name:?} (int32, int64, float64, string, boolean, timestamp, date)"),
-                )
-            })?;
-            columns.push(ColumnDef {
-                name: column_name,
-                column_type,
-                nullable: column.get_nullable(),
-            });
-        }
-        if columns.is_empty() {
-            return Err(error("invalid", "a table needs at least one column"));
+            columns.push((
+                text(column.get_name()?)?,
+                text(column.get_type()?)?,
+                column.get_nullable(),
+            ));
         }
         let time_column = text(spec.get_time_column()?)?;
         let mut partition_by = Vec::new();
         for column in spec.get_partition_by()? {
             partition_by.push(text(column?)?);
         }
+        let (columns, time_column, partition_by) =
+            validate_table_spec(&name, columns, &time_column, partition_by)?;
         let compression = match spec.get_compression()? {
             WireCompression::Snappy => Compression::Snappy,
             WireCompression::Zstd => Compression::Zstd,
@@ -1034,7 +1198,7 @@ impl admin::Server for AdminServer {
         };
         let options = ImportOptions {
             partition: Some(PartitionSpec {
-                time_column: (!time_column.is_empty()).then_some(time_column),
+                time_column,
                 columns: partition_by,
             }),
             writer: Some(WriterSettings {
@@ -1053,15 +1217,32 @@ impl admin::Server for AdminServer {
                         "table {name} already exists"
                     )));
                 }
+                let dir = manifest::table_dir(&data_dir, &tenant, &name);
+                let existed = dir.exists();
                 let schema = Schema::new(
                     columns
                         .iter()
                         .map(|c| Field::new(&c.name, c.column_type.to_arrow(), c.nullable))
                         .collect::<Vec<_>>(),
                 );
-                TableWriter::open(&data_dir, &tenant, &name, &schema, &options)?.finish()?;
-                manifest::load(&data_dir, &tenant, &name)?
-                    .ok_or_else(|| tessera_storage_engine::Error::Internal("table vanished".into()))
+                let created = TableWriter::open(&data_dir, &tenant, &name, &schema, &options)
+                    .and_then(|writer| writer.finish())
+                    .and_then(|_| manifest::load(&data_dir, &tenant, &name))
+                    .and_then(|loaded| {
+                        loaded.ok_or_else(|| {
+                            tessera_storage_engine::Error::Internal("table vanished".into())
+                        })
+                    });
+                // A failed create leaves nothing behind (no lock, no empty directory), unless the
+                // directory was there before or a manifest got published after all.
+                if created.is_err()
+                    && !existed
+                    && !dir.join(manifest::MANIFEST_FILE).exists()
+                    && std::fs::remove_dir_all(&dir).is_ok()
+                {
+                    let _ = manifest::sync_dir(&data_dir.join(&tenant));
+                }
+                created
             },
         )
         .await?

@@ -296,10 +296,16 @@ impl Interner {
                     let mut i = 0;
                     while i < times.len() {
                         let day = times[i].div_euclid(MICROS_PER_DAY);
-                        let (start, end) = (day * MICROS_PER_DAY, (day + 1) * MICROS_PER_DAY);
+                        // The day's first and last microsecond, clamped to the i64 range: the
+                        // days at its ends are partial (unchecked, the bound wrapped and the run
+                        // length became 0, looping forever). `times[i]` lies within, so run >= 1.
+                        let first = day.checked_mul(MICROS_PER_DAY).unwrap_or(i64::MIN);
+                        let last = (day + 1)
+                            .checked_mul(MICROS_PER_DAY)
+                            .map_or(i64::MAX, |next| next - 1);
                         let run = times[i..]
                             .iter()
-                            .take_while(|&&t| t >= start && t < end)
+                            .take_while(|&&t| t >= first && t <= last)
                             .count();
                         let id = self.int_id(day);
                         out.extend(std::iter::repeat_n(id, run));
@@ -518,14 +524,11 @@ pub struct GroupState {
     groups: usize,
     /// Keys are interned for every row of a piece, selected or not, and a dictionary's values
     /// are interned whole, so a group may exist without rows; such groups are not part of the
-    /// result. A group is known to have rows when an unfiltered piece referenced it
-    /// (`populated`) or a filtered one counted it (`group_rows`).
+    /// result. One rule: a group has rows once a selected row referenced it (`populated`). The
+    /// marking pass runs only while some group is not yet known to have rows (`unpopulated > 0`),
+    /// so a low-cardinality GROUP BY pays for it on its first pages only.
     populated: Vec<bool>,
-    /// Groups not (yet) `populated`: while any exist, unfiltered pieces mark what they reference.
     unpopulated: usize,
-    group_rows: Vec<u64>,
-    /// Some group was created by a filtered piece and may still have no rows: count every piece.
-    maybe_empty: bool,
     local_ids: Vec<u32>,
     group_ids: Vec<u32>,
     widened: Vec<i64>,
@@ -545,8 +548,6 @@ impl GroupState {
             groups: 0,
             populated: Vec::new(),
             unpopulated: 0,
-            group_rows: Vec::new(),
-            maybe_empty: false,
             local_ids: Vec::new(),
             group_ids: Vec::new(),
             widened: Vec::new(),
@@ -592,20 +593,30 @@ impl GroupState {
                 self.groups = groups;
                 self.accumulators.iter_mut().for_each(|a| a.resize(groups));
                 self.populated.resize(groups, false);
-                self.group_rows.resize(groups, 0);
-                self.maybe_empty |= mask.is_some();
             }
-            if mask.is_none() && self.unpopulated > 0 {
-                for &group in &group_ids[..len] {
+            if self.unpopulated > 0 {
+                let mut mark = |group: u32| {
                     let populated = &mut self.populated[group as usize];
                     if !*populated {
                         *populated = true;
                         self.unpopulated -= 1;
                     }
+                };
+                match mask {
+                    None => group_ids[..len].iter().for_each(|&g| mark(g)),
+                    Some(words) => {
+                        for (w, &word) in words.iter().enumerate() {
+                            let mut bits = word;
+                            while bits != 0 {
+                                let row = w * 64 + bits.trailing_zeros() as usize;
+                                bits &= bits - 1;
+                                if row < len {
+                                    mark(group_ids[row]);
+                                }
+                            }
+                        }
+                    }
                 }
-            }
-            if self.maybe_empty {
-                kernels.group_count(&group_ids[..len], mask, &mut self.group_rows);
             }
             self.group_ids = group_ids;
             self.local_ids = local_ids;
@@ -703,7 +714,7 @@ impl GroupState {
     pub fn finish(self) -> GroupRows {
         let mut out = Vec::with_capacity(self.groups);
         for group in 0..self.groups {
-            if !self.keys.is_empty() && !self.populated[group] && self.group_rows[group] == 0 {
+            if !self.keys.is_empty() && !self.populated[group] {
                 continue;
             }
             let mut ids = vec![0u32; self.keys.len()];

@@ -448,23 +448,27 @@ impl CoreContext {
             .map(|(peer, share)| {
                 let (plan, out) = (plan.clone(), out.clone());
                 async move {
-                    self.peers
+                    let result = self
+                        .peers
                         .call(&self.state, peer, move |state, _| {
                             exec::execute(state, plan, share, prune_only, out)
                         })
-                        .await
+                        .await;
+                    (peer, result)
                 }
             })
             .collect();
         // Only the cores hold senders now: the stream ends when the last core is done.
         drop(out);
-        let results = futures::future::join_all(calls).await;
+        let mut results = futures::future::join_all(calls).await;
+        // Merge in core order, whichever core coordinates, so float sums do not depend on it.
+        results.sort_by_key(|(peer, _)| *peer);
         let mut outputs = Vec::with_capacity(results.len());
         let mut scan = ScanStats {
             files_total,
             ..Default::default()
         };
-        for result in results {
+        for (_, result) in results {
             let (output, stats) = result.ok_or(Error::ShuttingDown)??;
             scan.add(&stats);
             outputs.push(output);

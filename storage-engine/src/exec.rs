@@ -339,6 +339,13 @@ async fn scan_file(
     }
     let (meta, file) = open_meta(state, task, &plan.columns, stats).await?;
     let filter_columns = plan.filter_columns();
+    // Every column the scan may read: the page counters cover all of their pages.
+    let mut read_columns = filter_columns.clone();
+    for column in plan.value_columns() {
+        if !read_columns.contains(&column) {
+            read_columns.push(column);
+        }
+    }
     for row_group in 0..meta.row_groups() {
         if sink.borrow().full() {
             break;
@@ -361,14 +368,14 @@ async fn scan_file(
                 ))
             }),
         };
-        let filter_pages: u64 = filter_columns
+        let pages: u64 = read_columns
             .iter()
             .map(|&c| meta.page_bounds[row_group][c].len() as u64 - 1)
             .sum();
-        stats.pages_total += filter_pages;
+        stats.pages_total += pages;
         if truth == Truth::Never {
             stats.row_groups_pruned += 1;
-            stats.pages_pruned += filter_pages;
+            stats.pages_pruned += pages;
             continue;
         }
         let segments = match (&plan.filter, truth) {
@@ -402,7 +409,7 @@ async fn scan_file(
             }
             (_, truth) => Segments::uniform(rows, truth),
         };
-        for &column in &filter_columns {
+        for &column in &read_columns {
             let bounds = &meta.page_bounds[row_group][column];
             stats.pages_pruned += bounds
                 .windows(2)

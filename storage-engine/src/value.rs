@@ -262,7 +262,7 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
         if fields.next().is_some() || hour > 23 || minute > 59 || second > 59 {
             return None;
         }
-        micros += (hour * 3600 + minute * 60 + second) * 1_000_000;
+        micros = micros.checked_add((hour * 3600 + minute * 60 + second) * 1_000_000)?;
         if let Some(fraction) = fraction {
             if fraction.is_empty()
                 || fraction.len() > 6
@@ -271,7 +271,7 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
                 return None;
             }
             let value: i64 = fraction.parse().ok()?;
-            micros += value * 10i64.pow(6 - fraction.len() as u32);
+            micros = micros.checked_add(value * 10i64.pow(6 - fraction.len() as u32))?;
         }
     }
     Some(micros)

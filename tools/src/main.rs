@@ -63,9 +63,12 @@ struct RemoteArgs {
     /// Connect with TLS, trusting the CA certificates in this PEM file.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
-    /// Name the server's certificate must carry (default: the host of --addr).
+    /// Name the server's certificate must carry (default: the host of --addr); with --tls-ca.
     #[arg(long)]
     tls_server_name: Option<String>,
+    /// Allow sending the token over plain TCP to an address that is not loopback.
+    #[arg(long)]
+    insecure: bool,
 }
 
 impl RemoteArgs {
@@ -78,8 +81,9 @@ impl RemoteArgs {
             .token
             .as_deref()
             .ok_or("--addr needs --token (or TESSERA_TOKEN)")?;
+        let options = self.connect_options(addr)?;
         futures::executor::block_on(async {
-            let client = tessera_rpc::Client::connect(addr)
+            let client = tessera_rpc::Client::connect_with(addr, options)
                 .await
                 .map_err(|e| e.to_string())?;
             client
@@ -88,6 +92,41 @@ impl RemoteArgs {
                 .map_err(|e| e.to_string())
                 .map(Some)
         })
+    }
+}
+
+impl RemoteArgs {
+    /// TLS when `--tls-ca` is given; plain TCP only to loopback or with `--insecure`, because
+    /// the login message carries the token.
+    fn connect_options(&self, addr: &str) -> Result<tessera_rpc::ConnectOptions, String> {
+        let Some(ca) = &self.tls_ca else {
+            if self.tls_server_name.is_some() {
+                return Err("--tls-server-name needs --tls-ca (without it the connection would be plain TCP)".into());
+            }
+            if !self.insecure && !is_loopback(addr) {
+                return Err(format!(
+                    "refusing to send the token in cleartext to {addr}: connect with TLS (--tls-ca) or pass --insecure"
+                ));
+            }
+            return Ok(tessera_rpc::ConnectOptions::default());
+        };
+        let pem = std::fs::read(ca).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+        Ok(tessera_rpc::ConnectOptions {
+            tls_ca_pem: Some(pem),
+            tls_server_name: self.tls_server_name.clone(),
+        })
+    }
+}
+
+/// Whether every address `addr` (HOST:PORT) resolves to is a loopback address.
+fn is_loopback(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match addr.to_socket_addrs() {
+        Ok(addresses) => {
+            let addresses: Vec<_> = addresses.collect();
+            !addresses.is_empty() && addresses.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
     }
 }
 

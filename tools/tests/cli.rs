@@ -339,6 +339,19 @@ impl Drop for ServeProcess {
     }
 }
 
+/// A `tessera serve` child process, killed when dropped.
+struct Served {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl ServeProcess {
     fn start(dir: &Path, data: &Path) -> ServeProcess {
         let secret = dir.join("secret");
@@ -455,4 +468,212 @@ fn remote_import_creates_the_table_with_its_flags_or_refuses_them() {
     args.extend(remote);
     args.push(path(&huge));
     assert_names_column_and_row(&tessera(&args), "id", 4);
+}
+
+/// Starts `tessera serve` on `listen` over `data` with `extra` flags; returns once it listens.
+fn serve(data: &Path, secret: &Path, listen: &str, extra: &[&str]) -> Served {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "serve",
+            "--data",
+            path(data),
+            "--listen",
+            listen,
+            "--http",
+            "off",
+            "--cores",
+            "1",
+            "--jwt-secret-file",
+            path(secret),
+        ])
+        .args(extra)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tessera serve");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("tessera serve stopped before listening")
+            .unwrap();
+        if let Some(rest) = line.split(" on ").nth(1) {
+            if line.starts_with("tessera serving") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Served { child, address }
+}
+
+/// A data directory holding acme/events (1000 rows), a secret and a reader token for it.
+fn served_data(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let input = dir.join("events.parquet");
+    let data = dir.join("data");
+    ok(&["gen", "events", "--rows", "1000", "--out", path(&input)]);
+    ok(&[
+        "import",
+        "--data",
+        path(&data),
+        "--tenant",
+        "acme",
+        "--table",
+        "events",
+        path(&input),
+    ]);
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "a test secret that is long enough!!\n").unwrap();
+    let token = ok(&[
+        "token",
+        "--secret-file",
+        path(&secret),
+        "--tenant",
+        "acme",
+        "--role",
+        "reader",
+    ]);
+    (data, secret, token.trim().to_owned())
+}
+
+const COUNT: &str = "SELECT COUNT(*) AS n FROM events";
+
+#[test]
+fn sql_over_tls_trusts_the_given_ca_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, secret, token) = served_data(dir.path());
+    let certificates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rpc/tests/data");
+    let server = serve(
+        &data,
+        &secret,
+        "127.0.0.1:0",
+        &[
+            "--tls-cert",
+            path(&certificates.join("test-tls.crt")),
+            "--tls-key",
+            path(&certificates.join("test-tls.key")),
+        ],
+    );
+    let ca = certificates.join("test-ca.crt");
+    let out = ok(&[
+        "sql",
+        "--addr",
+        &server.address,
+        "--token",
+        &token,
+        "--tls-ca",
+        path(&ca),
+        "--tls-server-name",
+        "localhost",
+        "--format",
+        "csv",
+        COUNT,
+    ]);
+    assert_eq!(out.trim(), "n\n1000");
+    // A name the certificate does not carry fails the handshake, before any token is sent.
+    let output = tessera(&[
+        "sql",
+        "--addr",
+        &server.address,
+        "--token",
+        &token,
+        "--tls-ca",
+        path(&ca),
+        "--tls-server-name",
+        "elsewhere.example",
+        COUNT,
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("TLS"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // --tls-server-name alone would be silently plain TCP: refused.
+    let output = tessera(&[
+        "sql",
+        "--addr",
+        &server.address,
+        "--token",
+        &token,
+        "--tls-server-name",
+        "localhost",
+        COUNT,
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--tls-ca"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// This machine's address on its default route, when it has one (never a loopback address).
+fn non_loopback_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // Connecting a UDP socket sends nothing; it only picks the route and source address.
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[test]
+fn a_token_goes_over_plain_tcp_only_to_loopback_or_with_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, secret, token) = served_data(dir.path());
+    let server = serve(&data, &secret, "0.0.0.0:0", &[]);
+    let port = server.address.rsplit_once(':').unwrap().1.to_owned();
+    // Loopback stays convenient.
+    let out = ok(&[
+        "sql",
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--token",
+        &token,
+        "--format",
+        "csv",
+        COUNT,
+    ]);
+    assert_eq!(out.trim(), "n\n1000");
+    let remote = non_loopback_address().map_or_else(
+        || format!("192.0.2.1:{port}"),
+        |ip| std::net::SocketAddr::new(ip, port.parse().unwrap()).to_string(),
+    );
+    for command in [
+        vec!["sql", "--addr", &remote, "--token", &token, COUNT],
+        vec![
+            "import",
+            "--addr",
+            &remote,
+            "--token",
+            &token,
+            "--table",
+            "events",
+            "/dev/null",
+        ],
+    ] {
+        let output = tessera(&command);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{command:?} sent the token");
+        assert!(
+            stderr.contains("--insecure") && stderr.contains("--tls-ca"),
+            "{command:?}: {stderr}"
+        );
+    }
+    if non_loopback_address().is_some() {
+        let out = ok(&[
+            "sql",
+            "--addr",
+            &remote,
+            "--token",
+            &token,
+            "--insecure",
+            "--format",
+            "csv",
+            COUNT,
+        ]);
+        assert_eq!(out.trim(), "n\n1000");
+    }
 }
