@@ -12,12 +12,13 @@
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::future::LocalBoxFuture;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use glommio::channels::channel_mesh::{MeshBuilder, Senders};
 use glommio::io::DmaFile;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::future::Future;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
@@ -159,8 +160,7 @@ impl<S: 'static> CorePool<S> {
                             let (state, peers) = (state.clone(), peers.clone());
                             glommio::spawn_local(async move {
                                 while let Some(job) = peer.recv().await {
-                                    glommio::spawn_local(job(state.clone(), peers.clone()))
-                                        .detach();
+                                    spawn_job(job(state.clone(), peers.clone()));
                                 }
                             })
                             .detach();
@@ -168,7 +168,7 @@ impl<S: 'static> CorePool<S> {
                         let _ = ready.send(Ok(()));
                         drop(ready);
                         while let Some(job) = receiver.next().await {
-                            glommio::spawn_local(job(state.clone(), peers.clone())).detach();
+                            spawn_job(job(state.clone(), peers.clone()));
                         }
                         peers.senders.close();
                     });
@@ -230,6 +230,17 @@ impl<S: 'static> Drop for CorePool<S> {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Runs one job as its own task with a panic boundary: a job that panics is dropped (its result
+/// sender with it, so the caller sees the core's answer as missing) and the core lives on.
+fn spawn_job(job: LocalBoxFuture<'static, ()>) {
+    glommio::spawn_local(async move {
+        if AssertUnwindSafe(job).catch_unwind().await.is_err() {
+            eprintln!("tessera: a task panicked; its query fails and the core continues");
+        }
+    })
+    .detach();
 }
 
 async fn probe_device(path: &Path) -> io::Result<()> {
@@ -380,5 +391,34 @@ impl futures::io::AsyncWrite for TcpConnection {
         context: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_close(context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> CoreOptions {
+        CoreOptions {
+            cores: 1,
+            pin: false,
+            io_memory_bytes: 1 << 20,
+            spin_before_park_us: 0,
+            probe_file: None,
+        }
+    }
+
+    #[test]
+    fn a_panicking_job_fails_alone_and_the_core_serves_the_next_job() {
+        let pool = CorePool::start(&options(), |_| ()).expect("pool starts");
+        let panicked = futures::executor::block_on(pool.run_on(0, |_, _| async {
+            if true {
+                panic!("test: job panics");
+            }
+            0u32
+        }));
+        assert!(panicked.is_err());
+        let next = futures::executor::block_on(pool.run_on(0, |_, _| async { 7u32 }));
+        assert_eq!(next, Ok(7));
     }
 }
