@@ -126,16 +126,29 @@ fn a_warm_query_counts_the_bytes_it_scans() {
             session.query_collect(sql).await.unwrap().stats
         })
     };
+    // The server records a query's metrics as its call ends, which may be just after the client
+    // has the reply: scrape until the counter shows `scanned` bytes (bounded), then compare.
+    let scanned_metric = "tessera_data_scanned_bytes_total";
+    let scrape_when_scanned = |scanned: u64| -> String {
+        let mut body = String::new();
+        for _ in 0..200 {
+            body = get(http, "/metrics").1;
+            if sample(&body, scanned_metric) >= scanned as f64 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        body
+    };
     let cold = run();
-    let (_, before) = get(http, "/metrics");
+    let before = scrape_when_scanned(cold.bytes_scanned);
     let warm = run();
-    let (_, after) = get(http, "/metrics");
+    let after = scrape_when_scanned(cold.bytes_scanned + warm.bytes_scanned);
     assert_eq!(warm.bytes_read, 0, "the warm query reads nothing from disk");
     assert!(warm.bytes_scanned > 0, "{warm:?}");
     assert_eq!(warm.bytes_scanned, cold.bytes_scanned);
     assert_eq!(
-        sample(&after, "tessera_data_scanned_bytes_total")
-            - sample(&before, "tessera_data_scanned_bytes_total"),
+        sample(&after, scanned_metric) - sample(&before, scanned_metric),
         warm.bytes_scanned as f64,
         "the warm query's scanned bytes are counted"
     );
