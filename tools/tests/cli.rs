@@ -325,20 +325,6 @@ fn import_of_a_value_that_does_not_fit_fails_naming_column_and_row() {
     assert!(!output.status.success());
 }
 
-/// `tessera serve` on a free loopback port over `data`; killed when dropped.
-struct ServeProcess {
-    child: std::process::Child,
-    address: String,
-    secret: std::path::PathBuf,
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A `tessera serve` child process, killed when dropped.
 struct Served {
     child: std::process::Child,
@@ -352,46 +338,20 @@ impl Drop for Served {
     }
 }
 
+/// `tessera serve` on a loopback port over `data` with a secret of its own, for admin imports.
+struct ServeProcess {
+    served: Served,
+    secret: std::path::PathBuf,
+}
+
 impl ServeProcess {
     fn start(dir: &Path, data: &Path) -> ServeProcess {
         let secret = dir.join("secret");
         std::fs::write(&secret, "a test secret that is long enough!!").unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args([
-                "serve",
-                "--data",
-                path(data),
-                "--listen",
-                &address,
-                "--http",
-                "off",
-                "--jwt-secret-file",
-                path(&secret),
-                "--cores",
-                "1",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = ServeProcess {
-            child,
-            address,
+        ServeProcess {
+            served: serve(data, &secret, "127.0.0.1:0", &[]),
             secret,
-        };
-        for _ in 0..600 {
-            if std::net::TcpStream::connect(&server.address).is_ok() {
-                return server;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("tessera serve did not start");
     }
 
     fn admin_token(&self) -> String {
@@ -417,7 +377,12 @@ fn remote_import_creates_the_table_with_its_flags_or_refuses_them() {
     ok(&["gen", "events", "--rows", "5000", "--out", path(&input)]);
     let server = ServeProcess::start(dir.path(), &data);
     let token = server.admin_token();
-    let remote = ["--addr", server.address.as_str(), "--token", token.as_str()];
+    let remote = [
+        "--addr",
+        server.served.address.as_str(),
+        "--token",
+        token.as_str(),
+    ];
 
     // Flags the table spec cannot carry are refused by name, and nothing is created.
     for (flag, value) in [
