@@ -887,9 +887,8 @@ impl ImportStreamServer {
             )));
         }
         for (field, column) in schema.fields().iter().zip(columns) {
-            let found =
-                tessera_storage_engine::writer::engine_type(field.name(), field.data_type())
-                    .map_err(|e| mismatch(e.to_string()))?;
+            let found = tessera_storage_engine::value::engine_type(field.name(), field.data_type())
+                .map_err(|e| mismatch(e.to_string()))?;
             if found != column.column_type {
                 return Err(mismatch(format!(
                     "stream column {} is {} ({}), table column {} is {}",

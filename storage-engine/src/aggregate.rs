@@ -147,10 +147,10 @@ fn extreme_row(
         }));
     }
     let wins = |a, b| if is_min { a < b } else { a > b };
-    if let Some(values) = crate::exec::i64_values(array) {
+    if let Some(values) = crate::arrays::i64_values(array) {
         return Some(pick(&values[..len], selected, wins));
     }
-    crate::exec::i32_values(array).map(|values| {
+    crate::arrays::i32_values(array).map(|values| {
         pick(&values[..len], selected, |a: i32, b: i32| {
             wins(a as i64, b as i64)
         })
@@ -276,8 +276,8 @@ impl Interner {
                     (expr, array.data_type()),
                     (ValueExpr::Date(_), DataType::Timestamp(_, _))
                 );
-                let wide = crate::exec::i64_values(array);
-                let narrow = crate::exec::i32_values(array);
+                let wide = crate::arrays::i64_values(array);
+                let narrow = crate::arrays::i32_values(array);
                 let value = |i: usize| -> i64 {
                     let raw = match (wide, narrow) {
                         (Some(v), _) => v[i],
@@ -349,15 +349,15 @@ fn key_at(expr: ValueExpr, array: &ArrayRef, i: usize) -> KeyValue {
     }
     match (expr, array.data_type()) {
         (ValueExpr::Date(_), DataType::Timestamp(_, _)) => KeyValue::Int(
-            crate::exec::i64_values(array)
+            crate::arrays::i64_values(array)
                 .map_or(0, |v| v[i])
                 .div_euclid(MICROS_PER_DAY),
         ),
         (_, DataType::Int64 | DataType::Timestamp(_, _)) => {
-            KeyValue::Int(crate::exec::i64_values(array).map_or(0, |v| v[i]))
+            KeyValue::Int(crate::arrays::i64_values(array).map_or(0, |v| v[i]))
         }
         (_, DataType::Int32 | DataType::Date32) => {
-            KeyValue::Int(crate::exec::i32_values(array).map_or(0, |v| v[i]) as i64)
+            KeyValue::Int(crate::arrays::i32_values(array).map_or(0, |v| v[i]) as i64)
         }
         (_, DataType::Float64) => {
             let v = array.as_primitive::<Float64Type>().value(i);
@@ -628,7 +628,7 @@ impl GroupState {
             let mask = match &argument {
                 Some(array) => {
                     combined =
-                        crate::exec::combine_with_validity(kernels, mask, array.as_ref(), len);
+                        crate::arrays::combine_with_validity(kernels, mask, array.as_ref(), len);
                     combined.as_deref().or(mask)
                 }
                 None => mask,
@@ -659,10 +659,10 @@ impl GroupState {
                     let array = argument
                         .as_ref()
                         .ok_or_else(|| Error::Internal("SUM without argument".into()))?;
-                    let values: &[i64] = match crate::exec::i64_values(array) {
+                    let values: &[i64] = match crate::arrays::i64_values(array) {
                         Some(values) => values,
                         None => {
-                            let narrow = crate::exec::i32_values(array).unwrap_or(&[]);
+                            let narrow = crate::arrays::i32_values(array).unwrap_or(&[]);
                             self.widened.clear();
                             self.widened.extend(narrow.iter().map(|&v| v as i64));
                             &self.widened
@@ -684,7 +684,7 @@ impl GroupState {
                     if !grouped {
                         if let Some(found) = extreme_row(array, mask, len, *is_min) {
                             if let Some(row) = found {
-                                let value = crate::exec::scalar_at(expr, array, row);
+                                let value = crate::arrays::scalar_at(expr, array, row);
                                 if better(&value, &values[0], *is_min) {
                                     values[0] = value;
                                 }
@@ -699,7 +699,7 @@ impl GroupState {
                             continue;
                         }
                         let group = if grouped { groups[row] as usize } else { 0 };
-                        let value = crate::exec::scalar_at(expr, array, row);
+                        let value = crate::arrays::scalar_at(expr, array, row);
                         if better(&value, &values[group], *is_min) {
                             values[group] = value;
                         }

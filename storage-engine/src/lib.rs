@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod aggregate;
+pub mod arrays;
 pub mod buffer_pool;
 pub mod engine;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod source;
 pub mod sql;
 pub mod stats;
 pub mod value;
+pub mod verify;
 pub mod writer;
 
 pub use engine::{Engine, EngineConfig, QueryResult, QueryStats};

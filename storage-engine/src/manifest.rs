@@ -229,7 +229,12 @@ pub fn load(data_dir: &Path, tenant: &str, table: &str) -> Result<Option<TableMa
             ),
         });
     }
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    // A drop may remove the table between the two calls: then there is no table.
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(Error::io(path, error)),
+    };
     let manifest: TableManifest =
         serde_json::from_slice(&bytes).map_err(|e| Error::CorruptManifest {
             path: path.clone(),
@@ -425,7 +430,7 @@ fn remove_table_files(data_dir: &Path, tenant: &str, table: &str) -> Result<()> 
 /// `remove_dir_all`, tolerating an import that is removing its own staging directory inside
 /// `dir` at the same time (an entry vanishing under us); nothing creates entries meanwhile, as
 /// the caller holds the lock that excludes writers.
-fn remove_tree(dir: &Path) -> Result<()> {
+pub(crate) fn remove_tree(dir: &Path) -> Result<()> {
     let mut attempts = 0;
     loop {
         match std::fs::remove_dir_all(dir) {

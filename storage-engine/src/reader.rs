@@ -11,8 +11,8 @@
 use crate::error::{Error, Result};
 use crate::manifest::ColumnDef;
 use crate::runtime::DirectFile;
+use crate::value::engine_type;
 use crate::value::ColumnType;
-use crate::writer::engine_type;
 use arrow_array::ArrayRef;
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;

@@ -2,6 +2,7 @@
 //! bound to a column, min/max statistics, group keys. Timestamps are microseconds since the Unix
 //! epoch (UTC) and dates are days since the epoch, both carried as `Scalar::Int`.
 
+use crate::error::{Error, Result};
 use arrow_schema::{DataType, TimeUnit};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -306,6 +307,20 @@ pub fn format_timestamp(micros: i64) -> String {
     } else {
         format!("{text}.{fraction:06}")
     }
+}
+
+/// Maps an input Arrow type to the engine's column type, or explains why it cannot.
+pub fn engine_type(name: &str, data_type: &DataType) -> Result<ColumnType> {
+    Ok(match data_type {
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => {
+            ColumnType::Int32
+        }
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => ColumnType::Int64,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => ColumnType::Float64,
+        DataType::Timestamp(_, _) | DataType::Date64 => ColumnType::Timestamp,
+        other => ColumnType::from_arrow(other)
+            .ok_or_else(|| Error::Import(format!("column {name} has unsupported type {other}")))?,
+    })
 }
 
 #[cfg(test)]

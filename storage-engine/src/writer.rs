@@ -21,7 +21,7 @@ use crate::manifest::{
     WriterSettings,
 };
 use crate::stats::{self, ColumnStats};
-use crate::value::{format_date, ColumnType, MICROS_PER_DAY};
+use crate::value::{engine_type, format_date, ColumnType, MICROS_PER_DAY};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch};
@@ -213,24 +213,12 @@ fn remove_abandoned_staging(table_dir: &Path) -> Result<()> {
             Err(error) => return Err(Error::io(&owner_path, error)),
         };
         if abandoned {
-            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+            // A finished import removes its own directory without the table lock (its owner
+            // file goes first), so the directory may vanish under us.
+            manifest::remove_tree(&path)?;
         }
     }
     Ok(())
-}
-
-/// Maps an input Arrow type to the engine's column type, or explains why it cannot.
-pub fn engine_type(name: &str, data_type: &DataType) -> Result<ColumnType> {
-    Ok(match data_type {
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => {
-            ColumnType::Int32
-        }
-        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => ColumnType::Int64,
-        DataType::Float16 | DataType::Float32 | DataType::Float64 => ColumnType::Float64,
-        DataType::Timestamp(_, _) | DataType::Date64 => ColumnType::Timestamp,
-        other => ColumnType::from_arrow(other)
-            .ok_or_else(|| Error::Import(format!("column {name} has unsupported type {other}")))?,
-    })
 }
 
 /// The Arrow schema the engine stores for a manifest's columns.
@@ -871,67 +859,4 @@ impl<W: std::io::Write> std::io::Write for ChecksumWriter<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
-}
-
-/// One problem `verify_table` found.
-#[derive(Clone, Debug, PartialEq)]
-pub struct VerifyProblem {
-    pub path: PathBuf,
-    pub message: String,
-}
-
-/// Checks every file of a table against its manifest entry: present, same size and CRC-32, and
-/// decodable page by page through the engine's reader. Returns the files checked and the problems.
-pub fn verify_table(
-    data_dir: &Path,
-    tenant: &str,
-    table: &str,
-) -> Result<(usize, Vec<VerifyProblem>)> {
-    let manifest = manifest::load(data_dir, tenant, table)?.ok_or_else(|| Error::NoSuchTable {
-        tenant: tenant.to_owned(),
-        table: table.to_owned(),
-    })?;
-    let table_dir = manifest::table_dir(data_dir, tenant, table);
-    let mut problems = Vec::new();
-    for entry in &manifest.files {
-        let path = table_dir.join(&entry.path);
-        let problem = |message: String| VerifyProblem {
-            path: path.clone(),
-            message,
-        };
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                problems.push(problem(error.to_string()));
-                continue;
-            }
-        };
-        if bytes.len() as u64 != entry.bytes {
-            problems.push(problem(format!(
-                "{} bytes, the manifest says {}",
-                bytes.len(),
-                entry.bytes
-            )));
-            continue;
-        }
-        if let Some(expected) = entry.crc32 {
-            let actual = crc32fast::hash(&bytes);
-            if actual != expected {
-                problems.push(problem(format!(
-                    "CRC-32 {actual:08x}, the manifest says {expected:08x}"
-                )));
-                continue;
-            }
-        }
-        let source = bytes::Bytes::from(bytes);
-        match futures::executor::block_on(crate::reader::verify_file(&source, &path)) {
-            Ok(rows) if rows == entry.rows => {}
-            Ok(rows) => problems.push(problem(format!(
-                "{rows} rows, the manifest says {}",
-                entry.rows
-            ))),
-            Err(error) => problems.push(problem(error.to_string())),
-        }
-    }
-    Ok((manifest.files.len(), problems))
 }

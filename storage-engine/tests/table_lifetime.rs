@@ -10,7 +10,8 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use std::path::Path;
 use std::sync::Arc;
 use tessera_storage_engine::manifest;
-use tessera_storage_engine::writer::{verify_table, ImportOptions, TableWriter};
+use tessera_storage_engine::verify::verify_table;
+use tessera_storage_engine::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::{Engine, EngineConfig};
 
 /// `rows` rows on one day, every `v` equal to `value`: files for different values have the same

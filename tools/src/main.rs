@@ -503,7 +503,7 @@ fn run_remote_import(
                 .fields()
                 .iter()
                 .map(|f| {
-                    tessera_storage_engine::writer::engine_type(f.name(), f.data_type()).map(|t| {
+                    tessera_storage_engine::value::engine_type(f.name(), f.data_type()).map(|t| {
                         tessera_rpc::client::ColumnInfo {
                             name: f.name().to_lowercase(),
                             column_type: t.name().into(),
@@ -675,7 +675,7 @@ fn open_sources(files: &[PathBuf]) -> Result<Vec<source::Source>, String> {
 }
 
 fn run_verify(data: &Path, tenant: &str, table: &str) -> Result<(), String> {
-    let (files, problems) = tessera_storage_engine::writer::verify_table(data, tenant, table)
+    let (files, problems) = tessera_storage_engine::verify::verify_table(data, tenant, table)
         .map_err(|e| e.to_string())?;
     for problem in &problems {
         println!("{}: {}", problem.path.display(), problem.message);

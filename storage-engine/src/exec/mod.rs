@@ -1,0 +1,648 @@
+//! Scanning on one core: for each file the core owns in a query, prune row groups by statistics
+//! and pages by the page index, load the pages still needed (from the buffer pool, else read with
+//! direct I/O and decode), evaluate the filter into selection masks with the SIMD kernels, and
+//! feed the selected rows to grouping/aggregation or to the row collector.
+//!
+//! Late materialisation: the filter's columns are loaded first; the other columns are loaded only
+//! for pages that have at least one selected row. `COUNT(*)` over ranges the statistics prove
+//! all-matching is answered without reading data.
+
+mod filter;
+mod pages;
+mod rows;
+
+pub use filter::{evaluate, file_truth};
+pub use rows::sort_rows;
+
+use pages::{column_slice, load_pages, pages_for, pieces, Pages};
+use rows::{row_value, TOP_K_COMPACT_ROWS};
+
+use crate::aggregate::{GroupRows, GroupState};
+use crate::buffer_pool::BufferPool;
+use crate::error::{Error, Result};
+use crate::kernels::Kernels;
+use crate::manifest::ColumnDef;
+use crate::plan::{Mode, Plan, SortKey, ValueExpr};
+use crate::prune::{self, Segments, Truth};
+use crate::reader::{self, FileMeta};
+use crate::runtime::{self, DirectFile};
+use crate::stats::{self, ColumnStats};
+use arrow_array::{Array, ArrayRef, BooleanArray};
+use arrow_buffer::{BooleanBuffer, Buffer};
+use arrow_schema::DataType;
+use futures::StreamExt;
+use hashbrown::HashMap;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Files a core scans concurrently for one query.
+const FILES_IN_FLIGHT: usize = 4;
+
+/// Per-core state: owned by one executor, never shared.
+pub struct CoreState {
+    pub core: usize,
+    pub pool: BufferPool,
+    pub metadata: MetadataCache,
+    pub kernels: Kernels,
+}
+
+/// Footers and page indexes of recently used files with their open handles, bounded in bytes.
+pub struct MetadataCache {
+    budget_bytes: usize,
+    inner: RefCell<MetadataInner>,
+}
+
+#[derive(Default)]
+struct MetadataInner {
+    entries: HashMap<u64, (Rc<FileMeta>, Rc<DirectFile>)>,
+    order: VecDeque<u64>,
+    bytes: usize,
+}
+
+impl MetadataCache {
+    pub fn new(budget_bytes: usize) -> MetadataCache {
+        MetadataCache {
+            budget_bytes,
+            inner: RefCell::new(MetadataInner::default()),
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<(Rc<FileMeta>, Rc<DirectFile>)> {
+        self.inner.borrow().entries.get(&id).cloned()
+    }
+
+    fn insert(&self, id: u64, meta: Rc<FileMeta>, file: Rc<DirectFile>) {
+        let mut inner = self.inner.borrow_mut();
+        if meta.bytes > self.budget_bytes || inner.entries.contains_key(&id) {
+            return;
+        }
+        while inner.bytes + meta.bytes > self.budget_bytes {
+            let Some(old) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some((evicted, _)) = inner.entries.remove(&old) {
+                inner.bytes -= evicted.bytes;
+            }
+        }
+        inner.bytes += meta.bytes;
+        inner.order.push_back(id);
+        inner.entries.insert(id, (meta, file));
+    }
+
+    pub fn clear(&self) {
+        *self.inner.borrow_mut() = MetadataInner::default();
+    }
+
+    /// Drops the entries of the given files (closing their descriptors once no scan holds them).
+    pub fn evict_files(&self, ids: &hashbrown::HashSet<u64>) {
+        let mut inner = self.inner.borrow_mut();
+        for id in ids {
+            if let Some((meta, _)) = inner.entries.remove(id) {
+                inner.bytes -= meta.bytes;
+            }
+        }
+        let MetadataInner { entries, order, .. } = &mut *inner;
+        order.retain(|id| entries.contains_key(id));
+    }
+}
+
+/// One file of a query, assigned to one core.
+#[derive(Clone, Debug)]
+pub struct FileTask {
+    /// Identifies the file in the buffer pool and metadata cache.
+    pub cache_id: u64,
+    pub path: PathBuf,
+    pub rows: u64,
+    /// What the manifest's file statistics say about the filter.
+    pub truth: Truth,
+    /// Per column: whether the manifest allows a NaN in this file. Parquet's row-group and page
+    /// statistics cannot rule NaN out (see `stats`), so this is what lets them prune floats.
+    pub nan_possible: Vec<bool>,
+}
+
+impl FileTask {
+    /// Row-group or page statistics of `column`, NaN ruled out when the file has none.
+    fn refine(&self, column: usize, mut stats: ColumnStats) -> ColumnStats {
+        stats.nan_possible &= self.nan_possible.get(column).copied().unwrap_or(true);
+        stats
+    }
+}
+
+/// Counters of one query, summed over cores.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScanStats {
+    pub files_total: u64,
+    pub files_pruned: u64,
+    pub row_groups_total: u64,
+    pub row_groups_pruned: u64,
+    pub pages_total: u64,
+    pub pages_pruned: u64,
+    pub rows_total: u64,
+    /// Rows whose filter was evaluated or whose values were aggregated/returned.
+    pub rows_scanned: u64,
+    /// Rows counted from statistics alone.
+    pub rows_from_statistics: u64,
+    /// Bytes read from disk (footers and pages); a warm query reads none.
+    pub bytes_read: u64,
+    /// Decoded bytes of the pages the query scanned, whether from the buffer pool or the disk.
+    pub bytes_scanned: u64,
+    pub pool_hits: u64,
+    pub pool_misses: u64,
+}
+
+impl ScanStats {
+    pub fn add(&mut self, other: &ScanStats) {
+        self.files_total += other.files_total;
+        self.files_pruned += other.files_pruned;
+        self.row_groups_total += other.row_groups_total;
+        self.row_groups_pruned += other.row_groups_pruned;
+        self.pages_total += other.pages_total;
+        self.pages_pruned += other.pages_pruned;
+        self.rows_total += other.rows_total;
+        self.rows_scanned += other.rows_scanned;
+        self.rows_from_statistics += other.rows_from_statistics;
+        self.bytes_read += other.bytes_read;
+        self.bytes_scanned += other.bytes_scanned;
+        self.pool_hits += other.pool_hits;
+        self.pool_misses += other.pool_misses;
+    }
+}
+
+/// What one core returns for a query.
+pub enum CoreOutput {
+    /// Row mode: columns of `Mode::Rows::values`, as chunks.
+    Rows(Vec<Vec<ArrayRef>>),
+    Groups(GroupRows),
+}
+
+enum Sink {
+    Rows {
+        values: Vec<ValueExpr>,
+        chunks: Vec<Vec<ArrayRef>>,
+        rows: u64,
+        /// LIMIT without ORDER BY: stop scanning once this many rows are found.
+        stop_after: Option<u64>,
+        /// ORDER BY with LIMIT: keep only the best `k` rows, compacting as rows accumulate.
+        top_k: Option<(Vec<SortKey>, usize)>,
+        /// Streaming (no ORDER BY): chunks go to the coordinator as they are made, not at the end.
+        out: Option<RowSender>,
+        /// The coordinator stopped listening (its LIMIT is met, or the query was cancelled).
+        closed: bool,
+    },
+    Groups(GroupState),
+    /// `SELECT COUNT(*)` without GROUP BY: only a count is needed.
+    Count(u64),
+}
+
+impl Sink {
+    fn full(&self) -> bool {
+        match self {
+            Sink::Rows {
+                rows,
+                stop_after,
+                closed,
+                ..
+            } => *closed || stop_after.is_some_and(|limit| *rows >= limit),
+            _ => false,
+        }
+    }
+}
+
+/// Where a core streams row chunks (columns of `Mode::Rows::values`) to the coordinator. Bounded,
+/// so a coordinator that is behind (a slow client) holds the scan back.
+pub type RowSender = futures::channel::mpsc::Sender<Vec<ArrayRef>>;
+
+/// Scans `files` for `plan` on this core. With `prune_only`, reads metadata and counts what
+/// pruning does without decoding data (for EXPLAIN). With `out` (row mode without ORDER BY),
+/// row chunks are sent there as they are made instead of being returned.
+pub async fn execute(
+    state: Rc<CoreState>,
+    plan: Arc<Plan>,
+    files: Vec<FileTask>,
+    prune_only: bool,
+    out: Option<RowSender>,
+) -> Result<(CoreOutput, ScanStats)> {
+    let mut stats = ScanStats::default();
+    let sink = match &plan.mode {
+        Mode::Rows { values } => Sink::Rows {
+            values: values.clone(),
+            chunks: Vec::new(),
+            rows: 0,
+            stop_after: if plan.order_by.is_empty() {
+                plan.limit
+            } else {
+                None
+            },
+            top_k: match (plan.order_by.is_empty(), plan.limit) {
+                (false, Some(limit)) => Some((
+                    plan.order_by.clone(),
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                )),
+                _ => None,
+            },
+            out: out.filter(|_| plan.order_by.is_empty()),
+            closed: false,
+        },
+        Mode::Groups { keys, aggregates }
+            if keys.is_empty()
+                && !aggregates.is_empty()
+                && aggregates
+                    .iter()
+                    .all(|a| a.function == crate::sql::AggregateFunction::CountStar) =>
+        {
+            Sink::Count(0)
+        }
+        Mode::Groups { keys, aggregates } => Sink::Groups(GroupState::new(keys, aggregates)),
+    };
+    let (hits_before, misses_before) = {
+        let c = state.pool.counters();
+        (c.hits, c.misses)
+    };
+    // Several files in flight overlap one file's I/O waits with another's decoding; they share
+    // the sink, borrowed only between awaits (one thread, so never twice at once).
+    let sink = RefCell::new(sink);
+    {
+        let mut scans = futures::stream::iter(files.iter())
+            .map(|task| {
+                let (state, plan, sink) = (&state, &plan, &sink);
+                async move {
+                    let mut file_stats = ScanStats::default();
+                    let result =
+                        scan_file(state, plan, task, sink, &mut file_stats, prune_only).await;
+                    (result, file_stats)
+                }
+            })
+            .buffer_unordered(FILES_IN_FLIGHT);
+        while let Some((result, file_stats)) = scans.next().await {
+            stats.add(&file_stats);
+            result?;
+            if sink.borrow().full() {
+                break;
+            }
+        }
+    }
+    flush_rows(&sink).await;
+    let sink = sink.into_inner();
+    let counters = state.pool.counters();
+    stats.pool_hits = counters.hits - hits_before;
+    stats.pool_misses = counters.misses - misses_before;
+    let output = match sink {
+        Sink::Rows { chunks, .. } => CoreOutput::Rows(chunks),
+        Sink::Groups(groups) => CoreOutput::Groups(groups.finish()),
+        Sink::Count(count) => {
+            let Mode::Groups { aggregates, .. } = &plan.mode else {
+                return Err(Error::Internal("count sink in row mode".into()));
+            };
+            let states = aggregates
+                .iter()
+                .map(|_| crate::aggregate::AccState::Count(count))
+                .collect();
+            CoreOutput::Groups(vec![(Vec::new(), states)])
+        }
+    };
+    Ok((output, stats))
+}
+
+async fn open_meta(
+    state: &CoreState,
+    task: &FileTask,
+    columns: &[ColumnDef],
+    stats: &mut ScanStats,
+) -> Result<(Rc<FileMeta>, Rc<DirectFile>)> {
+    if let Some(cached) = state.metadata.get(task.cache_id) {
+        return Ok(cached);
+    }
+    let file = DirectFile::open(&task.path)
+        .await
+        .map_err(|e| Error::io(&task.path, e))?;
+    let meta = reader::load_file_meta(&file, &task.path, columns, &mut stats.bytes_read).await?;
+    let (meta, file) = (Rc::new(meta), Rc::new(file));
+    state
+        .metadata
+        .insert(task.cache_id, meta.clone(), file.clone());
+    Ok((meta, file))
+}
+
+async fn scan_file(
+    state: &CoreState,
+    plan: &Plan,
+    task: &FileTask,
+    sink: &RefCell<Sink>,
+    stats: &mut ScanStats,
+    prune_only: bool,
+) -> Result<()> {
+    stats.rows_total += task.rows;
+    if task.truth == Truth::Always && !prune_only {
+        if let Sink::Count(count) = &mut *sink.borrow_mut() {
+            *count += task.rows;
+            stats.rows_from_statistics += task.rows;
+            return Ok(());
+        }
+    }
+    let (meta, file) = open_meta(state, task, &plan.columns, stats).await?;
+    let filter_columns = plan.filter_columns();
+    // Every column the scan may read: the page counters cover all of their pages.
+    let mut read_columns = filter_columns.clone();
+    for column in plan.value_columns() {
+        if !read_columns.contains(&column) {
+            read_columns.push(column);
+        }
+    }
+    for row_group in 0..meta.row_groups() {
+        if sink.borrow().full() {
+            break;
+        }
+        runtime::yield_if_needed().await;
+        let rows = meta.row_group_rows(row_group);
+        stats.row_groups_total += 1;
+        let group_meta = meta.metadata.row_group(row_group);
+        let truth = match (&plan.filter, task.truth) {
+            (None, _) | (_, Truth::Always) => Truth::Always,
+            (Some(filter), _) => prune::classify(filter, &|column| {
+                let chunk = group_meta.column(column);
+                Some(task.refine(
+                    column,
+                    stats::from_parquet(
+                        plan.columns[column].column_type,
+                        chunk.statistics(),
+                        rows as u64,
+                    ),
+                ))
+            }),
+        };
+        let pages: u64 = read_columns
+            .iter()
+            .map(|&c| meta.page_bounds[row_group][c].len() as u64 - 1)
+            .sum();
+        stats.pages_total += pages;
+        if truth == Truth::Never {
+            stats.row_groups_pruned += 1;
+            stats.pages_pruned += pages;
+            continue;
+        }
+        let segments = match (&plan.filter, truth) {
+            (Some(filter), Truth::Maybe) => {
+                let page_index = meta.metadata.page_index_for_row_group(row_group);
+                prune::segments(filter, rows, &|column| {
+                    let index = page_index.column_index(column)?;
+                    let bounds = &meta.page_bounds[row_group][column];
+                    Some(
+                        bounds
+                            .windows(2)
+                            .enumerate()
+                            .map(|(page, w)| {
+                                let page_rows = (w[1] - w[0]) as u64;
+                                (
+                                    w[1],
+                                    task.refine(
+                                        column,
+                                        stats::from_column_index(
+                                            plan.columns[column].column_type,
+                                            index,
+                                            page,
+                                            page_rows,
+                                        ),
+                                    ),
+                                )
+                            })
+                            .collect(),
+                    )
+                })
+            }
+            (_, truth) => Segments::uniform(rows, truth),
+        };
+        for &column in &read_columns {
+            let bounds = &meta.page_bounds[row_group][column];
+            stats.pages_pruned += bounds
+                .windows(2)
+                .filter(|w| {
+                    segments.ranges().all(|(range, truth)| {
+                        truth == Truth::Never || range.end <= w[0] || range.start >= w[1]
+                    })
+                })
+                .count() as u64;
+        }
+        if prune_only {
+            continue;
+        }
+        scan_row_group(
+            state,
+            plan,
+            task,
+            &meta,
+            &file,
+            row_group,
+            &segments,
+            &filter_columns,
+            sink,
+            stats,
+        )
+        .await?;
+        flush_rows(sink).await;
+    }
+    Ok(())
+}
+
+/// Sends the row chunks collected so far to the coordinator, when streaming. A chunk leaves the
+/// sink only once the channel has room for it, so a scan cancelled while waiting (another file
+/// met the LIMIT) loses nothing. A closed receiver marks the sink full, which ends the scan.
+async fn flush_rows(sink: &RefCell<Sink>) {
+    let mut out = match &*sink.borrow() {
+        Sink::Rows {
+            chunks,
+            out: Some(out),
+            closed: false,
+            ..
+        } if !chunks.is_empty() => out.clone(),
+        _ => return,
+    };
+    loop {
+        let ready = futures::future::poll_fn(|context| out.poll_ready(context)).await;
+        let mut borrowed = sink.borrow_mut();
+        let Sink::Rows { chunks, closed, .. } = &mut *borrowed else {
+            return;
+        };
+        if chunks.is_empty() {
+            return;
+        }
+        if ready.is_err() || out.start_send(chunks.remove(0)).is_err() {
+            *closed = true;
+            return;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn scan_row_group(
+    state: &CoreState,
+    plan: &Plan,
+    task: &FileTask,
+    meta: &FileMeta,
+    file: &DirectFile,
+    row_group: usize,
+    segments: &Segments,
+    filter_columns: &[usize],
+    sink: &RefCell<Sink>,
+    stats: &mut ScanStats,
+) -> Result<()> {
+    let value_columns = plan.value_columns();
+    let count_only = matches!(*sink.borrow(), Sink::Count(_));
+    let mut all_columns = filter_columns.to_vec();
+    if !count_only {
+        all_columns.extend(value_columns.iter().filter(|c| !filter_columns.contains(c)));
+    }
+    let pieces = pieces(meta, row_group, segments, &all_columns);
+    // Phase 1: filter columns for the ranges whose truth is not settled by statistics.
+    let mut pages = Pages::new();
+    let maybe: Vec<Range<u32>> = pieces
+        .iter()
+        .filter(|(_, t)| *t == Truth::Maybe)
+        .map(|(r, _)| r.clone())
+        .collect();
+    let wanted = pages_for(meta, row_group, filter_columns, &maybe);
+    load_pages(
+        state, task, meta, file, row_group, wanted, &mut pages, stats,
+    )
+    .await?;
+    let mut masks: Vec<Option<Vec<u64>>> = Vec::with_capacity(pieces.len());
+    let mut selected_ranges = Vec::new();
+    for (range, truth) in &pieces {
+        let length = (range.end - range.start) as usize;
+        let mask = match (truth, &plan.filter) {
+            (Truth::Maybe, Some(filter)) => {
+                stats.rows_scanned += length as u64;
+                let column = |c: usize| column_slice(meta, &pages, row_group, c, range);
+                Some(evaluate(filter, &column, length, &state.kernels)?)
+            }
+            _ => None,
+        };
+        let selected = mask
+            .as_ref()
+            .map_or(length, |m| state.kernels.count_ones(m));
+        if let Sink::Count(count) = &mut *sink.borrow_mut() {
+            *count += selected as u64;
+            if mask.is_none() {
+                stats.rows_from_statistics += length as u64;
+            }
+        }
+        if selected > 0 {
+            selected_ranges.push(range.clone());
+        }
+        masks.push(mask);
+    }
+    if count_only {
+        return Ok(());
+    }
+    // Phase 2: value columns, only for pages holding selected rows.
+    let wanted = pages_for(meta, row_group, &value_columns, &selected_ranges);
+    load_pages(
+        state, task, meta, file, row_group, wanted, &mut pages, stats,
+    )
+    .await?;
+    for ((range, truth), mask) in pieces.iter().zip(&masks) {
+        let length = (range.end - range.start) as usize;
+        if mask
+            .as_ref()
+            .is_some_and(|m| state.kernels.count_ones(m) == 0)
+        {
+            continue;
+        }
+        if *truth == Truth::Always {
+            stats.rows_scanned += length as u64;
+        }
+        let column = |c: usize| column_slice(meta, &pages, row_group, c, range);
+        {
+            let mut sink = sink.borrow_mut();
+            if sink.full() {
+                break;
+            }
+            consume(
+                &mut sink,
+                &state.kernels,
+                &value_columns,
+                &column,
+                mask.as_deref(),
+                length,
+            )?;
+        }
+        runtime::yield_if_needed().await;
+    }
+    Ok(())
+}
+
+/// Feeds one piece (rows of one page per column, `mask` selecting) to the sink.
+fn consume(
+    sink: &mut Sink,
+    kernels: &Kernels,
+    value_columns: &[usize],
+    column: &dyn Fn(usize) -> Result<ArrayRef>,
+    mask: Option<&[u64]>,
+    length: usize,
+) -> Result<()> {
+    match sink {
+        Sink::Groups(groups) => {
+            let mut arrays: HashMap<usize, ArrayRef> = HashMap::new();
+            for &c in value_columns {
+                arrays.insert(c, column(c)?);
+            }
+            let lookup = |c: usize| {
+                arrays
+                    .get(&c)
+                    .cloned()
+                    .unwrap_or_else(|| arrow_array::new_null_array(&DataType::Null, length))
+            };
+            groups.update(kernels, &lookup, mask, length)?;
+        }
+        Sink::Rows {
+            values,
+            chunks,
+            rows,
+            stop_after,
+            top_k,
+            ..
+        } => {
+            let filter = mask.map(|m| {
+                BooleanArray::new(
+                    BooleanBuffer::new(Buffer::from_vec(m.to_vec()), 0, length),
+                    None,
+                )
+            });
+            let mut chunk = Vec::with_capacity(values.len());
+            for value in values.iter() {
+                let array = row_value(*value, &column(value.column())?)?;
+                let array = match &filter {
+                    Some(f) => arrow_select::filter::filter(&array, f)
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                    None => array,
+                };
+                chunk.push(array);
+            }
+            let mut produced = chunk.first().map_or(0, |a| a.len()) as u64;
+            if let Some(limit) = stop_after {
+                let room = limit.saturating_sub(*rows);
+                if produced > room {
+                    chunk = chunk
+                        .into_iter()
+                        .map(|a| a.slice(0, room as usize))
+                        .collect();
+                    produced = room;
+                }
+            }
+            *rows += produced;
+            chunks.push(chunk);
+            if let Some((keys, k)) = top_k {
+                if *rows as usize > (*k).saturating_mul(4).max(TOP_K_COMPACT_ROWS) {
+                    let merged = sort_rows(std::mem::take(chunks), keys, Some(*k))?;
+                    *rows = merged.first().map_or(0, |a| a.len()) as u64;
+                    chunks.push(merged);
+                }
+            }
+        }
+        Sink::Count(_) => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Loading the pages a row group's scan needs: from the core's buffer pool, else read together with
+//! direct I/O and decoded one page at a time, then pooled.
+
+use crate::buffer_pool::{Frame, PageKey};
+use crate::error::{Error, Result};
+use crate::prune::{Segments, Truth};
+use crate::reader::{self, FileMeta};
+use crate::runtime::DirectFile;
+use arrow_array::{Array, ArrayRef};
+use hashbrown::HashMap;
+use std::ops::Range;
+use std::rc::Rc;
+
+use super::{CoreState, FileTask, ScanStats};
+
+/// Page index of the page containing `row`.
+pub(super) fn page_of(bounds: &[u32], row: u32) -> usize {
+    bounds.partition_point(|&b| b <= row).saturating_sub(1)
+}
+
+pub(super) type Pages = HashMap<(usize, usize), Rc<Frame>>;
+
+/// Loads the `(column, page)` pages, from the pool or by decoding (all misses in flight together).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn load_pages(
+    state: &CoreState,
+    task: &FileTask,
+    meta: &FileMeta,
+    file: &DirectFile,
+    row_group: usize,
+    wanted: Vec<(usize, usize)>,
+    pages: &mut Pages,
+    stats: &mut ScanStats,
+) -> Result<()> {
+    let mut misses = Vec::new();
+    for (column, page) in wanted {
+        if pages.contains_key(&(column, page)) {
+            continue;
+        }
+        let key = PageKey {
+            file_id: task.cache_id,
+            row_group: row_group as u32,
+            column: column as u32,
+            page: page as u32,
+        };
+        match state.pool.get(&key) {
+            Some(frame) => {
+                stats.bytes_scanned += frame.bytes as u64;
+                pages.insert((column, page), frame);
+            }
+            None => misses.push((column, page)),
+        }
+    }
+    if misses.is_empty() {
+        return Ok(());
+    }
+    // One decoder per column for all its missing pages; all columns' reads in flight together.
+    let mut by_column: Vec<(usize, Vec<usize>)> = Vec::new();
+    for &(column, page) in &misses {
+        match by_column.iter_mut().find(|(c, _)| *c == column) {
+            Some((_, pages)) => pages.push(page),
+            None => by_column.push((column, vec![page])),
+        }
+    }
+    by_column
+        .iter_mut()
+        .for_each(|(_, pages)| pages.sort_unstable());
+    let decodes = by_column.iter().map(|(column, column_pages)| async move {
+        let mut bytes_read = 0;
+        let arrays = reader::decode_pages(
+            file,
+            meta,
+            row_group,
+            *column,
+            column_pages,
+            &mut bytes_read,
+        )
+        .await?;
+        Ok::<_, Error>((arrays, bytes_read))
+    });
+    let decoded = futures::future::try_join_all(decodes).await?;
+    for ((column, column_pages), (arrays, bytes_read)) in by_column.into_iter().zip(decoded) {
+        stats.bytes_read += bytes_read;
+        for (page, array) in column_pages.into_iter().zip(arrays) {
+            let first_row = meta.page_bounds[row_group][column][page];
+            let key = PageKey {
+                file_id: task.cache_id,
+                row_group: row_group as u32,
+                column: column as u32,
+                page: page as u32,
+            };
+            let frame = state.pool.insert(key, Frame::new(first_row, array));
+            stats.bytes_scanned += frame.bytes as u64;
+            pages.insert((column, page), frame);
+        }
+    }
+    Ok(())
+}
+
+/// The slice of `column` for rows `range` of the row group.
+pub(super) fn column_slice(
+    meta: &FileMeta,
+    pages: &Pages,
+    row_group: usize,
+    column: usize,
+    range: &Range<u32>,
+) -> Result<ArrayRef> {
+    let bounds = &meta.page_bounds[row_group][column];
+    let page = page_of(bounds, range.start);
+    let frame = pages
+        .get(&(column, page))
+        .ok_or_else(|| Error::Internal(format!("page {page} of column {column} not loaded")))?;
+    let offset = (range.start - frame.first_row) as usize;
+    let length = (range.end - range.start) as usize;
+    if offset + length > frame.array.len() {
+        return Err(Error::corrupt(
+            &meta.path,
+            format!("column {column} page {page} is shorter than its index says"),
+        ));
+    }
+    Ok(frame.array.slice(offset, length))
+}
+
+/// Splits the non-Never segments at every page boundary of `columns`.
+pub(super) fn pieces(
+    meta: &FileMeta,
+    row_group: usize,
+    segments: &Segments,
+    columns: &[usize],
+) -> Vec<(Range<u32>, Truth)> {
+    let mut cuts: Vec<u32> = columns
+        .iter()
+        .flat_map(|&c| meta.page_bounds[row_group][c].iter().copied())
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut out = Vec::new();
+    for (range, truth) in segments.ranges() {
+        if truth == Truth::Never || range.is_empty() {
+            continue;
+        }
+        let mut start = range.start;
+        for &cut in cuts.iter().filter(|&&c| c > range.start && c < range.end) {
+            out.push((start..cut, truth));
+            start = cut;
+        }
+        out.push((start..range.end, truth));
+    }
+    out
+}
+
+pub(super) fn pages_for(
+    meta: &FileMeta,
+    row_group: usize,
+    columns: &[usize],
+    ranges: &[Range<u32>],
+) -> Vec<(usize, usize)> {
+    let mut wanted = Vec::new();
+    for &column in columns {
+        let bounds = &meta.page_bounds[row_group][column];
+        for range in ranges {
+            let first = page_of(bounds, range.start);
+            let last = page_of(bounds, range.end - 1);
+            for page in first..=last {
+                if !wanted.contains(&(column, page)) {
+                    wanted.push((column, page));
+                }
+            }
+        }
+    }
+    wanted
+}
