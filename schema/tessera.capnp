@@ -75,6 +75,8 @@ struct QueryStats {
   ipcBytes @13 :UInt64;        # bytes of Arrow IPC sent to the sink
   queuedMicros @14 :UInt64;    # time spent waiting for admission (CONCURRENT_QUERIES)
   bytesScanned @15 :UInt64;    # decoded bytes of the pages scanned, from the pool or the disk
+  rowsTotal @16 :UInt64;       # rows of the files that were not pruned
+  rowsFromStatistics @17 :UInt64;  # rows counted from statistics alone, without reading pages
 }
 
 interface BatchSink {

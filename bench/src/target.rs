@@ -278,8 +278,8 @@ impl User<'_> {
                 let output =
                     futures::executor::block_on(session.query_collect(sql)).map_err(op_error)?;
                 Ok(Answer {
-                    rows_scanned: output.stats.rows_scanned,
-                    bytes_read: output.stats.bytes_read,
+                    rows_scanned: output.stats.scan.rows_scanned,
+                    bytes_read: output.stats.scan.bytes_read,
                     engine_time: None,
                     batches: output.batches,
                 })

@@ -1,23 +1,80 @@
-//! Framing of the Arrow IPC stream an import receives, checked before any byte reaches Arrow's
-//! decoder: every message starts with the continuation marker, declares sizes under a bound, is
-//! a stream-format message (schema first, then record and dictionary batches), and the stream
-//! ends with the end-of-stream marker. Bytes may be split across writes anywhere; what is left
-//! over at the end (a message cut short, no end marker) is an error, never silently dropped.
+//! Reading an Arrow IPC stream that arrives in pieces: an import's `ImportStream.write`s on the
+//! server, a result's `BatchSink.push`es on the client. One reader for both.
 //!
-//! Pure byte logic: no I/O, no RPC; the `ImportStream` service feeds it and decodes the whole
-//! messages it hands back.
+//! Every message is checked before any byte reaches Arrow's decoder: it starts with the
+//! continuation marker, declares sizes under a bound, is a stream-format message (schema first,
+//! then record and dictionary batches), and the stream ends with the end-of-stream marker. Bytes
+//! may be split across pieces anywhere; what is left over at the end (a message cut short, no
+//! end marker) is an error, never silently dropped. Each byte is copied once into the message
+//! that holds it; a partial message waits in `pending` for the rest.
+//!
+//! Pure byte logic: no I/O, no RPC.
 
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::MessageHeader;
-use arrow_schema::Schema;
+use arrow_schema::{Schema, SchemaRef};
+use std::sync::Arc;
 
 const CONTINUATION_MARKER: [u8; 4] = [0xff; 4];
 /// Continuation marker and metadata length.
 const PREFIX_BYTES: usize = 8;
 
+/// What a piece of the stream decoded to, in stream order.
+pub enum Decoded {
+    Schema(SchemaRef),
+    Batch(RecordBatch),
+}
+
+/// Frames and decodes one Arrow IPC stream.
+pub struct IpcStreamReader {
+    framing: StreamFraming,
+    decoder: StreamDecoder,
+}
+
+impl IpcStreamReader {
+    /// `message_bytes_max` bounds one message (metadata plus body).
+    pub fn new(message_bytes_max: u64) -> IpcStreamReader {
+        IpcStreamReader {
+            framing: StreamFraming::new(message_bytes_max),
+            decoder: StreamDecoder::new(),
+        }
+    }
+
+    /// Takes the next bytes of the stream; returns what the messages they complete hold.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Decoded>, String> {
+        let mut decoded = Vec::new();
+        for frame in self.framing.push(bytes)? {
+            if let Some(schema) = frame.schema {
+                decoded.push(Decoded::Schema(Arc::new(schema)));
+            }
+            let mut buffer = frame.bytes;
+            while !buffer.is_empty() {
+                let before = buffer.len();
+                match self.decoder.decode(&mut buffer) {
+                    Ok(Some(batch)) => decoded.push(Decoded::Batch(batch)),
+                    Ok(None) if buffer.len() == before => {
+                        return Err("an Arrow IPC message the decoder did not take whole".into())
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(format!("bad Arrow IPC data: {e}")),
+                }
+            }
+        }
+        Ok(decoded)
+    }
+
+    /// At the end: whether the stream is whole (see `StreamFraming::finish`).
+    pub fn finish(&self) -> Result<(), String> {
+        self.framing.finish()
+    }
+}
+
 /// A message as received: its bytes (prefix, metadata and body) and, for the schema message, the
 /// schema it declares.
 pub struct Frame {
-    pub bytes: Vec<u8>,
+    pub bytes: Buffer,
     pub schema: Option<Schema>,
 }
 
@@ -31,6 +88,19 @@ pub struct StreamFraming {
     messages: u64,
     ended: bool,
     message_bytes_max: u64,
+}
+
+/// What the bytes at the front of the stream are.
+enum Next {
+    /// Not all there yet.
+    Incomplete,
+    /// The end-of-stream marker.
+    End,
+    /// A whole message, `length` bytes long.
+    Message {
+        length: usize,
+        schema: Option<Schema>,
+    },
 }
 
 impl StreamFraming {
@@ -47,21 +117,56 @@ impl StreamFraming {
 
     /// Takes the next bytes of the stream; returns the messages they complete, in order.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, String> {
-        if self.ended && !bytes.is_empty() {
-            return Err(format!(
-                "{} bytes after the end-of-stream marker",
-                bytes.len()
-            ));
+        // A message begun by an earlier piece is completed in `pending`; whole messages are cut
+        // straight out of `bytes`.
+        let mut pending = std::mem::take(&mut self.pending);
+        let from_pending = !pending.is_empty();
+        if from_pending {
+            pending.extend_from_slice(bytes);
         }
-        self.pending.extend_from_slice(bytes);
+        let data: &[u8] = if from_pending { &pending } else { bytes };
         let mut frames = Vec::new();
-        while let Some(frame) = self.next_frame()? {
-            frames.push(frame);
-        }
-        Ok(frames)
+        let mut start = 0;
+        let result = loop {
+            let rest = &data[start..];
+            if rest.is_empty() {
+                break Ok(());
+            }
+            if self.ended {
+                break Err(format!(
+                    "{} bytes after the end-of-stream marker",
+                    rest.len()
+                ));
+            }
+            match self.next(rest) {
+                Ok(Next::Incomplete) => break Ok(()),
+                Ok(Next::End) => {
+                    self.ended = true;
+                    start += PREFIX_BYTES;
+                    self.offset += PREFIX_BYTES as u64;
+                }
+                Ok(Next::Message { length, schema }) => {
+                    frames.push(Frame {
+                        bytes: Buffer::from(&rest[..length]),
+                        schema,
+                    });
+                    start += length;
+                    self.offset += length as u64;
+                    self.messages += 1;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.pending = if from_pending {
+            pending.drain(..start);
+            pending
+        } else {
+            bytes[start..].to_vec()
+        };
+        result.map(|()| frames)
     }
 
-    /// At commit: whether the stream is whole. An import that sent no bytes at all is whole.
+    /// At commit: whether the stream is whole. A stream that sent no bytes at all is whole.
     pub fn finish(&self) -> Result<(), String> {
         if !self.pending.is_empty() {
             return Err(format!(
@@ -73,47 +178,25 @@ impl StreamFraming {
         }
         if !self.ended && self.offset > 0 {
             return Err(format!(
-                "the stream has no end-of-stream marker after its {} messages; nothing was imported",
+                "the stream has no end-of-stream marker after its {} messages",
                 self.messages
             ));
         }
         Ok(())
     }
 
-    /// Cuts the next whole message off `pending`, if it is all there.
-    fn next_frame(&mut self) -> Result<Option<Frame>, String> {
-        if self.pending.is_empty() {
-            return Ok(None);
-        }
-        if self.ended {
-            return Err(format!(
-                "{} bytes after the end-of-stream marker",
-                self.pending.len()
-            ));
-        }
-        let marker = &self.pending[..self.pending.len().min(4)];
+    /// Reads what starts `data` (the stream from `self.offset` on).
+    fn next(&self, data: &[u8]) -> Result<Next, String> {
+        let marker = &data[..data.len().min(4)];
         if marker != &CONTINUATION_MARKER[..marker.len()] {
-            return Err(self.bad_marker());
+            return Err(self.bad_marker(data));
         }
-        if self.pending.len() < PREFIX_BYTES {
-            return Ok(None);
+        if data.len() < PREFIX_BYTES {
+            return Ok(Next::Incomplete);
         }
-        let declared = i32::from_le_bytes([
-            self.pending[4],
-            self.pending[5],
-            self.pending[6],
-            self.pending[7],
-        ]);
+        let declared = i32::from_le_bytes([data[4], data[5], data[6], data[7]]);
         if declared == 0 {
-            self.ended = true;
-            self.consume(PREFIX_BYTES);
-            if !self.pending.is_empty() {
-                return Err(format!(
-                    "{} bytes after the end-of-stream marker",
-                    self.pending.len()
-                ));
-            }
-            return Ok(None);
+            return Ok(Next::End);
         }
         let message = self.messages + 1;
         if declared < 0 || declared as u64 > self.message_bytes_max {
@@ -123,11 +206,11 @@ impl StreamFraming {
             ));
         }
         let metadata_end = PREFIX_BYTES + declared as usize;
-        if self.pending.len() < metadata_end {
-            return Ok(None);
+        if data.len() < metadata_end {
+            return Ok(Next::Incomplete);
         }
         // flatbuffers wants its bytes aligned; arrow's buffers are.
-        let metadata = arrow_buffer::Buffer::from(&self.pending[PREFIX_BYTES..metadata_end]);
+        let metadata = Buffer::from(&data[PREFIX_BYTES..metadata_end]);
         let parsed = arrow_ipc::root_as_message(&metadata)
             .map_err(|e| format!("message {message} is not an Arrow IPC message: {e}"))?;
         let header = parsed.header_type();
@@ -163,25 +246,16 @@ impl StreamFraming {
                 self.message_bytes_max
             ));
         }
-        let end = metadata_end + body as usize;
-        if self.pending.len() < end {
-            return Ok(None);
+        let length = metadata_end + body as usize;
+        if data.len() < length {
+            return Ok(Next::Incomplete);
         }
-        let rest = self.pending.split_off(end);
-        let bytes = std::mem::replace(&mut self.pending, rest);
-        self.offset += end as u64;
-        self.messages += 1;
-        Ok(Some(Frame { bytes, schema }))
-    }
-
-    fn consume(&mut self, bytes: usize) {
-        self.pending.drain(..bytes);
-        self.offset += bytes as u64;
+        Ok(Next::Message { length, schema })
     }
 
     /// Explains bytes that do not start with the continuation marker.
-    fn bad_marker(&self) -> String {
-        let head = &self.pending[..self.pending.len().min(8)];
+    fn bad_marker(&self, data: &[u8]) -> String {
+        let head = &data[..data.len().min(8)];
         let found: String = head.iter().map(|b| format!("{b:02x}")).collect();
         let what = if self.offset == 0 && head.starts_with(b"ARROW1") {
             "this is the Arrow IPC file format, not the stream format"
@@ -230,6 +304,25 @@ mod tests {
             assert_eq!(frames.len(), 3, "cut at {cut}");
             assert!(frames[0].schema.is_some());
             framing.finish().unwrap();
+        }
+    }
+
+    #[test]
+    fn reader_decodes_the_schema_then_every_batch_split_anywhere() {
+        let bytes = stream(&[1, 2, 3], true);
+        for cut in 0..bytes.len() {
+            let mut reader = IpcStreamReader::new(1 << 20);
+            let mut decoded = reader.push(&bytes[..cut]).unwrap();
+            decoded.extend(reader.push(&bytes[cut..]).unwrap());
+            reader.finish().unwrap();
+            let shape: Vec<String> = decoded
+                .iter()
+                .map(|d| match d {
+                    Decoded::Schema(schema) => format!("schema {}", schema.field(0).name()),
+                    Decoded::Batch(batch) => format!("batch {}", batch.num_rows()),
+                })
+                .collect();
+            assert_eq!(shape, ["schema n", "batch 3", "batch 3"], "cut at {cut}");
         }
     }
 

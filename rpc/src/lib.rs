@@ -7,9 +7,12 @@ pub mod client;
 pub mod codes;
 mod ipc_frames;
 pub mod metrics;
+pub mod node;
 pub mod server;
 mod service;
+pub mod stats;
 pub mod tls;
 
 pub use client::{Client, ClientError, ConnectOptions, QueryOutput, QueryStats, Session};
-pub use server::{Limits, Server, ServerConfig, ServerError, TlsFiles};
+pub use node::Limits;
+pub use server::{Server, ServerConfig, ServerError, TlsFiles};

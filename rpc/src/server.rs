@@ -11,6 +11,7 @@
 
 use crate::auth::{AuthConfig, Verifier};
 use crate::metrics::{self, HttpServer, Metrics, NodeProbe};
+use crate::node::{Limits, Shared};
 use crate::service::{self, Connection};
 use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
 use futures::io::{AsyncReadExt, BufReader, BufWriter};
@@ -24,56 +25,6 @@ use std::time::{Duration, Instant};
 use tessera_storage_engine::engine::CoreContext;
 use tessera_storage_engine::runtime::{self, TcpConnection, TcpListener};
 use tessera_storage_engine::Engine;
-
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Largest incoming message, in 8-byte words (Cap'n Proto's traversal limit).
-    pub traversal_limit_words: usize,
-    /// Deepest pointer nesting in an incoming message.
-    pub nesting_limit: i32,
-    pub calls_in_flight_per_connection: usize,
-    pub connections_max: usize,
-    /// Queries running on the node at once (`CONCURRENT_QUERIES`).
-    pub concurrent_queries: usize,
-    /// How long a query beyond `concurrent_queries` waits before `overloaded`.
-    pub admission_wait: Duration,
-    /// A connection with no call in flight and nothing received for this long is closed.
-    pub idle_timeout: Duration,
-    /// A sink that accepts nothing for this long fails its query (the client stopped reading).
-    pub stall_timeout: Duration,
-    /// Target Arrow IPC bytes per `BatchSink.push`.
-    pub push_bytes: usize,
-    /// Cap'n Proto streaming flow-control window per connection, in bytes.
-    pub flow_window_bytes: usize,
-    /// Rows an `importBatches` stream buffers before it writes files.
-    pub import_buffer_bytes: u64,
-    /// Threads doing blocking file-system work (import writes and commits, table creation and
-    /// removal) at once on the node; work beyond waits up to `admission_wait`, then gets
-    /// `overloaded`.
-    pub blocking_threads_max: usize,
-    /// Memory one query's result may hold on the server (from `MAX_MEMORY_GB`).
-    pub query_memory_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            traversal_limit_words: 8 << 20,
-            nesting_limit: 64,
-            calls_in_flight_per_connection: 64,
-            connections_max: 10_000,
-            concurrent_queries: 16,
-            admission_wait: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(300),
-            stall_timeout: Duration::from_secs(30),
-            push_bytes: 1 << 20,
-            flow_window_bytes: 4 << 20,
-            import_buffer_bytes: 256 << 20,
-            blocking_threads_max: 32,
-            query_memory_bytes: 4 << 30,
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -97,23 +48,6 @@ pub struct TlsFiles {
 
 /// A TLS handshake that takes longer than this closes the connection.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What every core's connections share: settings, token verification, counters. Atomics only.
-pub struct Shared {
-    pub verifier: Verifier,
-    pub limits: Limits,
-    pub metrics: Arc<Metrics>,
-    pub queries_running: AtomicUsize,
-    /// Blocking threads running (`Limits::blocking_threads_max`).
-    pub blocking_threads: AtomicUsize,
-    pub connections: AtomicUsize,
-    pub started: Instant,
-    pub data_dir: PathBuf,
-    pub cores: usize,
-    pub address: SocketAddr,
-    pub max_memory_bytes: u64,
-    pub tls: Option<futures_rustls::TlsAcceptor>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

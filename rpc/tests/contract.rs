@@ -213,7 +213,7 @@ fn pages_total_counts_pages_of_unfiltered_scans() {
             .query_collect("SELECT SUM(amount) FROM events")
             .await
             .unwrap();
-        let stats = output.stats;
+        let stats = output.stats.scan;
         assert!(stats.pool_misses + stats.pool_hits > 0, "{stats:?}");
         assert!(
             stats.pages_total >= stats.pool_misses + stats.pool_hits,

@@ -141,19 +141,22 @@ fn a_warm_query_counts_the_bytes_it_scans() {
         body
     };
     let cold = run();
-    let before = scrape_when_scanned(cold.bytes_scanned);
+    let before = scrape_when_scanned(cold.scan.bytes_scanned);
     let warm = run();
-    let after = scrape_when_scanned(cold.bytes_scanned + warm.bytes_scanned);
-    assert_eq!(warm.bytes_read, 0, "the warm query reads nothing from disk");
-    assert!(warm.bytes_scanned > 0, "{warm:?}");
-    assert_eq!(warm.bytes_scanned, cold.bytes_scanned);
+    let after = scrape_when_scanned(cold.scan.bytes_scanned + warm.scan.bytes_scanned);
+    assert_eq!(
+        warm.scan.bytes_read, 0,
+        "the warm query reads nothing from disk"
+    );
+    assert!(warm.scan.bytes_scanned > 0, "{warm:?}");
+    assert_eq!(warm.scan.bytes_scanned, cold.scan.bytes_scanned);
     assert_eq!(
         sample(&after, scanned_metric) - sample(&before, scanned_metric),
-        warm.bytes_scanned as f64,
+        warm.scan.bytes_scanned as f64,
         "the warm query's scanned bytes are counted"
     );
     assert_eq!(
         sample(&after, "tessera_data_read_bytes_total"),
-        cold.bytes_read as f64
+        cold.scan.bytes_read as f64
     );
 }

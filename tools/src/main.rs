@@ -12,6 +12,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
+use tessera_storage_engine::exec::ScanStats;
 use tessera_storage_engine::manifest::{Compression, PartitionSpec, WriterSettings};
 use tessera_storage_engine::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::{gen, source, Engine, EngineConfig, QueryResult};
@@ -433,21 +434,11 @@ fn run_remote_sql(session: &tessera_rpc::Session, format: Format, sql: &str) -> 
     let output =
         futures::executor::block_on(session.query_collect(sql)).map_err(|e| e.to_string())?;
     let s = &output.stats;
-    let footer = format!(
-        "{} row(s) in {:.3} ms on the server | rows scanned {} | bytes read {} | files pruned {}/{} | row groups pruned {}/{} | pages pruned {}/{} | pool hits {} misses {} | {} IPC bytes",
+    let footer = footer(
         s.rows_returned,
         s.elapsed_micros as f64 / 1e3,
-        s.rows_scanned,
-        s.bytes_read,
-        s.files_pruned,
-        s.files_total,
-        s.row_groups_pruned,
-        s.row_groups_total,
-        s.pages_pruned,
-        s.pages_total,
-        s.pool_hits,
-        s.pool_misses,
-        s.ipc_bytes
+        &s.scan,
+        Some(s.ipc_bytes),
     );
     let explain = explain_text(&output.batches);
     print_batches(
@@ -697,12 +688,12 @@ fn run_sql(engine: &EngineArgs, tenant: &str, format: Format, sql: &str) -> Resu
     print_result(&result, format)
 }
 
-fn print_result(result: &QueryResult, format: Format) -> Result<(), String> {
-    let scan = &result.stats.scan;
-    let footer = format!(
-        "{} row(s) in {:.3} ms | rows scanned {} of {} ({} from statistics) | bytes read {} | files pruned {}/{} | row groups pruned {}/{} | pages pruned {}/{} | pool hits {} misses {}",
-        result.num_rows(),
-        result.stats.elapsed.as_secs_f64() * 1e3,
+/// The line under a result: the same counters whether the query ran here or on a server (which
+/// adds the Arrow IPC bytes it sent).
+fn footer(rows: u64, elapsed_ms: f64, scan: &ScanStats, ipc_bytes: Option<u64>) -> String {
+    let mut footer = format!(
+        "{rows} row(s) in {elapsed_ms:.3} ms{} | rows scanned {} of {} ({} from statistics) | bytes read {} | files pruned {}/{} | row groups pruned {}/{} | pages pruned {}/{} | pool hits {} misses {}",
+        if ipc_bytes.is_some() { " on the server" } else { "" },
         scan.rows_scanned,
         scan.rows_total,
         scan.rows_from_statistics,
@@ -715,6 +706,19 @@ fn print_result(result: &QueryResult, format: Format) -> Result<(), String> {
         scan.pages_total,
         scan.pool_hits,
         scan.pool_misses
+    );
+    if let Some(bytes) = ipc_bytes {
+        footer.push_str(&format!(" | {bytes} IPC bytes"));
+    }
+    footer
+}
+
+fn print_result(result: &QueryResult, format: Format) -> Result<(), String> {
+    let footer = footer(
+        result.num_rows() as u64,
+        result.stats.elapsed.as_secs_f64() * 1e3,
+        &result.stats.scan,
+        None,
     );
     print_batches(
         &result.schema,

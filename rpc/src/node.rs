@@ -1,0 +1,78 @@
+//! What every core's connections share: the node's limits, token verification and counters.
+//! Both the server (which builds it) and the capability objects (which read it) depend on this
+//! module, never on each other.
+
+use crate::auth::Verifier;
+use crate::metrics::Metrics;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest incoming message, in 8-byte words (Cap'n Proto's traversal limit).
+    pub traversal_limit_words: usize,
+    /// Deepest pointer nesting in an incoming message.
+    pub nesting_limit: i32,
+    pub calls_in_flight_per_connection: usize,
+    pub connections_max: usize,
+    /// Queries running on the node at once (`CONCURRENT_QUERIES`).
+    pub concurrent_queries: usize,
+    /// How long a query beyond `concurrent_queries` waits before `overloaded`.
+    pub admission_wait: Duration,
+    /// A connection with no call in flight and nothing received for this long is closed.
+    pub idle_timeout: Duration,
+    /// A sink that accepts nothing for this long fails its query (the client stopped reading).
+    pub stall_timeout: Duration,
+    /// Target Arrow IPC bytes per `BatchSink.push`.
+    pub push_bytes: usize,
+    /// Cap'n Proto streaming flow-control window per connection, in bytes.
+    pub flow_window_bytes: usize,
+    /// Rows an `importBatches` stream buffers before it writes files.
+    pub import_buffer_bytes: u64,
+    /// Threads doing blocking file-system work (import writes and commits, table creation and
+    /// removal) at once on the node; work beyond waits up to `admission_wait`, then gets
+    /// `overloaded`.
+    pub blocking_threads_max: usize,
+    /// Memory one query's result may hold on the server (from `MAX_MEMORY_GB`).
+    pub query_memory_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            traversal_limit_words: 8 << 20,
+            nesting_limit: 64,
+            calls_in_flight_per_connection: 64,
+            connections_max: 10_000,
+            concurrent_queries: 16,
+            admission_wait: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(300),
+            stall_timeout: Duration::from_secs(30),
+            push_bytes: 1 << 20,
+            flow_window_bytes: 4 << 20,
+            import_buffer_bytes: 256 << 20,
+            blocking_threads_max: 32,
+            query_memory_bytes: 4 << 30,
+        }
+    }
+}
+
+/// What every core's connections share: settings, token verification, counters. Atomics only.
+pub struct Shared {
+    pub verifier: Verifier,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    pub queries_running: AtomicUsize,
+    /// Blocking threads running (`Limits::blocking_threads_max`).
+    pub blocking_threads: AtomicUsize,
+    pub connections: AtomicUsize,
+    pub started: Instant,
+    pub data_dir: PathBuf,
+    pub cores: usize,
+    pub address: SocketAddr,
+    pub max_memory_bytes: u64,
+    pub tls: Option<futures_rustls::TlsAcceptor>,
+}

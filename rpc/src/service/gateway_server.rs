@@ -1,0 +1,82 @@
+//! `Gateway`: the bootstrap capability; login turns a verified token into a `Tenant` or `Operator`.
+
+use super::*;
+
+pub fn gateway(connection: Rc<Connection>) -> gateway::Client {
+    capnp_rpc::new_client(GatewayServer { connection })
+}
+
+struct GatewayServer {
+    connection: Rc<Connection>,
+}
+
+impl GatewayServer {
+    fn verify(&self, token: &str) -> Result<Identity, Error> {
+        self.connection.shared.verifier.verify(token).map_err(|e| {
+            self.connection.shared.metrics.logins_failed.inc();
+            error("unauthenticated", e)
+        })
+    }
+}
+
+impl gateway::Server for GatewayServer {
+    async fn login(
+        self: Rc<Self>,
+        params: gateway::LoginParams,
+        mut results: gateway::LoginResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        let token = text(params.get()?.get_token()?)?;
+        let identity = self.verify(&token)?;
+        let Some(tenant) = identity.tenant.clone() else {
+            return Err(error(
+                "permission",
+                "an operator token has no tenant; use operatorLogin",
+            ));
+        };
+        let mut out = results.get();
+        out.set_role(wire_role(identity.role));
+        out.set_tenant(capnp_rpc::new_client(TenantServer {
+            connection: self.connection.clone(),
+            tenant,
+            identity,
+            running: RefCell::new(HashMap::new()),
+            next_query: Cell::new(0),
+        }));
+        Ok(())
+    }
+
+    async fn operator_login(
+        self: Rc<Self>,
+        params: gateway::OperatorLoginParams,
+        mut results: gateway::OperatorLoginResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        let token = text(params.get()?.get_token()?)?;
+        let identity = self.verify(&token)?;
+        if identity.role != Role::Operator {
+            return Err(error(
+                "permission",
+                format!("a {} token cannot act as operator", identity.role.name()),
+            ));
+        }
+        results
+            .get()
+            .set_operator(capnp_rpc::new_client(OperatorServer {
+                connection: self.connection.clone(),
+                identity,
+            }));
+        Ok(())
+    }
+
+    async fn version(
+        self: Rc<Self>,
+        _: gateway::VersionParams,
+        mut results: gateway::VersionResults,
+    ) -> Result<(), Error> {
+        let mut out = results.get();
+        out.set_protocol(tessera_schema::PROTOCOL_VERSION);
+        out.set_server(env!("CARGO_PKG_VERSION"));
+        Ok(())
+    }
+}

@@ -1,0 +1,296 @@
+//! The capability objects a connection serves: `Gateway` (bootstrap), `Tenant` (bound at login to
+//! the tenant and role of a verified token), `Admin`, `Operator` and `ImportStream`. Everything a
+//! method may touch is reached through the identity its object holds; no method reads a tenant
+//! name from its parameters.
+
+use crate::auth::{self, Identity, Role};
+use crate::codes::{self, ErrorCode};
+use crate::ipc_frames::{Decoded, IpcStreamReader};
+use crate::node::Shared;
+use crate::stats::QueryStats;
+use arrow_array::RecordBatch;
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::{Field, Schema, SchemaRef};
+use capnp::Error;
+use futures::channel::oneshot;
+use futures::future::{AbortHandle, Abortable};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tessera_schema::tessera_capnp::{
+    admin, batch_sink, gateway, import_stream, operator, table_info, tenant,
+    Compression as WireCompression, Role as WireRole,
+};
+use tessera_storage_engine::engine::{BatchSink, CoreContext};
+use tessera_storage_engine::manifest::{
+    self, ColumnDef, Compression, PartitionSpec, TableManifest, WriterSettings,
+};
+use tessera_storage_engine::runtime;
+use tessera_storage_engine::sql::{self, Statement};
+use tessera_storage_engine::value::ColumnType;
+use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+
+mod admin_server;
+mod gateway_server;
+mod import_server;
+mod operator_server;
+mod tenant_server;
+
+use admin_server::AdminServer;
+pub use gateway_server::gateway;
+use import_server::ImportStreamServer;
+use operator_server::OperatorServer;
+use tenant_server::TenantServer;
+
+/// An error whose description starts with one of the schema's `ErrorCode`s.
+pub fn fail(code: ErrorCode, message: impl std::fmt::Display) -> Error {
+    Error::failed(format!("{}: {message}", codes::text(code)))
+}
+
+/// As `fail`, with the code's wire text; a text that is no schema code becomes `internal`
+/// (and fails debug builds), so the codes on the wire stay the schema's.
+pub fn error(code: &str, message: impl std::fmt::Display) -> Error {
+    let parsed = codes::parse(code);
+    debug_assert!(
+        parsed.is_some(),
+        "{code:?} is not an ErrorCode of the schema"
+    );
+    fail(parsed.unwrap_or(ErrorCode::Internal), message)
+}
+
+fn engine_error(e: tessera_storage_engine::Error) -> Error {
+    error(e.code(), e)
+}
+
+fn text(reader: capnp::text::Reader<'_>) -> Result<String, Error> {
+    reader
+        .to_str()
+        .map(str::to_owned)
+        .map_err(|_| error("invalid", "text is not UTF-8"))
+}
+
+/// State of one connection, shared by every capability served on it. Lives on one core.
+pub struct Connection {
+    context: CoreContext,
+    shared: Arc<Shared>,
+    in_flight: Cell<usize>,
+}
+
+impl Connection {
+    pub fn new(context: CoreContext, shared: Arc<Shared>) -> Connection {
+        Connection {
+            context,
+            shared,
+            in_flight: Cell::new(0),
+        }
+    }
+
+    pub fn calls_in_flight(&self) -> usize {
+        self.in_flight.get()
+    }
+
+    /// Admits one call on this connection, or refuses it over `calls_in_flight_per_connection`.
+    fn enter(self: &Rc<Self>) -> Result<CallGuard, Error> {
+        let limit = self.shared.limits.calls_in_flight_per_connection;
+        if self.in_flight.get() >= limit {
+            return Err(error(
+                "limit",
+                format!("{limit} calls are already in flight on this connection"),
+            ));
+        }
+        self.in_flight.set(self.in_flight.get() + 1);
+        Ok(CallGuard(self.clone()))
+    }
+
+    fn data_dir(&self) -> &std::path::Path {
+        &self.shared.data_dir
+    }
+}
+
+struct CallGuard(Rc<Connection>);
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+    }
+}
+
+/// A running-query slot under `CONCURRENT_QUERIES`, released on drop.
+struct QuerySlot(Arc<Shared>);
+
+impl Drop for QuerySlot {
+    fn drop(&mut self) {
+        self.0.queries_running.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.queries_running.dec();
+    }
+}
+
+/// Takes a query slot, waiting up to `admission_wait` for one; then `overloaded`.
+async fn admit(shared: &Arc<Shared>) -> Result<QuerySlot, Error> {
+    let limit = shared.limits.concurrent_queries;
+    let deadline = Instant::now() + shared.limits.admission_wait;
+    let mut pause = std::time::Duration::from_micros(500);
+    loop {
+        let running = shared.queries_running.load(Ordering::Acquire);
+        if running < limit {
+            if shared
+                .queries_running
+                .compare_exchange(running, running + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                shared.metrics.queries_running.inc();
+                return Ok(QuerySlot(shared.clone()));
+            }
+            continue;
+        }
+        if Instant::now() >= deadline {
+            shared.metrics.queries_rejected_overloaded.inc();
+            return Err(Error::overloaded(format!(
+                "overloaded: {running} queries are running (CONCURRENT_QUERIES={limit}); retry later"
+            )));
+        }
+        // Waiters poll with backoff: a slot frees when any core finishes a query.
+        runtime::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(8));
+    }
+}
+
+/// A blocking thread's place under `Limits::blocking_threads_max`, released on drop.
+struct BlockingSlot(Arc<Shared>);
+
+impl BlockingSlot {
+    fn try_acquire(shared: &Arc<Shared>) -> Option<BlockingSlot> {
+        let limit = shared.limits.blocking_threads_max;
+        let mut running = shared.blocking_threads.load(Ordering::Acquire);
+        while running < limit {
+            match shared.blocking_threads.compare_exchange(
+                running,
+                running + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(BlockingSlot(shared.clone())),
+                Err(now) => running = now,
+            }
+        }
+        None
+    }
+
+    /// Takes a place, waiting up to `admission_wait` for one; then `overloaded`.
+    async fn acquire(shared: &Arc<Shared>) -> Result<BlockingSlot, Error> {
+        let deadline = Instant::now() + shared.limits.admission_wait;
+        let mut pause = std::time::Duration::from_micros(500);
+        loop {
+            if let Some(slot) = BlockingSlot::try_acquire(shared) {
+                return Ok(slot);
+            }
+            if Instant::now() >= deadline {
+                let limit = shared.limits.blocking_threads_max;
+                return Err(Error::overloaded(format!(
+                    "overloaded: {limit} blocking jobs (imports, table changes) are running; retry later"
+                )));
+            }
+            runtime::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(8));
+        }
+    }
+}
+
+impl Drop for BlockingSlot {
+    fn drop(&mut self) {
+        self.0.blocking_threads.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs blocking file-system work (import writes and commits, table creation and removal) off
+/// the core, on a thread of its own that ends with the job: at most `blocking_threads_max` at
+/// once on the node, so many clients cannot make the node start unbounded threads.
+async fn blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    let slot = BlockingSlot::acquire(shared).await?;
+    let (sender, receiver) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("tessera-blocking".into())
+        .spawn(move || {
+            let result = work();
+            drop(slot);
+            let _ = sender.send(result);
+        })
+        .map_err(|e| error("internal", format!("cannot start a worker thread: {e}")))?;
+    receiver
+        .await
+        .map_err(|_| error("internal", "a worker thread died"))
+}
+
+fn wire_role(role: Role) -> WireRole {
+    match role {
+        Role::Reader => WireRole::Reader,
+        Role::Writer => WireRole::Writer,
+        Role::Admin => WireRole::Admin,
+        Role::Operator => WireRole::Operator,
+    }
+}
+
+fn check_expiry(identity: &Identity) -> Result<(), Error> {
+    if auth::expired(identity.expires_at) {
+        return Err(error(
+            "unauthenticated",
+            "the token behind this capability has expired; log in again",
+        ));
+    }
+    Ok(())
+}
+
+fn load_table(
+    data_dir: &std::path::Path,
+    tenant: &str,
+    table: &str,
+) -> Result<TableManifest, Error> {
+    manifest::load(data_dir, tenant, table)
+        .map_err(engine_error)?
+        .ok_or_else(|| error("not_found", format!("no table {table}")))
+}
+
+fn load_tables(data_dir: &std::path::Path, tenant: &str) -> Result<Vec<TableManifest>, Error> {
+    let names = manifest::list_tables(data_dir, tenant).map_err(engine_error)?;
+    let mut manifests = Vec::with_capacity(names.len());
+    for name in names {
+        // A table dropped between listing and loading is simply not listed.
+        if let Some(manifest) = manifest::load(data_dir, tenant, &name).map_err(engine_error)? {
+            manifests.push(manifest);
+        }
+    }
+    Ok(manifests)
+}
+
+fn write_table_info(mut out: table_info::Builder<'_>, manifest: &TableManifest) {
+    out.set_name(&manifest.table);
+    let mut columns = out.reborrow().init_columns(manifest.columns.len() as u32);
+    for (i, column) in manifest.columns.iter().enumerate() {
+        let mut c = columns.reborrow().get(i as u32);
+        c.set_name(&column.name);
+        c.set_type(column.column_type.name());
+        c.set_nullable(column.nullable);
+    }
+    out.set_time_column(manifest.partition.time_column.as_deref().unwrap_or(""));
+    let mut partition = out
+        .reborrow()
+        .init_partition_by(manifest.partition.columns.len() as u32);
+    for (i, column) in manifest.partition.columns.iter().enumerate() {
+        partition.set(i as u32, column);
+    }
+    out.set_compression(match manifest.writer.compression {
+        Compression::Snappy => WireCompression::Snappy,
+        Compression::Zstd => WireCompression::Zstd,
+        Compression::None => WireCompression::None,
+    });
+    out.set_rows(manifest.total_rows());
+    out.set_files(manifest.files.len() as u64);
+    out.set_bytes(manifest.total_bytes());
+    out.set_version(manifest.version);
+}

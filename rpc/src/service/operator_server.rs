@@ -1,0 +1,94 @@
+//! `Operator`: node-wide operations (tenants), for operator tokens only.
+
+use super::*;
+
+pub(super) struct OperatorServer {
+    pub(super) connection: Rc<Connection>,
+    pub(super) identity: Identity,
+}
+
+impl OperatorServer {
+    fn tenant_dir(&self, name: &str) -> Result<std::path::PathBuf, Error> {
+        check_expiry(&self.identity)?;
+        manifest::validate_name("tenant", name).map_err(engine_error)?;
+        Ok(self.connection.data_dir().join(name))
+    }
+}
+
+impl operator::Server for OperatorServer {
+    async fn create_tenant(
+        self: Rc<Self>,
+        params: operator::CreateTenantParams,
+        mut results: operator::CreateTenantResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        let dir = self.tenant_dir(&text(params.get()?.get_name()?)?)?;
+        let created = !dir.exists();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| error("io", format!("{}: {e}", dir.display())))?;
+        results.get().set_created(created);
+        Ok(())
+    }
+
+    async fn drop_tenant(
+        self: Rc<Self>,
+        params: operator::DropTenantParams,
+        mut results: operator::DropTenantResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        let name = text(params.get()?.get_name()?)?;
+        self.tenant_dir(&name)?;
+        let data_dir = self.connection.data_dir().to_owned();
+        let dropped = blocking(&self.connection.shared, move || {
+            manifest::drop_tenant(&data_dir, &name)
+        })
+        .await?
+        .map_err(engine_error)?;
+        let existed = dropped.is_some();
+        if let Some(manifests) = dropped {
+            self.connection.context.forget_tables(&manifests).await;
+        }
+        results.get().set_existed(existed);
+        Ok(())
+    }
+
+    async fn list_tenants(
+        self: Rc<Self>,
+        _: operator::ListTenantsParams,
+        mut results: operator::ListTenantsResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        check_expiry(&self.identity)?;
+        let data_dir = self.connection.data_dir();
+        let mut tenants: Vec<String> = std::fs::read_dir(data_dir)
+            .map_err(|e| error("io", format!("{}: {e}", data_dir.display())))?
+            .flatten()
+            .filter(|entry| entry.path().is_dir())
+            .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+            .filter(|name| manifest::validate_name("tenant", name).is_ok())
+            .collect();
+        tenants.sort();
+        let mut list = results.get().init_tenants(tenants.len() as u32);
+        for (i, tenant) in tenants.iter().enumerate() {
+            list.set(i as u32, tenant);
+        }
+        Ok(())
+    }
+
+    async fn nodes(
+        self: Rc<Self>,
+        _: operator::NodesParams,
+        mut results: operator::NodesResults,
+    ) -> Result<(), Error> {
+        check_expiry(&self.identity)?;
+        let shared = &self.connection.shared;
+        let mut node = results.get().init_nodes(1).get(0);
+        node.set_address(shared.address.to_string());
+        node.set_cores(shared.cores as u32);
+        node.set_version(env!("CARGO_PKG_VERSION"));
+        node.set_uptime_seconds(shared.started.elapsed().as_secs());
+        node.set_queries_running(shared.queries_running.load(Ordering::Relaxed) as u32);
+        node.set_connections(shared.connections.load(Ordering::Relaxed) as u32);
+        Ok(())
+    }
+}

@@ -1,0 +1,388 @@
+//! `Tenant`: queries (admitted under `CONCURRENT_QUERIES`, streamed to the client's `BatchSink`,
+//! cancellable by tag), table listing and description, and the way to `Admin` and `ImportStream`.
+
+use super::*;
+
+pub(super) struct TenantServer {
+    pub(super) connection: Rc<Connection>,
+    pub(super) tenant: String,
+    pub(super) identity: Identity,
+    /// Running queries of this capability by client tag, for `cancel`.
+    pub(super) running: RefCell<RunningQueries>,
+    /// Identifies a query among those sharing its tag, so it can unregister itself.
+    pub(super) next_query: Cell<u64>,
+}
+
+/// Abort handles of running queries by client tag, each with the id of its query.
+pub(super) type RunningQueries = HashMap<u64, Vec<(u64, AbortHandle)>>;
+
+/// One query's entry in its capability's registry; dropping it removes the entry.
+struct Running<'a> {
+    running: &'a RefCell<RunningQueries>,
+    tag: u64,
+    id: u64,
+}
+
+impl<'a> Running<'a> {
+    fn register(
+        running: &'a RefCell<RunningQueries>,
+        next_query: &Cell<u64>,
+        tag: u64,
+        handle: AbortHandle,
+    ) -> Running<'a> {
+        let id = next_query.get();
+        next_query.set(id.wrapping_add(1));
+        running
+            .borrow_mut()
+            .entry(tag)
+            .or_default()
+            .push((id, handle));
+        Running { running, tag, id }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut running = self.running.borrow_mut();
+        if let Some(handles) = running.get_mut(&self.tag) {
+            handles.retain(|(id, _)| *id != self.id);
+            if handles.is_empty() {
+                running.remove(&self.tag);
+            }
+        }
+    }
+}
+
+impl TenantServer {
+    fn check(&self) -> Result<(), Error> {
+        check_expiry(&self.identity)
+    }
+
+    async fn run_query(
+        &self,
+        statement: Statement,
+        sink: batch_sink::Client,
+        queued_micros: u64,
+    ) -> Result<QueryStats, Error> {
+        let started = Instant::now();
+        let limits = &self.connection.shared.limits;
+        let mut out = PushSink::new(&sink, limits);
+        let result = match self
+            .connection
+            .context
+            .execute_into(&self.tenant, statement, &mut out)
+            .await
+        {
+            Ok(result) => result,
+            // A failure of our own sink explains itself better than the engine's "cancelled".
+            Err(e) => return Err(out.failure.take().unwrap_or_else(|| engine_error(e))),
+        };
+        out.finish(&result.schema).await?;
+        let stats = QueryStats {
+            rows_returned: out.rows,
+            scan: result.stats.scan.clone(),
+            elapsed_micros: started.elapsed().as_micros() as u64,
+            batches: out.batches,
+            ipc_bytes: out.bytes,
+            queued_micros,
+        };
+        // `done` follows every push (calls on one capability are delivered in order); its reply
+        // confirms the client took the whole result before this call returns.
+        let mut done = sink.done_request();
+        stats.write(done.get().init_stats());
+        runtime::timeout(limits.stall_timeout, done.send().promise)
+            .await
+            .ok_or_else(|| stalled(limits))?
+            .map_err(|e| error("cancelled", format!("the result sink failed: {e}")))?;
+        Ok(stats)
+    }
+}
+
+fn stalled(limits: &crate::node::Limits) -> Error {
+    error(
+        "cancelled",
+        format!(
+            "the client accepted no result data for {} s",
+            limits.stall_timeout.as_secs()
+        ),
+    )
+}
+
+/// Streams a result into the client's `BatchSink` as Arrow IPC, about `push_bytes` per push,
+/// waiting for flow control between pushes (a slow client slows the query, not the server's
+/// memory).
+struct PushSink<'a> {
+    sink: &'a batch_sink::Client,
+    limits: &'a crate::node::Limits,
+    writer: Option<StreamWriter<Vec<u8>>>,
+    batches: u64,
+    bytes: u64,
+    rows: u64,
+    failure: Option<Error>,
+}
+
+impl<'a> PushSink<'a> {
+    fn new(sink: &'a batch_sink::Client, limits: &'a crate::node::Limits) -> Self {
+        PushSink {
+            sink,
+            limits,
+            writer: None,
+            batches: 0,
+            bytes: 0,
+            rows: 0,
+            failure: None,
+        }
+    }
+
+    fn writer(&mut self, schema: &SchemaRef) -> Result<&mut StreamWriter<Vec<u8>>, Error> {
+        if self.writer.is_none() {
+            let writer = StreamWriter::try_new(Vec::with_capacity(self.limits.push_bytes), schema)
+                .map_err(ipc_error)?;
+            self.writer = Some(writer);
+        }
+        Ok(self.writer.as_mut().expect("set above"))
+    }
+
+    async fn push_batch(&mut self, batch: RecordBatch) -> Result<(), Error> {
+        let held = batch.get_array_memory_size() as u64;
+        if held > self.limits.query_memory_bytes {
+            return Err(error(
+                "limit",
+                format!(
+                    "the result holds {held} bytes, over the per-query limit of {} bytes; add a filter or LIMIT",
+                    self.limits.query_memory_bytes
+                ),
+            ));
+        }
+        let rows = batch.num_rows();
+        let row_bytes = (held as usize / rows.max(1)).max(1);
+        let step = (self.limits.push_bytes / row_bytes).clamp(1, rows.max(1));
+        let mut offset = 0;
+        while offset < rows {
+            let length = step.min(rows - offset);
+            let push_bytes = self.limits.push_bytes;
+            let writer = self.writer(&batch.schema())?;
+            writer
+                .write(&batch.slice(offset, length))
+                .map_err(ipc_error)?;
+            // Small batches (a streamed chunk per page run) are coalesced up to `push_bytes`.
+            let full = writer.get_ref().len() >= push_bytes;
+            let chunk = if full {
+                std::mem::take(writer.get_mut())
+            } else {
+                Vec::new()
+            };
+            offset += length;
+            self.batches += 1;
+            self.rows += length as u64;
+            if full {
+                self.push(chunk).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the IPC stream (a result without rows still sends its schema).
+    async fn finish(&mut self, schema: &SchemaRef) -> Result<(), Error> {
+        let writer = self.writer(schema)?;
+        writer.finish().map_err(ipc_error)?;
+        let tail = std::mem::take(writer.get_mut());
+        self.push(tail).await
+    }
+
+    async fn push(&mut self, chunk: Vec<u8>) -> Result<(), Error> {
+        self.bytes += chunk.len() as u64;
+        let mut request = self.sink.push_request();
+        request.get().set_ipc(&chunk);
+        runtime::timeout(self.limits.stall_timeout, request.send())
+            .await
+            .ok_or_else(|| stalled(self.limits))?
+            .map_err(|e| error("cancelled", format!("the result sink failed: {e}")))
+    }
+}
+
+fn ipc_error(e: arrow_schema::ArrowError) -> Error {
+    error("internal", format!("Arrow IPC: {e}"))
+}
+
+impl BatchSink for PushSink<'_> {
+    async fn send(&mut self, batch: RecordBatch) -> tessera_storage_engine::Result<()> {
+        self.push_batch(batch).await.map_err(|e| {
+            let message = e.to_string();
+            self.failure = Some(e);
+            tessera_storage_engine::Error::Cancelled(message)
+        })
+    }
+}
+
+impl tenant::Server for TenantServer {
+    async fn query(
+        self: Rc<Self>,
+        params: tenant::QueryParams,
+        mut results: tenant::QueryResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        let params = params.get()?;
+        let sql = text(params.get_sql()?)?;
+        let sink = params.get_sink()?;
+        let tag = params.get_tag();
+        let shared = self.connection.shared.clone();
+        let queued = Instant::now();
+        let _slot = admit(&shared).await?;
+        let queued_micros = queued.elapsed().as_micros() as u64;
+        let statement = sql::parse(&sql).map_err(|e| engine_error(e.into()));
+        let (handle, registration) = AbortHandle::new_pair();
+        // Unregistered when this call ends, however it ends (success, error or dropped call).
+        let _registered = Running::register(&self.running, &self.next_query, tag, handle);
+        let outcome = match statement {
+            Ok(statement) => {
+                Abortable::new(self.run_query(statement, sink, queued_micros), registration)
+                    .await
+                    .unwrap_or_else(|_| Err(error("cancelled", "the query was cancelled")))
+            }
+            Err(e) => Err(e),
+        };
+        let metrics = &shared.metrics;
+        metrics.queries_total.inc();
+        match outcome {
+            Ok(stats) => {
+                metrics
+                    .query_duration_seconds
+                    .observe(stats.elapsed_micros as f64 / 1e6);
+                metrics.data_scanned_bytes.inc_by(stats.scan.bytes_scanned);
+                metrics.data_read_bytes.inc_by(stats.scan.bytes_read);
+                metrics.rows_returned.inc_by(stats.rows_returned);
+                metrics.ipc_bytes_sent.inc_by(stats.ipc_bytes);
+                stats.write(results.get().init_stats());
+                Ok(())
+            }
+            Err(e) => {
+                metrics.query_errors_total.inc();
+                Err(e)
+            }
+        }
+    }
+
+    async fn explain(
+        self: Rc<Self>,
+        params: tenant::ExplainParams,
+        mut results: tenant::ExplainResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        let sql = text(params.get()?.get_sql()?)?;
+        let statement = match sql::parse(&sql).map_err(|e| engine_error(e.into()))? {
+            Statement::Query(query) | Statement::Explain(query) => Statement::Explain(query),
+        };
+        let result = self
+            .connection
+            .context
+            .execute(&self.tenant, statement)
+            .await
+            .map_err(engine_error)?;
+        results
+            .get()
+            .set_plan(result.explain.as_deref().unwrap_or(""));
+        Ok(())
+    }
+
+    async fn tables(
+        self: Rc<Self>,
+        _: tenant::TablesParams,
+        mut results: tenant::TablesResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        let manifests = load_tables(self.connection.data_dir(), &self.tenant)?;
+        let mut list = results.get().init_tables(manifests.len() as u32);
+        for (i, manifest) in manifests.iter().enumerate() {
+            write_table_info(list.reborrow().get(i as u32), manifest);
+        }
+        Ok(())
+    }
+
+    async fn describe(
+        self: Rc<Self>,
+        params: tenant::DescribeParams,
+        mut results: tenant::DescribeResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        let table = text(params.get()?.get_table()?)?;
+        let manifest = load_table(self.connection.data_dir(), &self.tenant, &table)?;
+        write_table_info(results.get().init_table(), &manifest);
+        Ok(())
+    }
+
+    async fn import_batches(
+        self: Rc<Self>,
+        params: tenant::ImportBatchesParams,
+        mut results: tenant::ImportBatchesResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        if !self.identity.role.can_write() {
+            return Err(error(
+                "permission",
+                format!("role {} cannot import", self.identity.role.name()),
+            ));
+        }
+        let table = text(params.get()?.get_table()?)?;
+        let manifest = load_table(self.connection.data_dir(), &self.tenant, &table)?;
+        results
+            .get()
+            .set_stream(capnp_rpc::new_client(ImportStreamServer::new(
+                self.connection.clone(),
+                self.identity.clone(),
+                manifest,
+            )));
+        Ok(())
+    }
+
+    async fn cancel(
+        self: Rc<Self>,
+        params: tenant::CancelParams,
+        mut results: tenant::CancelResults,
+    ) -> Result<(), Error> {
+        let tag = params.get()?.get_tag();
+        let handles = self.running.borrow_mut().remove(&tag).unwrap_or_default();
+        for (_, handle) in &handles {
+            handle.abort();
+        }
+        results.get().set_cancelled(!handles.is_empty());
+        Ok(())
+    }
+
+    async fn admin(
+        self: Rc<Self>,
+        _: tenant::AdminParams,
+        mut results: tenant::AdminResults,
+    ) -> Result<(), Error> {
+        self.check()?;
+        if self.identity.role != Role::Admin {
+            return Err(error(
+                "permission",
+                format!("role {} has no admin capability", self.identity.role.name()),
+            ));
+        }
+        results.get().set_admin(capnp_rpc::new_client(AdminServer {
+            connection: self.connection.clone(),
+            tenant: self.tenant.clone(),
+            identity: self.identity.clone(),
+        }));
+        Ok(())
+    }
+
+    async fn whoami(
+        self: Rc<Self>,
+        _: tenant::WhoamiParams,
+        mut results: tenant::WhoamiResults,
+    ) -> Result<(), Error> {
+        let mut out = results.get();
+        out.set_tenant(&self.tenant);
+        out.set_role(wire_role(self.identity.role));
+        out.set_expires_at(self.identity.expires_at);
+        Ok(())
+    }
+}
