@@ -739,28 +739,42 @@ impl GroupState {
     }
 }
 
-/// Merges core results: groups in first-seen order, states of equal keys combined. Each group
-/// is hashed once and never cloned (a table of indices into the output, hashes kept beside them).
-pub fn merge(parts: Vec<GroupRows>, aggregates: &[Aggregate]) -> GroupRows {
-    let mut parts = parts.into_iter().filter(|p| !p.is_empty());
-    let Some(mut merged) = parts.next() else {
-        return Vec::new();
-    };
-    let rest: Vec<GroupRows> = parts.collect();
-    if rest.is_empty() {
-        return merged;
-    }
-    let hasher = hashbrown::DefaultHashBuilder::default();
-    let mut table: HashTable<(u64, usize)> =
-        HashTable::with_capacity(merged.len() + rest.iter().map(Vec::len).max().unwrap_or(0));
-    for (index, (keys, _)) in merged.iter().enumerate() {
-        let hash = hasher.hash_one(keys);
-        table.insert_unique(hash, (hash, index), |&(h, _)| h);
-    }
-    for part in rest {
+/// Folds group results into one in the order they are added: groups in first-seen order, the
+/// states of equal keys combined in that order (so float sums come out the same whenever the
+/// parts are added in the same order). Each group is hashed once and never cloned (a table of
+/// indices into the output, hashes kept beside them); a single part is taken without hashing.
+#[derive(Default)]
+pub struct GroupMerger {
+    merged: GroupRows,
+    /// Indexes `merged[..indexed]`.
+    table: HashTable<(u64, usize)>,
+    indexed: usize,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl GroupMerger {
+    pub fn add(&mut self, part: GroupRows, aggregates: &[Aggregate]) {
+        if part.is_empty() {
+            return;
+        }
+        if self.merged.is_empty() {
+            self.merged = part;
+            return;
+        }
+        let hasher = &self.hasher;
+        self.table
+            .reserve(self.merged.len() + part.len() - self.indexed, |&(h, _)| h);
+        for index in self.indexed..self.merged.len() {
+            let hash = hasher.hash_one(&self.merged[index].0);
+            self.table.insert_unique(hash, (hash, index), |&(h, _)| h);
+        }
         for (keys, states) in part {
             let hash = hasher.hash_one(&keys);
-            match table.find(hash, |&(h, i)| h == hash && merged[i].0 == keys) {
+            let merged = &mut self.merged;
+            match self
+                .table
+                .find(hash, |&(h, i)| h == hash && merged[i].0 == keys)
+            {
                 Some(&(_, index)) => {
                     for ((state, other), aggregate) in
                         merged[index].1.iter_mut().zip(&states).zip(aggregates)
@@ -769,11 +783,25 @@ pub fn merge(parts: Vec<GroupRows>, aggregates: &[Aggregate]) -> GroupRows {
                     }
                 }
                 None => {
-                    table.insert_unique(hash, (hash, merged.len()), |&(h, _)| h);
+                    self.table
+                        .insert_unique(hash, (hash, merged.len()), |&(h, _)| h);
                     merged.push((keys, states));
                 }
             }
         }
+        self.indexed = self.merged.len();
     }
-    merged
+
+    pub fn finish(self) -> GroupRows {
+        self.merged
+    }
+}
+
+/// Merges results in the order given (see `GroupMerger`).
+pub fn merge(parts: Vec<GroupRows>, aggregates: &[Aggregate]) -> GroupRows {
+    let mut merger = GroupMerger::default();
+    for part in parts {
+        merger.add(part, aggregates);
+    }
+    merger.finish()
 }

@@ -17,7 +17,7 @@ pub use rows::sort_rows;
 use pages::{column_slice, load_pages, pages_for, pieces, Pages};
 use rows::{row_value, TOP_K_COMPACT_ROWS};
 
-use crate::aggregate::{GroupRows, GroupState};
+use crate::aggregate::{GroupMerger, GroupRows, GroupState};
 use crate::buffer_pool::BufferPool;
 use crate::error::{Error, Result};
 use crate::kernels::Kernels;
@@ -33,7 +33,7 @@ use arrow_schema::DataType;
 use futures::StreamExt;
 use hashbrown::HashMap;
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -262,24 +262,58 @@ pub async fn execute(
         let c = state.pool.counters();
         (c.hits, c.misses)
     };
-    // Several files in flight overlap one file's I/O waits with another's decoding; they share
-    // the sink, borrowed only between awaits (one thread, so never twice at once).
+    // Several files in flight overlap one file's I/O waits with another's decoding. Rows and
+    // counts go to one shared sink, borrowed only between awaits (one thread, so never twice at
+    // once). Groups are kept per file and folded in file order, so float sums do not depend on
+    // which read finished first.
+    let per_file_groups = match &sink {
+        Sink::Groups(_) => match &plan.mode {
+            Mode::Groups { keys, aggregates } => Some((keys, aggregates)),
+            Mode::Rows { .. } => None,
+        },
+        _ => None,
+    };
     let sink = RefCell::new(sink);
+    let mut groups = GroupMerger::default();
     {
-        let mut scans = futures::stream::iter(files.iter())
-            .map(|task| {
+        let mut scans = futures::stream::iter(files.iter().enumerate())
+            .map(|(index, task)| {
                 let (state, plan, sink) = (&state, &plan, &sink);
                 async move {
                     let mut file_stats = ScanStats::default();
-                    let result =
-                        scan_file(state, plan, task, sink, &mut file_stats, prune_only).await;
-                    (result, file_stats)
+                    let (result, part) = match per_file_groups {
+                        Some((keys, aggregates)) => {
+                            let own = RefCell::new(Sink::Groups(GroupState::new(keys, aggregates)));
+                            let result =
+                                scan_file(state, plan, task, &own, &mut file_stats, prune_only)
+                                    .await;
+                            let Sink::Groups(part) = own.into_inner() else {
+                                unreachable!("made as groups above")
+                            };
+                            (result, Some(part.finish()))
+                        }
+                        None => (
+                            scan_file(state, plan, task, sink, &mut file_stats, prune_only).await,
+                            None,
+                        ),
+                    };
+                    (index, result, file_stats, part)
                 }
             })
             .buffer_unordered(FILES_IN_FLIGHT);
-        while let Some((result, file_stats)) = scans.next().await {
+        // Parts of files that finished before an earlier file, by file index.
+        let mut waiting: BTreeMap<usize, GroupRows> = BTreeMap::new();
+        let mut next_part = 0;
+        while let Some((index, result, file_stats, part)) = scans.next().await {
             stats.add(&file_stats);
             result?;
+            if let (Some(part), Some((_, aggregates))) = (part, per_file_groups) {
+                waiting.insert(index, part);
+                while let Some(part) = waiting.remove(&next_part) {
+                    groups.add(part, aggregates);
+                    next_part += 1;
+                }
+            }
             if sink.borrow().full() {
                 break;
             }
@@ -292,7 +326,7 @@ pub async fn execute(
     stats.pool_misses = counters.misses - misses_before;
     let output = match sink {
         Sink::Rows { chunks, .. } => CoreOutput::Rows(chunks),
-        Sink::Groups(groups) => CoreOutput::Groups(groups.finish()),
+        Sink::Groups(_) => CoreOutput::Groups(groups.finish()),
         Sink::Count(count) => {
             let Mode::Groups { aggregates, .. } = &plan.mode else {
                 return Err(Error::Internal("count sink in row mode".into()));
