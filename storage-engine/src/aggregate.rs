@@ -165,6 +165,8 @@ struct Interner {
     /// Integer keys (the common high-cardinality case) skip the enum's hashing.
     ints: HashMap<i64, u32>,
     strings: HashMap<String, u32>,
+    /// Bytes of the interned strings (held twice: in `values` and as `strings`' keys).
+    string_bytes: usize,
     /// The dictionary last mapped (kept alive so its address cannot be reused) and its ids.
     dictionary: Option<(ArrayRef, Vec<u32>)>,
 }
@@ -179,6 +181,7 @@ impl Interner {
                 return id;
             }
             let id = self.values.len() as u32;
+            self.string_bytes += 2 * text.len();
             self.strings.insert(text.clone(), id);
             self.values.push(value);
             return id;
@@ -559,6 +562,38 @@ impl GroupState {
         state
     }
 
+    /// Estimated bytes held: interned keys (entry plus hash-table slot), pair tables and one
+    /// accumulator slot per group and aggregate.
+    pub fn memory_bytes(&self) -> u64 {
+        const KEY_ENTRY_BYTES: usize = std::mem::size_of::<KeyValue>() + 48;
+        let keys: usize = self
+            .interners
+            .iter()
+            .map(|i| i.values.len() * KEY_ENTRY_BYTES + i.string_bytes)
+            .sum();
+        let pairs: usize = self
+            .pairs
+            .iter()
+            .map(|p| {
+                p.dense.capacity() * 4
+                    + p.pairs.capacity() * 8
+                    + p.hashed.as_ref().map_or(0, |h| h.capacity() * 16)
+            })
+            .sum();
+        let per_group: usize = self
+            .accumulators
+            .iter()
+            .map(|a| match a {
+                Accumulator::Count(_) => 8,
+                Accumulator::SumFloat(..) => 16,
+                Accumulator::SumInt(..) => 24,
+                Accumulator::Extreme { .. } => std::mem::size_of::<Scalar>(),
+            })
+            .sum::<usize>()
+            + 1;
+        (keys + pairs + self.groups * per_group) as u64
+    }
+
     /// Adds `len` rows whose columns are `column(index)` (slices of one page each), with `mask`
     /// selecting rows (None: all).
     pub fn update(
@@ -795,6 +830,23 @@ impl GroupMerger {
     pub fn finish(self) -> GroupRows {
         self.merged
     }
+
+    /// Estimated bytes held (see `group_rows_bytes`).
+    pub fn memory_bytes(&self) -> u64 {
+        group_rows_bytes(&self.merged) + (self.table.capacity() * 16) as u64
+    }
+}
+
+/// Estimated bytes of grouped results: every group's entry, key values and states (string keys
+/// and extremes as their fixed part).
+pub fn group_rows_bytes(rows: &GroupRows) -> u64 {
+    let Some((keys, states)) = rows.first() else {
+        return 0;
+    };
+    let entry = std::mem::size_of::<(Vec<KeyValue>, Vec<AccState>)>()
+        + keys.len() * std::mem::size_of::<KeyValue>()
+        + states.len() * std::mem::size_of::<AccState>();
+    (rows.len() * entry) as u64
 }
 
 /// Merges results in the order given (see `GroupMerger`).

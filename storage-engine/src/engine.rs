@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::exec::{self, CoreOutput, CoreState, FileTask, MetadataCache, ScanStats};
 use crate::kernels::Kernels;
 use crate::manifest::{self, TableManifest};
+use crate::memory::{MemoryPool, Reservation};
 use crate::plan::{self, Mode, OutputRef, Plan};
 use crate::prune::Truth;
 use crate::runtime::{CoreOptions, CorePool, Peers};
@@ -41,6 +42,10 @@ pub struct EngineConfig {
     /// Registered I/O memory per executor; None picks a size that fits `ulimit -l`.
     pub io_memory_bytes: Option<usize>,
     pub spin_before_park_us: u64,
+    /// Memory one query's state (groups, rows collected for ORDER BY, merge and sort) may hold.
+    pub query_memory_bytes: u64,
+    /// Memory every running query's state together may hold on the node.
+    pub query_memory_budget_bytes: u64,
 }
 
 impl EngineConfig {
@@ -53,6 +58,8 @@ impl EngineConfig {
             metadata_cache_bytes: 256 << 20,
             io_memory_bytes: None,
             spin_before_park_us: 0,
+            query_memory_bytes: 4 << 30,
+            query_memory_budget_bytes: 8 << 30,
         }
     }
 }
@@ -82,6 +89,7 @@ impl QueryResult {
 pub struct Engine {
     config: Arc<EngineConfig>,
     cores: CorePool<CoreState>,
+    memory: Arc<MemoryPool>,
     /// Which core coordinates the next query (round robin).
     next_coordinator: AtomicUsize,
 }
@@ -95,6 +103,7 @@ pub struct CoreContext {
     state: Rc<CoreState>,
     peers: Rc<Peers<CoreState>>,
     config: Arc<EngineConfig>,
+    memory: Arc<MemoryPool>,
 }
 
 const PROBE_FILE: &str = ".tessera-probe";
@@ -151,6 +160,7 @@ impl Engine {
         })
         .map_err(|e| Error::Config(format!("cannot start executors: {e}")))?;
         Ok(Engine {
+            memory: MemoryPool::new(config.query_memory_budget_bytes, config.query_memory_bytes),
             config: Arc::new(config),
             cores,
             next_coordinator: AtomicUsize::new(0),
@@ -159,6 +169,11 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Bytes of query state reserved by running queries.
+    pub fn query_memory_used(&self) -> u64 {
+        self.memory.used()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -198,13 +213,14 @@ impl Engine {
         Fut: Future<Output = T> + 'static,
         T: Send + 'static,
     {
-        let config = self.config.clone();
+        let (config, memory) = (self.config.clone(), self.memory.clone());
         self.cores
             .run_on(core, move |state, peers| {
                 job(CoreContext {
                     state,
                     peers,
                     config,
+                    memory,
                 })
             })
             .await
@@ -331,13 +347,15 @@ impl CoreContext {
         let (tasks, pruned_files) = file_tasks(&self.config.data_dir, &manifest, &plan);
         let streaming =
             !explain && plan.order_by.is_empty() && matches!(plan.mode, Mode::Rows { .. });
+        let memory = self.memory.reserve();
         let (batch, mut scan) = if streaming {
             (
                 None,
-                self.stream_on_cores(&plan, &schema, tasks, sink).await?,
+                self.stream_on_cores(&plan, &schema, tasks, sink, &memory)
+                    .await?,
             )
         } else {
-            self.run_on_cores(&plan, tasks, explain).await?
+            self.run_on_cores(&plan, tasks, explain, &memory).await?
         };
         scan.files_total += pruned_files;
         scan.files_pruned += pruned_files;
@@ -377,12 +395,13 @@ impl CoreContext {
         plan: &Arc<Plan>,
         tasks: Vec<FileTask>,
         prune_only: bool,
+        memory: &Arc<Reservation>,
     ) -> Result<(Option<RecordBatch>, ScanStats)> {
-        let (outputs, scan) = self.scatter(plan, tasks, prune_only, None).await?;
+        let (outputs, scan) = self.scatter(plan, tasks, prune_only, None, memory).await?;
         let batch = if prune_only {
             None
         } else {
-            Some(finish(plan, outputs)?)
+            Some(finish(plan, outputs, memory)?)
         };
         Ok((batch, scan))
     }
@@ -395,10 +414,11 @@ impl CoreContext {
         schema: &SchemaRef,
         tasks: Vec<FileTask>,
         sink: &mut S,
+        memory: &Arc<Reservation>,
     ) -> Result<ScanStats> {
         // A few chunks in flight per core: enough to overlap scanning with sending.
         let (sender, mut receiver) = futures::channel::mpsc::channel(2 * self.peers.count());
-        let scatter = self.scatter(plan, tasks, false, Some(sender));
+        let scatter = self.scatter(plan, tasks, false, Some(sender), memory);
         let mut remaining = plan.limit.unwrap_or(u64::MAX);
         let deliver = async {
             while remaining > 0 {
@@ -430,6 +450,7 @@ impl CoreContext {
         tasks: Vec<FileTask>,
         prune_only: bool,
         out: Option<exec::RowSender>,
+        memory: &Arc<Reservation>,
     ) -> Result<(Vec<CoreOutput>, ScanStats)> {
         let count = self.peers.count();
         let files_total = tasks.len() as u64;
@@ -446,12 +467,12 @@ impl CoreContext {
             .into_iter()
             .filter(|(_, share)| !share.is_empty())
             .map(|(peer, share)| {
-                let (plan, out) = (plan.clone(), out.clone());
+                let (plan, out, memory) = (plan.clone(), out.clone(), memory.clone());
                 async move {
                     let result = self
                         .peers
                         .call(&self.state, peer, move |state, _| {
-                            exec::execute(state, plan, share, prune_only, out)
+                            exec::execute(state, plan, share, prune_only, out, memory)
                         })
                         .await;
                     (peer, result)
@@ -660,7 +681,8 @@ fn row_batch(plan: &Plan, schema: &SchemaRef, chunk: Vec<ArrayRef>) -> Result<Re
 }
 
 /// Merges core outputs into the final batch: groups or rows, then ORDER BY and LIMIT.
-fn finish(plan: &Plan, outputs: Vec<CoreOutput>) -> Result<RecordBatch> {
+/// The merged groups and the rows concatenated for sorting are charged to the query's `memory`.
+fn finish(plan: &Plan, outputs: Vec<CoreOutput>, memory: &Reservation) -> Result<RecordBatch> {
     let schema = output_schema(plan);
     let internal = |e: arrow_schema::ArrowError| Error::Internal(e.to_string());
     // `columns` are the pre-output columns the sort keys index.
@@ -677,6 +699,7 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>) -> Result<RecordBatch> {
                 })
                 .collect();
             let mut groups = aggregate::merge(parts, aggregates);
+            memory.grow(aggregate::group_rows_bytes(&groups))?;
             if keys.is_empty() && groups.is_empty() {
                 groups.push((Vec::new(), aggregates.iter().map(AccState::empty).collect()));
             }
@@ -708,6 +731,13 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>) -> Result<RecordBatch> {
                     }
                 }
             }
+            // Concatenation copies every collected row once more.
+            let copied = per_column
+                .iter()
+                .flatten()
+                .map(|a| a.get_array_memory_size() as u64)
+                .sum();
+            memory.grow(copied)?;
             let mut columns = Vec::with_capacity(values.len());
             for (i, value) in values.iter().enumerate() {
                 let target = value_type(plan, value);

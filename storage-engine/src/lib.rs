@@ -12,6 +12,7 @@ pub mod exec;
 pub mod gen;
 pub mod kernels;
 pub mod manifest;
+pub mod memory;
 pub mod plan;
 pub mod prune;
 pub mod reader;

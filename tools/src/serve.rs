@@ -225,6 +225,9 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
         limits.concurrent_queries = v;
     }
     limits.query_memory_bytes = (max_memory_gb * GIB / 4.0) as u64;
+    // Query state draws on what the page cache leaves of MAX_MEMORY_GB.
+    engine.query_memory_bytes = limits.query_memory_bytes;
+    engine.query_memory_budget_bytes = ((max_memory_gb - cache_gb) * GIB) as u64;
 
     let http = match args.http.clone().or(file.http) {
         Some(text) if text == "off" => None,

@@ -22,6 +22,7 @@ use crate::buffer_pool::BufferPool;
 use crate::error::{Error, Result};
 use crate::kernels::Kernels;
 use crate::manifest::ColumnDef;
+use crate::memory::{Charge, Reservation};
 use crate::plan::{Mode, Plan, SortKey, ValueExpr};
 use crate::prune::{self, Segments, Truth};
 use crate::reader::{self, FileMeta};
@@ -192,13 +193,32 @@ enum Sink {
         out: Option<RowSender>,
         /// The coordinator stopped listening (its LIMIT is met, or the query was cancelled).
         closed: bool,
+        /// Bytes of `chunks` while they are collected (not streamed), and their reservation.
+        bytes: u64,
+        charge: Charge,
     },
-    Groups(GroupState),
+    Groups(GroupState, Charge),
     /// `SELECT COUNT(*)` without GROUP BY: only a count is needed.
     Count(u64),
 }
 
 impl Sink {
+    /// Moves this sink's share of the query's memory reservation to what it holds now; fails
+    /// with `limit` when that is more than the query may have. Streamed rows are bounded by the
+    /// channel to the coordinator instead.
+    fn account(&mut self, memory: &Reservation) -> Result<()> {
+        match self {
+            Sink::Rows {
+                bytes,
+                charge,
+                out: None,
+                ..
+            } => charge.set(memory, *bytes),
+            Sink::Groups(groups, charge) => charge.set(memory, groups.memory_bytes()),
+            _ => Ok(()),
+        }
+    }
+
     fn full(&self) -> bool {
         match self {
             Sink::Rows {
@@ -225,6 +245,7 @@ pub async fn execute(
     files: Vec<FileTask>,
     prune_only: bool,
     out: Option<RowSender>,
+    memory: Arc<Reservation>,
 ) -> Result<(CoreOutput, ScanStats)> {
     let mut stats = ScanStats::default();
     let sink = match &plan.mode {
@@ -246,6 +267,8 @@ pub async fn execute(
             },
             out: out.filter(|_| plan.order_by.is_empty()),
             closed: false,
+            bytes: 0,
+            charge: Charge::default(),
         },
         Mode::Groups { keys, aggregates }
             if keys.is_empty()
@@ -256,7 +279,9 @@ pub async fn execute(
         {
             Sink::Count(0)
         }
-        Mode::Groups { keys, aggregates } => Sink::Groups(GroupState::new(keys, aggregates)),
+        Mode::Groups { keys, aggregates } => {
+            Sink::Groups(GroupState::new(keys, aggregates), Charge::default())
+        }
     };
     let (hits_before, misses_before) = {
         let c = state.pool.counters();
@@ -267,7 +292,7 @@ pub async fn execute(
     // once). Groups are kept per file and folded in file order, so float sums do not depend on
     // which read finished first.
     let per_file_groups = match &sink {
-        Sink::Groups(_) => match &plan.mode {
+        Sink::Groups(..) => match &plan.mode {
             Mode::Groups { keys, aggregates } => Some((keys, aggregates)),
             Mode::Rows { .. } => None,
         },
@@ -275,36 +300,52 @@ pub async fn execute(
     };
     let sink = RefCell::new(sink);
     let mut groups = GroupMerger::default();
+    let mut groups_charge = Charge::default();
     {
         let mut scans = futures::stream::iter(files.iter().enumerate())
             .map(|(index, task)| {
-                let (state, plan, sink) = (&state, &plan, &sink);
+                let (state, plan, sink, memory) = (&state, &plan, &sink, &memory);
                 async move {
                     let mut file_stats = ScanStats::default();
                     let (result, part) = match per_file_groups {
                         Some((keys, aggregates)) => {
-                            let own = RefCell::new(Sink::Groups(GroupState::new(keys, aggregates)));
-                            let result =
-                                scan_file(state, plan, task, &own, &mut file_stats, prune_only)
-                                    .await;
-                            let Sink::Groups(part) = own.into_inner() else {
+                            let own = RefCell::new(Sink::Groups(
+                                GroupState::new(keys, aggregates),
+                                Charge::default(),
+                            ));
+                            let result = scan_file(
+                                state,
+                                plan,
+                                task,
+                                &own,
+                                memory,
+                                &mut file_stats,
+                                prune_only,
+                            )
+                            .await;
+                            let Sink::Groups(part, mut charge) = own.into_inner() else {
                                 unreachable!("made as groups above")
                             };
-                            (result, Some(part.finish()))
+                            let part = part.finish();
+                            // The folded groups are charged as the core's from here on.
+                            charge.set(memory, 0)?;
+                            (result, Some(part))
                         }
                         None => (
-                            scan_file(state, plan, task, sink, &mut file_stats, prune_only).await,
+                            scan_file(state, plan, task, sink, memory, &mut file_stats, prune_only)
+                                .await,
                             None,
                         ),
                     };
-                    (index, result, file_stats, part)
+                    Ok::<_, Error>((index, result, file_stats, part))
                 }
             })
             .buffer_unordered(FILES_IN_FLIGHT);
         // Parts of files that finished before an earlier file, by file index.
         let mut waiting: BTreeMap<usize, GroupRows> = BTreeMap::new();
         let mut next_part = 0;
-        while let Some((index, result, file_stats, part)) = scans.next().await {
+        while let Some(scanned) = scans.next().await {
+            let (index, result, file_stats, part) = scanned?;
             stats.add(&file_stats);
             result?;
             if let (Some(part), Some((_, aggregates))) = (part, per_file_groups) {
@@ -313,6 +354,7 @@ pub async fn execute(
                     groups.add(part, aggregates);
                     next_part += 1;
                 }
+                groups_charge.set(&memory, groups.memory_bytes())?;
             }
             if sink.borrow().full() {
                 break;
@@ -326,7 +368,7 @@ pub async fn execute(
     stats.pool_misses = counters.misses - misses_before;
     let output = match sink {
         Sink::Rows { chunks, .. } => CoreOutput::Rows(chunks),
-        Sink::Groups(_) => CoreOutput::Groups(groups.finish()),
+        Sink::Groups(..) => CoreOutput::Groups(groups.finish()),
         Sink::Count(count) => {
             let Mode::Groups { aggregates, .. } = &plan.mode else {
                 return Err(Error::Internal("count sink in row mode".into()));
@@ -366,6 +408,7 @@ async fn scan_file(
     plan: &Plan,
     task: &FileTask,
     sink: &RefCell<Sink>,
+    memory: &Reservation,
     stats: &mut ScanStats,
     prune_only: bool,
 ) -> Result<()> {
@@ -476,9 +519,15 @@ async fn scan_file(
             stats,
         )
         .await?;
+        sink.borrow_mut().account(memory)?;
         flush_rows(sink).await;
     }
     Ok(())
+}
+
+/// Bytes the arrays of a row chunk hold.
+pub fn chunk_bytes(chunk: &[ArrayRef]) -> u64 {
+    chunk.iter().map(|a| a.get_array_memory_size() as u64).sum()
 }
 
 /// Sends the row chunks collected so far to the coordinator, when streaming. A chunk leaves the
@@ -618,7 +667,7 @@ fn consume(
     length: usize,
 ) -> Result<()> {
     match sink {
-        Sink::Groups(groups) => {
+        Sink::Groups(groups, _) => {
             let mut arrays: HashMap<usize, ArrayRef> = HashMap::new();
             for &c in value_columns {
                 arrays.insert(c, column(c)?);
@@ -637,6 +686,7 @@ fn consume(
             rows,
             stop_after,
             top_k,
+            bytes,
             ..
         } => {
             let filter = mask.map(|m| {
@@ -667,11 +717,13 @@ fn consume(
                 }
             }
             *rows += produced;
+            *bytes += chunk_bytes(&chunk);
             chunks.push(chunk);
             if let Some((keys, k)) = top_k {
                 if *rows as usize > (*k).saturating_mul(4).max(TOP_K_COMPACT_ROWS) {
                     let merged = sort_rows(std::mem::take(chunks), keys, Some(*k))?;
                     *rows = merged.first().map_or(0, |a| a.len()) as u64;
+                    *bytes = chunk_bytes(&merged);
                     chunks.push(merged);
                 }
             }
