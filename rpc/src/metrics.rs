@@ -181,8 +181,8 @@ pub fn resident_bytes() -> u64 {
 pub trait NodeProbe: Send + Sync + 'static {
     /// Refreshes gauges that are sampled rather than counted (pool counters, memory).
     fn refresh(&self, metrics: &Metrics);
-    /// One line of JSON describing the node's health.
-    fn health(&self) -> String;
+    /// Whether the node serves (every core answers), and one line of JSON describing it.
+    fn health(&self) -> (bool, String);
 }
 
 /// The HTTP side port: one thread answering `/metrics` and `/health`.
@@ -215,7 +215,10 @@ impl HttpServer {
                             probe.refresh(&metrics);
                             (200, Metrics::CONTENT_TYPE, metrics.render())
                         }
-                        "/health" => (200, "application/json", probe.health()),
+                        "/health" => {
+                            let (serving, body) = probe.health();
+                            (if serving { 200 } else { 503 }, "application/json", body)
+                        }
                         _ => (
                             404,
                             "text/plain",

@@ -119,7 +119,7 @@ impl Server {
             .collect();
         for result in futures::executor::block_on(futures::future::join_all(bound)) {
             result
-                .ok_or_else(|| ServerError::Config("a core stopped during start-up".into()))?
+                .map_err(|e| ServerError::Config(format!("a core failed during start-up: {e:?}")))?
                 .map_err(|source| ServerError::Io {
                     what: format!("cannot listen on {address}"),
                     source,
@@ -175,6 +175,9 @@ impl Drop for Server {
     }
 }
 
+/// How long `/health` waits for each core to run a trivial job.
+const HEALTH_CORE_TIMEOUT: Duration = Duration::from_secs(1);
+
 struct Probe {
     engine: std::sync::Weak<Engine>,
     shared: Arc<Shared>,
@@ -200,17 +203,25 @@ impl NodeProbe for Probe {
             .set(metrics::resident_bytes() as f64 * 100.0 / budget);
     }
 
-    fn health(&self) -> String {
-        let serving = self.engine.upgrade().is_some();
-        format!(
-            "{{\"status\":\"{}\",\"address\":\"{}\",\"cores\":{},\"uptime_seconds\":{},\"connections\":{},\"queries_running\":{}}}\n",
-            if serving { "ok" } else { "stopping" },
+    fn health(&self) -> (bool, String) {
+        let unresponsive = match self.engine.upgrade() {
+            Some(engine) => engine.unresponsive_cores(HEALTH_CORE_TIMEOUT),
+            None => (0..self.shared.cores).collect(),
+        };
+        let status = match (self.engine.upgrade().is_some(), unresponsive.is_empty()) {
+            (false, _) => "stopping",
+            (true, true) => "ok",
+            (true, false) => "unresponsive cores",
+        };
+        let body = format!(
+            "{{\"status\":\"{status}\",\"address\":\"{}\",\"cores\":{},\"unresponsive_cores\":{unresponsive:?},\"uptime_seconds\":{},\"connections\":{},\"queries_running\":{}}}\n",
             self.shared.address,
             self.shared.cores,
             self.shared.started.elapsed().as_secs(),
             self.shared.connections.load(Ordering::Relaxed),
             self.shared.queries_running.load(Ordering::Relaxed),
-        )
+        );
+        (status == "ok", body)
     }
 }
 

@@ -160,3 +160,29 @@ fn a_warm_query_counts_the_bytes_it_scans() {
         cold.scan.bytes_read as f64
     );
 }
+
+/// A core that runs a job which never yields (here: one that sleeps on the core's thread) is
+/// named by `/health`, which answers 503 until the core answers again.
+#[test]
+fn health_names_a_core_that_does_not_answer() {
+    let server = start(1_000, common::default_limits());
+    let http = server.server.http_address().unwrap();
+    let (status, body) = get(http, "/health");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"unresponsive_cores\":[]"), "{body}");
+    std::thread::scope(|scope| {
+        let engine = server.engine();
+        scope.spawn(move || {
+            block_on(engine.on_core(1, |_| async {
+                std::thread::sleep(std::time::Duration::from_secs(3));
+            }))
+            .unwrap();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (status, body) = get(http, "/health");
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("\"unresponsive_cores\":[1]"), "{body}");
+    });
+    let (status, body) = get(http, "/health");
+    assert_eq!(status, 200, "{body}");
+}

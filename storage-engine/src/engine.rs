@@ -14,7 +14,7 @@ use crate::manifest::{self, TableManifest};
 use crate::memory::{MemoryPool, Reservation};
 use crate::plan::{self, Mode, OutputRef, Plan};
 use crate::prune::Truth;
-use crate::runtime::{CoreOptions, CorePool, Peers};
+use crate::runtime::{CoreOptions, CorePool, JobError, Peers};
 use crate::sql::{self, Statement};
 use crate::value::{ColumnType, Scalar};
 use arrow_array::{
@@ -202,12 +202,12 @@ impl Engine {
         self.on_core(coordinator, move |context| async move {
             context.execute(&tenant, statement).await
         })
-        .await
-        .ok_or(Error::ShuttingDown)?
+        .await?
     }
 
-    /// Runs `job` on core `core` with that core's context; `None` if the engine is stopping.
-    pub async fn on_core<F, Fut, T>(&self, core: usize, job: F) -> Option<T>
+    /// Runs `job` on core `core` with that core's context; an error if it panicked or the
+    /// engine is stopping.
+    pub async fn on_core<F, Fut, T>(&self, core: usize, job: F) -> Result<T, JobError>
     where
         F: FnOnce(CoreContext) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
@@ -224,7 +224,31 @@ impl Engine {
                 })
             })
             .await
-            .ok()
+    }
+
+    /// Cores that did not run a trivial job within `timeout`: wedged by a job that never yields,
+    /// or stopped. Blocks the calling thread up to `timeout`.
+    pub fn unresponsive_cores(&self, timeout: Duration) -> Vec<usize> {
+        let count = self.cores.cores();
+        let (answers, answered) = std::sync::mpsc::channel();
+        for core in 0..count {
+            let answers = answers.clone();
+            // The job is queued now; its answer comes on `answers`, not on the dropped future.
+            drop(self.cores.run_on(core, move |_, _| async move {
+                let _ = answers.send(core);
+            }));
+        }
+        drop(answers);
+        let deadline = Instant::now() + timeout;
+        let mut alive = vec![false; count];
+        while alive.iter().any(|a| !a) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match answered.recv_timeout(left) {
+                Ok(core) => alive[core] = true,
+                Err(_) => break,
+            }
+        }
+        (0..count).filter(|&core| !alive[core]).collect()
     }
 
     /// Buffer pool counters per core.
@@ -246,8 +270,7 @@ impl Engine {
         };
         futures::executor::block_on(self.on_core(0, move |context| async move {
             context.forget_tables(&[dropped]).await
-        }))
-        .ok_or(Error::ShuttingDown)?;
+        }))?;
         Ok(true)
     }
 
@@ -490,7 +513,7 @@ impl CoreContext {
             ..Default::default()
         };
         for (_, result) in results {
-            let (output, stats) = result.ok_or(Error::ShuttingDown)??;
+            let (output, stats) = result??;
             scan.add(&stats);
             outputs.push(output);
         }

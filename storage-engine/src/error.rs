@@ -81,3 +81,14 @@ impl Error {
         Error::Plan(message.into())
     }
 }
+
+impl From<crate::runtime::JobError> for Error {
+    fn from(error: crate::runtime::JobError) -> Error {
+        match error {
+            crate::runtime::JobError::Panicked(message) => {
+                Error::Internal(format!("a task panicked and its query failed: {message}"))
+            }
+            crate::runtime::JobError::Stopped => Error::ShuttingDown,
+        }
+    }
+}

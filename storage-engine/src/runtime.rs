@@ -25,6 +25,30 @@ use std::time::Duration;
 
 type Job<S> = Box<dyn FnOnce(Rc<S>, Rc<Peers<S>>) -> LocalBoxFuture<'static, ()> + Send>;
 
+/// Why a job sent to a core has no output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobError {
+    /// The job panicked (with this message); the core lives on.
+    Panicked(String),
+    /// The core has stopped: the pool is shutting down.
+    Stopped,
+}
+
+/// Runs `future` with a panic boundary.
+async fn guarded<T>(future: impl Future<Output = T>) -> Result<T, JobError> {
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(|payload| {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            JobError::Panicked(message)
+        })
+}
+
 /// Messages in flight per pair of cores before a sender waits.
 const MESH_CHANNEL_CAPACITY: usize = 1024;
 
@@ -45,21 +69,26 @@ impl<S: 'static> Peers<S> {
         self.count
     }
 
-    /// Runs `job` on peer `peer` and returns its output; `None` when that core has stopped.
-    pub async fn call<F, Fut, T>(self: &Rc<Self>, state: &Rc<S>, peer: usize, job: F) -> Option<T>
+    /// Runs `job` on peer `peer` and returns its output, or why there is none.
+    pub async fn call<F, Fut, T>(
+        self: &Rc<Self>,
+        state: &Rc<S>,
+        peer: usize,
+        job: F,
+    ) -> Result<T, JobError>
     where
         F: FnOnce(Rc<S>, Rc<Peers<S>>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
         T: Send + 'static,
     {
         if peer == self.me {
-            return Some(job(state.clone(), self.clone()).await);
+            return guarded(job(state.clone(), self.clone())).await;
         }
         let (sender, receiver) = oneshot::channel();
         let caller = self.me;
         let request: Job<S> = Box::new(move |state, peers| {
             Box::pin(async move {
-                let output = job(state, peers.clone()).await;
+                let output = guarded(job(state, peers.clone())).await;
                 // The reply is itself a job, run on the caller's core, completing its oneshot there.
                 let reply: Job<S> = Box::new(move |_, _| {
                     Box::pin(async move {
@@ -69,8 +98,10 @@ impl<S: 'static> Peers<S> {
                 let _ = peers.senders.send_to(caller, reply).await;
             })
         });
-        self.senders.send_to(peer, request).await.ok()?;
-        receiver.await.ok()
+        if self.senders.send_to(peer, request).await.is_err() {
+            return Err(JobError::Stopped);
+        }
+        receiver.await.map_err(|_| JobError::Stopped)?
     }
 }
 
@@ -199,9 +230,14 @@ impl<S: 'static> CorePool<S> {
         self.inboxes.len()
     }
 
-    /// Runs `job` on executor `core` (from outside the pool) and returns a receiver for its
-    /// output. Executor numbers are not peer ids; a job learns its peer id from `Peers::me`.
-    pub fn run_on<F, Fut, T>(&self, core: usize, job: F) -> oneshot::Receiver<T>
+    /// Runs `job` on executor `core` (from outside the pool); the future gives its output, or
+    /// why there is none. Executor numbers are not peer ids; a job learns its peer id from
+    /// `Peers::me`.
+    pub fn run_on<F, Fut, T>(
+        &self,
+        core: usize,
+        job: F,
+    ) -> impl Future<Output = Result<T, JobError>> + Send + 'static
     where
         F: FnOnce(Rc<S>, Rc<Peers<S>>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
@@ -210,12 +246,12 @@ impl<S: 'static> CorePool<S> {
         let (sender, receiver) = oneshot::channel();
         let boxed: Job<S> = Box::new(move |state, peers| {
             Box::pin(async move {
-                let _ = sender.send(job(state, peers).await);
+                let _ = sender.send(guarded(job(state, peers)).await);
             })
         });
-        // A closed inbox drops the job and its sender; the caller sees `Canceled`.
+        // A closed inbox drops the job and its sender: the core has stopped.
         let _ = self.inboxes[core % self.inboxes.len()].unbounded_send(boxed);
-        receiver
+        async move { receiver.await.unwrap_or(Err(JobError::Stopped)) }
     }
 
     fn shutdown(&mut self) {
@@ -232,8 +268,9 @@ impl<S: 'static> Drop for CorePool<S> {
     }
 }
 
-/// Runs one job as its own task with a panic boundary: a job that panics is dropped (its result
-/// sender with it, so the caller sees the core's answer as missing) and the core lives on.
+/// Runs one job as its own task with a panic boundary. Jobs from `run_on` and `Peers::call`
+/// catch their own panics and answer with `JobError::Panicked`; this boundary keeps the core
+/// alive whatever else a job does.
 fn spawn_job(job: LocalBoxFuture<'static, ()>) {
     glommio::spawn_local(async move {
         if AssertUnwindSafe(job).catch_unwind().await.is_err() {
@@ -417,7 +454,7 @@ mod tests {
             }
             0u32
         }));
-        assert!(panicked.is_err());
+        assert_eq!(panicked, Err(JobError::Panicked("test: job panics".into())));
         let next = futures::executor::block_on(pool.run_on(0, |_, _| async { 7u32 }));
         assert_eq!(next, Ok(7));
     }

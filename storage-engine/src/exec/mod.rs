@@ -412,6 +412,10 @@ async fn scan_file(
     stats: &mut ScanStats,
     prune_only: bool,
 ) -> Result<()> {
+    #[cfg(test)]
+    if fail_points::SCAN_PANICS.swap(false, std::sync::atomic::Ordering::AcqRel) {
+        panic!("fail point: a scan task panics");
+    }
     stats.rows_total += task.rows;
     if task.truth == Truth::Always && !prune_only {
         if let Sink::Count(count) = &mut *sink.borrow_mut() {
@@ -731,4 +735,50 @@ fn consume(
         Sink::Count(_) => {}
     }
     Ok(())
+}
+
+/// Faults tests inject into the scan path (each test binary is its own process under nextest).
+#[cfg(test)]
+pub(crate) mod fail_points {
+    use std::sync::atomic::AtomicBool;
+
+    /// The next file scan panics.
+    pub static SCAN_PANICS: AtomicBool = AtomicBool::new(false);
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::writer::{ImportOptions, TableWriter};
+    use crate::{Engine, EngineConfig};
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn a_panicking_scan_fails_its_query_as_internal_and_the_next_query_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = crate::gen::events_chunk(0, 5_000, 5_000, 7);
+        let mut writer = TableWriter::open(
+            dir.path(),
+            "acme",
+            "events",
+            &batch.schema(),
+            &ImportOptions::default(),
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        let mut config = EngineConfig::new(dir.path());
+        config.cores = 2;
+        config.pin_cores = false;
+        let engine = Engine::open(config).unwrap();
+        let sql = "SELECT COUNT(*) FROM events WHERE amount > 10";
+        let expected = engine.sql("acme", sql).unwrap().batches;
+        for _ in 0..4 {
+            super::fail_points::SCAN_PANICS.store(true, Ordering::Release);
+            let error = engine.sql("acme", sql).unwrap_err();
+            assert_eq!(error.code(), "internal", "{error}");
+            assert!(error.to_string().contains("panicked"), "{error}");
+            // Every core still serves.
+            assert_eq!(engine.sql("acme", sql).unwrap().batches, expected);
+        }
+    }
 }
