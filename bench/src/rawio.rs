@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera_storage_engine::engine::default_io_memory;
+use tessera_storage_engine::host;
 use tessera_storage_engine::runtime::{CoreOptions, CorePool, DirectFile};
 
 struct Plan {
@@ -88,10 +88,11 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
         deadline_after,
         limit,
     });
+    let host_error = |e: tessera_storage_engine::Error| job.invalid("numjobs", e.to_string());
     let options = CoreOptions {
         cores: numjobs,
-        pin: true,
-        io_memory_bytes: default_io_memory(numjobs),
+        cpus: host::choose_cpus(&host::allowed_cpus(), None, numjobs, true).map_err(host_error)?,
+        io_memory_bytes: host::io_memory_per_core(numjobs).map_err(host_error)?,
         spin_before_park_us: 0,
         probe_file: Some(path.clone()),
     };

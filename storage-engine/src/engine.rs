@@ -9,6 +9,7 @@ use crate::buffer_pool::BufferPool;
 use crate::buffer_pool::PoolCounters;
 use crate::error::{Error, Result};
 use crate::exec::{self, CoreOutput, CoreState, FileTask, MetadataCache, ScanStats};
+use crate::host;
 use crate::kernels::Kernels;
 use crate::manifest::{self, TableManifest};
 use crate::memory::{MemoryPool, Reservation};
@@ -36,10 +37,17 @@ use std::time::{Duration, Instant};
 pub struct EngineConfig {
     pub data_dir: PathBuf,
     pub cores: usize,
+    /// Pin executor i to the i-th CPU this process may use (`host::choose_cpus`).
     pub pin_cores: bool,
+    /// Explicit CPUs, one per core (`tessera serve --cpus`); each must be in the allowed set.
+    pub cpus: Option<Vec<usize>>,
+    /// Open data files each core keeps cached; None: from the descriptor limit, raised to its
+    /// hard limit at open (`host::cached_files_per_core`).
+    pub cached_files_per_core: Option<usize>,
     pub buffer_pool_bytes: u64,
     pub metadata_cache_bytes: u64,
-    /// Registered I/O memory per executor; None picks a size that fits `ulimit -l`.
+    /// Registered I/O memory per executor; None picks a size that fits `ulimit -l`
+    /// (`host::io_memory_per_core`).
     pub io_memory_bytes: Option<usize>,
     pub spin_before_park_us: u64,
     /// Memory one query's state (groups, rows collected for ORDER BY, merge and sort) may hold.
@@ -54,6 +62,8 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pin_cores: true,
+            cpus: None,
+            cached_files_per_core: None,
             buffer_pool_bytes: 4 << 30,
             metadata_cache_bytes: 256 << 20,
             io_memory_bytes: None,
@@ -108,28 +118,6 @@ pub struct CoreContext {
 
 const PROBE_FILE: &str = ".tessera-probe";
 
-/// io_memory per executor that fits RLIMIT_MEMLOCK (each executor pins 3x it); root is unlimited.
-pub fn default_io_memory(cores: usize) -> usize {
-    const PREFERRED: usize = 16 << 20;
-    const MINIMUM: usize = 512 << 10;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return PREFERRED;
-    }
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0
-        || limit.rlim_cur == libc::RLIM_INFINITY
-    {
-        return PREFERRED;
-    }
-    let fits = limit.rlim_cur as usize / (3 * cores.max(1));
-    fits.clamp(MINIMUM, PREFERRED)
-}
-
 impl Engine {
     pub fn open(config: EngineConfig) -> Result<Engine> {
         if config.cores == 0 {
@@ -140,12 +128,24 @@ impl Engine {
         if std::fs::metadata(&probe).map(|m| m.len()).unwrap_or(0) == 0 {
             std::fs::write(&probe, vec![b'T'; 4096]).map_err(|e| Error::io(&probe, e))?;
         }
+        let cpus = host::choose_cpus(
+            &host::allowed_cpus(),
+            config.cpus.as_deref(),
+            config.cores,
+            config.pin_cores,
+        )?;
+        let io_memory_bytes = match config.io_memory_bytes {
+            Some(bytes) => bytes,
+            None => host::io_memory_per_core(config.cores)?,
+        };
+        let open_files = host::raise_open_files_limit();
+        let files_per_core = config
+            .cached_files_per_core
+            .unwrap_or_else(|| host::cached_files_per_core(open_files, config.cores));
         let options = CoreOptions {
             cores: config.cores,
-            pin: config.pin_cores,
-            io_memory_bytes: config
-                .io_memory_bytes
-                .unwrap_or_else(|| default_io_memory(config.cores)),
+            cpus,
+            io_memory_bytes,
             spin_before_park_us: config.spin_before_park_us,
             probe_file: Some(probe),
         };
@@ -155,7 +155,7 @@ impl Engine {
         let cores = CorePool::start(&options, move |core| CoreState {
             core,
             pool: BufferPool::new(pool_bytes),
-            metadata: MetadataCache::new(metadata_bytes),
+            metadata: MetadataCache::new(metadata_bytes, files_per_core),
             kernels,
         })
         .map_err(|e| Error::Config(format!("cannot start executors: {e}")))?;

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod gen;
+pub mod host;
 pub mod kernels;
 pub mod manifest;
 pub mod memory;

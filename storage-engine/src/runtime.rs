@@ -109,8 +109,9 @@ impl<S: 'static> Peers<S> {
 #[derive(Clone, Debug)]
 pub struct CoreOptions {
     pub cores: usize,
-    /// Pin executor i to CPU i (false: let the OS place them, e.g. in tests sharing a machine).
-    pub pin: bool,
+    /// The CPU executor i is pinned to (`host::choose_cpus`); `None` lets the OS place them
+    /// (e.g. tests sharing a machine).
+    pub cpus: Option<Vec<usize>>,
     /// Bytes of registered I/O memory per executor (each pins 3x this; see FIELD_NOTES).
     pub io_memory_bytes: usize,
     /// Busy-poll this long before parking an idle executor (0 = park at once).
@@ -134,7 +135,6 @@ impl<S: 'static> CorePool<S> {
     where
         I: Fn(usize) -> S + Send + Sync + Clone + 'static,
     {
-        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut inboxes = Vec::with_capacity(options.cores);
         let mut threads = Vec::with_capacity(options.cores);
         let (ready_sender, ready_receiver) = std::sync::mpsc::channel::<io::Result<()>>();
@@ -144,10 +144,9 @@ impl<S: 'static> CorePool<S> {
             let (sender, mut receiver) = mpsc::unbounded::<Job<S>>();
             inboxes.push(sender);
             let init = init.clone();
-            let placement = if options.pin && options.cores <= available {
-                Placement::Fixed(core)
-            } else {
-                Placement::Unbound
+            let placement = match &options.cpus {
+                Some(cpus) => Placement::Fixed(cpus[core % cpus.len()]),
+                None => Placement::Unbound,
             };
             let builder = LocalExecutorBuilder::new(placement)
                 .name(&format!("tessera-core-{core}"))
@@ -438,7 +437,7 @@ mod tests {
     fn options() -> CoreOptions {
         CoreOptions {
             cores: 1,
-            pin: false,
+            cpus: None,
             io_memory_bytes: 1 << 20,
             spin_before_park_us: 0,
             probe_file: None,

@@ -178,3 +178,33 @@ fn drops_racing_imports_never_leave_a_table_with_missing_or_foreign_files() {
         }
     }
 }
+
+/// Descriptors this process holds open on files under `dir`.
+fn open_files_under(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| {
+            target.starts_with(dir) && target.extension().is_some_and(|e| e == "parquet")
+        })
+        .count()
+}
+
+/// Each core keeps at most `cached_files_per_core` files open, however many files a query reads.
+#[test]
+fn cached_open_files_are_bounded_per_core() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in 0..30 {
+        import(dir.path(), "t", &batch(100, value));
+    }
+    let mut config = EngineConfig::new(dir.path());
+    config.cores = 2;
+    config.pin_cores = false;
+    config.cached_files_per_core = Some(3);
+    let engine = Engine::open(config).unwrap();
+    for _ in 0..3 {
+        assert_eq!(sum_v(&engine), 100 * (0..30).sum::<i64>());
+        let open = open_files_under(dir.path());
+        assert!(open <= 6, "{open} data files open");
+    }
+}

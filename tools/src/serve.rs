@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tessera_rpc::auth::{AuthConfig, KeyKind, KeySpec};
 use tessera_rpc::{Limits, Server, ServerConfig, TlsFiles};
-use tessera_storage_engine::{Engine, EngineConfig};
+use tessera_storage_engine::{host, Engine, EngineConfig};
 
 /// Flags of `tessera serve`; each also has an environment name where the spec gives one.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -27,9 +27,13 @@ pub struct ServeArgs {
     /// File holding the HS256 token secret (at least 32 bytes).
     #[arg(long)]
     pub jwt_secret_file: Option<PathBuf>,
-    /// Executor cores (default: all).
+    /// Executor cores (default: every CPU this process may use).
     #[arg(long)]
     pub cores: Option<usize>,
+    /// CPUs to pin the executors to, one per core, as `taskset -c` writes them (e.g. 2-5,8);
+    /// each must be in the process's allowed set. Default: the first allowed CPUs.
+    #[arg(long)]
+    pub cpus: Option<String>,
     /// Memory the node may use, GiB; a query's result may hold at most a quarter of it.
     #[arg(long, env = "MAX_MEMORY_GB")]
     pub max_memory_gb: Option<f64>,
@@ -55,6 +59,7 @@ pub struct FileConfig {
     listen: Option<SocketAddr>,
     http: Option<String>,
     cores: Option<usize>,
+    cpus: Option<String>,
     max_memory_gb: Option<f64>,
     parquet_cache_size_gb: Option<f64>,
     concurrent_queries: Option<usize>,
@@ -138,8 +143,21 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
         .or(file.data_path)
         .unwrap_or_else(|| PathBuf::from("./data"));
     let mut engine = EngineConfig::new(&data);
-    if let Some(cores) = args.cores.or(file.cores) {
+    let cores = args.cores.or(file.cores);
+    if let Some(cores) = cores {
         engine.cores = cores;
+    }
+    if let Some(text) = args.cpus.as_ref().or(file.cpus.as_ref()) {
+        let cpus = host::parse_cpu_list(text).map_err(|e| e.to_string())?;
+        if cores.is_some_and(|cores| cores != cpus.len()) {
+            return Err(format!(
+                "--cores {} and --cpus {text} ({} CPUs) disagree: give one CPU per core",
+                engine.cores,
+                cpus.len()
+            ));
+        }
+        engine.cores = cpus.len();
+        engine.cpus = Some(cpus);
     }
     let max_memory_gb = args.max_memory_gb.or(file.max_memory_gb).unwrap_or(16.0);
     let cache_gb = args
@@ -329,6 +347,17 @@ mod tests {
         let resolved = resolve(&args).unwrap();
         assert_eq!(resolved.server.limits.concurrent_queries, 5);
         assert_eq!(resolved.engine.data_dir, PathBuf::from("/srv/y"));
+        args.cpus = Some("0-1".into());
+        let resolved = resolve(&args).unwrap();
+        assert_eq!(resolved.engine.cpus, Some(vec![0, 1]));
+        assert_eq!(resolved.engine.cores, 2);
+        args.cores = Some(3);
+        let error = resolve(&args).unwrap_err();
+        assert!(error.contains("disagree"), "{error}");
+        args.cores = None;
+        args.cpus = Some("1-0".into());
+        assert!(resolve(&args).unwrap_err().contains("bad CPU list"));
+        args.cpus = None;
 
         let typo = write(dir.path(), "typo.toml", "concurent_queries = 3\n");
         let error = resolve(&ServeArgs {

@@ -54,6 +54,8 @@ pub struct CoreState {
 /// Footers and page indexes of recently used files with their open handles, bounded in bytes.
 pub struct MetadataCache {
     budget_bytes: usize,
+    /// Open files held at most: each entry keeps its descriptor open.
+    files_max: usize,
     inner: RefCell<MetadataInner>,
 }
 
@@ -65,9 +67,10 @@ struct MetadataInner {
 }
 
 impl MetadataCache {
-    pub fn new(budget_bytes: usize) -> MetadataCache {
+    pub fn new(budget_bytes: usize, files_max: usize) -> MetadataCache {
         MetadataCache {
             budget_bytes,
+            files_max: files_max.max(1),
             inner: RefCell::new(MetadataInner::default()),
         }
     }
@@ -81,7 +84,8 @@ impl MetadataCache {
         if meta.bytes > self.budget_bytes || inner.entries.contains_key(&id) {
             return;
         }
-        while inner.bytes + meta.bytes > self.budget_bytes {
+        while inner.bytes + meta.bytes > self.budget_bytes || inner.entries.len() >= self.files_max
+        {
             let Some(old) = inner.order.pop_front() else {
                 break;
             };
