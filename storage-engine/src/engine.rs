@@ -15,7 +15,7 @@ use crate::manifest::{self, TableManifest};
 use crate::memory::{MemoryPool, Reservation};
 use crate::plan::{self, Mode, OutputRef, Plan};
 use crate::prune::Truth;
-use crate::runtime::{CoreOptions, CorePool, JobError, Peers};
+use crate::runtime::{self, CoreOptions, CorePool, JobError, Peers};
 use crate::sql::{self, Statement};
 use crate::value::{ColumnType, Scalar};
 use arrow_array::{
@@ -303,8 +303,8 @@ impl CoreContext {
         self.state.pool.counters()
     }
 
-    /// Makes every core forget what it caches of these dropped tables: its parsed manifests,
-    /// footers and open descriptors, and decoded pages. The caches are keyed by table incarnation,
+    /// Forgets the dropped tables' parsed manifests, and makes every core forget what it caches
+    /// of them: footers and open descriptors, and decoded pages. The caches are keyed by table incarnation,
     /// so nothing stale could be served anyway; this frees the memory and closes deleted files.
     pub async fn forget_tables(&self, dropped: &[TableManifest]) {
         let files: hashbrown::HashSet<u64> = dropped
@@ -315,17 +315,20 @@ impl CoreContext {
             .iter()
             .map(|m| (m.tenant.clone(), m.table.clone()))
             .collect();
-        let forget = Arc::new((files, tables, self.config.data_dir.clone()));
+        let data_dir = self.config.data_dir.clone();
+        runtime::spawn_blocking(move || {
+            for (tenant, table) in tables {
+                manifest::forget_cached(&data_dir, &tenant, &table);
+            }
+        })
+        .await;
+        let files = Arc::new(files);
         let calls = (0..self.peers.count()).map(|peer| {
-            let forget = forget.clone();
+            let files = files.clone();
             self.peers
                 .call(&self.state, peer, move |state, _| async move {
-                    let (files, tables, data_dir) = &*forget;
-                    for (tenant, table) in tables {
-                        manifest::forget_cached(data_dir, tenant, table);
-                    }
-                    state.metadata.evict_files(files);
-                    state.pool.evict_files(files);
+                    state.metadata.evict_files(&files);
+                    state.pool.evict_files(&files);
                 })
         });
         futures::future::join_all(calls).await;
@@ -360,11 +363,19 @@ impl CoreContext {
             Statement::Query(query) => (query, false),
             Statement::Explain(query) => (query, true),
         };
-        let manifest = manifest::load_cached(&self.config.data_dir, tenant, &query.table)?
-            .ok_or_else(|| Error::NoSuchTable {
-                tenant: tenant.to_owned(),
-                table: query.table.clone(),
-            })?;
+        // Stat, and on a change read and parse, off the core.
+        let (data_dir, owner, table) = (
+            self.config.data_dir.clone(),
+            tenant.to_owned(),
+            query.table.clone(),
+        );
+        let manifest =
+            runtime::spawn_blocking(move || manifest::load_cached(&data_dir, &owner, &table))
+                .await?
+                .ok_or_else(|| Error::NoSuchTable {
+                    tenant: tenant.to_owned(),
+                    table: query.table.clone(),
+                })?;
         let plan = Arc::new(plan::bind(&query, &manifest.columns)?);
         let schema = output_schema(&plan);
         let (tasks, pruned_files) = file_tasks(&self.config.data_dir, &manifest, &plan);

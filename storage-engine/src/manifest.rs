@@ -156,13 +156,23 @@ pub fn table_dir(data_dir: &Path, tenant: &str, table: &str) -> PathBuf {
 /// (file length, modification time, parsed manifest).
 type CachedManifest = (u64, std::time::SystemTime, std::sync::Arc<TableManifest>);
 
-thread_local! {
-    /// Manifests this thread has parsed, revalidated by (length, mtime) on every use. Each thread
-    /// keeps its own, so planning takes no lock.
-    static CACHE: std::cell::RefCell<std::collections::HashMap<PathBuf, CachedManifest>> = Default::default();
+/// Manifests parsed by the node, revalidated by (length, mtime) on every use. Only threads that
+/// may block use it (`load_cached` stats and reads files): the cores reach it through
+/// `runtime::spawn_blocking`, so no core ever waits on its lock — the one lock in the engine.
+#[allow(clippy::disallowed_types)]
+static CACHE: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<PathBuf, CachedManifest>>,
+> = std::sync::LazyLock::new(Default::default);
+
+#[allow(clippy::disallowed_types)]
+fn cache() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBuf, CachedManifest>> {
+    // The map stays consistent whatever panicked while holding it: entries are inserted whole.
+    CACHE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Like `load`, but reuses this thread's parsed copy while the file is unchanged.
+/// Like `load`, but reuses the parsed copy while the file is unchanged. Blocks (file system).
 pub fn load_cached(
     data_dir: &Path,
     tenant: &str,
@@ -179,13 +189,10 @@ pub fn load_cached(
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(Error::io(path, error)),
     };
-    let hit = CACHE.with(|cache| {
-        cache
-            .borrow()
-            .get(&path)
-            .filter(|(l, m, _)| *l == length && *m == modified)
-            .map(|(_, _, manifest)| manifest.clone())
-    });
+    let hit = cache()
+        .get(&path)
+        .filter(|(l, m, _)| *l == length && *m == modified)
+        .map(|(_, _, manifest)| manifest.clone());
     if let Some(manifest) = hit {
         return Ok(Some(manifest));
     }
@@ -193,21 +200,19 @@ pub fn load_cached(
         return Ok(None);
     };
     let manifest = std::sync::Arc::new(manifest);
-    CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.len() >= 1024 {
-            cache.clear();
-        }
-        cache.insert(path, (length, modified, manifest.clone()));
-    });
+    let mut cache = cache();
+    if cache.len() >= 1024 {
+        cache.clear();
+    }
+    cache.insert(path, (length, modified, manifest.clone()));
     Ok(Some(manifest))
 }
 
-/// Forgets this thread's parsed copy of a table's manifest (after a drop: a new table's manifest
-/// may have the same length and a modification time within the same clock tick).
+/// Forgets the parsed copy of a table's manifest (after a drop: a new table's manifest may have
+/// the same length and a modification time within the same clock tick).
 pub fn forget_cached(data_dir: &Path, tenant: &str, table: &str) {
     let path = table_dir(data_dir, tenant, table).join(MANIFEST_FILE);
-    CACHE.with(|cache| cache.borrow_mut().remove(&path));
+    cache().remove(&path);
 }
 
 /// Loads a table's manifest; `Ok(None)` when the table does not exist.

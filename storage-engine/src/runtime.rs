@@ -342,6 +342,16 @@ pub async fn yield_if_needed() {
 }
 
 /// Runs `future` as a task of its own on the current core; it is dropped when the core stops.
+/// Runs blocking work (file-system calls) on this core's blocking thread, so the core keeps
+/// serving while it waits.
+pub async fn spawn_blocking<F, R>(work: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(work).await
+}
+
 pub fn spawn_local(future: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(future).detach();
 }

@@ -266,7 +266,7 @@ impl admin::Server for AdminServer {
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
         check_expiry(&self.identity)?;
-        let manifests = load_tables(self.connection.data_dir(), &self.tenant)?;
+        let manifests = load_tables(self.connection.data_dir(), &self.tenant).await?;
         let mut list = results.get().init_tables(manifests.len() as u32);
         for (i, manifest) in manifests.iter().enumerate() {
             write_table_info(list.reborrow().get(i as u32), manifest);

@@ -211,7 +211,8 @@ impl import_stream::Server for ImportStreamServer {
                 self.connection.data_dir(),
                 &self.table.tenant,
                 &self.table.table,
-            )?;
+            )
+            .await?;
             results.get().set_version(manifest.version);
             return Ok(());
         };

@@ -246,26 +246,38 @@ fn check_expiry(identity: &Identity) -> Result<(), Error> {
     Ok(())
 }
 
-fn load_table(
+/// Loads a table's manifest off the core.
+async fn load_table(
     data_dir: &std::path::Path,
     tenant: &str,
     table: &str,
 ) -> Result<TableManifest, Error> {
-    manifest::load(data_dir, tenant, table)
+    let (data_dir, tenant, name) = (data_dir.to_owned(), tenant.to_owned(), table.to_owned());
+    runtime::spawn_blocking(move || manifest::load(&data_dir, &tenant, &name))
+        .await
         .map_err(engine_error)?
         .ok_or_else(|| error("not_found", format!("no table {table}")))
 }
 
-fn load_tables(data_dir: &std::path::Path, tenant: &str) -> Result<Vec<TableManifest>, Error> {
-    let names = manifest::list_tables(data_dir, tenant).map_err(engine_error)?;
-    let mut manifests = Vec::with_capacity(names.len());
-    for name in names {
-        // A table dropped between listing and loading is simply not listed.
-        if let Some(manifest) = manifest::load(data_dir, tenant, &name).map_err(engine_error)? {
-            manifests.push(manifest);
+/// Loads every table's manifest of a tenant off the core.
+async fn load_tables(
+    data_dir: &std::path::Path,
+    tenant: &str,
+) -> Result<Vec<TableManifest>, Error> {
+    let (data_dir, tenant) = (data_dir.to_owned(), tenant.to_owned());
+    runtime::spawn_blocking(move || {
+        let names = manifest::list_tables(&data_dir, &tenant)?;
+        let mut manifests = Vec::with_capacity(names.len());
+        for name in names {
+            // A table dropped between listing and loading is simply not listed.
+            if let Some(manifest) = manifest::load(&data_dir, &tenant, &name)? {
+                manifests.push(manifest);
+            }
         }
-    }
-    Ok(manifests)
+        Ok(manifests)
+    })
+    .await
+    .map_err(engine_error)
 }
 
 fn write_table_info(mut out: table_info::Builder<'_>, manifest: &TableManifest) {

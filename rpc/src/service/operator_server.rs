@@ -23,9 +23,13 @@ impl operator::Server for OperatorServer {
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
         let dir = self.tenant_dir(&text(params.get()?.get_name()?)?)?;
-        let created = !dir.exists();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| error("io", format!("{}: {e}", dir.display())))?;
+        let created = runtime::spawn_blocking(move || {
+            let created = !dir.exists();
+            std::fs::create_dir_all(&dir)
+                .map(|()| created)
+                .map_err(|e| error("io", format!("{}: {e}", dir.display())))
+        })
+        .await?;
         results.get().set_created(created);
         Ok(())
     }
@@ -59,14 +63,19 @@ impl operator::Server for OperatorServer {
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
         check_expiry(&self.identity)?;
-        let data_dir = self.connection.data_dir();
-        let mut tenants: Vec<String> = std::fs::read_dir(data_dir)
-            .map_err(|e| error("io", format!("{}: {e}", data_dir.display())))?
-            .flatten()
-            .filter(|entry| entry.path().is_dir())
-            .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
-            .filter(|name| manifest::validate_name("tenant", name).is_ok())
-            .collect();
+        let data_dir = self.connection.data_dir().to_owned();
+        let mut tenants: Vec<String> = runtime::spawn_blocking(move || {
+            Ok::<_, Error>(
+                std::fs::read_dir(&data_dir)
+                    .map_err(|e| error("io", format!("{}: {e}", data_dir.display())))?
+                    .flatten()
+                    .filter(|entry| entry.path().is_dir())
+                    .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+                    .filter(|name| manifest::validate_name("tenant", name).is_ok())
+                    .collect(),
+            )
+        })
+        .await?;
         tenants.sort();
         let mut list = results.get().init_tenants(tenants.len() as u32);
         for (i, tenant) in tenants.iter().enumerate() {

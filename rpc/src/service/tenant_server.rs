@@ -294,7 +294,7 @@ impl tenant::Server for TenantServer {
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
         self.check()?;
-        let manifests = load_tables(self.connection.data_dir(), &self.tenant)?;
+        let manifests = load_tables(self.connection.data_dir(), &self.tenant).await?;
         let mut list = results.get().init_tables(manifests.len() as u32);
         for (i, manifest) in manifests.iter().enumerate() {
             write_table_info(list.reborrow().get(i as u32), manifest);
@@ -310,7 +310,7 @@ impl tenant::Server for TenantServer {
         let _guard = self.connection.enter()?;
         self.check()?;
         let table = text(params.get()?.get_table()?)?;
-        let manifest = load_table(self.connection.data_dir(), &self.tenant, &table)?;
+        let manifest = load_table(self.connection.data_dir(), &self.tenant, &table).await?;
         write_table_info(results.get().init_table(), &manifest);
         Ok(())
     }
@@ -329,7 +329,7 @@ impl tenant::Server for TenantServer {
             ));
         }
         let table = text(params.get()?.get_table()?)?;
-        let manifest = load_table(self.connection.data_dir(), &self.tenant, &table)?;
+        let manifest = load_table(self.connection.data_dir(), &self.tenant, &table).await?;
         results
             .get()
             .set_stream(capnp_rpc::new_client(ImportStreamServer::new(
