@@ -3,6 +3,8 @@
 //! pruning at file, row-group and page level, kernels, aggregation, sort) on tables whose pages
 //! hold two rows each, so a NaN shares pages with numbers the statistics describe.
 
+mod support;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{
@@ -11,11 +13,10 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use std::path::Path;
 use std::sync::Arc;
+use support::{engine, DAY_MICROS};
 use tessera_storage_engine::manifest::WriterSettings;
 use tessera_storage_engine::writer::{ImportOptions, TableWriter};
-use tessera_storage_engine::{Engine, EngineConfig};
-
-const DAY_MICROS: i64 = 19_723 * 86_400 * 1_000_000; // 2024-01-01
+use tessera_storage_engine::Engine;
 
 /// Imports `(id, amount)` rows, in this order, two rows a page.
 fn table(dir: &Path, name: &str, amounts: &[Option<f64>]) {
@@ -47,13 +48,6 @@ fn table(dir: &Path, name: &str, amounts: &[Option<f64>]) {
     let mut writer = TableWriter::open(dir, "t", name, &batch.schema(), &options).unwrap();
     writer.write(&batch).unwrap();
     writer.finish().unwrap();
-}
-
-fn engine(dir: &Path) -> Engine {
-    let mut config = EngineConfig::new(dir);
-    config.cores = 2;
-    config.pin_cores = false;
-    Engine::open(config).unwrap()
 }
 
 fn column(engine: &Engine, sql: &str, index: usize) -> ArrayRef {

@@ -3,17 +3,17 @@
 //! The data makes the order visible: magnitudes from 1e-3 to 1e17 of both signs, in files of
 //! very different sizes (so reads finish out of order), on two cores.
 
+mod support;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
-use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use arrow_array::{ArrayRef, Float64Array, StringArray};
 use std::path::Path;
 use std::sync::Arc;
+use support::{engine, timestamps, write_table, DAY_MICROS};
 use tessera_storage_engine::manifest::WriterSettings;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
-use tessera_storage_engine::{Engine, EngineConfig};
-
-const DAY_MICROS: i64 = 19_723 * 86_400 * 1_000_000; // 2024-01-01
+use tessera_storage_engine::writer::ImportOptions;
+use tessera_storage_engine::Engine;
 
 /// A value whose rounding depends on what it is added to.
 fn amount(i: u64) -> f64 {
@@ -24,26 +24,7 @@ fn amount(i: u64) -> f64 {
 }
 
 fn import(dir: &Path, file: u64, rows: u64) {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Microsecond, None),
-            false,
-        ),
-        Field::new("category", DataType::Utf8, false),
-        Field::new("amount", DataType::Float64, false),
-    ]));
     let ids = (0..rows).map(|i| file * 1_000_000 + i);
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(TimestampMicrosecondArray::from_iter_values(
-            ids.clone().map(|i| DAY_MICROS + i as i64),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            ids.clone().map(|i| ["a", "b", "c"][(i % 3) as usize]),
-        )),
-        Arc::new(Float64Array::from_iter_values(ids.map(amount))),
-    ];
-    let batch = RecordBatch::try_new(schema, columns).unwrap();
     let options = ImportOptions {
         writer: Some(WriterSettings {
             row_group_bytes: 64 << 10,
@@ -52,17 +33,25 @@ fn import(dir: &Path, file: u64, rows: u64) {
         }),
         ..ImportOptions::default()
     };
-    let mut writer = TableWriter::open(dir, "t", "events", &batch.schema(), &options).unwrap();
-    writer.write(&batch).unwrap();
-    writer.finish().unwrap();
-}
-
-fn engine(dir: &Path) -> Engine {
-    let mut config = EngineConfig::new(dir);
-    config.cores = 2;
-    config.pin_cores = false;
-    config.buffer_pool_bytes = 64 << 20;
-    Engine::open(config).unwrap()
+    write_table(
+        dir,
+        "t",
+        "events",
+        vec![
+            ("ts", timestamps(ids.clone().map(|i| DAY_MICROS + i as i64))),
+            (
+                "category",
+                Arc::new(StringArray::from_iter_values(
+                    ids.clone().map(|i| ["a", "b", "c"][(i % 3) as usize]),
+                )) as ArrayRef,
+            ),
+            (
+                "amount",
+                Arc::new(Float64Array::from_iter_values(ids.map(amount))),
+            ),
+        ],
+        &options,
+    );
 }
 
 /// Every float of the result, as bits.

@@ -2,53 +2,40 @@
 //! LIMIT, fails with `limit` once its state passes the query's cap, while queries whose state is
 //! small (few groups, a LIMIT) run; a failed query returns what it held.
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use std::sync::Arc;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
-use tessera_storage_engine::{Engine, EngineConfig};
+mod support;
 
-const DAY_MICROS: i64 = 19_723 * 86_400 * 1_000_000; // 2024-01-01
+use arrow_array::{ArrayRef, Float64Array, Int64Array};
+use std::sync::Arc;
+use support::{engine_with, timestamps, write_table, DAY_MICROS};
+use tessera_storage_engine::writer::ImportOptions;
+
 const ROWS: i64 = 300_000;
 
 #[test]
 fn big_group_by_and_unlimited_order_by_fail_with_limit_as_their_state_grows() {
     let dir = tempfile::tempdir().unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Microsecond, None),
-            false,
-        ),
-        Field::new("id", DataType::Int64, false),
-        Field::new("amount", DataType::Float64, false),
-    ]));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(TimestampMicrosecondArray::from_iter_values(
-            (0..ROWS).map(|i| DAY_MICROS + i),
-        )),
-        Arc::new(Int64Array::from_iter_values(0..ROWS)),
-        Arc::new(Float64Array::from_iter_values((0..ROWS).map(|i| i as f64))),
-    ];
-    let batch = RecordBatch::try_new(schema, columns).unwrap();
-    let mut writer = TableWriter::open(
+    write_table(
         dir.path(),
         "t",
         "events",
-        &batch.schema(),
+        vec![
+            ("ts", timestamps((0..ROWS).map(|i| DAY_MICROS + i))),
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(0..ROWS)) as ArrayRef,
+            ),
+            (
+                "amount",
+                Arc::new(Float64Array::from_iter_values((0..ROWS).map(|i| i as f64))),
+            ),
+        ],
         &ImportOptions::default(),
-    )
-    .unwrap();
-    writer.write(&batch).unwrap();
-    writer.finish().unwrap();
-
-    let mut config = EngineConfig::new(dir.path());
-    config.cores = 2;
-    config.pin_cores = false;
+    );
     // 300k groups or rows need several MiB; a few hundred groups or rows need far less.
-    config.query_memory_bytes = 2 << 20;
-    config.query_memory_budget_bytes = 64 << 20;
-    let engine = Engine::open(config).unwrap();
+    let engine = engine_with(dir.path(), |config| {
+        config.query_memory_bytes = 2 << 20;
+        config.query_memory_budget_bytes = 64 << 20;
+    });
     for sql in [
         "SELECT id, SUM(amount) FROM events GROUP BY id",
         "SELECT id, amount FROM events ORDER BY amount DESC",

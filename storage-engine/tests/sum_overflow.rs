@@ -1,16 +1,16 @@
 //! Integer SUM is exact: a result outside int64 is an error, never a wrapped number, grouped or
 //! not; intermediate sums beyond int64 are fine when the result fits.
 
+mod support;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use std::path::Path;
 use std::sync::Arc;
+use support::{engine, DAY_MICROS};
 use tessera_storage_engine::writer::{ImportOptions, TableWriter};
-use tessera_storage_engine::{Engine, EngineConfig};
-
-const DAY_MICROS: i64 = 19_723 * 86_400 * 1_000_000; // 2024-01-01
 
 fn table(dir: &Path, name: &str, rows: &[(&str, i64)]) {
     let schema = Arc::new(Schema::new(vec![
@@ -34,13 +34,6 @@ fn table(dir: &Path, name: &str, rows: &[(&str, i64)]) {
         TableWriter::open(dir, "t", name, &batch.schema(), &ImportOptions::default()).unwrap();
     writer.write(&batch).unwrap();
     writer.finish().unwrap();
-}
-
-fn engine(dir: &Path) -> Engine {
-    let mut config = EngineConfig::new(dir);
-    config.cores = 2;
-    config.pin_cores = false;
-    Engine::open(config).unwrap()
 }
 
 #[test]

@@ -3,16 +3,19 @@
 //! descriptors or decoded pages; dropping frees what the cores cached; drops racing imports never
 //! let two writers hold one table or lose a published file.
 
+mod support;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use std::path::Path;
 use std::sync::Arc;
+use support::{engine, engine_with};
 use tessera_storage_engine::manifest;
 use tessera_storage_engine::verify::verify_table;
 use tessera_storage_engine::writer::{ImportOptions, TableWriter};
-use tessera_storage_engine::{Engine, EngineConfig};
+use tessera_storage_engine::Engine;
 
 /// `rows` rows on one day, every `v` equal to `value`: files for different values have the same
 /// size (one-entry dictionary, the same run lengths).
@@ -45,14 +48,6 @@ fn try_import(dir: &Path, table: &str, batch: &RecordBatch) -> tessera_storage_e
 
 fn import(dir: &Path, table: &str, batch: &RecordBatch) {
     try_import(dir, table, batch).unwrap();
-}
-
-fn engine(dir: &Path) -> Engine {
-    let mut config = EngineConfig::new(dir);
-    config.cores = 2;
-    config.pin_cores = false;
-    config.buffer_pool_bytes = 64 << 20;
-    Engine::open(config).unwrap()
 }
 
 fn sum_v(engine: &Engine) -> i64 {
@@ -197,11 +192,7 @@ fn cached_open_files_are_bounded_per_core() {
     for value in 0..30 {
         import(dir.path(), "t", &batch(100, value));
     }
-    let mut config = EngineConfig::new(dir.path());
-    config.cores = 2;
-    config.pin_cores = false;
-    config.cached_files_per_core = Some(3);
-    let engine = Engine::open(config).unwrap();
+    let engine = engine_with(dir.path(), |config| config.cached_files_per_core = Some(3));
     for _ in 0..3 {
         assert_eq!(sum_v(&engine), 100 * (0..30).sum::<i64>());
         let open = open_files_under(dir.path());

@@ -1,0 +1,44 @@
+//! Shared by the engine's end-to-end tests: a table written from named columns, and an engine on
+//! two unpinned cores (tests share the machine).
+#![allow(dead_code)] // each test binary uses its own share
+
+use arrow_array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
+use std::path::Path;
+use std::sync::Arc;
+use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::{Engine, EngineConfig};
+
+/// 2024-01-01T00:00:00 in microseconds.
+pub const DAY_MICROS: i64 = 19_723 * 86_400 * 1_000_000;
+
+pub fn timestamps(values: impl IntoIterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(values))
+}
+
+/// Imports one batch of `columns` into `tenant/table` (created by the first import).
+pub fn write_table(
+    dir: &Path,
+    tenant: &str,
+    table: &str,
+    columns: Vec<(&str, ArrayRef)>,
+    options: &ImportOptions,
+) {
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut writer = TableWriter::open(dir, tenant, table, &batch.schema(), options).unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+}
+
+/// An engine on two unpinned cores, shaped further by `configure`.
+pub fn engine_with(dir: &Path, configure: impl FnOnce(&mut EngineConfig)) -> Engine {
+    let mut config = EngineConfig::new(dir);
+    config.cores = 2;
+    config.pin_cores = false;
+    config.buffer_pool_bytes = 64 << 20;
+    configure(&mut config);
+    Engine::open(config).unwrap()
+}
+
+pub fn engine(dir: &Path) -> Engine {
+    engine_with(dir, |_| {})
+}
