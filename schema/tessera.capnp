@@ -52,7 +52,7 @@ enum ErrorCode {
 
 enum Role {
   reader @0;     # query, explain, tables, describe
-  writer @1;     # reader, plus importBatches
+  writer @1;     # reader, plus importBatches and ingest
   admin @2;      # writer, plus the tenant's Admin capability (create and drop tables)
   operator @3;   # cluster-wide: create and drop tenants, list nodes; never any tenant's rows
 }
@@ -176,6 +176,46 @@ interface Tenant {
 
   whoami @7 () -> (tenant :Text, role :Role, expiresAt :Int64);
   # What this capability is bound to; `expiresAt` is the token's expiry in Unix seconds.
+
+  ingest @8 (table :Text, producer :Text) -> (stream :IngestStream);
+  # Opens durable streaming ingestion into an existing table (role writer or admin) for one
+  # producer: a client-chosen name (1 to 128 bytes) that, with each batch's sequence number,
+  # is the batch's idempotency key. Several streams may use one producer name one after the
+  # other (a reconnect, a retry after a server restart); two at once race for its keys.
+}
+
+struct IngestAck {
+  # The answer to `IngestStream.append`: the batch is durable on this node.
+  rows @0 :UInt64;         # rows of the batch
+  durable @1 :Bool;        # true: written to the node's write-ahead log and fsynced
+  duplicate @2 :Bool;      # true: this key was already durable; the batch was not applied again
+  sequence @3 :UInt64;     # the batch's sequence number, as sent
+}
+
+interface IngestStream {
+  # One producer's batches into one table. Each batch is made durable (write-ahead log, fsync)
+  # before it is acknowledged, and an acknowledged row is visible to the next query on this
+  # node. Rows reach Parquet files later (flush); queries see them all the while.
+
+  write @0 (ipc :Data) -> stream;
+  # Bytes of the next batch: an Arrow IPC stream (schema, record batches, end-of-stream marker),
+  # sent in pieces of whole messages, as `ImportStream.write`. Columns match the table's by
+  # name (lower case), in any order; a column the table lacks is an `invalid:` error naming it,
+  # a nullable table column the batch lacks reads as NULL. Types are converted as for imports.
+
+  append @1 (sequence :UInt64) -> (ack :IngestAck);
+  # Ends the batch written since the previous `append` and makes it durable under the key
+  # (producer, sequence). Resolves once the batch is in the log and fsynced (`durable`), or
+  # at once when the key is already durable (`duplicate`: acknowledged again, applied once).
+  # Sequence numbers are the producer's to choose; a producer should count up from 0 or 1. A
+  # key more than 100,000 below the producer's highest is refused (`invalid:`): the node no
+  # longer remembers it. A failed batch applies nothing: it may be sent again with its key.
+  # A batch over the node's batch size limit fails with `limit:`; while the node's ingest
+  # buffers are full, `append` waits (backpressure) instead of failing.
+
+  flush @2 () -> (files :UInt64);
+  # Writes this node's buffered rows of the table to Parquet and publishes them now (they are
+  # already durable; this only moves them out of the log). Returns the files written.
 }
 
 struct TableSpec {

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub rows_returned: Counter,
     pub ipc_bytes_sent: Counter,
     pub imported_rows: Counter,
+    pub ingested_rows: Counter,
+    pub ingested_bytes: Counter,
     pub queries_running: Gauge,
     pub connections: Gauge,
     pub connections_total: Counter,
@@ -43,6 +45,8 @@ impl Metrics {
             rows_returned: Counter::default(),
             ipc_bytes_sent: Counter::default(),
             imported_rows: Counter::default(),
+            ingested_rows: Counter::default(),
+            ingested_bytes: Counter::default(),
             queries_running: Gauge::default(),
             connections: Gauge::default(),
             connections_total: Counter::default(),
@@ -98,6 +102,16 @@ impl Metrics {
             "imported_rows",
             "Rows committed by importBatches",
             metrics.imported_rows.clone(),
+        );
+        r.register(
+            "ingested_rows",
+            "Rows acknowledged durable by IngestStream.append (duplicates not counted)",
+            metrics.ingested_rows.clone(),
+        );
+        r.register(
+            "ingested_bytes",
+            "Arrow IPC bytes acknowledged durable by IngestStream.append",
+            metrics.ingested_bytes.clone(),
         );
         r.register(
             "queries_running",

@@ -38,6 +38,8 @@ pub struct Limits {
     pub blocking_threads_max: usize,
     /// Memory one query's result may hold on the server (from `MAX_MEMORY_GB`).
     pub query_memory_bytes: u64,
+    /// Largest batch (Arrow IPC bytes) one `IngestStream.append` takes.
+    pub ingest_batch_bytes: u64,
 }
 
 impl Default for Limits {
@@ -56,6 +58,7 @@ impl Default for Limits {
             import_buffer_bytes: 256 << 20,
             blocking_threads_max: 32,
             query_memory_bytes: 4 << 30,
+            ingest_batch_bytes: 256 << 20,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::buffer_pool::PoolCounters;
 use crate::error::{Error, Result};
 use crate::exec::{self, CoreOutput, CoreState, FileTask, MetadataCache, ScanStats};
 use crate::host;
+use crate::ingest::{self, recovery::RecoveryReport, Ack, Epochs, IngestConfig, IngestCore};
 use crate::kernels::Kernels;
 use crate::manifest::{self, TableManifest};
 use crate::memory::{MemoryPool, Reservation};
@@ -54,6 +55,8 @@ pub struct EngineConfig {
     pub query_memory_bytes: u64,
     /// Memory every running query's state together may hold on the node.
     pub query_memory_budget_bytes: u64,
+    /// Streaming ingestion: flush thresholds and the memory its buffers may hold.
+    pub ingest: IngestConfig,
 }
 
 impl EngineConfig {
@@ -70,6 +73,7 @@ impl EngineConfig {
             spin_before_park_us: 0,
             query_memory_bytes: 4 << 30,
             query_memory_budget_bytes: 8 << 30,
+            ingest: IngestConfig::default(),
         }
     }
 }
@@ -102,6 +106,11 @@ pub struct Engine {
     memory: Arc<MemoryPool>,
     /// Which core coordinates the next query (round robin).
     next_coordinator: AtomicUsize,
+    /// What start-up recovery replayed from earlier runs' logs (`None`: another process owns
+    /// the logs, and this engine does not ingest).
+    recovery: Option<RecoveryReport>,
+    /// Held while this engine owns the data directory's write-ahead logs.
+    _wal_lock: Option<std::fs::File>,
 }
 
 /// The engine as seen from inside one of its cores: queries started here are coordinated by this
@@ -149,6 +158,18 @@ impl Engine {
             spin_before_park_us: config.spin_before_park_us,
             probe_file: Some(probe),
         };
+        // The logs belong to one process: it replays what earlier runs left, and ingests.
+        let wal_lock = ingest::lock_logs(&config.data_dir)?;
+        let recovery = match &wal_lock {
+            Some(_) => Some(ingest::recovery::recover(&config.data_dir)?),
+            None => None,
+        };
+        let boot = manifest::new_incarnation();
+        let logs: Arc<Vec<String>> =
+            Arc::new((0..config.cores).map(|c| format!("{boot:016x}-{c}")).collect());
+        let epochs = Arc::new(Epochs::new(config.cores));
+        let ingest_enabled = wal_lock.is_some();
+        let (ingest_config, data_dir) = (config.ingest.clone(), config.data_dir.clone());
         let pool_bytes = (config.buffer_pool_bytes / config.cores as u64) as usize;
         let metadata_bytes = (config.metadata_cache_bytes / config.cores as u64) as usize;
         let kernels = Kernels::detect();
@@ -157,6 +178,15 @@ impl Engine {
             pool: BufferPool::new(pool_bytes),
             metadata: MetadataCache::new(metadata_bytes, files_per_core),
             kernels,
+            ingest: Rc::new(IngestCore::new(
+                core,
+                &data_dir,
+                logs[core].clone(),
+                logs.clone(),
+                epochs.clone(),
+                ingest_config.clone(),
+                ingest_enabled,
+            )),
         })
         .map_err(|e| Error::Config(format!("cannot start executors: {e}")))?;
         Ok(Engine {
@@ -164,7 +194,41 @@ impl Engine {
             config: Arc::new(config),
             cores,
             next_coordinator: AtomicUsize::new(0),
+            recovery,
+            _wal_lock: wal_lock,
         })
+    }
+
+    /// What start-up recovery replayed; `None` when another process owns the logs.
+    pub fn recovery(&self) -> Option<&RecoveryReport> {
+        self.recovery.as_ref()
+    }
+
+    /// Makes one batch (a whole Arrow IPC stream) durable in `tenant/table` under the key
+    /// (producer, sequence), as `CoreContext::ingest`. Blocks the calling thread.
+    pub fn ingest(
+        &self,
+        tenant: &str,
+        table: &str,
+        producer: &str,
+        sequence: u64,
+        ipc: Vec<u8>,
+    ) -> Result<Ack> {
+        let (tenant, table, producer) = (tenant.to_owned(), table.to_owned(), producer.to_owned());
+        futures::executor::block_on(self.on_core(0, move |context| async move {
+            let batches = ingest::decode_ipc(&ipc)?;
+            context
+                .ingest(&tenant, &table, &producer, sequence, batches, ipc)
+                .await
+        }))?
+    }
+
+    /// Flushes every core's buffered rows of a table to Parquet; returns the files written.
+    pub fn flush_ingest(&self, tenant: &str, table: &str) -> Result<u64> {
+        let (tenant, table) = (tenant.to_owned(), table.to_owned());
+        futures::executor::block_on(self.on_core(0, move |context| async move {
+            context.flush_ingest(&tenant, &table).await
+        }))?
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -311,24 +375,29 @@ impl CoreContext {
             .iter()
             .flat_map(|m| m.files.iter().map(move |f| file_cache_id(m, f)))
             .collect();
-        let tables: Vec<(String, String)> = dropped
-            .iter()
-            .map(|m| (m.tenant.clone(), m.table.clone()))
-            .collect();
-        let data_dir = self.config.data_dir.clone();
+        let tables: Arc<Vec<(String, String)>> = Arc::new(
+            dropped
+                .iter()
+                .map(|m| (m.tenant.clone(), m.table.clone()))
+                .collect(),
+        );
+        let (data_dir, forget) = (self.config.data_dir.clone(), tables.clone());
         runtime::spawn_blocking(move || {
-            for (tenant, table) in tables {
-                manifest::forget_cached(&data_dir, &tenant, &table);
+            for (tenant, table) in forget.iter() {
+                manifest::forget_cached(&data_dir, tenant, table);
             }
         })
         .await;
         let files = Arc::new(files);
         let calls = (0..self.peers.count()).map(|peer| {
-            let files = files.clone();
+            let (files, tables) = (files.clone(), tables.clone());
             self.peers
                 .call(&self.state, peer, move |state, _| async move {
                     state.metadata.evict_files(&files);
                     state.pool.evict_files(&files);
+                    for (tenant, table) in tables.iter() {
+                        state.ingest.forget(tenant, table);
+                    }
                 })
         });
         futures::future::join_all(calls).await;
@@ -337,6 +406,61 @@ impl CoreContext {
     pub async fn sql(&self, tenant: &str, text: &str) -> Result<QueryResult> {
         let statement = sql::parse(text)?;
         self.execute(tenant, statement).await
+    }
+
+    /// Makes one batch durable in `tenant/table` under (producer, sequence) and visible to the
+    /// next query: converted to the table's columns here (`ingest::prepare`), then logged and
+    /// buffered by the producer's owner core (`ingest::owner_core`). `ipc` is the batch as the
+    /// client sent it (an Arrow IPC stream), which is what the log keeps.
+    pub async fn ingest(
+        &self,
+        tenant: &str,
+        table: &str,
+        producer: &str,
+        sequence: u64,
+        batches: Vec<RecordBatch>,
+        ipc: Vec<u8>,
+    ) -> Result<Ack> {
+        ingest::validate_producer(producer)?;
+        let (data_dir, owner, name) = (
+            self.config.data_dir.clone(),
+            tenant.to_owned(),
+            table.to_owned(),
+        );
+        let manifest =
+            runtime::spawn_blocking(move || manifest::load_cached(&data_dir, &owner, &name))
+                .await?
+                .ok_or_else(|| Error::NoSuchTable {
+                    tenant: tenant.to_owned(),
+                    table: table.to_owned(),
+                })?;
+        let batch = ingest::prepare(&manifest.columns, &batches)?;
+        drop(batches);
+        let core = ingest::owner_core(tenant, table, producer, self.peers.count());
+        let producer = producer.to_owned();
+        self.peers
+            .call(&self.state, core, move |state, _| async move {
+                state
+                    .ingest
+                    .append(&manifest, &producer, sequence, batch, ipc)
+                    .await
+            })
+            .await?
+    }
+
+    /// Flushes every core's buffered rows of `tenant/table`; returns the files written.
+    pub async fn flush_ingest(&self, tenant: &str, table: &str) -> Result<u64> {
+        let calls = (0..self.peers.count()).map(|peer| {
+            let (tenant, table) = (tenant.to_owned(), table.to_owned());
+            self.peers.call(&self.state, peer, move |state, _| async move {
+                state.ingest.flush(&tenant, &table).await
+            })
+        });
+        let mut files = 0;
+        for result in futures::future::join_all(calls).await {
+            files += result??;
+        }
+        Ok(files)
     }
 
     /// Runs a parsed statement for `tenant`, coordinated by this core, and collects the result.
@@ -363,6 +487,9 @@ impl CoreContext {
             Statement::Query(query) => (query, false),
             Statement::Explain(query) => (query, true),
         };
+        // Registered before the manifest is read: rows a flush moves from buffers into files
+        // stay in memory until this query ends (`ingest::Epochs`).
+        let _epoch = self.state.ingest.enter_query();
         // Stat, and on a change read and parse, off the core.
         let (data_dir, owner, table) = (
             self.config.data_dir.clone(),
@@ -379,17 +506,24 @@ impl CoreContext {
         let plan = Arc::new(plan::bind(&query, &manifest.columns)?);
         let schema = output_schema(&plan);
         let (tasks, pruned_files) = file_tasks(&self.config.data_dir, &manifest, &plan);
+        let buffered = Arc::new(exec::BufferedScan {
+            tenant: manifest.tenant.clone(),
+            table: manifest.table.clone(),
+            incarnation: manifest.incarnation,
+            marks: manifest.ingest.logs.clone(),
+        });
         let streaming =
             !explain && plan.order_by.is_empty() && matches!(plan.mode, Mode::Rows { .. });
         let memory = self.memory.reserve();
         let (batch, mut scan) = if streaming {
             (
                 None,
-                self.stream_on_cores(&plan, &schema, tasks, sink, &memory)
+                self.stream_on_cores(&plan, &schema, tasks, &buffered, sink, &memory)
                     .await?,
             )
         } else {
-            self.run_on_cores(&plan, tasks, explain, &memory).await?
+            self.run_on_cores(&plan, tasks, &buffered, explain, &memory)
+                .await?
         };
         scan.files_total += pruned_files;
         scan.files_pruned += pruned_files;
@@ -428,10 +562,13 @@ impl CoreContext {
         &self,
         plan: &Arc<Plan>,
         tasks: Vec<FileTask>,
+        buffered: &Arc<exec::BufferedScan>,
         prune_only: bool,
         memory: &Arc<Reservation>,
     ) -> Result<(Option<RecordBatch>, ScanStats)> {
-        let (outputs, scan) = self.scatter(plan, tasks, prune_only, None, memory).await?;
+        let (outputs, scan) = self
+            .scatter(plan, tasks, buffered, prune_only, None, memory)
+            .await?;
         let batch = if prune_only {
             None
         } else {
@@ -447,12 +584,13 @@ impl CoreContext {
         plan: &Arc<Plan>,
         schema: &SchemaRef,
         tasks: Vec<FileTask>,
+        buffered: &Arc<exec::BufferedScan>,
         sink: &mut S,
         memory: &Arc<Reservation>,
     ) -> Result<ScanStats> {
         // A few chunks in flight per core: enough to overlap scanning with sending.
         let (sender, mut receiver) = futures::channel::mpsc::channel(2 * self.peers.count());
-        let scatter = self.scatter(plan, tasks, false, Some(sender), memory);
+        let scatter = self.scatter(plan, tasks, buffered, false, Some(sender), memory);
         let mut remaining = plan.limit.unwrap_or(u64::MAX);
         let deliver = async {
             while remaining > 0 {
@@ -482,6 +620,7 @@ impl CoreContext {
         &self,
         plan: &Arc<Plan>,
         tasks: Vec<FileTask>,
+        buffered: &Arc<exec::BufferedScan>,
         prune_only: bool,
         out: Option<exec::RowSender>,
         memory: &Arc<Reservation>,
@@ -497,16 +636,17 @@ impl CoreContext {
         let me = self.peers.me();
         let mut shares: Vec<(usize, Vec<FileTask>)> = shares.into_iter().enumerate().collect();
         shares.sort_by_key(|(peer, _)| *peer == me);
+        // Every core, with files or not: each may hold buffered rows of the table.
         let calls: Vec<_> = shares
             .into_iter()
-            .filter(|(_, share)| !share.is_empty())
             .map(|(peer, share)| {
                 let (plan, out, memory) = (plan.clone(), out.clone(), memory.clone());
+                let buffered = buffered.clone();
                 async move {
                     let result = self
                         .peers
                         .call(&self.state, peer, move |state, _| {
-                            exec::execute(state, plan, share, prune_only, out, memory)
+                            exec::execute(state, plan, share, buffered, prune_only, out, memory)
                         })
                         .await;
                     (peer, result)

@@ -28,6 +28,15 @@ pub enum Error {
     CorruptManifest { path: PathBuf, message: String },
     #[error("import error: {0}")]
     Import(String),
+    #[error("corrupt write-ahead log {path} at offset {offset}: {message}")]
+    CorruptWal {
+        path: PathBuf,
+        offset: u64,
+        message: String,
+    },
+    /// The node cannot take this request now; the same request may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("{what} exceeds its limit of {limit}: {detail}")]
@@ -54,10 +63,11 @@ impl Error {
             Error::Io { .. } => "io",
             Error::CorruptFile { .. }
             | Error::SchemaMismatch { .. }
-            | Error::CorruptManifest { .. } => "corrupt",
+            | Error::CorruptManifest { .. }
+            | Error::CorruptWal { .. } => "corrupt",
             Error::Import(_) | Error::Config(_) => "invalid",
             Error::LimitExceeded { .. } => "limit",
-            Error::ShuttingDown => "unavailable",
+            Error::ShuttingDown | Error::Unavailable(_) => "unavailable",
             Error::Cancelled(_) => "cancelled",
             Error::Internal(_) => "internal",
         }

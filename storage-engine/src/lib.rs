@@ -11,6 +11,7 @@ pub mod error;
 pub mod exec;
 pub mod gen;
 pub mod host;
+pub mod ingest;
 pub mod kernels;
 pub mod manifest;
 pub mod memory;

@@ -116,6 +116,21 @@ pub struct TableManifest {
     pub writer: WriterSettings,
     pub next_file_id: u64,
     pub files: Vec<FileEntry>,
+    /// What streaming ingestion has moved into `files` (absent before it existed).
+    #[serde(default)]
+    pub ingest: IngestMarks,
+}
+
+/// Streaming ingestion's state in a manifest, published with the files a flush writes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IngestMarks {
+    /// Per write-ahead log id: the highest LSN of this table whose rows are in `files`. Records
+    /// at or below it are skipped when the log is replayed, and queries skip buffered rows at
+    /// or below it (they read them from the files).
+    pub logs: std::collections::BTreeMap<String, u64>,
+    /// Per producer: the sequence numbers it has made durable in this table (at least those in
+    /// `files`; the log holds the rest).
+    pub producers: std::collections::BTreeMap<String, crate::ingest::window::ProducerWindow>,
 }
 
 impl TableManifest {
@@ -154,7 +169,9 @@ pub fn table_dir(data_dir: &Path, tenant: &str, table: &str) -> PathBuf {
 }
 
 /// (file length, modification time, parsed manifest).
-type CachedManifest = (u64, std::time::SystemTime, std::sync::Arc<TableManifest>);
+/// (length, (modification time, inode), parsed manifest): a publish renames a new file over
+/// the old one, so the inode changes even when length and time do not.
+type CachedManifest = (u64, (std::time::SystemTime, u64), std::sync::Arc<TableManifest>);
 
 /// Manifests parsed by the node, revalidated by (length, mtime) on every use. Only threads that
 /// may block use it (`load_cached` stats and reads files): the cores reach it through
@@ -184,7 +201,10 @@ pub fn load_cached(
     let (length, modified) = match std::fs::metadata(&path) {
         Ok(metadata) => (
             metadata.len(),
-            metadata.modified().map_err(|e| Error::io(&path, e))?,
+            (
+                metadata.modified().map_err(|e| Error::io(&path, e))?,
+                std::os::unix::fs::MetadataExt::ino(&metadata),
+            ),
         ),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(Error::io(path, error)),
@@ -282,7 +302,21 @@ pub fn publish(data_dir: &Path, manifest: &TableManifest) -> Result<()> {
     file.sync_all().map_err(|e| Error::io(&temp, e))?;
     drop(file);
     std::fs::rename(&temp, &target).map_err(|e| Error::io(&target, e))?;
-    sync_dir(&dir)
+    sync_dir(&dir)?;
+    // This process's next load sees the new version without parsing it again.
+    if let Ok(metadata) = std::fs::metadata(&target) {
+        if let Ok(modified) = metadata.modified() {
+            let key = (
+                modified,
+                std::os::unix::fs::MetadataExt::ino(&metadata),
+            );
+            cache().insert(
+                target,
+                (metadata.len(), key, std::sync::Arc::new(manifest.clone())),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// fsyncs a directory so a rename or new entry in it survives a crash.

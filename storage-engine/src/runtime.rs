@@ -336,6 +336,80 @@ impl DirectFile {
     }
 }
 
+/// A file written with O_DIRECT through io_uring (the write-ahead log): whole blocks of
+/// `WRITE_ALIGN` bytes at aligned offsets, made durable by `sync`.
+pub struct DirectWriteFile {
+    file: DmaFile,
+}
+
+/// Offsets and lengths of `DirectWriteFile` writes are multiples of this.
+pub const WRITE_ALIGN: usize = 4096;
+
+/// Bytes of one write request; a longer write is split into requests in flight together.
+const WRITE_PIECE_BYTES: usize = 4 << 20;
+
+impl DirectWriteFile {
+    /// Creates `path` (it must not exist) and reserves `size` bytes of disk for it, which read
+    /// as zeros until written; the file and its directory entry are durable once this returns.
+    pub async fn create(path: &Path, size: u64) -> io::Result<DirectWriteFile> {
+        let file = glommio::io::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .dma_open(path)
+            .await
+            .map_err(io::Error::from)?;
+        file.pre_allocate(size, false)
+            .await
+            .map_err(io::Error::from)?;
+        file.fdatasync().await.map_err(io::Error::from)?;
+        Ok(DirectWriteFile { file })
+    }
+
+    /// Writes `data` at `offset`; both must be multiples of `WRITE_ALIGN`. Not durable until
+    /// `sync`.
+    pub async fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        if data.len() % WRITE_ALIGN != 0 || offset % WRITE_ALIGN as u64 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unaligned direct write of {} bytes at {offset}", data.len()),
+            ));
+        }
+        let writes = data.chunks(WRITE_PIECE_BYTES).enumerate().map(|(i, piece)| {
+            let mut buffer = self.file.alloc_dma_buffer(piece.len());
+            buffer.as_bytes_mut().copy_from_slice(piece);
+            let at = offset + (i * WRITE_PIECE_BYTES) as u64;
+            async move {
+                let written = self
+                    .file
+                    .write_at(buffer, at)
+                    .await
+                    .map_err(io::Error::from)?;
+                if written != piece.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("short write: {written} of {} bytes at {at}", piece.len()),
+                    ));
+                }
+                Ok(())
+            }
+        });
+        for result in futures::future::join_all(writes).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Makes every write so far durable (fdatasync).
+    pub async fn sync(&self) -> io::Result<()> {
+        self.file.fdatasync().await.map_err(io::Error::from)
+    }
+
+    pub async fn close(self) {
+        let _ = self.file.close().await;
+    }
+}
+
 /// Lets other tasks on this core run if this one has used its time slice.
 pub async fn yield_if_needed() {
     glommio::yield_if_needed().await

@@ -44,6 +44,22 @@ pub struct ImportOptions {
     pub writer: Option<WriterSettings>,
     /// Bytes of decoded rows buffered across partitions before the largest are flushed.
     pub buffer_bytes_max: Option<u64>,
+    /// Set when streaming ingestion flushes buffered rows: the table must exist as this
+    /// incarnation, and the published manifest records what the flush covers.
+    pub ingest: Option<IngestUpdate>,
+}
+
+/// What an ingestion flush adds to the manifest it publishes (see `manifest::IngestMarks`).
+#[derive(Clone, Debug, Default)]
+pub struct IngestUpdate {
+    pub incarnation: u64,
+    /// Per log id, the highest LSN the flushed rows come from.
+    pub logs: Vec<(String, u64)>,
+    /// Log ids still in use: marks of other logs are dropped (their segments are gone).
+    /// `None` keeps every mark.
+    pub live_logs: Option<Vec<String>>,
+    /// Producers' windows, replacing the manifest's entries for them.
+    pub producers: Vec<(String, crate::ingest::window::ProducerWindow)>,
 }
 
 const BUFFER_BYTES_DEFAULT: u64 = 1 << 30;
@@ -114,6 +130,7 @@ pub struct TableWriter {
     /// relative to the staging directory until published).
     staged: Vec<(PathBuf, FileEntry)>,
     rows: u64,
+    ingest: Option<IngestUpdate>,
 }
 
 /// Where an import's files wait until it commits.
@@ -255,6 +272,17 @@ impl TableWriter {
             });
         }
         let existing = manifest::load(data_dir, tenant, table)?;
+        if let Some(update) = &options.ingest {
+            if existing
+                .as_ref()
+                .is_none_or(|m| m.incarnation != update.incarnation)
+            {
+                return Err(Error::NoSuchTable {
+                    tenant: tenant.to_owned(),
+                    table: table.to_owned(),
+                });
+            }
+        }
         let creates_table = existing.is_none();
         let manifest = match existing {
             Some(existing) => {
@@ -300,6 +328,7 @@ impl TableWriter {
                     writer: options.writer.clone().unwrap_or_default(),
                     next_file_id: 1,
                     files: Vec::new(),
+                    ingest: Default::default(),
                 }
             }
         };
@@ -343,6 +372,7 @@ impl TableWriter {
             staging,
             staged: Vec::new(),
             rows: 0,
+            ingest: options.ingest.clone(),
         })
     }
 
@@ -457,6 +487,19 @@ impl TableWriter {
             manifest_version: current.version + 1,
         };
         current.files.append(&mut new_files);
+        if let Some(update) = self.ingest.take() {
+            let marks = &mut current.ingest;
+            if let Some(live) = &update.live_logs {
+                marks.logs.retain(|id, _| live.contains(id));
+            }
+            for (id, lsn) in update.logs {
+                let mark = marks.logs.entry(id).or_default();
+                *mark = (*mark).max(lsn);
+            }
+            for (producer, window) in update.producers {
+                marks.producers.insert(producer, window);
+            }
+        }
         current.version += 1;
         manifest::publish(&self.data_dir, &current)?;
         Ok(summary)
@@ -649,7 +692,7 @@ fn partition_value(array: &ArrayRef, row: usize) -> String {
 }
 
 /// The first row (from 0) holding a NULL.
-fn first_null(array: &ArrayRef) -> Option<usize> {
+pub(crate) fn first_null(array: &ArrayRef) -> Option<usize> {
     let nulls = array.logical_nulls()?;
     (nulls.null_count() > 0).then(|| nulls.iter().position(|valid| !valid))?
 }
@@ -693,7 +736,11 @@ fn cast_checked(
     }
 }
 
-fn normalise_array(array: &ArrayRef, field: &Field, rows_before: u64) -> Result<ArrayRef> {
+pub(crate) fn normalise_array(
+    array: &ArrayRef,
+    field: &Field,
+    rows_before: u64,
+) -> Result<ArrayRef> {
     let target = field.data_type();
     if array.data_type() == target {
         return Ok(array.clone());

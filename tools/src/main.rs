@@ -608,6 +608,7 @@ fn run_import(
         }),
         writer: Some(writer_settings),
         buffer_bytes_max: None,
+        ingest: None,
     };
     let mut writer = TableWriter::open(data, tenant, table, &first.schema, &options)
         .map_err(|e| e.to_string())?;

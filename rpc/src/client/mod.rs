@@ -36,14 +36,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tessera_schema::tessera_capnp::{
-    admin, batch_sink, gateway, import_stream, operator, table_info, tenant,
+    admin, batch_sink, gateway, import_stream, ingest_stream, operator, table_info, tenant,
     Compression as WireCompression, Role as WireRole,
 };
 
+mod ingest;
 mod operator_session;
 mod session;
 mod stream;
 
+pub use ingest::{IngestAck, IngestStream};
 pub use operator_session::OperatorSession;
 pub use session::{
     ColumnInfo, Compression, ImportSummary, ImportWriter, QueryOutput, Session, TableInfo,
@@ -135,6 +137,7 @@ struct Connection {
     tenants: RefCell<HashMap<u64, tenant::Client>>,
     operators: RefCell<HashMap<u64, operator::Client>>,
     imports: RefCell<HashMap<u64, import_stream::Client>>,
+    ingests: RefCell<HashMap<u64, ingest_stream::Client>>,
     next_id: Cell<u64>,
 }
 
@@ -145,6 +148,14 @@ impl Connection {
             .get(&id)
             .cloned()
             .ok_or_else(|| ClientError::Disconnected("import closed".into()))
+    }
+
+    fn ingest(&self, id: u64) -> Result<ingest_stream::Client, ClientError> {
+        self.ingests
+            .borrow()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ClientError::Disconnected("ingest stream closed".into()))
     }
 
     fn tenant(&self, id: u64) -> Result<tenant::Client, ClientError> {
@@ -355,6 +366,7 @@ fn drive(
             tenants: RefCell::default(),
             operators: RefCell::default(),
             imports: RefCell::default(),
+            ingests: RefCell::default(),
             next_id: Cell::new(1),
         });
         tokio::task::spawn_local(rpc);

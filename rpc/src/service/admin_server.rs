@@ -190,6 +190,7 @@ impl admin::Server for AdminServer {
                 ..WriterSettings::default()
             }),
             buffer_bytes_max: None,
+            ingest: None,
         };
         let data_dir = self.connection.data_dir().to_owned();
         let tenant = self.tenant.clone();

@@ -36,12 +36,14 @@ use tessera_storage_engine::writer::{ImportOptions, TableWriter};
 mod admin_server;
 mod gateway_server;
 mod import_server;
+mod ingest_server;
 mod operator_server;
 mod tenant_server;
 
 use admin_server::AdminServer;
 pub use gateway_server::gateway;
 use import_server::ImportStreamServer;
+use ingest_server::IngestStreamServer;
 use operator_server::OperatorServer;
 use tenant_server::TenantServer;
 

@@ -340,6 +340,36 @@ impl tenant::Server for TenantServer {
         Ok(())
     }
 
+    async fn ingest(
+        self: Rc<Self>,
+        params: tenant::IngestParams,
+        mut results: tenant::IngestResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        if !self.identity.role.can_write() {
+            return Err(error(
+                "permission",
+                format!("role {} cannot ingest", self.identity.role.name()),
+            ));
+        }
+        let params = params.get()?;
+        let (table, producer) = (text(params.get_table()?)?, text(params.get_producer()?)?);
+        tessera_storage_engine::ingest::validate_producer(&producer).map_err(engine_error)?;
+        // The table must exist now; each batch checks it again (it may be dropped meanwhile).
+        load_table(self.connection.data_dir(), &self.tenant, &table).await?;
+        results
+            .get()
+            .set_stream(capnp_rpc::new_client(IngestStreamServer::new(
+                self.connection.clone(),
+                self.identity.clone(),
+                self.tenant.clone(),
+                table,
+                producer,
+            )));
+        Ok(())
+    }
+
     async fn cancel(
         self: Rc<Self>,
         params: tenant::CancelParams,

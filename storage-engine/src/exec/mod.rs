@@ -49,6 +49,18 @@ pub struct CoreState {
     pub pool: BufferPool,
     pub metadata: MetadataCache,
     pub kernels: Kernels,
+    /// Streaming ingestion on this core: its log, buffers and producers.
+    pub ingest: Rc<crate::ingest::IngestCore>,
+}
+
+/// Which buffered rows a query reads on each core: the table's incarnation, and per log the
+/// mark of its manifest (rows at or below it are read from files).
+#[derive(Debug)]
+pub struct BufferedScan {
+    pub tenant: String,
+    pub table: String,
+    pub incarnation: u64,
+    pub marks: std::collections::BTreeMap<String, u64>,
 }
 
 /// Footers and page indexes of recently used files with their open handles, bounded in bytes.
@@ -247,6 +259,7 @@ pub async fn execute(
     state: Rc<CoreState>,
     plan: Arc<Plan>,
     files: Vec<FileTask>,
+    buffered: Arc<BufferedScan>,
     prune_only: bool,
     out: Option<RowSender>,
     memory: Arc<Reservation>,
@@ -366,6 +379,40 @@ pub async fn execute(
             }
             if sink.borrow().full() {
                 break;
+            }
+        }
+    }
+    // Buffered rows of streaming ingestion, after the files, oldest first.
+    if !sink.borrow().full() {
+        let mark = buffered
+            .marks
+            .get(state.ingest.log_id())
+            .copied()
+            .unwrap_or(0);
+        let chunks =
+            state
+                .ingest
+                .snapshot(&buffered.tenant, &buffered.table, buffered.incarnation, mark);
+        if !chunks.is_empty() {
+            match per_file_groups {
+                Some((keys, aggregates)) => {
+                    let own = RefCell::new(Sink::Groups(
+                        GroupState::new(keys, aggregates),
+                        Charge::default(),
+                    ));
+                    scan_chunks(&state, &plan, &chunks, &own, &memory, &mut stats, prune_only)
+                        .await?;
+                    let Sink::Groups(part, mut charge) = own.into_inner() else {
+                        unreachable!("made as groups above")
+                    };
+                    groups.add(part.finish(), aggregates);
+                    charge.set(&memory, 0)?;
+                    groups_charge.set(&memory, groups.memory_bytes())?;
+                }
+                None => {
+                    scan_chunks(&state, &plan, &chunks, &sink, &memory, &mut stats, prune_only)
+                        .await?
+                }
             }
         }
     }
@@ -534,6 +581,71 @@ async fn scan_file(
         )
         .await?;
         sink.borrow_mut().account(memory)?;
+        flush_rows(sink).await;
+    }
+    Ok(())
+}
+
+/// Scans buffered chunks (rows not yet in files): pruned by their bounds as row groups are,
+/// then filtered and fed to the sink whole.
+async fn scan_chunks(
+    state: &CoreState,
+    plan: &Plan,
+    chunks: &[Rc<crate::ingest::MemChunk>],
+    sink: &RefCell<Sink>,
+    memory: &Reservation,
+    stats: &mut ScanStats,
+    prune_only: bool,
+) -> Result<()> {
+    let value_columns = plan.value_columns();
+    for chunk in chunks {
+        if sink.borrow().full() {
+            break;
+        }
+        runtime::yield_if_needed().await;
+        let length = chunk.batch.num_rows();
+        stats.rows_total += length as u64;
+        let truth = match &plan.filter {
+            None => Truth::Always,
+            Some(filter) => prune::classify(filter, &|column| chunk.stats.get(column).cloned()),
+        };
+        if truth == Truth::Never || prune_only {
+            continue;
+        }
+        let column = |c: usize| -> Result<ArrayRef> {
+            chunk
+                .batch
+                .columns()
+                .get(c)
+                .cloned()
+                .ok_or_else(|| Error::Internal(format!("buffered rows lack column {c}")))
+        };
+        stats.rows_scanned += length as u64;
+        let mask = match (truth, &plan.filter) {
+            (Truth::Maybe, Some(filter)) => Some(evaluate(filter, &column, length, &state.kernels)?),
+            _ => None,
+        };
+        let selected = mask
+            .as_ref()
+            .map_or(length, |m| state.kernels.count_ones(m));
+        {
+            let mut sink = sink.borrow_mut();
+            if let Sink::Count(count) = &mut *sink {
+                *count += selected as u64;
+                continue;
+            }
+            if selected > 0 {
+                consume(
+                    &mut sink,
+                    &state.kernels,
+                    &value_columns,
+                    &column,
+                    mask.as_deref(),
+                    length,
+                )?;
+            }
+            sink.account(memory)?;
+        }
         flush_rows(sink).await;
     }
     Ok(())

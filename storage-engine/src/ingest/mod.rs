@@ -1,0 +1,911 @@
+//! Durable streaming ingestion, thread-per-core.
+//!
+//! A batch for (tenant, table, producer) is handled by one core, the producer's *owner*
+//! (`owner_core`), so a producer's idempotency window and the order of its batches live on one
+//! core without locks. The owner checks the key against the window, appends the batch to its
+//! write-ahead log (`wal`, group commit) and, once that is durable, adds the rows to its
+//! in-memory buffer of the table (`TableBuffer`), where queries find them at once. A flush
+//! writes a buffer's rows as Parquet through the import writer and publishes a manifest that
+//! records, per log, the highest LSN the files now hold and the producers' windows; the log
+//! segments whose records are all in published files are then deleted.
+//!
+//! A query reads each core's buffered chunks with an LSN above its manifest's mark for that
+//! core's log, so a row is read from a buffer or from a file, never both and never neither.
+//! Flushed chunks stay readable until no query that started before their manifest was published
+//! is still running (`Epochs`).
+
+pub mod recovery;
+pub mod wal;
+pub mod window;
+
+use crate::error::{Error, Result};
+use crate::manifest::{ColumnDef, TableManifest};
+use crate::runtime;
+use crate::stats::ColumnStats;
+use crate::value::{ColumnType, Scalar};
+use crate::writer::{self, ImportOptions, IngestUpdate, TableWriter};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{Field, Schema, SchemaRef};
+use futures::channel::oneshot;
+use hashbrown::{HashMap, HashSet};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wal::{Lsn, WalWriter};
+use window::{ProducerWindow, Seen};
+
+/// The directory of the write-ahead logs, inside the data directory.
+pub const WAL_DIR: &str = "_wal";
+
+/// Ingestion settings (per node; budgets are split across cores).
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// Bytes of buffered rows a table's buffer on one core holds before it is flushed.
+    pub flush_bytes: u64,
+    /// Buffered rows older than this are flushed whatever their size.
+    pub flush_age: Duration,
+    /// Bytes of buffered rows (live and being flushed) every core together may hold; past it,
+    /// appends wait for flushes.
+    pub memory_bytes: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            flush_bytes: 128 << 20,
+            flush_age: Duration::from_secs(30),
+            memory_bytes: 1 << 30,
+        }
+    }
+}
+
+/// The core that owns a producer's batches into a table.
+pub fn owner_core(tenant: &str, table: &str, producer: &str, cores: usize) -> usize {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for byte in tenant
+        .bytes()
+        .chain([0])
+        .chain(table.bytes())
+        .chain([0])
+        .chain(producer.bytes())
+    {
+        hash = (hash ^ byte as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    (hash % cores.max(1) as u64) as usize
+}
+
+/// A producer name: 1 to 128 bytes.
+pub fn validate_producer(producer: &str) -> Result<()> {
+    if producer.is_empty() || producer.len() > 128 {
+        return Err(Error::Import(format!(
+            "a producer name has 1 to 128 bytes, not {}",
+            producer.len()
+        )));
+    }
+    Ok(())
+}
+
+/// What `append` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub rows: u64,
+    /// The key was already durable: nothing was applied.
+    pub duplicate: bool,
+}
+
+/// Converts a batch to a table's columns: matched by name (lower case) in any order, a missing
+/// nullable column filled with NULLs, types converted as for imports (a value that does not fit
+/// and a NULL in a NOT NULL column are errors naming the column and row).
+pub fn prepare(columns: &[ColumnDef], batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let schema: SchemaRef = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.column_type.to_arrow(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let mut parts = Vec::with_capacity(batches.len());
+    let mut rows_before = 0u64;
+    for batch in batches {
+        let input = batch.schema();
+        let names: Vec<String> = input
+            .fields()
+            .iter()
+            .map(|f| f.name().to_lowercase())
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(Error::Import(format!("column {name} appears twice")));
+            }
+            if !columns.iter().any(|c| &c.name == name) {
+                return Err(Error::Import(format!(
+                    "column {name} is not in the table (its columns: {})",
+                    columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+        for (column, field) in columns.iter().zip(schema.fields()) {
+            let array = match names.iter().position(|n| n == &column.name) {
+                Some(index) => writer::normalise_array(batch.column(index), field, rows_before)?,
+                None if column.nullable => {
+                    arrow_array::new_null_array(field.data_type(), batch.num_rows())
+                }
+                None => {
+                    return Err(Error::Import(format!(
+                        "column {} is missing, and it is NOT NULL",
+                        column.name
+                    )))
+                }
+            };
+            if !column.nullable {
+                if let Some(row) = writer::first_null(&array) {
+                    return Err(Error::Import(format!(
+                        "column {}, row {}: NULL in a NOT NULL column",
+                        column.name,
+                        rows_before + row as u64 + 1
+                    )));
+                }
+            }
+            arrays.push(array);
+        }
+        rows_before += batch.num_rows() as u64;
+        parts.push(
+            RecordBatch::try_new(schema.clone(), arrays)
+                .map_err(|e| Error::Import(e.to_string()))?,
+        );
+    }
+    arrow_select::concat::concat_batches(&schema, &parts).map_err(|e| Error::Import(e.to_string()))
+}
+
+/// A WAL record's payload: which table and key, then the batch as the client sent it (an Arrow
+/// IPC stream).
+pub struct Record {
+    pub tenant: String,
+    pub table: String,
+    pub incarnation: u64,
+    pub producer: String,
+    pub sequence: u64,
+    pub ipc: Vec<u8>,
+}
+
+const RECORD_BATCH: u8 = 1;
+
+impl Record {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.ipc.len());
+        out.push(RECORD_BATCH);
+        out.extend_from_slice(&self.incarnation.to_le_bytes());
+        out.extend_from_slice(&self.sequence.to_le_bytes());
+        for text in [&self.tenant, &self.table, &self.producer] {
+            out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+        out.extend_from_slice(&self.ipc);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Record, String> {
+        let mut at = 0usize;
+        let mut take = |n: usize| -> std::result::Result<&[u8], String> {
+            let slice = bytes
+                .get(at..at + n)
+                .ok_or_else(|| "record is truncated".to_string())?;
+            at += n;
+            Ok(slice)
+        };
+        if take(1)?[0] != RECORD_BATCH {
+            return Err("unknown record kind".into());
+        }
+        let incarnation = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+        let sequence = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+        let mut text = || -> std::result::Result<String, String> {
+            let length = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
+            String::from_utf8(take(length)?.to_vec()).map_err(|e| e.to_string())
+        };
+        let (tenant, table, producer) = (text()?, text()?, text()?);
+        Ok(Record {
+            tenant,
+            table,
+            incarnation,
+            producer,
+            sequence,
+            ipc: bytes[at..].to_vec(),
+        })
+    }
+}
+
+/// Decodes a whole Arrow IPC stream held in memory.
+pub fn decode_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| Error::Import(format!("bad Arrow IPC stream: {e}")))?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Import(format!("bad Arrow IPC stream: {e}")))
+}
+
+/// Rows of one appended batch, held in memory until their flush is published and no query
+/// needs them.
+pub struct MemChunk {
+    pub lsn: Lsn,
+    /// In the table's column order and types (all nullable).
+    pub batch: RecordBatch,
+    /// Per column: bounds of the chunk's values, for pruning as with files.
+    pub stats: Vec<ColumnStats>,
+    bytes: u64,
+}
+
+impl MemChunk {
+    pub fn new(lsn: Lsn, batch: RecordBatch, columns: &[ColumnDef]) -> MemChunk {
+        let stats = columns
+            .iter()
+            .zip(batch.columns())
+            .map(|(c, a)| array_stats(c.column_type, a))
+            .collect();
+        let bytes = batch.get_array_memory_size() as u64;
+        MemChunk {
+            lsn,
+            batch,
+            stats,
+            bytes,
+        }
+    }
+}
+
+/// Min/max/null count of an array, for the column types pruning uses bounds of.
+fn array_stats(column_type: ColumnType, array: &ArrayRef) -> ColumnStats {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    let rows = array.len() as u64;
+    let mut stats = ColumnStats::unknown(rows);
+    stats.null_count = Some(array.null_count() as u64);
+    stats.nan_possible = false;
+    let bounds = match column_type {
+        ColumnType::Int32 => min_max(array.as_primitive::<Int32Type>())
+            .map(|(l, h)| (Scalar::Int(l as i64), Scalar::Int(h as i64))),
+        ColumnType::Int64 => min_max(array.as_primitive::<Int64Type>())
+            .map(|(l, h)| (Scalar::Int(l), Scalar::Int(h))),
+        ColumnType::Timestamp => min_max(array.as_primitive::<TimestampMicrosecondType>())
+            .map(|(l, h)| (Scalar::Int(l), Scalar::Int(h))),
+        ColumnType::Date => min_max(array.as_primitive::<Date32Type>())
+            .map(|(l, h)| (Scalar::Int(l as i64), Scalar::Int(h as i64))),
+        _ => {
+            stats.nan_possible = true;
+            None
+        }
+    };
+    if let Some((min, max)) = bounds {
+        stats.min = min;
+        stats.max = max;
+    }
+    stats
+}
+
+fn min_max<T: arrow_array::ArrowPrimitiveType>(
+    array: &arrow_array::PrimitiveArray<T>,
+) -> Option<(T::Native, T::Native)>
+where
+    T::Native: Ord,
+{
+    let mut values = array.iter().flatten();
+    let first = values.next()?;
+    Some(values.fold((first, first), |(l, h), v| (l.min(v), h.max(v))))
+}
+
+/// Epochs of running queries, node-wide, so a core knows when no query can still need rows it
+/// has flushed. A query registers the current epoch on its coordinating core before it reads its
+/// manifest; a flush bumps the epoch after publishing, and its chunks are freed once no query
+/// registered below the new epoch is running.
+pub struct Epochs {
+    current: AtomicU64,
+    /// Per core: the oldest epoch a running query coordinated there registered (MAX: none).
+    oldest: Box<[AtomicU64]>,
+}
+
+impl Epochs {
+    pub fn new(cores: usize) -> Epochs {
+        Epochs {
+            current: AtomicU64::new(1),
+            oldest: (0..cores).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        }
+    }
+
+    fn bump(&self) -> u64 {
+        self.current.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn oldest_running(&self) -> u64 {
+        self.oldest
+            .iter()
+            .map(|o| o.load(Ordering::SeqCst))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+}
+
+/// A query's registration; dropping it ends the registration.
+pub struct EpochGuard {
+    ingest: Rc<IngestCore>,
+    epoch: u64,
+}
+
+impl Drop for EpochGuard {
+    fn drop(&mut self) {
+        let ingest = &self.ingest;
+        let mut running = ingest.running.borrow_mut();
+        if let Some(count) = running.get_mut(&self.epoch) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&self.epoch);
+            }
+        }
+        let oldest = running.keys().next().copied().unwrap_or(u64::MAX);
+        ingest.epochs.oldest[ingest.core].store(oldest, Ordering::SeqCst);
+    }
+}
+
+type TableKey = (String, String, u64);
+
+/// One table's buffered rows on one core.
+#[derive(Default)]
+struct TableBuffer {
+    columns: Vec<ColumnDef>,
+    live: Vec<Rc<MemChunk>>,
+    live_bytes: u64,
+    /// When the oldest live chunk arrived.
+    since: Option<Instant>,
+    /// Chunks a running flush is writing.
+    flushing: Vec<Rc<MemChunk>>,
+    /// Flushed chunks some running query may still need, by the epoch of their publication.
+    retired: Vec<(u64, Vec<Rc<MemChunk>>)>,
+    flush_running: bool,
+}
+
+/// Ingestion state of one core.
+pub struct IngestCore {
+    core: usize,
+    data_dir: PathBuf,
+    config: IngestConfig,
+    wal: WalWriter,
+    /// Log ids of this process's cores (marks of other logs are dropped at flush).
+    live_logs: Arc<Vec<String>>,
+    epochs: Arc<Epochs>,
+    /// Epochs of queries coordinated on this core, with their counts.
+    running: RefCell<BTreeMap<u64, usize>>,
+    tables: RefCell<HashMap<TableKey, TableBuffer>>,
+    producers: RefCell<HashMap<(TableKey, String), ProducerWindow>>,
+    in_flight: RefCell<HashSet<(TableKey, String, u64)>>,
+    /// Per segment of this core's log: per table, the highest LSN of it there.
+    segments: RefCell<BTreeMap<u64, HashMap<TableKey, Lsn>>>,
+    /// Per table: the highest LSN whose rows are published in files.
+    flushed: RefCell<HashMap<TableKey, Lsn>>,
+    /// Bytes of chunks held (live, flushing, retired).
+    memory_used: Cell<u64>,
+    /// Appends waiting for memory.
+    memory_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    ticking: Cell<bool>,
+    /// False when another process owns the data directory's logs.
+    enabled: bool,
+}
+
+/// Takes the data directory's log lock (`_wal/.lock`, flock); `None` when another process
+/// holds it (then this process must neither replay nor write logs).
+pub fn lock_logs(data_dir: &Path) -> Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let dir = data_dir.join(WAL_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    // SAFETY: flock on a valid descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Ok(None);
+    }
+    Ok(Some(file))
+}
+
+impl IngestCore {
+    pub fn new(
+        core: usize,
+        data_dir: &Path,
+        log_id: String,
+        live_logs: Arc<Vec<String>>,
+        epochs: Arc<Epochs>,
+        config: IngestConfig,
+        enabled: bool,
+    ) -> IngestCore {
+        let cores = live_logs.len().max(1) as u64;
+        let config = IngestConfig {
+            memory_bytes: (config.memory_bytes / cores).max(1 << 20),
+            ..config
+        };
+        IngestCore {
+            core,
+            data_dir: data_dir.to_owned(),
+            wal: WalWriter::new(data_dir.join(WAL_DIR).join(&log_id), log_id),
+            live_logs,
+            epochs,
+            config,
+            running: RefCell::default(),
+            tables: RefCell::default(),
+            producers: RefCell::default(),
+            in_flight: RefCell::default(),
+            segments: RefCell::default(),
+            flushed: RefCell::default(),
+            memory_used: Cell::new(0),
+            memory_waiters: RefCell::default(),
+            ticking: Cell::new(false),
+            enabled,
+        }
+    }
+
+    pub fn log_id(&self) -> &str {
+        self.wal.id()
+    }
+
+    /// Bytes of rows this core holds in memory.
+    pub fn memory_used(&self) -> u64 {
+        self.memory_used.get()
+    }
+
+    /// Registers a query about to read its manifest (see `Epochs`).
+    pub fn enter_query(self: &Rc<Self>) -> EpochGuard {
+        let epoch = self.epochs.current.load(Ordering::SeqCst);
+        let mut running = self.running.borrow_mut();
+        *running.entry(epoch).or_default() += 1;
+        let oldest = running.keys().next().copied().unwrap_or(u64::MAX);
+        self.epochs.oldest[self.core].store(oldest, Ordering::SeqCst);
+        EpochGuard {
+            ingest: self.clone(),
+            epoch,
+        }
+    }
+
+    /// The buffered chunks of a table a query must read: those above `mark`, its manifest's
+    /// mark for this core's log, oldest first.
+    pub fn snapshot(&self, tenant: &str, table: &str, incarnation: u64, mark: Lsn) -> Vec<Rc<MemChunk>> {
+        let tables = self.tables.borrow();
+        let Some(buffer) = tables.get(&(tenant.to_owned(), table.to_owned(), incarnation)) else {
+            return Vec::new();
+        };
+        buffer
+            .retired
+            .iter()
+            .flat_map(|(_, chunks)| chunks)
+            .chain(&buffer.flushing)
+            .chain(&buffer.live)
+            .filter(|c| c.lsn > mark)
+            .cloned()
+            .collect()
+    }
+
+    /// Makes a batch durable under (producer, sequence) and buffers its rows; see the module
+    /// comment. `window` is the producer's window from the manifest the stream opened with,
+    /// used when this core has not seen the producer since it started.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append(
+        self: &Rc<Self>,
+        manifest: &TableManifest,
+        producer: &str,
+        sequence: u64,
+        batch: RecordBatch,
+        ipc: Vec<u8>,
+    ) -> Result<Ack> {
+        if !self.enabled {
+            return Err(Error::Unavailable(format!(
+                "another process owns the write-ahead log of {}: ingest through it",
+                self.data_dir.display()
+            )));
+        }
+        let key: TableKey = (
+            manifest.tenant.clone(),
+            manifest.table.clone(),
+            manifest.incarnation,
+        );
+        let rows = batch.num_rows() as u64;
+        let producer_key = (key.clone(), producer.to_owned());
+        let seen = self
+            .producers
+            .borrow_mut()
+            .entry(producer_key.clone())
+            .or_insert_with(|| {
+                manifest
+                    .ingest
+                    .producers
+                    .get(producer)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .check(sequence);
+        match seen {
+            Seen::Durable => {
+                return Ok(Ack {
+                    rows,
+                    duplicate: true,
+                })
+            }
+            Seen::Forgotten { highest } => {
+                return Err(Error::Import(format!(
+                    "sequence {sequence} of producer {producer} is more than {} below its highest \
+                     ({highest}): the node no longer knows whether it was applied",
+                    window::WINDOW
+                )))
+            }
+            Seen::New => {}
+        }
+        let flight = (key.clone(), producer.to_owned(), sequence);
+        if !self.in_flight.borrow_mut().insert(flight.clone()) {
+            return Err(Error::Unavailable(format!(
+                "sequence {sequence} of producer {producer} is being written by another call; \
+                 retry to learn its outcome"
+            )));
+        }
+        let result = self
+            .append_new(manifest, &key, producer, sequence, batch, ipc)
+            .await;
+        self.in_flight.borrow_mut().remove(&flight);
+        result?;
+        self.producers
+            .borrow_mut()
+            .entry(producer_key)
+            .or_default()
+            .insert(sequence);
+        Ok(Ack {
+            rows,
+            duplicate: false,
+        })
+    }
+
+    async fn append_new(
+        self: &Rc<Self>,
+        manifest: &TableManifest,
+        key: &TableKey,
+        producer: &str,
+        sequence: u64,
+        batch: RecordBatch,
+        ipc: Vec<u8>,
+    ) -> Result<()> {
+        self.start_ticking();
+        let bytes = batch.get_array_memory_size() as u64;
+        // Backpressure: wait (never fail) while this core's buffers are full.
+        while self.memory_used.get() > 0
+            && self.memory_used.get() + bytes > self.config.memory_bytes
+        {
+            self.flush_largest();
+            let (sender, receiver) = oneshot::channel();
+            self.memory_waiters.borrow_mut().push(sender);
+            let _ = runtime::timeout(Duration::from_millis(100), receiver).await;
+        }
+        let record = Record {
+            tenant: key.0.clone(),
+            table: key.1.clone(),
+            incarnation: key.2,
+            producer: producer.to_owned(),
+            sequence,
+            ipc,
+        };
+        let payload = record.encode();
+        drop(record);
+        let lsn = self.wal.append(payload).await?;
+        let chunk = Rc::new(MemChunk::new(lsn, batch, &manifest.columns));
+        self.memory_used.set(self.memory_used.get() + chunk.bytes);
+        self.segments
+            .borrow_mut()
+            .entry(wal::lsn_segment(lsn))
+            .or_default()
+            .insert(key.clone(), lsn);
+        let flush_now = {
+            let mut tables = self.tables.borrow_mut();
+            let buffer = tables.entry(key.clone()).or_default();
+            if buffer.columns.is_empty() {
+                buffer.columns = manifest.columns.clone();
+            }
+            buffer.since.get_or_insert_with(Instant::now);
+            buffer.live_bytes += chunk.bytes;
+            buffer.live.push(chunk);
+            buffer.live_bytes >= self.config.flush_bytes
+        };
+        if flush_now {
+            self.spawn_flush(key.clone());
+        }
+        Ok(())
+    }
+
+    fn start_ticking(self: &Rc<Self>) {
+        if self.ticking.replace(true) {
+            return;
+        }
+        let this = self.clone();
+        runtime::spawn_local(async move {
+            loop {
+                runtime::sleep(Duration::from_millis(500)).await;
+                this.tick();
+            }
+        });
+    }
+
+    /// Flushes buffers past their age and frees chunks no query needs any more.
+    fn tick(self: &Rc<Self>) {
+        let due: Vec<TableKey> = self
+            .tables
+            .borrow()
+            .iter()
+            .filter(|(_, b)| {
+                !b.flush_running && b.since.is_some_and(|s| s.elapsed() >= self.config.flush_age)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.spawn_flush(key);
+        }
+        self.release_retired();
+    }
+
+    fn flush_largest(self: &Rc<Self>) {
+        let largest = self
+            .tables
+            .borrow()
+            .iter()
+            .filter(|(_, b)| !b.flush_running && !b.live.is_empty())
+            .max_by_key(|(_, b)| b.live_bytes)
+            .map(|(k, _)| k.clone());
+        if let Some(key) = largest {
+            self.spawn_flush(key);
+        }
+    }
+
+    fn spawn_flush(self: &Rc<Self>, key: TableKey) {
+        let this = self.clone();
+        runtime::spawn_local(async move {
+            if let Err(error) = this.flush_table(&key).await {
+                eprintln!(
+                    "tessera: flushing buffered rows of {}/{} failed (they stay in memory and in \
+                     the log; retried later): {error}",
+                    key.0, key.1
+                );
+            }
+        });
+    }
+
+    /// Writes the table's live chunks to Parquet and publishes them; returns the files written.
+    /// Waits for a flush of the table already running, then flushes what arrived since.
+    pub async fn flush(self: &Rc<Self>, tenant: &str, table: &str) -> Result<u64> {
+        let keys: Vec<TableKey> = self
+            .tables
+            .borrow()
+            .keys()
+            .filter(|k| k.0 == tenant && k.1 == table)
+            .cloned()
+            .collect();
+        let mut files = 0;
+        for key in keys {
+            while self
+                .tables
+                .borrow()
+                .get(&key)
+                .is_some_and(|b| b.flush_running)
+            {
+                runtime::sleep(Duration::from_millis(5)).await;
+            }
+            files += self.flush_table(&key).await?;
+        }
+        Ok(files)
+    }
+
+    async fn flush_table(self: &Rc<Self>, key: &TableKey) -> Result<u64> {
+        let (chunks, columns) = {
+            let mut tables = self.tables.borrow_mut();
+            let Some(buffer) = tables.get_mut(key) else {
+                return Ok(0);
+            };
+            if buffer.flush_running || buffer.live.is_empty() {
+                return Ok(0);
+            }
+            buffer.flush_running = true;
+            buffer.flushing = std::mem::take(&mut buffer.live);
+            buffer.live_bytes = 0;
+            buffer.since = None;
+            (buffer.flushing.clone(), buffer.columns.clone())
+        };
+        let mark = chunks.iter().map(|c| c.lsn).max().unwrap_or(0);
+        let producers: Vec<(String, ProducerWindow)> = self
+            .producers
+            .borrow()
+            .iter()
+            .filter(|((k, _), _)| k == key)
+            .map(|((_, p), w)| (p.clone(), w.clone()))
+            .collect();
+        let update = IngestUpdate {
+            incarnation: key.2,
+            logs: vec![(self.wal.id().to_owned(), mark)],
+            live_logs: Some(self.live_logs.to_vec()),
+            producers,
+        };
+        let batches: Vec<RecordBatch> = chunks.iter().map(|c| c.batch.clone()).collect();
+        let (data_dir, tenant, table) = (self.data_dir.clone(), key.0.clone(), key.1.clone());
+        let written = runtime::spawn_blocking(move || {
+            write_batches(&data_dir, &tenant, &table, &columns, &batches, update)
+        })
+        .await;
+        let mut tables = self.tables.borrow_mut();
+        let Some(buffer) = tables.get_mut(key) else {
+            return written.map(|_| 0);
+        };
+        buffer.flush_running = false;
+        let flushing = std::mem::take(&mut buffer.flushing);
+        match written {
+            Ok(files) => {
+                let epoch = self.epochs.bump();
+                buffer.retired.push((epoch, flushing));
+                drop(tables);
+                self.flushed.borrow_mut().insert(key.clone(), mark);
+                self.release_retired();
+                self.remove_flushed_segments().await;
+                Ok(files)
+            }
+            Err(Error::NoSuchTable { .. }) => {
+                // Dropped (or dropped and created again) meanwhile: its rows went with it.
+                drop(tables);
+                self.forget_table(key);
+                Ok(0)
+            }
+            Err(error) => {
+                // Back in front of what arrived meanwhile, in LSN order; retried by the tick.
+                let mut live = flushing;
+                live.append(&mut buffer.live);
+                buffer.live_bytes = live.iter().map(|c| c.bytes).sum();
+                buffer.live = live;
+                buffer.since = Some(Instant::now() - self.config.flush_age / 2);
+                Err(error)
+            }
+        }
+    }
+
+    /// Frees flushed chunks no running query can need.
+    fn release_retired(&self) {
+        let oldest = self.epochs.oldest_running();
+        let mut freed = 0;
+        for buffer in self.tables.borrow_mut().values_mut() {
+            buffer.retired.retain(|(epoch, chunks)| {
+                let keep = *epoch > oldest;
+                if !keep {
+                    freed += chunks.iter().map(|c| c.bytes).sum::<u64>();
+                }
+                keep
+            });
+        }
+        self.free(freed);
+    }
+
+    fn free(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        self.memory_used
+            .set(self.memory_used.get().saturating_sub(bytes));
+        for waiter in self.memory_waiters.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Deletes log segments before the current one whose records are all in published files
+    /// (or belong to dropped tables).
+    async fn remove_flushed_segments(&self) {
+        let current = self.wal.current_segment().unwrap_or(u64::MAX);
+        let removable: Vec<u64> = {
+            let flushed = self.flushed.borrow();
+            let tables = self.tables.borrow();
+            self.segments
+                .borrow()
+                .iter()
+                .filter(|(&segment, held)| {
+                    segment < current
+                        && held.iter().all(|(key, lsn)| {
+                            !tables.contains_key(key)
+                                || flushed.get(key).is_some_and(|mark| mark >= lsn)
+                        })
+                })
+                .map(|(&segment, _)| segment)
+                .collect()
+        };
+        if removable.is_empty() {
+            return;
+        }
+        let dir = self.wal.dir().to_owned();
+        let paths: Vec<PathBuf> = removable
+            .iter()
+            .map(|&s| wal::segment_path(&dir, s))
+            .collect();
+        let removed = runtime::spawn_blocking(move || -> Result<()> {
+            for path in &paths {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(path, e)),
+                }
+            }
+            crate::manifest::sync_dir(&dir)
+        })
+        .await;
+        match removed {
+            Ok(()) => {
+                let mut segments = self.segments.borrow_mut();
+                for segment in removable {
+                    segments.remove(&segment);
+                }
+            }
+            Err(error) => eprintln!("tessera: removing flushed log segments failed: {error}"),
+        }
+    }
+
+    /// Drops a table's buffers (the table was dropped).
+    pub fn forget_table(&self, key: &TableKey) {
+        let removed = self.tables.borrow_mut().remove(key);
+        if let Some(buffer) = removed {
+            let bytes: u64 = buffer
+                .live
+                .iter()
+                .chain(&buffer.flushing)
+                .chain(buffer.retired.iter().flat_map(|(_, c)| c))
+                .map(|c| c.bytes)
+                .sum();
+            self.free(bytes);
+        }
+        self.producers.borrow_mut().retain(|(k, _), _| k != key);
+    }
+
+    /// Drops the buffers of every incarnation of `tenant/table`.
+    pub fn forget(&self, tenant: &str, table: &str) {
+        let keys: Vec<TableKey> = self
+            .tables
+            .borrow()
+            .keys()
+            .filter(|k| k.0 == tenant && k.1 == table)
+            .cloned()
+            .collect();
+        for key in keys {
+            self.forget_table(&key);
+        }
+        self.producers
+            .borrow_mut()
+            .retain(|(k, _), _| !(k.0 == tenant && k.1 == table));
+    }
+}
+
+/// Writes batches already in the table's columns into the table through the import writer,
+/// publishing `update` with them. Blocking.
+pub fn write_batches(
+    data_dir: &Path,
+    tenant: &str,
+    table: &str,
+    columns: &[ColumnDef],
+    batches: &[RecordBatch],
+    update: IngestUpdate,
+) -> Result<u64> {
+    let schema = Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.column_type.to_arrow(), true))
+            .collect::<Vec<_>>(),
+    );
+    let options = ImportOptions {
+        ingest: Some(update),
+        ..Default::default()
+    };
+    let mut writer = TableWriter::open(data_dir, tenant, table, &schema, &options)?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    Ok(writer.finish()?.files)
+}

@@ -1,0 +1,121 @@
+//! A producer's idempotency window: the sequence numbers it has made durable in one table, as
+//! sorted, disjoint ranges (a producer counting up holds one range), forgetting those more than
+//! `WINDOW` below its highest.
+
+use serde::{Deserialize, Serialize};
+
+/// How far below its highest sequence number a producer's keys are remembered.
+pub const WINDOW: u64 = 100_000;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProducerWindow {
+    /// Inclusive ranges, ascending, not touching.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// What a window says about a sequence number.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    New,
+    Durable,
+    /// Below the window: whether it was applied is no longer known.
+    Forgotten { highest: u64 },
+}
+
+impl ProducerWindow {
+    pub fn highest(&self) -> Option<u64> {
+        self.ranges.last().map(|r| r.1)
+    }
+
+    pub fn check(&self, sequence: u64) -> Seen {
+        if let Some(highest) = self.highest() {
+            if sequence.saturating_add(WINDOW) < highest {
+                return Seen::Forgotten { highest };
+            }
+        }
+        let index = self.ranges.partition_point(|r| r.1 < sequence);
+        match self.ranges.get(index) {
+            Some(&(start, _)) if start <= sequence => Seen::Durable,
+            _ => Seen::New,
+        }
+    }
+
+    pub fn insert(&mut self, sequence: u64) {
+        let index = self.ranges.partition_point(|r| r.1 < sequence);
+        if self
+            .ranges
+            .get(index)
+            .is_some_and(|&(start, _)| start <= sequence)
+        {
+            return;
+        }
+        let joins_left = index > 0 && self.ranges[index - 1].1 + 1 == sequence;
+        let joins_right = self
+            .ranges
+            .get(index)
+            .is_some_and(|&(start, _)| sequence.checked_add(1) == Some(start));
+        match (joins_left, joins_right) {
+            (true, true) => {
+                self.ranges[index - 1].1 = self.ranges[index].1;
+                self.ranges.remove(index);
+            }
+            (true, false) => self.ranges[index - 1].1 = sequence,
+            (false, true) => self.ranges[index].0 = sequence,
+            (false, false) => self.ranges.insert(index, (sequence, sequence)),
+        }
+        let floor = self.highest().unwrap_or(0).saturating_sub(WINDOW);
+        self.ranges.retain(|r| r.1 >= floor);
+        if let Some(first) = self.ranges.first_mut() {
+            first.0 = first.0.max(floor);
+        }
+    }
+
+    /// Adds everything `other` holds.
+    pub fn union(&mut self, other: &ProducerWindow) {
+        for &(start, end) in &other.ranges {
+            // Ranges are short in practice except for one long run per producer.
+            let from = start.max(end.saturating_sub(WINDOW));
+            for sequence in from..=end {
+                self.insert(sequence);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_set(sequences in proptest::collection::vec(0u64..300, 0..200)) {
+            let mut window = ProducerWindow::default();
+            let mut set = std::collections::BTreeSet::new();
+            for &s in &sequences {
+                window.insert(s);
+                set.insert(s);
+            }
+            for probe in 0..310 {
+                let expected = if set.contains(&probe) { Seen::Durable } else { Seen::New };
+                prop_assert_eq!(window.check(probe), expected);
+            }
+            prop_assert!(window.ranges.windows(2).all(|w| w[0].1 + 1 < w[1].0));
+        }
+    }
+
+    #[test]
+    fn keys_far_below_the_highest_are_forgotten() {
+        let mut window = ProducerWindow::default();
+        window.insert(5);
+        window.insert(WINDOW + 10);
+        assert_eq!(window.check(WINDOW + 10), Seen::Durable);
+        assert_eq!(
+            window.check(5),
+            Seen::Forgotten {
+                highest: WINDOW + 10
+            }
+        );
+        assert_eq!(window.ranges, vec![(WINDOW + 10, WINDOW + 10)]);
+    }
+}

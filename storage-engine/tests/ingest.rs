@@ -1,0 +1,172 @@
+//! Streaming ingestion through the engine: acknowledged rows are visible to the next query,
+//! a key is applied once, flushes move rows into files without changing any answer, and an
+//! engine that stops without flushing (as after `kill -9`) replays its log at the next start.
+
+mod support;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::RecordBatch;
+use support::engine;
+use tessera_storage_engine::gen::events_chunk;
+use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::Engine;
+
+fn ipc(batch: &RecordBatch) -> Vec<u8> {
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema()).unwrap();
+    writer.write(batch).unwrap();
+    writer.finish().unwrap();
+    writer.into_inner().unwrap()
+}
+
+fn create_events(dir: &std::path::Path) {
+    let batch = events_chunk(0, 1000, 1000, 1);
+    let mut writer = TableWriter::open(
+        dir,
+        "acme",
+        "events",
+        &batch.schema(),
+        &ImportOptions::default(),
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+}
+
+fn scalar(engine: &Engine, sql: &str) -> i64 {
+    let result = engine.sql("acme", sql).unwrap();
+    result.batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+/// Answers that must not change when rows move from buffers to files.
+const QUERIES: &[&str] = &[
+    "SELECT COUNT(*) FROM events",
+    "SELECT COUNT(*) FROM events WHERE amount > 50",
+    "SELECT SUM(user_id) FROM events",
+    "SELECT COUNT(*) FROM events WHERE timestamp >= TIMESTAMP '2024-01-15 00:00:00'",
+];
+
+fn answers(engine: &Engine) -> Vec<i64> {
+    QUERIES.iter().map(|q| scalar(engine, q)).collect()
+}
+
+#[test]
+fn acknowledged_rows_are_visible_at_once_and_a_key_applies_once() {
+    let dir = tempfile::tempdir().unwrap();
+    create_events(dir.path());
+    let engine = engine(dir.path());
+    assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 1000);
+    let batch = events_chunk(1000, 500, 2000, 2);
+    let ack = engine
+        .ingest("acme", "events", "p1", 1, ipc(&batch))
+        .unwrap();
+    assert_eq!((ack.rows, ack.duplicate), (500, false));
+    assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 1500);
+    let again = engine
+        .ingest("acme", "events", "p1", 1, ipc(&batch))
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 1500);
+    // Another producer with the same sequence number is another key.
+    engine
+        .ingest("acme", "events", "p2", 1, ipc(&batch))
+        .unwrap();
+    assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 2000);
+    let before = answers(&engine);
+    assert!(engine.flush_ingest("acme", "events").unwrap() >= 1);
+    assert_eq!(answers(&engine), before);
+    // Once flushed, the key is still known.
+    assert!(
+        engine
+            .ingest("acme", "events", "p1", 1, ipc(&batch))
+            .unwrap()
+            .duplicate
+    );
+    drop(engine);
+    let engine = engine_reopened(dir.path());
+    assert_eq!(answers(&engine), before);
+    assert!(
+        engine
+            .ingest("acme", "events", "p2", 1, ipc(&batch))
+            .unwrap()
+            .duplicate
+    );
+}
+
+fn engine_reopened(dir: &std::path::Path) -> Engine {
+    support::engine(dir)
+}
+
+#[test]
+fn an_engine_stopped_without_flushing_replays_its_log_and_remembers_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    create_events(dir.path());
+    let engine = engine(dir.path());
+    for sequence in 0..6u64 {
+        let batch = events_chunk(1000 + sequence * 100, 100, 2000, 10 + sequence);
+        let producer = if sequence % 2 == 0 { "even" } else { "odd" };
+        engine
+            .ingest("acme", "events", producer, sequence, ipc(&batch))
+            .unwrap();
+    }
+    // Half of it flushed, the rest only in the log.
+    engine.flush_ingest("acme", "events").unwrap();
+    for sequence in 6..10u64 {
+        let batch = events_chunk(1000 + sequence * 100, 100, 2000, 10 + sequence);
+        engine
+            .ingest("acme", "events", "late", sequence, ipc(&batch))
+            .unwrap();
+    }
+    let before = answers(&engine);
+    assert_eq!(before[0], 2000);
+    // No flush, no shutdown work: what a killed process leaves.
+    drop(engine);
+    let engine = engine_reopened(dir.path());
+    let report = engine.recovery().unwrap();
+    assert_eq!(report.replayed, 4, "{report:?}");
+    assert_eq!(answers(&engine), before);
+    for (producer, sequence) in [("late", 7), ("even", 2), ("odd", 5)] {
+        let batch = events_chunk(0, 10, 10, 99);
+        let ack = engine
+            .ingest("acme", "events", producer, sequence, ipc(&batch))
+            .unwrap();
+        assert!(ack.duplicate, "{producer} {sequence}");
+    }
+    assert_eq!(answers(&engine), before);
+    // The logs were replayed into files and removed: a third start replays nothing.
+    drop(engine);
+    let engine = engine_reopened(dir.path());
+    assert_eq!(engine.recovery().unwrap().replayed, 0);
+    assert_eq!(answers(&engine), before);
+}
+
+#[test]
+fn a_batch_that_does_not_fit_the_table_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    create_events(dir.path());
+    let engine = engine(dir.path());
+    let bad = RecordBatch::try_from_iter([(
+        "color",
+        std::sync::Arc::new(arrow_array::StringArray::from(vec!["red"])) as _,
+    )])
+    .unwrap();
+    let error = engine
+        .ingest("acme", "events", "p", 1, ipc(&bad))
+        .unwrap_err();
+    assert_eq!(error.code(), "invalid", "{error}");
+    assert!(error.to_string().contains("color"), "{error}");
+    let error = engine
+        .ingest("acme", "nope", "p", 1, ipc(&bad))
+        .unwrap_err();
+    assert_eq!(error.code(), "not_found", "{error}");
+    assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 1000);
+    // The failed key is free: the right batch under it is applied.
+    let good = events_chunk(1000, 10, 2000, 3);
+    assert!(
+        !engine
+            .ingest("acme", "events", "p", 1, ipc(&good))
+            .unwrap()
+            .duplicate
+    );
+    assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 1010);
+}
