@@ -165,8 +165,11 @@ impl Engine {
             None => None,
         };
         let boot = manifest::new_incarnation();
-        let logs: Arc<Vec<String>> =
-            Arc::new((0..config.cores).map(|c| format!("{boot:016x}-{c}")).collect());
+        let logs: Arc<Vec<String>> = Arc::new(
+            (0..config.cores)
+                .map(|c| format!("{boot:016x}-{c}"))
+                .collect(),
+        );
         let epochs = Arc::new(Epochs::new(config.cores));
         let ingest_enabled = wal_lock.is_some();
         let (ingest_config, data_dir) = (config.ingest.clone(), config.data_dir.clone());
@@ -452,9 +455,10 @@ impl CoreContext {
     pub async fn flush_ingest(&self, tenant: &str, table: &str) -> Result<u64> {
         let calls = (0..self.peers.count()).map(|peer| {
             let (tenant, table) = (tenant.to_owned(), table.to_owned());
-            self.peers.call(&self.state, peer, move |state, _| async move {
-                state.ingest.flush(&tenant, &table).await
-            })
+            self.peers
+                .call(&self.state, peer, move |state, _| async move {
+                    state.ingest.flush(&tenant, &table).await
+                })
         });
         let mut files = 0;
         for result in futures::future::join_all(calls).await {

@@ -171,7 +171,11 @@ pub fn table_dir(data_dir: &Path, tenant: &str, table: &str) -> PathBuf {
 /// (file length, modification time, parsed manifest).
 /// (length, (modification time, inode), parsed manifest): a publish renames a new file over
 /// the old one, so the inode changes even when length and time do not.
-type CachedManifest = (u64, (std::time::SystemTime, u64), std::sync::Arc<TableManifest>);
+type CachedManifest = (
+    u64,
+    (std::time::SystemTime, u64),
+    std::sync::Arc<TableManifest>,
+);
 
 /// Manifests parsed by the node, revalidated by (length, mtime) on every use. Only threads that
 /// may block use it (`load_cached` stats and reads files): the cores reach it through
@@ -306,10 +310,7 @@ pub fn publish(data_dir: &Path, manifest: &TableManifest) -> Result<()> {
     // This process's next load sees the new version without parsing it again.
     if let Ok(metadata) = std::fs::metadata(&target) {
         if let Ok(modified) = metadata.modified() {
-            let key = (
-                modified,
-                std::os::unix::fs::MetadataExt::ino(&metadata),
-            );
+            let key = (modified, std::os::unix::fs::MetadataExt::ino(&metadata));
             cache().insert(
                 target,
                 (metadata.len(), key, std::sync::Arc::new(manifest.clone())),

@@ -369,35 +369,43 @@ impl DirectWriteFile {
     /// Writes `data` at `offset`; both must be multiples of `WRITE_ALIGN`. Not durable until
     /// `sync`.
     pub async fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-        if data.len() % WRITE_ALIGN != 0 || offset % WRITE_ALIGN as u64 != 0 {
+        if !data.len().is_multiple_of(WRITE_ALIGN) || !offset.is_multiple_of(WRITE_ALIGN as u64) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("unaligned direct write of {} bytes at {offset}", data.len()),
             ));
         }
-        let writes = data.chunks(WRITE_PIECE_BYTES).enumerate().map(|(i, piece)| {
-            let mut buffer = self.file.alloc_dma_buffer(piece.len());
-            buffer.as_bytes_mut().copy_from_slice(piece);
-            let at = offset + (i * WRITE_PIECE_BYTES) as u64;
-            async move {
-                let written = self
-                    .file
-                    .write_at(buffer, at)
-                    .await
-                    .map_err(io::Error::from)?;
-                if written != piece.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        format!("short write: {written} of {} bytes at {at}", piece.len()),
-                    ));
+        let writes = data
+            .chunks(WRITE_PIECE_BYTES)
+            .enumerate()
+            .map(|(i, piece)| {
+                let mut buffer = self.file.alloc_dma_buffer(piece.len());
+                buffer.as_bytes_mut().copy_from_slice(piece);
+                let at = offset + (i * WRITE_PIECE_BYTES) as u64;
+                async move {
+                    let written = self
+                        .file
+                        .write_at(buffer, at)
+                        .await
+                        .map_err(io::Error::from)?;
+                    if written != piece.len() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            format!("short write: {written} of {} bytes at {at}", piece.len()),
+                        ));
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
-        });
+            });
         for result in futures::future::join_all(writes).await {
             result?;
         }
         Ok(())
+    }
+
+    /// Renames the file (not durable until its directory is synced).
+    pub async fn rename(&self, to: &Path) -> io::Result<()> {
+        self.file.rename(to).await.map_err(io::Error::from)
     }
 
     /// Makes every write so far durable (fdatasync).

@@ -35,7 +35,10 @@ fn create_events(dir: &std::path::Path) {
 
 fn scalar(engine: &Engine, sql: &str) -> i64 {
     let result = engine.sql("acme", sql).unwrap();
-    result.batches[0].column(0).as_primitive::<Int64Type>().value(0)
+    result.batches[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0)
 }
 
 /// Answers that must not change when rows move from buffers to files.

@@ -47,7 +47,9 @@ impl IngestStreamServer {
         if (raw.len() + bytes.len()) as u64 > limit {
             return Err(error(
                 "limit",
-                format!("a batch may have at most {limit} bytes of Arrow IPC; send smaller batches"),
+                format!(
+                    "a batch may have at most {limit} bytes of Arrow IPC; send smaller batches"
+                ),
             ));
         }
         raw.extend_from_slice(bytes);

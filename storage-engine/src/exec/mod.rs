@@ -389,10 +389,12 @@ pub async fn execute(
             .get(state.ingest.log_id())
             .copied()
             .unwrap_or(0);
-        let chunks =
-            state
-                .ingest
-                .snapshot(&buffered.tenant, &buffered.table, buffered.incarnation, mark);
+        let chunks = state.ingest.snapshot(
+            &buffered.tenant,
+            &buffered.table,
+            buffered.incarnation,
+            mark,
+        );
         if !chunks.is_empty() {
             match per_file_groups {
                 Some((keys, aggregates)) => {
@@ -400,8 +402,10 @@ pub async fn execute(
                         GroupState::new(keys, aggregates),
                         Charge::default(),
                     ));
-                    scan_chunks(&state, &plan, &chunks, &own, &memory, &mut stats, prune_only)
-                        .await?;
+                    scan_chunks(
+                        &state, &plan, &chunks, &own, &memory, &mut stats, prune_only,
+                    )
+                    .await?;
                     let Sink::Groups(part, mut charge) = own.into_inner() else {
                         unreachable!("made as groups above")
                     };
@@ -410,8 +414,10 @@ pub async fn execute(
                     groups_charge.set(&memory, groups.memory_bytes())?;
                 }
                 None => {
-                    scan_chunks(&state, &plan, &chunks, &sink, &memory, &mut stats, prune_only)
-                        .await?
+                    scan_chunks(
+                        &state, &plan, &chunks, &sink, &memory, &mut stats, prune_only,
+                    )
+                    .await?
                 }
             }
         }
@@ -622,7 +628,9 @@ async fn scan_chunks(
         };
         stats.rows_scanned += length as u64;
         let mask = match (truth, &plan.filter) {
-            (Truth::Maybe, Some(filter)) => Some(evaluate(filter, &column, length, &state.kernels)?),
+            (Truth::Maybe, Some(filter)) => {
+                Some(evaluate(filter, &column, length, &state.kernels)?)
+            }
             _ => None,
         };
         let selected = mask

@@ -474,7 +474,13 @@ impl IngestCore {
 
     /// The buffered chunks of a table a query must read: those above `mark`, its manifest's
     /// mark for this core's log, oldest first.
-    pub fn snapshot(&self, tenant: &str, table: &str, incarnation: u64, mark: Lsn) -> Vec<Rc<MemChunk>> {
+    pub fn snapshot(
+        &self,
+        tenant: &str,
+        table: &str,
+        incarnation: u64,
+        mark: Lsn,
+    ) -> Vec<Rc<MemChunk>> {
         let tables = self.tables.borrow();
         let Some(buffer) = tables.get(&(tenant.to_owned(), table.to_owned(), incarnation)) else {
             return Vec::new();
@@ -642,7 +648,9 @@ impl IngestCore {
             .borrow()
             .iter()
             .filter(|(_, b)| {
-                !b.flush_running && b.since.is_some_and(|s| s.elapsed() >= self.config.flush_age)
+                !b.flush_running
+                    && b.since
+                        .is_some_and(|s| s.elapsed() >= self.config.flush_age)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -738,37 +746,50 @@ impl IngestCore {
             write_batches(&data_dir, &tenant, &table, &columns, &batches, update)
         })
         .await;
-        let mut tables = self.tables.borrow_mut();
-        let Some(buffer) = tables.get_mut(key) else {
-            return written.map(|_| 0);
+        // What to do once the table's buffer is no longer borrowed.
+        enum Next {
+            Published(u64),
+            Forget,
+            Failed(Error),
+        }
+        let next = {
+            let mut tables = self.tables.borrow_mut();
+            let Some(buffer) = tables.get_mut(key) else {
+                return written.map(|_| 0);
+            };
+            buffer.flush_running = false;
+            let flushing = std::mem::take(&mut buffer.flushing);
+            match written {
+                Ok(files) => {
+                    buffer.retired.push((self.epochs.bump(), flushing));
+                    Next::Published(files)
+                }
+                // Dropped (or dropped and created again) meanwhile: its rows went with it.
+                Err(Error::NoSuchTable { .. }) => Next::Forget,
+                Err(error) => {
+                    // Back in front of what arrived meanwhile, in LSN order; the tick retries.
+                    let mut live = flushing;
+                    live.append(&mut buffer.live);
+                    buffer.live_bytes = live.iter().map(|c| c.bytes).sum();
+                    buffer.live = live;
+                    let now = Instant::now();
+                    buffer.since = Some(now.checked_sub(self.config.flush_age / 2).unwrap_or(now));
+                    Next::Failed(error)
+                }
+            }
         };
-        buffer.flush_running = false;
-        let flushing = std::mem::take(&mut buffer.flushing);
-        match written {
-            Ok(files) => {
-                let epoch = self.epochs.bump();
-                buffer.retired.push((epoch, flushing));
-                drop(tables);
+        match next {
+            Next::Published(files) => {
                 self.flushed.borrow_mut().insert(key.clone(), mark);
                 self.release_retired();
                 self.remove_flushed_segments().await;
                 Ok(files)
             }
-            Err(Error::NoSuchTable { .. }) => {
-                // Dropped (or dropped and created again) meanwhile: its rows went with it.
-                drop(tables);
+            Next::Forget => {
                 self.forget_table(key);
                 Ok(0)
             }
-            Err(error) => {
-                // Back in front of what arrived meanwhile, in LSN order; retried by the tick.
-                let mut live = flushing;
-                live.append(&mut buffer.live);
-                buffer.live_bytes = live.iter().map(|c| c.bytes).sum();
-                buffer.live = live;
-                buffer.since = Some(Instant::now() - self.config.flush_age / 2);
-                Err(error)
-            }
+            Next::Failed(error) => Err(error),
         }
     }
 

@@ -51,7 +51,10 @@ pub fn recover(data_dir: &Path) -> Result<RecoveryReport> {
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(&root, e))?;
         if entry.file_type().map_err(|e| Error::io(&root, e))?.is_dir() {
-            logs.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
+            logs.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            ));
         }
     }
     logs.sort();

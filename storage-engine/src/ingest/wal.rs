@@ -109,10 +109,7 @@ fn parse_segment_header(block: &[u8]) -> std::result::Result<(u64, u64, String),
 
 /// A group's bytes (header, records, zero padding to the block), written at `offset`.
 fn encode_group(salt: u64, offset: u64, group: u64, records: &[Vec<u8>]) -> Vec<u8> {
-    let body: usize = records
-        .iter()
-        .map(|r| RECORD_HEADER_BYTES + r.len())
-        .sum();
+    let body: usize = records.iter().map(|r| RECORD_HEADER_BYTES + r.len()).sum();
     let total = align_up((GROUP_HEADER_BYTES + body) as u64) as usize;
     let mut bytes = Vec::with_capacity(total);
     bytes.extend_from_slice(&GROUP_MAGIC.to_le_bytes());
@@ -205,7 +202,8 @@ pub struct LogRead {
     pub torn: Option<(PathBuf, u64, String)>,
 }
 
-/// Segment files of a log directory, by segment number.
+/// Segment files of a log directory, by segment number (a `.new` file is a segment whose
+/// creation did not finish: it never held a record).
 pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut segments = Vec::new();
     let entries = match std::fs::read_dir(dir) {
@@ -501,19 +499,23 @@ impl WalWriter {
         }
         let size = SEGMENT_BYTES.max(ALIGN + needed);
         let path = segment_path(&self.dir, number);
+        // Built under a temporary name and renamed once its header is durable: a segment file
+        // always starts with a valid header, whenever the process dies.
+        let building = path.with_extension("new");
         let salt = crate::manifest::new_incarnation();
-        let file = DirectWriteFile::create(&path, size)
+        let file = DirectWriteFile::create(&building, size)
             .await
-            .map_err(|e| Error::io(&path, e))?;
+            .map_err(|e| Error::io(&building, e))?;
         let header = segment_header(&self.id, number, salt);
         let written = async {
             file.write_at(&header, 0).await?;
-            file.sync().await
+            file.sync().await?;
+            file.rename(&path).await
         }
         .await;
         if let Err(error) = written {
             file.close().await;
-            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&building);
             return Err(Error::io(&path, error));
         }
         // The new file's directory entry (and the log directory's, for the first) must survive

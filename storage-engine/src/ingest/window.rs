@@ -19,7 +19,9 @@ pub enum Seen {
     New,
     Durable,
     /// Below the window: whether it was applied is no longer known.
-    Forgotten { highest: u64 },
+    Forgotten {
+        highest: u64,
+    },
 }
 
 impl ProducerWindow {
