@@ -1,8 +1,11 @@
-//! `kind=ingest`: `numjobs` parallel streams each import batches of about `bs` bytes of raw
-//! event data (Arrow in memory; default 100m) into `table`, one commit per batch, until
-//! `size` bytes in all, `loops` batches per stream, or `runtime`. A batch's latency runs from
-//! the first byte sent to the commit's acknowledgement. Batches are generated once per stream
-//! before the clock starts (generation is not what is measured) and sent again each time.
+//! `kind=ingest`: `numjobs` parallel streams each send batches of about `bs` bytes of raw event
+//! data (Arrow in memory; default 100m) into `table` until `size` bytes in all, `loops` batches
+//! per stream, or `runtime`. `path=wal` (the default) sends each batch through streaming
+//! ingestion (`IngestStream.append`: acknowledged once in the node's write-ahead log and
+//! fsynced); `path=import` imports it as one commit (`importBatches`, Parquet files published
+//! under the table lock). A batch's latency runs from the first byte sent to the
+//! acknowledgement. Batches are generated (and encoded as Arrow IPC) once per stream before the
+//! clock starts and sent again each time under a new sequence number.
 
 use crate::job::{Job, JobError, Stop};
 use crate::report::JobReport;
@@ -17,6 +20,11 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
     let streams = job.size_or("numjobs", 1)?.max(1) as usize;
     let batch_bytes = job.size_or("bs", 100 << 20)?.max(1);
     let table = job.str_or("table", "ingest").to_owned();
+    let wal = match job.str_or("path", "wal") {
+        "wal" => true,
+        "import" => false,
+        other => return Err(job.invalid("path", format!("{other}: expected wal or import"))),
+    };
     let seed = job.size_or("seed", 42)?;
     let stop = match (job.size("size")?, job.has("runtime") || job.has("loops")) {
         (Some(_), true) => {
@@ -32,28 +40,64 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
         .map(|_| target.user())
         .collect::<Result<_, _>>()
         .map_err(|(_, m)| job.invalid("target", format!("cannot connect: {m}")))?;
-    if let User::Remote { session, .. } = &users[0] {
-        futures::executor::block_on(async {
+    match &users[0] {
+        User::Remote { session, .. } => futures::executor::block_on(async {
             match session.describe(&table).await {
                 Err(e) if e.code() == "not_found" => create_table(session, &table).await,
                 Err(e) => Err(e.to_string()),
                 Ok(_) => Ok(()),
             }
         })
-        .map_err(|m| job.invalid("table", m))?;
+        .map_err(|m| job.invalid("table", m))?,
+        // Streaming ingestion needs the table first; an import creates it.
+        User::Embedded { engine, tenant } if wal => {
+            let schema = tessera_storage_engine::gen::events_schema();
+            let writer = tessera_storage_engine::writer::TableWriter::open(
+                engine.data_dir(),
+                tenant,
+                &table,
+                &schema,
+                &Default::default(),
+            )
+            .and_then(|w| w.finish());
+            writer.map_err(|e| job.invalid("table", e.to_string()))?;
+        }
+        User::Embedded { .. } => {}
     }
     let batches: Vec<(Vec<RecordBatch>, u64, u64)> = (0..streams as u64)
         .map(|stream| generate(batch_bytes, seed, stream))
         .collect();
     let rows_per_batch = batches[0].2;
+    let encoded: Vec<Vec<u8>> = if wal {
+        batches.iter().map(|(b, _, _)| encode(b)).collect()
+    } else {
+        vec![Vec::new(); batches.len()]
+    };
+    // Producer names unique to this run: sequence numbers start at 0 again.
+    let run = format!(
+        "{:x}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
     let workers: Vec<_> = users
         .iter()
         .zip(&batches)
-        .map(|(user, (batches, bytes, _))| {
+        .zip(&encoded)
+        .enumerate()
+        .map(|(index, ((user, (batches, bytes, _)), ipc))| {
             let table = &table;
+            let producer = format!("bench-{run}-{index}");
+            let (mut sequence, mut stream) = (0u64, None);
             move |_| {
                 let started = Instant::now();
-                let result = user.import(table, batches);
+                let result = if wal {
+                    sequence += 1;
+                    user.ingest(table, &producer, sequence, ipc, &mut stream)
+                } else {
+                    user.import(table, batches)
+                };
                 let latency = Some(started.elapsed());
                 match result {
                     Ok(()) => Outcome {
@@ -84,6 +128,7 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
     settings.insert("streams".into(), streams.to_string());
     settings.insert("batch_bytes".into(), batches[0].1.to_string());
     settings.insert("table".into(), table.clone());
+    settings.insert("path".into(), if wal { "wal" } else { "import" }.into());
     let mut report = collected.into_report(&job.name, "ingest", settings);
     report.extra.insert(
         "rows_per_s".into(),
@@ -93,6 +138,17 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
         .extra
         .insert("rows_per_batch".into(), rows_per_batch as f64);
     Ok(report)
+}
+
+/// One Arrow IPC stream holding `batches`.
+fn encode(batches: &[RecordBatch]) -> Vec<u8> {
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &batches[0].schema())
+        .expect("a schema of generated events encodes");
+    for batch in batches {
+        writer.write(batch).expect("generated events encode");
+    }
+    writer.finish().expect("generated events encode");
+    writer.into_inner().expect("a Vec takes the bytes")
 }
 
 /// Generated event chunks holding at least `bytes` of column data (values, offsets, validity;

@@ -67,7 +67,7 @@ impl Kind {
                 "mix", "rows", "cache",
             ],
             Kind::Ingest => &[
-                "data", "tenant", "table", "cores", "pool", "target", "token", "bs", "size",
+                "data", "tenant", "table", "cores", "pool", "target", "token", "bs", "size", "path",
             ],
             Kind::MemBw => &["size"],
         }

@@ -287,6 +287,39 @@ impl User<'_> {
         }
     }
 
+    /// Makes one batch (`ipc`: a whole Arrow IPC stream) durable through streaming ingestion
+    /// as (`producer`, `sequence`); `stream` keeps the remote user's ingest stream between calls.
+    pub fn ingest(
+        &self,
+        table: &str,
+        producer: &str,
+        sequence: u64,
+        ipc: &[u8],
+        stream: &mut Option<tessera_rpc::client::IngestStream>,
+    ) -> Result<(), OpError> {
+        match self {
+            User::Embedded { engine, tenant } => engine
+                .ingest(tenant, table, producer, sequence, ipc.to_vec())
+                .map(|_| ())
+                .map_err(|e| (e.code().to_owned(), e.to_string())),
+            User::Remote { session, .. } => futures::executor::block_on(async {
+                if stream.is_none() {
+                    *stream = Some(
+                        session
+                            .ingest_stream(table, producer)
+                            .await
+                            .map_err(op_error)?,
+                    );
+                }
+                let open = stream.as_mut().expect("opened above");
+                open.append_ipc(sequence, ipc.to_vec())
+                    .await
+                    .map(|_| ())
+                    .map_err(op_error)
+            }),
+        }
+    }
+
     /// Imports `batches` into `table` as one commit.
     pub fn import(&self, table: &str, batches: &[RecordBatch]) -> Result<(), OpError> {
         match self {
