@@ -173,3 +173,86 @@ fn a_batch_that_does_not_fit_the_table_applies_nothing() {
     );
     assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 1010);
 }
+
+/// The one log segment holding records, and the offsets of its commit groups.
+fn segment_with_groups(dir: &std::path::Path) -> (std::path::PathBuf, Vec<usize>) {
+    let logs = dir.join("_wal");
+    for log in std::fs::read_dir(logs).unwrap() {
+        let log = log.unwrap().path();
+        if !log.is_dir() {
+            continue;
+        }
+        for segment in std::fs::read_dir(&log).unwrap() {
+            let path = segment.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            let groups: Vec<usize> = (4096..data.len())
+                .step_by(4096)
+                .filter(|&at| &data[at..at + 4] == b"GRP1")
+                .collect();
+            if !groups.is_empty() {
+                return (path, groups);
+            }
+        }
+    }
+    panic!("no log segment holds a group");
+}
+
+/// Three batches of one producer, each its own commit group, left in the log (no flush).
+fn three_logged_batches(dir: &std::path::Path) {
+    create_events(dir);
+    let engine = engine(dir);
+    for sequence in 0..3u64 {
+        let batch = events_chunk(1000 + sequence * 100, 100, 2000, sequence);
+        engine
+            .ingest("acme", "events", "p", sequence, ipc(&batch))
+            .unwrap();
+    }
+    assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 1300);
+}
+
+#[test]
+fn a_torn_last_record_is_dropped_at_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    three_logged_batches(dir.path());
+    let (segment, groups) = segment_with_groups(dir.path());
+    assert_eq!(groups.len(), 3);
+    // The last group loses its end, as if the power failed during its write.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(groups[2] as u64 + 100).unwrap();
+    drop(file);
+    let engine = engine(dir.path());
+    let report = engine.recovery().unwrap();
+    assert_eq!(report.replayed, 2, "{report:?}");
+    assert_eq!(report.torn.len(), 1, "{report:?}");
+    assert!(
+        report.torn[0].contains(&format!("offset {}", groups[2])),
+        "{report:?}"
+    );
+    assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 1200);
+}
+
+#[test]
+fn a_corrupt_record_in_the_middle_stops_recovery_naming_segment_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    three_logged_batches(dir.path());
+    let (segment, groups) = segment_with_groups(dir.path());
+    let mut data = std::fs::read(&segment).unwrap();
+    data[groups[1] + 200] ^= 0x5a;
+    std::fs::write(&segment, &data).unwrap();
+    let mut config = tessera_storage_engine::EngineConfig::new(dir.path());
+    config.cores = 2;
+    config.pin_cores = false;
+    let error = match Engine::open(config) {
+        Err(error) => error,
+        Ok(_) => panic!("recovery skipped a corrupt record followed by acknowledged ones"),
+    };
+    let text = error.to_string();
+    assert_eq!(error.code(), "corrupt", "{text}");
+    assert!(text.contains(&segment.display().to_string()), "{text}");
+    assert!(text.contains(&format!("offset {}", groups[1])), "{text}");
+    // Nothing was applied or deleted: the log is still there for an operator to look at.
+    assert!(segment.exists());
+}

@@ -289,6 +289,18 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
     let resolved = resolve(args)?;
     let data = resolved.engine.data_dir.clone();
     let engine = Engine::open(resolved.engine).map_err(|e| e.to_string())?;
+    if let Some(report) = engine.recovery() {
+        for torn in &report.torn {
+            eprintln!("tessera: write-ahead log: dropped a torn tail: {torn}");
+        }
+        if report.records > 0 {
+            eprintln!(
+                "tessera: write-ahead log: {} record(s) in {} log(s); {} replayed into tables \
+                 ({} rows), the rest already in files",
+                report.records, report.logs, report.replayed, report.rows
+            );
+        }
+    }
     let server = Server::start(engine, resolved.server).map_err(|e| e.to_string())?;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
