@@ -14,6 +14,10 @@ pub enum Error {
     Plan(String),
     #[error("table {tenant}/{table} does not exist")]
     NoSuchTable { tenant: String, table: String },
+    /// No space left (ENOSPC, or EDQUOT): what was being written failed and nothing
+    /// acknowledged was touched; writes succeed again once space is freed.
+    #[error("disk full: no space left to write {path}")]
+    DiskFull { path: PathBuf },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -60,7 +64,7 @@ impl Error {
         match self {
             Error::Sql(_) | Error::Plan(_) => "sql",
             Error::NoSuchTable { .. } => "not_found",
-            Error::Io { .. } => "io",
+            Error::Io { .. } | Error::DiskFull { .. } => "io",
             Error::CorruptFile { .. }
             | Error::SchemaMismatch { .. }
             | Error::CorruptManifest { .. }
@@ -74,6 +78,15 @@ impl Error {
     }
 
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        // The kind survives glommio's error wrapping; the raw code does not.
+        let full = matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            || matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            );
+        if full {
+            return Error::DiskFull { path: path.into() };
+        }
         Error::Io {
             path: path.into(),
             source,

@@ -63,6 +63,9 @@ impl Default for IngestConfig {
     }
 }
 
+/// How long an append waits for buffer memory before it fails with `unavailable`.
+const BACKPRESSURE_WAIT_MAX: Duration = Duration::from_secs(60);
+
 /// The core that owns a producer's batches into a table.
 pub fn owner_core(tenant: &str, table: &str, producer: &str, cores: usize) -> usize {
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
@@ -391,6 +394,8 @@ pub struct IngestCore {
     /// Appends waiting for memory.
     memory_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     ticking: Cell<bool>,
+    /// Why the last flush failed, if it did (cleared by a successful one).
+    last_flush_error: RefCell<Option<String>>,
     /// False when another process owns the data directory's logs.
     enabled: bool,
 }
@@ -446,6 +451,7 @@ impl IngestCore {
             memory_used: Cell::new(0),
             memory_waiters: RefCell::default(),
             ticking: Cell::new(false),
+            last_flush_error: RefCell::default(),
             enabled,
         }
     }
@@ -584,10 +590,25 @@ impl IngestCore {
     ) -> Result<()> {
         self.start_ticking();
         let bytes = batch.get_array_memory_size() as u64;
-        // Backpressure: wait (never fail) while this core's buffers are full.
+        // Backpressure: wait while this core's buffers are full; fail only when flushes have
+        // freed nothing for a long time (they are failing: the error names the cause).
+        let waiting_since = Instant::now();
         while self.memory_used.get() > 0
             && self.memory_used.get() + bytes > self.config.memory_bytes
         {
+            if waiting_since.elapsed() > BACKPRESSURE_WAIT_MAX {
+                return Err(Error::Unavailable(format!(
+                    "ingest buffers on this core hold {} bytes, their limit, and flushing has \
+                     freed nothing for {} s{}",
+                    self.memory_used.get(),
+                    BACKPRESSURE_WAIT_MAX.as_secs(),
+                    self.last_flush_error
+                        .borrow()
+                        .as_ref()
+                        .map(|e| format!(": the last flush failed: {e}"))
+                        .unwrap_or_default()
+                )));
+            }
             self.flush_largest();
             let (sender, receiver) = oneshot::channel();
             self.memory_waiters.borrow_mut().push(sender);
@@ -677,6 +698,7 @@ impl IngestCore {
         let this = self.clone();
         runtime::spawn_local(async move {
             if let Err(error) = this.flush_table(&key).await {
+                *this.last_flush_error.borrow_mut() = Some(error.to_string());
                 eprintln!(
                     "tessera: flushing buffered rows of {}/{} failed (they stay in memory and in \
                      the log; retried later): {error}",
@@ -780,6 +802,7 @@ impl IngestCore {
         };
         match next {
             Next::Published(files) => {
+                self.last_flush_error.borrow_mut().take();
                 self.flushed.borrow_mut().insert(key.clone(), mark);
                 self.release_retired();
                 self.remove_flushed_segments().await;

@@ -503,9 +503,13 @@ impl WalWriter {
         // always starts with a valid header, whenever the process dies.
         let building = path.with_extension("new");
         let salt = crate::manifest::new_incarnation();
-        let file = DirectWriteFile::create(&building, size)
-            .await
-            .map_err(|e| Error::io(&building, e))?;
+        let file = match DirectWriteFile::create(&building, size).await {
+            Ok(file) => file,
+            Err(error) => {
+                let _ = std::fs::remove_file(&building);
+                return Err(Error::io(&path, error));
+            }
+        };
         let header = segment_header(&self.id, number, salt);
         let written = async {
             file.write_at(&header, 0).await?;
@@ -545,6 +549,7 @@ impl Error {
                 path: path.clone(),
                 source: std::io::Error::new(source.kind(), source.to_string()),
             },
+            Error::DiskFull { path } => Error::DiskFull { path: path.clone() },
             other => Error::Internal(other.to_string()),
         }
     }
