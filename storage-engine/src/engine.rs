@@ -10,7 +10,9 @@ use crate::buffer_pool::PoolCounters;
 use crate::error::{Error, Result};
 use crate::exec::{self, CoreOutput, CoreState, FileTask, MetadataCache, ScanStats};
 use crate::host;
-use crate::ingest::{self, recovery::RecoveryReport, Ack, Epochs, IngestConfig, IngestCore};
+use crate::ingest::{
+    self, recovery::RecoveryReport, Ack, AdoptedLog, Epochs, IngestConfig, IngestCore, NodeLogs,
+};
 use crate::kernels::Kernels;
 use crate::manifest::{self, TableManifest};
 use crate::memory::{MemoryPool, Reservation};
@@ -158,24 +160,33 @@ impl Engine {
             spin_before_park_us: config.spin_before_park_us,
             probe_file: Some(probe),
         };
-        // The logs belong to one process: it replays what earlier runs left, and ingests.
+        // The logs belong to one process: it adopts what earlier runs left, and ingests.
         let wal_lock = ingest::lock_logs(&config.data_dir)?;
-        let recovery = match &wal_lock {
+        let mut recovery = match &wal_lock {
             Some(_) => Some(ingest::recovery::recover(&config.data_dir)?),
             None => None,
         };
         let boot = manifest::new_incarnation();
-        let logs: Arc<Vec<String>> = Arc::new(
-            (0..config.cores)
+        let logs = Arc::new(NodeLogs {
+            cores: config.cores,
+            own: (0..config.cores)
                 .map(|c| format!("{boot:016x}-{c}"))
                 .collect(),
-        );
+            adopted: recovery
+                .as_mut()
+                .map(|r| std::mem::take(&mut r.logs))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(id, dir)| AdoptedLog::new(id, dir))
+                .collect(),
+        });
         let epochs = Arc::new(Epochs::new(config.cores));
         let ingest_enabled = wal_lock.is_some();
         let (ingest_config, data_dir) = (config.ingest.clone(), config.data_dir.clone());
         let pool_bytes = (config.buffer_pool_bytes / config.cores as u64) as usize;
         let metadata_bytes = (config.metadata_cache_bytes / config.cores as u64) as usize;
         let kernels = Kernels::detect();
+        let core_logs = logs.clone();
         let cores = CorePool::start(&options, move |core| CoreState {
             core,
             pool: BufferPool::new(pool_bytes),
@@ -184,22 +195,72 @@ impl Engine {
             ingest: Rc::new(IngestCore::new(
                 core,
                 &data_dir,
-                logs[core].clone(),
-                logs.clone(),
+                core_logs.clone(),
                 epochs.clone(),
                 ingest_config.clone(),
                 ingest_enabled,
             )),
         })
         .map_err(|e| Error::Config(format!("cannot start executors: {e}")))?;
-        Ok(Engine {
+        let engine = Engine {
             memory: MemoryPool::new(config.query_memory_budget_bytes, config.query_memory_bytes),
             config: Arc::new(config),
             cores,
             next_coordinator: AtomicUsize::new(0),
-            recovery,
+            recovery: None,
             _wal_lock: wal_lock,
-        })
+        };
+        let mut engine = engine;
+        if let Some(recovery) = recovery {
+            engine.adopt(&logs, recovery.records, recovery.windows);
+            engine.recovery = Some(recovery.report);
+        }
+        Ok(engine)
+    }
+
+    /// Hands recovered records to cores (one core per adopted log) and windows to their
+    /// producers' owner cores, after counting, per adopted log, the (table, core) buffers that
+    /// will hold its records; a log with none is removed now. Blocks until every core has them.
+    fn adopt(
+        &self,
+        logs: &Arc<NodeLogs>,
+        records: Vec<ingest::Recovered>,
+        windows: Vec<(Arc<TableManifest>, String, ingest::window::ProducerWindow)>,
+    ) {
+        let cores = self.cores.cores();
+        let owner = |m: &TableManifest, producer: &str| {
+            ingest::owner_core(&m.tenant, &m.table, producer, cores)
+        };
+        let mut buffers = vec![hashbrown::HashSet::new(); logs.adopted.len()];
+        let mut by_core: Vec<(Vec<ingest::Recovered>, Vec<_>)> =
+            (0..cores).map(|_| (Vec::new(), Vec::new())).collect();
+        // All records of one log go to one core: a log's mark in a manifest says which of its
+        // records are in files, so only one core may flush them (windows go to owner cores).
+        for record in records {
+            let core = record.log % cores;
+            let m = &record.manifest;
+            buffers[record.log].insert((m.tenant.clone(), m.table.clone(), m.incarnation, core));
+            by_core[core].0.push(record);
+        }
+        for window in windows {
+            by_core[owner(&window.0, &window.1)].1.push(window);
+        }
+        for (log, buffers) in logs.adopted.iter().zip(&buffers) {
+            log.expect(buffers.len() as u64);
+            if buffers.is_empty() {
+                log.remove();
+            }
+        }
+        let calls: Vec<_> = by_core
+            .into_iter()
+            .enumerate()
+            .map(|(core, (records, windows))| {
+                self.on_core(core, move |context| async move {
+                    context.state.ingest.adopt(records, windows);
+                })
+            })
+            .collect();
+        futures::executor::block_on(futures::future::join_all(calls));
     }
 
     /// What start-up recovery replayed; `None` when another process owns the logs.
@@ -399,7 +460,7 @@ impl CoreContext {
                     state.metadata.evict_files(&files);
                     state.pool.evict_files(&files);
                     for (tenant, table) in tables.iter() {
-                        state.ingest.forget(tenant, table);
+                        state.ingest.forget(tenant, table).await;
                     }
                 })
         });

@@ -136,7 +136,17 @@ fn an_engine_stopped_without_flushing_replays_its_log_and_remembers_its_keys() {
         assert!(ack.duplicate, "{producer} {sequence}");
     }
     assert_eq!(answers(&engine), before);
-    // The logs were replayed into files and removed: a third start replays nothing.
+    // Once the adopted rows are flushed, their logs are removed: a third start replays nothing.
+    engine.flush_ingest("acme", "events").unwrap();
+    let logs: Vec<_> = std::fs::read_dir(dir.path().join("_wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert!(
+        logs.is_empty(),
+        "logs left after their rows were flushed: {logs:?}"
+    );
     drop(engine);
     let engine = engine_reopened(dir.path());
     assert_eq!(engine.recovery().unwrap().replayed, 0);

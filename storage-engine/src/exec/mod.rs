@@ -384,16 +384,11 @@ pub async fn execute(
     }
     // Buffered rows of streaming ingestion, after the files, oldest first.
     if !sink.borrow().full() {
-        let mark = buffered
-            .marks
-            .get(state.ingest.log_id())
-            .copied()
-            .unwrap_or(0);
         let chunks = state.ingest.snapshot(
             &buffered.tenant,
             &buffered.table,
             buffered.incarnation,
-            mark,
+            &buffered.marks,
         );
         if !chunks.is_empty() {
             match per_file_groups {

@@ -237,6 +237,8 @@ pub fn decode_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
 /// Rows of one appended batch, held in memory until their flush is published and no query
 /// needs them.
 pub struct MemChunk {
+    /// The log holding the chunk's record, and the record's place in it.
+    pub log: Arc<str>,
     pub lsn: Lsn,
     /// In the table's column order and types (all nullable).
     pub batch: RecordBatch,
@@ -246,7 +248,7 @@ pub struct MemChunk {
 }
 
 impl MemChunk {
-    pub fn new(lsn: Lsn, batch: RecordBatch, columns: &[ColumnDef]) -> MemChunk {
+    pub fn new(log: Arc<str>, lsn: Lsn, batch: RecordBatch, columns: &[ColumnDef]) -> MemChunk {
         let stats = columns
             .iter()
             .zip(batch.columns())
@@ -254,6 +256,7 @@ impl MemChunk {
             .collect();
         let bytes = batch.get_array_memory_size() as u64;
         MemChunk {
+            log,
             lsn,
             batch,
             stats,
@@ -371,14 +374,102 @@ struct TableBuffer {
     flush_running: bool,
 }
 
-/// Ingestion state of one core.
+/// The node's logs: one per core written by this process, and those left by earlier runs whose
+/// records were adopted into buffers at start (`recovery`), deleted once all are in files.
+pub struct NodeLogs {
+    pub cores: usize,
+    /// By core.
+    pub own: Vec<String>,
+    pub adopted: Vec<AdoptedLog>,
+}
+
+pub struct AdoptedLog {
+    pub id: String,
+    pub dir: PathBuf,
+    /// (table, core) buffers still holding unflushed records of this log.
+    pending: AtomicU64,
+}
+
+impl AdoptedLog {
+    pub fn new(id: String, dir: PathBuf) -> AdoptedLog {
+        AdoptedLog {
+            id,
+            dir,
+            pending: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets how many (table, core) buffers will hold this log's records, before any core
+    /// adopts them (so none can remove the log while another still has to adopt).
+    pub fn expect(&self, buffers: u64) {
+        self.pending.store(buffers, Ordering::Release);
+    }
+
+    /// Removes the log's directory (all its records are in published files). Blocking.
+    pub fn remove(&self) {
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => {
+                if let Some(parent) = self.dir.parent() {
+                    let _ = crate::manifest::sync_dir(parent);
+                }
+            }
+            Err(error) => eprintln!(
+                "tessera: removing replayed log {} failed: {error}",
+                self.dir.display()
+            ),
+        }
+    }
+}
+
+impl NodeLogs {
+    /// Ids whose marks a manifest must keep.
+    fn live(&self) -> Vec<String> {
+        self.own
+            .iter()
+            .cloned()
+            .chain(self.adopted.iter().map(|a| a.id.clone()))
+            .collect()
+    }
+}
+
+/// A record of an earlier run's log, for its owner core to buffer again (`IngestCore::adopt`).
+pub struct Recovered {
+    pub manifest: Arc<TableManifest>,
+    /// Index into `NodeLogs::adopted`.
+    pub log: usize,
+    pub lsn: Lsn,
+    pub producer: String,
+    pub sequence: u64,
+    pub batch: RecordBatch,
+}
+
+/// A key being written: its entry in `IngestCore::in_flight`, removed when dropped.
+struct FlightGuard {
+    core: Rc<IngestCore>,
+    flight: Option<(TableKey, String, u64)>,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        if let Some(flight) = self.flight.take() {
+            self.core.in_flight.borrow_mut().remove(&flight);
+        }
+    }
+}
+
+/// Ingestion state of one core. Every buffered chunk of a given log is on one core (its own log
+/// here; an adopted log on the core it was given to), because a flush publishes, per log, the
+/// highest LSN it wrote, which says every record of that log up to it is in files.
 pub struct IngestCore {
     core: usize,
     data_dir: PathBuf,
     config: IngestConfig,
-    wal: WalWriter,
-    /// Log ids of this process's cores (marks of other logs are dropped at flush).
-    live_logs: Arc<Vec<String>>,
+    wal: Rc<WalWriter>,
+    /// This core's log id.
+    log: Arc<str>,
+    logs: Arc<NodeLogs>,
+    /// Per (table, adopted log): the highest adopted LSN this core still has to flush.
+    adopted: RefCell<HashMap<(TableKey, usize), Lsn>>,
     epochs: Arc<Epochs>,
     /// Epochs of queries coordinated on this core, with their counts.
     running: RefCell<BTreeMap<u64, usize>>,
@@ -424,13 +515,13 @@ impl IngestCore {
     pub fn new(
         core: usize,
         data_dir: &Path,
-        log_id: String,
-        live_logs: Arc<Vec<String>>,
+        logs: Arc<NodeLogs>,
         epochs: Arc<Epochs>,
         config: IngestConfig,
         enabled: bool,
     ) -> IngestCore {
-        let cores = live_logs.len().max(1) as u64;
+        let cores = logs.cores.max(1) as u64;
+        let log_id = logs.own[core].clone();
         let config = IngestConfig {
             memory_bytes: (config.memory_bytes / cores).max(1 << 20),
             ..config
@@ -438,8 +529,10 @@ impl IngestCore {
         IngestCore {
             core,
             data_dir: data_dir.to_owned(),
-            wal: WalWriter::new(data_dir.join(WAL_DIR).join(&log_id), log_id),
-            live_logs,
+            log: Arc::from(log_id.as_str()),
+            wal: Rc::new(WalWriter::new(data_dir.join(WAL_DIR).join(&log_id), log_id)),
+            logs,
+            adopted: RefCell::default(),
             epochs,
             config,
             running: RefCell::default(),
@@ -478,14 +571,14 @@ impl IngestCore {
         }
     }
 
-    /// The buffered chunks of a table a query must read: those above `mark`, its manifest's
-    /// mark for this core's log, oldest first.
+    /// The buffered chunks of a table a query must read: those above their log's mark in the
+    /// query's manifest, oldest first.
     pub fn snapshot(
         &self,
         tenant: &str,
         table: &str,
         incarnation: u64,
-        mark: Lsn,
+        marks: &BTreeMap<String, Lsn>,
     ) -> Vec<Rc<MemChunk>> {
         let tables = self.tables.borrow();
         let Some(buffer) = tables.get(&(tenant.to_owned(), table.to_owned(), incarnation)) else {
@@ -497,7 +590,7 @@ impl IngestCore {
             .flat_map(|(_, chunks)| chunks)
             .chain(&buffer.flushing)
             .chain(&buffer.live)
-            .filter(|c| c.lsn > mark)
+            .filter(|c| marks.get(&*c.log).is_none_or(|&mark| c.lsn > mark))
             .cloned()
             .collect()
     }
@@ -563,30 +656,30 @@ impl IngestCore {
                  retry to learn its outcome"
             )));
         }
-        let result = self
-            .append_new(manifest, &key, producer, sequence, batch, ipc)
-            .await;
-        self.in_flight.borrow_mut().remove(&flight);
-        result?;
-        self.producers
-            .borrow_mut()
-            .entry(producer_key)
-            .or_default()
-            .insert(sequence);
+        // Held until the record's fate is known: by this call until the record is queued in
+        // the log, then by the log's completion (which outlives a cancelled call).
+        let flight = FlightGuard {
+            core: self.clone(),
+            flight: Some(flight),
+        };
+        self.append_new(manifest, key, producer_key, sequence, batch, ipc, flight)
+            .await?;
         Ok(Ack {
             rows,
             duplicate: false,
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn append_new(
         self: &Rc<Self>,
         manifest: &TableManifest,
-        key: &TableKey,
-        producer: &str,
+        key: TableKey,
+        producer_key: (TableKey, String),
         sequence: u64,
         batch: RecordBatch,
         ipc: Vec<u8>,
+        flight: FlightGuard,
     ) -> Result<()> {
         self.start_ticking();
         let bytes = batch.get_array_memory_size() as u64;
@@ -618,14 +711,33 @@ impl IngestCore {
             tenant: key.0.clone(),
             table: key.1.clone(),
             incarnation: key.2,
-            producer: producer.to_owned(),
+            producer: producer_key.1.clone(),
             sequence,
             ipc,
         };
         let payload = record.encode();
         drop(record);
-        let lsn = self.wal.append(payload).await?;
-        let chunk = Rc::new(MemChunk::new(lsn, batch, &manifest.columns));
+        let this = self.clone();
+        let columns = manifest.columns.clone();
+        let on_durable = Box::new(move |lsn: Lsn| {
+            // In LSN order, before any later record's: a flush never takes a chunk whose
+            // predecessor in the log is not buffered yet. The window learns the key before the
+            // flight guard (dropped after this) lets a retry in.
+            this.producers
+                .borrow_mut()
+                .entry(producer_key)
+                .or_default()
+                .insert(sequence);
+            this.buffer(key, lsn, batch, &columns);
+            drop(flight);
+        });
+        self.wal.append(payload, on_durable).await?;
+        Ok(())
+    }
+
+    /// Adds a durable record's rows to its table's buffer; flushes past `flush_bytes`.
+    fn buffer(self: &Rc<Self>, key: TableKey, lsn: Lsn, batch: RecordBatch, columns: &[ColumnDef]) {
+        let chunk = Rc::new(MemChunk::new(self.log.clone(), lsn, batch, columns));
         self.memory_used.set(self.memory_used.get() + chunk.bytes);
         self.segments
             .borrow_mut()
@@ -636,7 +748,7 @@ impl IngestCore {
             let mut tables = self.tables.borrow_mut();
             let buffer = tables.entry(key.clone()).or_default();
             if buffer.columns.is_empty() {
-                buffer.columns = manifest.columns.clone();
+                buffer.columns = columns.to_vec();
             }
             buffer.since.get_or_insert_with(Instant::now);
             buffer.live_bytes += chunk.bytes;
@@ -644,9 +756,8 @@ impl IngestCore {
             buffer.live_bytes >= self.config.flush_bytes
         };
         if flush_now {
-            self.spawn_flush(key.clone());
+            self.spawn_flush(key);
         }
-        Ok(())
     }
 
     fn start_ticking(self: &Rc<Self>) {
@@ -748,7 +859,11 @@ impl IngestCore {
             buffer.since = None;
             (buffer.flushing.clone(), buffer.columns.clone())
         };
-        let mark = chunks.iter().map(|c| c.lsn).max().unwrap_or(0);
+        let mut marks: BTreeMap<String, Lsn> = BTreeMap::new();
+        for chunk in &chunks {
+            let mark = marks.entry(chunk.log.to_string()).or_default();
+            *mark = (*mark).max(chunk.lsn);
+        }
         let producers: Vec<(String, ProducerWindow)> = self
             .producers
             .borrow()
@@ -758,8 +873,8 @@ impl IngestCore {
             .collect();
         let update = IngestUpdate {
             incarnation: key.2,
-            logs: vec![(self.wal.id().to_owned(), mark)],
-            live_logs: Some(self.live_logs.to_vec()),
+            logs: marks.iter().map(|(id, lsn)| (id.clone(), *lsn)).collect(),
+            live_logs: Some(self.logs.live()),
             producers,
         };
         let batches: Vec<RecordBatch> = chunks.iter().map(|c| c.batch.clone()).collect();
@@ -803,13 +918,16 @@ impl IngestCore {
         match next {
             Next::Published(files) => {
                 self.last_flush_error.borrow_mut().take();
-                self.flushed.borrow_mut().insert(key.clone(), mark);
+                if let Some(&mark) = marks.get(&*self.log) {
+                    self.flushed.borrow_mut().insert(key.clone(), mark);
+                }
+                self.settle_adopted(key, Some(&marks)).await;
                 self.release_retired();
                 self.remove_flushed_segments().await;
                 Ok(files)
             }
             Next::Forget => {
-                self.forget_table(key);
+                self.forget_table(key).await;
                 Ok(0)
             }
             Next::Failed(error) => Err(error),
@@ -893,8 +1011,96 @@ impl IngestCore {
         }
     }
 
+    /// Counts adopted records of `key` as done: those `marks` cover, or all (`None`: the table
+    /// is gone); removes an adopted log once no buffer on any core holds its records.
+    async fn settle_adopted(&self, key: &TableKey, marks: Option<&BTreeMap<String, Lsn>>) {
+        let done: Vec<usize> = {
+            let mut adopted = self.adopted.borrow_mut();
+            let done: Vec<usize> = adopted
+                .iter()
+                .filter(|((k, log), lsn)| {
+                    k == key
+                        && marks.is_none_or(|m| {
+                            m.get(&self.logs.adopted[*log].id)
+                                .is_some_and(|mark| mark >= *lsn)
+                        })
+                })
+                .map(|((_, log), _)| *log)
+                .collect();
+            for log in &done {
+                adopted.remove(&(key.clone(), *log));
+            }
+            done
+        };
+        for log in done {
+            if self.logs.adopted[log]
+                .pending
+                .fetch_sub(1, Ordering::AcqRel)
+                == 1
+            {
+                let logs = self.logs.clone();
+                runtime::spawn_blocking(move || logs.adopted[log].remove()).await;
+            }
+        }
+    }
+
+    /// Buffers records of earlier runs' logs (their rows are durable there) and the windows
+    /// of their producers; they are flushed soon after.
+    pub fn adopt(
+        self: &Rc<Self>,
+        records: Vec<Recovered>,
+        windows: Vec<(Arc<TableManifest>, String, ProducerWindow)>,
+    ) {
+        for (manifest, producer, window) in windows {
+            let key = (
+                manifest.tenant.clone(),
+                manifest.table.clone(),
+                manifest.incarnation,
+            );
+            self.producers
+                .borrow_mut()
+                .entry((key, producer))
+                .or_default()
+                .union(&window);
+        }
+        let soon = Instant::now()
+            .checked_sub(self.config.flush_age)
+            .unwrap_or_else(Instant::now);
+        for record in records {
+            let manifest = &record.manifest;
+            let key = (
+                manifest.tenant.clone(),
+                manifest.table.clone(),
+                manifest.incarnation,
+            );
+            let log = &self.logs.adopted[record.log];
+            let chunk = Rc::new(MemChunk::new(
+                Arc::from(log.id.as_str()),
+                record.lsn,
+                record.batch,
+                &manifest.columns,
+            ));
+            self.memory_used.set(self.memory_used.get() + chunk.bytes);
+            {
+                let mut adopted = self.adopted.borrow_mut();
+                // Counted in `pending` before any core adopted (`AdoptedLog::expect`).
+                let highest = adopted.entry((key.clone(), record.log)).or_insert(0);
+                *highest = (*highest).max(record.lsn);
+            }
+            let mut tables = self.tables.borrow_mut();
+            let buffer = tables.entry(key).or_default();
+            if buffer.columns.is_empty() {
+                buffer.columns = manifest.columns.clone();
+            }
+            buffer.since = Some(soon);
+            buffer.live_bytes += chunk.bytes;
+            buffer.live.push(chunk);
+        }
+        self.start_ticking();
+    }
+
     /// Drops a table's buffers (the table was dropped).
-    pub fn forget_table(&self, key: &TableKey) {
+    pub async fn forget_table(&self, key: &TableKey) {
         let removed = self.tables.borrow_mut().remove(key);
         if let Some(buffer) = removed {
             let bytes: u64 = buffer
@@ -907,10 +1113,11 @@ impl IngestCore {
             self.free(bytes);
         }
         self.producers.borrow_mut().retain(|(k, _), _| k != key);
+        self.settle_adopted(key, None).await;
     }
 
     /// Drops the buffers of every incarnation of `tenant/table`.
-    pub fn forget(&self, tenant: &str, table: &str) {
+    pub async fn forget(&self, tenant: &str, table: &str) {
         let keys: Vec<TableKey> = self
             .tables
             .borrow()
@@ -919,7 +1126,7 @@ impl IngestCore {
             .cloned()
             .collect();
         for key in keys {
-            self.forget_table(&key);
+            self.forget_table(&key).await;
         }
         self.producers
             .borrow_mut()

@@ -1,66 +1,66 @@
-//! Start-up recovery: every write-ahead log left by an earlier run is replayed into the tables'
-//! files, then removed, before the node serves.
+//! Start-up recovery: the write-ahead logs left by earlier runs are read before the node serves,
+//! and their records not yet in files are handed back to buffers (`IngestCore::adopt`); the
+//! logs stay until those rows are flushed, then are removed (`AdoptedLog`). Nothing is written
+//! at start, so a node restarts quickly, and on a full disk too.
 //!
 //! For each record: the table must still exist as the incarnation the record names (a dropped
 //! table's records are skipped), and records at or below the manifest's mark for their log are
-//! already in files. The rest of each table's records are written through the import writer in
-//! one publication that also raises the marks and adds the records' keys to their producers'
-//! windows, so a batch resent after the restart is recognised as a duplicate. Only then are the
-//! logs deleted. A crash at any point leaves either the logs (replayed again, skipping what the
-//! marks cover) or the published files.
+//! already in files. The producers' windows are rebuilt from the manifests and the records, so
+//! a batch resent after the restart is recognised as a duplicate.
 
-use super::wal::{self, Lsn};
+use super::wal;
 use super::window::ProducerWindow;
-use super::{decode_ipc, prepare, write_batches, Record, WAL_DIR};
+use super::{decode_ipc, prepare, Record, Recovered, WAL_DIR};
 use crate::error::{Error, Result};
 use crate::manifest::{self, TableManifest};
-use crate::writer::IngestUpdate;
-use arrow_array::RecordBatch;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// What recovery did.
+/// What recovery found.
 #[derive(Debug, Default)]
 pub struct RecoveryReport {
     pub logs: usize,
     pub records: usize,
-    /// Records whose rows were written to tables now.
+    /// Records whose rows were not in files yet: buffered again.
     pub replayed: usize,
     pub rows: u64,
     /// Torn tails dropped (never acknowledged): a description of each.
     pub torn: Vec<String>,
 }
 
+/// The logs of earlier runs and what they hold that is not in files.
 #[derive(Default)]
-struct TableReplay {
-    batches: Vec<RecordBatch>,
-    logs: BTreeMap<String, Lsn>,
-    producers: BTreeMap<String, ProducerWindow>,
+pub struct Recovery {
+    pub report: RecoveryReport,
+    /// (id, directory) of each log read; `Recovered::log` indexes this.
+    pub logs: Vec<(String, PathBuf)>,
+    pub records: Vec<Recovered>,
+    /// Per table and producer: the window from the manifest with the records' keys added.
+    pub windows: Vec<(Arc<TableManifest>, String, ProducerWindow)>,
 }
 
-/// Replays and removes the logs under `<data_dir>/_wal`. Blocking; runs before the cores serve.
-pub fn recover(data_dir: &Path) -> Result<RecoveryReport> {
+/// Reads the logs under `<data_dir>/_wal`. Blocking; runs before the cores serve.
+pub fn recover(data_dir: &Path) -> Result<Recovery> {
     let root = data_dir.join(WAL_DIR);
-    let mut report = RecoveryReport::default();
+    let mut recovery = Recovery::default();
     let entries = match std::fs::read_dir(&root) {
         Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(recovery),
         Err(error) => return Err(Error::io(&root, error)),
     };
-    let mut logs = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(&root, e))?;
         if entry.file_type().map_err(|e| Error::io(&root, e))?.is_dir() {
-            logs.push((
-                entry.file_name().to_string_lossy().into_owned(),
-                entry.path(),
-            ));
+            let id = entry.file_name().to_string_lossy().into_owned();
+            recovery.logs.push((id, entry.path()));
         }
     }
-    logs.sort();
-    let mut manifests: BTreeMap<(String, String), Option<TableManifest>> = BTreeMap::new();
-    let mut tables: BTreeMap<(String, String), TableReplay> = BTreeMap::new();
-    for (log_id, dir) in &logs {
+    recovery.logs.sort();
+    let mut manifests: BTreeMap<(String, String), Option<Arc<TableManifest>>> = BTreeMap::new();
+    let mut windows: BTreeMap<(String, String, String), ProducerWindow> = BTreeMap::new();
+    let report = &mut recovery.report;
+    for (index, (log_id, dir)) in recovery.logs.iter().enumerate() {
         let read = wal::read_log(dir)?;
         report.logs += 1;
         if let Some((path, offset, message)) = &read.torn {
@@ -77,17 +77,31 @@ pub fn recover(data_dir: &Path) -> Result<RecoveryReport> {
                 message,
             })?;
             let table_key = (decoded.tenant.clone(), decoded.table.clone());
-            let manifest = match manifests.get(&table_key) {
-                Some(manifest) => manifest,
-                None => {
-                    let loaded = manifest::load(data_dir, &decoded.tenant, &decoded.table)?;
-                    manifests.entry(table_key.clone()).or_insert(loaded)
-                }
+            if !manifests.contains_key(&table_key) {
+                let loaded = manifest::load(data_dir, &decoded.tenant, &decoded.table)?;
+                manifests.insert(table_key.clone(), loaded.map(Arc::new));
+            }
+            let Some(manifest) = &manifests[&table_key] else {
+                continue;
             };
-            let Some(manifest) = manifest else { continue };
             if manifest.incarnation != decoded.incarnation {
                 continue;
             }
+            let window = windows
+                .entry((
+                    decoded.tenant.clone(),
+                    decoded.table.clone(),
+                    decoded.producer.clone(),
+                ))
+                .or_insert_with(|| {
+                    manifest
+                        .ingest
+                        .producers
+                        .get(&decoded.producer)
+                        .cloned()
+                        .unwrap_or_default()
+                });
+            window.insert(decoded.sequence);
             if manifest
                 .ingest
                 .logs
@@ -99,48 +113,20 @@ pub fn recover(data_dir: &Path) -> Result<RecoveryReport> {
             let batch = prepare(&manifest.columns, &decode_ipc(&decoded.ipc)?)?;
             report.replayed += 1;
             report.rows += batch.num_rows() as u64;
-            let replay = tables.entry(table_key).or_default();
-            replay.batches.push(batch);
-            let mark = replay.logs.entry(log_id.clone()).or_default();
-            *mark = (*mark).max(record.lsn);
-            replay
-                .producers
-                .entry(decoded.producer.clone())
-                .or_insert_with(|| {
-                    manifest
-                        .ingest
-                        .producers
-                        .get(&decoded.producer)
-                        .cloned()
-                        .unwrap_or_default()
-                })
-                .insert(decoded.sequence);
+            recovery.records.push(Recovered {
+                manifest: manifest.clone(),
+                log: index,
+                lsn: record.lsn,
+                producer: decoded.producer,
+                sequence: decoded.sequence,
+                batch,
+            });
         }
     }
-    for ((tenant, table), replay) in tables {
-        let manifest = manifests[&(tenant.clone(), table.clone())]
-            .as_ref()
-            .expect("only existing tables are replayed");
-        let update = IngestUpdate {
-            incarnation: manifest.incarnation,
-            logs: replay.logs.into_iter().collect(),
-            live_logs: None,
-            producers: replay.producers.into_iter().collect(),
-        };
-        write_batches(
-            data_dir,
-            &tenant,
-            &table,
-            &manifest.columns,
-            &replay.batches,
-            update,
-        )?;
+    for ((tenant, table, producer), window) in windows {
+        if let Some(Some(manifest)) = manifests.get(&(tenant, table)) {
+            recovery.windows.push((manifest.clone(), producer, window));
+        }
     }
-    for (_, dir) in &logs {
-        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    if !logs.is_empty() {
-        manifest::sync_dir(&root)?;
-    }
-    Ok(report)
+    Ok(recovery)
 }

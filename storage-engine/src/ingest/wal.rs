@@ -326,6 +326,7 @@ struct Segment {
 
 struct Pending {
     payload: Vec<u8>,
+    on_durable: Box<dyn FnOnce(Lsn)>,
     done: oneshot::Sender<Result<Lsn>>,
 }
 
@@ -372,8 +373,15 @@ impl WalWriter {
         self.state.borrow().segment.as_ref().map(|s| s.number)
     }
 
-    /// Appends one record; resolves with its LSN once it is durable.
-    pub async fn append(&self, payload: Vec<u8>) -> Result<Lsn> {
+    /// Appends one record; resolves with its LSN once it is durable. `on_durable` runs first,
+    /// in LSN order with the rest of its group, on this core, right after the group's fsync,
+    /// whether or not the caller still waits: what a durable record changes (buffers, windows)
+    /// must not depend on the caller (a cancelled call), nor follow a later record's change.
+    pub async fn append(
+        self: &Rc<Self>,
+        payload: Vec<u8>,
+        on_durable: Box<dyn FnOnce(Lsn)>,
+    ) -> Result<Lsn> {
         if payload.len() > RECORD_BYTES_MAX {
             return Err(Error::LimitExceeded {
                 what: "a write-ahead log record",
@@ -384,12 +392,18 @@ impl WalWriter {
         let (done, result) = oneshot::channel();
         let lead = {
             let mut state = self.state.borrow_mut();
-            state.pending.push(Pending { payload, done });
+            state.pending.push(Pending {
+                payload,
+                on_durable,
+                done,
+            });
             !std::mem::replace(&mut state.committing, true)
         };
         if lead {
-            // This task writes groups until no record is waiting; the others wait for theirs.
-            self.commit_loop().await;
+            // A task of its own writes groups until no record waits: it outlives a cancelled
+            // caller, whose record may already be in the group being written.
+            let writer = self.clone();
+            crate::runtime::spawn_local(async move { writer.commit_loop().await });
         }
         result
             .await
@@ -406,16 +420,26 @@ impl WalWriter {
                 }
                 std::mem::take(&mut state.pending)
             };
-            let (payloads, senders): (Vec<Vec<u8>>, Vec<_>) =
-                batch.into_iter().map(|p| (p.payload, p.done)).unzip();
+            let mut payloads = Vec::with_capacity(batch.len());
+            let mut waiters = Vec::with_capacity(batch.len());
+            for pending in batch {
+                payloads.push(pending.payload);
+                waiters.push((pending.on_durable, pending.done));
+            }
             match self.write_group(&payloads).await {
                 Ok(lsns) => {
-                    for (sender, lsn) in senders.into_iter().zip(lsns) {
+                    drop(payloads);
+                    let mut senders = Vec::with_capacity(waiters.len());
+                    for ((on_durable, sender), lsn) in waiters.into_iter().zip(lsns) {
+                        on_durable(lsn);
+                        senders.push((sender, lsn));
+                    }
+                    for (sender, lsn) in senders {
                         let _ = sender.send(Ok(lsn));
                     }
                 }
                 Err(error) => {
-                    for sender in senders {
+                    for (_, sender) in waiters {
                         let _ = sender.send(Err(error.clone_for_waiters()));
                     }
                 }
