@@ -549,10 +549,6 @@ impl IngestCore {
         }
     }
 
-    pub fn log_id(&self) -> &str {
-        self.wal.id()
-    }
-
     /// Bytes of rows this core holds in memory.
     pub fn memory_used(&self) -> u64 {
         self.memory_used.get()
@@ -596,9 +592,8 @@ impl IngestCore {
     }
 
     /// Makes a batch durable under (producer, sequence) and buffers its rows; see the module
-    /// comment. `window` is the producer's window from the manifest the stream opened with,
-    /// used when this core has not seen the producer since it started.
-    #[allow(clippy::too_many_arguments)]
+    /// comment. A producer this core has not seen since it started begins with its window in
+    /// `manifest`.
     pub async fn append(
         self: &Rc<Self>,
         manifest: &TableManifest,
