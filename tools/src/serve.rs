@@ -69,7 +69,23 @@ pub struct FileConfig {
     auth: AuthFile,
     #[serde(default)]
     limits: LimitsFile,
+    #[serde(default)]
+    ingest: IngestFile,
     tls: Option<TlsFile>,
+}
+
+/// `[ingest]`: streaming ingestion.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct IngestFile {
+    /// A table's buffered rows on one core are flushed to Parquet at this size (default 128).
+    flush_mib: Option<u64>,
+    /// ... or when the oldest is this old (default 30).
+    flush_seconds: Option<u64>,
+    /// Buffered rows the node holds before appends wait for flushes (default 1024).
+    memory_mib: Option<u64>,
+    /// Largest batch one append takes, in MiB of Arrow IPC (default 256).
+    max_batch_mib: Option<u64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -241,6 +257,19 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
             return Err("CONCURRENT_QUERIES must be at least 1".into());
         }
         limits.concurrent_queries = v;
+    }
+    let ingest = &file.ingest;
+    if let Some(v) = ingest.flush_mib {
+        engine.ingest.flush_bytes = v.max(1) << 20;
+    }
+    if let Some(v) = ingest.flush_seconds {
+        engine.ingest.flush_age = Duration::from_secs(v.max(1));
+    }
+    if let Some(v) = ingest.memory_mib {
+        engine.ingest.memory_bytes = v.max(1) << 20;
+    }
+    if let Some(v) = ingest.max_batch_mib {
+        limits.ingest_batch_bytes = v.max(1) << 20;
     }
     limits.query_memory_bytes = (max_memory_gb * GIB / 4.0) as u64;
     // Query state draws on what the page cache leaves of MAX_MEMORY_GB.
