@@ -568,6 +568,13 @@ impl CoreContext {
                     tenant: tenant.to_owned(),
                     table: query.table.clone(),
                 })?;
+        #[cfg(test)]
+        {
+            let pause = exec::fail_points::QUERY_PAUSE_MS.load(Ordering::Relaxed);
+            if pause > 0 {
+                runtime::sleep(Duration::from_millis(pause)).await;
+            }
+        }
         let plan = Arc::new(plan::bind(&query, &manifest.columns)?);
         let schema = output_schema(&plan);
         let (tasks, pruned_files) = file_tasks(&self.config.data_dir, &manifest, &plan);

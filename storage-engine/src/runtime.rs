@@ -434,6 +434,25 @@ where
     glommio::executor().spawn_blocking(work).await
 }
 
+/// Runs long blocking work (writing Parquet files) on a thread of its own, so the core's blocking
+/// thread stays free for the short calls queries make (manifest loads). An error when no thread
+/// could be started.
+pub async fn spawn_thread<F, R>(name: &str, work: F) -> io::Result<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let (sender, receiver) = futures::channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _ = sender.send(work());
+        })?;
+    receiver
+        .await
+        .map_err(|_| io::Error::other(format!("thread {name} stopped without an answer")))
+}
+
 pub fn spawn_local(future: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(future).detach();
 }

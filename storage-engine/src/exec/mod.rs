@@ -869,6 +869,9 @@ pub(crate) mod fail_points {
 
     /// The next file scan panics.
     pub static SCAN_PANICS: AtomicBool = AtomicBool::new(false);
+
+    /// Queries pause this many milliseconds between reading their manifest and scanning.
+    pub static QUERY_PAUSE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 }
 
 #[cfg(test)]
