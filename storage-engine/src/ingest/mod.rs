@@ -1219,6 +1219,8 @@ mod tests {
                         .unwrap();
                     acknowledged.fetch_add(BATCH as i64, Ordering::SeqCst);
                     engine.flush_ingest("acme", "events").unwrap();
+                    // A plain test thread, not a core: blocking it is the point.
+                    #[allow(clippy::disallowed_methods)]
                     std::thread::sleep(std::time::Duration::from_millis(7));
                 }
                 writing.store(false, Ordering::SeqCst);
