@@ -35,15 +35,20 @@ impl SmallDisk {
             .set_len(mib << 20)
             .unwrap();
         run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()]);
-        run(
-            "mount",
-            &[
-                "-o",
-                "loop",
-                image.to_str().unwrap(),
-                mount.to_str().unwrap(),
-            ],
-        );
+        let mounted = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mount)
+            .output()
+            .unwrap();
+        if !mounted.status.success() {
+            // A container without loop devices: nothing to test on.
+            eprintln!(
+                "skipped: cannot mount a loop device: {}",
+                String::from_utf8_lossy(&mounted.stderr)
+            );
+            return None;
+        }
         Some(SmallDisk { mount, _dir: dir })
     }
 }
