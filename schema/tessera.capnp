@@ -209,7 +209,7 @@ interface IngestStream {
   # at once when the key is already durable (`duplicate`: acknowledged again, applied once).
   # Sequence numbers are the producer's to choose; a producer should count up from 0 or 1. A
   # key more than 100,000 below the producer's highest is refused (`invalid:`): the node no
-  # longer remembers it. A failed batch applies nothing: it may be sent again with its key.
+  # longer remembers it. A table remembers its 10,000 most recently active producers. A failed batch applies nothing: it may be sent again with its key.
   # A batch over the node's batch size limit fails with `limit:`; while the node's ingest
   # buffers are full, `append` waits (backpressure) instead of failing.
 

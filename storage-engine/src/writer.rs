@@ -499,6 +499,7 @@ impl TableWriter {
             for (producer, window) in update.producers {
                 marks.producers.insert(producer, window);
             }
+            crate::ingest::window::forget_oldest(&mut marks.producers);
         }
         current.version += 1;
         manifest::publish(&self.data_dir, &current)?;

@@ -7,10 +7,32 @@ use serde::{Deserialize, Serialize};
 /// How far below its highest sequence number a producer's keys are remembered.
 pub const WINDOW: u64 = 100_000;
 
+/// Producers a table remembers; past it, those silent longest are forgotten at the next flush.
+pub const PRODUCERS_MAX: usize = 10_000;
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProducerWindow {
     /// Inclusive ranges, ascending, not touching.
     pub ranges: Vec<(u64, u64)>,
+    /// When a key was last added, Unix seconds (which producers to forget first).
+    #[serde(default)]
+    pub seen: u64,
+}
+
+/// Keeps the `PRODUCERS_MAX` producers seen most recently.
+pub fn forget_oldest(producers: &mut std::collections::BTreeMap<String, ProducerWindow>) {
+    if producers.len() <= PRODUCERS_MAX {
+        return;
+    }
+    let mut seen: Vec<u64> = producers.values().map(|w| w.seen).collect();
+    seen.sort_unstable_by(|a, b| b.cmp(a));
+    let cutoff = seen[PRODUCERS_MAX - 1];
+    let mut kept = 0;
+    producers.retain(|_, w| {
+        let keep = w.seen > cutoff || (w.seen == cutoff && kept < PRODUCERS_MAX);
+        kept += keep as usize;
+        keep
+    });
 }
 
 /// What a window says about a sequence number.
@@ -43,6 +65,9 @@ impl ProducerWindow {
     }
 
     pub fn insert(&mut self, sequence: u64) {
+        self.seen = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let index = self.ranges.partition_point(|r| r.1 < sequence);
         if self
             .ranges
@@ -104,6 +129,21 @@ mod tests {
             }
             prop_assert!(window.ranges.windows(2).all(|w| w[0].1 + 1 < w[1].0));
         }
+    }
+
+    #[test]
+    fn a_table_keeps_its_most_recent_producers() {
+        let mut producers = std::collections::BTreeMap::new();
+        for i in 0..PRODUCERS_MAX as u64 + 5 {
+            let window = ProducerWindow {
+                ranges: vec![(0, 0)],
+                seen: i,
+            };
+            producers.insert(format!("p{i}"), window);
+        }
+        forget_oldest(&mut producers);
+        assert_eq!(producers.len(), PRODUCERS_MAX);
+        assert!(!producers.contains_key("p4") && producers.contains_key("p5"));
     }
 
     #[test]
