@@ -1,8 +1,10 @@
 //! `tessera`: the command-line front end. Subcommands: `gen` (deterministic events data set),
-//! `import` (Parquet/CSV into a table, in-process or over RPC), `sql` (a query in-process or over
-//! RPC), `serve` (the tenant-node server), `token` (mint a development token), `verify`, and
-//! `demo` (gen + import + the spec's four queries with timings).
+//! `import` (Parquet/CSV into a table, in-process or over RPC), `ingest` (files streamed into a
+//! server's table, durably, by parallel workers), `sql` (a query in-process or over RPC), `serve`
+//! (the tenant-node server), `token` (mint a development token), `verify`, and `demo` (gen +
+//! import + the spec's four queries with timings).
 
+mod ingest;
 mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -181,6 +183,11 @@ enum Command {
         page_rows: Option<u64>,
         files: Vec<PathBuf>,
     },
+    /// Stream Parquet, CSV and JSON-lines files into a server's table with parallel workers:
+    /// each batch is acknowledged once durable on the node; lost connections and server restarts
+    /// are retried without duplicates. Prints a summary ending `acknowledged N of M rows` and
+    /// exits non-zero unless N = M.
+    Ingest(ingest::IngestArgs),
     /// Run one SQL statement, in-process on a data directory (`--data --tenant`) or on a server
     /// (`--addr --token`).
     Sql {
@@ -352,6 +359,7 @@ fn main() -> ExitCode {
             (Ok(None), Some(tenant)) => run_sql(&engine, &tenant, format, &sql),
             (Ok(None), None) => Err("--tenant is required without --addr".into()),
         },
+        Command::Ingest(args) => ingest::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Token {
             secret_file,
