@@ -87,6 +87,9 @@ fn serve(data: &Path, secret: &Path) -> Server {
             }
         }
     };
+    for line in said.iter().filter(|l| l.contains("write-ahead")) {
+        eprintln!("server: {line}");
+    }
     std::thread::spawn(move || lines.for_each(drop));
     Server { child, address }
 }

@@ -882,6 +882,28 @@ impl IngestCore {
         .await
         .map_err(|e| Error::Internal(format!("cannot start a flush thread: {e}")))
         .and_then(|written| written);
+        // A failure after the manifest was renamed into place (its directory's fsync, on a full
+        // disk) still published the rows: flushing them again would store them twice. They count
+        // as flushed, but not as durable enough to delete log segments (a later publication's
+        // directory fsync covers this rename too).
+        let (written, durable) = match written {
+            Err(error) if !matches!(error, Error::NoSuchTable { .. }) => {
+                let (data_dir, tenant, table) =
+                    (self.data_dir.clone(), key.0.clone(), key.1.clone());
+                let current = runtime::spawn_blocking(move || {
+                    crate::manifest::load(&data_dir, &tenant, &table)
+                })
+                .await;
+                let published = matches!(&current, Ok(Some(m)) if m.incarnation == key.2
+                    && marks.iter().all(|(id, lsn)| m.ingest.logs.get(id).is_some_and(|m| m >= lsn)));
+                if published {
+                    (Ok(0), false)
+                } else {
+                    (Err(error), false)
+                }
+            }
+            other => (other, true),
+        };
         // What to do once the table's buffer is no longer borrowed.
         enum Next {
             Published(u64),
@@ -917,10 +939,12 @@ impl IngestCore {
         match next {
             Next::Published(files) => {
                 self.last_flush_error.borrow_mut().take();
-                if let Some(&mark) = marks.get(&*self.log) {
+                if let Some(&mark) = marks.get(&*self.log).filter(|_| durable) {
                     self.flushed.borrow_mut().insert(key.clone(), mark);
                 }
-                self.settle_adopted(key, Some(&marks)).await;
+                if durable {
+                    self.settle_adopted(key, Some(&marks)).await;
+                }
                 self.release_retired();
                 self.remove_flushed_segments().await;
                 Ok(files)

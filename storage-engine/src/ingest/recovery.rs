@@ -62,6 +62,9 @@ pub fn recover(data_dir: &Path) -> Result<Recovery> {
     let report = &mut recovery.report;
     for (index, (log_id, dir)) in recovery.logs.iter().enumerate() {
         let read = wal::read_log(dir)?;
+        if let Some(end) = read.end {
+            wal::seal(dir, end)?;
+        }
         report.logs += 1;
         if let Some((path, offset, message)) = &read.torn {
             report.torn.push(format!(

@@ -200,6 +200,8 @@ pub struct LogRead {
     pub segments: Vec<PathBuf>,
     /// A torn tail that was dropped: (segment, offset, what was wrong).
     pub torn: Option<(PathBuf, u64, String)>,
+    /// Where reading ended (segment number, offset): what `seal` records.
+    pub end: Option<(u64, u64)>,
 }
 
 /// Segment files of a log directory, by segment number (a `.new` file is a segment whose
@@ -226,14 +228,60 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(segments)
 }
 
-/// Reads every record of the log in `dir`, checking each group (see the module comment).
+/// In a log directory read by a recovery: where that reading ended (segment and offset). The
+/// dead process's last writes may still land after it exited (io_uring completes them in the
+/// kernel), so later readings stop at the seal: what one recovery did not see, no later one
+/// sees either, and a batch resent meanwhile is never found twice.
+const SEAL_FILE: &str = "sealed";
+
+fn read_seal(dir: &Path) -> Result<Option<(u64, u64)>> {
+    let path = dir.join(SEAL_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(Error::io(&path, error)),
+    };
+    let mut parts = text.split_whitespace().map(str::parse::<u64>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(segment)), Some(Ok(offset))) => Ok(Some((segment, offset))),
+        _ => Err(Error::CorruptWal {
+            path,
+            offset: 0,
+            message: format!("bad seal {text:?}"),
+        }),
+    }
+}
+
+/// Records where a reading of the log in `dir` ended (see `SEAL_FILE`); durable on return.
+pub fn seal(dir: &Path, end: (u64, u64)) -> Result<()> {
+    let path = dir.join(SEAL_FILE);
+    let temp = dir.join(format!("{SEAL_FILE}.tmp"));
+    std::fs::write(&temp, format!("{} {}\n", end.0, end.1)).map_err(|e| Error::io(&temp, e))?;
+    std::fs::File::open(&temp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(&temp, e))?;
+    std::fs::rename(&temp, &path).map_err(|e| Error::io(&path, e))?;
+    crate::manifest::sync_dir(dir)
+}
+
+/// Reads every record of the log in `dir`, checking each group (see the module comment), up
+/// to its seal if an earlier recovery left one.
 pub fn read_log(dir: &Path) -> Result<LogRead> {
     let mut read = LogRead::default();
-    let segments = list_segments(dir)?;
+    let seal = read_seal(dir)?;
+    let mut segments = list_segments(dir)?;
+    if let Some((last, _)) = seal {
+        segments.retain(|(number, _)| *number <= last);
+    }
     // (segment path, data, salt, first group offset) of every segment, read once.
     let mut loaded = Vec::with_capacity(segments.len());
     for (number, path) in &segments {
-        let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let mut data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        if let Some((last, end)) = seal {
+            if *number == last {
+                data.truncate(end as usize);
+            }
+        }
         let corrupt = |message: String| Error::CorruptWal {
             path: path.clone(),
             offset: 0,
@@ -253,6 +301,7 @@ pub fn read_log(dir: &Path) -> Result<LogRead> {
         let (path, data, salt, segment) = &loaded[index];
         let mut offset = ALIGN;
         loop {
+            read.end = Some((*segment, offset));
             match parse_group(data, *salt, offset) {
                 Ok(None) => break,
                 Ok(Some((group, records, next))) => {
