@@ -359,6 +359,15 @@ impl Drop for EpochGuard {
 
 type TableKey = (String, String, u64);
 
+/// A table incarnation's key in a core's buffers and windows.
+fn table_key(manifest: &TableManifest) -> TableKey {
+    (
+        manifest.tenant.clone(),
+        manifest.table.clone(),
+        manifest.incarnation,
+    )
+}
+
 /// One table's buffered rows on one core.
 #[derive(Default)]
 struct TableBuffer {
@@ -608,11 +617,7 @@ impl IngestCore {
                 self.data_dir.display()
             )));
         }
-        let key: TableKey = (
-            manifest.tenant.clone(),
-            manifest.table.clone(),
-            manifest.incarnation,
-        );
+        let key: TableKey = table_key(manifest);
         let rows = batch.num_rows() as u64;
         let producer_key = (key.clone(), producer.to_owned());
         let seen = self
@@ -1075,11 +1080,7 @@ impl IngestCore {
         windows: Vec<(Arc<TableManifest>, String, ProducerWindow)>,
     ) {
         for (manifest, producer, window) in windows {
-            let key = (
-                manifest.tenant.clone(),
-                manifest.table.clone(),
-                manifest.incarnation,
-            );
+            let key = table_key(&manifest);
             self.producers
                 .borrow_mut()
                 .entry((key, producer))
@@ -1091,11 +1092,7 @@ impl IngestCore {
             .unwrap_or_else(Instant::now);
         for record in records {
             let manifest = &record.manifest;
-            let key = (
-                manifest.tenant.clone(),
-                manifest.table.clone(),
-                manifest.incarnation,
-            );
+            let key = table_key(manifest);
             let log = &self.logs.adopted[record.log];
             let chunk = Rc::new(MemChunk::new(
                 Arc::from(log.id.as_str()),
