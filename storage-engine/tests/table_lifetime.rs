@@ -195,7 +195,14 @@ fn cached_open_files_are_bounded_per_core() {
     let engine = engine_with(dir.path(), |config| config.cached_files_per_core = Some(3));
     for _ in 0..3 {
         assert_eq!(sum_v(&engine), 100 * (0..30).sum::<i64>());
-        let open = open_files_under(dir.path());
-        assert!(open <= 6, "{open} data files open");
+        // An evicted file's descriptor is closed by its core's io_uring after the query
+        // returns, so on a loaded machine the count settles a moment later.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut open = open_files_under(dir.path());
+        while open > 6 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            open = open_files_under(dir.path());
+        }
+        assert!(open <= 6, "{open} data files open 10 s after the query");
     }
 }
