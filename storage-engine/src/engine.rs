@@ -235,15 +235,26 @@ impl Engine {
         let mut by_core: Vec<(Vec<ingest::Recovered>, Vec<_>)> =
             (0..cores).map(|_| (Vec::new(), Vec::new())).collect();
         // All records of one log go to one core: a log's mark in a manifest says which of its
-        // records are in files, so only one core may flush them (windows go to owner cores).
+        // records are in files, so only one core may flush them. A window goes to its producer's
+        // owner core, and to every core adopting records of that producer: the flush that lets
+        // their log be removed must persist their keys too.
+        let mut adopters = hashbrown::HashSet::new();
         for record in records {
             let core = record.log % cores;
             let m = &record.manifest;
             buffers[record.log].insert((m.tenant.clone(), m.table.clone(), m.incarnation, core));
+            adopters.insert((m.incarnation, record.producer.clone(), core));
             by_core[core].0.push(record);
         }
         for window in windows {
-            by_core[owner(&window.0, &window.1)].1.push(window);
+            let (m, producer) = (&window.0, &window.1);
+            let owner = owner(m, producer);
+            for core in (0..cores).filter(|&core| {
+                core != owner && adopters.contains(&(m.incarnation, producer.clone(), core))
+            }) {
+                by_core[core].1.push(window.clone());
+            }
+            by_core[owner].1.push(window);
         }
         for (log, buffers) in logs.adopted.iter().zip(&buffers) {
             log.expect(buffers.len() as u64);

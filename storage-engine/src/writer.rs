@@ -497,7 +497,7 @@ impl TableWriter {
                 *mark = (*mark).max(lsn);
             }
             for (producer, window) in update.producers {
-                marks.producers.insert(producer, window);
+                marks.producers.entry(producer).or_default().union(&window);
             }
             crate::ingest::window::forget_oldest(&mut marks.producers);
         }

@@ -266,3 +266,43 @@ fn a_corrupt_record_in_the_middle_stops_recovery_naming_segment_and_offset() {
     // Nothing was applied or deleted: the log is still there for an operator to look at.
     assert!(segment.exists());
 }
+
+/// A log adopted at start may go to a core that does not own its producers (a log's records
+/// all go to one core). That core's flush must persist those producers' keys with the mark
+/// that lets the log be removed: otherwise, after one more restart, nothing remembers them and
+/// a resent batch is applied twice (found by the crash test under load, after two restarts).
+#[test]
+fn keys_of_a_log_adopted_by_another_core_survive_its_flush_and_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    create_events(dir.path());
+    // A producer owned by core 0: its batches go to core 0's log.
+    let producer = (0..)
+        .map(|i| format!("p{i}"))
+        .find(|p| tessera_storage_engine::ingest::owner_core("acme", "events", p, 2) == 0)
+        .unwrap();
+    let engine = engine(dir.path());
+    let batch = events_chunk(1000, 300, 2000, 7);
+    engine
+        .ingest("acme", "events", &producer, 1, ipc(&batch))
+        .unwrap();
+    drop(engine);
+    // An earlier run's log directory without a segment sorts first, so at the next start the
+    // log above is the second one adopted and goes to core 1.
+    std::fs::create_dir(dir.path().join("_wal").join("0")).unwrap();
+    let engine = engine_reopened(dir.path());
+    assert_eq!(engine.recovery().unwrap().replayed, 1);
+    assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 1300);
+    engine.flush_ingest("acme", "events").unwrap();
+    let logs = std::fs::read_dir(dir.path().join("_wal"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    assert_eq!(logs, 0, "the adopted logs are removed once flushed");
+    drop(engine);
+    let engine = engine_reopened(dir.path());
+    let ack = engine
+        .ingest("acme", "events", &producer, 1, ipc(&batch))
+        .unwrap();
+    assert!(ack.duplicate, "a resent batch was applied again");
+    assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 1300);
+}

@@ -213,8 +213,10 @@ fn every_acknowledged_batch_survives_kill_9_exactly_once() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let secret = dir.path().join("secret");
+    // `TESSERA_CRASH_DIR` keeps the data (and the servers' logs) for a look after a failure.
+    let root = std::env::var_os("TESSERA_CRASH_DIR").map_or(dir.path().to_owned(), Into::into);
+    let data = root.join("data");
+    let secret = root.join("secret");
     std::fs::write(&secret, SECRET).unwrap();
     let first = batch(-1, 0);
     let mut writer = TableWriter::open(

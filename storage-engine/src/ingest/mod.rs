@@ -1058,6 +1058,14 @@ impl IngestCore {
             for log in &done {
                 adopted.remove(&(key.clone(), *log));
             }
+            // Windows kept only to be published with adopted records (`Engine::adopt`) are
+            // dropped once this core holds none of the table's.
+            if !done.is_empty() && !adopted.keys().any(|(k, _)| k == key) {
+                let cores = self.logs.cores;
+                self.producers.borrow_mut().retain(|(k, producer), _| {
+                    k != key || owner_core(&k.0, &k.1, producer, cores) == self.core
+                });
+            }
             done
         };
         for log in done {

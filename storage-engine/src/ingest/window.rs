@@ -90,6 +90,10 @@ impl ProducerWindow {
             (false, true) => self.ranges[index].0 = sequence,
             (false, false) => self.ranges.insert(index, (sequence, sequence)),
         }
+        self.forget_below_window();
+    }
+
+    fn forget_below_window(&mut self) {
         let floor = self.highest().unwrap_or(0).saturating_sub(WINDOW);
         self.ranges.retain(|r| r.1 >= floor);
         if let Some(first) = self.ranges.first_mut() {
@@ -97,15 +101,21 @@ impl ProducerWindow {
         }
     }
 
-    /// Adds everything `other` holds.
+    /// Adds everything `other` holds (windows of one producer kept by two cores, or by a core
+    /// and a manifest, are merged, never replaced).
     pub fn union(&mut self, other: &ProducerWindow) {
-        for &(start, end) in &other.ranges {
-            // Ranges are short in practice except for one long run per producer.
-            let from = start.max(end.saturating_sub(WINDOW));
-            for sequence in from..=end {
-                self.insert(sequence);
+        let mut all: Vec<(u64, u64)> = self.ranges.iter().chain(&other.ranges).copied().collect();
+        all.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+        for (start, end) in all {
+            match merged.last_mut() {
+                Some(last) if start <= last.1.saturating_add(1) => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
             }
         }
+        self.ranges = merged;
+        self.seen = self.seen.max(other.seen);
+        self.forget_below_window();
     }
 }
 
@@ -128,6 +138,23 @@ mod tests {
                 prop_assert_eq!(window.check(probe), expected);
             }
             prop_assert!(window.ranges.windows(2).all(|w| w[0].1 + 1 < w[1].0));
+        }
+
+        #[test]
+        fn a_union_holds_what_either_held(
+            left in proptest::collection::vec(0u64..300, 0..100),
+            right in proptest::collection::vec(0u64..300, 0..100),
+        ) {
+            let (mut a, mut b) = (ProducerWindow::default(), ProducerWindow::default());
+            left.iter().for_each(|&s| a.insert(s));
+            right.iter().for_each(|&s| b.insert(s));
+            a.union(&b);
+            for probe in 0..310 {
+                let held = left.contains(&probe) || right.contains(&probe);
+                let expected = if held { Seen::Durable } else { Seen::New };
+                prop_assert_eq!(a.check(probe), expected);
+            }
+            prop_assert!(a.ranges.windows(2).all(|w| w[0].1 + 1 < w[1].0));
         }
     }
 
