@@ -137,7 +137,9 @@ impl<S: 'static> CorePool<S> {
     {
         let mut inboxes = Vec::with_capacity(options.cores);
         let mut threads = Vec::with_capacity(options.cores);
-        let (ready_sender, ready_receiver) = std::sync::mpsc::channel::<io::Result<()>>();
+        // Each executor reports (its executor number, its peer id) once it serves.
+        let (ready_sender, ready_receiver) =
+            std::sync::mpsc::channel::<io::Result<(usize, usize)>>();
         let mesh = MeshBuilder::<Job<S>, _>::full(options.cores, MESH_CHANNEL_CAPACITY);
         for core in 0..options.cores {
             let mesh = mesh.clone();
@@ -195,7 +197,7 @@ impl<S: 'static> CorePool<S> {
                             })
                             .detach();
                         }
-                        let _ = ready.send(Ok(()));
+                        let _ = ready.send(Ok((core, peers.me)));
                         drop(ready);
                         while let Some(job) = receiver.next().await {
                             spawn_job(job(state.clone(), peers.clone()));
@@ -206,22 +208,30 @@ impl<S: 'static> CorePool<S> {
             threads.push(thread);
         }
         drop(ready_sender);
-        let mut pool = CorePool { inboxes, threads };
+        let mut pool = CorePool {
+            inboxes: Vec::new(),
+            threads,
+        };
+        // The mesh numbers peers in the order executors joined it: `inboxes` is put in peer
+        // order, so `run_on(n)` reaches the core whose `Peers::me` is n.
+        let mut by_peer: Vec<Option<mpsc::UnboundedSender<Job<S>>>> =
+            (0..options.cores).map(|_| None).collect();
+        let mut inboxes: Vec<Option<_>> = inboxes.into_iter().map(Some).collect();
         for _ in 0..options.cores {
-            match ready_receiver.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    pool.shutdown();
-                    return Err(error);
+            let failure = match ready_receiver.recv() {
+                Ok(Ok((executor, peer))) => {
+                    by_peer[peer] = inboxes[executor].take();
+                    continue;
                 }
-                Err(_) => {
-                    pool.shutdown();
-                    return Err(io::Error::other(
-                        "an executor thread exited during start-up",
-                    ));
-                }
-            }
+                Ok(Err(error)) => error,
+                Err(_) => io::Error::other("an executor thread exited during start-up"),
+            };
+            // Every inbox closed first, so the executors that did start stop.
+            drop((inboxes, by_peer));
+            pool.shutdown();
+            return Err(failure);
         }
+        pool.inboxes = by_peer.into_iter().flatten().collect();
         Ok(pool)
     }
 
@@ -229,9 +239,8 @@ impl<S: 'static> CorePool<S> {
         self.inboxes.len()
     }
 
-    /// Runs `job` on executor `core` (from outside the pool); the future gives its output, or
-    /// why there is none. Executor numbers are not peer ids; a job learns its peer id from
-    /// `Peers::me`.
+    /// Runs `job` on the core whose peer id (`Peers::me`) is `core` (from outside the pool);
+    /// the future gives its output, or why there is none.
     pub fn run_on<F, Fut, T>(
         &self,
         core: usize,
@@ -567,5 +576,25 @@ mod tests {
         assert_eq!(panicked, Err(JobError::Panicked("test: job panics".into())));
         let next = futures::executor::block_on(pool.run_on(0, |_, _| async { 7u32 }));
         assert_eq!(next, Ok(7));
+    }
+
+    /// Peer ids are given in the order executors join the mesh, which varies from start to
+    /// start; `run_on(n)` must reach peer n all the same (a job routed by peer id and one sent
+    /// from outside agree on which core owns what).
+    #[test]
+    fn run_on_reaches_the_core_with_that_peer_id() {
+        let options = CoreOptions {
+            cores: 4,
+            ..options()
+        };
+        for _ in 0..20 {
+            let pool = CorePool::start(&options, |peer| peer).expect("pool starts");
+            for core in 0..4 {
+                let answer = futures::executor::block_on(
+                    pool.run_on(core, |state, peers| async move { (*state, peers.me()) }),
+                );
+                assert_eq!(answer, Ok((core, core)));
+            }
+        }
     }
 }

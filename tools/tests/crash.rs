@@ -205,8 +205,6 @@ fn next_random(seed: &mut u64) -> u64 {
 }
 
 #[test]
-#[ignore = "open defect: under load (the full suite in parallel) a batch is found twice after a \
-            restart; cause not found yet (issue 13). Run with --ignored."]
 fn every_acknowledged_batch_survives_kill_9_exactly_once() {
     let iterations: usize = std::env::var("TESSERA_CRASH_ITERATIONS")
         .ok()
