@@ -306,3 +306,18 @@ fn keys_of_a_log_adopted_by_another_core_survive_its_flush_and_removal() {
     assert!(ack.duplicate, "a resent batch was applied again");
     assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 1300);
 }
+
+/// A log whose removal a crash cut short (renamed aside, then partly deleted) is neither read
+/// nor an obstacle: recovery finishes removing it.
+#[test]
+fn a_log_removal_cut_short_is_finished_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    create_events(dir.path());
+    let removed = dir.path().join("_wal").join("0123456789abcdef-0.removed");
+    std::fs::create_dir_all(&removed).unwrap();
+    std::fs::write(removed.join("00000000000000000002.wal"), b"not a segment").unwrap();
+    let engine = engine(dir.path());
+    assert_eq!(engine.recovery().unwrap().logs, 0);
+    assert!(!removed.exists());
+    assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 1000);
+}

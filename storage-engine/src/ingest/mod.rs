@@ -392,6 +392,9 @@ pub struct NodeLogs {
     pub adopted: Vec<AdoptedLog>,
 }
 
+/// The extension of a log directory being removed: recovery deletes it and reads nothing in it.
+pub const REMOVED_LOG: &str = "removed";
+
 pub struct AdoptedLog {
     pub id: String,
     pub dir: PathBuf,
@@ -414,9 +417,14 @@ impl AdoptedLog {
         self.pending.store(buffers, Ordering::Release);
     }
 
-    /// Removes the log's directory (all its records are in published files). Blocking.
+    /// Removes the log's directory (all its records are in published files). Blocking. The
+    /// directory is first renamed out of recovery's sight, so a removal cut short by a crash
+    /// never leaves a log missing its seal or its first segments.
     pub fn remove(&self) {
-        match std::fs::remove_dir_all(&self.dir) {
+        let removed = self.dir.with_extension(REMOVED_LOG);
+        let result =
+            std::fs::rename(&self.dir, &removed).and_then(|()| std::fs::remove_dir_all(&removed));
+        match result {
             Ok(()) => {
                 if let Some(parent) = self.dir.parent() {
                     let _ = crate::manifest::sync_dir(parent);

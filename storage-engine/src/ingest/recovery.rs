@@ -10,7 +10,7 @@
 
 use super::wal;
 use super::window::ProducerWindow;
-use super::{decode_ipc, prepare, Record, Recovered, WAL_DIR};
+use super::{decode_ipc, prepare, Record, Recovered, REMOVED_LOG, WAL_DIR};
 use crate::error::{Error, Result};
 use crate::manifest::{self, TableManifest};
 use std::collections::BTreeMap;
@@ -53,6 +53,11 @@ pub fn recover(data_dir: &Path) -> Result<Recovery> {
         let entry = entry.map_err(|e| Error::io(&root, e))?;
         if entry.file_type().map_err(|e| Error::io(&root, e))?.is_dir() {
             let id = entry.file_name().to_string_lossy().into_owned();
+            if Path::new(&id).extension() == Some(std::ffi::OsStr::new(REMOVED_LOG)) {
+                // A removal cut short: every record was in published files.
+                std::fs::remove_dir_all(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+                continue;
+            }
             recovery.logs.push((id, entry.path()));
         }
     }
