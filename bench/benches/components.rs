@@ -5,14 +5,14 @@ use arrow_array::Array;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::path::Path;
 use std::sync::Arc;
-use tessera_storage_engine::aggregate::{AccState, GroupState};
-use tessera_storage_engine::buffer_pool::{BufferPool, Frame, PageKey};
 use tessera_storage_engine::gen::events_chunk;
-use tessera_storage_engine::kernels::Kernels;
-use tessera_storage_engine::manifest::ColumnDef;
-use tessera_storage_engine::plan::{Aggregate, ValueExpr};
-use tessera_storage_engine::reader;
-use tessera_storage_engine::sql::AggregateFunction;
+use tessera_storage_engine::io::buffer_pool::{BufferPool, Frame, PageKey};
+use tessera_storage_engine::query::aggregate::{AccState, GroupState};
+use tessera_storage_engine::query::kernels::Kernels;
+use tessera_storage_engine::query::plan::{Aggregate, ValueExpr};
+use tessera_storage_engine::query::sql::AggregateFunction;
+use tessera_storage_engine::table::manifest::ColumnDef;
+use tessera_storage_engine::table::reader;
 use tessera_storage_engine::value::ColumnType;
 
 fn buffer_pool(c: &mut Criterion) {
@@ -52,7 +52,7 @@ fn decode_and_aggregate(c: &mut Criterion) {
     let batch = events_chunk(0, ROWS, ROWS, 3);
     let mut bytes = Vec::new();
     let properties =
-        tessera_storage_engine::writer::writer_properties(&Default::default(), Some(1));
+        tessera_storage_engine::table::writer::writer_properties(&Default::default(), Some(1));
     let mut writer =
         parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties)).unwrap();
     writer.write(&batch).unwrap();

@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
-use tessera_storage_engine::kernels::{words_for, CmpOp, Kernels};
+use tessera_storage_engine::query::kernels::{words_for, CmpOp, Kernels};
 
 const ROWS: usize = 1 << 20;
 

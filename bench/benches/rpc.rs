@@ -7,7 +7,7 @@ use futures::StreamExt;
 use tessera_rpc::auth::{self, AuthConfig, KeyKind, KeySpec, Role, TokenRequest};
 use tessera_rpc::{Client, Limits, Server, ServerConfig};
 use tessera_storage_engine::gen::events_chunk;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::{Engine, EngineConfig};
 
 const ROWS: u64 = 2_000_000;

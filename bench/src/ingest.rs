@@ -52,7 +52,7 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
         // Streaming ingestion needs the table first; an import creates it.
         User::Embedded { engine, tenant } if wal => {
             let schema = tessera_storage_engine::gen::events_schema();
-            let writer = tessera_storage_engine::writer::TableWriter::open(
+            let writer = tessera_storage_engine::table::writer::TableWriter::open(
                 engine.data_dir(),
                 tenant,
                 &table,

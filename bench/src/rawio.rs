@@ -17,8 +17,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera_storage_engine::host;
-use tessera_storage_engine::runtime::{CoreOptions, CorePool, DirectFile};
+use tessera_storage_engine::io::host;
+use tessera_storage_engine::io::runtime::{CoreOptions, CorePool, DirectFile};
 
 struct Plan {
     path: PathBuf,

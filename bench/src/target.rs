@@ -11,9 +11,10 @@ use tessera_rpc::auth::{self, AuthConfig, KeyKind, KeySpec, Role, TokenRequest};
 use tessera_rpc::client::{ColumnInfo, Session, TableSpec};
 use tessera_rpc::{Client, Limits, Server, ServerConfig};
 use tessera_storage_engine::gen::{events_chunk, events_schema, CHUNK_ROWS};
+use tessera_storage_engine::table::manifest;
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::value::engine_type;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
-use tessera_storage_engine::{manifest, Engine, EngineConfig};
+use tessera_storage_engine::{Engine, EngineConfig};
 
 /// A failed operation: an error code (the server's, or `engine`) and the message.
 pub type OpError = (String, String);

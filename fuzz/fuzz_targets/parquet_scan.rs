@@ -13,6 +13,6 @@ fuzz_target!(
     },
     |data: &[u8]| {
     let bytes = bytes::Bytes::copy_from_slice(data);
-    let _ = futures::executor::block_on(tessera_storage_engine::reader::verify_file(&bytes, Path::new("fuzz-input.parquet")));
+    let _ = futures::executor::block_on(tessera_storage_engine::table::reader::verify_file(&bytes, Path::new("fuzz-input.parquet")));
     }
 );

@@ -34,8 +34,8 @@ fn target() -> &'static Target {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let batch = tessera_storage_engine::gen::events_chunk(0, 1000, 1000, 7);
-        let options = tessera_storage_engine::writer::ImportOptions::default();
-        let mut writer = tessera_storage_engine::writer::TableWriter::open(
+        let options = tessera_storage_engine::table::writer::ImportOptions::default();
+        let mut writer = tessera_storage_engine::table::writer::TableWriter::open(
             &dir,
             "acme",
             "events",

@@ -3,6 +3,6 @@
 use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
-        let _ = tessera_storage_engine::sql::parse(s);
+        let _ = tessera_storage_engine::query::sql::parse(s);
     }
 });

@@ -273,8 +273,10 @@ impl Verifier {
                     role.name()
                 )))
             }
-            (Some(tenant), _) => tessera_storage_engine::manifest::validate_name("tenant", tenant)
-                .map_err(|e| reject(format!("token tenant: {e}")))?,
+            (Some(tenant), _) => {
+                tessera_storage_engine::table::manifest::validate_name("tenant", tenant)
+                    .map_err(|e| reject(format!("token tenant: {e}")))?
+            }
         }
         Ok(Identity {
             subject: claims.sub,
@@ -321,8 +323,10 @@ pub fn mint(request: &TokenRequest, kind: KeyKind, key: &[u8]) -> Result<String,
         }
         (Role::Operator, None) => {}
         (_, None) => return Err(AuthError::Invalid("this role needs a tenant".into())),
-        (_, Some(tenant)) => tessera_storage_engine::manifest::validate_name("tenant", tenant)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?,
+        (_, Some(tenant)) => {
+            tessera_storage_engine::table::manifest::validate_name("tenant", tenant)
+                .map_err(|e| AuthError::Invalid(e.to_string()))?
+        }
     }
     let now = now_seconds();
     let claims = Claims {

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera_storage_engine::engine::CoreContext;
-use tessera_storage_engine::runtime::{self, TcpConnection, TcpListener};
+use tessera_storage_engine::io::runtime::{self, TcpConnection, TcpListener};
 use tessera_storage_engine::Engine;
 
 #[derive(Clone, Debug)]

@@ -2,7 +2,7 @@
 //! client reads it back. Its scan counters are the engine's own `ScanStats`.
 
 use tessera_schema::tessera_capnp::query_stats;
-use tessera_storage_engine::exec::ScanStats;
+use tessera_storage_engine::query::exec::ScanStats;
 
 /// Counters of one query, as measured by the node that ran it.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -1,8 +1,8 @@
 //! Typed views of Arrow arrays the scan and the aggregation share: raw value slices, one row as a
 //! scalar, validity as bitmap words.
 
-use crate::kernels::{words_for, Kernels};
-use crate::plan::ValueExpr;
+use crate::query::kernels::{words_for, Kernels};
+use crate::query::plan::ValueExpr;
 use crate::value::{Scalar, MICROS_PER_DAY};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};

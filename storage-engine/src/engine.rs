@@ -4,22 +4,22 @@
 //! Files go to cores by a stable hash of the file, so the same pages always land in the same
 //! core's buffer pool.
 
-use crate::aggregate::{self, AccState};
-use crate::buffer_pool::BufferPool;
-use crate::buffer_pool::PoolCounters;
 use crate::error::{Error, Result};
-use crate::exec::{self, CoreOutput, CoreState, FileTask, MetadataCache, ScanStats};
-use crate::host;
 use crate::ingest::{
     self, recovery::RecoveryReport, Ack, AdoptedLog, Epochs, IngestConfig, IngestCore, NodeLogs,
 };
-use crate::kernels::Kernels;
-use crate::manifest::{self, TableManifest};
-use crate::memory::{MemoryPool, Reservation};
-use crate::plan::{self, Mode, OutputRef, Plan};
-use crate::prune::Truth;
-use crate::runtime::{self, CoreOptions, CorePool, JobError, Peers};
-use crate::sql::{self, Statement};
+use crate::io::buffer_pool::BufferPool;
+use crate::io::buffer_pool::PoolCounters;
+use crate::io::host;
+use crate::io::runtime::{self, CoreOptions, CorePool, JobError, Peers};
+use crate::query::aggregate::{self, AccState};
+use crate::query::exec::{self, CoreOutput, CoreState, FileTask, MetadataCache, ScanStats};
+use crate::query::kernels::Kernels;
+use crate::query::memory::{MemoryPool, Reservation};
+use crate::query::plan::{self, Mode, OutputRef, Plan};
+use crate::query::prune::Truth;
+use crate::query::sql::{self, Statement};
+use crate::table::manifest::{self, TableManifest};
 use crate::value::{ColumnType, Scalar};
 use arrow_array::{
     ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch,

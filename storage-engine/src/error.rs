@@ -9,7 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
-    Sql(#[from] crate::sql::SqlError),
+    Sql(#[from] crate::query::sql::SqlError),
     #[error("query error: {0}")]
     Plan(String),
     #[error("table {tenant}/{table} does not exist")]
@@ -105,13 +105,13 @@ impl Error {
     }
 }
 
-impl From<crate::runtime::JobError> for Error {
-    fn from(error: crate::runtime::JobError) -> Error {
+impl From<crate::io::runtime::JobError> for Error {
+    fn from(error: crate::io::runtime::JobError) -> Error {
         match error {
-            crate::runtime::JobError::Panicked(message) => {
+            crate::io::runtime::JobError::Panicked(message) => {
                 Error::Internal(format!("a task panicked and its query failed: {message}"))
             }
-            crate::runtime::JobError::Stopped => Error::ShuttingDown,
+            crate::io::runtime::JobError::Stopped => Error::ShuttingDown,
         }
     }
 }

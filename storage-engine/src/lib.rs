@@ -1,30 +1,22 @@
 //! Tessera's tenant-node engine: Parquet tables on local disk, scanned thread-per-core with direct
 //! I/O, a per-core buffer pool of decoded pages, statistics and page-index pruning, SIMD filter
-//! kernels, and grouped aggregation. `Engine` is the entry point; `TableWriter` writes tables.
-//! See ARCHITECTURE.md for the map.
+//! kernels, grouped aggregation, and streaming ingestion through a per-core write-ahead log.
+//! `Engine` is the entry point; `TableWriter` writes tables. See ARCHITECTURE.md for the map.
+//!
+//! Layers, each importing only those below it: `engine` (executors, a query across cores),
+//! `query` (SQL, plans, scans, aggregation), `ingest` (WAL, buffers, flush), `table` (manifests,
+//! Parquet reading and writing), `io` (the runtime, direct files, the page pool), and at the
+//! bottom `value`, `arrays` and `error`.
 
-pub mod aggregate;
 pub mod arrays;
-pub mod buffer_pool;
 pub mod engine;
 pub mod error;
-pub mod exec;
 pub mod gen;
-pub mod host;
 pub mod ingest;
-pub mod kernels;
-pub mod manifest;
-pub mod memory;
-pub mod plan;
-pub mod prune;
-pub mod reader;
-pub mod runtime;
-pub mod source;
-pub mod sql;
-pub mod stats;
+pub mod io;
+pub mod query;
+pub mod table;
 pub mod value;
-pub mod verify;
-pub mod writer;
 
 pub use engine::{Engine, EngineConfig, QueryResult, QueryStats};
 pub use error::{Error, Result};

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use tessera_storage_engine::gen::events_chunk;
-use tessera_storage_engine::manifest;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::table::manifest;
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::{Engine, EngineConfig};
 
 fn table(dir: &Path, name: &str, rows: u64) {
@@ -139,10 +139,9 @@ fn metadata_pointing_outside_the_file_or_chunk_is_refused_before_decoding() {
     ] {
         let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
         let bytes = bytes::Bytes::from(std::fs::read(&path).unwrap());
-        let error = futures::executor::block_on(tessera_storage_engine::reader::verify_file(
-            &bytes,
-            Path::new(name),
-        ))
+        let error = futures::executor::block_on(
+            tessera_storage_engine::table::reader::verify_file(&bytes, Path::new(name)),
+        )
         .unwrap_err()
         .to_string();
         assert!(error.contains(name) && error.contains(problem), "{error}");
@@ -160,10 +159,9 @@ fn verify_file_rejects_arbitrary_bytes_without_panicking() {
     ];
     for sample in samples {
         let bytes = bytes::Bytes::from(sample);
-        let result = futures::executor::block_on(tessera_storage_engine::reader::verify_file(
-            &bytes,
-            Path::new("x.parquet"),
-        ));
+        let result = futures::executor::block_on(
+            tessera_storage_engine::table::reader::verify_file(&bytes, Path::new("x.parquet")),
+        );
         assert!(result.is_err());
     }
 }

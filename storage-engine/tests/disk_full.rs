@@ -10,7 +10,7 @@ use arrow_array::types::Int64Type;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tessera_storage_engine::gen::events_chunk;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::Engine;
 
 /// A mounted ext4 image, unmounted when dropped.

@@ -10,8 +10,8 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::value::MICROS_PER_DAY;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::{Engine, EngineConfig, QueryResult};
 
 const EXTREMES: [i64; 8] = [

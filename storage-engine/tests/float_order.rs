@@ -14,8 +14,8 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use std::path::Path;
 use std::sync::Arc;
 use support::{engine, DAY_MICROS};
-use tessera_storage_engine::manifest::WriterSettings;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::table::manifest::WriterSettings;
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::Engine;
 
 /// Imports `(id, amount)` rows, in this order, two rows a page.

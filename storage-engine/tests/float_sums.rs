@@ -11,8 +11,8 @@ use arrow_array::{ArrayRef, Float64Array, StringArray};
 use std::path::Path;
 use std::sync::Arc;
 use support::{engine, timestamps, write_table, DAY_MICROS};
-use tessera_storage_engine::manifest::WriterSettings;
-use tessera_storage_engine::writer::ImportOptions;
+use tessera_storage_engine::table::manifest::WriterSettings;
+use tessera_storage_engine::table::writer::ImportOptions;
 use tessera_storage_engine::Engine;
 
 /// A value whose rounding depends on what it is added to.

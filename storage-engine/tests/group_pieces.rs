@@ -10,8 +10,8 @@ use arrow_array::{RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tessera_storage_engine::manifest::WriterSettings;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::table::manifest::WriterSettings;
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::{Engine, EngineConfig};
 
 const DAY: i64 = 1_704_067_200_000_000; // 2024-01-01

@@ -9,8 +9,8 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use std::path::Path;
 use std::sync::Arc;
-use tessera_storage_engine::manifest;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::table::manifest;
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 
 fn batch(columns: Vec<(&str, ArrayRef, bool)>) -> RecordBatch {
     let fields: Vec<Field> = columns
@@ -277,7 +277,7 @@ fn csv_value_beyond_the_inferred_type_fails_naming_column_and_line() {
         }
     }
     std::fs::write(&path, text).unwrap();
-    let source = tessera_storage_engine::source::open(&path).unwrap();
+    let source = tessera_storage_engine::table::source::open(&path).unwrap();
     let mut writer = TableWriter::open(
         dir.path(),
         "t",

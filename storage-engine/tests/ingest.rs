@@ -9,7 +9,7 @@ use arrow_array::types::Int64Type;
 use arrow_array::RecordBatch;
 use support::engine;
 use tessera_storage_engine::gen::events_chunk;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::Engine;
 
 fn ipc(batch: &RecordBatch) -> Vec<u8> {

@@ -20,8 +20,8 @@ use proptest::prelude::*;
 use std::cmp::Ordering;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
-use tessera_storage_engine::manifest::WriterSettings;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::table::manifest::WriterSettings;
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::{Engine, EngineConfig};
 
 /// Timestamps near both ends of the int64 microsecond range in generated tables (they once made

@@ -7,7 +7,7 @@ mod support;
 use arrow_array::{ArrayRef, Float64Array, Int64Array};
 use std::sync::Arc;
 use support::{engine_with, timestamps, write_table, DAY_MICROS};
-use tessera_storage_engine::writer::ImportOptions;
+use tessera_storage_engine::table::writer::ImportOptions;
 
 const ROWS: i64 = 300_000;
 

@@ -6,8 +6,8 @@ use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch};
 use std::collections::BTreeMap;
 use tessera_storage_engine::gen::events_chunk;
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::value::{parse_timestamp, MICROS_PER_DAY};
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::{Engine, EngineConfig};
 
 const ROWS: u64 = 300_000;

@@ -10,7 +10,7 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use std::path::Path;
 use std::sync::Arc;
 use support::{engine, DAY_MICROS};
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 
 fn table(dir: &Path, name: &str, rows: &[(&str, i64)]) {
     let schema = Arc::new(Schema::new(vec![

@@ -12,9 +12,9 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use std::path::Path;
 use std::sync::Arc;
 use support::{engine, engine_with};
-use tessera_storage_engine::manifest;
-use tessera_storage_engine::verify::verify_table;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::table::manifest;
+use tessera_storage_engine::table::verify::verify_table;
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::Engine;
 
 /// `rows` rows on one day, every `v` equal to `value`: files for different values have the same

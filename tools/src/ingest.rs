@@ -24,7 +24,7 @@ use tessera_rpc::client::{
     ClientError, ColumnInfo, Compression, IngestAck, IngestStream, Session, TableSpec,
 };
 use tessera_rpc::{Client, ConnectOptions};
-use tessera_storage_engine::source;
+use tessera_storage_engine::table::source;
 use tokio::runtime::Runtime;
 
 /// Largest `--batch-mb`: the server refuses a batch over 256 MiB of Arrow IPC, which is about

@@ -14,10 +14,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
-use tessera_storage_engine::exec::ScanStats;
-use tessera_storage_engine::manifest::{Compression, PartitionSpec, WriterSettings};
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
-use tessera_storage_engine::{gen, source, Engine, EngineConfig, QueryResult};
+use tessera_storage_engine::query::exec::ScanStats;
+use tessera_storage_engine::table::manifest::{Compression, PartitionSpec, WriterSettings};
+use tessera_storage_engine::table::source;
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::{gen, Engine, EngineConfig, QueryResult};
 
 #[derive(Parser)]
 #[command(
@@ -675,8 +676,9 @@ fn open_sources(files: &[PathBuf]) -> Result<Vec<source::Source>, String> {
 }
 
 fn run_verify(data: &Path, tenant: &str, table: &str) -> Result<(), String> {
-    let (files, problems) = tessera_storage_engine::verify::verify_table(data, tenant, table)
-        .map_err(|e| e.to_string())?;
+    let (files, problems) =
+        tessera_storage_engine::table::verify::verify_table(data, tenant, table)
+            .map_err(|e| e.to_string())?;
     for problem in &problems {
         println!("{}: {}", problem.path.display(), problem.message);
     }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tessera_rpc::auth::{AuthConfig, KeyKind, KeySpec};
 use tessera_rpc::{Limits, Server, ServerConfig, TlsFiles};
-use tessera_storage_engine::{host, Engine, EngineConfig};
+use tessera_storage_engine::io::host;
+use tessera_storage_engine::{Engine, EngineConfig};
 
 /// Flags of `tessera serve`; each also has an environment name where the spec gives one.
 #[derive(clap::Args, Clone, Debug, Default)]

@@ -415,14 +415,14 @@ fn remote_import_creates_the_table_with_its_flags_or_refuses_them() {
     args.extend(remote);
     args.push(path(&input));
     ok(&args);
-    let manifest = tessera_storage_engine::manifest::load(&data, "acme", "events")
+    let manifest = tessera_storage_engine::table::manifest::load(&data, "acme", "events")
         .unwrap()
         .unwrap();
     assert_eq!(manifest.partition.time_column.as_deref(), Some("timestamp"));
     assert_eq!(manifest.partition.columns, vec!["category".to_owned()]);
     assert_eq!(
         manifest.writer.compression,
-        tessera_storage_engine::manifest::Compression::Zstd
+        tessera_storage_engine::table::manifest::Compression::Zstd
     );
     assert_eq!(manifest.total_rows(), 5000);
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_rpc::auth::{self, KeyKind, Role, TokenRequest};
 use tessera_rpc::Client;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 
 const SECRET: &str = "a test secret that is long enough!!";
 const ROWS: usize = 300;

@@ -25,13 +25,13 @@ use tessera_schema::tessera_capnp::{
     Compression as WireCompression, Role as WireRole,
 };
 use tessera_storage_engine::engine::{BatchSink, CoreContext};
-use tessera_storage_engine::manifest::{
+use tessera_storage_engine::io::runtime;
+use tessera_storage_engine::query::sql::{self, Statement};
+use tessera_storage_engine::table::manifest::{
     self, ColumnDef, Compression, PartitionSpec, TableManifest, WriterSettings,
 };
-use tessera_storage_engine::runtime;
-use tessera_storage_engine::sql::{self, Statement};
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::value::ColumnType;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
 
 mod admin_server;
 mod gateway_server;

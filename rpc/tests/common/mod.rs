@@ -7,7 +7,7 @@ use std::time::Duration;
 use tessera_rpc::auth::{self, AuthConfig, KeyKind, KeySpec, Role, TokenRequest};
 use tessera_rpc::{Limits, Server, ServerConfig};
 use tessera_storage_engine::gen::events_chunk;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::{Engine, EngineConfig};
 
 pub const SECRET: &[u8] = b"a test secret that is long enough!!";

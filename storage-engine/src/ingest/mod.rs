@@ -19,11 +19,11 @@ pub mod wal;
 pub mod window;
 
 use crate::error::{Error, Result};
-use crate::manifest::{ColumnDef, TableManifest};
-use crate::runtime;
-use crate::stats::ColumnStats;
+use crate::io::runtime;
+use crate::table::manifest::{ColumnDef, TableManifest};
+use crate::table::stats::ColumnStats;
+use crate::table::writer::{self, ImportOptions, IngestUpdate, TableWriter};
 use crate::value::{ColumnType, Scalar};
-use crate::writer::{self, ImportOptions, IngestUpdate, TableWriter};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema, SchemaRef};
 use futures::channel::oneshot;
@@ -427,7 +427,7 @@ impl AdoptedLog {
         match result {
             Ok(()) => {
                 if let Some(parent) = self.dir.parent() {
-                    let _ = crate::manifest::sync_dir(parent);
+                    let _ = crate::table::manifest::sync_dir(parent);
                 }
             }
             Err(error) => eprintln!(
@@ -904,7 +904,7 @@ impl IngestCore {
                 let (data_dir, tenant, table) =
                     (self.data_dir.clone(), key.0.clone(), key.1.clone());
                 let current = runtime::spawn_blocking(move || {
-                    crate::manifest::load(&data_dir, &tenant, &table)
+                    crate::table::manifest::load(&data_dir, &tenant, &table)
                 })
                 .await;
                 let published = matches!(&current, Ok(Some(m)) if m.incarnation == key.2
@@ -1033,7 +1033,7 @@ impl IngestCore {
                     Err(e) => return Err(Error::io(path, e)),
                 }
             }
-            crate::manifest::sync_dir(&dir)
+            crate::table::manifest::sync_dir(&dir)
         })
         .await;
         match removed {
@@ -1199,8 +1199,8 @@ pub fn write_batches(
 
 #[cfg(test)]
 mod tests {
-    use crate::exec::fail_points::QUERY_PAUSE_MS;
-    use crate::writer::{ImportOptions, TableWriter};
+    use crate::query::exec::fail_points::QUERY_PAUSE_MS;
+    use crate::table::writer::{ImportOptions, TableWriter};
     use crate::{Engine, EngineConfig};
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;

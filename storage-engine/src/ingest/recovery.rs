@@ -12,7 +12,7 @@ use super::wal;
 use super::window::ProducerWindow;
 use super::{decode_ipc, prepare, Record, Recovered, REMOVED_LOG, WAL_DIR};
 use crate::error::{Error, Result};
-use crate::manifest::{self, TableManifest};
+use crate::table::manifest::{self, TableManifest};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

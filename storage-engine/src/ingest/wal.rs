@@ -22,7 +22,7 @@
 //! that was never acknowledged, and is dropped (reported in `LogRead::torn`).
 
 use crate::error::{Error, Result};
-use crate::runtime::{DirectWriteFile, WRITE_ALIGN};
+use crate::io::runtime::{DirectWriteFile, WRITE_ALIGN};
 use futures::channel::oneshot;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -261,7 +261,7 @@ pub fn seal(dir: &Path, end: (u64, u64)) -> Result<()> {
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(&temp, e))?;
     std::fs::rename(&temp, &path).map_err(|e| Error::io(&path, e))?;
-    crate::manifest::sync_dir(dir)
+    crate::table::manifest::sync_dir(dir)
 }
 
 /// Reads every record of the log in `dir`, checking each group (see the module comment), up
@@ -452,7 +452,7 @@ impl WalWriter {
             // A task of its own writes groups until no record waits: it outlives a cancelled
             // caller, whose record may already be in the group being written.
             let writer = self.clone();
-            crate::runtime::spawn_local(async move { writer.commit_loop().await });
+            crate::io::runtime::spawn_local(async move { writer.commit_loop().await });
         }
         result
             .await
@@ -575,7 +575,7 @@ impl WalWriter {
         // Built under a temporary name and renamed once its header is durable: a segment file
         // always starts with a valid header, whenever the process dies.
         let building = path.with_extension("new");
-        let salt = crate::manifest::new_incarnation();
+        let salt = crate::table::manifest::new_incarnation();
         let file = match DirectWriteFile::create(&building, size).await {
             Ok(file) => file,
             Err(error) => {
@@ -597,10 +597,10 @@ impl WalWriter {
         }
         // The new file's directory entry (and the log directory's, for the first) must survive
         // a crash before any group in it is acknowledged.
-        crate::manifest::sync_dir(&self.dir)?;
+        crate::table::manifest::sync_dir(&self.dir)?;
         if first {
             if let Some(parent) = self.dir.parent() {
-                crate::manifest::sync_dir(parent)?;
+                crate::table::manifest::sync_dir(parent)?;
             }
         }
         self.state.borrow_mut().segment = Some(Segment {

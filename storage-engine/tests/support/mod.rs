@@ -5,7 +5,7 @@
 use arrow_array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use std::path::Path;
 use std::sync::Arc;
-use tessera_storage_engine::writer::{ImportOptions, TableWriter};
+use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::{Engine, EngineConfig};
 
 /// 2024-01-01T00:00:00 in microseconds.

@@ -1,7 +1,7 @@
 //! `tessera verify`: checks every file of a table against its manifest entry.
 
 use crate::error::{Error, Result};
-use crate::manifest;
+use crate::table::manifest;
 use std::path::{Path, PathBuf};
 
 /// One problem `verify_table` found.
@@ -55,7 +55,7 @@ pub fn verify_table(
             }
         }
         let source = bytes::Bytes::from(bytes);
-        match futures::executor::block_on(crate::reader::verify_file(&source, &path)) {
+        match futures::executor::block_on(crate::table::reader::verify_file(&source, &path)) {
             Ok(rows) if rows == entry.rows => {}
             Ok(rows) => problems.push(problem(format!(
                 "{rows} rows, the manifest says {}",

@@ -1,11 +1,11 @@
 //! Loading the pages a row group's scan needs: from the core's buffer pool, else read together with
 //! direct I/O and decoded one page at a time, then pooled.
 
-use crate::buffer_pool::{Frame, PageKey};
 use crate::error::{Error, Result};
-use crate::prune::{Segments, Truth};
-use crate::reader::{self, FileMeta};
-use crate::runtime::DirectFile;
+use crate::io::buffer_pool::{Frame, PageKey};
+use crate::io::runtime::DirectFile;
+use crate::query::prune::{Segments, Truth};
+use crate::table::reader::{self, FileMeta};
 use arrow_array::{Array, ArrayRef};
 use hashbrown::HashMap;
 use std::ops::Range;

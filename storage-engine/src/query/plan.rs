@@ -5,12 +5,12 @@
 //! `Send`, and goes to every core.
 
 use crate::error::{Error, Result};
-use crate::kernels::CmpOp;
-use crate::manifest::ColumnDef;
-use crate::sql::{
+use crate::query::kernels::CmpOp;
+use crate::query::sql::{
     AggregateFunction, ComparisonOperator, Literal, OrderKey, OutputExpr, Predicate, Query,
     ScalarExpr, SelectItem,
 };
+use crate::table::manifest::ColumnDef;
 use crate::value::{parse_date, parse_timestamp, ColumnType, Scalar};
 
 /// A WHERE clause without NOT: `Unknown` is SQL's UNKNOWN (never true, and still never true when

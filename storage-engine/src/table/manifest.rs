@@ -8,7 +8,7 @@
 //! cores' hot path) and written by imports.
 
 use crate::error::{Error, Result};
-use crate::stats::ColumnStats;
+use crate::table::stats::ColumnStats;
 use crate::value::ColumnType;
 use serde::{Deserialize, Serialize};
 use std::io::Write;

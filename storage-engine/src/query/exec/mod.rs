@@ -17,17 +17,17 @@ pub use rows::sort_rows;
 use pages::{column_slice, load_pages, pages_for, pieces, Pages};
 use rows::{row_value, TOP_K_COMPACT_ROWS};
 
-use crate::aggregate::{AccState, GroupMerger, GroupRows, GroupState};
-use crate::buffer_pool::BufferPool;
 use crate::error::{Error, Result};
-use crate::kernels::Kernels;
-use crate::manifest::ColumnDef;
-use crate::memory::{Charge, Reservation};
-use crate::plan::{Mode, Plan, SortKey, ValueExpr};
-use crate::prune::{self, Segments, Truth};
-use crate::reader::{self, FileMeta};
-use crate::runtime::{self, DirectFile};
-use crate::stats::{self, ColumnStats};
+use crate::io::buffer_pool::BufferPool;
+use crate::io::runtime::{self, DirectFile};
+use crate::query::aggregate::{AccState, GroupMerger, GroupRows, GroupState};
+use crate::query::kernels::Kernels;
+use crate::query::memory::{Charge, Reservation};
+use crate::query::plan::{Mode, Plan, SortKey, ValueExpr};
+use crate::query::prune::{self, Segments, Truth};
+use crate::table::manifest::ColumnDef;
+use crate::table::reader::{self, FileMeta};
+use crate::table::stats::{self, ColumnStats};
 use arrow_array::{Array, ArrayRef, BooleanArray};
 use arrow_buffer::{BooleanBuffer, Buffer};
 use arrow_schema::DataType;
@@ -292,7 +292,7 @@ pub async fn execute(
                 && !aggregates.is_empty()
                 && aggregates
                     .iter()
-                    .all(|a| a.function == crate::sql::AggregateFunction::CountStar) =>
+                    .all(|a| a.function == crate::query::sql::AggregateFunction::CountStar) =>
         {
             Sink::Count(0)
         }
@@ -433,7 +433,7 @@ pub async fn execute(
             };
             let states = aggregates
                 .iter()
-                .map(|_| crate::aggregate::AccState::Count(count))
+                .map(|_| crate::query::aggregate::AccState::Count(count))
                 .collect();
             CoreOutput::Groups(vec![(Vec::new(), states)])
         }
@@ -876,7 +876,7 @@ pub(crate) mod fail_points {
 
 #[cfg(test)]
 mod tests {
-    use crate::writer::{ImportOptions, TableWriter};
+    use crate::table::writer::{ImportOptions, TableWriter};
     use crate::{Engine, EngineConfig};
     use std::sync::atomic::Ordering;
 

@@ -3,9 +3,9 @@
 //! count it without decoding) or `Maybe`. Row ranges of a row group get a truth each from the
 //! page index (`Segments`), combined across columns by AND/OR on their boundaries.
 
-use crate::kernels::CmpOp;
-use crate::plan::{Filter, Test};
-use crate::stats::ColumnStats;
+use crate::query::kernels::CmpOp;
+use crate::query::plan::{Filter, Test};
+use crate::table::stats::ColumnStats;
 use crate::value::Scalar;
 use std::cmp::Ordering;
 

@@ -6,9 +6,9 @@
 //! (key values, accumulator states) that the query's caller merges across cores.
 
 use crate::error::{Error, Result};
-use crate::kernels::Kernels;
-use crate::plan::{Aggregate, ValueExpr};
-use crate::sql::AggregateFunction;
+use crate::query::kernels::Kernels;
+use crate::query::plan::{Aggregate, ValueExpr};
+use crate::query::sql::AggregateFunction;
 use crate::value::{ColumnType, KeyValue, Scalar, MICROS_PER_DAY};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type};

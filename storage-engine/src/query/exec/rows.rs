@@ -2,7 +2,7 @@
 
 use crate::arrays::i64_values;
 use crate::error::{Error, Result};
-use crate::plan::{SortKey, ValueExpr};
+use crate::query::plan::{SortKey, ValueExpr};
 use crate::value::MICROS_PER_DAY;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;

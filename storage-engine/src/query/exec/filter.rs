@@ -3,11 +3,11 @@
 
 use crate::arrays::{i32_values, i64_values, validity_words};
 use crate::error::{Error, Result};
-use crate::kernels::scalar::holds;
-use crate::kernels::{words_for, CmpOp, Kernels};
-use crate::plan::{Filter, Test};
-use crate::prune::{self, Truth};
-use crate::stats::ColumnStats;
+use crate::query::kernels::scalar::holds;
+use crate::query::kernels::{words_for, CmpOp, Kernels};
+use crate::query::plan::{Filter, Test};
+use crate::query::prune::{self, Truth};
+use crate::table::stats::ColumnStats;
 use crate::value::Scalar;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type};

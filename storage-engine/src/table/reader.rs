@@ -9,8 +9,8 @@
 //! allocation.
 
 use crate::error::{Error, Result};
-use crate::manifest::ColumnDef;
-use crate::runtime::DirectFile;
+use crate::io::runtime::DirectFile;
+use crate::table::manifest::ColumnDef;
 use crate::value::engine_type;
 use crate::value::ColumnType;
 use arrow_array::ArrayRef;

@@ -16,11 +16,11 @@
 //! `TableWriter`.
 
 use crate::error::{Error, Result};
-use crate::manifest::{
+use crate::table::manifest::{
     self, ColumnDef, Compression, FileEntry, PartitionSpec, TableLock, TableManifest,
     WriterSettings,
 };
-use crate::stats::{self, ColumnStats};
+use crate::table::stats::{self, ColumnStats};
 use crate::value::{engine_type, format_date, ColumnType, MICROS_PER_DAY};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, TimestampMicrosecondType};
