@@ -22,6 +22,7 @@
 //! that was never acknowledged, and is dropped (reported in `LogRead::torn`).
 
 use crate::error::{Error, Result};
+use crate::io::crash::{self, Event};
 use crate::io::runtime::{DirectWriteFile, WRITE_ALIGN};
 use futures::channel::oneshot;
 use std::cell::RefCell;
@@ -260,7 +261,9 @@ pub fn seal(dir: &Path, end: (u64, u64)) -> Result<()> {
     std::fs::File::open(&temp)
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(&temp, e))?;
+    crash::after(Event::SyncFile(&temp));
     std::fs::rename(&temp, &path).map_err(|e| Error::io(&path, e))?;
+    crash::after(Event::Rename(&path));
     crate::table::manifest::sync_dir(dir)
 }
 
@@ -393,15 +396,17 @@ struct WriterState {
 pub struct WalWriter {
     dir: PathBuf,
     id: String,
+    segment_bytes: u64,
     state: RefCell<WriterState>,
 }
 
 impl WalWriter {
     /// A writer for a new log `id` in `dir` (created on the first append).
-    pub fn new(dir: PathBuf, id: String) -> WalWriter {
+    pub fn new(dir: PathBuf, id: String, segment_bytes: u64) -> WalWriter {
         WalWriter {
             dir,
             id,
+            segment_bytes: segment_bytes.next_multiple_of(ALIGN).max(ALIGN * 2),
             state: RefCell::new(WriterState {
                 next_segment: 1,
                 ..Default::default()
@@ -570,7 +575,7 @@ impl WalWriter {
         if first {
             std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         }
-        let size = SEGMENT_BYTES.max(ALIGN + needed);
+        let size = self.segment_bytes.max(ALIGN + needed);
         let path = segment_path(&self.dir, number);
         // Built under a temporary name and renamed once its header is durable: a segment file
         // always starts with a valid header, whenever the process dies.

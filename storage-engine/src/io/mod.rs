@@ -2,5 +2,6 @@
 //! timers), the per-core pool of decoded pages, and facts about the host.
 
 pub mod buffer_pool;
+pub mod crash;
 pub mod host;
 pub mod runtime;

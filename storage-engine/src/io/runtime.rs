@@ -349,6 +349,8 @@ impl DirectFile {
 /// `WRITE_ALIGN` bytes at aligned offsets, made durable by `sync`.
 pub struct DirectWriteFile {
     file: DmaFile,
+    /// Its name now (for the crash model in tests).
+    path: std::cell::RefCell<PathBuf>,
 }
 
 /// Offsets and lengths of `DirectWriteFile` writes are multiples of this.
@@ -372,7 +374,11 @@ impl DirectWriteFile {
             .await
             .map_err(io::Error::from)?;
         file.fdatasync().await.map_err(io::Error::from)?;
-        Ok(DirectWriteFile { file })
+        super::crash::after(super::crash::Event::SyncFile(path));
+        Ok(DirectWriteFile {
+            file,
+            path: std::cell::RefCell::new(path.to_owned()),
+        })
     }
 
     /// Writes `data` at `offset`; both must be multiples of `WRITE_ALIGN`. Not durable until
@@ -414,12 +420,17 @@ impl DirectWriteFile {
 
     /// Renames the file (not durable until its directory is synced).
     pub async fn rename(&self, to: &Path) -> io::Result<()> {
-        self.file.rename(to).await.map_err(io::Error::from)
+        self.file.rename(to).await.map_err(io::Error::from)?;
+        *self.path.borrow_mut() = to.to_owned();
+        super::crash::after(super::crash::Event::Rename(to));
+        Ok(())
     }
 
     /// Makes every write so far durable (fdatasync).
     pub async fn sync(&self) -> io::Result<()> {
-        self.file.fdatasync().await.map_err(io::Error::from)
+        self.file.fdatasync().await.map_err(io::Error::from)?;
+        super::crash::after(super::crash::Event::SyncFile(&self.path.borrow()));
+        Ok(())
     }
 
     pub async fn close(self) {

@@ -8,6 +8,7 @@
 //! cores' hot path) and written by imports.
 
 use crate::error::{Error, Result};
+use crate::io::crash::{self, Event};
 use crate::table::stats::ColumnStats;
 use crate::value::ColumnType;
 use serde::{Deserialize, Serialize};
@@ -304,8 +305,10 @@ pub fn publish(data_dir: &Path, manifest: &TableManifest) -> Result<()> {
     let mut file = std::fs::File::create(&temp).map_err(|e| Error::io(&temp, e))?;
     file.write_all(&bytes).map_err(|e| Error::io(&temp, e))?;
     file.sync_all().map_err(|e| Error::io(&temp, e))?;
+    crash::after(Event::SyncFile(&temp));
     drop(file);
     std::fs::rename(&temp, &target).map_err(|e| Error::io(&target, e))?;
+    crash::after(Event::Rename(&target));
     sync_dir(&dir)?;
     // This process's next load sees the new version without parsing it again.
     if let Ok(metadata) = std::fs::metadata(&target) {
@@ -324,7 +327,9 @@ pub fn publish(data_dir: &Path, manifest: &TableManifest) -> Result<()> {
 pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+        .map_err(|e| Error::io(dir, e))?;
+    crash::after(Event::SyncDir(dir));
+    Ok(())
 }
 
 /// A new random table incarnation (never 0, which marks manifests older than incarnations).
@@ -463,6 +468,7 @@ fn remove_table_files(data_dir: &Path, tenant: &str, table: &str) -> Result<()> 
     let dir = table_dir(data_dir, tenant, table);
     let manifest_path = dir.join(MANIFEST_FILE);
     std::fs::remove_file(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+    crash::after(Event::Remove(&manifest_path));
     sync_dir(&dir)?;
     remove_tree(&dir)
 }

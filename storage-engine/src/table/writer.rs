@@ -16,6 +16,7 @@
 //! `TableWriter`.
 
 use crate::error::{Error, Result};
+use crate::io::crash::{self, Event};
 use crate::table::manifest::{
     self, ColumnDef, Compression, FileEntry, PartitionSpec, TableLock, TableManifest,
     WriterSettings,
@@ -462,6 +463,7 @@ impl TableWriter {
             let staged = self.staging.dir.join(&entry.path);
             let target = table_dir.join(&relative);
             std::fs::rename(&staged, &target).map_err(|e| Error::io(&staged, e))?;
+            crash::after(Event::Rename(&target));
             entry.id = id;
             entry.path = relative.to_string_lossy().into_owned();
             new_files.push(entry);
@@ -667,6 +669,7 @@ fn remove_orphans(table_dir: &Path, manifest: &TableManifest) -> Result<usize> {
                 && !listed.contains(&path)
             {
                 std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                crash::after(Event::Remove(&path));
                 removed += 1;
             }
         }
@@ -849,6 +852,7 @@ fn write_file(
     let crc32 = writer.inner().hasher.clone().finalize();
     drop(writer);
     handle.sync_all().map_err(|e| Error::io(&path, e))?;
+    crash::after(Event::SyncFile(&path));
     let bytes = handle.metadata().map_err(|e| Error::io(&path, e))?.len();
     let mut columns: Vec<ColumnStats> = Vec::with_capacity(manifest.columns.len());
     for (index, column) in manifest.columns.iter().enumerate() {
