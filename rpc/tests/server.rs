@@ -167,8 +167,7 @@ fn admin_creates_imports_and_drops_tables() {
                 name: f.name().clone(),
                 column_type: tessera_storage_engine::value::ColumnType::from_arrow(f.data_type())
                     .unwrap()
-                    .name()
-                    .into(),
+                    .name(),
                 nullable: f.is_nullable(),
             })
             .collect();
