@@ -749,23 +749,64 @@ pub(crate) fn normalise_array(
     if array.data_type() == target {
         return Ok(array.clone());
     }
-    if let DataType::Timestamp(_, zone) = array.data_type() {
-        // Stored timestamps are UTC instants without a zone: convert the unit keeping the zone
-        // (an instant-preserving cast), then drop the zone without changing the values. Zone-less
-        // input is taken as UTC.
-        let micros = cast_checked(
-            array,
-            &DataType::Timestamp(TimeUnit::Microsecond, zone.clone()),
-            field.name(),
-            rows_before,
-        )?;
-        let micros = micros
-            .as_primitive::<TimestampMicrosecondType>()
-            .clone()
-            .with_timezone_opt(None::<String>);
-        return Ok(Arc::new(micros));
+    if let DataType::Timestamp(unit, _) = array.data_type() {
+        return timestamp_micros(array, *unit, field.name(), rows_before);
     }
     cast_checked(array, target, field.name(), rows_before)
+}
+
+/// Stored timestamps are UTC instants in microseconds without a zone. A timestamp with a zone
+/// holds UTC instants already (Arrow's rule), so only the unit changes; zone-less input is taken
+/// as UTC. Seconds and milliseconds are multiplied (a value beyond the microsecond range fails
+/// naming column and row); nanoseconds are floored to the microsecond they fall in, so
+/// 1969-12-31 23:59:59.999999999 stays in 1969 (Arrow's cast would truncate toward zero).
+fn timestamp_micros(
+    array: &ArrayRef,
+    unit: TimeUnit,
+    column: &str,
+    rows_before: u64,
+) -> Result<ArrayRef> {
+    use arrow_array::types::{
+        TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    };
+    let raw: Vec<Option<i64>> = match unit {
+        TimeUnit::Second => array.as_primitive::<TimestampSecondType>().iter().collect(),
+        TimeUnit::Millisecond => array
+            .as_primitive::<TimestampMillisecondType>()
+            .iter()
+            .collect(),
+        TimeUnit::Microsecond => array
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .collect(),
+        TimeUnit::Nanosecond => array
+            .as_primitive::<TimestampNanosecondType>()
+            .iter()
+            .collect(),
+    };
+    let mut out = Vec::with_capacity(raw.len());
+    for (row, value) in raw.into_iter().enumerate() {
+        let micros = match (value, unit) {
+            (None, _) => None,
+            (Some(v), TimeUnit::Second) => Some(v.checked_mul(1_000_000)),
+            (Some(v), TimeUnit::Millisecond) => Some(v.checked_mul(1_000)),
+            (Some(v), TimeUnit::Microsecond) => Some(Some(v)),
+            (Some(v), TimeUnit::Nanosecond) => Some(Some(v.div_euclid(1_000))),
+        };
+        match micros {
+            None => out.push(None),
+            Some(Some(v)) => out.push(Some(v)),
+            Some(None) => {
+                return Err(Error::Import(format!(
+                    "column {column}, row {}: value {} ({}) is beyond the range of microsecond timestamps",
+                    rows_before + row as u64 + 1,
+                    display_value(array, row),
+                    array.data_type()
+                )))
+            }
+        }
+    }
+    Ok(Arc::new(arrow_array::TimestampMicrosecondArray::from(out)))
 }
 
 /// Converts integers and decimals of any width and scale to DECIMAL(precision, scale) exactly:
