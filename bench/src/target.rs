@@ -225,7 +225,7 @@ pub async fn create_table(session: &Session, table: &str) -> Result<(), String> 
         .map(|f| {
             engine_type(f.name(), f.data_type()).map(|t| ColumnInfo {
                 name: f.name().clone(),
-                column_type: t.name().into(),
+                column_type: t.name(),
                 nullable: f.is_nullable(),
             })
         })

@@ -167,8 +167,7 @@ fn admin_creates_imports_and_drops_tables() {
                 name: f.name().clone(),
                 column_type: tessera_storage_engine::value::ColumnType::from_arrow(f.data_type())
                     .unwrap()
-                    .name()
-                    .into(),
+                    .name(),
                 nullable: f.is_nullable(),
             })
             .collect();
@@ -348,5 +347,92 @@ fn dropped_and_recreated_tables_and_tenants_serve_only_new_rows() {
         for _ in 0..4 {
             assert_eq!(sum_v(&admin).await, 30_000);
         }
+    });
+}
+
+#[test]
+fn decimal_and_binary_columns_are_created_imported_and_served_as_arrow_types() {
+    use arrow_array::{ArrayRef, BinaryArray, Decimal128Array, TimestampMicrosecondArray};
+    use arrow_schema::DataType;
+    use std::sync::Arc;
+    let server = start(1_000, common::default_limits());
+    block_on(async {
+        let client = Client::connect(&server.address()).await.unwrap();
+        let admin = client
+            .login(&token(Some("acme"), Role::Admin))
+            .await
+            .unwrap();
+        let column = |name: &str, column_type: &str| ColumnInfo {
+            name: name.into(),
+            column_type: column_type.into(),
+            nullable: true,
+        };
+        let created = admin
+            .create_table(TableSpec {
+                name: "orders".into(),
+                columns: vec![
+                    column("ts", "timestamp"),
+                    column("price", "decimal(15,2)"),
+                    column("payload", "binary"),
+                ],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let types: Vec<&str> = created
+            .columns
+            .iter()
+            .map(|c| c.column_type.as_str())
+            .collect();
+        assert_eq!(types, ["timestamp", "decimal(15,2)", "binary"]);
+        let day = 1_704_067_200_000_000i64;
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "ts",
+                Arc::new(TimestampMicrosecondArray::from(vec![day, day + 1, day + 2])) as ArrayRef,
+            ),
+            (
+                "price",
+                Arc::new(
+                    Decimal128Array::from(vec![Some(10_050), Some(-25), None])
+                        .with_precision_and_scale(15, 2)
+                        .unwrap(),
+                ),
+            ),
+            (
+                "payload",
+                Arc::new(BinaryArray::from(vec![
+                    Some(&b"\x01"[..]),
+                    None,
+                    Some(b"ab"),
+                ])),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(admin.import("orders", vec![batch]).await.unwrap().rows, 3);
+        for sql in [
+            "SELECT SUM(price), AVG(price), MAX(price) FROM orders",
+            "SELECT payload, price FROM orders WHERE payload = X'6162' OR price > 100.495 ORDER BY price",
+        ] {
+            let remote = admin.query_collect(sql).await.unwrap();
+            let local = server.engine().sql("acme", sql).unwrap();
+            assert_eq!(remote.schema.fields(), local.schema.fields(), "{sql}");
+            assert_same(&remote.batches, &local.batches, sql);
+        }
+        let sums = admin
+            .query_collect("SELECT SUM(price), AVG(price) FROM orders")
+            .await
+            .unwrap();
+        let batch = &sums.batches[0];
+        assert_eq!(batch.column(0).data_type(), &DataType::Decimal128(38, 2));
+        assert_eq!(batch.column(1).data_type(), &DataType::Decimal128(38, 6));
+        let value = |i: usize| {
+            batch
+                .column(i)
+                .as_primitive::<arrow_array::types::Decimal128Type>()
+                .value(0)
+        };
+        // 100.50 - 0.25 = 100.25; its average over 2 values is 50.125000.
+        assert_eq!((value(0), value(1)), (10_025, 50_125_000));
     });
 }

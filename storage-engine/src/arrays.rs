@@ -5,7 +5,9 @@ use crate::query::kernels::{words_for, Kernels};
 use crate::query::plan::ValueExpr;
 use crate::value::{Scalar, MICROS_PER_DAY};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::types::{
+    Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
+};
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
 
@@ -46,6 +48,10 @@ pub fn scalar_at(value: ValueExpr, array: &ArrayRef, row: usize) -> Scalar {
         }
         (_, DataType::Float64) => Scalar::Float(array.as_primitive::<Float64Type>().value(row)),
         (_, DataType::Boolean) => Scalar::Bool(array.as_boolean().value(row)),
+        (_, DataType::Decimal128(_, _)) => {
+            Scalar::Decimal(array.as_primitive::<Decimal128Type>().value(row))
+        }
+        (_, DataType::Binary) => Scalar::Bytes(array.as_binary::<i32>().value(row).to_vec()),
         (_, DataType::Utf8) => Scalar::Str(array.as_string::<i32>().value(row).to_owned()),
         (_, DataType::Dictionary(_, _)) => {
             let dictionary = array.as_dictionary::<Int32Type>();

@@ -966,7 +966,7 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>, memory: &Reservation) -> Result
                     OutputRef::Key(k) => groups.iter().map(|(key, _)| key[k].to_scalar()).collect(),
                     OutputRef::Aggregate(a) => groups
                         .iter()
-                        .map(|(_, states)| states[a].finish(&aggregates[a]))
+                        .map(|(_, states)| states[a].finish(&aggregates[a], &plan.columns))
                         .collect::<Result<_>>()?,
                     OutputRef::Value(_) => {
                         return Err(Error::Internal("row value in group mode".into()))
@@ -1095,6 +1095,40 @@ pub fn scalars_to_array(column_type: ColumnType, values: &[Scalar]) -> ArrayRef 
                     }
                 })
                 .collect::<BooleanArray>(),
+        ),
+        ColumnType::Decimal { .. } => {
+            let array = values
+                .iter()
+                .map(|s| {
+                    if let Scalar::Decimal(v) = s {
+                        Some(*v)
+                    } else {
+                        None
+                    }
+                })
+                .collect::<arrow_array::Decimal128Array>();
+            // Only a planner bug could make the type invalid; keep the values then.
+            match column_type.to_arrow() {
+                arrow_schema::DataType::Decimal128(precision, scale) => Arc::new(
+                    array
+                        .clone()
+                        .with_precision_and_scale(precision, scale)
+                        .unwrap_or(array),
+                ),
+                _ => Arc::new(array),
+            }
+        }
+        ColumnType::Binary => Arc::new(
+            values
+                .iter()
+                .map(|s| {
+                    if let Scalar::Bytes(v) = s {
+                        Some(v.as_slice())
+                    } else {
+                        None
+                    }
+                })
+                .collect::<arrow_array::BinaryArray>(),
         ),
     }
 }

@@ -1,6 +1,7 @@
 //! Column types the engine executes natively and the scalar values that describe them: literals
 //! bound to a column, min/max statistics, group keys. Timestamps are microseconds since the Unix
-//! epoch (UTC) and dates are days since the epoch, both carried as `Scalar::Int`.
+//! epoch (UTC) and dates are days since the epoch, both carried as `Scalar::Int`. Decimals are
+//! their unscaled integers (`Scalar::Decimal`, the scale is the column's), binary values bytes.
 
 use crate::error::{Error, Result};
 use arrow_schema::{DataType, TimeUnit};
@@ -8,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Most digits of a DECIMAL (what an i128 holds: Arrow's Decimal128).
+pub const DECIMAL_PRECISION_MAX: u8 = 38;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -21,9 +25,74 @@ pub enum ColumnType {
     Timestamp,
     /// Days since the Unix epoch.
     Date,
+    /// DECIMAL(precision, scale): `1 <= precision <= 38`, `0 <= scale <= precision`; values are
+    /// i128 integers scaled by 10^scale (Arrow Decimal128, Parquet DECIMAL). A manifest records
+    /// it as `{"decimal": {"precision": 15, "scale": 2}}`.
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
+    /// Bytes (Arrow Binary, Parquet BYTE_ARRAY without a UTF8 annotation).
+    Binary,
+}
+
+impl std::fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ColumnType::Int32 => f.write_str("int32"),
+            ColumnType::Int64 => f.write_str("int64"),
+            ColumnType::Float64 => f.write_str("float64"),
+            ColumnType::Utf8 => f.write_str("string"),
+            ColumnType::Boolean => f.write_str("boolean"),
+            ColumnType::Timestamp => f.write_str("timestamp"),
+            ColumnType::Date => f.write_str("date"),
+            ColumnType::Decimal { precision, scale } => write!(f, "decimal({precision},{scale})"),
+            ColumnType::Binary => f.write_str("binary"),
+        }
+    }
 }
 
 impl ColumnType {
+    /// DECIMAL(precision, scale), or `None` unless `1 <= precision <= 38` and `scale <= precision`.
+    pub fn decimal(precision: u8, scale: u8) -> Option<ColumnType> {
+        ((1..=DECIMAL_PRECISION_MAX).contains(&precision) && scale <= precision)
+            .then_some(ColumnType::Decimal { precision, scale })
+    }
+
+    /// Whether the type's parameters are valid (a manifest may have been edited or damaged).
+    pub fn is_valid(self) -> bool {
+        match self {
+            ColumnType::Decimal { precision, scale } => {
+                ColumnType::decimal(precision, scale).is_some()
+            }
+            _ => true,
+        }
+    }
+
+    /// Parses a name as `name()`/`Display` write it (`int64`, `decimal(15,2)`, ...).
+    pub fn parse(text: &str) -> Option<ColumnType> {
+        let text = text.trim().to_ascii_lowercase();
+        if let Some(arguments) = text
+            .strip_prefix("decimal(")
+            .and_then(|rest| rest.strip_suffix(')'))
+        {
+            let (precision, scale) = arguments.split_once(',')?;
+            return ColumnType::decimal(precision.trim().parse().ok()?, scale.trim().parse().ok()?);
+        }
+        [
+            ColumnType::Int32,
+            ColumnType::Int64,
+            ColumnType::Float64,
+            ColumnType::Utf8,
+            ColumnType::Boolean,
+            ColumnType::Timestamp,
+            ColumnType::Date,
+            ColumnType::Binary,
+        ]
+        .into_iter()
+        .find(|t| t.name() == text)
+    }
+
     /// The engine type for an Arrow type, or `None` when the engine cannot execute on it.
     pub fn from_arrow(data_type: &DataType) -> Option<ColumnType> {
         Some(match data_type {
@@ -35,6 +104,10 @@ impl ColumnType {
             DataType::Boolean => ColumnType::Boolean,
             DataType::Timestamp(TimeUnit::Microsecond, _) => ColumnType::Timestamp,
             DataType::Date32 => ColumnType::Date,
+            DataType::Decimal128(precision, scale) => {
+                ColumnType::decimal(*precision, u8::try_from(*scale).ok()?)?
+            }
+            DataType::Binary => ColumnType::Binary,
             _ => return None,
         })
     }
@@ -49,30 +122,32 @@ impl ColumnType {
             ColumnType::Boolean => DataType::Boolean,
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ColumnType::Date => DataType::Date32,
+            // A valid scale is at most 38, so it fits an i8.
+            ColumnType::Decimal { precision, scale } => {
+                DataType::Decimal128(precision, scale.min(DECIMAL_PRECISION_MAX) as i8)
+            }
+            ColumnType::Binary => DataType::Binary,
         }
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            ColumnType::Int32 => "int32",
-            ColumnType::Int64 => "int64",
-            ColumnType::Float64 => "float64",
-            ColumnType::Utf8 => "string",
-            ColumnType::Boolean => "boolean",
-            ColumnType::Timestamp => "timestamp",
-            ColumnType::Date => "date",
-        }
+    /// The type's name as users write it (`decimal(15,2)`), see `Display` and `parse`.
+    pub fn name(self) -> String {
+        self.to_string()
     }
 
     pub fn is_numeric(self) -> bool {
         matches!(
             self,
-            ColumnType::Int32 | ColumnType::Int64 | ColumnType::Float64
+            ColumnType::Int32
+                | ColumnType::Int64
+                | ColumnType::Float64
+                | ColumnType::Decimal { .. }
         )
     }
 }
 
-/// One value. `Int` carries Int32, Int64, Timestamp (µs) and Date (days) values.
+/// One value. `Int` carries Int32, Int64, Timestamp (µs) and Date (days) values; `Decimal` the
+/// unscaled integer of a DECIMAL value (its scale is the column's).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scalar {
@@ -81,6 +156,24 @@ pub enum Scalar {
     Float(#[serde(with = "json_float")] f64),
     Str(String),
     Bool(bool),
+    /// Written as a JSON string: JSON readers other than ours may hold numbers as f64.
+    Decimal(#[serde(with = "json_i128")] i128),
+    Bytes(Vec<u8>),
+}
+
+mod json_i128 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &i128, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i128, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(|_| {
+            serde::de::Error::custom(format!("expected a decimal integer, found {text:?}"))
+        })
+    }
 }
 
 /// JSON has no ±inf or NaN (serde_json writes them as `null`, which then fails to read back and
@@ -136,6 +229,8 @@ impl Scalar {
             (Float(a), Int(b)) => float_cmp(*a, *b as f64),
             (Str(a), Str(b)) => a.as_bytes().cmp(b.as_bytes()),
             (Bool(a), Bool(b)) => a.cmp(b),
+            (Decimal(a), Decimal(b)) => a.cmp(b),
+            (Bytes(a), Bytes(b)) => a.cmp(b),
             _ => self.kind_rank().cmp(&other.kind_rank()),
         }
     }
@@ -145,7 +240,9 @@ impl Scalar {
             Scalar::Int(_) | Scalar::Float(_) => 0,
             Scalar::Str(_) => 1,
             Scalar::Bool(_) => 2,
-            Scalar::Null => 3,
+            Scalar::Decimal(_) => 3,
+            Scalar::Bytes(_) => 4,
+            Scalar::Null => 5,
         }
     }
 }
@@ -169,6 +266,8 @@ pub enum KeyValue {
     Float(u64),
     Str(String),
     Bool(bool),
+    Decimal(i128),
+    Bytes(Vec<u8>),
     Null,
 }
 
@@ -176,6 +275,8 @@ impl KeyValue {
     pub fn to_scalar(&self) -> Scalar {
         match self {
             KeyValue::Int(v) => Scalar::Int(*v),
+            KeyValue::Decimal(v) => Scalar::Decimal(*v),
+            KeyValue::Bytes(v) => Scalar::Bytes(v.clone()),
             KeyValue::Float(bits) => Scalar::Float(f64::from_bits(*bits)),
             KeyValue::Str(s) => Scalar::Str(s.clone()),
             KeyValue::Bool(b) => Scalar::Bool(*b),
@@ -310,6 +411,13 @@ pub fn format_timestamp(micros: i64) -> String {
 }
 
 /// Maps an input Arrow type to the engine's column type, or explains why it cannot.
+///
+/// Integers widen (Int8/Int16/UInt8/UInt16 to int32, UInt32/UInt64 to int64: values above the
+/// int64 range fail the import), floats to float64, timestamps of any unit and zone and Date64
+/// to UTC microseconds, Decimal32/64/128 to DECIMAL with the same precision and scale (a negative
+/// scale becomes scale 0 with the precision grown to match), Decimal256 only when its precision is
+/// at most 38 (then every valid value fits an i128), Binary/LargeBinary/BinaryView/FixedSizeBinary
+/// to binary.
 pub fn engine_type(name: &str, data_type: &DataType) -> Result<ColumnType> {
     Ok(match data_type {
         DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::UInt8 | DataType::UInt16 => {
@@ -318,9 +426,184 @@ pub fn engine_type(name: &str, data_type: &DataType) -> Result<ColumnType> {
         DataType::Int64 | DataType::UInt32 | DataType::UInt64 => ColumnType::Int64,
         DataType::Float16 | DataType::Float32 | DataType::Float64 => ColumnType::Float64,
         DataType::Timestamp(_, _) | DataType::Date64 => ColumnType::Timestamp,
+        DataType::Decimal32(precision, scale)
+        | DataType::Decimal64(precision, scale)
+        | DataType::Decimal128(precision, scale)
+        | DataType::Decimal256(precision, scale) => {
+            decimal_type(name, data_type, *precision, *scale)?
+        }
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => ColumnType::Binary,
         other => ColumnType::from_arrow(other)
             .ok_or_else(|| Error::Import(format!("column {name} has unsupported type {other}")))?,
     })
+}
+
+fn decimal_type(name: &str, data_type: &DataType, precision: u8, scale: i8) -> Result<ColumnType> {
+    // DECIMAL(p, -k) holds multiples of 10^k below 10^(p+k): DECIMAL(p+k, 0) holds the same.
+    let (precision, scale) = if scale < 0 {
+        (precision as i32 - scale as i32, 0)
+    } else {
+        (precision as i32, scale as i32)
+    };
+    if precision > DECIMAL_PRECISION_MAX as i32 && scale <= precision {
+        return Err(Error::Import(format!(
+            "column {name} has type {data_type}: decimals of more than {DECIMAL_PRECISION_MAX} digits are not supported"
+        )));
+    }
+    u8::try_from(precision)
+        .ok()
+        .zip(u8::try_from(scale).ok())
+        .and_then(|(p, s)| ColumnType::decimal(p, s))
+        .ok_or_else(|| {
+            Error::Import(format!(
+                "column {name} has an invalid decimal type {data_type} (the precision must be 1 to {DECIMAL_PRECISION_MAX} and the scale at most the precision)"
+            ))
+        })
+}
+
+/// 10^exponent, or `None` beyond i128.
+pub fn pow10(exponent: u32) -> Option<i128> {
+    10i128.checked_pow(exponent)
+}
+
+/// The largest magnitude of DECIMAL(precision, _) plus one: 10^precision.
+pub fn decimal_limit(precision: u8) -> i128 {
+    // precision <= 38 for a valid type, and 10^38 fits an i128.
+    pow10(precision.min(DECIMAL_PRECISION_MAX) as u32).unwrap_or(i128::MAX)
+}
+
+/// `value` (unscaled) as text with `scale` fractional digits: `-12.50`.
+pub fn format_decimal(value: i128, scale: u8) -> String {
+    let digits = value.unsigned_abs().to_string();
+    let sign = if value < 0 { "-" } else { "" };
+    let scale = scale as usize;
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (whole, fraction) = padded.split_at(padded.len() - scale);
+    format!("{sign}{whole}.{fraction}")
+}
+
+/// A number literal exactly as written: `±digits × 10^exponent` (digits without leading or
+/// trailing zeros; none for zero). Comparisons of DECIMAL columns with literals use it, so
+/// `price > 100.505` is decided exactly, never by rounding the literal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExactNumber {
+    negative: bool,
+    digits: Vec<u8>,
+    exponent: i64,
+}
+
+/// Exponents beyond this are refused: no DECIMAL or float needs them.
+const LITERAL_EXPONENT_MAX: i64 = 10_000;
+
+impl ExactNumber {
+    /// Parses `[+-]digits[.digits][e[+-]digits]` (at least one digit before the exponent).
+    pub fn parse(text: &str) -> Option<ExactNumber> {
+        let text = text.trim();
+        let (negative, rest) = match text.as_bytes().first()? {
+            b'-' => (true, &text[1..]),
+            b'+' => (false, &text[1..]),
+            _ => (false, text),
+        };
+        let (mantissa, exponent_text) = match rest.find(['e', 'E']) {
+            Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+            None => (rest, None),
+        };
+        let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if whole.is_empty() && fraction.is_empty()
+            || !whole
+                .bytes()
+                .chain(fraction.bytes())
+                .all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let mut exponent: i64 = match exponent_text {
+            None => 0,
+            Some(e) => {
+                let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+                if digits.is_empty()
+                    || digits.len() > 6
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return None;
+                }
+                e.parse().ok()?
+            }
+        };
+        if exponent.abs() > LITERAL_EXPONENT_MAX {
+            return None;
+        }
+        exponent -= fraction.len() as i64;
+        let mut digits: Vec<u8> = whole
+            .bytes()
+            .chain(fraction.bytes())
+            .map(|b| b - b'0')
+            .skip_while(|&d| d == 0)
+            .collect();
+        while digits.last() == Some(&0) {
+            digits.pop();
+            exponent += 1;
+        }
+        Some(ExactNumber {
+            negative: negative && !digits.is_empty(),
+            digits,
+            exponent,
+        })
+    }
+
+    pub fn from_i64(value: i64) -> ExactNumber {
+        // An integer's text always parses.
+        ExactNumber::parse(&value.to_string()).unwrap_or(ExactNumber {
+            negative: false,
+            digits: Vec::new(),
+            exponent: 0,
+        })
+    }
+
+    /// `floor(value × 10^scale)` and whether that is the value exactly. Magnitudes beyond 10^38
+    /// (beyond every DECIMAL value) come out as `10^38` or `-10^38 - 1`, inexact, which compares
+    /// with every stored value as the literal does.
+    pub fn scaled_floor(&self, scale: u8) -> (i128, bool) {
+        const BOUND: i128 = 100_000_000_000_000_000_000_000_000_000_000_000_000; // 10^38
+        if self.digits.is_empty() {
+            return (0, true);
+        }
+        let shift = self.exponent + scale as i64;
+        let length = self.digits.len() as i64;
+        let integer = |digits: &[u8]| -> Option<i128> {
+            digits
+                .iter()
+                .try_fold(0i128, |acc, &d| acc.checked_mul(10)?.checked_add(d as i128))
+        };
+        // The digits end in a non-zero digit, so any digit right of the point is a fraction.
+        let (magnitude, fraction) = if shift >= 0 {
+            let magnitude = if length + shift > 40 {
+                None
+            } else {
+                integer(&self.digits).and_then(|d| d.checked_mul(pow10(shift as u32)?))
+            };
+            (magnitude, false)
+        } else if length + shift <= 0 {
+            (Some(0), true)
+        } else if length + shift > 40 {
+            (None, true)
+        } else {
+            (integer(&self.digits[..(length + shift) as usize]), true)
+        };
+        match (magnitude.filter(|&m| m <= BOUND), self.negative) {
+            (None, false) => (BOUND, false),
+            (None, true) => (-BOUND - 1, false),
+            (Some(m), false) => (m, !fraction),
+            (Some(m), true) if fraction => (-m - 1, false),
+            (Some(m), true) => (-m, true),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +652,111 @@ mod tests {
         assert_eq!(parse_date("2024-02-30"), None);
         assert_eq!(parse_date("9223372036854775807-01-01"), None);
         assert_eq!(parse_timestamp("-9223372036854775808-01-01 00:00:00"), None);
+    }
+
+    #[test]
+    fn decimal_literals_scale_exactly_with_floor_for_extra_digits() {
+        let floor = |text: &str, scale: u8| ExactNumber::parse(text).unwrap().scaled_floor(scale);
+        assert_eq!(floor("100.5", 2), (10_050, true));
+        assert_eq!(floor("100.505", 2), (10_050, false));
+        assert_eq!(floor("-100.505", 2), (-10_051, false));
+        assert_eq!(floor("-100.50", 2), (-10_050, true));
+        assert_eq!(floor("1e2", 0), (100, true));
+        assert_eq!(floor("1.5E-1", 1), (1, false));
+        assert_eq!(floor("0.000", 3), (0, true));
+        assert_eq!(floor("-0", 0), (0, true));
+        assert_eq!(floor("007.10", 1), (71, true));
+        assert_eq!(floor(".5", 0), (0, false));
+        assert_eq!(floor("-.5", 0), (-1, false));
+        let bound = 10i128.pow(38);
+        assert_eq!(floor("1e38", 0), (bound, true));
+        assert_eq!(floor("1e39", 0), (bound, false));
+        assert_eq!(floor("-1e60", 5), (-bound - 1, false));
+        assert_eq!(
+            floor("123456789012345678901234567890123456789012", 0),
+            (bound, false)
+        );
+        assert_eq!(
+            floor("99999999999999999999999999999999999999", 0).0,
+            bound - 1
+        );
+        for bad in [
+            "",
+            ".",
+            "1e",
+            "1e+",
+            "--1",
+            "1.2.3",
+            "abc",
+            "1e99999999",
+            "0x10",
+        ] {
+            assert_eq!(ExactNumber::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn decimal_types_are_validated_and_named() {
+        assert_eq!(
+            ColumnType::parse("decimal(15,2)"),
+            Some(ColumnType::Decimal {
+                precision: 15,
+                scale: 2
+            })
+        );
+        assert_eq!(ColumnType::decimal(39, 0), None);
+        assert_eq!(ColumnType::decimal(5, 6), None);
+        assert_eq!(ColumnType::decimal(0, 0), None);
+        assert_eq!(ColumnType::parse("binary"), Some(ColumnType::Binary));
+        assert_eq!(format_decimal(-1250, 2), "-12.50");
+        assert_eq!(format_decimal(5, 3), "0.005");
+        assert_eq!(format_decimal(7, 0), "7");
+        let decimal = |p, s| engine_type("price", &DataType::Decimal128(p, s));
+        assert_eq!(
+            decimal(10, -2).unwrap(),
+            ColumnType::Decimal {
+                precision: 12,
+                scale: 0
+            }
+        );
+        for (p, s) in [(39, 2), (5, 6), (0, 0), (38, -1)] {
+            let error = decimal(p, s).unwrap_err().to_string();
+            assert!(error.contains("price"), "{error}");
+        }
+        let wide = engine_type("x", &DataType::Decimal256(50, 2))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            wide.contains("more than 38 digits") && wide.contains('x'),
+            "{wide}"
+        );
+        assert_eq!(
+            engine_type("x", &DataType::Decimal256(20, 2)).unwrap(),
+            ColumnType::Decimal {
+                precision: 20,
+                scale: 2
+            }
+        );
+        // Old manifests (unit variants) and new ones read back.
+        let text = serde_json::to_string(&ColumnType::Decimal {
+            precision: 15,
+            scale: 2,
+        })
+        .unwrap();
+        assert_eq!(text, r#"{"decimal":{"precision":15,"scale":2}}"#);
+        assert_eq!(
+            serde_json::from_str::<ColumnType>(r#""int64""#).unwrap(),
+            ColumnType::Int64
+        );
+        let scalar = serde_json::to_string(&Scalar::Decimal(-(10i128.pow(38) - 1))).unwrap();
+        assert_eq!(
+            scalar,
+            r#"{"decimal":"-99999999999999999999999999999999999999"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Scalar>(&scalar).unwrap(),
+            Scalar::Decimal(-(10i128.pow(38) - 1))
+        );
     }
 
     #[test]

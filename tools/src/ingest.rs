@@ -325,7 +325,7 @@ fn table_columns(schema: &Schema) -> Result<Vec<ColumnInfo>, String> {
             tessera_storage_engine::value::engine_type(f.name(), f.data_type())
                 .map(|t| ColumnInfo {
                     name: f.name().to_lowercase(),
-                    column_type: t.name().into(),
+                    column_type: t.name(),
                     nullable: true,
                 })
                 .map_err(|e| e.to_string())

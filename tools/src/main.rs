@@ -506,7 +506,7 @@ fn run_remote_import(
                     tessera_storage_engine::value::engine_type(f.name(), f.data_type()).map(|t| {
                         tessera_rpc::client::ColumnInfo {
                             name: f.name().to_lowercase(),
-                            column_type: t.name().into(),
+                            column_type: t.name(),
                             nullable: true,
                         }
                     })

@@ -8,18 +8,9 @@ pub(super) struct AdminServer {
     pub(super) identity: Identity,
 }
 
+/// A column type by name: `int64`, `decimal(15,2)`, `binary`, ... (`ColumnType::parse`).
 fn column_type(name: &str) -> Option<ColumnType> {
-    [
-        ColumnType::Int32,
-        ColumnType::Int64,
-        ColumnType::Float64,
-        ColumnType::Utf8,
-        ColumnType::Boolean,
-        ColumnType::Timestamp,
-        ColumnType::Date,
-    ]
-    .into_iter()
-    .find(|t| t.name() == name)
+    ColumnType::parse(name)
 }
 
 /// Most columns a table may have.
@@ -95,7 +86,7 @@ fn validate_table_spec(
         let column_type = column_type(&type_name).ok_or_else(|| {
             error(
                 "invalid",
-                format!("column {column_name}: unknown type {type_name:?} (int32, int64, float64, string, boolean, timestamp, date)"),
+                format!("column {column_name}: unknown type {type_name:?} (int32, int64, float64, string, boolean, timestamp, date, decimal(p,s), binary)"),
             )
         })?;
         defs.push(ColumnDef {

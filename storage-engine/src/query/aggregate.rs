@@ -7,12 +7,14 @@
 
 use crate::error::{Error, Result};
 use crate::query::kernels::Kernels;
-use crate::query::plan::{Aggregate, ValueExpr};
+use crate::query::plan::{decimal_avg_scale, Aggregate, ValueExpr};
 use crate::query::sql::AggregateFunction;
+use crate::table::manifest::ColumnDef;
 use crate::value::{ColumnType, KeyValue, Scalar, MICROS_PER_DAY};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int32Type};
+use arrow_array::types::{Decimal128Type, Float64Type, Int32Type};
 use arrow_array::{Array, ArrayRef};
+use arrow_buffer::i256;
 use arrow_schema::DataType;
 use hashbrown::{HashMap, HashTable};
 use std::hash::BuildHasher;
@@ -27,6 +29,12 @@ pub enum AccState {
     },
     SumInt {
         sum: i128,
+        count: u64,
+    },
+    /// SUM or AVG of a DECIMAL: unscaled values added in 256 bits, which no count of 128-bit
+    /// values a table can hold overflows; the result's range is checked once, at the end.
+    SumDecimal {
+        sum: i256,
         count: u64,
     },
     /// MIN or MAX so far (`Null` before any value).
@@ -45,6 +53,10 @@ impl AccState {
                 *sum += s;
                 *count += c;
             }
+            (AccState::SumDecimal { sum, count }, AccState::SumDecimal { sum: s, count: c }) => {
+                *sum = sum.wrapping_add(*s);
+                *count += c;
+            }
             (AccState::Extreme(a), AccState::Extreme(b)) if better(b, a, is_min) => *a = b.clone(),
             _ => {}
         }
@@ -56,6 +68,12 @@ impl AccState {
             (AggregateFunction::Sum | AggregateFunction::Avg, Some(ColumnType::Float64)) => {
                 AccState::SumFloat { sum: 0.0, count: 0 }
             }
+            (AggregateFunction::Sum | AggregateFunction::Avg, Some(ColumnType::Decimal { .. })) => {
+                AccState::SumDecimal {
+                    sum: i256::ZERO,
+                    count: 0,
+                }
+            }
             (AggregateFunction::Sum | AggregateFunction::Avg, _) => {
                 AccState::SumInt { sum: 0, count: 0 }
             }
@@ -63,12 +81,47 @@ impl AccState {
         }
     }
 
-    /// The SQL result of this state for `aggregate`.
-    pub fn finish(&self, aggregate: &Aggregate) -> Result<Scalar> {
+    /// The SQL result of this state for `aggregate` over a table of `columns` (errors name the
+    /// aggregate's column).
+    pub fn finish(&self, aggregate: &Aggregate, columns: &[ColumnDef]) -> Result<Scalar> {
+        let column = || {
+            aggregate
+                .argument
+                .and_then(|a| columns.get(a.column()))
+                .map_or("?", |c| c.name.as_str())
+        };
         Ok(match (self, aggregate.function) {
             (AccState::Count(n), _) => Scalar::Int(*n as i64),
-            (AccState::SumFloat { count: 0, .. } | AccState::SumInt { count: 0, .. }, _) => {
-                Scalar::Null
+            (
+                AccState::SumFloat { count: 0, .. }
+                | AccState::SumInt { count: 0, .. }
+                | AccState::SumDecimal { count: 0, .. },
+                _,
+            ) => Scalar::Null,
+            (AccState::SumDecimal { sum, count }, function) => {
+                let Some(ColumnType::Decimal { precision, scale }) = aggregate.input_type else {
+                    return Err(Error::Internal(
+                        "decimal sum of a non-decimal column".into(),
+                    ));
+                };
+                let result_scale = decimal_avg_scale(precision, scale);
+                let (value, name, result_scale) = if function == AggregateFunction::Avg {
+                    let factor = i256::from_i128(crate::value::decimal_limit(result_scale - scale));
+                    let average = divide_half_away(sum.wrapping_mul(factor), *count);
+                    (average, "AVG", result_scale)
+                } else {
+                    (*sum, "SUM", scale)
+                };
+                let limit = i256::from_i128(crate::value::decimal_limit(38));
+                match value.to_i128() {
+                    Some(v) if value < limit && value > limit.wrapping_neg() => Scalar::Decimal(v),
+                    _ => {
+                        return Err(Error::plan(format!(
+                            "decimal overflow in {name}({}): the result exceeds DECIMAL(38,{result_scale})",
+                            column()
+                        )))
+                    }
+                }
             }
             (AccState::SumFloat { sum, count }, AggregateFunction::Avg) => {
                 Scalar::Float(sum / *count as f64)
@@ -77,12 +130,33 @@ impl AccState {
             (AccState::SumInt { sum, count }, AggregateFunction::Avg) => {
                 Scalar::Float(*sum as f64 / *count as f64)
             }
-            (AccState::SumInt { sum, .. }, _) => Scalar::Int(
-                i64::try_from(*sum)
-                    .map_err(|_| Error::plan("integer overflow in SUM (result exceeds int64)"))?,
-            ),
+            (AccState::SumInt { sum, .. }, _) => {
+                Scalar::Int(i64::try_from(*sum).map_err(|_| {
+                    Error::plan(format!(
+                        "integer overflow in SUM({}) (result exceeds int64)",
+                        column()
+                    ))
+                })?)
+            }
             (AccState::Extreme(value), _) => value.clone(),
         })
+    }
+}
+
+/// `numerator / count` rounded half away from zero (`count > 0`).
+fn divide_half_away(numerator: i256, count: u64) -> i256 {
+    let divisor = i256::from_i128(count as i128);
+    let quotient = numerator.wrapping_div(divisor);
+    let remainder = numerator.wrapping_rem(divisor);
+    // |remainder| < count < 2^64, so doubling it cannot overflow.
+    if remainder.wrapping_abs().wrapping_mul(i256::from_i128(2)) >= divisor {
+        if numerator < i256::ZERO {
+            quotient.wrapping_sub(i256::ONE)
+        } else {
+            quotient.wrapping_add(i256::ONE)
+        }
+    } else {
+        quotient
     }
 }
 
@@ -374,6 +448,10 @@ fn key_at(expr: ValueExpr, array: &ArrayRef, i: usize) -> KeyValue {
             })
         }
         (_, DataType::Boolean) => KeyValue::Bool(array.as_boolean().value(i)),
+        (_, DataType::Decimal128(_, _)) => {
+            KeyValue::Decimal(array.as_primitive::<Decimal128Type>().value(i))
+        }
+        (_, DataType::Binary) => KeyValue::Bytes(array.as_binary::<i32>().value(i).to_vec()),
         _ => KeyValue::Null,
     }
 }
@@ -470,6 +548,7 @@ enum Accumulator {
     Count(Vec<u64>),
     SumFloat(Vec<f64>, Vec<u64>),
     SumInt(Vec<i128>, Vec<u64>),
+    SumDecimal(Vec<i256>, Vec<u64>),
     Extreme { is_min: bool, values: Vec<Scalar> },
 }
 
@@ -479,6 +558,7 @@ impl Accumulator {
             AccState::Count(_) => Accumulator::Count(Vec::new()),
             AccState::SumFloat { .. } => Accumulator::SumFloat(Vec::new(), Vec::new()),
             AccState::SumInt { .. } => Accumulator::SumInt(Vec::new(), Vec::new()),
+            AccState::SumDecimal { .. } => Accumulator::SumDecimal(Vec::new(), Vec::new()),
             AccState::Extreme(_) => Accumulator::Extreme {
                 is_min: aggregate.function == AggregateFunction::Min,
                 values: Vec::new(),
@@ -497,6 +577,10 @@ impl Accumulator {
                 s.resize(groups, 0);
                 c.resize(groups, 0);
             }
+            Accumulator::SumDecimal(s, c) => {
+                s.resize(groups, i256::ZERO);
+                c.resize(groups, 0);
+            }
             Accumulator::Extreme { values, .. } => values.resize(groups, Scalar::Null),
         }
     }
@@ -509,6 +593,10 @@ impl Accumulator {
                 count: c[group],
             },
             Accumulator::SumInt(s, c) => AccState::SumInt {
+                sum: s[group],
+                count: c[group],
+            },
+            Accumulator::SumDecimal(s, c) => AccState::SumDecimal {
                 sum: s[group],
                 count: c[group],
             },
@@ -587,6 +675,7 @@ impl GroupState {
                 Accumulator::Count(_) => 8,
                 Accumulator::SumFloat(..) => 16,
                 Accumulator::SumInt(..) => 24,
+                Accumulator::SumDecimal(..) => 40,
                 Accumulator::Extreme { .. } => std::mem::size_of::<Scalar>(),
             })
             .sum::<usize>()
@@ -709,6 +798,26 @@ impl GroupState {
                         let (sum, count) = kernels.sum_i64(values, mask);
                         sums[0] += sum;
                         counts[0] += count;
+                    }
+                }
+                Accumulator::SumDecimal(sums, counts) => {
+                    let array = argument
+                        .as_ref()
+                        .ok_or_else(|| Error::Internal("SUM without argument".into()))?;
+                    let values = array
+                        .as_primitive_opt::<Decimal128Type>()
+                        .ok_or_else(|| {
+                            Error::Internal(format!("decimal SUM over {}", array.data_type()))
+                        })?
+                        .values();
+                    let selected =
+                        |row: usize| mask.is_none_or(|m| m[row / 64] >> (row % 64) & 1 == 1);
+                    for (row, &value) in values.iter().enumerate().take(len) {
+                        if selected(row) {
+                            let group = if grouped { groups[row] as usize } else { 0 };
+                            sums[group] = sums[group].wrapping_add(i256::from_i128(value));
+                            counts[group] += 1;
+                        }
                     }
                 }
                 Accumulator::Extreme { is_min, values } => {

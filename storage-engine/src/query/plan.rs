@@ -11,7 +11,7 @@ use crate::query::sql::{
     ScalarExpr, SelectItem,
 };
 use crate::table::manifest::ColumnDef;
-use crate::value::{parse_date, parse_timestamp, ColumnType, Scalar};
+use crate::value::{parse_date, parse_timestamp, ColumnType, ExactNumber, Scalar};
 
 /// A WHERE clause without NOT: `Unknown` is SQL's UNKNOWN (never true, and still never true when
 /// negated), e.g. `x = NULL`.
@@ -89,10 +89,39 @@ pub struct Aggregate {
     pub input_type: Option<ColumnType>,
 }
 
+/// Digits of every DECIMAL SUM and AVG result.
+pub const DECIMAL_RESULT_PRECISION: u8 = crate::value::DECIMAL_PRECISION_MAX;
+/// Fractional digits AVG of a DECIMAL keeps at least (the input's scale if larger).
+pub const DECIMAL_AVG_SCALE_MIN: u8 = 6;
+
+/// The scale of AVG over DECIMAL(precision, scale): `max(scale, 6)`, fewer when the integer
+/// digits need the room (an average never exceeds the largest value, so the result always fits
+/// DECIMAL(38, that scale)).
+pub fn decimal_avg_scale(precision: u8, scale: u8) -> u8 {
+    let integer_digits = precision.saturating_sub(scale);
+    scale
+        .max(DECIMAL_AVG_SCALE_MIN)
+        .min(DECIMAL_RESULT_PRECISION - integer_digits)
+}
+
 impl Aggregate {
+    /// The result type. Exact numerics stay exact: SUM of DECIMAL(p, s) is DECIMAL(38, s), AVG
+    /// of DECIMAL(p, s) is DECIMAL(38, `decimal_avg_scale(p, s)`) rounded half away from zero.
     pub fn output_type(&self) -> ColumnType {
         match (self.function, self.input_type) {
             (AggregateFunction::CountStar | AggregateFunction::Count, _) => ColumnType::Int64,
+            (AggregateFunction::Sum, Some(ColumnType::Decimal { scale, .. })) => {
+                ColumnType::Decimal {
+                    precision: DECIMAL_RESULT_PRECISION,
+                    scale,
+                }
+            }
+            (AggregateFunction::Avg, Some(ColumnType::Decimal { precision, scale })) => {
+                ColumnType::Decimal {
+                    precision: DECIMAL_RESULT_PRECISION,
+                    scale: decimal_avg_scale(precision, scale),
+                }
+            }
             (AggregateFunction::Avg, _) => ColumnType::Float64,
             (AggregateFunction::Sum, Some(ColumnType::Float64)) => ColumnType::Float64,
             (AggregateFunction::Sum, _) => ColumnType::Int64,
@@ -415,7 +444,7 @@ impl Binder<'_> {
         if matches!(function, AggregateFunction::Sum | AggregateFunction::Avg)
             && !input_type.is_some_and(ColumnType::is_numeric)
         {
-            let shown = input_type.map_or("nothing", ColumnType::name);
+            let shown = input_type.map_or("nothing".into(), ColumnType::name);
             return Err(Error::plan(
                 format!("{function:?} needs a numeric argument, got {shown}").to_uppercase(),
             ));
@@ -442,11 +471,29 @@ impl Binder<'_> {
         Ok(Some(match (def.column_type, literal) {
             (_, Literal::Null) => return Ok(None),
             (ColumnType::Int32 | ColumnType::Int64, Literal::Integer(v)) => Scalar::Int(*v),
-            (ColumnType::Int32 | ColumnType::Int64, Literal::Float(_)) => {
-                return Err(mismatch("float literal"))
+            (ColumnType::Int32 | ColumnType::Int64, Literal::Number(text)) => {
+                return Err(if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+                    Error::plan(format!("integer {text} is out of the int64 range"))
+                } else {
+                    mismatch("float literal")
+                })
             }
             (ColumnType::Float64, Literal::Integer(v)) => Scalar::Float(*v as f64),
-            (ColumnType::Float64, Literal::Float(v)) => Scalar::Float(*v),
+            (ColumnType::Float64, Literal::Number(text)) => match text.parse::<f64>() {
+                Ok(value) if value.is_finite() => Scalar::Float(value),
+                _ => {
+                    return Err(Error::plan(format!(
+                        "number {text} is out of the float64 range"
+                    )))
+                }
+            },
+            (ColumnType::Decimal { .. }, _) => {
+                return Err(Error::Internal(format!(
+                    "decimal column {} bound as a plain literal",
+                    def.name
+                )))
+            }
+            (ColumnType::Binary, Literal::Bytes(bytes)) => Scalar::Bytes(bytes.clone()),
             (ColumnType::Utf8, Literal::String(s)) => Scalar::Str(s.clone()),
             (ColumnType::Timestamp, Literal::Integer(v)) => Scalar::Int(*v),
             (ColumnType::Timestamp, Literal::String(s)) => {
@@ -467,10 +514,68 @@ impl Binder<'_> {
             }
             (ColumnType::Boolean, Literal::Boolean(b)) => Scalar::Bool(*b),
             (_, Literal::Integer(_)) => return Err(mismatch("integer literal")),
-            (_, Literal::Float(_)) => return Err(mismatch("float literal")),
+            (_, Literal::Number(_)) => return Err(mismatch("float literal")),
+            (_, Literal::Bytes(_)) => return Err(mismatch("hex literal")),
             (_, Literal::String(_)) => return Err(mismatch("string literal")),
             (_, Literal::Boolean(_)) => return Err(mismatch("boolean literal")),
         }))
+    }
+
+    /// A number literal for DECIMAL column `column`: `floor(literal × 10^scale)` and whether that
+    /// is the literal exactly (`None` for NULL).
+    fn decimal_literal(&self, column: usize, literal: &Literal) -> Result<Option<(i128, bool)>> {
+        let def = &self.columns[column];
+        let ColumnType::Decimal { scale, .. } = def.column_type else {
+            return Err(Error::Internal(format!(
+                "{} is not a decimal column",
+                def.name
+            )));
+        };
+        let number = match literal {
+            Literal::Null => return Ok(None),
+            Literal::Integer(v) => ExactNumber::from_i64(*v),
+            Literal::Number(text) => ExactNumber::parse(text)
+                .ok_or_else(|| Error::plan(format!("invalid number {text}")))?,
+            other => {
+                let kind = match other {
+                    Literal::String(_) => "string literal",
+                    Literal::Boolean(_) => "boolean literal",
+                    _ => "hex literal",
+                };
+                return Err(Error::plan(format!(
+                    "cannot compare {} column {} with {kind}",
+                    def.column_type, def.name
+                )));
+            }
+        };
+        Ok(Some(number.scaled_floor(scale)))
+    }
+
+    /// `column op literal` on a DECIMAL column, exactly: a literal with more fractional digits
+    /// than the scale lies strictly between two stored values `floor` and `floor + 1`, so `<`
+    /// and `<=` become `<= floor`, `>` and `>=` become `>= floor + 1`, `=` is never true and
+    /// `<>` is true for every non-NULL value.
+    fn decimal_compare(&self, column: usize, op: CmpOp, literal: &Literal) -> Result<Filter> {
+        let Some((floor, exact)) = self.decimal_literal(column, literal)? else {
+            return Ok(Filter::Unknown);
+        };
+        let leaf = |op, value| Filter::Leaf {
+            column,
+            test: Test::Compare {
+                op,
+                value: Scalar::Decimal(value),
+            },
+        };
+        Ok(match (op, exact) {
+            (op, true) => leaf(op, floor),
+            (CmpOp::Lt | CmpOp::Le, false) => leaf(CmpOp::Le, floor),
+            (CmpOp::Gt | CmpOp::Ge, false) => leaf(CmpOp::Ge, floor + 1),
+            (CmpOp::Eq, false) => Filter::Unknown,
+            (CmpOp::Ne, false) => Filter::Leaf {
+                column,
+                test: Test::IsNull { negated: true },
+            },
+        })
     }
 
     /// Binds `predicate`, negated when `negate` (NOT pushed down by De Morgan).
@@ -487,6 +592,14 @@ impl Binder<'_> {
             }
             Predicate::Compare { column, op, value } => {
                 let column = self.column(column)?;
+                if let ColumnType::Decimal { .. } = self.columns[column].column_type {
+                    let op = comparison(*op);
+                    return self.decimal_compare(
+                        column,
+                        if negate { negated(op) } else { op },
+                        value,
+                    );
+                }
                 match self.literal(column, value)? {
                     None => Filter::Unknown,
                     Some(value) => {
@@ -508,9 +621,21 @@ impl Binder<'_> {
                 negated: between_negated,
             } => {
                 let index = self.column(column)?;
-                let low_bound = self.literal(index, low)?;
-                let high_bound = self.literal(index, high)?;
                 let negate = negate != *between_negated;
+                let (low_bound, high_bound) = match self.columns[index].column_type {
+                    ColumnType::Decimal { .. } => {
+                        // low <= x <= high on stored values: x >= ceil(low), x <= floor(high).
+                        let low = self.decimal_literal(index, low)?;
+                        let high = self.decimal_literal(index, high)?;
+                        (
+                            low.map(|(floor, exact)| {
+                                Scalar::Decimal(if exact { floor } else { floor + 1 })
+                            }),
+                            high.map(|(floor, _)| Scalar::Decimal(floor)),
+                        )
+                    }
+                    _ => (self.literal(index, low)?, self.literal(index, high)?),
+                };
                 match (low_bound, high_bound) {
                     (Some(low), Some(high)) if !negate => Filter::Leaf {
                         column: index,
@@ -540,7 +665,18 @@ impl Binder<'_> {
                 let column = self.column(column)?;
                 let mut values = Vec::with_capacity(list.len());
                 let mut list_has_null = false;
+                let decimal =
+                    matches!(self.columns[column].column_type, ColumnType::Decimal { .. });
                 for literal in list {
+                    if decimal {
+                        // A literal no stored value equals is left out (x = it is never true).
+                        match self.decimal_literal(column, literal)? {
+                            Some((value, true)) => values.push(Scalar::Decimal(value)),
+                            Some((_, false)) => {}
+                            None => list_has_null = true,
+                        }
+                        continue;
+                    }
                     match self.literal(column, literal)? {
                         Some(value) => values.push(value),
                         None => list_has_null = true,
@@ -609,5 +745,146 @@ pub fn negated(op: CmpOp) -> CmpOp {
         CmpOp::Le => CmpOp::Gt,
         CmpOp::Gt => CmpOp::Le,
         CmpOp::Ge => CmpOp::Lt,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind_sql(sql: &str) -> Result<Plan> {
+        let columns = vec![
+            ColumnDef {
+                name: "price".into(),
+                column_type: ColumnType::Decimal {
+                    precision: 15,
+                    scale: 2,
+                },
+                nullable: true,
+            },
+            ColumnDef {
+                name: "n".into(),
+                column_type: ColumnType::Int64,
+                nullable: true,
+            },
+            ColumnDef {
+                name: "blob".into(),
+                column_type: ColumnType::Binary,
+                nullable: true,
+            },
+        ];
+        let crate::query::sql::Statement::Query(query) = crate::query::sql::parse(sql)? else {
+            panic!("not a query: {sql}")
+        };
+        bind(&query, &columns)
+    }
+
+    fn filter(sql: &str) -> Filter {
+        bind_sql(&format!("SELECT * FROM t WHERE {sql}"))
+            .unwrap()
+            .filter
+            .unwrap()
+    }
+
+    fn leaf(column: usize, test: Test) -> Filter {
+        Filter::Leaf { column, test }
+    }
+
+    fn compare(op: CmpOp, value: i128) -> Filter {
+        leaf(
+            0,
+            Test::Compare {
+                op,
+                value: Scalar::Decimal(value),
+            },
+        )
+    }
+
+    #[test]
+    fn decimal_literals_bind_exactly_extra_digits_move_the_bound_not_round_it() {
+        assert_eq!(filter("price > 100.5"), compare(CmpOp::Gt, 10_050));
+        assert_eq!(filter("price > 100.505"), compare(CmpOp::Ge, 10_051));
+        assert_eq!(filter("price >= 100.505"), compare(CmpOp::Ge, 10_051));
+        assert_eq!(filter("price < 100.505"), compare(CmpOp::Le, 10_050));
+        assert_eq!(filter("price <= -100.505"), compare(CmpOp::Le, -10_051));
+        assert_eq!(filter("price = 100"), compare(CmpOp::Eq, 10_000));
+        assert_eq!(filter("price = 100.505"), Filter::Unknown);
+        assert_eq!(
+            filter("NOT price = 100.505"),
+            leaf(0, Test::IsNull { negated: true })
+        );
+        assert_eq!(filter("NOT price > 100.505"), compare(CmpOp::Le, 10_050));
+        assert_eq!(
+            filter("price BETWEEN 1.005 AND 2.001"),
+            leaf(
+                0,
+                Test::Between {
+                    low: Scalar::Decimal(101),
+                    high: Scalar::Decimal(200)
+                }
+            )
+        );
+        assert_eq!(
+            filter("price IN (1.5, 1.505, NULL)"),
+            leaf(
+                0,
+                Test::In {
+                    values: vec![Scalar::Decimal(150)],
+                    negated: false,
+                    list_has_null: true
+                }
+            )
+        );
+        // Far beyond DECIMAL(38): on the right side of every value.
+        assert_eq!(filter("price < 1e50"), compare(CmpOp::Le, 10i128.pow(38)));
+        assert_eq!(
+            filter("blob = X'00ff'"),
+            leaf(
+                2,
+                Test::Compare {
+                    op: CmpOp::Eq,
+                    value: Scalar::Bytes(vec![0, 255])
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn decimal_and_binary_misuse_is_a_plan_error_naming_the_column() {
+        for (sql, expected) in [
+            ("SELECT * FROM t WHERE price = 'abc'", "price"),
+            (
+                "SELECT * FROM t WHERE n = 99999999999999999999",
+                "int64 range",
+            ),
+            ("SELECT * FROM t WHERE n > 1.5", "float literal"),
+            ("SELECT * FROM t WHERE blob = 'abc'", "blob"),
+            ("SELECT * FROM t WHERE blob LIKE 'a%'", "blob"),
+            ("SELECT SUM(blob) FROM t", "BINARY"),
+        ] {
+            let error = bind_sql(sql).unwrap_err().to_string();
+            assert!(error.contains(expected), "{sql}: {error}");
+        }
+    }
+
+    #[test]
+    fn decimal_sum_and_avg_results_are_exact_decimals() {
+        let plan =
+            bind_sql("SELECT SUM(price), AVG(price), MIN(price), COUNT(price) FROM t").unwrap();
+        let types: Vec<ColumnType> = plan.outputs.iter().map(|o| o.column_type).collect();
+        let decimal = |precision, scale| ColumnType::Decimal { precision, scale };
+        assert_eq!(
+            types,
+            vec![
+                decimal(38, 2),
+                decimal(38, 6),
+                decimal(15, 2),
+                ColumnType::Int64
+            ]
+        );
+        assert_eq!(decimal_avg_scale(38, 0), 0);
+        assert_eq!(decimal_avg_scale(38, 10), 10);
+        assert_eq!(decimal_avg_scale(34, 0), 4);
+        assert_eq!(decimal_avg_scale(10, 8), 8);
     }
 }

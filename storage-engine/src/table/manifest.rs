@@ -276,6 +276,15 @@ pub fn load(data_dir: &Path, tenant: &str, table: &str) -> Result<Option<TableMa
             message: format!("unsupported format version {}", manifest.format_version),
         });
     }
+    if let Some(column) = manifest.columns.iter().find(|c| !c.column_type.is_valid()) {
+        return Err(Error::CorruptManifest {
+            path,
+            message: format!(
+                "column {} has an invalid type {} (a decimal's precision must be 1 to 38 and its scale at most the precision)",
+                column.name, column.column_type
+            ),
+        });
+    }
     for file in &manifest.files {
         if file.columns.len() != manifest.columns.len() || !is_safe_relative_path(&file.path) {
             return Err(Error::CorruptManifest {

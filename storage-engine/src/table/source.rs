@@ -73,10 +73,22 @@ pub fn open(path: &Path) -> Result<Source> {
 }
 
 fn open_parquet(path: &Path, file: File) -> Result<Source> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::arrow_reader::{
+        ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    };
     let display = path.to_owned();
     let builder = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ParquetRecordBatchReaderBuilder::try_new(file)
+        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
+        let metadata = match int96_as_micros(&metadata) {
+            Some(hint) => ArrowReaderMetadata::try_new(
+                metadata.metadata().clone(),
+                ArrowReaderOptions::new().with_schema(hint),
+            )?,
+            None => metadata,
+        };
+        Ok::<_, parquet::errors::ParquetError>(ParquetRecordBatchReaderBuilder::new_with_metadata(
+            file, metadata,
+        ))
     }))
     .map_err(|_| Error::corrupt(path, "the Parquet reader panicked on this file's metadata"))?
     .map_err(|e| Error::corrupt(path, e))?;
@@ -93,6 +105,48 @@ fn open_parquet(path: &Path, file: File) -> Result<Source> {
         batches: Box::new(batches),
         bytes_read: None,
     })
+}
+
+/// The file's Arrow schema with its legacy INT96 timestamp columns (Impala, Spark, older
+/// pyarrow) read as microseconds, or `None` when it has none. The reader's default for INT96 is
+/// nanoseconds in an i64, which wraps silently before 1677 and after 2262; in microseconds every
+/// INT96 date fits, and the reader floors the nanoseconds of the day (never negative), so a
+/// value keeps the microsecond it falls in (1969-12-31 23:59:59.999999999 stays in 1969).
+fn int96_as_micros(
+    metadata: &parquet::arrow::arrow_reader::ArrowReaderMetadata,
+) -> Option<SchemaRef> {
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    let schema = metadata.schema();
+    let roots = metadata
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .root_schema()
+        .get_fields();
+    if roots.len() != schema.fields().len() {
+        return None;
+    }
+    let mut changed = false;
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(roots)
+        .map(|(field, root)| {
+            let int96 =
+                root.is_primitive() && root.get_physical_type() == parquet::basic::Type::INT96;
+            match field.data_type() {
+                DataType::Timestamp(_, zone) if int96 => {
+                    changed = true;
+                    field
+                        .as_ref()
+                        .clone()
+                        .with_data_type(DataType::Timestamp(TimeUnit::Microsecond, zone.clone()))
+                }
+                _ => field.as_ref().clone(),
+            }
+        })
+        .collect();
+    changed.then(|| Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())))
 }
 
 fn open_csv(path: &Path, mut file: File) -> Result<Source> {

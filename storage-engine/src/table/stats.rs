@@ -86,8 +86,23 @@ fn decode_bytes(column_type: ColumnType, bytes: &[u8]) -> Scalar {
             // A bound truncated inside a character: treat it as unknown, which is always sound.
             Err(_) => Scalar::Null,
         },
+        // Parquet orders unannotated byte arrays as unsigned bytes, as `Vec<u8>` does; a
+        // truncated bound is still a bound (the writer rounds a truncated maximum up).
+        ColumnType::Binary => Scalar::Bytes(bytes.to_vec()),
+        ColumnType::Decimal { .. } => decimal_bytes(bytes),
         _ => Scalar::Null,
     }
+}
+
+/// A DECIMAL bound stored as a big-endian two's-complement integer (FIXED_LEN_BYTE_ARRAY).
+fn decimal_bytes(bytes: &[u8]) -> Scalar {
+    if bytes.is_empty() || bytes.len() > 16 {
+        return Scalar::Null;
+    }
+    let fill = if bytes[0] & 0x80 != 0 { 0xFF } else { 0 };
+    let mut wide = [fill; 16];
+    wide[16 - bytes.len()..].copy_from_slice(bytes);
+    Scalar::Decimal(i128::from_be_bytes(wide))
 }
 
 /// Converts Parquet column-chunk statistics into engine statistics for a column of `column_type`.
@@ -117,11 +132,29 @@ pub fn from_parquet(
             s.min_opt().map_or(Scalar::Null, |v| Scalar::Bool(*v)),
             s.max_opt().map_or(Scalar::Null, |v| Scalar::Bool(*v)),
         ),
-        (ColumnType::Utf8, Statistics::ByteArray(s)) => (
+        (ColumnType::Utf8 | ColumnType::Binary, Statistics::ByteArray(s)) => (
             s.min_opt()
                 .map_or(Scalar::Null, |v| decode_bytes(column_type, v.data())),
             s.max_opt()
                 .map_or(Scalar::Null, |v| decode_bytes(column_type, v.data())),
+        ),
+        (ColumnType::Decimal { .. }, Statistics::Int32(s)) => (
+            s.min_opt()
+                .map_or(Scalar::Null, |v| Scalar::Decimal(*v as i128)),
+            s.max_opt()
+                .map_or(Scalar::Null, |v| Scalar::Decimal(*v as i128)),
+        ),
+        (ColumnType::Decimal { .. }, Statistics::Int64(s)) => (
+            s.min_opt()
+                .map_or(Scalar::Null, |v| Scalar::Decimal(*v as i128)),
+            s.max_opt()
+                .map_or(Scalar::Null, |v| Scalar::Decimal(*v as i128)),
+        ),
+        (ColumnType::Decimal { .. }, Statistics::FixedLenByteArray(s)) => (
+            s.min_opt()
+                .map_or(Scalar::Null, |v| decimal_bytes(v.data())),
+            s.max_opt()
+                .map_or(Scalar::Null, |v| decimal_bytes(v.data())),
         ),
         _ => (Scalar::Null, Scalar::Null),
     };
@@ -185,9 +218,21 @@ pub fn from_column_index(
             i.min_value(page).map(|v| Scalar::Bool(*v)),
             i.max_value(page).map(|v| Scalar::Bool(*v)),
         ),
-        (ColumnType::Utf8, ColumnIndexMetaData::BYTE_ARRAY(i)) => (
+        (ColumnType::Utf8 | ColumnType::Binary, ColumnIndexMetaData::BYTE_ARRAY(i)) => (
             i.min_value(page).map(|v| decode_bytes(column_type, v)),
             i.max_value(page).map(|v| decode_bytes(column_type, v)),
+        ),
+        (ColumnType::Decimal { .. }, ColumnIndexMetaData::INT32(i)) => (
+            i.min_value(page).map(|v| Scalar::Decimal(*v as i128)),
+            i.max_value(page).map(|v| Scalar::Decimal(*v as i128)),
+        ),
+        (ColumnType::Decimal { .. }, ColumnIndexMetaData::INT64(i)) => (
+            i.min_value(page).map(|v| Scalar::Decimal(*v as i128)),
+            i.max_value(page).map(|v| Scalar::Decimal(*v as i128)),
+        ),
+        (ColumnType::Decimal { .. }, ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(i)) => (
+            i.min_value(page).map(decimal_bytes),
+            i.max_value(page).map(decimal_bytes),
         ),
         _ => (None, None),
     };

@@ -680,7 +680,7 @@ fn remove_orphans(table_dir: &Path, manifest: &TableManifest) -> Result<usize> {
 fn describe_columns(columns: &[ColumnDef]) -> String {
     let parts: Vec<String> = columns
         .iter()
-        .map(|c| format!("{} {}", c.name, c.column_type.name()))
+        .map(|c| format!("{} {}", c.name, c.column_type))
         .collect();
     format!("({})", parts.join(", "))
 }
@@ -746,26 +746,189 @@ pub(crate) fn normalise_array(
     rows_before: u64,
 ) -> Result<ArrayRef> {
     let target = field.data_type();
+    if let DataType::Decimal128(precision, scale) = target {
+        return to_decimal(array, *precision, *scale, field.name(), rows_before);
+    }
     if array.data_type() == target {
         return Ok(array.clone());
     }
-    if let DataType::Timestamp(_, zone) = array.data_type() {
-        // Stored timestamps are UTC instants without a zone: convert the unit keeping the zone
-        // (an instant-preserving cast), then drop the zone without changing the values. Zone-less
-        // input is taken as UTC.
-        let micros = cast_checked(
-            array,
-            &DataType::Timestamp(TimeUnit::Microsecond, zone.clone()),
-            field.name(),
-            rows_before,
-        )?;
-        let micros = micros
-            .as_primitive::<TimestampMicrosecondType>()
-            .clone()
-            .with_timezone_opt(None::<String>);
-        return Ok(Arc::new(micros));
+    if let DataType::Timestamp(unit, _) = array.data_type() {
+        return timestamp_micros(array, *unit, field.name(), rows_before);
     }
     cast_checked(array, target, field.name(), rows_before)
+}
+
+/// Stored timestamps are UTC instants in microseconds without a zone. A timestamp with a zone
+/// holds UTC instants already (Arrow's rule), so only the unit changes; zone-less input is taken
+/// as UTC. Seconds and milliseconds are multiplied (a value beyond the microsecond range fails
+/// naming column and row); nanoseconds are floored to the microsecond they fall in, so
+/// 1969-12-31 23:59:59.999999999 stays in 1969 (Arrow's cast would truncate toward zero).
+fn timestamp_micros(
+    array: &ArrayRef,
+    unit: TimeUnit,
+    column: &str,
+    rows_before: u64,
+) -> Result<ArrayRef> {
+    use arrow_array::types::{
+        TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    };
+    let raw: Vec<Option<i64>> = match unit {
+        TimeUnit::Second => array.as_primitive::<TimestampSecondType>().iter().collect(),
+        TimeUnit::Millisecond => array
+            .as_primitive::<TimestampMillisecondType>()
+            .iter()
+            .collect(),
+        TimeUnit::Microsecond => array
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .collect(),
+        TimeUnit::Nanosecond => array
+            .as_primitive::<TimestampNanosecondType>()
+            .iter()
+            .collect(),
+    };
+    let mut out = Vec::with_capacity(raw.len());
+    for (row, value) in raw.into_iter().enumerate() {
+        let micros = match (value, unit) {
+            (None, _) => None,
+            (Some(v), TimeUnit::Second) => Some(v.checked_mul(1_000_000)),
+            (Some(v), TimeUnit::Millisecond) => Some(v.checked_mul(1_000)),
+            (Some(v), TimeUnit::Microsecond) => Some(Some(v)),
+            (Some(v), TimeUnit::Nanosecond) => Some(Some(v.div_euclid(1_000))),
+        };
+        match micros {
+            None => out.push(None),
+            Some(Some(v)) => out.push(Some(v)),
+            Some(None) => {
+                return Err(Error::Import(format!(
+                    "column {column}, row {}: value {} ({}) is beyond the range of microsecond timestamps",
+                    rows_before + row as u64 + 1,
+                    display_value(array, row),
+                    array.data_type()
+                )))
+            }
+        }
+    }
+    Ok(Arc::new(arrow_array::TimestampMicrosecondArray::from(out)))
+}
+
+/// Converts integers and decimals of any width and scale to DECIMAL(precision, scale) exactly:
+/// a value with more fractional digits than `scale` (other than zeros), or more digits than
+/// `precision`, fails naming the column, the row and the value. Also checks Decimal128 input
+/// already of the target type: Arrow does not enforce a decimal's precision, and a value beyond
+/// it would not survive Parquet's narrower physical types.
+fn to_decimal(
+    array: &ArrayRef,
+    precision: u8,
+    scale: i8,
+    column: &str,
+    rows_before: u64,
+) -> Result<ArrayRef> {
+    use arrow_array::types::{Decimal128Type, Decimal256Type, Decimal32Type, Decimal64Type};
+    let source = array.data_type().clone();
+    let integers;
+    let (values, source_scale): (Box<dyn Iterator<Item = Option<i128>> + '_>, i8) = match &source {
+        DataType::Decimal32(_, s) => (
+            Box::new(
+                array
+                    .as_primitive::<Decimal32Type>()
+                    .iter()
+                    .map(|v| v.map(i128::from)),
+            ),
+            *s,
+        ),
+        DataType::Decimal64(_, s) => (
+            Box::new(
+                array
+                    .as_primitive::<Decimal64Type>()
+                    .iter()
+                    .map(|v| v.map(i128::from)),
+            ),
+            *s,
+        ),
+        DataType::Decimal128(_, s) => (Box::new(array.as_primitive::<Decimal128Type>().iter()), *s),
+        DataType::Decimal256(_, s) => {
+            let wide = array.as_primitive::<Decimal256Type>();
+            if let Some(row) = (0..wide.len())
+                .find(|&row| wide.is_valid(row) && wide.value(row).to_i128().is_none())
+            {
+                return Err(Error::Import(format!(
+                    "column {column}, row {}: value {} does not fit DECIMAL({precision},{scale})",
+                    rows_before + row as u64 + 1,
+                    display_value(array, row)
+                )));
+            }
+            (
+                Box::new(wide.iter().map(|v| v.and_then(|v| v.to_i128()))),
+                *s,
+            )
+        }
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => {
+            integers = cast_checked(array, &DataType::Int64, column, rows_before)?;
+            (
+                Box::new(
+                    integers
+                        .as_primitive::<arrow_array::types::Int64Type>()
+                        .iter()
+                        .map(|v| v.map(i128::from)),
+                ),
+                0,
+            )
+        }
+        other => {
+            return Err(Error::Import(format!(
+                "column {column}: cannot convert {other} to DECIMAL({precision},{scale}) exactly"
+            )))
+        }
+    };
+    let shift = scale as i32 - source_scale as i32;
+    let limit = crate::value::decimal_limit(precision);
+    let mut out = Vec::with_capacity(array.len());
+    for (row, value) in values.enumerate() {
+        let Some(value) = value else {
+            out.push(None);
+            continue;
+        };
+        let factor = crate::value::pow10(shift.unsigned_abs());
+        let converted = match factor {
+            _ if value == 0 => Some(0),
+            Some(factor) if shift >= 0 => value.checked_mul(factor),
+            Some(factor) if value % factor == 0 => Some(value / factor),
+            _ => None,
+        };
+        match converted {
+            Some(v) if v.unsigned_abs() < limit.unsigned_abs() => out.push(Some(v)),
+            _ => {
+                let reason = if converted.is_none() && shift < 0 {
+                    format!("has more than {scale} fractional digits")
+                } else {
+                    format!("has more than {precision} digits")
+                };
+                return Err(Error::Import(format!(
+                    "column {column}, row {}: value {} ({source}) {reason}: it does not fit DECIMAL({precision},{scale}) exactly",
+                    rows_before + row as u64 + 1,
+                    display_value(array, row)
+                )));
+            }
+        }
+    }
+    let decimals = arrow_array::Decimal128Array::from(out)
+        .with_precision_and_scale(precision, scale)
+        .map_err(|e| Error::Import(format!("column {column}: {e}")))?;
+    Ok(Arc::new(decimals))
+}
+
+fn display_value(array: &ArrayRef, row: usize) -> String {
+    arrow_cast::display::ArrayFormatter::try_new(array.as_ref(), &Default::default())
+        .map(|f| f.value(row).to_string())
+        .unwrap_or_default()
 }
 
 fn sort_by_column(batch: &RecordBatch, index: usize) -> Result<RecordBatch> {

@@ -10,7 +10,7 @@ use crate::query::prune::{self, Truth};
 use crate::table::stats::ColumnStats;
 use crate::value::Scalar;
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int32Type};
+use arrow_array::types::{Decimal128Type, Float64Type, Int32Type};
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
 
@@ -219,6 +219,58 @@ pub(super) fn evaluate_test(
             let strings = array.as_string::<i32>();
             for row in 0..len {
                 if strings.is_valid(row) && test_str(strings.value(row), test) {
+                    out[row / 64] |= 1 << (row % 64);
+                }
+            }
+        }
+        DataType::Decimal128(_, _) => {
+            let values = array.as_primitive::<Decimal128Type>().values();
+            let decimal = |s: &Scalar| match s {
+                Scalar::Decimal(v) => Ok(*v),
+                _ => Err(Error::Internal(format!(
+                    "test {test:?} on a decimal column"
+                ))),
+            };
+            let valid = |row: usize| validity.is_none_or(|v| v[row / 64] >> (row % 64) & 1 == 1);
+            let mut select = |keep: &dyn Fn(i128) -> bool| {
+                for (row, &value) in values.iter().enumerate().take(len) {
+                    if valid(row) && keep(value) {
+                        out[row / 64] |= 1 << (row % 64);
+                    }
+                }
+            };
+            match test {
+                Test::Compare { op, value } => {
+                    let constant = decimal(value)?;
+                    select(&|v| holds(v, *op, constant));
+                }
+                Test::Between { low, high } => {
+                    let (low, high) = (decimal(low)?, decimal(high)?);
+                    select(&|v| low <= v && v <= high);
+                }
+                Test::In {
+                    values: list,
+                    negated,
+                    ..
+                } => {
+                    let mut set = list.iter().map(decimal).collect::<Result<Vec<i128>>>()?;
+                    set.sort_unstable();
+                    let negated = *negated;
+                    select(&|v| set.binary_search(&v).is_ok() != negated);
+                }
+                _ => {
+                    return Err(Error::Internal(format!(
+                        "test {test:?} on a decimal column"
+                    )))
+                }
+            }
+        }
+        DataType::Binary => {
+            let bytes = array.as_binary::<i32>();
+            for row in 0..len {
+                if bytes.is_valid(row)
+                    && test_scalar(&Scalar::Bytes(bytes.value(row).to_vec()), test)
+                {
                     out[row / 64] |= 1 << (row % 64);
                 }
             }

@@ -67,8 +67,12 @@ pub enum OutputExpr {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Literal {
     Integer(i64),
-    Float(f64),
+    /// Any other number (a fraction, an exponent, or an integer beyond int64), as written with
+    /// its sign (`-100.505`, `1e3`): exact for DECIMAL columns, the nearest f64 for float columns.
+    Number(String),
     String(String),
+    /// `X'0102'`: bytes, for binary columns.
+    Bytes(Vec<u8>),
     Boolean(bool),
     Null,
 }

@@ -597,6 +597,7 @@ fn lower_literal(expr: &sp::Expr) -> Result<Literal> {
             sp::Value::SingleQuotedString(text) => Ok(Literal::String(text.clone())),
             sp::Value::Boolean(b) => Ok(Literal::Boolean(*b)),
             sp::Value::Null => Ok(Literal::Null),
+            sp::Value::HexStringLiteral(hex) => hex_bytes(hex),
             other => Err(unsupported(format!("literal {other}"))),
         },
         sp::Expr::UnaryOp {
@@ -636,15 +637,31 @@ fn number(text: &str, negative: bool) -> Result<Literal> {
         text.to_owned()
     };
     if text.bytes().all(|b| b.is_ascii_digit()) {
-        return signed
-            .parse::<i64>()
-            .map(Literal::Integer)
-            .map_err(|_| SqlError::new(format!("integer {signed} is out of the int64 range")));
+        if let Ok(value) = signed.parse::<i64>() {
+            return Ok(Literal::Integer(value));
+        }
     }
-    match signed.parse::<f64>() {
-        Ok(value) if value.is_finite() => Ok(Literal::Float(value)),
-        _ => Err(SqlError::new(format!("invalid number {signed}"))),
+    match crate::value::ExactNumber::parse(&signed) {
+        Some(_) => Ok(Literal::Number(signed)),
+        None => Err(SqlError::new(format!("invalid number {signed}"))),
     }
+}
+
+/// The bytes of `X'hex'` (an even number of hex digits).
+fn hex_bytes(hex: &str) -> Result<Literal> {
+    let digits = hex.as_bytes();
+    if !digits.len().is_multiple_of(2) || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(SqlError::new(format!(
+            "invalid hex literal X'{hex}' (expected an even number of hex digits)"
+        )));
+    }
+    let value = |d: u8| (d as char).to_digit(16).unwrap_or(0) as u8;
+    Ok(Literal::Bytes(
+        digits
+            .chunks(2)
+            .map(|pair| value(pair[0]) << 4 | value(pair[1]))
+            .collect(),
+    ))
 }
 
 fn is_column(expr: &sp::Expr) -> bool {
@@ -912,7 +929,7 @@ mod tests {
                 list: vec![
                     Literal::Integer(1),
                     Literal::Integer(-2),
-                    Literal::Float(3.5)
+                    Literal::Number("3.5".into())
                 ],
                 negated: false
             }
@@ -940,6 +957,17 @@ mod tests {
             parse("EXPLAIN SELECT * FROM t"),
             Ok(Statement::Explain(_))
         ));
+    }
+
+    #[test]
+    fn numbers_keep_their_text_and_hex_literals_are_bytes() {
+        let q = query(
+            "SELECT * FROM t WHERE p > -100.505 AND q = 99999999999999999999 AND b = X'0aFf'",
+        );
+        let text = format!("{:?}", q.filter);
+        assert!(text.contains("Number(\"-100.505\")"), "{text}");
+        assert!(text.contains("Number(\"99999999999999999999\")"), "{text}");
+        assert!(text.contains("Bytes([10, 255])"), "{text}");
     }
 
     #[test]
@@ -972,7 +1000,10 @@ mod tests {
             ("SELECT * FROM s.t", "qualified table"),
             ("SELECT 1", "FROM"),
             ("DELETE FROM t", "DELETE"),
-            ("SELECT * FROM t WHERE x = 99999999999999999999", "int64"),
+            // Integers beyond int64 are numbers (exact for DECIMAL columns; an int column refuses
+            // them when the query is bound).
+            ("SELECT * FROM t WHERE x = 1e99999999", "invalid number"),
+            ("SELECT * FROM t WHERE x = X'123'", "hex literal"),
             ("SELECT * FROM t; SELECT * FROM t", "exactly one statement"),
             ("", "empty"),
             ("SELECT * FROM t LIMIT -1", "LIMIT"),
