@@ -616,8 +616,7 @@ fn run_import(
             columns: partition_by,
         }),
         writer: Some(writer_settings),
-        buffer_bytes_max: None,
-        ingest: None,
+        ..ImportOptions::default()
     };
     let mut writer = TableWriter::open(data, tenant, table, &first.schema, &options)
         .map_err(|e| e.to_string())?;

@@ -180,8 +180,7 @@ impl admin::Server for AdminServer {
                 compression,
                 ..WriterSettings::default()
             }),
-            buffer_bytes_max: None,
-            ingest: None,
+            ..ImportOptions::default()
         };
         let data_dir = self.connection.data_dir().to_owned();
         let tenant = self.tenant.clone();

@@ -64,19 +64,9 @@ impl operator::Server for OperatorServer {
         let _guard = self.connection.enter()?;
         check_expiry(&self.identity)?;
         let data_dir = self.connection.data_dir().to_owned();
-        let mut tenants: Vec<String> = runtime::spawn_blocking(move || {
-            Ok::<_, Error>(
-                std::fs::read_dir(&data_dir)
-                    .map_err(|e| error("io", format!("{}: {e}", data_dir.display())))?
-                    .flatten()
-                    .filter(|entry| entry.path().is_dir())
-                    .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
-                    .filter(|name| manifest::validate_name("tenant", name).is_ok())
-                    .collect(),
-            )
-        })
-        .await?;
-        tenants.sort();
+        let tenants = runtime::spawn_blocking(move || manifest::list_tenants(&data_dir))
+            .await
+            .map_err(|e| error("io", e.to_string()))?;
         let mut list = results.get().init_tenants(tenants.len() as u32);
         for (i, tenant) in tenants.iter().enumerate() {
             list.set(i as u32, tenant);

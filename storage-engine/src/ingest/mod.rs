@@ -584,6 +584,17 @@ impl IngestCore {
         self.memory_used.get()
     }
 
+    /// Starts a new epoch, for something just published that queries registered before it may
+    /// still read the old way (see `Epochs`); returns the epoch.
+    pub fn bump_epoch(&self) -> u64 {
+        self.epochs.bump()
+    }
+
+    /// True while a query registered before `epoch` (node-wide) is running.
+    pub fn queries_before_running(&self, epoch: u64) -> bool {
+        self.epochs.oldest_running() < epoch
+    }
+
     /// Registers a query about to read its manifest (see `Epochs`).
     pub fn enter_query(self: &Rc<Self>) -> EpochGuard {
         let epoch = self.epochs.current.load(Ordering::SeqCst);

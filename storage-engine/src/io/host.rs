@@ -161,6 +161,16 @@ fn has_ipc_lock() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
+/// Lowers the calling thread's CPU priority (nice 10), so background work (compaction) yields
+/// the CPU to the cores serving queries. On Linux, `PRIO_PROCESS` with id 0 names the calling
+/// thread only. Best effort: a refusal leaves the priority as it was.
+pub fn lower_thread_priority() {
+    // SAFETY: setpriority reads no memory of ours.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

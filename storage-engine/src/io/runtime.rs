@@ -443,7 +443,6 @@ pub async fn yield_if_needed() {
     glommio::yield_if_needed().await
 }
 
-/// Runs `future` as a task of its own on the current core; it is dropped when the core stops.
 /// Runs blocking work (file-system calls) on this core's blocking thread, so the core keeps
 /// serving while it waits.
 pub async fn spawn_blocking<F, R>(work: F) -> R
@@ -473,6 +472,7 @@ where
         .map_err(|_| io::Error::other(format!("thread {name} stopped without an answer")))
 }
 
+/// Runs `future` as a task of its own on the current core; it is dropped when the core stops.
 pub fn spawn_local(future: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(future).detach();
 }

@@ -180,7 +180,8 @@ type CachedManifest = (
 
 /// Manifests parsed by the node, revalidated by (length, mtime) on every use. Only threads that
 /// may block use it (`load_cached` stats and reads files): the cores reach it through
-/// `runtime::spawn_blocking`, so no core ever waits on its lock — the one lock in the engine.
+/// `runtime::spawn_blocking`, so no core ever waits on its lock (one of the engine's two locks, with
+/// `maintenance`'s set of retired files).
 #[allow(clippy::disallowed_types)]
 static CACHE: std::sync::LazyLock<
     std::sync::Mutex<std::collections::HashMap<PathBuf, CachedManifest>>,
@@ -495,6 +496,19 @@ pub(crate) fn remove_tree(dir: &Path) -> Result<()> {
             Err(e) => return Err(Error::io(dir, e)),
         }
     }
+}
+
+/// Lists the tenants of a data directory (directories with a valid tenant name), sorted.
+pub fn list_tenants(data_dir: &Path) -> Result<Vec<String>> {
+    let entries = std::fs::read_dir(data_dir).map_err(|e| Error::io(data_dir, e))?;
+    let mut tenants: Vec<String> = entries
+        .flatten()
+        .filter(|entry| entry.path().is_dir())
+        .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+        .filter(|name| validate_name("tenant", name).is_ok())
+        .collect();
+    tenants.sort();
+    Ok(tenants)
 }
 
 /// Lists the tables of a tenant (directories holding a manifest), sorted.

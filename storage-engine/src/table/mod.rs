@@ -1,6 +1,8 @@
 //! Tables on disk: manifests (the atomic list of a table's files), the Parquet reader and
-//! writer, input sources, column statistics, and verification.
+//! writer, input sources, column statistics, verification, and rewriting files in place
+//! (compaction and retention).
 
+pub mod maintenance;
 pub mod manifest;
 pub mod reader;
 pub mod source;

@@ -48,6 +48,10 @@ pub struct ImportOptions {
     /// Set when streaming ingestion flushes buffered rows: the table must exist as this
     /// incarnation, and the published manifest records what the flush covers.
     pub ingest: Option<IngestUpdate>,
+    /// Set by compaction: the files (ids in the table as this incarnation) the import's rows
+    /// come from. Publishing removes them from the manifest in the same swap that adds the new
+    /// files, and fails, applying nothing, if any of them is no longer listed.
+    pub replaces: Option<(u64, Vec<u64>)>,
 }
 
 /// What an ingestion flush adds to the manifest it publishes (see `manifest::IngestMarks`).
@@ -112,6 +116,8 @@ pub struct ImportSummary {
     pub files: u64,
     pub bytes: u64,
     pub manifest_version: u64,
+    /// The entries of the files a compaction replaced (see `ImportOptions::replaces`).
+    pub replaced: Vec<FileEntry>,
 }
 
 pub struct TableWriter {
@@ -132,6 +138,7 @@ pub struct TableWriter {
     staged: Vec<(PathBuf, FileEntry)>,
     rows: u64,
     ingest: Option<IngestUpdate>,
+    replaces: Option<(u64, Vec<u64>)>,
 }
 
 /// Where an import's files wait until it commits.
@@ -273,10 +280,15 @@ impl TableWriter {
             });
         }
         let existing = manifest::load(data_dir, tenant, table)?;
-        if let Some(update) = &options.ingest {
+        let incarnation = options
+            .ingest
+            .as_ref()
+            .map(|u| u.incarnation)
+            .or(options.replaces.as_ref().map(|r| r.0));
+        if let Some(incarnation) = incarnation {
             if existing
                 .as_ref()
-                .is_none_or(|m| m.incarnation != update.incarnation)
+                .is_none_or(|m| m.incarnation != incarnation)
             {
                 return Err(Error::NoSuchTable {
                     tenant: tenant.to_owned(),
@@ -374,6 +386,7 @@ impl TableWriter {
             staged: Vec::new(),
             rows: 0,
             ingest: options.ingest.clone(),
+            replaces: options.replaces.clone(),
         })
     }
 
@@ -448,6 +461,18 @@ impl TableWriter {
         }
         remove_orphans(&table_dir, &current)?;
         remove_abandoned_staging(&table_dir)?;
+        let mut replaced = Vec::new();
+        if let Some((_, ids)) = &self.replaces {
+            for id in ids {
+                let Some(position) = current.files.iter().position(|f| f.id == *id) else {
+                    return Err(Error::Import(format!(
+                        "file {id} of {tenant}/{table} was removed during this compaction; \
+                         nothing was changed"
+                    )));
+                };
+                replaced.push(current.files.remove(position));
+            }
+        }
         let mut new_files = Vec::with_capacity(self.staged.len());
         let mut directories: Vec<PathBuf> = Vec::new();
         for (directory, mut entry) in std::mem::take(&mut self.staged) {
@@ -487,6 +512,7 @@ impl TableWriter {
             files: new_files.len() as u64,
             bytes: new_files.iter().map(|f| f.bytes).sum(),
             manifest_version: current.version + 1,
+            replaced,
         };
         current.files.append(&mut new_files);
         if let Some(update) = self.ingest.take() {
@@ -504,6 +530,10 @@ impl TableWriter {
             crate::ingest::window::forget_oldest(&mut marks.producers);
         }
         current.version += 1;
+        // Replaced files stay on disk for the queries still reading them: until their deleter
+        // (the engine) releases them, no orphan sweep may take them. (If the publication fails
+        // they stay listed, or, when it failed after its rename, stay until a restart's sweep.)
+        crate::table::maintenance::retire(summary.replaced.iter().map(|f| table_dir.join(&f.path)));
         manifest::publish(&self.data_dir, &current)?;
         Ok(summary)
     }
@@ -667,6 +697,7 @@ fn remove_orphans(table_dir: &Path, manifest: &TableManifest) -> Result<usize> {
             } else if name.starts_with("part-")
                 && name.ends_with(".parquet")
                 && !listed.contains(&path)
+                && !crate::table::maintenance::is_retired(&path)
             {
                 std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
                 crash::after(Event::Remove(&path));

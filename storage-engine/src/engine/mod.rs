@@ -4,6 +4,10 @@
 //! Files go to cores by a stable hash of the file, so the same pages always land in the same
 //! core's buffer pool.
 
+mod maintenance;
+
+pub use maintenance::{CompactionConfig, CompactionReport, TenantCompaction};
+
 use crate::error::{Error, Result};
 use crate::ingest::{
     self, recovery::RecoveryReport, Ack, AdoptedLog, Epochs, IngestConfig, IngestCore, NodeLogs,
@@ -59,6 +63,8 @@ pub struct EngineConfig {
     pub query_memory_budget_bytes: u64,
     /// Streaming ingestion: flush thresholds and the memory its buffers may hold.
     pub ingest: IngestConfig,
+    /// Merging small files (`maintenance`).
+    pub compaction: CompactionConfig,
 }
 
 impl EngineConfig {
@@ -76,6 +82,7 @@ impl EngineConfig {
             query_memory_bytes: 4 << 30,
             query_memory_budget_bytes: 8 << 30,
             ingest: IngestConfig::default(),
+            compaction: CompactionConfig::default(),
         }
     }
 }
@@ -113,6 +120,8 @@ pub struct Engine {
     recovery: Option<RecoveryReport>,
     /// Held while this engine owns the data directory's write-ahead logs.
     _wal_lock: Option<std::fs::File>,
+    /// Compaction rounds run on request, so each starts with the next tenant.
+    compaction_rounds: AtomicUsize,
 }
 
 /// The engine as seen from inside one of its cores: queries started here are coordinated by this
@@ -209,11 +218,18 @@ impl Engine {
             next_coordinator: AtomicUsize::new(0),
             recovery: None,
             _wal_lock: wal_lock,
+            compaction_rounds: AtomicUsize::new(0),
         };
         let mut engine = engine;
         if let Some(recovery) = recovery {
             engine.adopt(&logs, recovery.records, recovery.windows);
             engine.recovery = Some(recovery.report);
+        }
+        // The process that owns the logs owns the files: it alone compacts them.
+        if let (Some(interval), true) = (engine.config.compaction.interval, ingest_enabled) {
+            futures::executor::block_on(engine.on_core(0, move |context| async move {
+                context.start_compacting(interval);
+            }))?;
         }
         Ok(engine)
     }
