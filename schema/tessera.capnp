@@ -232,6 +232,18 @@ interface Admin {
   createTable @0 (spec :TableSpec) -> (table :TableInfo);
   dropTable @1 (name :Text) -> (existed :Bool);
   listTables @2 () -> (tables :List(TableInfo));
+
+  dropPartitionsBefore @3 (table :Text, before :Text)
+      -> (dates :List(Text), files :UInt64, rows :UInt64);
+  # Retention: drops every date partition of the table older than `before` (YYYY-MM-DD) in one
+  # atomic publication, after flushing the table's buffered rows (rows acknowledged before the
+  # call go with their partitions). Returns the dates dropped, oldest first. The files are
+  # deleted once no query that could still read them runs. A table without date partitions
+  # is `invalid:`.
+
+  compact @4 (table :Text) -> (filesRemoved :UInt64, filesWritten :UInt64);
+  # Merges the table's small files now, as background compaction does (without its budget):
+  # every partition with more files than the node's target. Answers never change.
 }
 
 struct NodeInfo {

@@ -1,9 +1,11 @@
 //! `tessera`: the command-line front end. Subcommands: `gen` (deterministic events data set),
 //! `import` (Parquet/CSV into a table, in-process or over RPC), `ingest` (files streamed into a
 //! server's table, durably, by parallel workers), `sql` (a query in-process or over RPC), `serve`
-//! (the tenant-node server), `token` (mint a development token), `verify`, and `demo` (gen +
-//! import + the spec's four queries with timings).
+//! (the tenant-node server), `admin` (retention and compaction on a server), `token` (mint a
+//! development token), `verify`, and `demo` (gen + import + the spec's four queries with
+//! timings).
 
+mod admin;
 mod ingest;
 mod serve;
 
@@ -215,6 +217,11 @@ enum Command {
     },
     /// Serve a data directory over Cap'n Proto RPC (thread-per-core, one port).
     Serve(serve::ServeArgs),
+    /// Table maintenance on a server (role admin): retention and compaction.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// Mint a token for development and tests.
     Token {
         /// HS256 shared secret file (as the server's --jwt-secret-file).
@@ -362,6 +369,7 @@ fn main() -> ExitCode {
         },
         Command::Ingest(args) => ingest::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Admin { command } => admin::run(&command),
         Command::Token {
             secret_file,
             private_key_file,

@@ -72,7 +72,34 @@ pub struct FileConfig {
     limits: LimitsFile,
     #[serde(default)]
     ingest: IngestFile,
+    #[serde(default)]
+    compaction: CompactionFile,
     tls: Option<TlsFile>,
+}
+
+/// `[compaction]`: merging small files, tenant by tenant.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct CompactionFile {
+    /// Seconds between background rounds; 0 turns background compaction off (default 10).
+    interval_seconds: Option<u64>,
+    /// A partition with more files than this is compacted (default 8).
+    files_per_partition: Option<usize>,
+    /// File MiB one job merges at most; its rows are sorted in memory (default 64).
+    job_mib: Option<u64>,
+    /// File MiB one tenant's jobs may merge per round (default 256).
+    tenant_mib_per_round: Option<u64>,
+    /// Per-tenant overrides: `[compaction.tenants.acme]` with `files_per_partition` and
+    /// `mib_per_round`.
+    #[serde(default)]
+    tenants: std::collections::BTreeMap<String, TenantCompactionFile>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct TenantCompactionFile {
+    files_per_partition: Option<usize>,
+    mib_per_round: Option<u64>,
 }
 
 /// `[ingest]`: streaming ingestion.
@@ -272,6 +299,29 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
     if let Some(v) = ingest.max_batch_mib {
         limits.ingest_batch_bytes = v.max(1) << 20;
     }
+    let compaction = &file.compaction;
+    engine.compaction.interval = match compaction.interval_seconds.unwrap_or(10) {
+        0 => None,
+        seconds => Some(Duration::from_secs(seconds)),
+    };
+    if let Some(v) = compaction.files_per_partition {
+        engine.compaction.policy.files_per_partition = v.max(1);
+    }
+    if let Some(v) = compaction.job_mib {
+        engine.compaction.policy.job_bytes = v.max(1) << 20;
+    }
+    if let Some(v) = compaction.tenant_mib_per_round {
+        engine.compaction.tenant_bytes_per_round = v.max(1) << 20;
+    }
+    for (tenant, custom) in &compaction.tenants {
+        engine.compaction.tenants.insert(
+            tenant.clone(),
+            tessera_storage_engine::engine::TenantCompaction {
+                files_per_partition: custom.files_per_partition.map(|v| v.max(1)),
+                bytes_per_round: custom.mib_per_round.map(|v| v.max(1) << 20),
+            },
+        );
+    }
     limits.query_memory_bytes = (max_memory_gb * GIB / 4.0) as u64;
     // Query state draws on what the page cache leaves of MAX_MEMORY_GB.
     engine.query_memory_bytes = limits.query_memory_bytes;
@@ -361,6 +411,33 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn compaction_settings_and_tenant_overrides_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = write(dir.path(), "secret", "0123456789abcdef0123456789abcdef\n");
+        let args = |text: &str| ServeArgs {
+            config: Some(write(dir.path(), "tessera.toml", text)),
+            jwt_secret_file: Some(secret.clone()),
+            ..Default::default()
+        };
+        let defaults = resolve(&args("")).unwrap().engine.compaction;
+        assert_eq!(defaults.interval, Some(Duration::from_secs(10)));
+        let resolved = resolve(&args(
+            "[compaction]\ninterval_seconds = 0\nfiles_per_partition = 4\njob_mib = 16\n\
+             [compaction.tenants.acme]\nmib_per_round = 2\n",
+        ))
+        .unwrap()
+        .engine
+        .compaction;
+        assert_eq!(resolved.interval, None);
+        assert_eq!(resolved.policy.files_per_partition, 4);
+        assert_eq!(resolved.policy.job_bytes, 16 << 20);
+        assert_eq!(resolved.tenants["acme"].bytes_per_round, Some(2 << 20));
+        assert_eq!(resolved.tenants["acme"].files_per_partition, None);
+        let error = resolve(&args("[compaction]\nintervall_seconds = 1\n")).unwrap_err();
+        assert!(error.contains("intervall_seconds"), "{error}");
     }
 
     #[test]

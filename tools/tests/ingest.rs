@@ -1,7 +1,8 @@
 //! `tessera ingest` end to end against a real `tessera serve`: a directory tree of Parquet, CSV
 //! and JSON-lines files arrives whole and is visible at once; a server killed with SIGKILL and
 //! restarted mid-run loses and duplicates nothing; a missing table with `--create=false` and a
-//! reader's token fail with a non-zero exit.
+//! reader's token fail with a non-zero exit. Also `tessera admin compact` and
+//! `drop-partitions` (retention) against the same kind of server.
 
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -462,4 +463,127 @@ fn a_missing_table_without_create_and_a_readers_token_fail() {
     assert_eq!(acknowledged(&output), (0, 1234), "{stderr}");
     assert!(stderr.contains("permission"), "{stderr}");
     assert_eq!(count(&server, &admin, "SELECT COUNT(*) FROM events"), 1234);
+}
+
+fn parquet_files(dir: &Path) -> usize {
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.ends_with("_staging") {
+            count += parquet_files(&path);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            count += 1;
+        }
+    }
+    count
+}
+
+#[test]
+fn admin_compacts_small_files_and_drops_old_partitions_without_changing_other_answers() {
+    let node = Node::new();
+    let server = node.serve("127.0.0.1:0");
+    let admin = node.token("admin");
+    // Ten imports of 280 rows over 28 days: ten small files in each day's partition.
+    for i in 0..10 {
+        let input = node.dir.path().join(format!("part-{i}.csv"));
+        write_csv(&input, 280);
+        ok(&[
+            "import",
+            "--addr",
+            &server.address,
+            "--token",
+            &admin,
+            "--table",
+            "events",
+            path(&input),
+        ]);
+    }
+    let table_dir = node.data.join("acme/events");
+    let sum = "SELECT SUM(user_id) FROM events";
+    let before = count(&server, &admin, sum);
+    assert_eq!(count(&server, &admin, "SELECT COUNT(*) FROM events"), 2800);
+
+    let said = ok(&[
+        "admin",
+        "compact",
+        "--addr",
+        &server.address,
+        "--token",
+        &admin,
+        "--table",
+        "events",
+    ]);
+    assert!(said.starts_with("compacted events: "), "{said}");
+    assert_eq!(count(&server, &admin, sum), before);
+    // Background compaction may have started first: either way each day ends as one file,
+    // and the replaced files are deleted once no query reads them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while parquet_files(&table_dir) != 28 {
+        assert!(
+            Instant::now() < deadline,
+            "{} files",
+            parquet_files(&table_dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let said = ok(&[
+        "admin",
+        "drop-partitions",
+        "--addr",
+        &server.address,
+        "--token",
+        &admin,
+        "--table",
+        "events",
+        "--before",
+        "2024-03-15",
+    ]);
+    assert_eq!(
+        said.trim(),
+        "dropped 14 partitions (2024-03-01 .. 2024-03-14): 14 files, 1400 rows"
+    );
+    assert_eq!(count(&server, &admin, "SELECT COUNT(*) FROM events"), 1400);
+    assert_eq!(
+        count(
+            &server,
+            &admin,
+            "SELECT COUNT(*) FROM events WHERE timestamp < TIMESTAMP '2024-03-15'"
+        ),
+        0
+    );
+
+    // A reader may not; a bad date names itself.
+    let output = tessera(&[
+        "admin",
+        "drop-partitions",
+        "--addr",
+        &server.address,
+        "--token",
+        &node.token("reader"),
+        "--table",
+        "events",
+        "--before",
+        "2024-03-20",
+    ]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("permission"));
+    let output = tessera(&[
+        "admin",
+        "drop-partitions",
+        "--addr",
+        &server.address,
+        "--token",
+        &admin,
+        "--table",
+        "events",
+        "--before",
+        "March",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("\"March\""),
+        "{stderr}"
+    );
+    assert_eq!(count(&server, &admin, "SELECT COUNT(*) FROM events"), 1400);
 }

@@ -48,8 +48,8 @@ mod stream;
 pub use ingest::{IngestAck, IngestStream};
 pub use operator_session::OperatorSession;
 pub use session::{
-    ColumnInfo, Compression, ImportSummary, ImportWriter, QueryOutput, Session, TableInfo,
-    TableSpec,
+    ColumnInfo, Compression, DroppedPartitions, ImportSummary, ImportWriter, QueryOutput, Session,
+    TableInfo, TableSpec,
 };
 use stream::result_stream;
 pub use stream::QueryStream;

@@ -357,6 +357,60 @@ impl Session {
         })
         .await
     }
+
+    /// Retention (role admin): drops the table's date partitions before `before`
+    /// (`YYYY-MM-DD`) at once; see `Admin.dropPartitionsBefore`.
+    pub async fn drop_partitions_before(
+        &self,
+        table: &str,
+        before: &str,
+    ) -> Result<DroppedPartitions, ClientError> {
+        let (table, before) = (table.to_owned(), before.to_owned());
+        self.admin(move |admin| async move {
+            let mut request = admin.drop_partitions_before_request();
+            request.get().set_table(&table);
+            request.get().set_before(&before);
+            let response = request.send().promise.await?;
+            let results = response.get()?;
+            let mut dates = Vec::new();
+            for date in results.get_dates()? {
+                dates.push(
+                    date?
+                        .to_string()
+                        .map_err(|e| ClientError::Data(e.to_string()))?,
+                );
+            }
+            Ok(DroppedPartitions {
+                dates,
+                files: results.get_files(),
+                rows: results.get_rows(),
+            })
+        })
+        .await
+    }
+
+    /// Merges the table's small files now (role admin); returns the files removed and
+    /// written.
+    pub async fn compact(&self, table: &str) -> Result<(u64, u64), ClientError> {
+        let table = table.to_owned();
+        self.admin(move |admin| async move {
+            let mut request = admin.compact_request();
+            request.get().set_table(&table);
+            let response = request.send().promise.await?;
+            let results = response.get()?;
+            Ok((results.get_files_removed(), results.get_files_written()))
+        })
+        .await
+    }
+}
+
+/// What `drop_partitions_before` removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DroppedPartitions {
+    /// `YYYY-MM-DD`, oldest first.
+    pub dates: Vec<String>,
+    pub files: u64,
+    pub rows: u64,
 }
 
 /// Rows on their way into a table. Nothing is visible until `commit` returns; dropping the

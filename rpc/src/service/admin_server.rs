@@ -250,6 +250,54 @@ impl admin::Server for AdminServer {
         Ok(())
     }
 
+    async fn drop_partitions_before(
+        self: Rc<Self>,
+        params: admin::DropPartitionsBeforeParams,
+        mut results: admin::DropPartitionsBeforeResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        check_expiry(&self.identity)?;
+        let params = params.get()?;
+        let name = text(params.get_table()?)?;
+        let before = text(params.get_before()?)?;
+        manifest::validate_name("table", &name).map_err(engine_error)?;
+        let dropped = self
+            .connection
+            .context
+            .drop_partitions_before(&self.tenant, &name, &before)
+            .await
+            .map_err(engine_error)?;
+        let mut results = results.get();
+        results.set_files(dropped.files.len() as u64);
+        results.set_rows(dropped.rows);
+        let mut dates = results.init_dates(dropped.dates.len() as u32);
+        for (i, date) in dropped.dates.iter().enumerate() {
+            dates.set(i as u32, date);
+        }
+        Ok(())
+    }
+
+    async fn compact(
+        self: Rc<Self>,
+        params: admin::CompactParams,
+        mut results: admin::CompactResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        check_expiry(&self.identity)?;
+        let name = text(params.get()?.get_table()?)?;
+        manifest::validate_name("table", &name).map_err(engine_error)?;
+        let report = self
+            .connection
+            .context
+            .compact_table(&self.tenant, &name)
+            .await
+            .map_err(engine_error)?;
+        let mut results = results.get();
+        results.set_files_removed(report.files_removed);
+        results.set_files_written(report.files_written);
+        Ok(())
+    }
+
     async fn list_tables(
         self: Rc<Self>,
         _: admin::ListTablesParams,

@@ -143,6 +143,38 @@ impl CoreContext {
         Ok(report)
     }
 
+    /// Compacts one table now, budget aside: jobs run until every partition is within the
+    /// tenant's file-count target (or no two of its files fit one job).
+    pub async fn compact_table(&self, tenant: &str, table: &str) -> Result<CompactionReport> {
+        let (policy, _) = self.config.compaction.for_tenant(tenant);
+        let mut report = CompactionReport::default();
+        loop {
+            let (data_dir, owner, name) = (
+                self.config.data_dir.clone(),
+                tenant.to_owned(),
+                table.to_owned(),
+            );
+            let manifest =
+                runtime::spawn_blocking(move || manifest::load(&data_dir, &owner, &name))
+                    .await?
+                    .ok_or_else(|| Error::NoSuchTable {
+                        tenant: tenant.to_owned(),
+                        table: table.to_owned(),
+                    })?;
+            let jobs = table_maintenance::plan(&manifest, &policy);
+            if jobs.is_empty() {
+                return Ok(report);
+            }
+            for job in jobs {
+                report.bytes_read += job.bytes();
+                let (removed, written) = self.compact_job(&manifest, job).await?;
+                report.jobs += 1;
+                report.files_removed += removed;
+                report.files_written += written;
+            }
+        }
+    }
+
     /// Merges one job's files; returns the files removed and written.
     async fn compact_job(&self, table: &TableManifest, job: Job) -> Result<(u64, u64)> {
         let data_dir = self.config.data_dir.clone();
