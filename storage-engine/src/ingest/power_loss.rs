@@ -1,5 +1,6 @@
 //! Simulated power loss (`io::crash::sim`) under streaming ingestion: writers ingest, flush and
-//! rotate segments while the model records every fsync, rename and removal; at a random event
+//! rotate segments, and compaction merges the flushed files and deletes the ones it replaced,
+//! while the model records every fsync, rename and removal; at a random event
 //! the power goes, and the image a restart would find (every write since the last fsync kept
 //! or lost block by block) is recovered. Every batch acknowledged before the loss is there
 //! exactly once, no batch is there twice, and resending every batch leaves each exactly once,
@@ -52,6 +53,11 @@ fn ipc(batch: &RecordBatch) -> Vec<u8> {
 }
 
 fn engine(dir: &Path) -> Engine {
+    open(dir, "")
+}
+
+/// The engine on `dir`; `context` says which run failed to open.
+fn open(dir: &Path, context: &str) -> Engine {
     let mut config = EngineConfig::new(dir);
     config.cores = 2;
     config.pin_cores = false;
@@ -59,7 +65,9 @@ fn engine(dir: &Path) -> Engine {
     // Small segments and flushes: rotations, flushes and segment removals all happen.
     config.ingest.segment_bytes = 64 << 10;
     config.ingest.flush_bytes = 48 << 10;
-    Engine::open(config).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
+    // More than two files in a day's partition are merged.
+    config.compaction.policy.files_per_partition = 2;
+    Engine::open(config).unwrap_or_else(|e| panic!("{context}: open {}: {e}", dir.display()))
 }
 
 fn rows_by_key(engine: &Engine) -> BTreeMap<(i64, i64), i64> {
@@ -91,10 +99,30 @@ fn workload(
     sim::watch(data, crash_at, seed, image);
     let engine = engine(data);
     let acks = Mutex::new(Vec::new());
+    let writers = std::sync::atomic::AtomicI64::new(PRODUCERS);
+    let compactions = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while writers.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                let report = engine.compact().unwrap();
+                assert_eq!(report.failed, 0, "{report:?}");
+                compactions.fetch_add(report.jobs, std::sync::atomic::Ordering::SeqCst);
+                #[allow(clippy::disallowed_methods)] // a test thread, not a core
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
         for producer in 0..PRODUCERS {
+            let writers = &writers;
+            // Counted down however the writer ends (a panic too), so compaction stops.
+            struct Done<'a>(&'a std::sync::atomic::AtomicI64);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
             let (engine, acks) = (&engine, &acks);
             scope.spawn(move || {
+                let _done = Done(writers);
                 for sequence in 0..BATCHES {
                     let ack = engine
                         .ingest(
@@ -118,6 +146,10 @@ fn workload(
     });
     drop(engine);
     let (events, _) = sim::unwatch(data);
+    if crash_at.is_none() {
+        // Without a loss, compaction must have had work, or this test would not cover it.
+        assert!(compactions.into_inner() > 0, "no compaction ran");
+    }
     (events, acks.into_inner().unwrap())
 }
 
@@ -164,7 +196,7 @@ fn acknowledged_batches_survive_simulated_power_loss_exactly_once() {
         if std::env::var_os("TESSERA_CRASH_TRACE").is_some() {
             eprintln!("kept {:?}", dir.keep());
         }
-        let engine = engine(&image);
+        let engine = open(&image, &context);
         let counts = rows_by_key(&engine);
         for &(producer, sequence, seen) in &acks {
             if seen < crash_at {

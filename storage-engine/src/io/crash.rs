@@ -4,7 +4,8 @@
 //!
 //! A test watches a directory (`watch`), runs a workload, and names the event at which power
 //! is lost. The model keeps what a disk would keep: a file's bytes as of its last fsync (by
-//! inode), and a directory's entries as of its last fsync. At the chosen event (before its
+//! inode and birth time, as inode numbers are reused), and a directory's entries as of its last
+//! fsync. At the chosen event (before its
 //! effect), it builds the image a restart would find: the durable directory tree, each file
 //! with its durable bytes, and every 4 KiB block written since then either kept or lost, at
 //! random (seeded); a file's length is its durable or its current one, also at random. The
@@ -46,16 +47,37 @@ pub mod sim {
 
     const BLOCK: usize = 4096;
 
+    /// A file: its inode number and birth time (a number freed by a deletion names the next
+    /// file created, so the number alone would mix two files' bytes).
+    type FileId = (u64, u128);
+
+    fn file_id(metadata: &std::fs::Metadata) -> FileId {
+        let born = metadata
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        (metadata.ino(), born)
+    }
+
     #[derive(Clone)]
     enum Entry {
-        File(u64),
+        File(FileId),
         Dir(u64),
+    }
+
+    impl Entry {
+        fn ino(&self) -> u64 {
+            match self {
+                Entry::File((ino, _)) | Entry::Dir(ino) => *ino,
+            }
+        }
     }
 
     struct Watch {
         root: PathBuf,
-        /// Durable bytes by inode.
-        contents: HashMap<u64, Vec<u8>>,
+        /// Durable bytes by file.
+        contents: HashMap<FileId, Vec<u8>>,
         /// Durable entries by directory inode.
         listings: HashMap<u64, BTreeMap<OsString, Entry>>,
         root_ino: u64,
@@ -126,7 +148,10 @@ pub mod sim {
         match event {
             Event::SyncFile(path) => {
                 if let (Ok(metadata), Ok(bytes)) = (std::fs::metadata(path), std::fs::read(path)) {
-                    watch.contents.insert(metadata.ino(), bytes);
+                    if let Some(dir) = path.parent().and_then(|d| std::fs::metadata(d).ok()) {
+                        watch.scrub(metadata.ino(), dir.ino(), path.file_name());
+                    }
+                    watch.contents.insert(file_id(&metadata), bytes);
                 }
             }
             Event::SyncDir(dir) => {
@@ -138,6 +163,9 @@ pub mod sim {
                             metadata.ino(),
                             listing.keys().collect::<Vec<_>>()
                         );
+                    }
+                    for (name, entry) in &listing {
+                        watch.scrub(entry.ino(), metadata.ino(), Some(name));
                     }
                     watch.listings.insert(metadata.ino(), listing);
                 }
@@ -155,7 +183,7 @@ pub mod sim {
             let item = if metadata.is_dir() {
                 Entry::Dir(metadata.ino())
             } else {
-                Entry::File(metadata.ino())
+                Entry::File(file_id(&metadata))
             };
             listing.insert(entry.file_name(), item);
         }
@@ -163,15 +191,28 @@ pub mod sim {
     }
 
     impl Watch {
+        /// Inode `ino` is durable as `name` in directory `dir_ino` now, so every other durable
+        /// name for that number is gone: the unlink or rename that freed or moved it is
+        /// committed no later (a journaling file system commits metadata in order, and reuses
+        /// an inode number only after the unlink that freed it).
+        fn scrub(&mut self, ino: u64, dir_ino: u64, name: Option<&std::ffi::OsStr>) {
+            for (listing_ino, listing) in self.listings.iter_mut() {
+                listing.retain(|entry_name, entry| {
+                    entry.ino() != ino
+                        || (*listing_ino == dir_ino && Some(entry_name.as_os_str()) == name)
+                });
+            }
+        }
+
         fn snapshot_tree(&mut self, dir: &Path) {
             let listing = list(dir);
             for (name, entry) in &listing {
                 let path = dir.join(name);
                 match entry {
                     Entry::Dir(_) => self.snapshot_tree(&path),
-                    Entry::File(ino) => {
+                    Entry::File(id) => {
                         self.contents
-                            .insert(*ino, std::fs::read(&path).unwrap_or_default());
+                            .insert(*id, std::fs::read(&path).unwrap_or_default());
                     }
                 }
             }
@@ -189,14 +230,14 @@ pub mod sim {
 
         /// Writes the tree a restart would find now.
         fn write_image(&mut self, image: &Path) {
-            // Where each inode lives now, to know what was written since its last fsync.
-            let mut current: HashMap<u64, PathBuf> = HashMap::new();
+            // Where each file lives now, to know what was written since its last fsync.
+            let mut current: HashMap<FileId, PathBuf> = HashMap::new();
             collect_current(&self.root, &mut current);
             std::fs::create_dir_all(image).unwrap();
             self.write_dir(self.root_ino, image, &current);
         }
 
-        fn write_dir(&mut self, ino: u64, to: &Path, current: &HashMap<u64, PathBuf>) {
+        fn write_dir(&mut self, ino: u64, to: &Path, current: &HashMap<FileId, PathBuf>) {
             let listing = self.listings.get(&ino).cloned().unwrap_or_default();
             for (name, entry) in listing {
                 let path = to.join(&name);
@@ -244,7 +285,7 @@ pub mod sim {
         }
     }
 
-    fn collect_current(dir: &Path, into: &mut HashMap<u64, PathBuf>) {
+    fn collect_current(dir: &Path, into: &mut HashMap<FileId, PathBuf>) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let Ok(metadata) = std::fs::symlink_metadata(entry.path()) else {
                 continue;
@@ -252,7 +293,7 @@ pub mod sim {
             if metadata.is_dir() {
                 collect_current(&entry.path(), into);
             } else {
-                into.insert(metadata.ino(), entry.path());
+                into.insert(file_id(&metadata), entry.path());
             }
         }
     }

@@ -165,10 +165,25 @@ impl Staging {
         let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("{}-{nanos}-{sequence}", std::process::id());
         let building = root.join(format!("{STAGING_NEW_PREFIX}{name}"));
-        // Another import may remove the (empty) root between our two calls: try again.
+        // Another import may remove the (empty) root between our two calls, or while
+        // `create_dir_all` finds it existing and then checks that it is a directory (it then
+        // fails with "File exists"): try again.
         let mut attempts = 0;
         loop {
-            std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+            let retry = |e: &std::io::Error| {
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::AlreadyExists
+                )
+            };
+            match std::fs::create_dir_all(&root) {
+                Ok(()) => {}
+                Err(e) if retry(&e) && attempts < 8 => {
+                    attempts += 1;
+                    continue;
+                }
+                Err(e) => return Err(Error::io(&root, e)),
+            }
             match std::fs::create_dir(&building) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 8 => attempts += 1,
