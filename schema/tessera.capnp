@@ -200,8 +200,10 @@ interface IngestStream {
   write @0 (ipc :Data) -> stream;
   # Bytes of the next batch: an Arrow IPC stream (schema, record batches, end-of-stream marker),
   # sent in pieces of whole messages, as `ImportStream.write`. Columns match the table's by
-  # name (lower case), in any order; a column the table lacks is an `invalid:` error naming it,
-  # a nullable table column the batch lacks reads as NULL. Types are converted as for imports.
+  # name (lower case), in any order; a column the table lacks is added to the table, nullable,
+  # before the batch is logged (older rows read NULL in it; a type the engine cannot hold is an
+  # `invalid:` error naming the column), and a nullable table column the batch lacks reads as
+  # NULL. Types are converted as for imports.
 
   append @1 (sequence :UInt64) -> (ack :IngestAck);
   # Ends the batch written since the previous `append` and makes it durable under the key

@@ -167,7 +167,16 @@ fn a_batch_that_does_not_fit_the_table_applies_nothing() {
         .ingest("acme", "events", "p", 1, ipc(&bad))
         .unwrap_err();
     assert_eq!(error.code(), "invalid", "{error}");
-    assert!(error.to_string().contains("color"), "{error}");
+    // It lacks NOT NULL columns; its new column is not added either.
+    assert!(
+        error.to_string().contains("column id is missing"),
+        "{error}"
+    );
+    let columns = tessera_storage_engine::table::manifest::load(dir.path(), "acme", "events")
+        .unwrap()
+        .unwrap()
+        .columns;
+    assert!(columns.iter().all(|c| c.name != "color"));
     let error = engine
         .ingest("acme", "nope", "p", 1, ipc(&bad))
         .unwrap_err();

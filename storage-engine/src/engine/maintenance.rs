@@ -281,6 +281,14 @@ impl Engine {
         }))?
     }
 
+    /// Compacts one table now (see `CoreContext::compact_table`). Blocks the calling thread.
+    pub fn compact_table(&self, tenant: &str, table: &str) -> Result<CompactionReport> {
+        let (tenant, table) = (tenant.to_owned(), table.to_owned());
+        futures::executor::block_on(self.on_core(0, move |context| async move {
+            context.compact_table(&tenant, &table).await
+        }))?
+    }
+
     /// Drops `tenant/table`'s date partitions before `cutoff` (`YYYY-MM-DD`), atomically (see
     /// `CoreContext::drop_partitions_before`). Blocks the calling thread.
     pub fn drop_partitions_before(

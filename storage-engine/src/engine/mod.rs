@@ -518,13 +518,34 @@ impl CoreContext {
             tenant.to_owned(),
             table.to_owned(),
         );
-        let manifest =
-            runtime::spawn_blocking(move || manifest::load_cached(&data_dir, &owner, &name))
-                .await?
-                .ok_or_else(|| Error::NoSuchTable {
-                    tenant: tenant.to_owned(),
-                    table: table.to_owned(),
-                })?;
+        let load = move || manifest::load_cached(&data_dir, &owner, &name);
+        let missing = || Error::NoSuchTable {
+            tenant: tenant.to_owned(),
+            table: table.to_owned(),
+        };
+        let mut manifest = runtime::spawn_blocking(load.clone())
+            .await?
+            .ok_or_else(missing)?;
+        // A batch with columns the table lacks adds them first (nullable), in a publication of
+        // its own: the record in the log then always matches a durable schema.
+        let added = ingest::added_columns(&manifest.columns, &batches)?;
+        if !added.is_empty() {
+            // The batch must fit the evolved table before the table evolves: a batch that fails
+            // changes nothing, its schema included.
+            let evolved: Vec<_> = manifest.columns.iter().chain(&added).cloned().collect();
+            ingest::prepare(&evolved, &batches)?;
+            let (data_dir, owner, name, incarnation) = (
+                self.config.data_dir.clone(),
+                tenant.to_owned(),
+                table.to_owned(),
+                manifest.incarnation,
+            );
+            runtime::spawn_blocking(move || {
+                manifest::add_columns(&data_dir, &owner, &name, incarnation, &added)
+            })
+            .await?;
+            manifest = runtime::spawn_blocking(load).await?.ok_or_else(missing)?;
+        }
         let batch = ingest::prepare(&manifest.columns, &batches)?;
         drop(batches);
         let core = ingest::owner_core(tenant, table, producer, self.peers.count());

@@ -26,7 +26,6 @@ use crate::table::stats::ColumnStats;
 use crate::table::writer::{self, ImportOptions, IngestUpdate, TableWriter};
 use crate::value::{ColumnType, Scalar};
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::{Field, Schema, SchemaRef};
 use futures::channel::oneshot;
 use hashbrown::{HashMap, HashSet};
 use std::cell::{Cell, RefCell};
@@ -104,16 +103,32 @@ pub struct Ack {
     pub duplicate: bool,
 }
 
+/// The columns of `batches` the table lacks, as nullable table columns (schema evolution: a
+/// batch may add nullable columns; rows written before read NULL in them). An error names a
+/// column whose type the engine cannot hold.
+pub fn added_columns(columns: &[ColumnDef], batches: &[RecordBatch]) -> Result<Vec<ColumnDef>> {
+    let mut added: Vec<ColumnDef> = Vec::new();
+    for batch in batches {
+        for field in batch.schema().fields() {
+            let name = field.name().to_lowercase();
+            if columns.iter().chain(&added).any(|c| c.name == name) {
+                continue;
+            }
+            added.push(ColumnDef {
+                column_type: crate::value::engine_type(&name, field.data_type())?,
+                name,
+                nullable: true,
+            });
+        }
+    }
+    Ok(added)
+}
+
 /// Converts a batch to a table's columns: matched by name (lower case) in any order, a missing
 /// nullable column filled with NULLs, types converted as for imports (a value that does not fit
 /// and a NULL in a NOT NULL column are errors naming the column and row).
 pub fn prepare(columns: &[ColumnDef], batches: &[RecordBatch]) -> Result<RecordBatch> {
-    let schema: SchemaRef = Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|c| Field::new(&c.name, c.column_type.to_arrow(), true))
-            .collect::<Vec<_>>(),
-    ));
+    let schema = writer::nullable_schema(columns);
     let mut parts = Vec::with_capacity(batches.len());
     let mut rows_before = 0u64;
     for batch in batches {
@@ -779,7 +794,8 @@ impl IngestCore {
         let flush_now = {
             let mut tables = self.tables.borrow_mut();
             let buffer = tables.entry(key.clone()).or_default();
-            if buffer.columns.is_empty() {
+            // Columns are only ever added, at the end.
+            if buffer.columns.len() < columns.len() {
                 buffer.columns = columns.to_vec();
             }
             buffer.since.get_or_insert_with(Instant::now);
@@ -1149,7 +1165,7 @@ impl IngestCore {
             }
             let mut tables = self.tables.borrow_mut();
             let buffer = tables.entry(key).or_default();
-            if buffer.columns.is_empty() {
+            if buffer.columns.len() < manifest.columns.len() {
                 buffer.columns = manifest.columns.clone();
             }
             buffer.since = Some(soon);
@@ -1204,19 +1220,21 @@ pub fn write_batches(
     batches: &[RecordBatch],
     update: IngestUpdate,
 ) -> Result<u64> {
-    let schema = Schema::new(
-        columns
-            .iter()
-            .map(|c| Field::new(&c.name, c.column_type.to_arrow(), true))
-            .collect::<Vec<_>>(),
-    );
+    // The table may have gained columns since some of the rows were buffered: they are
+    // written with NULL there.
+    let current = crate::table::manifest::load(data_dir, tenant, table)?;
+    let columns = match &current {
+        Some(m) if m.columns.len() > columns.len() => &m.columns,
+        _ => columns,
+    };
     let options = ImportOptions {
         ingest: Some(update),
         ..Default::default()
     };
+    let schema = writer::nullable_schema(columns);
     let mut writer = TableWriter::open(data_dir, tenant, table, &schema, &options)?;
     for batch in batches {
-        writer.write(batch)?;
+        writer.write(&writer::pad_columns(batch, columns)?)?;
     }
     Ok(writer.finish()?.files)
 }

@@ -7,8 +7,8 @@
 
 use crate::error::{Error, Result};
 use crate::io::crash::{self, Event};
-use crate::table::manifest::{self, FileEntry, TableLock, TableManifest};
-use crate::table::writer::{ImportOptions, ImportSummary, TableWriter};
+use crate::table::manifest::{self, ColumnDef, FileEntry, TableLock, TableManifest};
+use crate::table::writer::{self, ImportOptions, ImportSummary, TableWriter};
 use crate::value::{format_date, parse_date};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::{BTreeMap, BTreeSet};
@@ -99,6 +99,8 @@ pub struct Job {
     /// The partition's directory, relative to the table (`date=2024-01-01`).
     pub partition: String,
     pub files: Vec<FileEntry>,
+    /// The table's columns when the job was planned (older files hold only the first ones).
+    pub columns: Vec<ColumnDef>,
 }
 
 impl Job {
@@ -141,6 +143,7 @@ pub fn plan(manifest: &TableManifest, policy: &CompactionPolicy) -> Vec<Job> {
                 incarnation: manifest.incarnation,
                 partition: partition.to_owned(),
                 files: chosen,
+                columns: manifest.columns.clone(),
             });
         }
     }
@@ -154,7 +157,19 @@ pub fn plan(manifest: &TableManifest, policy: &CompactionPolicy) -> Vec<Job> {
 /// them.
 pub fn compact(data_dir: &Path, job: &Job) -> Result<ImportSummary> {
     let table_dir = manifest::table_dir(data_dir, &job.tenant, &job.table);
-    let mut writer: Option<TableWriter> = None;
+    let schema = writer::nullable_schema(&job.columns);
+    let mut writer = TableWriter::open(
+        data_dir,
+        &job.tenant,
+        &job.table,
+        &schema,
+        &ImportOptions {
+            // All rows of the job in one sorted run.
+            buffer_bytes_max: Some(u64::MAX),
+            replaces: Some((job.incarnation, job.files.iter().map(|f| f.id).collect())),
+            ..Default::default()
+        },
+    )?;
     for file in &job.files {
         let path = table_dir.join(&file.path);
         let handle = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
@@ -163,25 +178,9 @@ pub fn compact(data_dir: &Path, job: &Job) -> Result<ImportSummary> {
             .map_err(|e| corrupt(&path, e))?;
         for batch in reader {
             let batch = batch.map_err(|e| corrupt(&path, e))?;
-            let writer = match &mut writer {
-                Some(writer) => writer,
-                None => writer.insert(TableWriter::open(
-                    data_dir,
-                    &job.tenant,
-                    &job.table,
-                    &batch.schema(),
-                    &ImportOptions {
-                        // All rows of the job in one sorted run.
-                        buffer_bytes_max: Some(u64::MAX),
-                        replaces: Some((job.incarnation, job.files.iter().map(|f| f.id).collect())),
-                        ..Default::default()
-                    },
-                )?),
-            };
-            writer.write(&batch)?;
+            writer.write(&writer::pad_columns(&batch, &job.columns)?)?;
         }
     }
-    let writer = writer.ok_or_else(|| Error::Internal("a compaction job without files".into()))?;
     writer.finish()
 }
 

@@ -286,13 +286,25 @@ pub fn load(data_dir: &Path, tenant: &str, table: &str) -> Result<Option<TableMa
             ),
         });
     }
-    for file in &manifest.files {
-        if file.columns.len() != manifest.columns.len() || !is_safe_relative_path(&file.path) {
+    let mut manifest = manifest;
+    let columns = manifest.columns.len();
+    for file in &mut manifest.files {
+        // A file written before the table gained nullable columns holds NULL in them.
+        let added_later = manifest
+            .columns
+            .get(file.columns.len()..)
+            .unwrap_or_default();
+        if file.columns.len() > columns
+            || added_later.iter().any(|c| !c.nullable)
+            || !is_safe_relative_path(&file.path)
+        {
             return Err(Error::CorruptManifest {
                 path,
                 message: format!("file entry {:?} is inconsistent with the table", file.path),
             });
         }
+        file.columns
+            .resize(columns, crate::table::stats::ColumnStats::nulls(file.rows));
     }
     Ok(Some(manifest))
 }
@@ -496,6 +508,50 @@ pub(crate) fn remove_tree(dir: &Path) -> Result<()> {
             Err(e) => return Err(Error::io(dir, e)),
         }
     }
+}
+
+/// Schema evolution: appends nullable `columns` to the table (this incarnation) in one
+/// publication, under the table lock. A column another writer added meanwhile with the same
+/// type is fine; with another type it is an error naming the column. Files written before
+/// hold NULL in the new columns.
+pub fn add_columns(
+    data_dir: &Path,
+    tenant: &str,
+    table: &str,
+    incarnation: u64,
+    columns: &[ColumnDef],
+) -> Result<()> {
+    let _lock = TableLock::acquire(data_dir, tenant, table)?;
+    let mut current = load(data_dir, tenant, table)?
+        .filter(|m| m.incarnation == incarnation)
+        .ok_or_else(|| Error::NoSuchTable {
+            tenant: tenant.to_owned(),
+            table: table.to_owned(),
+        })?;
+    let mut changed = false;
+    for column in columns {
+        match current.columns.iter().find(|c| c.name == column.name) {
+            Some(existing) if existing.column_type == column.column_type => {}
+            Some(existing) => {
+                return Err(Error::Import(format!(
+                    "column {} is {} in the table, {} in the batch",
+                    column.name, existing.column_type, column.column_type
+                )))
+            }
+            None => {
+                current.columns.push(ColumnDef {
+                    nullable: true,
+                    ..column.clone()
+                });
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        current.version += 1;
+        publish(data_dir, &current)?;
+    }
+    Ok(())
 }
 
 /// Lists the tenants of a data directory (directories with a valid tenant name), sorted.

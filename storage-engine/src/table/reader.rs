@@ -42,11 +42,27 @@ pub struct FileMeta {
     pub metadata: Arc<ParquetMetaData>,
     pub reader: ArrowReaderMetadata,
     /// Per row group, per table column: first row of each page, then the row group's row count.
+    /// A column the file lacks has one page.
     pub page_bounds: Vec<Vec<Vec<u32>>>,
     pub bytes: usize,
+    /// The table's columns the file holds: the first `present` (the table gained the others
+    /// since, and the file's rows read NULL in them).
+    pub present: usize,
+    /// Arrow types of the table's columns, for the NULLs of those the file lacks.
+    types: Vec<DataType>,
 }
 
 impl FileMeta {
+    /// Whether the file lacks `column` (added to the table after it was written).
+    pub fn lacks(&self, column: usize) -> bool {
+        column >= self.present
+    }
+
+    /// `rows` NULLs of `column`'s type.
+    pub fn nulls(&self, column: usize, rows: usize) -> arrow_array::ArrayRef {
+        arrow_array::new_null_array(&self.types[column], rows)
+    }
+
     pub fn row_groups(&self) -> usize {
         self.metadata.num_row_groups()
     }
@@ -251,9 +267,9 @@ pub async fn load_file_meta<S: ByteSource>(
 ) -> Result<FileMeta> {
     let metadata = load_metadata(file, path, bytes_read).await?;
     let metadata = Arc::new(metadata);
-    check_schema(path, &metadata, columns)?;
+    let present = check_schema(path, &metadata, columns)?;
     let hint = Arc::new(Schema::new(
-        columns
+        columns[..present]
             .iter()
             .enumerate()
             .map(|(index, column)| {
@@ -287,6 +303,11 @@ pub async fn load_file_meta<S: ByteSource>(
         let mut per_column = Vec::with_capacity(columns.len());
         for column in 0..columns.len() {
             let mut bounds: Vec<u32> = vec![0];
+            if column >= present {
+                bounds.push(rows as u32);
+                per_column.push(bounds);
+                continue;
+            }
             if let Some(offsets) = page_index.offset_index(column) {
                 // Pages must lie inside their column chunk (already checked to lie inside the file).
                 let chunk = metadata.row_group(row_group).column(column);
@@ -340,6 +361,8 @@ pub async fn load_file_meta<S: ByteSource>(
         reader,
         page_bounds,
         bytes,
+        present,
+        types: columns.iter().map(|c| c.column_type.to_arrow()).collect(),
     })
 }
 
@@ -353,7 +376,10 @@ fn all_dictionary_encoded(metadata: &ParquetMetaData, column: usize) -> bool {
     })
 }
 
-fn check_schema(path: &Path, metadata: &ParquetMetaData, columns: &[ColumnDef]) -> Result<()> {
+/// Checks the file's columns against the table's: the same names and types in order, except
+/// that the table may have gained nullable columns at its end since the file was written.
+/// Returns the number of table columns the file holds.
+fn check_schema(path: &Path, metadata: &ParquetMetaData, columns: &[ColumnDef]) -> Result<usize> {
     let mismatch = |message: String| Error::SchemaMismatch {
         path: path.to_owned(),
         message,
@@ -365,7 +391,12 @@ fn check_schema(path: &Path, metadata: &ParquetMetaData, columns: &[ColumnDef]) 
             metadata.file_metadata().key_value_metadata(),
         )
     })?;
-    if schema.fields().len() != columns.len() || descriptor.num_columns() != columns.len() {
+    let present = schema.fields().len();
+    let added_later = columns.get(present..).unwrap_or_default();
+    if present > columns.len()
+        || descriptor.num_columns() != present
+        || added_later.iter().any(|c| !c.nullable)
+    {
         return Err(mismatch(format!(
             "file has {} columns, table has {}",
             schema.fields().len(),
@@ -384,7 +415,7 @@ fn check_schema(path: &Path, metadata: &ParquetMetaData, columns: &[ColumnDef]) 
             )));
         }
     }
-    Ok(())
+    Ok(present)
 }
 
 /// Decodes pages `pages` (ascending page numbers) of `column` in `row_group` with one decoder, so

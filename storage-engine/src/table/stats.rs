@@ -41,6 +41,18 @@ impl ColumnStats {
         }
     }
 
+    /// Statistics of a column every one of whose `rows` rows is NULL (a column added to the
+    /// table after the file was written).
+    pub fn nulls(rows: u64) -> ColumnStats {
+        ColumnStats {
+            min: Scalar::Null,
+            max: Scalar::Null,
+            null_count: Some(rows),
+            rows,
+            nan_possible: false,
+        }
+    }
+
     /// True when every row is known to be NULL.
     pub fn all_null(&self) -> bool {
         self.null_count == Some(self.rows)

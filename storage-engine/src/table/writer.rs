@@ -262,6 +262,37 @@ fn remove_abandoned_staging(table_dir: &Path) -> Result<()> {
 }
 
 /// The Arrow schema the engine stores for a manifest's columns.
+/// The table's columns as Arrow fields, every one nullable (as stored).
+pub fn nullable_schema(columns: &[ColumnDef]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.column_type.to_arrow(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `batch` (the table's first columns, as written before the table gained more) with NULL
+/// columns appended up to `columns`, in `nullable_schema(columns)`.
+pub fn pad_columns(batch: &RecordBatch, columns: &[ColumnDef]) -> Result<RecordBatch> {
+    let schema = nullable_schema(columns);
+    let mut arrays = batch.columns().to_vec();
+    if arrays.len() > columns.len() {
+        return Err(Error::Internal(format!(
+            "a batch of {} columns for a table of {}",
+            arrays.len(),
+            columns.len()
+        )));
+    }
+    for field in &schema.fields()[arrays.len()..] {
+        arrays.push(arrow_array::new_null_array(
+            field.data_type(),
+            batch.num_rows(),
+        ));
+    }
+    RecordBatch::try_new(schema, arrays).map_err(|e| Error::Import(e.to_string()))
+}
+
 pub fn arrow_schema(columns: &[ColumnDef]) -> SchemaRef {
     Arc::new(Schema::new(
         columns

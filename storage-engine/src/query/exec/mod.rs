@@ -502,6 +502,9 @@ async fn scan_file(
         let truth = match (&plan.filter, task.truth) {
             (None, _) | (_, Truth::Always) => Truth::Always,
             (Some(filter), _) => prune::classify(filter, &|column| {
+                if meta.lacks(column) {
+                    return Some(ColumnStats::nulls(rows as u64));
+                }
                 let chunk = group_meta.column(column);
                 Some(task.refine(
                     column,
@@ -527,6 +530,9 @@ async fn scan_file(
             (Some(filter), Truth::Maybe) => {
                 let page_index = meta.metadata.page_index_for_row_group(row_group);
                 prune::segments(filter, rows, &|column| {
+                    if meta.lacks(column) {
+                        return Some(vec![(rows, ColumnStats::nulls(rows as u64))]);
+                    }
                     let index = page_index.column_index(column)?;
                     let bounds = &meta.page_bounds[row_group][column];
                     Some(
@@ -608,18 +614,29 @@ async fn scan_chunks(
         stats.rows_total += length as u64;
         let truth = match &plan.filter {
             None => Truth::Always,
-            Some(filter) => prune::classify(filter, &|column| chunk.stats.get(column).cloned()),
+            Some(filter) => prune::classify(filter, &|column| {
+                Some(
+                    chunk
+                        .stats
+                        .get(column)
+                        .cloned()
+                        .unwrap_or_else(|| ColumnStats::nulls(length as u64)),
+                )
+            }),
         };
         if truth == Truth::Never || prune_only {
             continue;
         }
+        // Rows buffered before the table gained a column read NULL in it.
         let column = |c: usize| -> Result<ArrayRef> {
-            chunk
-                .batch
-                .columns()
-                .get(c)
-                .cloned()
-                .ok_or_else(|| Error::Internal(format!("buffered rows lack column {c}")))
+            match (chunk.batch.columns().get(c), plan.columns.get(c)) {
+                (Some(array), _) => Ok(array.clone()),
+                (None, Some(def)) => Ok(arrow_array::new_null_array(
+                    &def.column_type.to_arrow(),
+                    length,
+                )),
+                (None, None) => Err(Error::Internal(format!("no column {c}"))),
+            }
         };
         stats.rows_scanned += length as u64;
         let mask = match (truth, &plan.filter) {

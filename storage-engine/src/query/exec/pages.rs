@@ -105,6 +105,9 @@ pub(super) fn column_slice(
     column: usize,
     range: &Range<u32>,
 ) -> Result<ArrayRef> {
+    if meta.lacks(column) {
+        return Ok(meta.nulls(column, (range.end - range.start) as usize));
+    }
     let bounds = &meta.page_bounds[row_group][column];
     let page = page_of(bounds, range.start);
     let frame = pages
@@ -156,7 +159,7 @@ pub(super) fn pages_for(
     ranges: &[Range<u32>],
 ) -> Vec<(usize, usize)> {
     let mut wanted = Vec::new();
-    for &column in columns {
+    for &column in columns.iter().filter(|&&c| !meta.lacks(c)) {
         let bounds = &meta.page_bounds[row_group][column];
         for range in ranges {
             let first = page_of(bounds, range.start);
