@@ -5,7 +5,9 @@
 
 Regenerating keeps any explanation already written under "Where Tessera is not ahead": each
 item's paragraph sits between `<!-- why:ID -->` and `<!-- /why -->` and is carried over when it
-no longer holds the placeholder.
+no longer holds the placeholder. Sections measured by other scripts (streaming ingestion:
+`ingest_vs_duckdb.py`) sit between `<!-- section:NAME -->` and `<!-- /section -->` and are
+carried over whole.
 """
 
 import os
@@ -92,6 +94,14 @@ def not_ahead(results):
                     items.append((f"{query['id']}-{mode}-{engine}",
                                   f"**{query['id']} {query['name']}, {mode}, {engine}**: ratio {ratio:.2f} ({why})"))
     return items
+
+
+def kept_sections():
+    """Whole sections written by other scripts' runs, carried over by name."""
+    if not os.path.exists(RESULTS_MD):
+        return []
+    text = open(RESULTS_MD).read()
+    return re.findall(r"(<!-- section:\S+ -->\n.*?\n<!-- /section -->)", text, re.S)
 
 
 def kept_explanations():
@@ -291,6 +301,8 @@ def write_report(results, results_path):
     out += ["## Query mix", ""] + mix_section(results) + [""]
     if "mix" in made:
         out += [f"![query mix latency]({rel(made['mix'])})", ""]
+    for section in kept_sections():
+        out += [section, ""]
     out += ["## Where Tessera is not ahead, and why", ""]
     items = not_ahead(results)
     if results["reference"] != "tessera":
