@@ -1,6 +1,7 @@
 //! Streaming ingestion over RPC: each acknowledged batch is visible to the next query, a key
 //! sent again (on a new connection) is applied once, a reader may not ingest, a bad batch
-//! applies nothing and leaves the stream usable, and batches sent from many connections at
+//! applies nothing and leaves the stream usable, a batch cut off by a lost connection applies
+//! nothing and can be sent again under its key, and batches sent from many connections at
 //! once all arrive exactly once.
 
 mod common;
@@ -136,5 +137,45 @@ fn many_producers_at_once_each_batch_exactly_once() {
             count(&reader).await,
             1000 + (PRODUCERS * BATCHES * 500) as i64
         );
+    });
+}
+
+#[test]
+fn a_connection_lost_mid_batch_applies_nothing_and_the_key_stays_free() {
+    let server = start(1000, default_limits());
+    let address = server.address();
+    let batch = events_chunk(0, 2_000, 2_000, 77);
+    let mut ipc = Vec::new();
+    {
+        let mut writer =
+            arrow_ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema()).unwrap();
+        for start in (0..2_000).step_by(500) {
+            writer.write(&batch.slice(start, 500)).unwrap();
+        }
+        writer.finish().unwrap();
+    }
+    block_on(async {
+        {
+            let client = Client::connect(&address).await.unwrap();
+            let writer = client
+                .login(&token(Some("acme"), Role::Writer))
+                .await
+                .unwrap();
+            let mut stream = writer.ingest_stream("events", "cut").await.unwrap();
+            // Two thirds of the batch, cut inside a message; then the connection goes.
+            stream.write_ipc(&ipc[..ipc.len() * 2 / 3]).await.unwrap();
+            drop(stream);
+            drop(writer);
+            drop(client);
+        }
+        let reader = session(&address, Role::Reader).await;
+        assert_eq!(count(&reader).await, 1000);
+        // The same key on a new connection: applied now, and once.
+        let writer = session(&address, Role::Writer).await;
+        let mut stream = writer.ingest_stream("events", "cut").await.unwrap();
+        let ack = stream.append_ipc(1, ipc.clone()).await.unwrap();
+        assert!(!ack.duplicate && ack.rows == 2_000, "{ack:?}");
+        assert!(stream.append_ipc(1, ipc).await.unwrap().duplicate);
+        assert_eq!(count(&reader).await, 3000);
     });
 }

@@ -87,9 +87,23 @@ impl IngestStream {
         sequence: u64,
         ipc: Vec<u8>,
     ) -> Result<IngestAck, ClientError> {
+        self.write_ipc(&ipc).await?;
+        self.end_batch(sequence).await
+    }
+
+    /// Sends the next bytes of the batch being written (its Arrow IPC stream, cut anywhere),
+    /// without ending it: a client may stream a batch as it produces it, then `end_batch`.
+    /// Nothing is applied before `end_batch`; a connection lost before it applies nothing.
+    pub async fn write_ipc(&mut self, ipc: &[u8]) -> Result<(), ClientError> {
         for piece in ipc.chunks(WRITE_BYTES) {
             self.write(piece.to_vec()).await?;
         }
+        Ok(())
+    }
+
+    /// Ends the batch sent with `write_ipc` and waits until the node has made it durable
+    /// under `sequence` (as `append`).
+    pub async fn end_batch(&mut self, sequence: u64) -> Result<IngestAck, ClientError> {
         self.commit(sequence).await
     }
 
