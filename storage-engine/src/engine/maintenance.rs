@@ -145,10 +145,14 @@ impl CoreContext {
 
     /// Compacts one table now, budget aside: jobs run until every partition is within the
     /// tenant's file-count target (or no two of its files fit one job).
+    /// A job that loses a race (a background round merged some of its files first) is
+    /// planned again; an error that persists is returned.
     pub async fn compact_table(&self, tenant: &str, table: &str) -> Result<CompactionReport> {
+        const ATTEMPTS: u32 = 3;
         let (policy, _) = self.config.compaction.for_tenant(tenant);
         let mut report = CompactionReport::default();
-        loop {
+        let mut failures = 0;
+        'plan: loop {
             let (data_dir, owner, name) = (
                 self.config.data_dir.clone(),
                 tenant.to_owned(),
@@ -166,11 +170,22 @@ impl CoreContext {
                 return Ok(report);
             }
             for job in jobs {
-                report.bytes_read += job.bytes();
-                let (removed, written) = self.compact_job(&manifest, job).await?;
-                report.jobs += 1;
-                report.files_removed += removed;
-                report.files_written += written;
+                let bytes = job.bytes();
+                match self.compact_job(&manifest, job).await {
+                    Ok((removed, written)) => {
+                        report.jobs += 1;
+                        report.files_removed += removed;
+                        report.files_written += written;
+                        report.bytes_read += bytes;
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        if failures >= ATTEMPTS {
+                            return Err(error);
+                        }
+                        continue 'plan;
+                    }
+                }
             }
         }
     }
