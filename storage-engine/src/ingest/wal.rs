@@ -38,6 +38,10 @@ const RECORD_HEADER_BYTES: usize = 8;
 pub const RECORD_BYTES_MAX: usize = 1 << 30;
 /// Usual size of a segment file; a group larger than that gets a segment of its own size.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// Bytes of records one commit group gathers at most (a larger record forms a group alone):
+/// bounds the memory a group holds while written, and lets the first records of a burst of
+/// large ones be acknowledged without waiting for the whole burst.
+const GROUP_BYTES_MAX: usize = 16 << 20;
 const ALIGN: u64 = WRITE_ALIGN as u64;
 
 /// Where a record is in its log: segment number in the high 24 bits, byte offset in the low 40.
@@ -472,7 +476,17 @@ impl WalWriter {
                     state.committing = false;
                     return;
                 }
-                std::mem::take(&mut state.pending)
+                let mut bytes = 0;
+                let count = state
+                    .pending
+                    .iter()
+                    .take_while(|p| {
+                        let first = bytes == 0;
+                        bytes += p.payload.len();
+                        first || bytes <= GROUP_BYTES_MAX
+                    })
+                    .count();
+                state.pending.drain(..count).collect::<Vec<_>>()
             };
             let mut payloads = Vec::with_capacity(batch.len());
             let mut waiters = Vec::with_capacity(batch.len());
