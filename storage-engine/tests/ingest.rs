@@ -12,9 +12,14 @@ use tessera_storage_engine::gen::events_chunk;
 use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::Engine;
 
+/// A batch as an Arrow IPC stream of record batches of at most 40 rows, as clients cut them.
 fn ipc(batch: &RecordBatch) -> Vec<u8> {
     let mut writer = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema()).unwrap();
-    writer.write(batch).unwrap();
+    for start in (0..batch.num_rows()).step_by(40) {
+        writer
+            .write(&batch.slice(start, 40.min(batch.num_rows() - start)))
+            .unwrap();
+    }
     writer.finish().unwrap();
     writer.into_inner().unwrap()
 }
