@@ -546,7 +546,7 @@ impl CoreContext {
             .await?;
             manifest = runtime::spawn_blocking(load).await?.ok_or_else(missing)?;
         }
-        let batch = ingest::prepare(&manifest.columns, &batches)?;
+        let prepared = ingest::prepare(&manifest.columns, &batches)?;
         drop(batches);
         let core = ingest::owner_core(tenant, table, producer, self.peers.count());
         let producer = producer.to_owned();
@@ -554,7 +554,7 @@ impl CoreContext {
             .call(&self.state, core, move |state, _| async move {
                 state
                     .ingest
-                    .append(&manifest, &producer, sequence, batch, ipc)
+                    .append(&manifest, &producer, sequence, prepared, ipc)
                     .await
             })
             .await?

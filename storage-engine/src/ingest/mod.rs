@@ -127,7 +127,7 @@ pub fn added_columns(columns: &[ColumnDef], batches: &[RecordBatch]) -> Result<V
 /// Converts a batch to a table's columns: matched by name (lower case) in any order, a missing
 /// nullable column filled with NULLs, types converted as for imports (a value that does not fit
 /// and a NULL in a NOT NULL column are errors naming the column and row).
-pub fn prepare(columns: &[ColumnDef], batches: &[RecordBatch]) -> Result<RecordBatch> {
+pub fn prepare(columns: &[ColumnDef], batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
     let schema = writer::nullable_schema(columns);
     let mut parts = Vec::with_capacity(batches.len());
     let mut rows_before = 0u64;
@@ -179,12 +179,14 @@ pub fn prepare(columns: &[ColumnDef], batches: &[RecordBatch]) -> Result<RecordB
             arrays.push(array);
         }
         rows_before += batch.num_rows() as u64;
-        parts.push(
-            RecordBatch::try_new(schema.clone(), arrays)
-                .map_err(|e| Error::Import(e.to_string()))?,
-        );
+        if batch.num_rows() > 0 {
+            parts.push(
+                RecordBatch::try_new(schema.clone(), arrays)
+                    .map_err(|e| Error::Import(e.to_string()))?,
+            );
+        }
     }
-    arrow_select::concat::concat_batches(&schema, &parts).map_err(|e| Error::Import(e.to_string()))
+    Ok(parts)
 }
 
 /// A WAL record's payload: which table and key, then the batch as the client sent it (an Arrow
@@ -478,7 +480,7 @@ pub struct Recovered {
     pub lsn: Lsn,
     pub producer: String,
     pub sequence: u64,
-    pub batch: RecordBatch,
+    pub batches: Vec<RecordBatch>,
 }
 
 /// A key being written: its entry in `IngestCore::in_flight`, removed when dropped.
@@ -655,7 +657,7 @@ impl IngestCore {
         manifest: &TableManifest,
         producer: &str,
         sequence: u64,
-        batch: RecordBatch,
+        batches: Vec<RecordBatch>,
         ipc: Vec<u8>,
     ) -> Result<Ack> {
         if !self.enabled {
@@ -665,7 +667,7 @@ impl IngestCore {
             )));
         }
         let key: TableKey = table_key(manifest);
-        let rows = batch.num_rows() as u64;
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let producer_key = (key.clone(), producer.to_owned());
         let seen = self
             .producers
@@ -709,7 +711,7 @@ impl IngestCore {
             core: self.clone(),
             flight: Some(flight),
         };
-        self.append_new(manifest, key, producer_key, sequence, batch, ipc, flight)
+        self.append_new(manifest, key, producer_key, sequence, batches, ipc, flight)
             .await?;
         Ok(Ack {
             rows,
@@ -724,12 +726,15 @@ impl IngestCore {
         key: TableKey,
         producer_key: (TableKey, String),
         sequence: u64,
-        batch: RecordBatch,
+        batches: Vec<RecordBatch>,
         ipc: Vec<u8>,
         flight: FlightGuard,
     ) -> Result<()> {
         self.start_ticking();
-        let bytes = batch.get_array_memory_size() as u64;
+        let bytes: u64 = batches
+            .iter()
+            .map(|b| b.get_array_memory_size() as u64)
+            .sum();
         // Backpressure: wait while this core's buffers are full; fail only when flushes have
         // freed nothing for a long time (they are failing: the error names the cause).
         let waiting_since = Instant::now();
@@ -775,17 +780,29 @@ impl IngestCore {
                 .entry(producer_key)
                 .or_default()
                 .insert(sequence);
-            this.buffer(key, lsn, batch, &columns);
+            this.buffer(key, lsn, batches, &columns);
             drop(flight);
         });
         self.wal.append(payload, on_durable).await?;
         Ok(())
     }
 
-    /// Adds a durable record's rows to its table's buffer; flushes past `flush_bytes`.
-    fn buffer(self: &Rc<Self>, key: TableKey, lsn: Lsn, batch: RecordBatch, columns: &[ColumnDef]) {
-        let chunk = Rc::new(MemChunk::new(self.log.clone(), lsn, batch, columns));
-        self.memory_used.set(self.memory_used.get() + chunk.bytes);
+    /// Adds a durable record's rows (its parts, one chunk each) to its table's buffer; flushes
+    /// past `flush_bytes`. Every part is buffered before a flush may start: a flush that took
+    /// some parts of a record would publish its LSN as flushed, hiding the others.
+    fn buffer(
+        self: &Rc<Self>,
+        key: TableKey,
+        lsn: Lsn,
+        batches: Vec<RecordBatch>,
+        columns: &[ColumnDef],
+    ) {
+        let chunks: Vec<Rc<MemChunk>> = batches
+            .into_iter()
+            .map(|batch| Rc::new(MemChunk::new(self.log.clone(), lsn, batch, columns)))
+            .collect();
+        let bytes: u64 = chunks.iter().map(|c| c.bytes).sum();
+        self.memory_used.set(self.memory_used.get() + bytes);
         self.segments
             .borrow_mut()
             .entry(wal::lsn_segment(lsn))
@@ -799,8 +816,8 @@ impl IngestCore {
                 buffer.columns = columns.to_vec();
             }
             buffer.since.get_or_insert_with(Instant::now);
-            buffer.live_bytes += chunk.bytes;
-            buffer.live.push(chunk);
+            buffer.live_bytes += bytes;
+            buffer.live.extend(chunks);
             buffer.live_bytes >= self.config.flush_bytes
         };
         if flush_now {
@@ -903,6 +920,7 @@ impl IngestCore {
             }
             buffer.flush_running = true;
             buffer.flushing = std::mem::take(&mut buffer.live);
+
             buffer.live_bytes = 0;
             buffer.since = None;
             (buffer.flushing.clone(), buffer.columns.clone())
@@ -1150,13 +1168,20 @@ impl IngestCore {
             let manifest = &record.manifest;
             let key = table_key(manifest);
             let log = &self.logs.adopted[record.log];
-            let chunk = Rc::new(MemChunk::new(
-                Arc::from(log.id.as_str()),
-                record.lsn,
-                record.batch,
-                &manifest.columns,
-            ));
-            self.memory_used.set(self.memory_used.get() + chunk.bytes);
+            let chunks: Vec<Rc<MemChunk>> = record
+                .batches
+                .into_iter()
+                .map(|batch| {
+                    Rc::new(MemChunk::new(
+                        Arc::from(log.id.as_str()),
+                        record.lsn,
+                        batch,
+                        &manifest.columns,
+                    ))
+                })
+                .collect();
+            let bytes: u64 = chunks.iter().map(|c| c.bytes).sum();
+            self.memory_used.set(self.memory_used.get() + bytes);
             {
                 let mut adopted = self.adopted.borrow_mut();
                 // Counted in `pending` before any core adopted (`AdoptedLog::expect`).
@@ -1169,8 +1194,8 @@ impl IngestCore {
                 buffer.columns = manifest.columns.clone();
             }
             buffer.since = Some(soon);
-            buffer.live_bytes += chunk.bytes;
-            buffer.live.push(chunk);
+            buffer.live_bytes += bytes;
+            buffer.live.extend(chunks);
         }
         self.start_ticking();
     }

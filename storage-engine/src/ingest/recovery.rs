@@ -118,16 +118,16 @@ pub fn recover(data_dir: &Path) -> Result<Recovery> {
             {
                 continue;
             }
-            let batch = prepare(&manifest.columns, &decode_ipc(&decoded.ipc)?)?;
+            let batches = prepare(&manifest.columns, &decode_ipc(&decoded.ipc)?)?;
             report.replayed += 1;
-            report.rows += batch.num_rows() as u64;
+            report.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             recovery.records.push(Recovered {
                 manifest: manifest.clone(),
                 log: index,
                 lsn: record.lsn,
                 producer: decoded.producer,
                 sequence: decoded.sequence,
-                batch,
+                batches,
             });
         }
     }

@@ -169,26 +169,35 @@ pub fn table_dir(data_dir: &Path, tenant: &str, table: &str) -> PathBuf {
     data_dir.join(tenant).join(table)
 }
 
-/// (file length, modification time, parsed manifest).
-/// (length, (modification time, inode), parsed manifest): a publish renames a new file over
-/// the old one, so the inode changes even when length and time do not.
+/// (length, (modification time, inode), parsed manifest). Not enough on its own: publications
+/// alternate between two inode numbers (each temporary file takes the one the publication
+/// before last freed), and within one tick of the file-system clock two versions of equal
+/// length look the same. Hence `Cache::publications`.
 type CachedManifest = (
     u64,
     (std::time::SystemTime, u64),
     std::sync::Arc<TableManifest>,
 );
 
+#[derive(Default)]
+struct Cache {
+    entries: std::collections::HashMap<PathBuf, CachedManifest>,
+    /// Per manifest path, the publications this process has made. A load that raced one (it
+    /// read the file before a publication that finished before it could cache its copy) does
+    /// not cache what it read: its copy could pass for a later version.
+    publications: std::collections::HashMap<PathBuf, u64>,
+}
+
 /// Manifests parsed by the node, revalidated by (length, mtime) on every use. Only threads that
 /// may block use it (`load_cached` stats and reads files): the cores reach it through
 /// `runtime::spawn_blocking`, so no core ever waits on its lock (one of the engine's two locks, with
 /// `maintenance`'s set of retired files).
 #[allow(clippy::disallowed_types)]
-static CACHE: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<PathBuf, CachedManifest>>,
-> = std::sync::LazyLock::new(Default::default);
+static CACHE: std::sync::LazyLock<std::sync::Mutex<Cache>> =
+    std::sync::LazyLock::new(Default::default);
 
 #[allow(clippy::disallowed_types)]
-fn cache() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBuf, CachedManifest>> {
+fn cache() -> std::sync::MutexGuard<'static, Cache> {
     // The map stays consistent whatever panicked while holding it: entries are inserted whole.
     CACHE
         .lock()
@@ -204,6 +213,7 @@ pub fn load_cached(
     validate_name("tenant", tenant)?;
     validate_name("table", table)?;
     let path = table_dir(data_dir, tenant, table).join(MANIFEST_FILE);
+    let publications = cache().publications.get(&path).copied().unwrap_or(0);
     let (length, modified) = match std::fs::metadata(&path) {
         Ok(metadata) => (
             metadata.len(),
@@ -216,6 +226,7 @@ pub fn load_cached(
         Err(error) => return Err(Error::io(path, error)),
     };
     let hit = cache()
+        .entries
         .get(&path)
         .filter(|(l, m, _)| *l == length && *m == modified)
         .map(|(_, _, manifest)| manifest.clone());
@@ -227,10 +238,15 @@ pub fn load_cached(
     };
     let manifest = std::sync::Arc::new(manifest);
     let mut cache = cache();
-    if cache.len() >= 1024 {
-        cache.clear();
+    if cache.publications.get(&path).copied().unwrap_or(0) != publications {
+        return Ok(Some(manifest));
     }
-    cache.insert(path, (length, modified, manifest.clone()));
+    if cache.entries.len() >= 1024 {
+        cache.entries.clear();
+    }
+    cache
+        .entries
+        .insert(path, (length, modified, manifest.clone()));
     Ok(Some(manifest))
 }
 
@@ -238,7 +254,7 @@ pub fn load_cached(
 /// the same length and a modification time within the same clock tick).
 pub fn forget_cached(data_dir: &Path, tenant: &str, table: &str) {
     let path = table_dir(data_dir, tenant, table).join(MANIFEST_FILE);
-    cache().remove(&path);
+    cache().entries.remove(&path);
 }
 
 /// Loads a table's manifest; `Ok(None)` when the table does not exist.
@@ -329,14 +345,22 @@ pub fn publish(data_dir: &Path, manifest: &TableManifest) -> Result<()> {
     file.sync_all().map_err(|e| Error::io(&temp, e))?;
     crash::after(Event::SyncFile(&temp));
     drop(file);
-    std::fs::rename(&temp, &target).map_err(|e| Error::io(&target, e))?;
+    let renamed = std::fs::rename(&temp, &target).map_err(|e| Error::io(&target, e));
+    // Counted even when the rename failed (it may have happened): loads that raced it do not
+    // cache what they read.
+    {
+        let mut cache = cache();
+        *cache.publications.entry(target.clone()).or_default() += 1;
+        cache.entries.remove(&target);
+    }
+    renamed?;
     crash::after(Event::Rename(&target));
     sync_dir(&dir)?;
     // This process's next load sees the new version without parsing it again.
     if let Ok(metadata) = std::fs::metadata(&target) {
         if let Ok(modified) = metadata.modified() {
             let key = (modified, std::os::unix::fs::MetadataExt::ino(&metadata));
-            cache().insert(
+            cache().entries.insert(
                 target,
                 (metadata.len(), key, std::sync::Arc::new(manifest.clone())),
             );
