@@ -336,10 +336,10 @@ fn a_log_removal_cut_short_is_finished_at_start() {
     assert_eq!(scalar(&engine, "SELECT COUNT(*) FROM events"), 1000);
 }
 
-/// A batch arrives as several record batches (parts, buffered as chunks sharing the record's
-/// LSN) while small flushes run all the time: no acknowledged row is ever missing from a
-/// query. (Buffering the parts one by one let a flush start between two of them and publish
-/// the record's LSN as flushed, hiding the parts it had not taken until the next flush.)
+/// Batches of many record batches each while small flushes run all the time: no acknowledged
+/// row is ever missing from a query. (When a record's parts were buffered as chunks one by
+/// one, a flush could start between two of them and publish the record's LSN as flushed,
+/// hiding the parts it had not taken until the next flush.)
 #[test]
 fn rows_of_a_batch_in_many_parts_stay_visible_through_flushes() {
     let dir = tempfile::tempdir().unwrap();

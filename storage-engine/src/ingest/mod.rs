@@ -126,7 +126,8 @@ pub fn added_columns(columns: &[ColumnDef], batches: &[RecordBatch]) -> Result<V
 
 /// Converts a batch to a table's columns: matched by name (lower case) in any order, a missing
 /// nullable column filled with NULLs, types converted as for imports (a value that does not fit
-/// and a NULL in a NOT NULL column are errors naming the column and row).
+/// and a NULL in a NOT NULL column are errors naming the column and row). Returns the record's
+/// buffer chunks: one, or none for a batch without rows.
 pub fn prepare(columns: &[ColumnDef], batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
     let schema = writer::nullable_schema(columns);
     let mut parts = Vec::with_capacity(batches.len());
@@ -186,7 +187,15 @@ pub fn prepare(columns: &[ColumnDef], batches: &[RecordBatch]) -> Result<Vec<Rec
             );
         }
     }
-    Ok(parts)
+    if parts.len() <= 1 {
+        return Ok(parts);
+    }
+    // One chunk per record: parts decoded from one IPC message share its buffers, and each
+    // part's memory size counts all of them, so buffers of many parts looked full early and
+    // flushed small files (1 MB batches took 1.30x DuckDB's time instead of 0.93x).
+    let whole = arrow_select::concat::concat_batches(&schema, &parts)
+        .map_err(|e| Error::Import(e.to_string()))?;
+    Ok(vec![whole])
 }
 
 /// A WAL record's payload: which table and key, then the batch as the client sent it (an Arrow
