@@ -111,31 +111,16 @@ fn files_listed(dir: &Path, tenant: &str) -> usize {
         .len()
 }
 
-fn parquet_files_on_disk(dir: &Path) -> usize {
-    let mut count = 0;
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                if !path.ends_with("_staging") {
-                    pending.push(path);
-                }
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                count += 1;
-            }
-        }
-    }
-    count
-}
-
 /// Retired files are deleted shortly after no query reads them: waits for the files on disk to
 /// be exactly those listed.
 fn await_deletions(dir: &Path, tenant: &str) {
     let table_dir = manifest::table_dir(dir, tenant, "events");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (on_disk, listed) = (parquet_files_on_disk(&table_dir), files_listed(dir, tenant));
+        let (on_disk, listed) = (
+            support::parquet_files(&table_dir).len(),
+            files_listed(dir, tenant),
+        );
         if on_disk == listed {
             return;
         }

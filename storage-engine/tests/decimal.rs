@@ -142,7 +142,7 @@ fn decimals_are_stored_as_parquet_decimals_and_the_manifest_records_precision_an
     );
     // Every part file declares the Parquet DECIMAL logical type with the column's p and s.
     let mut files = 0;
-    for entry in walk(&table_dir) {
+    for entry in support::parquet_files(&table_dir) {
         let file = std::fs::File::open(&entry).unwrap();
         let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
         use parquet::file::reader::FileReader;
@@ -176,19 +176,6 @@ fn decimals_are_stored_as_parquet_decimals_and_the_manifest_records_precision_an
 
 /// Which unscaled values a filter keeps, computed independently of the engine.
 type Keep = Box<dyn Fn(i128) -> bool>;
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else if path.extension().is_some_and(|e| e == "parquet") {
-            out.push(path);
-        }
-    }
-    out
-}
 
 #[test]
 fn decimal_filters_are_exact_and_extra_literal_digits_are_not_rounded() {

@@ -331,7 +331,7 @@ fn binary_columns_are_stored_unannotated_and_support_selection_nulls_counts_and_
         &ImportOptions::default(),
     );
     // Stored as BYTE_ARRAY without the UTF8 (STRING) annotation.
-    let part = walk(&dir.path().join("t").join("blobs"))[0].clone();
+    let part = support::parquet_files(&dir.path().join("t").join("blobs"))[0].clone();
     {
         use parquet::file::reader::FileReader;
         let reader =
@@ -422,19 +422,6 @@ fn binary_columns_are_stored_unannotated_and_support_selection_nulls_counts_and_
         let error = engine.sql("t", sql).unwrap_err().to_string();
         assert!(error.contains(expected), "{sql}: {error}");
     }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else if path.extension().is_some_and(|e| e == "parquet") {
-            out.push(path);
-        }
-    }
-    out
 }
 
 fn ipc(batch: &RecordBatch) -> Vec<u8> {

@@ -527,18 +527,23 @@ fn admin_compacts_small_files_and_drops_old_partitions_without_changing_other_an
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let said = ok(&[
-        "admin",
-        "drop-partitions",
-        "--addr",
-        &server.address,
-        "--token",
-        &admin,
-        "--table",
-        "events",
-        "--before",
-        "2024-03-15",
-    ]);
+    let drop_before = |token: &str, before: &str| {
+        tessera(&[
+            "admin",
+            "drop-partitions",
+            "--addr",
+            &server.address,
+            "--token",
+            token,
+            "--table",
+            "events",
+            "--before",
+            before,
+        ])
+    };
+    let output = drop_before(&admin, "2024-03-15");
+    assert!(output.status.success());
+    let said = String::from_utf8(output.stdout).unwrap();
     assert_eq!(
         said.trim(),
         "dropped 14 partitions (2024-03-01 .. 2024-03-14): 14 files, 1400 rows"
@@ -554,32 +559,10 @@ fn admin_compacts_small_files_and_drops_old_partitions_without_changing_other_an
     );
 
     // A reader may not; a bad date names itself.
-    let output = tessera(&[
-        "admin",
-        "drop-partitions",
-        "--addr",
-        &server.address,
-        "--token",
-        &node.token("reader"),
-        "--table",
-        "events",
-        "--before",
-        "2024-03-20",
-    ]);
+    let output = drop_before(&node.token("reader"), "2024-03-20");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("permission"));
-    let output = tessera(&[
-        "admin",
-        "drop-partitions",
-        "--addr",
-        &server.address,
-        "--token",
-        &admin,
-        "--table",
-        "events",
-        "--before",
-        "March",
-    ]);
+    let output = drop_before(&admin, "March");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success() && stderr.contains("\"March\""),

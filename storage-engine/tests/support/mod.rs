@@ -42,3 +42,19 @@ pub fn engine_with(dir: &Path, configure: impl FnOnce(&mut EngineConfig)) -> Eng
 pub fn engine(dir: &Path) -> Engine {
     engine_with(dir, |_| {})
 }
+
+/// The Parquet files under `dir`, at any depth, staging directories left out.
+pub fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if !path.ends_with("_staging") {
+                out.extend(parquet_files(&path));
+            }
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+    out
+}
