@@ -44,6 +44,12 @@ impl IpcStreamReader {
 
     /// Takes the next bytes of the stream; returns what the messages they complete hold.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Decoded>, String> {
+        self.push_buffer(&Buffer::from(bytes))
+    }
+
+    /// As `push`, for bytes already in a `Buffer`: the batches of messages it holds whole view
+    /// it, without a copy.
+    pub fn push_buffer(&mut self, bytes: &Buffer) -> Result<Vec<Decoded>, String> {
         let mut decoded = Vec::new();
         for frame in self.framing.push(bytes)? {
             if let Some(schema) = frame.schema {
@@ -116,9 +122,9 @@ impl StreamFraming {
     }
 
     /// Takes the next bytes of the stream; returns the messages they complete, in order.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, String> {
-        // A message begun by an earlier piece is completed in `pending`; whole messages are cut
-        // straight out of `bytes`.
+    pub fn push(&mut self, bytes: &Buffer) -> Result<Vec<Frame>, String> {
+        // A message begun by an earlier piece is completed in `pending` (copied); whole messages
+        // are slices of `bytes`.
         let mut pending = std::mem::take(&mut self.pending);
         let from_pending = !pending.is_empty();
         if from_pending {
@@ -147,7 +153,11 @@ impl StreamFraming {
                 }
                 Ok(Next::Message { length, schema }) => {
                     frames.push(Frame {
-                        bytes: Buffer::from(&rest[..length]),
+                        bytes: if from_pending {
+                            Buffer::from(&rest[..length])
+                        } else {
+                            bytes.slice_with_length(start, length)
+                        },
                         schema,
                     });
                     start += length;
@@ -299,8 +309,8 @@ mod tests {
         let bytes = stream(&[1, 2, 3], true);
         for cut in 0..bytes.len() {
             let mut framing = StreamFraming::new(1 << 20);
-            let mut frames = framing.push(&bytes[..cut]).unwrap();
-            frames.extend(framing.push(&bytes[cut..]).unwrap());
+            let mut frames = framing.push(&Buffer::from(&bytes[..cut])).unwrap();
+            frames.extend(framing.push(&Buffer::from(&bytes[cut..])).unwrap());
             assert_eq!(frames.len(), 3, "cut at {cut}");
             assert!(frames[0].schema.is_some());
             framing.finish().unwrap();
@@ -331,11 +341,11 @@ mod tests {
         let bytes = stream(&[1, 2, 3], true);
         for cut in 1..bytes.len() - PREFIX_BYTES {
             let mut framing = StreamFraming::new(1 << 20);
-            framing.push(&bytes[..cut]).unwrap();
+            framing.push(&Buffer::from(&bytes[..cut])).unwrap();
             assert!(framing.finish().is_err(), "cut at {cut} passed");
         }
         let mut framing = StreamFraming::new(1 << 20);
-        framing.push(&stream(&[1], false)).unwrap();
+        framing.push(&Buffer::from(stream(&[1], false))).unwrap();
         let error = framing.finish().unwrap_err();
         assert!(error.contains("end-of-stream"), "{error}");
     }
@@ -343,17 +353,25 @@ mod tests {
     #[test]
     fn foreign_bytes_and_oversized_messages_fail_at_once() {
         let mut framing = StreamFraming::new(1 << 20);
-        let error = framing.push(b"PAR1\x15\x04").err().unwrap();
+        let error = framing
+            .push(&Buffer::from(&b"PAR1\x15\x04"[..]))
+            .err()
+            .unwrap();
         assert!(error.contains("Parquet"), "{error}");
         let mut framing = StreamFraming::new(1 << 20);
-        let error = framing.push(b"ARROW1\0\0").err().unwrap();
+        let error = framing
+            .push(&Buffer::from(&b"ARROW1\0\0"[..]))
+            .err()
+            .unwrap();
         assert!(error.contains("file format"), "{error}");
         let mut framing = StreamFraming::new(1 << 20);
-        let error = framing.push(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0x7f]).err();
+        let error = framing
+            .push(&Buffer::from(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0x7f][..]))
+            .err();
         assert!(error.unwrap().contains("at most"));
         let mut framing = StreamFraming::new(1 << 20);
         let mut bytes = stream(&[1], true);
         bytes.extend_from_slice(&[1, 2, 3]);
-        assert!(framing.push(&bytes).is_err());
+        assert!(framing.push(&Buffer::from(bytes)).is_err());
     }
 }

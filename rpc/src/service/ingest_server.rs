@@ -2,11 +2,14 @@
 //! fsync) by the producer's owner core before it is acknowledged (`CoreContext::ingest`).
 
 use super::*;
+use arrow_buffer::Buffer;
+use std::cell::Cell;
 use tessera_schema::tessera_capnp::ingest_stream;
 
-/// The batch being received: its Arrow IPC bytes as sent (what the log keeps), decoded as they
-/// arrive (framing checks and message caps of `ipc_frames`). A failure poisons only this batch:
-/// its `append` reports it, and the stream goes on with the next batch.
+/// The batch being received: its Arrow IPC bytes in the pieces they arrived in, each copied once
+/// out of its RPC message (what the log keeps), and decoded as they arrive (framing checks and
+/// message caps of `ipc_frames`) into batches that view those pieces. A failure poisons only
+/// this batch: its `append` reports it, and the stream goes on with the next batch.
 pub(super) struct IngestStreamServer {
     connection: Rc<Connection>,
     identity: Identity,
@@ -14,7 +17,8 @@ pub(super) struct IngestStreamServer {
     table: String,
     producer: String,
     stream: RefCell<IpcStreamReader>,
-    raw: RefCell<Vec<u8>>,
+    raw: RefCell<Vec<Buffer>>,
+    raw_bytes: Cell<u64>,
     batches: RefCell<Vec<RecordBatch>>,
     failure: RefCell<Option<Error>>,
 }
@@ -36,6 +40,7 @@ impl IngestStreamServer {
             producer,
             stream: RefCell::new(reader),
             raw: RefCell::default(),
+            raw_bytes: Cell::new(0),
             batches: RefCell::default(),
             failure: RefCell::new(None),
         }
@@ -43,8 +48,8 @@ impl IngestStreamServer {
 
     fn receive(&self, bytes: &[u8]) -> Result<(), Error> {
         let limit = self.connection.shared.limits.ingest_batch_bytes;
-        let mut raw = self.raw.borrow_mut();
-        if (raw.len() + bytes.len()) as u64 > limit {
+        let total = self.raw_bytes.get() + bytes.len() as u64;
+        if total > limit {
             return Err(error(
                 "limit",
                 format!(
@@ -52,12 +57,14 @@ impl IngestStreamServer {
                 ),
             ));
         }
-        raw.extend_from_slice(bytes);
+        let piece = Buffer::from(bytes);
         let decoded = self
             .stream
             .borrow_mut()
-            .push(bytes)
+            .push_buffer(&piece)
             .map_err(|e| error("invalid", e))?;
+        self.raw.borrow_mut().push(piece);
+        self.raw_bytes.set(total);
         for item in decoded {
             if let Decoded::Batch(batch) = item {
                 if batch.num_rows() > 0 {
@@ -69,12 +76,13 @@ impl IngestStreamServer {
     }
 
     /// Takes the batch received since the last `append`, leaving the stream ready for the next.
-    fn take(&self) -> Result<(Vec<RecordBatch>, Vec<u8>), Error> {
+    fn take(&self) -> Result<(Vec<RecordBatch>, Vec<Buffer>), Error> {
         let reader = std::mem::replace(
             &mut *self.stream.borrow_mut(),
             IpcStreamReader::new(self.connection.shared.limits.ingest_batch_bytes),
         );
         let raw = std::mem::take(&mut *self.raw.borrow_mut());
+        self.raw_bytes.set(0);
         let batches = std::mem::take(&mut *self.batches.borrow_mut());
         if let Some(failure) = self.failure.borrow_mut().take() {
             return Err(failure);
@@ -115,7 +123,7 @@ impl ingest_stream::Server for IngestStreamServer {
         let sequence = params.get()?.get_sequence();
         let (batches, raw) = self.take()?;
         check_expiry(&self.identity)?;
-        let bytes = raw.len() as u64;
+        let bytes: u64 = raw.iter().map(|piece| piece.len() as u64).sum();
         let ack = self
             .connection
             .context

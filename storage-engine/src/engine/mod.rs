@@ -308,6 +308,7 @@ impl Engine {
         let (tenant, table, producer) = (tenant.to_owned(), table.to_owned(), producer.to_owned());
         futures::executor::block_on(self.on_core(0, move |context| async move {
             let batches = ingest::decode_ipc(&ipc)?;
+            let ipc = vec![arrow_buffer::Buffer::from_vec(ipc)];
             context
                 .ingest(&tenant, &table, &producer, sequence, batches, ipc)
                 .await
@@ -502,7 +503,8 @@ impl CoreContext {
     /// Makes one batch durable in `tenant/table` under (producer, sequence) and visible to the
     /// next query: converted to the table's columns here (`ingest::prepare`), then logged and
     /// buffered by the producer's owner core (`ingest::owner_core`). `ipc` is the batch as the
-    /// client sent it (an Arrow IPC stream), which is what the log keeps.
+    /// client sent it (an Arrow IPC stream, in the pieces it arrived in), which is what the log
+    /// keeps; `batches` are decoded from it, viewing its bytes.
     pub async fn ingest(
         &self,
         tenant: &str,
@@ -510,7 +512,7 @@ impl CoreContext {
         producer: &str,
         sequence: u64,
         batches: Vec<RecordBatch>,
-        ipc: Vec<u8>,
+        ipc: ingest::wal::Payload,
     ) -> Result<Ack> {
         ingest::validate_producer(producer)?;
         let (data_dir, owner, name) = (

@@ -26,6 +26,7 @@ use crate::table::stats::ColumnStats;
 use crate::table::writer::{self, ImportOptions, IngestUpdate, TableWriter};
 use crate::value::{ColumnType, Scalar};
 use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_buffer::Buffer;
 use futures::channel::oneshot;
 use hashbrown::{HashMap, HashSet};
 use std::cell::{Cell, RefCell};
@@ -127,7 +128,8 @@ pub fn added_columns(columns: &[ColumnDef], batches: &[RecordBatch]) -> Result<V
 /// Converts a batch to a table's columns: matched by name (lower case) in any order, a missing
 /// nullable column filled with NULLs, types converted as for imports (a value that does not fit
 /// and a NULL in a NOT NULL column are errors naming the column and row). Returns the record's
-/// buffer chunks: one, or none for a batch without rows.
+/// buffer chunks: one per record batch with rows, viewing the received bytes where no
+/// conversion was needed (no copy).
 pub fn prepare(columns: &[ColumnDef], batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
     let schema = writer::nullable_schema(columns);
     let mut parts = Vec::with_capacity(batches.len());
@@ -187,15 +189,22 @@ pub fn prepare(columns: &[ColumnDef], batches: &[RecordBatch]) -> Result<Vec<Rec
             );
         }
     }
-    if parts.len() <= 1 {
-        return Ok(parts);
-    }
-    // One chunk per record: parts decoded from one IPC message share its buffers, and each
-    // part's memory size counts all of them, so buffers of many parts looked full early and
-    // flushed small files (1 MB batches took 1.30x DuckDB's time instead of 0.93x).
-    let whole = arrow_select::concat::concat_batches(&schema, &parts)
-        .map_err(|e| Error::Import(e.to_string()))?;
-    Ok(vec![whole])
+    Ok(parts)
+}
+
+/// Bytes of memory a batch's rows hold: the slices its arrays view, not whole buffers they may
+/// share with other batches (all columns of a batch decoded from one IPC message view one
+/// buffer; counting it per column made buffers look full early and flush small files).
+pub fn batch_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|array| {
+            let data = array.to_data();
+            data.get_slice_memory_size()
+                .unwrap_or_else(|_| array.get_array_memory_size()) as u64
+        })
+        .sum()
 }
 
 /// A WAL record's payload: which table and key, then the batch as the client sent it (an Arrow
@@ -212,16 +221,22 @@ pub struct Record {
 const RECORD_BATCH: u8 = 1;
 
 impl Record {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + self.ipc.len());
+    /// The bytes that precede the batch's in its record (`decode` reads both).
+    pub fn header(
+        tenant: &str,
+        table: &str,
+        incarnation: u64,
+        producer: &str,
+        sequence: u64,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + tenant.len() + table.len() + producer.len());
         out.push(RECORD_BATCH);
-        out.extend_from_slice(&self.incarnation.to_le_bytes());
-        out.extend_from_slice(&self.sequence.to_le_bytes());
-        for text in [&self.tenant, &self.table, &self.producer] {
+        out.extend_from_slice(&incarnation.to_le_bytes());
+        out.extend_from_slice(&sequence.to_le_bytes());
+        for text in [tenant, table, producer] {
             out.extend_from_slice(&(text.len() as u16).to_le_bytes());
             out.extend_from_slice(text.as_bytes());
         }
-        out.extend_from_slice(&self.ipc);
         out
     }
 
@@ -284,7 +299,7 @@ impl MemChunk {
             .zip(batch.columns())
             .map(|(c, a)| array_stats(c.column_type, a))
             .collect();
-        let bytes = batch.get_array_memory_size() as u64;
+        let bytes = batch_bytes(&batch);
         MemChunk {
             log,
             lsn,
@@ -667,7 +682,7 @@ impl IngestCore {
         producer: &str,
         sequence: u64,
         batches: Vec<RecordBatch>,
-        ipc: Vec<u8>,
+        ipc: wal::Payload,
     ) -> Result<Ack> {
         if !self.enabled {
             return Err(Error::Unavailable(format!(
@@ -736,14 +751,11 @@ impl IngestCore {
         producer_key: (TableKey, String),
         sequence: u64,
         batches: Vec<RecordBatch>,
-        ipc: Vec<u8>,
+        ipc: wal::Payload,
         flight: FlightGuard,
     ) -> Result<()> {
         self.start_ticking();
-        let bytes: u64 = batches
-            .iter()
-            .map(|b| b.get_array_memory_size() as u64)
-            .sum();
+        let bytes: u64 = batches.iter().map(batch_bytes).sum();
         // Backpressure: wait while this core's buffers are full; fail only when flushes have
         // freed nothing for a long time (they are failing: the error names the cause).
         let waiting_since = Instant::now();
@@ -768,16 +780,12 @@ impl IngestCore {
             self.memory_waiters.borrow_mut().push(sender);
             let _ = runtime::timeout(Duration::from_millis(100), receiver).await;
         }
-        let record = Record {
-            tenant: key.0.clone(),
-            table: key.1.clone(),
-            incarnation: key.2,
-            producer: producer_key.1.clone(),
-            sequence,
-            ipc,
-        };
-        let payload = record.encode();
-        drop(record);
+        // The record's bytes: its header, then the batch's pieces as they arrived (the log
+        // copies each once, into its write buffers).
+        let header = Record::header(&key.0, &key.1, key.2, &producer_key.1, sequence);
+        let mut payload = Vec::with_capacity(1 + ipc.len());
+        payload.push(Buffer::from_vec(header));
+        payload.extend(ipc);
         let this = self.clone();
         let columns = manifest.columns.clone();
         let on_durable = Box::new(move |lsn: Lsn| {

@@ -24,6 +24,7 @@
 use crate::error::{Error, Result};
 use crate::io::crash::{self, Event};
 use crate::io::runtime::{DirectWriteFile, WRITE_ALIGN};
+use arrow_buffer::Buffer;
 use futures::channel::oneshot;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -112,28 +113,65 @@ fn parse_segment_header(block: &[u8]) -> std::result::Result<(u64, u64, String),
     Ok((segment, salt, log_id))
 }
 
-/// A group's bytes (header, records, zero padding to the block), written at `offset`.
-fn encode_group(salt: u64, offset: u64, group: u64, records: &[Vec<u8>]) -> Vec<u8> {
-    let body: usize = records.iter().map(|r| RECORD_HEADER_BYTES + r.len()).sum();
-    let total = align_up((GROUP_HEADER_BYTES + body) as u64) as usize;
-    let mut bytes = Vec::with_capacity(total);
-    bytes.extend_from_slice(&GROUP_MAGIC.to_le_bytes());
-    bytes.extend_from_slice(&(records.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(&(body as u64).to_le_bytes());
-    bytes.extend_from_slice(&group.to_le_bytes());
-    let crc = checksum(salt, offset, &[&bytes]);
-    bytes.extend_from_slice(&crc.to_le_bytes());
-    bytes.extend_from_slice(&[0; 4]);
-    for record in records {
-        let at = offset + bytes.len() as u64;
-        let length = (record.len() as u32).to_le_bytes();
-        let crc = checksum(salt, at, &[&length, record]);
-        bytes.extend_from_slice(&length);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        bytes.extend_from_slice(record);
+/// A record as it is handed to the log: its payload in parts, written back to back (a batch as
+/// it arrived, without gathering it into one buffer first).
+pub type Payload = Vec<Buffer>;
+
+fn payload_len(payload: &Payload) -> usize {
+    payload.iter().map(|part| part.len()).sum()
+}
+
+/// The headers of a group written at `offset`: the group header, then each record's (length and
+/// checksum). With the records' parts between them, they are the group's bytes; zeros pad it to
+/// the next block.
+fn group_headers(
+    salt: u64,
+    offset: u64,
+    group: u64,
+    records: &[Payload],
+) -> ([u8; GROUP_HEADER_BYTES], Vec<[u8; RECORD_HEADER_BYTES]>) {
+    let body: usize = records
+        .iter()
+        .map(|r| RECORD_HEADER_BYTES + payload_len(r))
+        .sum();
+    let mut header = [0u8; GROUP_HEADER_BYTES];
+    header[0..4].copy_from_slice(&GROUP_MAGIC.to_le_bytes());
+    header[4..8].copy_from_slice(&(records.len() as u32).to_le_bytes());
+    header[8..16].copy_from_slice(&(body as u64).to_le_bytes());
+    header[16..24].copy_from_slice(&group.to_le_bytes());
+    let crc = checksum(salt, offset, &[&header[..24]]);
+    header[24..28].copy_from_slice(&crc.to_le_bytes());
+    let mut at = offset + GROUP_HEADER_BYTES as u64;
+    let record_headers = records
+        .iter()
+        .map(|record| {
+            let length = payload_len(record);
+            let length_bytes = (length as u32).to_le_bytes();
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + record.len());
+            parts.push(&length_bytes);
+            parts.extend(record.iter().map(|part| part.as_slice()));
+            let mut header = [0u8; RECORD_HEADER_BYTES];
+            header[0..4].copy_from_slice(&length_bytes);
+            header[4..8].copy_from_slice(&checksum(salt, at, &parts).to_le_bytes());
+            at += (RECORD_HEADER_BYTES + length) as u64;
+            header
+        })
+        .collect();
+    (header, record_headers)
+}
+
+/// The slices that make up a group's bytes, in order (without the padding).
+fn group_slices<'a>(
+    header: &'a [u8; GROUP_HEADER_BYTES],
+    record_headers: &'a [[u8; RECORD_HEADER_BYTES]],
+    records: &'a [Payload],
+) -> Vec<&'a [u8]> {
+    let mut slices = vec![&header[..]];
+    for (record_header, record) in record_headers.iter().zip(records) {
+        slices.push(record_header);
+        slices.extend(record.iter().map(|part| part.as_slice()));
     }
-    bytes.resize(total, 0);
-    bytes
+    slices
 }
 
 /// A valid group at `offset` of `data`: (group number, records as (LSN offset, payload range),
@@ -381,7 +419,7 @@ struct Segment {
 }
 
 struct Pending {
-    payload: Vec<u8>,
+    payload: Payload,
     on_durable: Box<dyn FnOnce(Lsn)>,
     done: oneshot::Sender<Result<Lsn>>,
 }
@@ -437,14 +475,15 @@ impl WalWriter {
     /// must not depend on the caller (a cancelled call), nor follow a later record's change.
     pub async fn append(
         self: &Rc<Self>,
-        payload: Vec<u8>,
+        payload: Payload,
         on_durable: Box<dyn FnOnce(Lsn)>,
     ) -> Result<Lsn> {
-        if payload.len() > RECORD_BYTES_MAX {
+        let length = payload_len(&payload);
+        if length > RECORD_BYTES_MAX {
             return Err(Error::LimitExceeded {
                 what: "a write-ahead log record",
                 limit: RECORD_BYTES_MAX as u64,
-                detail: format!("{} bytes", payload.len()),
+                detail: format!("{length} bytes"),
             });
         }
         let (done, result) = oneshot::channel();
@@ -482,7 +521,7 @@ impl WalWriter {
                     .iter()
                     .take_while(|p| {
                         let first = bytes == 0;
-                        bytes += p.payload.len();
+                        bytes += payload_len(&p.payload);
                         first || bytes <= GROUP_BYTES_MAX
                     })
                     .count();
@@ -516,10 +555,10 @@ impl WalWriter {
     }
 
     /// Writes one group and fsyncs it; returns each record's LSN.
-    async fn write_group(&self, records: &[Vec<u8>]) -> Result<Vec<Lsn>> {
+    async fn write_group(&self, records: &[Payload]) -> Result<Vec<Lsn>> {
         let body: u64 = records
             .iter()
-            .map(|r| (RECORD_HEADER_BYTES + r.len()) as u64)
+            .map(|r| (RECORD_HEADER_BYTES + payload_len(r)) as u64)
             .sum();
         let needed = align_up(GROUP_HEADER_BYTES as u64 + body);
         let fits = {
@@ -544,29 +583,35 @@ impl WalWriter {
                 group,
             )
         };
-        let bytes = encode_group(salt, offset, group, records);
+        let (header, record_headers) = group_headers(salt, offset, group, records);
+        let slices = group_slices(&header, &record_headers, records);
         let written = async {
-            file.write_at(&bytes, offset).await?;
-            file.sync().await
+            let written = file.write_at(&slices, offset).await?;
+            file.sync().await.map(|()| written)
         }
         .await;
         let mut state = self.state.borrow_mut();
-        if let Err(error) = written {
-            // What reached the disk of this group is unknown (and after a failed fsync the page
-            // state is too): start the next group in a fresh segment. The group may still be
-            // found at recovery; its writers were told it failed and resend under the same keys.
-            state.segment = None;
-            return Err(Error::io(segment_path(&self.dir, number), error));
-        }
+        let written = match written {
+            Ok(written) => written,
+            Err(error) => {
+                // What reached the disk of this group is unknown (and after a failed fsync the
+                // page state is too): start the next group in a fresh segment. The group may
+                // still be found at recovery; its writers were told it failed and resend under
+                // the same keys.
+                state.segment = None;
+                return Err(Error::io(segment_path(&self.dir, number), error));
+            }
+        };
+        debug_assert_eq!(written, needed);
         state.next_group = group + 1;
         let segment = state.segment.as_mut().expect("still there");
-        segment.offset = offset + bytes.len() as u64;
+        segment.offset = offset + written;
         let mut at = offset + GROUP_HEADER_BYTES as u64;
         Ok(records
             .iter()
             .map(|record| {
                 let this = lsn(number, at);
-                at += (RECORD_HEADER_BYTES + record.len()) as u64;
+                at += (RECORD_HEADER_BYTES + payload_len(record)) as u64;
                 this
             })
             .collect())
@@ -604,7 +649,7 @@ impl WalWriter {
         };
         let header = segment_header(&self.id, number, salt);
         let written = async {
-            file.write_at(&header, 0).await?;
+            file.write_at(&[&header], 0).await?;
             file.sync().await?;
             file.rename(&path).await
         }
@@ -650,6 +695,22 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A group's bytes as `write_group` writes them at `offset`.
+    fn encode_group(salt: u64, offset: u64, group: u64, records: &[Vec<u8>]) -> Vec<u8> {
+        // Each record in two parts, as a batch arrives in pieces.
+        let records: Vec<Payload> = records
+            .iter()
+            .map(|r| {
+                let (head, tail) = r.split_at(r.len() / 2);
+                vec![Buffer::from(head), Buffer::from(tail)]
+            })
+            .collect();
+        let (header, record_headers) = group_headers(salt, offset, group, &records);
+        let mut bytes = group_slices(&header, &record_headers, &records).concat();
+        bytes.resize(align_up(bytes.len() as u64) as usize, 0);
+        bytes
+    }
 
     fn segment_bytes(id: &str, number: u64, salt: u64, groups: &[Vec<Vec<u8>>]) -> Vec<u8> {
         let mut data = segment_header(id, number, salt);
