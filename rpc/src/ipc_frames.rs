@@ -88,6 +88,8 @@ pub struct Frame {
 pub struct StreamFraming {
     /// Bytes of the message being received (a prefix of it).
     pending: Vec<u8>,
+    /// Its whole length, once its metadata has arrived.
+    pending_length: Option<usize>,
     /// Stream offset of `pending[0]`.
     offset: u64,
     /// Messages received whole.
@@ -98,8 +100,8 @@ pub struct StreamFraming {
 
 /// What the bytes at the front of the stream are.
 enum Next {
-    /// Not all there yet.
-    Incomplete,
+    /// Not all there yet; the message's whole length once its metadata is there.
+    Incomplete { length: Option<usize> },
     /// The end-of-stream marker.
     End,
     /// A whole message, `length` bytes long.
@@ -114,6 +116,7 @@ impl StreamFraming {
     pub fn new(message_bytes_max: u64) -> StreamFraming {
         StreamFraming {
             pending: Vec::new(),
+            pending_length: None,
             offset: 0,
             messages: 0,
             ended: false,
@@ -121,59 +124,92 @@ impl StreamFraming {
         }
     }
 
-    /// Takes the next bytes of the stream; returns the messages they complete, in order.
+    /// Takes the next bytes of the stream; returns the messages they complete, in order. Whole
+    /// messages are slices of `bytes`; a message split across pieces is gathered in `pending`
+    /// (one copy, its length reserved once known) and handed on as that buffer.
     pub fn push(&mut self, bytes: &Buffer) -> Result<Vec<Frame>, String> {
-        // A message begun by an earlier piece is completed in `pending` (copied); whole messages
-        // are slices of `bytes`.
-        let mut pending = std::mem::take(&mut self.pending);
-        let from_pending = !pending.is_empty();
-        if from_pending {
-            pending.extend_from_slice(bytes);
+        if !self.pending.is_empty() {
+            return self.push_pending(bytes);
         }
-        let data: &[u8] = if from_pending { &pending } else { bytes };
         let mut frames = Vec::new();
         let mut start = 0;
-        let result = loop {
-            let rest = &data[start..];
+        loop {
+            let rest = &bytes[start..];
             if rest.is_empty() {
-                break Ok(());
+                return Ok(frames);
             }
             if self.ended {
-                break Err(format!(
+                return Err(format!(
                     "{} bytes after the end-of-stream marker",
                     rest.len()
                 ));
             }
-            match self.next(rest) {
-                Ok(Next::Incomplete) => break Ok(()),
-                Ok(Next::End) => {
+            match self.next(rest)? {
+                Next::Incomplete { length } => {
+                    let mut pending = Vec::with_capacity(length.unwrap_or(0).max(rest.len()));
+                    pending.extend_from_slice(rest);
+                    self.pending = pending;
+                    self.pending_length = length;
+                    return Ok(frames);
+                }
+                Next::End => {
                     self.ended = true;
                     start += PREFIX_BYTES;
                     self.offset += PREFIX_BYTES as u64;
                 }
-                Ok(Next::Message { length, schema }) => {
+                Next::Message { length, schema } => {
                     frames.push(Frame {
-                        bytes: if from_pending {
-                            Buffer::from(&rest[..length])
-                        } else {
-                            bytes.slice_with_length(start, length)
-                        },
+                        bytes: bytes.slice_with_length(start, length),
                         schema,
                     });
                     start += length;
                     self.offset += length as u64;
                     self.messages += 1;
                 }
-                Err(e) => break Err(e),
+            }
+        }
+    }
+
+    /// `push` while a message begun by an earlier piece waits in `pending`.
+    fn push_pending(&mut self, bytes: &Buffer) -> Result<Vec<Frame>, String> {
+        let had = self.pending.len();
+        // Once the message's length is known, only its bytes join it.
+        let wanted = match self.pending_length {
+            Some(length) => (length - had).min(bytes.len()),
+            None => bytes.len(),
+        };
+        self.pending.extend_from_slice(&bytes[..wanted]);
+        let (used, frame) = match self.next(&self.pending)? {
+            Next::Incomplete { length } => {
+                if let (Some(length), None) = (length, self.pending_length) {
+                    self.pending.reserve_exact(length - self.pending.len());
+                    self.pending_length = Some(length);
+                }
+                return Ok(Vec::new());
+            }
+            Next::End => {
+                self.ended = true;
+                (PREFIX_BYTES, None)
+            }
+            Next::Message { length, schema } => {
+                let mut message = std::mem::take(&mut self.pending);
+                message.truncate(length);
+                self.messages += 1;
+                (
+                    length,
+                    Some(Frame {
+                        bytes: Buffer::from_vec(message),
+                        schema,
+                    }),
+                )
             }
         };
-        self.pending = if from_pending {
-            pending.drain(..start);
-            pending
-        } else {
-            bytes[start..].to_vec()
-        };
-        result.map(|()| frames)
+        self.pending.clear();
+        self.pending_length = None;
+        self.offset += used as u64;
+        let mut frames: Vec<Frame> = frame.into_iter().collect();
+        frames.extend(self.push(&bytes.slice(used - had))?);
+        Ok(frames)
     }
 
     /// At commit: whether the stream is whole. A stream that sent no bytes at all is whole.
@@ -202,7 +238,7 @@ impl StreamFraming {
             return Err(self.bad_marker(data));
         }
         if data.len() < PREFIX_BYTES {
-            return Ok(Next::Incomplete);
+            return Ok(Next::Incomplete { length: None });
         }
         let declared = i32::from_le_bytes([data[4], data[5], data[6], data[7]]);
         if declared == 0 {
@@ -217,7 +253,7 @@ impl StreamFraming {
         }
         let metadata_end = PREFIX_BYTES + declared as usize;
         if data.len() < metadata_end {
-            return Ok(Next::Incomplete);
+            return Ok(Next::Incomplete { length: None });
         }
         // flatbuffers wants its bytes aligned; arrow's buffers are.
         let metadata = Buffer::from(&data[PREFIX_BYTES..metadata_end]);
@@ -258,7 +294,9 @@ impl StreamFraming {
         }
         let length = metadata_end + body as usize;
         if data.len() < length {
-            return Ok(Next::Incomplete);
+            return Ok(Next::Incomplete {
+                length: Some(length),
+            });
         }
         Ok(Next::Message { length, schema })
     }
@@ -314,6 +352,30 @@ mod tests {
             assert_eq!(frames.len(), 3, "cut at {cut}");
             assert!(frames[0].schema.is_some());
             framing.finish().unwrap();
+        }
+    }
+
+    /// Pieces of every size from 1 byte up: messages gathered across many pieces come out byte
+    /// for byte as sent, in order.
+    #[test]
+    fn stream_in_pieces_of_any_size_yields_its_messages_byte_for_byte() {
+        let bytes = stream(&[1, 2, 3, 4, 5], true);
+        let whole: Vec<Vec<u8>> = StreamFraming::new(1 << 20)
+            .push(&Buffer::from(&bytes[..]))
+            .unwrap()
+            .iter()
+            .map(|f| f.bytes.to_vec())
+            .collect();
+        assert_eq!(whole.len(), 3);
+        for size in 1..bytes.len() {
+            let mut framing = StreamFraming::new(1 << 20);
+            let mut frames = Vec::new();
+            for piece in bytes.chunks(size) {
+                frames.extend(framing.push(&Buffer::from(piece)).unwrap());
+            }
+            framing.finish().unwrap();
+            let got: Vec<Vec<u8>> = frames.iter().map(|f| f.bytes.to_vec()).collect();
+            assert_eq!(got, whole, "pieces of {size} bytes");
         }
     }
 

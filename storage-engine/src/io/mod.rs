@@ -1,7 +1,9 @@
 //! The bottom of the I/O path: the runtime (the only user of glommio: executors, direct files,
-//! timers), the per-core pool of decoded pages, and facts about the host.
+//! timers), the per-core pool of decoded pages, the direct writer of Parquet files, and facts
+//! about the host.
 
 pub mod buffer_pool;
 pub mod crash;
+pub mod direct_writer;
 pub mod host;
 pub mod runtime;

@@ -17,6 +17,7 @@
 
 use crate::error::{Error, Result};
 use crate::io::crash::{self, Event};
+use crate::io::direct_writer::DirectFileWriter;
 use crate::table::manifest::{
     self, ColumnDef, Compression, FileEntry, PartitionSpec, TableLock, TableManifest,
     WriterSettings,
@@ -1060,8 +1061,7 @@ fn write_file(
 ) -> Result<(FileEntry, usize)> {
     const SLICE_ROWS: usize = 65_536;
     let path = table_dir.join(relative);
-    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-    let handle = file.try_clone().map_err(|e| Error::io(&path, e))?;
+    let file = DirectFileWriter::create(&path).map_err(|e| Error::io(&path, e))?;
     let file = ChecksumWriter {
         inner: file,
         hasher: crc32fast::Hasher::new(),
@@ -1089,11 +1089,14 @@ fn write_file(
         }
     }
     let metadata = writer.finish().map_err(parquet_error)?;
+    let file = &mut writer.inner_mut().inner;
+    file.finish()
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(&path, e))?;
+    crash::after(Event::SyncFile(&path));
+    let bytes = file.bytes_written();
     let crc32 = writer.inner().hasher.clone().finalize();
     drop(writer);
-    handle.sync_all().map_err(|e| Error::io(&path, e))?;
-    crash::after(Event::SyncFile(&path));
-    let bytes = handle.metadata().map_err(|e| Error::io(&path, e))?.len();
     let mut columns: Vec<ColumnStats> = Vec::with_capacity(manifest.columns.len());
     for (index, column) in manifest.columns.iter().enumerate() {
         let mut merged: Option<ColumnStats> = None;
