@@ -963,8 +963,11 @@ impl IngestCore {
         let batches: Vec<RecordBatch> = chunks.iter().map(|c| c.batch.clone()).collect();
         let (data_dir, tenant, table) = (self.data_dir.clone(), key.0.clone(), key.1.clone());
         // On a thread of its own: encoding a flush's Parquet takes long, and the core's blocking
-        // thread must stay free for the manifest loads of its queries.
+        // thread must stay free for the manifest loads of its queries. At a lower priority:
+        // the rows are durable already, and appends and queries are waited on (a flush that
+        // falls behind fills the buffers, and backpressure then leaves it the CPU).
         let written = runtime::spawn_thread("tessera-flush", move || {
+            crate::io::host::lower_thread_priority();
             write_batches(&data_dir, &tenant, &table, &columns, &batches, update)
         })
         .await
