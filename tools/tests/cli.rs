@@ -1,29 +1,11 @@
 //! The `tessera` binary end to end: gen → import → sql in every output format, CSV import,
 //! EXPLAIN, and errors that name the problem with a failing exit status.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .output()
-        .expect("run tessera")
-}
-
-fn ok(args: &[&str]) -> String {
-    let output = tessera(args);
-    assert!(
-        output.status.success(),
-        "tessera {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use std::process::Output;
+use support::{ok, path, serve, tessera, Server};
 
 #[test]
 fn gen_import_and_query_in_every_format() {
@@ -325,22 +307,9 @@ fn import_of_a_value_that_does_not_fit_fails_naming_column_and_row() {
     assert!(!output.status.success());
 }
 
-/// A `tessera serve` child process, killed when dropped.
-struct Served {
-    child: std::process::Child,
-    address: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `tessera serve` on a loopback port over `data` with a secret of its own, for admin imports.
 struct ServeProcess {
-    served: Served,
+    served: Server,
     secret: std::path::PathBuf,
 }
 
@@ -349,7 +318,7 @@ impl ServeProcess {
         let secret = dir.join("secret");
         std::fs::write(&secret, "a test secret that is long enough!!").unwrap();
         ServeProcess {
-            served: serve(data, &secret, "127.0.0.1:0", &[]),
+            served: serve(data, &secret, "127.0.0.1:0", &["--cores", "1"]),
             secret,
         }
     }
@@ -435,45 +404,6 @@ fn remote_import_creates_the_table_with_its_flags_or_refuses_them() {
     assert_names_column_and_row(&tessera(&args), "id", 4);
 }
 
-/// Starts `tessera serve` on `listen` over `data` with `extra` flags; returns once it listens.
-fn serve(data: &Path, secret: &Path, listen: &str, extra: &[&str]) -> Served {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "serve",
-            "--data",
-            path(data),
-            "--listen",
-            listen,
-            "--http",
-            "off",
-            "--cores",
-            "1",
-            "--jwt-secret-file",
-            path(secret),
-        ])
-        .args(extra)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start tessera serve");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("tessera serve stopped before listening")
-            .unwrap();
-        if let Some(rest) = line.split(" on ").nth(1) {
-            if line.starts_with("tessera serving") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Served { child, address }
-}
-
 /// A data directory holding acme/events (1000 rows), a secret and a reader token for it.
 fn served_data(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
     let input = dir.join("events.parquet");
@@ -515,6 +445,8 @@ fn sql_over_tls_trusts_the_given_ca_and_name() {
         &secret,
         "127.0.0.1:0",
         &[
+            "--cores",
+            "1",
             "--tls-cert",
             path(&certificates.join("test-tls.crt")),
             "--tls-key",
@@ -588,7 +520,7 @@ fn non_loopback_address() -> Option<std::net::IpAddr> {
 fn a_token_goes_over_plain_tcp_only_to_loopback_or_with_insecure() {
     let dir = tempfile::tempdir().unwrap();
     let (data, secret, token) = served_data(dir.path());
-    let server = serve(&data, &secret, "0.0.0.0:0", &[]);
+    let server = serve(&data, &secret, "0.0.0.0:0", &["--cores", "1"]);
     let port = server.address.rsplit_once(':').unwrap().1.to_owned();
     // Loopback stays convenient.
     let out = ok(&[

@@ -5,13 +5,14 @@
 //! client would. `TESSERA_CRASH_ITERATIONS` sets the number of kills (default 50).
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray};
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::Server;
 use tessera_rpc::auth::{self, KeyKind, Role, TokenRequest};
 use tessera_rpc::Client;
 use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
@@ -48,50 +49,14 @@ fn batch(producer: i64, sequence: u64) -> RecordBatch {
     RecordBatch::try_from_iter(columns).unwrap()
 }
 
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// `tessera serve` on 2 cores; shows what it said about recovering the write-ahead log.
 fn serve(data: &Path, secret: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--http", "off"])
-        .args(["--cores", "2", "--data"])
-        .arg(data)
-        .arg("--jwt-secret-file")
-        .arg(secret)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tessera serve");
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut said = Vec::new();
-    let address = loop {
-        let line = match lines.next() {
-            Some(Ok(line)) => line,
-            _ => panic!(
-                "tessera serve stopped before listening:\n{}",
-                said.join("\n")
-            ),
-        };
-        said.push(line.clone());
-        if line.starts_with("tessera serving") {
-            if let Some(rest) = line.split(" on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-    };
-    for line in said.iter().filter(|l| l.contains("write-ahead")) {
+    let server = support::try_serve(data, secret, "127.0.0.1:0", &["--cores", "2"])
+        .unwrap_or_else(|said| panic!("tessera serve stopped before listening:\n{said}"));
+    for line in server.said.iter().filter(|l| l.contains("write-ahead")) {
         eprintln!("server: {line}");
     }
-    std::thread::spawn(move || lines.for_each(drop));
-    Server { child, address }
+    server
 }
 
 fn token(role: Role) -> String {

@@ -4,98 +4,17 @@
 //! reader's token fail with a non-zero exit. Also `tessera admin compact` and
 //! `drop-partitions` (retention) against the same kind of server.
 
-use std::io::{BufRead, Read};
+mod support;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::{ok, path, tessera, Server};
 
-fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .output()
-        .expect("run tessera")
-}
-
-fn ok(args: &[&str]) -> String {
-    let output = tessera(args);
-    assert!(
-        output.status.success(),
-        "tessera {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// A `tessera serve` child process, killed (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `tessera serve` over `data` on `listen`; its stderr if it stopped before listening.
-fn try_serve(data: &Path, secret: &Path, listen: &str) -> Result<Server, String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "serve",
-            "--data",
-            path(data),
-            "--listen",
-            listen,
-            "--http",
-            "off",
-            "--cores",
-            "2",
-            "--jwt-secret-file",
-            path(secret),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tessera serve");
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut said = String::new();
-    let address = loop {
-        let Some(Ok(line)) = lines.next() else {
-            let _ = child.wait();
-            return Err(said);
-        };
-        said.push_str(&line);
-        said.push('\n');
-        if line.starts_with("tessera serving") {
-            if let Some(rest) = line.split(" on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Ok(Server { child, address })
-}
-
-/// `tessera serve` over `data` on `listen`, retried for a while (a port or locks of a killed
-/// server may take a moment to free).
+/// `tessera serve` on 2 cores, retried while a killed server's port or locks free.
 fn serve(data: &Path, secret: &Path, listen: &str) -> Server {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match try_serve(data, secret, listen) {
-            Ok(server) => return server,
-            Err(said) => assert!(
-                Instant::now() < deadline,
-                "tessera serve did not start on {listen}: {said}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    support::serve(data, secret, listen, &["--cores", "2"])
 }
 
 /// A directory with a data directory and a secret; tokens minted for tenant acme.

@@ -1,0 +1,109 @@
+//! What the end-to-end tests of the `tessera` binary share: running it, and a `tessera serve`
+//! child process on loopback.
+
+// Each test file uses a part of this module.
+#![allow(dead_code)]
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("run tessera")
+}
+
+/// Runs `tessera` and returns its standard output; fails the test unless it succeeded.
+pub fn ok(args: &[&str]) -> String {
+    let output = tessera(args);
+    assert!(
+        output.status.success(),
+        "tessera {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+pub fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A `tessera serve` child process, killed (SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub address: String,
+    /// What it said on stderr until it listened.
+    pub said: Vec<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tessera serve` over `data` on `listen` with `extra` flags; its stderr if it stopped before
+/// listening.
+pub fn try_serve(
+    data: &Path,
+    secret: &Path,
+    listen: &str,
+    extra: &[&str],
+) -> Result<Server, String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "serve",
+            "--data",
+            path(data),
+            "--listen",
+            listen,
+            "--http",
+            "off",
+        ])
+        .args(["--jwt-secret-file", path(secret)])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tessera serve");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = Vec::new();
+    let address = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.wait();
+            return Err(said.join("\n"));
+        };
+        said.push(line.clone());
+        if line.starts_with("tessera serving") {
+            if let Some(rest) = line.split(" on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok(Server {
+        child,
+        address,
+        said,
+    })
+}
+
+/// `tessera serve` as `try_serve`, retried for a while (a port or the locks of a killed server
+/// may take a moment to free).
+pub fn serve(data: &Path, secret: &Path, listen: &str, extra: &[&str]) -> Server {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_serve(data, secret, listen, extra) {
+            Ok(server) => return server,
+            Err(said) => assert!(
+                Instant::now() < deadline,
+                "tessera serve did not start on {listen}: {said}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
