@@ -728,6 +728,53 @@ mod tests {
         path
     }
 
+    /// Records that pile up while a group is written form the next groups, each gathering at
+    /// most `GROUP_BYTES_MAX` (a record larger than that alone); all are acknowledged in order.
+    #[test]
+    fn records_waiting_on_a_group_form_groups_of_at_most_the_cap() {
+        use crate::io::runtime::{CoreOptions, CorePool};
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let options = CoreOptions {
+            cores: 1,
+            cpus: None,
+            io_memory_bytes: 1 << 20,
+            spin_before_park_us: 0,
+            probe_file: None,
+        };
+        let pool = CorePool::start(&options, |_| ()).expect("pool starts");
+        const RECORDS: usize = 40;
+        let writer_dir = log.clone();
+        let lsns = futures::executor::block_on(pool.run_on(0, move |_, _| async move {
+            let writer = Rc::new(WalWriter::new(writer_dir, "core-0".into(), SEGMENT_BYTES));
+            let appends = (0..RECORDS).map(|i| {
+                let payload = vec![Buffer::from(vec![i as u8; 1 << 20])];
+                writer.append(payload, Box::new(|_| {}))
+            });
+            futures::future::join_all(appends).await
+        }))
+        .unwrap();
+        let lsns: Vec<Lsn> = lsns.into_iter().map(|r| r.unwrap()).collect();
+        assert!(lsns.windows(2).all(|w| w[0] < w[1]));
+        let read = read_log(&log).unwrap();
+        assert_eq!(read.records.len(), RECORDS);
+        let mut group_bodies = Vec::new();
+        for segment in &read.segments {
+            let data = std::fs::read(segment).unwrap();
+            let (_, salt, _) = parse_segment_header(&data).unwrap();
+            let mut offset = ALIGN;
+            while let Some((_, records, next)) = parse_group(&data, salt, offset).unwrap() {
+                group_bodies.push(records.iter().map(|(_, r)| r.len()).sum::<usize>());
+                offset = next;
+            }
+        }
+        assert!(group_bodies.len() > 2, "groups: {group_bodies:?}");
+        assert!(
+            group_bodies.iter().all(|&b| b <= GROUP_BYTES_MAX),
+            "groups: {group_bodies:?}"
+        );
+    }
+
     #[test]
     fn groups_read_back_with_increasing_lsns() {
         let dir = tempfile::tempdir().unwrap();
