@@ -219,6 +219,15 @@ fn compaction_racing_queries_and_ingestion_never_changes_an_answer() {
     let racing_jobs = AtomicI64::new(0);
     std::thread::scope(|scope| {
         scope.spawn(|| {
+            // Ends the other loops however this one ends: a failed ingest must fail the test,
+            // not leave them running forever.
+            struct Done<'a>(&'a AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(false, Ordering::SeqCst);
+                }
+            }
+            let _done = Done(&writing);
             for sequence in 0..60 {
                 // Rows 1_000_000 + ..., at days 2 and 3.
                 let first = 1_000_000 + sequence * BATCH;
@@ -250,7 +259,6 @@ fn compaction_racing_queries_and_ingestion_never_changes_an_answer() {
                     engine.flush_ingest("acme", "events").unwrap();
                 }
             }
-            writing.store(false, Ordering::SeqCst);
         });
         scope.spawn(|| {
             while writing.load(Ordering::SeqCst) {
