@@ -4,10 +4,8 @@
 
 mod support;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
 use arrow_array::RecordBatch;
-use support::engine;
+use support::{engine, scalar};
 use tessera_storage_engine::gen::events_chunk;
 use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::Engine;
@@ -36,14 +34,6 @@ fn create_events(dir: &std::path::Path) {
     .unwrap();
     writer.write(&batch).unwrap();
     writer.finish().unwrap();
-}
-
-fn scalar(engine: &Engine, sql: &str) -> i64 {
-    let result = engine.sql("acme", sql).unwrap();
-    result.batches[0]
-        .column(0)
-        .as_primitive::<Int64Type>()
-        .value(0)
 }
 
 /// Answers that must not change when rows move from buffers to files.

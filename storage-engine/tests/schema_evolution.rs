@@ -5,11 +5,10 @@
 
 mod support;
 
-use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, Int64Array, ListArray, RecordBatch, StringArray};
 use std::sync::Arc;
-use support::{engine_with, timestamps, write_table, DAY_MICROS};
+use support::{engine_with, scalar, timestamps, write_table, DAY_MICROS};
 use tessera_storage_engine::table::manifest;
 use tessera_storage_engine::table::writer::ImportOptions;
 use tessera_storage_engine::Engine;
@@ -19,14 +18,6 @@ fn ipc(batch: &RecordBatch) -> Vec<u8> {
     writer.write(batch).unwrap();
     writer.finish().unwrap();
     writer.into_inner().unwrap()
-}
-
-fn scalar(engine: &Engine, sql: &str) -> i64 {
-    let result = engine.sql("acme", sql).unwrap();
-    result.batches[0]
-        .column(0)
-        .as_primitive::<Int64Type>()
-        .value(0)
 }
 
 /// `rows` rows at day `day`, user_id `first..`, and `region` if given.

@@ -3,7 +3,6 @@
 
 use super::*;
 use arrow_buffer::Buffer;
-use std::cell::Cell;
 use tessera_schema::tessera_capnp::ingest_stream;
 
 /// The batch being received: its Arrow IPC bytes in the pieces they arrived in, each copied once
@@ -18,7 +17,6 @@ pub(super) struct IngestStreamServer {
     producer: String,
     stream: RefCell<IpcStreamReader>,
     raw: RefCell<Vec<Buffer>>,
-    raw_bytes: Cell<u64>,
     batches: RefCell<Vec<RecordBatch>>,
     failure: RefCell<Option<Error>>,
 }
@@ -40,7 +38,6 @@ impl IngestStreamServer {
             producer,
             stream: RefCell::new(reader),
             raw: RefCell::default(),
-            raw_bytes: Cell::new(0),
             batches: RefCell::default(),
             failure: RefCell::new(None),
         }
@@ -48,7 +45,8 @@ impl IngestStreamServer {
 
     fn receive(&self, bytes: &[u8]) -> Result<(), Error> {
         let limit = self.connection.shared.limits.ingest_batch_bytes;
-        let total = self.raw_bytes.get() + bytes.len() as u64;
+        let received: u64 = self.raw.borrow().iter().map(|p| p.len() as u64).sum();
+        let total = received + bytes.len() as u64;
         if total > limit {
             return Err(error(
                 "limit",
@@ -64,7 +62,6 @@ impl IngestStreamServer {
             .push_buffer(&piece)
             .map_err(|e| error("invalid", e))?;
         self.raw.borrow_mut().push(piece);
-        self.raw_bytes.set(total);
         for item in decoded {
             if let Decoded::Batch(batch) = item {
                 if batch.num_rows() > 0 {
@@ -82,7 +79,6 @@ impl IngestStreamServer {
             IpcStreamReader::new(self.connection.shared.limits.ingest_batch_bytes),
         );
         let raw = std::mem::take(&mut *self.raw.borrow_mut());
-        self.raw_bytes.set(0);
         let batches = std::mem::take(&mut *self.batches.borrow_mut());
         if let Some(failure) = self.failure.borrow_mut().take() {
             return Err(failure);

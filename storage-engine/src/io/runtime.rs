@@ -397,7 +397,7 @@ impl DirectWriteFile {
         }
         let total: usize = parts.iter().map(|part| part.len()).sum();
         let padded = total.next_multiple_of(WRITE_ALIGN);
-        let mut source = parts.iter().flat_map(|part| part.chunks(WRITE_PIECE_BYTES));
+        let mut source = parts.iter().copied();
         let mut carry: &[u8] = &[];
         let mut in_flight = futures::stream::FuturesUnordered::new();
         let mut start = 0;

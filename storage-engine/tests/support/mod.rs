@@ -2,6 +2,8 @@
 //! two unpinned cores (tests share the machine).
 #![allow(dead_code)] // each test binary uses its own share
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use std::path::Path;
 use std::sync::Arc;
@@ -57,4 +59,13 @@ pub fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The single integer a query of tenant acme answers (a count or a sum).
+pub fn scalar(engine: &Engine, sql: &str) -> i64 {
+    let result = engine.sql("acme", sql).unwrap();
+    result.batches[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0)
 }
