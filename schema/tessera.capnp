@@ -73,10 +73,11 @@ struct QueryStats {
   elapsedMicros @11 :UInt64;   # wall time on the server, from admission to the last batch
   batches @12 :UInt64;         # record batches sent to the sink
   ipcBytes @13 :UInt64;        # bytes of Arrow IPC sent to the sink
-  queuedMicros @14 :UInt64;    # time spent waiting for admission (CONCURRENT_QUERIES)
+  queuedMicros @14 :UInt64;    # time from the call's arrival on its connection to taking a query slot
   bytesScanned @15 :UInt64;    # decoded bytes of the pages scanned, from the pool or the disk
   rowsTotal @16 :UInt64;       # rows of the files that were not pruned
   rowsFromStatistics @17 :UInt64;  # rows counted from statistics alone, without reading pages
+  filesCached @18 :UInt64;     # files whose partial result came from the node's partial-result cache
 }
 
 interface BatchSink {

@@ -95,6 +95,8 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
         io_memory_bytes: host::io_memory_per_core(numjobs).map_err(host_error)?,
         spin_before_park_us: 0,
         probe_file: Some(path.clone()),
+        time_slice: tessera_storage_engine::io::runtime::DEFAULT_TIME_SLICE,
+        throughput_shares: tessera_storage_engine::io::runtime::DEFAULT_THROUGHPUT_SHARES,
     };
     let pool = CorePool::start(&options, |_| ())
         .map_err(|e| job.invalid("numjobs", format!("cannot start executors: {e}")))?;

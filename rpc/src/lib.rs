@@ -2,6 +2,7 @@
 //! verification (`auth`), metrics (`metrics`) and the client library (`client`). The protocol
 //! itself lives in `tessera-schema`.
 
+pub mod admission;
 pub mod auth;
 pub mod client;
 pub mod codes;

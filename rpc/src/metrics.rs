@@ -15,6 +15,8 @@ pub struct Metrics {
     pub query_errors_total: Counter,
     pub queries_rejected_overloaded: Counter,
     pub query_duration_seconds: Histogram,
+    pub query_queue_seconds: Histogram,
+    pub queries_waiting: Gauge,
     pub data_scanned_bytes: Counter,
     pub data_read_bytes: Counter,
     pub rows_returned: Counter,
@@ -30,6 +32,10 @@ pub struct Metrics {
     pub buffer_pool_hits: Gauge,
     pub buffer_pool_misses: Gauge,
     pub buffer_pool_bytes: Gauge,
+    pub partial_cache_hits: Gauge,
+    pub partial_cache_misses: Gauge,
+    pub partial_cache_bytes: Gauge,
+    pub partial_cache_evictions: Gauge,
 }
 
 impl Metrics {
@@ -40,6 +46,8 @@ impl Metrics {
             query_errors_total: Counter::default(),
             queries_rejected_overloaded: Counter::default(),
             query_duration_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 20)),
+            query_queue_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 24)),
+            queries_waiting: Gauge::default(),
             data_scanned_bytes: Counter::default(),
             data_read_bytes: Counter::default(),
             rows_returned: Counter::default(),
@@ -55,6 +63,10 @@ impl Metrics {
             buffer_pool_hits: Gauge::default(),
             buffer_pool_misses: Gauge::default(),
             buffer_pool_bytes: Gauge::default(),
+            partial_cache_hits: Gauge::default(),
+            partial_cache_misses: Gauge::default(),
+            partial_cache_bytes: Gauge::default(),
+            partial_cache_evictions: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -77,6 +89,16 @@ impl Metrics {
             "query_duration_seconds",
             "Wall time of queries from admission to the last batch",
             metrics.query_duration_seconds.clone(),
+        );
+        r.register(
+            "query_queue_seconds",
+            "Time queries waited from arriving on their connection to taking a slot",
+            metrics.query_queue_seconds.clone(),
+        );
+        r.register(
+            "queries_waiting",
+            "Queries waiting for a slot now",
+            metrics.queries_waiting.clone(),
         );
         r.register(
             "data_scanned_bytes",
@@ -152,6 +174,26 @@ impl Metrics {
             "buffer_pool_bytes",
             "Decoded bytes held by the buffer pools",
             metrics.buffer_pool_bytes.clone(),
+        );
+        r.register(
+            "partial_cache_hits",
+            "Files whose partial result a query took from the partial-result cache",
+            metrics.partial_cache_hits.clone(),
+        );
+        r.register(
+            "partial_cache_misses",
+            "Files a cacheable query fragment had to scan",
+            metrics.partial_cache_misses.clone(),
+        );
+        r.register(
+            "partial_cache_bytes",
+            "Bytes held by the partial-result cache",
+            metrics.partial_cache_bytes.clone(),
+        );
+        r.register(
+            "partial_cache_evictions",
+            "Partial results evicted to make room",
+            metrics.partial_cache_evictions.clone(),
         );
         Metrics {
             registry,

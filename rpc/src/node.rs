@@ -2,6 +2,7 @@
 //! Both the server (which builds it) and the capability objects (which read it) depend on this
 //! module, never on each other.
 
+use crate::admission::Admission;
 use crate::auth::Verifier;
 use crate::metrics::Metrics;
 use std::net::SocketAddr;
@@ -18,9 +19,15 @@ pub struct Limits {
     pub nesting_limit: i32,
     pub calls_in_flight_per_connection: usize,
     pub connections_max: usize,
-    /// Queries running on the node at once (`CONCURRENT_QUERIES`).
+    /// Queries scanning much data (the throughput class) running on the node at once
+    /// (`CONCURRENT_QUERIES`).
     pub concurrent_queries: usize,
-    /// How long a query beyond `concurrent_queries` waits before `overloaded`.
+    /// Short queries (the latency class: point lookups, ranges the statistics mostly answer)
+    /// running at once; they have slots of their own, so they never queue behind scans.
+    pub concurrent_short_queries: usize,
+    /// Queries that may wait for a slot, per class; one more is refused with `overloaded`.
+    pub admission_queue: usize,
+    /// How long a query waits for a slot before `overloaded`.
     pub admission_wait: Duration,
     /// A connection with no call in flight and nothing received for this long is closed.
     pub idle_timeout: Duration,
@@ -50,6 +57,8 @@ impl Default for Limits {
             calls_in_flight_per_connection: 64,
             connections_max: 10_000,
             concurrent_queries: 16,
+            concurrent_short_queries: 64,
+            admission_queue: 1024,
             admission_wait: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(300),
             stall_timeout: Duration::from_secs(30),
@@ -68,7 +77,8 @@ pub struct Shared {
     pub verifier: Verifier,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
-    pub queries_running: AtomicUsize,
+    /// Query slots and their queues (`Limits::concurrent_queries` and friends).
+    pub admission: Arc<Admission>,
     /// Blocking threads running (`Limits::blocking_threads_max`).
     pub blocking_threads: AtomicUsize,
     pub connections: AtomicUsize,

@@ -9,6 +9,7 @@
 //! on the node (`CONCURRENT_QUERIES`: beyond it a query waits up to `admission_wait`, then gets
 //! `overloaded`), a sink that stops reading (`stall_timeout`), and idle connections.
 
+use crate::admission::Admission;
 use crate::auth::{AuthConfig, Verifier};
 use crate::metrics::{self, HttpServer, Metrics, NodeProbe};
 use crate::node::{Limits, Shared};
@@ -94,9 +95,14 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let shared = Arc::new(Shared {
             verifier,
-            limits: config.limits,
             metrics: metrics.clone(),
-            queries_running: AtomicUsize::new(0),
+            admission: Admission::new(
+                config.limits.concurrent_short_queries,
+                config.limits.concurrent_queries,
+                config.limits.admission_queue,
+                config.limits.admission_wait,
+            ),
+            limits: config.limits,
             blocking_threads: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             started: Instant::now(),
@@ -196,6 +202,14 @@ impl NodeProbe for Probe {
             metrics
                 .buffer_pool_bytes
                 .set(counters.iter().map(|c| c.bytes_used as i64).sum());
+            let partials = engine.partial_counters();
+            let sum = |field: fn(
+                &tessera_storage_engine::query::exec::partials::PartialCounters,
+            ) -> u64| { partials.iter().map(|c| field(c) as i64).sum() };
+            metrics.partial_cache_hits.set(sum(|c| c.hits));
+            metrics.partial_cache_misses.set(sum(|c| c.misses));
+            metrics.partial_cache_bytes.set(sum(|c| c.bytes_used));
+            metrics.partial_cache_evictions.set(sum(|c| c.evictions));
         }
         let budget = self.shared.max_memory_bytes.max(1) as f64;
         metrics
@@ -219,7 +233,7 @@ impl NodeProbe for Probe {
             self.shared.cores,
             self.shared.started.elapsed().as_secs(),
             self.shared.connections.load(Ordering::Relaxed),
-            self.shared.queries_running.load(Ordering::Relaxed),
+            self.shared.admission.load().0,
         );
         (status == "ok", body)
     }
@@ -289,7 +303,7 @@ where
         options,
     );
     network.set_window_size(limits.flow_window_bytes);
-    let state = Rc::new(Connection::new(context, shared));
+    let state = Rc::new(Connection::new(context, shared, last_read.clone()));
     let gateway = service::gateway(state.clone());
     let rpc = RpcSystem::new(Box::new(network), Some(gateway.client));
     let idle = async {

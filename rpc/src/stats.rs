@@ -16,7 +16,7 @@ pub struct QueryStats {
     /// Record batches and Arrow IPC bytes sent to the client.
     pub batches: u64,
     pub ipc_bytes: u64,
-    /// Time spent waiting for admission (`CONCURRENT_QUERIES`).
+    /// Time from the call's arrival on its connection to taking a query slot.
     pub queued_micros: u64,
 }
 
@@ -27,6 +27,7 @@ impl QueryStats {
         out.set_rows_scanned(scan.rows_scanned);
         out.set_rows_total(scan.rows_total);
         out.set_rows_from_statistics(scan.rows_from_statistics);
+        out.set_files_cached(scan.files_cached);
         out.set_bytes_read(scan.bytes_read);
         out.set_bytes_scanned(scan.bytes_scanned);
         out.set_files_total(scan.files_total);
@@ -56,6 +57,7 @@ impl QueryStats {
                 rows_total: stats.get_rows_total(),
                 rows_scanned: stats.get_rows_scanned(),
                 rows_from_statistics: stats.get_rows_from_statistics(),
+                files_cached: stats.get_files_cached(),
                 bytes_read: stats.get_bytes_read(),
                 bytes_scanned: stats.get_bytes_scanned(),
                 pool_hits: stats.get_pool_hits(),
@@ -88,6 +90,7 @@ mod tests {
                 rows_total: 8,
                 rows_scanned: 9,
                 rows_from_statistics: 10,
+                files_cached: 19,
                 bytes_read: 11,
                 bytes_scanned: 12,
                 pool_hits: 13,

@@ -34,6 +34,9 @@ fn setup() -> (tempfile::TempDir, Engine, Vec<RecordBatch>) {
     config.cores = 2;
     config.pin_cores = false;
     config.buffer_pool_bytes = 512 << 20;
+    // These tests watch the buffer pool: repeated aggregations must not come from the
+    // partial-result cache (tests/partial_cache.rs covers it).
+    config.partial_cache_bytes = 0;
     let engine = Engine::open(config).unwrap();
     (dir, engine, batches)
 }
@@ -278,6 +281,7 @@ fn a_query_larger_than_the_pool_streams_through_it() {
     config.cores = 2;
     config.pin_cores = false;
     config.buffer_pool_bytes = 1 << 20;
+    config.partial_cache_bytes = 0;
     let small = Engine::open(config).unwrap();
     let first = small.sql("acme", sql).unwrap();
     let second = small.sql("acme", sql).unwrap();

@@ -14,7 +14,8 @@ fn workspace() -> PathBuf {
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
-        if path.is_dir() && !path.ends_with("target") {
+        // `vendor` holds third-party code kept as published (storage-engine/vendor).
+        if path.is_dir() && !path.ends_with("target") && !path.ends_with("vendor") {
             sources(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
             out.push(path);

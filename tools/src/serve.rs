@@ -150,6 +150,14 @@ struct LimitsFile {
     calls_in_flight_per_connection: Option<usize>,
     max_connections: Option<usize>,
     admission_wait_ms: Option<u64>,
+    /// Queries that may wait for a slot, per class (beyond: `overloaded`).
+    admission_queue: Option<usize>,
+    /// Short queries (point lookups, ranges statistics mostly answer) running at once.
+    concurrent_short_queries: Option<usize>,
+    /// Milliseconds a task runs before it yields to waiting work on its core.
+    time_slice_ms: Option<u64>,
+    /// CPU shares of scans over much data against short queries' 1000.
+    throughput_shares: Option<usize>,
     idle_timeout_seconds: Option<u64>,
     stall_timeout_seconds: Option<u64>,
 }
@@ -273,6 +281,18 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
     }
     if let Some(v) = l.admission_wait_ms {
         limits.admission_wait = Duration::from_millis(v);
+    }
+    if let Some(v) = l.admission_queue {
+        limits.admission_queue = v;
+    }
+    if let Some(v) = l.concurrent_short_queries {
+        limits.concurrent_short_queries = v.max(1);
+    }
+    if let Some(v) = l.time_slice_ms {
+        engine.time_slice = Duration::from_millis(v.clamp(1, 1000));
+    }
+    if let Some(v) = l.throughput_shares {
+        engine.throughput_shares = v.clamp(1, 1000);
     }
     if let Some(v) = l.idle_timeout_seconds {
         limits.idle_timeout = Duration::from_secs(v);

@@ -79,15 +79,28 @@ pub struct Connection {
     context: CoreContext,
     shared: Arc<Shared>,
     in_flight: Cell<usize>,
+    /// When bytes last arrived on the connection: a call's arrival, for its queue time.
+    last_read: Rc<Cell<Instant>>,
 }
 
 impl Connection {
-    pub fn new(context: CoreContext, shared: Arc<Shared>) -> Connection {
+    pub fn new(
+        context: CoreContext,
+        shared: Arc<Shared>,
+        last_read: Rc<Cell<Instant>>,
+    ) -> Connection {
         Connection {
             context,
             shared,
             in_flight: Cell::new(0),
+            last_read,
         }
+    }
+
+    /// When the call being handled arrived: the last read of the connection, which delivered
+    /// its message (or a later one) — no later than now.
+    fn arrival(&self) -> Instant {
+        self.last_read.get().min(Instant::now())
     }
 
     pub fn calls_in_flight(&self) -> usize {
@@ -120,43 +133,41 @@ impl Drop for CallGuard {
     }
 }
 
-/// A running-query slot under `CONCURRENT_QUERIES`, released on drop.
-struct QuerySlot(Arc<Shared>);
-
-impl Drop for QuerySlot {
-    fn drop(&mut self) {
-        self.0.queries_running.fetch_sub(1, Ordering::AcqRel);
-        self.0.metrics.queries_running.dec();
+/// Takes a query slot of `class` for `tenant` (`admission`); `overloaded` when its queue is
+/// full or no slot frees within `admission_wait`. The running and waiting gauges follow.
+async fn admit(
+    shared: &Arc<Shared>,
+    class: runtime::TaskClass,
+    tenant: &str,
+) -> Result<QuerySlot, Error> {
+    let metrics = &shared.metrics;
+    metrics.queries_waiting.inc();
+    let admitted = shared.admission.admit(class, tenant).await;
+    metrics.queries_waiting.dec();
+    match admitted {
+        Ok(slot) => {
+            metrics.queries_running.inc();
+            Ok(QuerySlot {
+                _slot: slot,
+                shared: shared.clone(),
+            })
+        }
+        Err(refusal) => {
+            metrics.queries_rejected_overloaded.inc();
+            Err(Error::overloaded(format!("overloaded: {refusal}")))
+        }
     }
 }
 
-/// Takes a query slot, waiting up to `admission_wait` for one; then `overloaded`.
-async fn admit(shared: &Arc<Shared>) -> Result<QuerySlot, Error> {
-    let limit = shared.limits.concurrent_queries;
-    let deadline = Instant::now() + shared.limits.admission_wait;
-    let mut pause = std::time::Duration::from_micros(500);
-    loop {
-        let running = shared.queries_running.load(Ordering::Acquire);
-        if running < limit {
-            if shared
-                .queries_running
-                .compare_exchange(running, running + 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                shared.metrics.queries_running.inc();
-                return Ok(QuerySlot(shared.clone()));
-            }
-            continue;
-        }
-        if Instant::now() >= deadline {
-            shared.metrics.queries_rejected_overloaded.inc();
-            return Err(Error::overloaded(format!(
-                "overloaded: {running} queries are running (CONCURRENT_QUERIES={limit}); retry later"
-            )));
-        }
-        // Waiters poll with backoff: a slot frees when any core finishes a query.
-        runtime::sleep(pause).await;
-        pause = (pause * 2).min(std::time::Duration::from_millis(8));
+/// A running query's slot, released on drop.
+struct QuerySlot {
+    _slot: crate::admission::Slot,
+    shared: Arc<Shared>,
+}
+
+impl Drop for QuerySlot {
+    fn drop(&mut self) {
+        self.shared.metrics.queries_running.dec();
     }
 }
 

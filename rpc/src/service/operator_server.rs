@@ -86,7 +86,7 @@ impl operator::Server for OperatorServer {
         node.set_cores(shared.cores as u32);
         node.set_version(env!("CARGO_PKG_VERSION"));
         node.set_uptime_seconds(shared.started.elapsed().as_secs());
-        node.set_queries_running(shared.queries_running.load(Ordering::Relaxed) as u32);
+        node.set_queries_running(shared.admission.load().0 as u32);
         node.set_connections(shared.connections.load(Ordering::Relaxed) as u32);
         Ok(())
     }

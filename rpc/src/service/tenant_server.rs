@@ -58,21 +58,29 @@ impl TenantServer {
         check_expiry(&self.identity)
     }
 
+    /// Plans the query, waits for a slot of its class, runs it into `sink`.
     async fn run_query(
         &self,
         statement: Statement,
         sink: batch_sink::Client,
-        queued_micros: u64,
+        arrival: Instant,
     ) -> Result<QueryStats, Error> {
-        let started = Instant::now();
-        let limits = &self.connection.shared.limits;
-        let mut out = PushSink::new(&sink, limits);
-        let result = match self
-            .connection
-            .context
-            .execute_into(&self.tenant, statement, &mut out)
+        let context = &self.connection.context;
+        let prepared = context
+            .prepare(&self.tenant, statement)
             .await
-        {
+            .map_err(engine_error)?;
+        let shared = &self.connection.shared;
+        let _slot = admit(shared, prepared.class(), &self.tenant).await?;
+        let started = Instant::now();
+        let queued_micros = started.duration_since(arrival).as_micros() as u64;
+        shared
+            .metrics
+            .query_queue_seconds
+            .observe(queued_micros as f64 / 1e6);
+        let limits = &shared.limits;
+        let mut out = PushSink::new(&sink, limits);
+        let result = match context.run_into(prepared, &mut out).await {
             Ok(result) => result,
             // A failure of our own sink explains itself better than the engine's "cancelled".
             Err(e) => return Err(out.failure.take().unwrap_or_else(|| engine_error(e))),
@@ -228,19 +236,15 @@ impl tenant::Server for TenantServer {
         let sink = params.get_sink()?;
         let tag = params.get_tag();
         let shared = self.connection.shared.clone();
-        let queued = Instant::now();
-        let _slot = admit(&shared).await?;
-        let queued_micros = queued.elapsed().as_micros() as u64;
+        let arrival = self.connection.arrival();
         let statement = sql::parse(&sql).map_err(|e| engine_error(e.into()));
         let (handle, registration) = AbortHandle::new_pair();
         // Unregistered when this call ends, however it ends (success, error or dropped call).
         let _registered = Running::register(&self.running, &self.next_query, tag, handle);
         let outcome = match statement {
-            Ok(statement) => {
-                Abortable::new(self.run_query(statement, sink, queued_micros), registration)
-                    .await
-                    .unwrap_or_else(|_| Err(error("cancelled", "the query was cancelled")))
-            }
+            Ok(statement) => Abortable::new(self.run_query(statement, sink, arrival), registration)
+                .await
+                .unwrap_or_else(|_| Err(error("cancelled", "the query was cancelled"))),
             Err(e) => Err(e),
         };
         let metrics = &shared.metrics;

@@ -256,6 +256,7 @@ impl CoreContext {
                     .call(&this.state, peer, move |state, _| async move {
                         state.metadata.evict_files(&ids);
                         state.pool.evict_files(&ids);
+                        state.partials.evict_files(&ids);
                     })
             });
             futures::future::join_all(calls).await;
@@ -270,7 +271,8 @@ impl CoreContext {
     /// Runs a compaction round every `interval`, for as long as the core runs.
     pub(super) fn start_compacting(&self, interval: Duration) {
         let this = self.clone();
-        runtime::spawn_local(async move {
+        // Compaction's reads and merges take the CPU short queries leave.
+        runtime::spawn_local_in(runtime::TaskClass::Throughput, async move {
             let mut round = 0;
             loop {
                 runtime::sleep(interval).await;

@@ -15,7 +15,7 @@ use crate::ingest::{
 use crate::io::buffer_pool::BufferPool;
 use crate::io::buffer_pool::PoolCounters;
 use crate::io::host;
-use crate::io::runtime::{self, CoreOptions, CorePool, JobError, Peers};
+use crate::io::runtime::{self, CoreOptions, CorePool, JobError, Peers, TaskClass};
 use crate::query::aggregate::{self, AccState};
 use crate::query::exec::{self, CoreOutput, CoreState, FileTask, MetadataCache, ScanStats};
 use crate::query::kernels::Kernels;
@@ -53,10 +53,17 @@ pub struct EngineConfig {
     pub cached_files_per_core: Option<usize>,
     pub buffer_pool_bytes: u64,
     pub metadata_cache_bytes: u64,
+    /// Partial aggregates of query fragments per immutable file (`exec::partials`); 0 turns
+    /// the cache off.
+    pub partial_cache_bytes: u64,
     /// Registered I/O memory per executor; None picks a size that fits `ulimit -l`
     /// (`host::io_memory_per_core`).
     pub io_memory_bytes: Option<usize>,
     pub spin_before_park_us: u64,
+    /// How long a task runs before it yields to waiting work (`runtime::CoreOptions`).
+    pub time_slice: Duration,
+    /// CPU shares of scans over much data against short queries' 1000 on every core.
+    pub throughput_shares: usize,
     /// Memory one query's state (groups, rows collected for ORDER BY, merge and sort) may hold.
     pub query_memory_bytes: u64,
     /// Memory every running query's state together may hold on the node.
@@ -77,8 +84,11 @@ impl EngineConfig {
             cached_files_per_core: None,
             buffer_pool_bytes: 4 << 30,
             metadata_cache_bytes: 256 << 20,
+            partial_cache_bytes: 128 << 20,
             io_memory_bytes: None,
             spin_before_park_us: 0,
+            time_slice: runtime::DEFAULT_TIME_SLICE,
+            throughput_shares: runtime::DEFAULT_THROUGHPUT_SHARES,
             query_memory_bytes: 4 << 30,
             query_memory_budget_bytes: 8 << 30,
             ingest: IngestConfig::default(),
@@ -88,10 +98,30 @@ impl EngineConfig {
 }
 
 /// Counters and timing of one query.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct QueryStats {
     pub scan: ScanStats,
     pub elapsed: Duration,
+    /// The task queue it ran in.
+    pub class: TaskClass,
+}
+
+/// A query planned on one core and ready to run there (`CoreContext::prepare`).
+pub struct PreparedQuery {
+    class: TaskClass,
+    manifest: Arc<TableManifest>,
+    plan: Arc<Plan>,
+    tasks: Vec<FileTask>,
+    pruned_files: u64,
+    explain: bool,
+    _epoch: ingest::EpochGuard,
+}
+
+impl PreparedQuery {
+    /// The task queue and admission lane the query runs in.
+    pub fn class(&self) -> TaskClass {
+        self.class
+    }
 }
 
 #[derive(Debug)]
@@ -168,6 +198,8 @@ impl Engine {
             io_memory_bytes,
             spin_before_park_us: config.spin_before_park_us,
             probe_file: Some(probe),
+            time_slice: config.time_slice,
+            throughput_shares: config.throughput_shares,
         };
         // The logs belong to one process: it adopts what earlier runs left, and ingests.
         let wal_lock = ingest::lock_logs(&config.data_dir)?;
@@ -194,12 +226,14 @@ impl Engine {
         let (ingest_config, data_dir) = (config.ingest.clone(), config.data_dir.clone());
         let pool_bytes = (config.buffer_pool_bytes / config.cores as u64) as usize;
         let metadata_bytes = (config.metadata_cache_bytes / config.cores as u64) as usize;
+        let partial_bytes = (config.partial_cache_bytes / config.cores as u64) as usize;
         let kernels = Kernels::detect();
         let core_logs = logs.clone();
         let cores = CorePool::start(&options, move |core| CoreState {
             core,
             pool: BufferPool::new(pool_bytes),
             metadata: MetadataCache::new(metadata_bytes, files_per_core),
+            partials: exec::partials::PartialCache::new(partial_bytes),
             kernels,
             ingest: Rc::new(IngestCore::new(
                 core,
@@ -407,6 +441,22 @@ impl Engine {
         (0..count).filter(|&core| !alive[core]).collect()
     }
 
+    /// Partial-result cache counters per core.
+    pub fn partial_counters(&self) -> Vec<exec::partials::PartialCounters> {
+        let receivers: Vec<_> = (0..self.cores.cores())
+            .map(|core| {
+                self.on_core(
+                    core,
+                    |context| async move { context.state.partials.counters() },
+                )
+            })
+            .collect();
+        futures::executor::block_on(futures::future::join_all(receivers))
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// Buffer pool counters per core.
     pub fn pool_counters(&self) -> Vec<PoolCounters> {
         let receivers: Vec<_> = (0..self.cores.cores())
@@ -437,6 +487,7 @@ impl Engine {
                 self.on_core(core, |context| async move {
                     context.state.pool.clear();
                     context.state.metadata.clear();
+                    context.state.partials.clear();
                 })
             })
             .collect();
@@ -487,6 +538,7 @@ impl CoreContext {
                 .call(&self.state, peer, move |state, _| async move {
                     state.metadata.evict_files(&files);
                     state.pool.evict_files(&files);
+                    state.partials.evict_files(&files);
                     for (tenant, table) in tables.iter() {
                         state.ingest.forget(tenant, table).await;
                     }
@@ -587,24 +639,28 @@ impl CoreContext {
     }
 
     /// Runs a parsed statement for `tenant`, coordinated by this core, handing the result to
-    /// `sink` batch by batch; the returned `QueryResult` then holds no batches. Row queries
-    /// without ORDER BY stream: cores send chunks as they scan and wait while `sink` is behind,
-    /// so memory stays bounded whatever the result's size. Other queries deliver their one
-    /// merged batch at the end.
+    /// `sink` batch by batch (`prepare`, then `run_into`).
     pub async fn execute_into<S: BatchSink>(
         &self,
         tenant: &str,
         statement: Statement,
         sink: &mut S,
     ) -> Result<QueryResult> {
-        let started = Instant::now();
+        let prepared = self.prepare(tenant, statement).await?;
+        self.run_into(prepared, sink).await
+    }
+
+    /// Plans a statement for `tenant`: reads the table's manifest, binds the query and prunes
+    /// files by their statistics, which tells its class (`PreparedQuery::class`) before it runs.
+    /// Rows a flush moves from buffers into files stay in memory until the prepared query is
+    /// run or dropped.
+    pub async fn prepare(&self, tenant: &str, statement: Statement) -> Result<PreparedQuery> {
         let (query, explain) = match statement {
             Statement::Query(query) => (query, false),
             Statement::Explain(query) => (query, true),
         };
-        // Registered before the manifest is read: rows a flush moves from buffers into files
-        // stay in memory until this query ends (`ingest::Epochs`).
-        let _epoch = self.state.ingest.enter_query();
+        // Registered before the manifest is read (`ingest::Epochs`).
+        let epoch = self.state.ingest.enter_query();
         // Stat, and on a change read and parse, off the core.
         let (data_dir, owner, table) = (
             self.config.data_dir.clone(),
@@ -626,8 +682,38 @@ impl CoreContext {
             }
         }
         let plan = Arc::new(plan::bind(&query, &manifest.columns)?);
-        let schema = output_schema(&plan);
         let (tasks, pruned_files) = file_tasks(&self.config.data_dir, &manifest, &plan);
+        Ok(PreparedQuery {
+            class: query_class(&plan, &tasks),
+            manifest,
+            plan,
+            tasks,
+            pruned_files,
+            explain,
+            _epoch: epoch,
+        })
+    }
+
+    /// Runs a prepared query, handing the result to `sink` batch by batch; the returned
+    /// `QueryResult` then holds no batches. Row queries without ORDER BY stream: cores send
+    /// chunks as they scan and wait while `sink` is behind, so memory stays bounded whatever
+    /// the result's size. Other queries deliver their one merged batch at the end.
+    pub async fn run_into<S: BatchSink>(
+        &self,
+        prepared: PreparedQuery,
+        sink: &mut S,
+    ) -> Result<QueryResult> {
+        let started = Instant::now();
+        let PreparedQuery {
+            class,
+            manifest,
+            plan,
+            tasks,
+            pruned_files,
+            explain,
+            _epoch,
+        } = prepared;
+        let schema = output_schema(&plan);
         let buffered = Arc::new(exec::BufferedScan {
             tenant: manifest.tenant.clone(),
             table: manifest.table.clone(),
@@ -640,12 +726,18 @@ impl CoreContext {
         let (batch, mut scan) = if streaming {
             (
                 None,
-                self.stream_on_cores(&plan, &schema, tasks, &buffered, sink, &memory)
+                self.stream_on_cores(class, &plan, &schema, tasks, &buffered, sink, &memory)
                     .await?,
             )
         } else {
-            self.run_on_cores(&plan, tasks, &buffered, explain, &memory)
-                .await?
+            // Scanning, merging and sorting run in the query's class on every core.
+            let (this, plan, buffered, memory) =
+                (self.clone(), plan.clone(), buffered.clone(), memory.clone());
+            runtime::run_in(class, async move {
+                this.run_on_cores(&plan, tasks, &buffered, explain, &memory)
+                    .await
+            })
+            .await?
         };
         scan.files_total += pruned_files;
         scan.files_pruned += pruned_files;
@@ -655,11 +747,12 @@ impl CoreContext {
             stats: QueryStats {
                 scan,
                 elapsed: Duration::ZERO,
+                class,
             },
             explain: None,
         };
         if explain {
-            let text = explain_text(&manifest, &plan, &result.stats.scan);
+            let text = explain_text(&manifest, &plan, &result.stats.scan, class);
             result.schema = Arc::new(Schema::new(vec![Field::new(
                 "plan",
                 arrow_schema::DataType::Utf8,
@@ -701,8 +794,10 @@ impl CoreContext {
 
     /// Row mode without ORDER BY: every core streams chunks here as it scans; each becomes a
     /// batch for `sink`, until the LIMIT is met or the sink refuses (which stops the cores).
+    #[allow(clippy::too_many_arguments)]
     async fn stream_on_cores<S: BatchSink>(
         &self,
+        class: TaskClass,
         plan: &Arc<Plan>,
         schema: &SchemaRef,
         tasks: Vec<FileTask>,
@@ -712,7 +807,13 @@ impl CoreContext {
     ) -> Result<ScanStats> {
         // A few chunks in flight per core: enough to overlap scanning with sending.
         let (sender, mut receiver) = futures::channel::mpsc::channel(2 * self.peers.count());
-        let scatter = self.scatter(plan, tasks, buffered, false, Some(sender), memory);
+        // The cores scan in the query's class; chunks are delivered in this task's.
+        let (this, scan_plan, buffered, memory) =
+            (self.clone(), plan.clone(), buffered.clone(), memory.clone());
+        let scatter = runtime::run_in(class, async move {
+            this.scatter(&scan_plan, tasks, &buffered, false, Some(sender), &memory)
+                .await
+        });
         let mut remaining = plan.limit.unwrap_or(u64::MAX);
         let deliver = async {
             while remaining > 0 {
@@ -822,6 +923,28 @@ fn file_cache_id(manifest: &TableManifest, file: &manifest::FileEntry) -> u64 {
     hasher.finish()
 }
 
+/// Rows a query may decode up to which it runs in the latency class: point lookups and ranges
+/// that statistics mostly answer, not scans of a table.
+const LATENCY_CLASS_ROWS: u64 = 1 << 18;
+
+/// The task queue a query scans in: `Latency` when the files left after pruning hold few rows
+/// it must decode (a `COUNT(*)` over files the statistics prove all-matching decodes none),
+/// `Throughput` otherwise.
+fn query_class(plan: &Plan, tasks: &[FileTask]) -> TaskClass {
+    let count_only = matches!(&plan.mode, Mode::Groups { keys, aggregates }
+        if keys.is_empty() && aggregates.iter().all(|a| a.function == sql::AggregateFunction::CountStar));
+    let rows: u64 = tasks
+        .iter()
+        .filter(|task| !(count_only && task.truth == Truth::Always))
+        .map(|task| task.rows)
+        .sum();
+    if rows <= LATENCY_CLASS_ROWS {
+        TaskClass::Latency
+    } else {
+        TaskClass::Throughput
+    }
+}
+
 /// One task per file the manifest statistics cannot rule out, and the number ruled out.
 fn file_tasks(data_dir: &Path, manifest: &TableManifest, plan: &Plan) -> (Vec<FileTask>, u64) {
     let table_dir = manifest::table_dir(data_dir, &manifest.tenant, &manifest.table);
@@ -844,7 +967,12 @@ fn file_tasks(data_dir: &Path, manifest: &TableManifest, plan: &Plan) -> (Vec<Fi
     (tasks, pruned)
 }
 
-fn explain_text(manifest: &TableManifest, plan: &Plan, scan: &ScanStats) -> String {
+fn explain_text(
+    manifest: &TableManifest,
+    plan: &Plan,
+    scan: &ScanStats,
+    class: TaskClass,
+) -> String {
     let mut text = String::new();
     text.push_str(&format!(
         "Scan {}/{} ({} files, {} rows)\n",
@@ -886,6 +1014,7 @@ fn explain_text(manifest: &TableManifest, plan: &Plan, scan: &ScanStats) -> Stri
     if let Some(limit) = plan.limit {
         text.push_str(&format!("Limit {limit}\n"));
     }
+    text.push_str(&format!("Runs in the {} class\n", class.name()));
     text.push_str(&format!(
         "Pruning: files {} of {} pruned by manifest statistics; row groups {} of {} pruned; filter-column pages {} of {} pruned by the page index; {} rows answerable from statistics\n",
         scan.files_pruned, scan.files_total, scan.row_groups_pruned, scan.row_groups_total, scan.pages_pruned, scan.pages_total, scan.rows_from_statistics

@@ -735,13 +735,7 @@ mod tests {
         use crate::io::runtime::{CoreOptions, CorePool};
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
-        let options = CoreOptions {
-            cores: 1,
-            cpus: None,
-            io_memory_bytes: 1 << 20,
-            spin_before_park_us: 0,
-            probe_file: None,
-        };
+        let options = CoreOptions::unpinned(1);
         let pool = CorePool::start(&options, |_| ()).expect("pool starts");
         const RECORDS: usize = 40;
         let writer_dir = log.clone();

@@ -8,6 +8,12 @@
 //! results travel over glommio's channel mesh (`Peers::call`): a request is a job sent to the
 //! peer, and the reply is a job sent back that completes the caller's local oneshot. A core's
 //! state `S` is created on that core and never leaves it (`Rc`, not `Arc`).
+//!
+//! Each core runs two task queues (`TaskClass`): *latency* (connections, RPC calls, short
+//! queries) and *throughput* (scans over much data, compaction), with CPU shares between them.
+//! Long work yields every `time_slice` (`yield_if_needed`), and I/O completing for a latency task
+//! preempts throughput work at its next yield, so a point lookup does not wait for a GROUP BY's
+//! time slice to end. A job inherits the class of the task that sent it.
 
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
@@ -23,7 +29,76 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-type Job<S> = Box<dyn FnOnce(Rc<S>, Rc<Peers<S>>) -> LocalBoxFuture<'static, ()> + Send>;
+type JobFn<S> = Box<dyn FnOnce(Rc<S>, Rc<Peers<S>>) -> LocalBoxFuture<'static, ()> + Send>;
+
+/// A unit of work sent to a core, with the task queue it runs in.
+struct Job<S: 'static> {
+    class: TaskClass,
+    run: JobFn<S>,
+}
+
+/// The task queue work runs in on a core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskClass {
+    /// Connections, RPC calls, point and range queries: runs first, and its I/O preempts
+    /// throughput work at that work's next yield.
+    Latency,
+    /// Scans and aggregations over much data, compaction: the CPU the latency class leaves,
+    /// by shares.
+    Throughput,
+}
+
+impl TaskClass {
+    /// The class of the task running now (`Latency` outside an executor's queues).
+    pub fn current() -> TaskClass {
+        let current = glommio::executor().current_task_queue();
+        QUEUES.with(|queues| match queues.get() {
+            Some(q) if q.throughput == current => TaskClass::Throughput,
+            _ => TaskClass::Latency,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskClass::Latency => "latency",
+            TaskClass::Throughput => "throughput",
+        }
+    }
+}
+
+/// This executor's task queues, made when it starts.
+#[derive(Clone, Copy)]
+struct Queues {
+    latency: glommio::TaskQueueHandle,
+    throughput: glommio::TaskQueueHandle,
+}
+
+thread_local! {
+    static QUEUES: std::cell::OnceCell<Queues> = const { std::cell::OnceCell::new() };
+}
+
+fn queue(class: TaskClass) -> Option<glommio::TaskQueueHandle> {
+    QUEUES.with(|queues| {
+        queues.get().map(|q| match class {
+            TaskClass::Latency => q.latency,
+            TaskClass::Throughput => q.throughput,
+        })
+    })
+}
+
+/// Runs `future` as a task of its own in `class`'s queue on the current core (in the current
+/// queue outside a core) and returns its output.
+pub async fn run_in<T: 'static>(class: TaskClass, future: impl Future<Output = T> + 'static) -> T {
+    match queue(class) {
+        Some(handle) if TaskClass::current() != class => {
+            match glommio::spawn_local_into(future, handle) {
+                Ok(task) => task.await,
+                Err(_) => unreachable!("the queues of this executor exist while it runs"),
+            }
+        }
+        _ => future.await,
+    }
+}
 
 /// Why a job sent to a core has no output.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,18 +161,26 @@ impl<S: 'static> Peers<S> {
         }
         let (sender, receiver) = oneshot::channel();
         let caller = self.me;
-        let request: Job<S> = Box::new(move |state, peers| {
-            Box::pin(async move {
-                let output = guarded(job(state, peers.clone())).await;
-                // The reply is itself a job, run on the caller's core, completing its oneshot there.
-                let reply: Job<S> = Box::new(move |_, _| {
-                    Box::pin(async move {
-                        let _ = sender.send(output);
-                    })
-                });
-                let _ = peers.senders.send_to(caller, reply).await;
-            })
-        });
+        let class = TaskClass::current();
+        let request = Job {
+            class,
+            run: Box::new(move |state, peers: Rc<Peers<S>>| {
+                Box::pin(async move {
+                    let output = guarded(job(state, peers.clone())).await;
+                    // The reply is itself a job, run on the caller's core, completing its
+                    // oneshot there.
+                    let reply = Job {
+                        class,
+                        run: Box::new(move |_, _| {
+                            Box::pin(async move {
+                                let _ = sender.send(output);
+                            })
+                        }),
+                    };
+                    let _ = peers.senders.send_to(caller, reply).await;
+                }) as LocalBoxFuture<'static, ()>
+            }),
+        };
         if self.senders.send_to(peer, request).await.is_err() {
             return Err(JobError::Stopped);
         }
@@ -120,7 +203,32 @@ pub struct CoreOptions {
     /// polled-I/O support on its first file per device, and an empty first file breaks every
     /// later read on that device (glommio #605, #670).
     pub probe_file: Option<PathBuf>,
+    /// How long a task runs before it yields at its next `yield_if_needed` when other work
+    /// waits (glommio's preemption timer; its default is 100 ms).
+    pub time_slice: Duration,
+    /// CPU shares of the throughput queue against the latency queue's 1000.
+    pub throughput_shares: usize,
 }
+
+impl CoreOptions {
+    /// `cores` unpinned executors with 1 MiB of I/O memory each and default scheduling (tests
+    /// and tools; the engine sets every field from its configuration).
+    pub fn unpinned(cores: usize) -> CoreOptions {
+        CoreOptions {
+            cores,
+            cpus: None,
+            io_memory_bytes: 1 << 20,
+            spin_before_park_us: 0,
+            probe_file: None,
+            time_slice: DEFAULT_TIME_SLICE,
+            throughput_shares: DEFAULT_THROUGHPUT_SHARES,
+        }
+    }
+}
+
+/// Defaults for `CoreOptions::time_slice` and `throughput_shares`.
+pub const DEFAULT_TIME_SLICE: Duration = Duration::from_millis(2);
+pub const DEFAULT_THROUGHPUT_SHARES: usize = 250;
 
 /// One pinned executor per core, each owning a state `S` built on that core.
 pub struct CorePool<S: 'static> {
@@ -153,7 +261,9 @@ impl<S: 'static> CorePool<S> {
             let builder = LocalExecutorBuilder::new(placement)
                 .name(&format!("tessera-core-{core}"))
                 .io_memory(options.io_memory_bytes)
+                .preempt_timer(options.time_slice)
                 .spin_before_park(Duration::from_micros(options.spin_before_park_us));
+            let (time_slice, throughput_shares) = (options.time_slice, options.throughput_shares);
             let probe_file = options.probe_file.clone();
             let ready = ready_sender.clone();
             let thread = std::thread::Builder::new()
@@ -167,42 +277,70 @@ impl<S: 'static> CorePool<S> {
                         }
                     };
                     executor.run(async move {
-                        if let Some(probe) = probe_file {
-                            if let Err(error) = probe_device(&probe).await {
-                                let _ = ready.send(Err(error));
-                                return;
-                            }
-                        }
-                        let (senders, mut receivers) = match mesh.join().await {
-                            Ok(joined) => joined,
-                            Err(error) => {
-                                let _ = ready.send(Err(io::Error::other(format!(
-                                    "joining the core mesh: {error}"
-                                ))));
-                                return;
-                            }
+                        let executor = glommio::executor();
+                        let queues = Queues {
+                            latency: executor.create_task_queue(
+                                glommio::Shares::Static(1000),
+                                glommio::Latency::Matters(time_slice),
+                                "latency",
+                            ),
+                            throughput: executor.create_task_queue(
+                                glommio::Shares::Static(throughput_shares.clamp(1, 1000)),
+                                glommio::Latency::NotImportant,
+                                "throughput",
+                            ),
                         };
-                        let peers = Rc::new(Peers {
-                            me: senders.peer_id(),
-                            count: senders.nr_consumers(),
-                            senders,
+                        QUEUES.with(|q| {
+                            q.get_or_init(|| queues);
                         });
-                        let state = Rc::new(init(peers.me));
-                        for (_, peer) in receivers.streams() {
-                            let (state, peers) = (state.clone(), peers.clone());
-                            glommio::spawn_local(async move {
-                                while let Some(job) = peer.recv().await {
-                                    spawn_job(job(state.clone(), peers.clone()));
+                        // Everything this core runs starts in the latency queue.
+                        let main = glommio::spawn_local_into(
+                            async move {
+                                if let Some(probe) = probe_file {
+                                    if let Err(error) = probe_device(&probe).await {
+                                        let _ = ready.send(Err(error));
+                                        return;
+                                    }
                                 }
-                            })
-                            .detach();
+                                let (senders, mut receivers) = match mesh.join().await {
+                                    Ok(joined) => joined,
+                                    Err(error) => {
+                                        let _ = ready.send(Err(io::Error::other(format!(
+                                            "joining the core mesh: {error}"
+                                        ))));
+                                        return;
+                                    }
+                                };
+                                let peers = Rc::new(Peers {
+                                    me: senders.peer_id(),
+                                    count: senders.nr_consumers(),
+                                    senders,
+                                });
+                                let state = Rc::new(init(peers.me));
+                                for (_, peer) in receivers.streams() {
+                                    let (state, peers) = (state.clone(), peers.clone());
+                                    glommio::spawn_local(async move {
+                                        while let Some(job) = peer.recv().await {
+                                            spawn_job(
+                                                job.class,
+                                                (job.run)(state.clone(), peers.clone()),
+                                            );
+                                        }
+                                    })
+                                    .detach();
+                                }
+                                let _ = ready.send(Ok((core, peers.me)));
+                                drop(ready);
+                                while let Some(job) = receiver.next().await {
+                                    spawn_job(job.class, (job.run)(state.clone(), peers.clone()));
+                                }
+                                peers.senders.close();
+                            },
+                            queues.latency,
+                        );
+                        if let Ok(main) = main {
+                            main.await;
                         }
-                        let _ = ready.send(Ok((core, peers.me)));
-                        drop(ready);
-                        while let Some(job) = receiver.next().await {
-                            spawn_job(job(state.clone(), peers.clone()));
-                        }
-                        peers.senders.close();
                     });
                 })?;
             threads.push(thread);
@@ -252,11 +390,14 @@ impl<S: 'static> CorePool<S> {
         T: Send + 'static,
     {
         let (sender, receiver) = oneshot::channel();
-        let boxed: Job<S> = Box::new(move |state, peers| {
-            Box::pin(async move {
-                let _ = sender.send(guarded(job(state, peers)).await);
-            })
-        });
+        let boxed = Job {
+            class: TaskClass::Latency,
+            run: Box::new(move |state, peers| {
+                Box::pin(async move {
+                    let _ = sender.send(guarded(job(state, peers)).await);
+                }) as LocalBoxFuture<'static, ()>
+            }),
+        };
         // A closed inbox drops the job and its sender: the core has stopped.
         let _ = self.inboxes[core % self.inboxes.len()].unbounded_send(boxed);
         async move { receiver.await.unwrap_or(Err(JobError::Stopped)) }
@@ -279,13 +420,12 @@ impl<S: 'static> Drop for CorePool<S> {
 /// Runs one job as its own task with a panic boundary. Jobs from `run_on` and `Peers::call`
 /// catch their own panics and answer with `JobError::Panicked`; this boundary keeps the core
 /// alive whatever else a job does.
-fn spawn_job(job: LocalBoxFuture<'static, ()>) {
-    glommio::spawn_local(async move {
+fn spawn_job(class: TaskClass, job: LocalBoxFuture<'static, ()>) {
+    spawn_local_in(class, async move {
         if AssertUnwindSafe(job).catch_unwind().await.is_err() {
             eprintln!("tessera: a task panicked; its query fails and the core continues");
         }
-    })
-    .detach();
+    });
 }
 
 async fn probe_device(path: &Path) -> io::Result<()> {
@@ -503,9 +643,25 @@ where
         .map_err(|_| io::Error::other(format!("thread {name} stopped without an answer")))
 }
 
-/// Runs `future` as a task of its own on the current core; it is dropped when the core stops.
+/// Runs `future` as a task of its own on the current core, in the current task's queue; it is
+/// dropped when the core stops.
 pub fn spawn_local(future: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(future).detach();
+}
+
+/// Runs `future` as a task of its own in `class`'s queue on the current core.
+pub fn spawn_local_in(class: TaskClass, future: impl Future<Output = ()> + 'static) {
+    match queue(class) {
+        Some(handle) => match glommio::spawn_local_into(future, handle) {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(_) => unreachable!("the queues of this executor exist while it runs"),
+        },
+        None => {
+            glommio::spawn_local(future).detach();
+        }
+    }
 }
 
 /// Waits `duration` on the current core's timer.
@@ -597,13 +753,7 @@ mod tests {
     use super::*;
 
     fn options() -> CoreOptions {
-        CoreOptions {
-            cores: 1,
-            cpus: None,
-            io_memory_bytes: 1 << 20,
-            spin_before_park_us: 0,
-            probe_file: None,
-        }
+        CoreOptions::unpinned(1)
     }
 
     #[test]

@@ -9,12 +9,14 @@
 
 mod filter;
 mod pages;
+pub mod partials;
 mod rows;
 
 pub use filter::{evaluate, file_truth};
 pub use rows::sort_rows;
 
 use pages::{column_slice, load_pages, pages_for, pieces, Pages};
+use partials::{Partial, PartialCache};
 use rows::{row_value, TOP_K_COMPACT_ROWS};
 
 use crate::error::{Error, Result};
@@ -48,6 +50,8 @@ pub struct CoreState {
     pub core: usize,
     pub pool: BufferPool,
     pub metadata: MetadataCache,
+    /// Partial results of query fragments over this core's files.
+    pub partials: PartialCache,
     pub kernels: Kernels,
     /// Streaming ingestion on this core: its log, buffers and producers.
     pub ingest: Rc<crate::ingest::IngestCore>,
@@ -163,6 +167,8 @@ pub struct ScanStats {
     pub rows_scanned: u64,
     /// Rows counted from statistics alone.
     pub rows_from_statistics: u64,
+    /// Files whose partial result came from the partial-result cache (nothing read).
+    pub files_cached: u64,
     /// Bytes read from disk (footers and pages); a warm query reads none.
     pub bytes_read: u64,
     /// Decoded bytes of the pages the query scanned, whether from the buffer pool or the disk.
@@ -182,6 +188,7 @@ impl ScanStats {
         self.rows_total += other.rows_total;
         self.rows_scanned += other.rows_scanned;
         self.rows_from_statistics += other.rows_from_statistics;
+        self.files_cached += other.files_cached;
         self.bytes_read += other.bytes_read;
         self.bytes_scanned += other.bytes_scanned;
         self.pool_hits += other.pool_hits;
@@ -319,6 +326,16 @@ pub async fn execute(
         }
         _ => None,
     };
+    // Per-file results are cached when each file's part is computed on its own anyway
+    // (float sums), or is a count (`partials`).
+    let fingerprint = match (&sink, per_file_groups) {
+        (Sink::Count(_), _) | (Sink::Groups(..), Some(_))
+            if !prune_only && state.partials.enabled() =>
+        {
+            partials::fingerprint(&plan)
+        }
+        _ => None,
+    };
     let sink = RefCell::new(sink);
     let mut groups = GroupMerger::default();
     let mut groups_charge = Charge::default();
@@ -328,35 +345,64 @@ pub async fn execute(
                 let (state, plan, sink, memory) = (&state, &plan, &sink, &memory);
                 async move {
                     let mut file_stats = ScanStats::default();
-                    let (result, part) = match per_file_groups {
-                        Some((keys, aggregates)) => {
-                            let own = RefCell::new(Sink::Groups(
-                                GroupState::new(keys, aggregates),
-                                Charge::default(),
-                            ));
-                            let result = scan_file(
-                                state,
-                                plan,
-                                task,
-                                &own,
-                                memory,
-                                &mut file_stats,
-                                prune_only,
-                            )
-                            .await;
-                            let Sink::Groups(part, mut charge) = own.into_inner() else {
-                                unreachable!("made as groups above")
-                            };
+                    let cached = fingerprint.and_then(|f| state.partials.get(task.cache_id, f));
+                    if let Some(cached) = cached {
+                        file_stats.rows_total += task.rows;
+                        file_stats.files_cached += 1;
+                        let part = match cached {
+                            Partial::Groups(rows) => Some((*rows).clone()),
+                            Partial::Count(count) => {
+                                if let Sink::Count(total) = &mut *sink.borrow_mut() {
+                                    *total += count;
+                                }
+                                None
+                            }
+                        };
+                        return Ok::<_, Error>((index, Ok(()), file_stats, part));
+                    }
+                    // A sink of the file's own when its part is kept apart (float sums) or
+                    // cached; the shared one otherwise.
+                    let own = match per_file_groups {
+                        Some((keys, aggregates)) => Some(Sink::Groups(
+                            GroupState::new(keys, aggregates),
+                            Charge::default(),
+                        )),
+                        None if fingerprint.is_some() => Some(Sink::Count(0)),
+                        None => None,
+                    }
+                    .map(RefCell::new);
+                    let result = scan_file(
+                        state,
+                        plan,
+                        task,
+                        own.as_ref().unwrap_or(sink),
+                        memory,
+                        &mut file_stats,
+                        prune_only,
+                    )
+                    .await;
+                    let part = match own.map(RefCell::into_inner) {
+                        Some(Sink::Groups(part, mut charge)) => {
                             let part = part.finish();
                             // The folded groups are charged as the core's from here on.
                             charge.set(memory, 0)?;
-                            (result, Some(part))
+                            if let (Ok(()), Some(f)) = (&result, fingerprint) {
+                                state.partials.insert_groups(task.cache_id, f, &part);
+                            }
+                            Some(part)
                         }
-                        None => (
-                            scan_file(state, plan, task, sink, memory, &mut file_stats, prune_only)
-                                .await,
-                            None,
-                        ),
+                        Some(Sink::Count(count)) if result.is_ok() => {
+                            if let Sink::Count(total) = &mut *sink.borrow_mut() {
+                                *total += count;
+                            }
+                            if let Some(f) = fingerprint {
+                                state
+                                    .partials
+                                    .insert(task.cache_id, f, Partial::Count(count));
+                            }
+                            None
+                        }
+                        _ => None,
                     };
                     Ok::<_, Error>((index, result, file_stats, part))
                 }
@@ -914,6 +960,8 @@ mod tests {
         let mut config = EngineConfig::new(dir.path());
         config.cores = 2;
         config.pin_cores = false;
+        // Every run must scan (a cached count would not reach the fail point).
+        config.partial_cache_bytes = 0;
         let engine = Engine::open(config).unwrap();
         let sql = "SELECT COUNT(*) FROM events WHERE amount > 10";
         let expected = engine.sql("acme", sql).unwrap().batches;

@@ -1,0 +1,331 @@
+//! Query admission: a query takes a slot of its class's lane before it runs. A lane has a
+//! number of slots and a bounded queue; queued queries are admitted first in, first out within a
+//! tenant and round robin across tenants, so one tenant's burst does not hold another's queries
+//! back. Short queries (the latency class) have a lane of their own and never queue behind
+//! scans. A query that finds the queue full, or waits longer than `admission_wait`, is refused
+//! with `overloaded`.
+//!
+//! Every core's connections share one `Admission` (a lock held for a few instructions per
+//! admission or release, never across an await); a freed slot is handed straight to the next
+//! waiter through its oneshot, so a waiter wakes on its own core without polling.
+
+use futures::channel::oneshot;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tessera_storage_engine::io::runtime::{self, TaskClass};
+
+/// The two lanes: index 0 latency, 1 throughput.
+fn lane_index(class: TaskClass) -> usize {
+    match class {
+        TaskClass::Latency => 0,
+        TaskClass::Throughput => 1,
+    }
+}
+
+#[derive(Default)]
+struct Lane {
+    slots: usize,
+    running: usize,
+    queued: usize,
+    /// Waiters per tenant, first in first out.
+    waiting: HashMap<String, VecDeque<oneshot::Sender<()>>>,
+    /// Tenants with waiters, in the order they are served next.
+    turn: VecDeque<String>,
+}
+
+impl Lane {
+    /// Hands a freed slot to the next live waiter; false if none wants it.
+    fn hand_over(&mut self) -> bool {
+        while let Some(tenant) = self.turn.pop_front() {
+            let Some(queue) = self.waiting.get_mut(&tenant) else {
+                continue;
+            };
+            let mut handed = false;
+            while let Some(waiter) = queue.pop_front() {
+                self.queued -= 1;
+                // A waiter that gave up dropped its receiver: the slot goes on to the next.
+                if waiter.send(()).is_ok() {
+                    handed = true;
+                    break;
+                }
+            }
+            if queue.is_empty() {
+                self.waiting.remove(&tenant);
+            } else {
+                self.turn.push_back(tenant);
+            }
+            if handed {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Why a query was not admitted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The lane's queue holds `queued` queries already.
+    QueueFull { class: TaskClass, queued: usize },
+    /// No slot freed within the wait.
+    TimedOut {
+        class: TaskClass,
+        running: usize,
+        waited: Duration,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::QueueFull { class, queued } => write!(
+                f,
+                "{queued} {} queries are already waiting to run; retry later",
+                class.name()
+            ),
+            Refusal::TimedOut {
+                class,
+                running,
+                waited,
+            } => write!(
+                f,
+                "no {} query slot freed within {} ms ({running} running); retry later",
+                class.name(),
+                waited.as_millis()
+            ),
+        }
+    }
+}
+
+pub struct Admission {
+    lanes: Mutex<[Lane; 2]>,
+    queue_max: usize,
+    wait: Duration,
+}
+
+/// A running query's slot; dropping it admits the next waiter of its lane.
+pub struct Slot {
+    admission: Arc<Admission>,
+    lane: usize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut lanes = self.admission.lock();
+        let lane = &mut lanes[self.lane];
+        // The slot passes to a waiter as is; only when none wants it does it free.
+        if !lane.hand_over() {
+            lane.running -= 1;
+        }
+    }
+}
+
+impl Admission {
+    /// Lanes of `latency_slots` and `throughput_slots`, each queueing at most `queue_max`
+    /// queries for at most `wait`.
+    pub fn new(
+        latency_slots: usize,
+        throughput_slots: usize,
+        queue_max: usize,
+        wait: Duration,
+    ) -> Arc<Admission> {
+        let lane = |slots: usize| Lane {
+            slots: slots.max(1),
+            ..Lane::default()
+        };
+        Arc::new(Admission {
+            lanes: Mutex::new([lane(latency_slots), lane(throughput_slots)]),
+            queue_max,
+            wait,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, [Lane; 2]> {
+        // A panic while holding the lock cannot leave the counters half-updated (each update
+        // is one statement), so a poisoned lock is still consistent.
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queries running and waiting now, over both lanes.
+    pub fn load(&self) -> (usize, usize) {
+        let lanes = self.lock();
+        (
+            lanes.iter().map(|l| l.running).sum(),
+            lanes.iter().map(|l| l.queued).sum(),
+        )
+    }
+
+    /// Takes a slot of `class`'s lane for `tenant`, waiting in its queue if all are taken.
+    pub async fn admit(self: &Arc<Self>, class: TaskClass, tenant: &str) -> Result<Slot, Refusal> {
+        let index = lane_index(class);
+        let receiver = {
+            let mut lanes = self.lock();
+            let lane = &mut lanes[index];
+            if lane.running < lane.slots && lane.queued == 0 {
+                lane.running += 1;
+                return Ok(self.slot(index));
+            }
+            if lane.queued >= self.queue_max {
+                return Err(Refusal::QueueFull {
+                    class,
+                    queued: lane.queued,
+                });
+            }
+            let (sender, receiver) = oneshot::channel();
+            let queue = lane.waiting.entry(tenant.to_owned()).or_default();
+            if queue.is_empty() {
+                lane.turn.push_back(tenant.to_owned());
+            }
+            queue.push_back(sender);
+            lane.queued += 1;
+            // Slots may have freed while nobody waited.
+            while lane.running < lane.slots && lane.hand_over() {
+                lane.running += 1;
+            }
+            receiver
+        };
+        let mut receiver = receiver;
+        match runtime::timeout(self.wait, &mut receiver).await {
+            Some(Ok(())) => Ok(self.slot(index)),
+            _ => {
+                // Closing first: a slot handed over from now on goes to the next waiter, and one
+                // handed over just before is taken and given back.
+                receiver.close();
+                if let Ok(Some(())) = receiver.try_recv() {
+                    drop(self.slot(index));
+                }
+                Err(Refusal::TimedOut {
+                    class,
+                    running: self.lock()[index].running,
+                    waited: self.wait,
+                })
+            }
+        }
+    }
+
+    fn slot(self: &Arc<Self>, lane: usize) -> Slot {
+        Slot {
+            admission: self.clone(),
+            lane,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use tessera_storage_engine::io::runtime::{CoreOptions, CorePool};
+
+    fn ready<T>(future: impl std::future::Future<Output = T>) -> Option<T> {
+        futures::pin_mut!(future);
+        future.as_mut().now_or_never()
+    }
+
+    /// Runs `test` on an executor (waiting uses the runtime's timer).
+    fn on_core(test: fn()) {
+        let pool = CorePool::start(&CoreOptions::unpinned(1), |_| ()).unwrap();
+        futures::executor::block_on(pool.run_on(0, move |_, _| async move { test() })).unwrap();
+    }
+
+    #[test]
+    fn a_free_slot_admits_at_once_and_a_full_queue_refuses() {
+        on_core(a_free_slot_admits_at_once_and_a_full_queue_refuses_on_core);
+    }
+
+    fn a_free_slot_admits_at_once_and_a_full_queue_refuses_on_core() {
+        let admission = Admission::new(1, 1, 1, Duration::from_secs(60));
+        let first = ready(admission.admit(TaskClass::Throughput, "a"))
+            .unwrap()
+            .unwrap();
+        // The latency lane is separate: a short query does not wait behind a scan.
+        let short = ready(admission.admit(TaskClass::Latency, "a"))
+            .unwrap()
+            .unwrap();
+        let mut waiting = Box::pin(admission.admit(TaskClass::Throughput, "a"));
+        assert!(waiting.as_mut().now_or_never().is_none());
+        let refused = ready(admission.admit(TaskClass::Throughput, "b")).unwrap();
+        assert_eq!(
+            refused.err(),
+            Some(Refusal::QueueFull {
+                class: TaskClass::Throughput,
+                queued: 1
+            })
+        );
+        assert_eq!(admission.load(), (2, 1));
+        drop(first);
+        let admitted = waiting.as_mut().now_or_never().unwrap().unwrap();
+        assert_eq!(admission.load(), (2, 0));
+        drop((short, admitted));
+        assert_eq!(admission.load(), (0, 0));
+    }
+
+    #[test]
+    fn waiters_are_served_round_robin_across_tenants_and_in_order_within_one() {
+        on_core(waiters_are_served_in_turn_on_core);
+    }
+
+    fn waiters_are_served_in_turn_on_core() {
+        let admission = Admission::new(1, 1, 100, Duration::from_secs(60));
+        let running = ready(admission.admit(TaskClass::Throughput, "noisy"))
+            .unwrap()
+            .unwrap();
+        let order = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for (tenant, n) in [("noisy", 1), ("noisy", 2), ("noisy", 3), ("quiet", 1)] {
+            let (admission, order) = (admission.clone(), order.clone());
+            let mut waiter = Box::pin(async move {
+                let slot = admission
+                    .admit(TaskClass::Throughput, tenant)
+                    .await
+                    .unwrap();
+                order.borrow_mut().push((tenant, n));
+                slot
+            });
+            assert!(waiter.as_mut().now_or_never().is_none());
+            waiters.push(waiter);
+        }
+        drop(running);
+        // Each admitted query finishes, freeing its slot for the next.
+        let mut waiters: Vec<_> = waiters.into_iter().map(Some).collect();
+        for _ in 0..4 {
+            let mut admitted = None;
+            for entry in waiters.iter_mut() {
+                let Some(waiter) = entry else { continue };
+                if let Some(slot) = waiter.as_mut().now_or_never() {
+                    *entry = None;
+                    admitted = Some(slot);
+                    break;
+                }
+            }
+            drop(admitted.expect("one waiter was admitted"));
+        }
+        assert_eq!(
+            *order.borrow(),
+            [("noisy", 1), ("quiet", 1), ("noisy", 2), ("noisy", 3)]
+        );
+    }
+
+    #[test]
+    fn a_waiter_that_gave_up_passes_its_turn_on() {
+        on_core(a_waiter_that_gave_up_passes_its_turn_on_on_core);
+    }
+
+    fn a_waiter_that_gave_up_passes_its_turn_on_on_core() {
+        let admission = Admission::new(1, 1, 10, Duration::from_secs(60));
+        let running = ready(admission.admit(TaskClass::Latency, "a"))
+            .unwrap()
+            .unwrap();
+        let mut gone = Box::pin(admission.admit(TaskClass::Latency, "a"));
+        assert!(gone.as_mut().now_or_never().is_none());
+        let mut next = Box::pin(admission.admit(TaskClass::Latency, "a"));
+        assert!(next.as_mut().now_or_never().is_none());
+        drop(gone);
+        drop(running);
+        let admitted = next.as_mut().now_or_never().unwrap().unwrap();
+        assert_eq!(admission.load(), (1, 0));
+        drop(admitted);
+        assert_eq!(admission.load(), (0, 0));
+    }
+}
