@@ -6,12 +6,13 @@
 
 use crate::job::{Job, JobError, Kind};
 use crate::report::JobReport;
-use crate::run::{closed_loop, Outcome, Pacer};
+use crate::run::{closed_loop, Outcome, Pacer, Waves};
 use crate::target::{OpError, Target, User};
 use crate::workload::{query, Mix, Rng, SPEC_MIX};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 enum Work {
     Mix(Mix),
@@ -78,6 +79,8 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
         }
     }
     let rows_scanned = AtomicU64::new(0);
+    // Per class: queries, server-measured queue and run time (µs), summed.
+    let server_times: Mutex<BTreeMap<&'static str, (u64, u64, u64)>> = Mutex::default();
     // Emptying caches is a whole-engine action: cold users take turns.
     let cold_turn = Mutex::new(());
     let engine = target.engine();
@@ -87,6 +90,7 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
         .map(|(index, user)| {
             let mut rng = Rng::new(seed ^ (index as u64 + 1));
             let (work, rows_scanned, cold_turn) = (&work, &rows_scanned, &cold_turn);
+            let server_times = &server_times;
             let classes_sql = &classes_sql;
             move |_| {
                 let class = match work {
@@ -105,6 +109,13 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
                 match result {
                     Ok(answer) => {
                         rows_scanned.fetch_add(answer.rows_scanned, Ordering::Relaxed);
+                        if let (Some(queued), Some(run)) = (answer.queued, answer.engine_time) {
+                            let mut times = server_times.lock().unwrap_or_else(|e| e.into_inner());
+                            let entry = times.entry(class).or_default();
+                            entry.0 += 1;
+                            entry.1 += queued.as_micros() as u64;
+                            entry.2 += run.as_micros() as u64;
+                        }
                         Outcome {
                             class,
                             bytes: answer.bytes_read,
@@ -122,19 +133,73 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
             }
         })
         .collect();
-    let pacer = Pacer::new(job.stop()?, job.size("rate_iops")?, users);
+    let mut pacer = Pacer::new(job.stop()?, job.size("rate_iops")?, users);
+    let pause_ms = job.size("pause_ms")?;
+    let ingest_per_wave = job.size_or("ingest_per_wave", 0)?;
+    if let Some(pause) = pause_ms {
+        // New rows arrive between waves through streaming ingestion, durable before the next.
+        let ingest: Box<dyn Fn(u64) + Send + Sync + '_> =
+            match (ingest_per_wave, engine) {
+                (0, _) => Box::new(|_| {}),
+                (per_wave, Some(engine)) => {
+                    let (tenant, table) = (target.tenant().to_owned(), table.clone());
+                    // A producer per job, so a job file's jobs do not collide in one window.
+                    let producer = format!("bench-waves-{}", job.name);
+                    Box::new(move |wave: u64| {
+                        let first = rows + wave * per_wave;
+                        let batch =
+                            tessera_storage_engine::gen::events_chunk(first, per_wave, rows, seed);
+                        let mut ipc = Vec::new();
+                        let written =
+                            arrow_ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema())
+                                .and_then(|mut w| {
+                                    w.write(&batch)?;
+                                    w.finish()
+                                });
+                        let acked = written.map_err(|e| e.to_string()).and_then(|()| {
+                            engine
+                                .ingest(&tenant, &table, &producer, wave, ipc)
+                                .map_err(|e| e.to_string())
+                        });
+                        if let Err(error) = acked {
+                            eprintln!("ingest between waves failed: {error}");
+                        }
+                    })
+                }
+                (_, None) => return Err(job.invalid(
+                    "ingest_per_wave",
+                    "needs target=embedded or target=server (the harness ingests into its engine)",
+                )),
+            };
+        pacer = pacer.with_waves(Waves::new(users, Duration::from_millis(pause), ingest));
+    }
     let collected = closed_loop(&job.name, workers, pacer, progress);
     let elapsed = collected.elapsed.as_secs_f64().max(1e-9);
     let mut settings = BTreeMap::new();
     settings.insert("target".into(), job.str_or("target", "embedded").to_owned());
     settings.insert("users".into(), users.to_string());
     settings.insert("cache".into(), cache.to_owned());
+    if let Some(pause) = pause_ms {
+        settings.insert("waves".into(), format!("{users} queries, then {pause} ms"));
+        settings.insert("ingest_per_wave".into(), ingest_per_wave.to_string());
+    }
     settings.insert("rows".into(), rows.to_string());
     if let Work::Fixed(sql) = &work {
         settings.insert("sql".into(), sql.clone());
     }
     let mut report = collected.into_report(&job.name, job.kind.name(), settings);
     let scanned = rows_scanned.load(Ordering::Relaxed) as f64;
+    // What the server measured: how long queries waited (from arrival) and ran, on average.
+    for (class, (count, queued, run)) in server_times.into_inner().unwrap_or_default() {
+        let count = count.max(1) as f64;
+        report.extra.insert(
+            format!("{class}_server_queue_ms"),
+            queued as f64 / count / 1e3,
+        );
+        report
+            .extra
+            .insert(format!("{class}_server_run_ms"), run as f64 / count / 1e3);
+    }
     report
         .extra
         .insert("rows_scanned_per_s".into(), scanned / elapsed);

@@ -130,16 +130,47 @@ impl Collected {
 
 /// Decides when each worker stops, and paces it when a rate is set.
 #[derive(Clone)]
-pub struct Pacer {
+pub struct Pacer<'a> {
     stop: Stop,
     deadline: Option<Instant>,
     /// Interval between one worker's operations at the requested rate.
     interval: Option<Duration>,
+    waves: Option<std::sync::Arc<Waves<'a>>>,
 }
 
-impl Pacer {
+/// Operations in waves: every worker runs one operation per wave, a wave ends when every
+/// worker's operation has, then `between` runs once and the workers pause until `pause` has
+/// passed since the wave ended (the spec's load test: each user sends one query, the queries are
+/// awaited together, then a pause).
+pub struct Waves<'a> {
+    barrier: std::sync::Barrier,
+    pause: Duration,
+    go_on: AtomicBool,
+    /// What is left of the pause after `between` ran, in µs.
+    pause_left_us: AtomicU64,
+    between: Box<dyn Fn(u64) + Send + Sync + 'a>,
+}
+
+impl<'a> Waves<'a> {
+    /// `between(wave)` runs after wave `wave` (0-based) when another follows.
+    pub fn new(
+        workers: usize,
+        pause: Duration,
+        between: Box<dyn Fn(u64) + Send + Sync + 'a>,
+    ) -> Waves<'a> {
+        Waves {
+            barrier: std::sync::Barrier::new(workers.max(1)),
+            pause,
+            go_on: AtomicBool::new(true),
+            pause_left_us: AtomicU64::new(0),
+            between,
+        }
+    }
+}
+
+impl<'a> Pacer<'a> {
     /// `rate_iops` is the whole job's rate, shared evenly by `workers`.
-    pub fn new(stop: Stop, rate_iops: Option<u64>, workers: usize) -> Pacer {
+    pub fn new(stop: Stop, rate_iops: Option<u64>, workers: usize) -> Pacer<'a> {
         Pacer {
             stop,
             deadline: match stop {
@@ -149,16 +180,46 @@ impl Pacer {
             interval: rate_iops
                 .filter(|&rate| rate > 0)
                 .map(|rate| Duration::from_secs_f64(workers.max(1) as f64 / rate as f64)),
+            waves: None,
         }
+    }
+
+    /// Runs the workers in waves (every worker must use this pacer).
+    pub fn with_waves(mut self, waves: Waves<'a>) -> Pacer<'a> {
+        self.waves = Some(std::sync::Arc::new(waves));
+        self
     }
 
     /// Waits for the next operation's turn; false when the worker should stop after `done` ops.
     pub fn next(&self, done: u64, next_at: &mut Instant) -> bool {
-        let more = match self.stop {
+        let more = |done: u64| match self.stop {
             Stop::Loops(loops) => done < loops,
             Stop::Runtime(_) => self.deadline.is_none_or(|d| Instant::now() < d),
         };
-        if !more {
+        if let (Some(waves), true) = (&self.waves, done > 0) {
+            // One worker decides for all whether another wave runs, so all stop together.
+            if waves.barrier.wait().is_leader() {
+                let go_on = more(done);
+                waves.go_on.store(go_on, Ordering::SeqCst);
+                let ended = Instant::now();
+                if go_on {
+                    (waves.between)(done - 1);
+                }
+                let left = waves.pause.saturating_sub(ended.elapsed());
+                waves
+                    .pause_left_us
+                    .store(left.as_micros() as u64, Ordering::SeqCst);
+            }
+            waves.barrier.wait();
+            if !waves.go_on.load(Ordering::SeqCst) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(
+                waves.pause_left_us.load(Ordering::SeqCst),
+            ));
+            return true;
+        }
+        if !more(done) {
             return false;
         }
         if let Some(interval) = self.interval {
@@ -180,7 +241,12 @@ impl Pacer {
 }
 
 /// Runs `workers` closures on their own threads until the pacer stops them.
-pub fn closed_loop<W>(name: &str, workers: Vec<W>, pacer: Pacer, show_progress: bool) -> Collected
+pub fn closed_loop<W>(
+    name: &str,
+    workers: Vec<W>,
+    pacer: Pacer<'_>,
+    show_progress: bool,
+) -> Collected
 where
     W: FnMut(u64) -> Outcome + Send,
 {
@@ -290,6 +356,7 @@ pub fn cpu_since(before: (f64, f64), wall: Duration) -> Cpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     #[test]
     fn loops_count_operations_per_worker_and_errors_are_kept_apart() {
@@ -314,6 +381,55 @@ mod tests {
         assert_eq!(report.classes["even"].ops, 6);
         assert_eq!(report.classes["odd"].ops, 5);
         assert_eq!(report.classes["odd"].errors, 1);
+    }
+
+    #[test]
+    fn waves_start_together_after_every_operation_of_the_last_ended() {
+        let events = Mutex::new(Vec::new());
+        let between = AtomicU64::new(0);
+        let workers: Vec<_> = (0..3u64)
+            .map(|worker| {
+                let events = &events;
+                move |op: u64| {
+                    events.lock().unwrap().push((op, "start"));
+                    // Uneven work, so a worker that finished first would run ahead if it could.
+                    std::thread::sleep(Duration::from_millis(2 * worker));
+                    events.lock().unwrap().push((op, "end"));
+                    Outcome {
+                        class: "op",
+                        bytes: 0,
+                        latency: None,
+                        error: None,
+                    }
+                }
+            })
+            .collect();
+        let waves = Waves::new(
+            3,
+            Duration::from_millis(5),
+            Box::new(|wave| {
+                assert_eq!(between.fetch_add(1, Ordering::SeqCst), wave);
+            }),
+        );
+        let pacer = Pacer::new(Stop::Loops(4), None, 3).with_waves(waves);
+        let collected = closed_loop("t", workers, pacer, false);
+        assert_eq!(collected.ops, 12);
+        assert_eq!(
+            between.load(Ordering::SeqCst),
+            3,
+            "between runs between waves only"
+        );
+        // Every start of wave k comes after every end of wave k - 1.
+        let events = events.into_inner().unwrap();
+        for (index, &(op, what)) in events.iter().enumerate() {
+            if what == "start" && op > 0 {
+                let ends_before = events[..index]
+                    .iter()
+                    .filter(|&&(o, w)| o == op - 1 && w == "end")
+                    .count();
+                assert_eq!(ends_before, 3, "{events:?}");
+            }
+        }
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub enum Target {
     },
 }
 
-/// Engine settings from a job: `data`, `cores`, `pool` (buffer pool bytes).
+/// Engine settings from a job: `data`, `cores`, `pool` (buffer pool bytes), `partial_cache`
+/// (partial-result cache bytes, 0 turns it off).
 fn engine_config(job: &Job) -> Result<EngineConfig, JobError> {
     let data = PathBuf::from(job.required("data")?);
     std::fs::create_dir_all(&data)
@@ -50,6 +51,7 @@ fn engine_config(job: &Job) -> Result<EngineConfig, JobError> {
         config.cores = cores as usize;
     }
     config.buffer_pool_bytes = job.size_or("pool", config.buffer_pool_bytes)?;
+    config.partial_cache_bytes = job.size_or("partial_cache", config.partial_cache_bytes)?;
     Ok(config)
 }
 
@@ -140,6 +142,12 @@ impl Target {
         match self {
             Target::Embedded { engine, .. } => Some(engine),
             Target::Remote { server, .. } => server.as_ref().map(Server::engine),
+        }
+    }
+
+    pub fn tenant(&self) -> &str {
+        match self {
+            Target::Embedded { tenant, .. } | Target::Remote { tenant, .. } => tenant,
         }
     }
 
@@ -251,8 +259,10 @@ pub struct Answer {
     pub batches: Vec<RecordBatch>,
     pub rows_scanned: u64,
     pub bytes_read: u64,
-    /// Time the engine itself measured (embedded only).
+    /// Time the engine (embedded) or the server (from admission to the last batch) measured.
     pub engine_time: Option<Duration>,
+    /// Time the server measured from the call's arrival to its admission (remote only).
+    pub queued: Option<Duration>,
 }
 
 /// One worker's handle on the target.
@@ -272,6 +282,7 @@ impl User<'_> {
                     rows_scanned: result.stats.scan.rows_scanned,
                     bytes_read: result.stats.scan.bytes_read,
                     engine_time: Some(result.stats.elapsed),
+                    queued: None,
                     batches: result.batches,
                 })
             }
@@ -281,7 +292,8 @@ impl User<'_> {
                 Ok(Answer {
                     rows_scanned: output.stats.scan.rows_scanned,
                     bytes_read: output.stats.scan.bytes_read,
-                    engine_time: None,
+                    engine_time: Some(Duration::from_micros(output.stats.elapsed_micros)),
+                    queued: Some(Duration::from_micros(output.stats.queued_micros)),
                     batches: output.batches,
                 })
             }

@@ -946,11 +946,15 @@ fn query_class(plan: &Plan, tasks: &[FileTask]) -> TaskClass {
 }
 
 /// One task per file the manifest statistics cannot rule out, and the number ruled out.
-fn file_tasks(data_dir: &Path, manifest: &TableManifest, plan: &Plan) -> (Vec<FileTask>, u64) {
-    let table_dir = manifest::table_dir(data_dir, &manifest.tenant, &manifest.table);
+fn file_tasks(data_dir: &Path, manifest: &Arc<TableManifest>, plan: &Plan) -> (Vec<FileTask>, u64) {
+    let table_dir = Arc::new(manifest::table_dir(
+        data_dir,
+        &manifest.tenant,
+        &manifest.table,
+    ));
     let mut tasks = Vec::new();
     let mut pruned = 0;
-    for file in &manifest.files {
+    for (index, file) in manifest.files.iter().enumerate() {
         let truth = exec::file_truth(plan.filter.as_ref(), &file.columns);
         if truth == Truth::Never {
             pruned += 1;
@@ -958,10 +962,11 @@ fn file_tasks(data_dir: &Path, manifest: &TableManifest, plan: &Plan) -> (Vec<Fi
         }
         tasks.push(FileTask {
             cache_id: file_cache_id(manifest, file),
-            path: table_dir.join(&file.path),
             rows: file.rows,
             truth,
-            nan_possible: file.columns.iter().map(|c| c.nan_possible).collect(),
+            manifest: manifest.clone(),
+            index,
+            table_dir: table_dir.clone(),
         });
     }
     (tasks, pruned)

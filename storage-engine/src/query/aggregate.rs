@@ -905,15 +905,9 @@ impl GroupMerger {
             self.merged = part;
             return;
         }
-        let hasher = &self.hasher;
-        self.table
-            .reserve(self.merged.len() + part.len() - self.indexed, |&(h, _)| h);
-        for index in self.indexed..self.merged.len() {
-            let hash = hasher.hash_one(&self.merged[index].0);
-            self.table.insert_unique(hash, (hash, index), |&(h, _)| h);
-        }
+        self.index(part.len());
         for (keys, states) in part {
-            let hash = hasher.hash_one(&keys);
+            let hash = self.hasher.hash_one(&keys);
             let merged = &mut self.merged;
             match self
                 .table
@@ -932,6 +926,49 @@ impl GroupMerger {
                     merged.push((keys, states));
                 }
             }
+        }
+        self.indexed = self.merged.len();
+    }
+
+    /// As `add`, for a part others hold too (a cached file's): only the keys of groups new to
+    /// the merge are copied; the states of known groups merge in place.
+    pub fn add_shared(&mut self, part: &GroupRows, aggregates: &[Aggregate]) {
+        if part.is_empty() {
+            return;
+        }
+        self.index(part.len());
+        for (keys, states) in part {
+            let hash = self.hasher.hash_one(keys);
+            let merged = &mut self.merged;
+            match self
+                .table
+                .find(hash, |&(h, i)| h == hash && &merged[i].0 == keys)
+            {
+                Some(&(_, index)) => {
+                    for ((state, other), aggregate) in
+                        merged[index].1.iter_mut().zip(states).zip(aggregates)
+                    {
+                        state.merge(other, aggregate.function == AggregateFunction::Min);
+                    }
+                }
+                None => {
+                    self.table
+                        .insert_unique(hash, (hash, merged.len()), |&(h, _)| h);
+                    merged.push((keys.clone(), states.clone()));
+                }
+            }
+        }
+        self.indexed = self.merged.len();
+    }
+
+    /// Indexes the groups merged so far, with room for `more`.
+    fn index(&mut self, more: usize) {
+        let hasher = &self.hasher;
+        self.table
+            .reserve(self.merged.len() + more - self.indexed, |&(h, _)| h);
+        for index in self.indexed..self.merged.len() {
+            let hash = hasher.hash_one(&self.merged[index].0);
+            self.table.insert_unique(hash, (hash, index), |&(h, _)| h);
         }
         self.indexed = self.merged.len();
     }

@@ -27,7 +27,7 @@ use crate::query::kernels::Kernels;
 use crate::query::memory::{Charge, Reservation};
 use crate::query::plan::{Mode, Plan, SortKey, ValueExpr};
 use crate::query::prune::{self, Segments, Truth};
-use crate::table::manifest::ColumnDef;
+use crate::table::manifest::{ColumnDef, FileEntry, TableManifest};
 use crate::table::reader::{self, FileMeta};
 use crate::table::stats::{self, ColumnStats};
 use arrow_array::{Array, ArrayRef, BooleanArray};
@@ -131,24 +131,41 @@ impl MetadataCache {
     }
 }
 
-/// One file of a query, assigned to one core.
+/// One file of a query, assigned to one core: a view of its manifest entry (nothing copied
+/// per file and query).
 #[derive(Clone, Debug)]
 pub struct FileTask {
     /// Identifies the file in the buffer pool and metadata cache.
     pub cache_id: u64,
-    pub path: PathBuf,
     pub rows: u64,
     /// What the manifest's file statistics say about the filter.
     pub truth: Truth,
-    /// Per column: whether the manifest allows a NaN in this file. Parquet's row-group and page
-    /// statistics cannot rule NaN out (see `stats`), so this is what lets them prune floats.
-    pub nan_possible: Vec<bool>,
+    pub manifest: Arc<TableManifest>,
+    /// The file's index in `manifest.files`.
+    pub index: usize,
+    /// The table's directory, which file paths are relative to.
+    pub table_dir: Arc<PathBuf>,
 }
 
 impl FileTask {
-    /// Row-group or page statistics of `column`, NaN ruled out when the file has none.
+    pub fn entry(&self) -> &FileEntry {
+        &self.manifest.files[self.index]
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.table_dir.join(&self.entry().path)
+    }
+
+    /// The manifest's statistics of `column` over the whole file (`None` for a column added
+    /// after the file was written, before padding).
+    pub fn column_stats(&self, column: usize) -> Option<&ColumnStats> {
+        self.entry().columns.get(column)
+    }
+
+    /// Row-group or page statistics of `column`, NaN ruled out when the file has none (the
+    /// manifest's count: Parquet's row-group and page statistics cannot rule NaN out).
     fn refine(&self, column: usize, mut stats: ColumnStats) -> ColumnStats {
-        stats.nan_possible &= self.nan_possible.get(column).copied().unwrap_or(true);
+        stats.nan_possible &= self.column_stats(column).is_none_or(|c| c.nan_possible);
         stats
     }
 }
@@ -332,10 +349,12 @@ pub async fn execute(
         (Sink::Count(_), _) | (Sink::Groups(..), Some(_))
             if !prune_only && state.partials.enabled() =>
         {
-            partials::fingerprint(&plan)
+            partials::Fingerprints::of(&plan)
         }
         _ => None,
     };
+    // MIN, MAX and COUNT without GROUP BY over files whose statistics answer them.
+    let answers_from_statistics = !prune_only && matches!(sink, Sink::Groups(..));
     let sink = RefCell::new(sink);
     let mut groups = GroupMerger::default();
     let mut groups_charge = Charge::default();
@@ -345,12 +364,22 @@ pub async fn execute(
                 let (state, plan, sink, memory) = (&state, &plan, &sink, &memory);
                 async move {
                     let mut file_stats = ScanStats::default();
+                    if answers_from_statistics {
+                        if let Some(states) = states_from_statistics(plan, task) {
+                            file_stats.rows_total += task.rows;
+                            file_stats.rows_from_statistics += task.rows;
+                            let part = Rc::new(vec![(Vec::new(), states)]);
+                            return Ok::<_, Error>((index, Ok(()), file_stats, Some(part)));
+                        }
+                    }
+                    // A file every row of which matches is the same part whatever the filter.
+                    let fingerprint = fingerprint.map(|f| f.for_file(task.truth));
                     let cached = fingerprint.and_then(|f| state.partials.get(task.cache_id, f));
                     if let Some(cached) = cached {
                         file_stats.rows_total += task.rows;
                         file_stats.files_cached += 1;
                         let part = match cached {
-                            Partial::Groups(rows) => Some((*rows).clone()),
+                            Partial::Groups(rows) => Some(rows),
                             Partial::Count(count) => {
                                 if let Sink::Count(total) = &mut *sink.borrow_mut() {
                                     *total += count;
@@ -383,7 +412,7 @@ pub async fn execute(
                     .await;
                     let part = match own.map(RefCell::into_inner) {
                         Some(Sink::Groups(part, mut charge)) => {
-                            let part = part.finish();
+                            let part = Rc::new(part.finish());
                             // The folded groups are charged as the core's from here on.
                             charge.set(memory, 0)?;
                             if let (Ok(()), Some(f)) = (&result, fingerprint) {
@@ -409,17 +438,22 @@ pub async fn execute(
             })
             .buffer_unordered(FILES_IN_FLIGHT);
         // Parts of files that finished before an earlier file, by file index.
-        let mut waiting: BTreeMap<usize, GroupRows> = BTreeMap::new();
+        let mut waiting: BTreeMap<usize, Rc<GroupRows>> = BTreeMap::new();
         let mut next_part = 0;
         while let Some(scanned) = scans.next().await {
             let (index, result, file_stats, part) = scanned?;
             stats.add(&file_stats);
             result?;
-            if let (Some(part), Some((_, aggregates))) = (part, per_file_groups) {
-                waiting.insert(index, part);
-                while let Some(part) = waiting.remove(&next_part) {
-                    groups.add(part, aggregates);
-                    next_part += 1;
+            if let (Some(part), Mode::Groups { aggregates, .. }) = (part, &plan.mode) {
+                if per_file_groups.is_some() {
+                    waiting.insert(index, part);
+                    while let Some(part) = waiting.remove(&next_part) {
+                        groups.add_shared(&part, aggregates);
+                        next_part += 1;
+                    }
+                } else {
+                    // A part proven by statistics: no float sums, so order is free.
+                    groups.add_shared(&part, aggregates);
                 }
                 groups_charge.set(&memory, groups.memory_bytes())?;
             }
@@ -470,8 +504,15 @@ pub async fn execute(
     stats.pool_misses = counters.misses - misses_before;
     let output = match sink {
         Sink::Rows { chunks, .. } => CoreOutput::Rows(chunks),
-        // Without float sums the order rows are added in changes nothing: one shared state.
-        Sink::Groups(shared, _) if per_file_groups.is_none() => CoreOutput::Groups(shared.finish()),
+        // Without float sums the order rows are added in changes nothing: one shared state,
+        // and the parts statistics proved.
+        Sink::Groups(shared, _) if per_file_groups.is_none() => {
+            let Mode::Groups { aggregates, .. } = &plan.mode else {
+                return Err(Error::Internal("group sink in row mode".into()));
+            };
+            groups.add(shared.finish(), aggregates);
+            CoreOutput::Groups(groups.finish())
+        }
         Sink::Groups(..) => CoreOutput::Groups(groups.finish()),
         Sink::Count(count) => {
             let Mode::Groups { aggregates, .. } = &plan.mode else {
@@ -487,6 +528,68 @@ pub async fn execute(
     Ok((output, stats))
 }
 
+/// The states of aggregates without GROUP BY over one whole file, proven by the manifest's
+/// statistics of the file without reading it: COUNT(*), COUNT(column), and MIN/MAX of types
+/// whose bounds are values of the column (integers, timestamps, dates, booleans; floats when
+/// the writer counted no NaN, which Parquet keeps out of its bounds, and the bound is not a
+/// zero, whose sign Parquet may change; not strings, which it may truncate). `None` unless
+/// every row of the file matches the filter and every aggregate is answered.
+fn states_from_statistics(plan: &Plan, task: &FileTask) -> Option<Vec<AccState>> {
+    use crate::query::sql::AggregateFunction as F;
+    use crate::value::{ColumnType as T, Scalar};
+    let Mode::Groups { keys, aggregates } = &plan.mode else {
+        return None;
+    };
+    if !keys.is_empty() || task.truth != Truth::Always {
+        return None;
+    }
+    aggregates
+        .iter()
+        .map(|aggregate| {
+            let column = match aggregate.argument {
+                None => None,
+                Some(ValueExpr::Column(c)) => Some(c),
+                Some(_) => return None,
+            };
+            let stats = match column {
+                Some(c) => Some(task.column_stats(c).filter(|s| s.rows == task.rows)?),
+                None => None,
+            };
+            match (aggregate.function, stats) {
+                (F::CountStar, _) => Some(AccState::Count(task.rows)),
+                (F::Count, Some(stats)) => {
+                    Some(AccState::Count(task.rows.checked_sub(stats.null_count?)?))
+                }
+                (F::Min | F::Max, Some(stats)) => {
+                    let column_type = plan.columns.get(column?)?.column_type;
+                    let exact = match column_type {
+                        T::Int32 | T::Int64 | T::Timestamp | T::Date | T::Boolean => true,
+                        T::Float64 => !stats.nan_possible,
+                        _ => false,
+                    };
+                    if !exact {
+                        return None;
+                    }
+                    if stats.null_count? >= task.rows {
+                        return Some(AccState::Extreme(Scalar::Null));
+                    }
+                    let bound = if aggregate.function == F::Min {
+                        &stats.min
+                    } else {
+                        &stats.max
+                    };
+                    match bound {
+                        Scalar::Null => None,
+                        Scalar::Float(v) if *v == 0.0 => None,
+                        bound => Some(AccState::Extreme(bound.clone())),
+                    }
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 async fn open_meta(
     state: &CoreState,
     task: &FileTask,
@@ -496,10 +599,11 @@ async fn open_meta(
     if let Some(cached) = state.metadata.get(task.cache_id) {
         return Ok(cached);
     }
-    let file = DirectFile::open(&task.path)
+    let path = task.path();
+    let file = DirectFile::open(&path)
         .await
-        .map_err(|e| Error::io(&task.path, e))?;
-    let meta = reader::load_file_meta(&file, &task.path, columns, &mut stats.bytes_read).await?;
+        .map_err(|e| Error::io(&path, e))?;
+    let meta = reader::load_file_meta(&file, &path, columns, &mut stats.bytes_read).await?;
     let (meta, file) = (Rc::new(meta), Rc::new(file));
     state
         .metadata

@@ -76,19 +76,44 @@ pub struct PartialCache {
     inner: RefCell<Inner>,
 }
 
-/// The fingerprint of a plan's fragment: the same for two plans exactly when a file's partial
+/// Fingerprints of a plan's fragment: the same for two plans exactly when a file's partial
 /// result is the same for both.
-pub fn fingerprint(plan: &Plan) -> Option<u64> {
-    let Mode::Groups { keys, aggregates } = &plan.mode else {
-        return None;
-    };
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    // Debug renderings of the bound plan: every literal, column index and type, exactly.
-    format!("{:?}|{keys:?}|{aggregates:?}", plan.filter).hash(&mut hasher);
-    for column in &plan.columns {
-        (&column.name, format!("{:?}", column.column_type)).hash(&mut hasher);
+#[derive(Clone, Copy, Debug)]
+pub struct Fingerprints {
+    /// Of the plan as it is.
+    filtered: u64,
+    /// Of the plan without its filter: the fragment over a file whose statistics prove every
+    /// row matches (a day inside a date range), whatever the range's ends.
+    all_rows: u64,
+}
+
+impl Fingerprints {
+    pub fn of(plan: &Plan) -> Option<Fingerprints> {
+        let Mode::Groups { keys, aggregates } = &plan.mode else {
+            return None;
+        };
+        let hash = |filter: Option<&crate::query::plan::Filter>| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            // Debug renderings of the bound plan: every literal, column index and type, exactly.
+            format!("{filter:?}|{keys:?}|{aggregates:?}").hash(&mut hasher);
+            for column in &plan.columns {
+                (&column.name, format!("{:?}", column.column_type)).hash(&mut hasher);
+            }
+            hasher.finish()
+        };
+        Some(Fingerprints {
+            filtered: hash(plan.filter.as_ref()),
+            all_rows: hash(None),
+        })
     }
-    Some(hasher.finish())
+
+    /// The fingerprint for a file of which the manifest says `truth`.
+    pub fn for_file(&self, truth: crate::query::prune::Truth) -> u64 {
+        match truth {
+            crate::query::prune::Truth::Always => self.all_rows,
+            _ => self.filtered,
+        }
+    }
 }
 
 impl PartialCache {
@@ -116,12 +141,13 @@ impl PartialCache {
         found
     }
 
-    /// Keeps a copy of a file's groups, unless they are larger than an eighth of the budget.
-    pub fn insert_groups(&self, file: u64, fingerprint: u64, groups: &GroupRows) {
+    /// Keeps a file's groups (shared, not copied), unless they are larger than an eighth of
+    /// the budget.
+    pub fn insert_groups(&self, file: u64, fingerprint: u64, groups: &Rc<GroupRows>) {
         if group_rows_bytes(groups) as usize > self.budget_bytes / 8 {
             return;
         }
-        self.insert(file, fingerprint, Partial::Groups(Rc::new(groups.clone())));
+        self.insert(file, fingerprint, Partial::Groups(groups.clone()));
     }
 
     /// Keeps `partial` unless it is larger than an eighth of the budget; evicts the oldest
