@@ -73,7 +73,7 @@ fn repeated_aggregations_come_from_the_cache_and_equal_uncached_answers_as_data_
     assert_ne!(third, first, "new rows change the answers");
     assert_eq!(third, run(&uncached).0);
 
-    // Rows buffered by streaming ingestion are never cached: they are scanned every time.
+    // Rows buffered by streaming ingestion: each buffered chunk's part is cached too.
     let more = events_chunk(rows / 3, 5_000, rows * 6, 3);
     let mut ipc = Vec::new();
     {
@@ -83,9 +83,15 @@ fn repeated_aggregations_come_from_the_cache_and_equal_uncached_answers_as_data_
         writer.finish().unwrap();
     }
     cached.ingest("acme", "events", "p", 1, ipc).unwrap();
-    let (fourth, _) = run(&cached);
-    drop(uncached);
+    let (fourth, before) = run(&cached);
     assert_ne!(fourth, third);
+    let (again, hits) = run(&cached);
+    assert_eq!(again, fourth);
+    assert!(
+        hits > before,
+        "the buffered chunk's parts come from the cache: {hits} vs {before}"
+    );
+    drop(uncached);
     cached.flush_ingest("acme", "events").unwrap();
     let (fifth, _) = run(&cached);
     // Counts are exact; float sums may differ in their last bits, as the flushed rows now

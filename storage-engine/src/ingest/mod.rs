@@ -290,7 +290,13 @@ pub struct MemChunk {
     /// Per column: bounds of the chunk's values, for pruning as with files.
     pub stats: Vec<ColumnStats>,
     bytes: u64,
+    /// Unique in this process (a record may make several chunks, one per partition): names
+    /// the chunk in the partial-result cache.
+    pub id: u64,
 }
+
+/// The next `MemChunk::id`.
+static NEXT_CHUNK_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl MemChunk {
     pub fn new(log: Arc<str>, lsn: Lsn, batch: RecordBatch, columns: &[ColumnDef]) -> MemChunk {
@@ -306,6 +312,7 @@ impl MemChunk {
             batch,
             stats,
             bytes,
+            id: NEXT_CHUNK_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 }

@@ -227,7 +227,7 @@ impl CoreOptions {
 }
 
 /// Defaults for `CoreOptions::time_slice` and `throughput_shares`.
-pub const DEFAULT_TIME_SLICE: Duration = Duration::from_millis(2);
+pub const DEFAULT_TIME_SLICE: Duration = Duration::from_micros(500);
 pub const DEFAULT_THROUGHPUT_SHARES: usize = 250;
 
 /// One pinned executor per core, each owning a state `S` built on that core.

@@ -184,7 +184,8 @@ pub struct ScanStats {
     pub rows_scanned: u64,
     /// Rows counted from statistics alone.
     pub rows_from_statistics: u64,
-    /// Files whose partial result came from the partial-result cache (nothing read).
+    /// Files and buffered chunks whose partial result came from the partial-result cache
+    /// (nothing read).
     pub files_cached: u64,
     /// Bytes read from disk (footers and pages); a warm query reads none.
     pub bytes_read: u64,
@@ -470,7 +471,68 @@ pub async fn execute(
             buffered.incarnation,
             &buffered.marks,
         );
-        if !chunks.is_empty() {
+        if let (false, Some(fingerprints), Mode::Groups { aggregates, .. }) =
+            (chunks.is_empty(), fingerprint, &plan.mode)
+        {
+            // Chunk by chunk, each part cached: a buffered chunk never changes either.
+            for chunk in &chunks {
+                let id = chunk_cache_id(&buffered, chunk);
+                let fingerprint = fingerprints.for_file(Truth::Maybe);
+                let part = match state.partials.get(id, fingerprint) {
+                    Some(part) => {
+                        stats.rows_total += chunk.batch.num_rows() as u64;
+                        stats.files_cached += 1;
+                        part
+                    }
+                    None => {
+                        let own = RefCell::new(match per_file_groups {
+                            Some((keys, aggregates)) => {
+                                Sink::Groups(GroupState::new(keys, aggregates), Charge::default())
+                            }
+                            None => Sink::Count(0),
+                        });
+                        scan_chunks(
+                            &state,
+                            &plan,
+                            std::slice::from_ref(chunk),
+                            &own,
+                            &memory,
+                            &mut stats,
+                            prune_only,
+                        )
+                        .await?;
+                        let part = match own.into_inner() {
+                            Sink::Groups(part, mut charge) => {
+                                charge.set(&memory, 0)?;
+                                Partial::Groups(Rc::new(part.finish()))
+                            }
+                            Sink::Count(count) => Partial::Count(count),
+                            Sink::Rows { .. } => unreachable!("made as groups or a count above"),
+                        };
+                        match &part {
+                            Partial::Groups(rows) => {
+                                state.partials.insert_groups(id, fingerprint, rows)
+                            }
+                            Partial::Count(_) => {
+                                state.partials.insert(id, fingerprint, part.clone())
+                            }
+                        }
+                        part
+                    }
+                };
+                match part {
+                    Partial::Groups(rows) => {
+                        groups.add_shared(&rows, aggregates);
+                        groups_charge.set(&memory, groups.memory_bytes())?;
+                    }
+                    Partial::Count(count) => {
+                        if let Sink::Count(total) = &mut *sink.borrow_mut() {
+                            *total += count;
+                        }
+                    }
+                }
+            }
+        } else if !chunks.is_empty() {
             match per_file_groups {
                 Some((keys, aggregates)) => {
                     let own = RefCell::new(Sink::Groups(
@@ -819,6 +881,15 @@ async fn scan_chunks(
         flush_rows(sink).await;
     }
     Ok(())
+}
+
+/// Names a buffered chunk in the partial-result cache: its table's incarnation and its id,
+/// which no other chunk of the process shares.
+fn chunk_cache_id(buffered: &BufferedScan, chunk: &crate::ingest::MemChunk) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    ("chunk", buffered.incarnation, chunk.id).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Bytes the arrays of a row chunk hold.
