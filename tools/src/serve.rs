@@ -64,6 +64,8 @@ pub struct FileConfig {
     max_memory_gb: Option<f64>,
     parquet_cache_size_gb: Option<f64>,
     concurrent_queries: Option<usize>,
+    /// Partial aggregates cached per immutable file and buffered chunk, MiB (0: off).
+    partial_cache_mb: Option<u64>,
     /// Busy-poll before parking an idle core, µs (lower latency, more idle CPU).
     spin_before_park_us: Option<u64>,
     #[serde(default)]
@@ -223,6 +225,9 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
     }
     engine.buffer_pool_bytes = (cache_gb * GIB) as u64;
     engine.spin_before_park_us = file.spin_before_park_us.unwrap_or(0);
+    if let Some(mib) = file.partial_cache_mb {
+        engine.partial_cache_bytes = mib << 20;
+    }
 
     let mut keys = Vec::new();
     if let Some(path) = &args.jwt_secret_file {
@@ -468,7 +473,7 @@ mod tests {
             dir.path(),
             "tessera.toml",
             &format!(
-                "data_path = \"/srv/x\"\nconcurrent_queries = 3\nmax_memory_gb = 8\n[limits]\nidle_timeout_seconds = 9\n[[auth.keys]]\nkind = \"hs256\"\nfile = \"{}\"\n",
+                "data_path = \"/srv/x\"\nconcurrent_queries = 3\nmax_memory_gb = 8\npartial_cache_mb = 0\n[limits]\nidle_timeout_seconds = 9\nadmission_queue = 7\nconcurrent_short_queries = 5\ntime_slice_ms = 3\nthroughput_shares = 100\n[[auth.keys]]\nkind = \"hs256\"\nfile = \"{}\"\n",
                 secret.display()
             ),
         );
@@ -480,6 +485,11 @@ mod tests {
         assert_eq!(resolved.engine.data_dir, PathBuf::from("/srv/x"));
         assert_eq!(resolved.server.limits.concurrent_queries, 3);
         assert_eq!(resolved.server.limits.idle_timeout, Duration::from_secs(9));
+        assert_eq!(resolved.server.limits.admission_queue, 7);
+        assert_eq!(resolved.server.limits.concurrent_short_queries, 5);
+        assert_eq!(resolved.engine.time_slice, Duration::from_millis(3));
+        assert_eq!(resolved.engine.throughput_shares, 100);
+        assert_eq!(resolved.engine.partial_cache_bytes, 0);
         assert_eq!(resolved.engine.buffer_pool_bytes, 4 << 30);
         args.concurrent_queries = Some(5);
         args.data = Some("/srv/y".into());
