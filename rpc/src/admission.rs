@@ -121,6 +121,27 @@ impl Drop for Slot {
     }
 }
 
+/// A place in a lane's queue; dropped before its slot was taken, it passes on any slot handed
+/// to it.
+struct Waiting {
+    receiver: Option<oneshot::Receiver<()>>,
+    admission: Arc<Admission>,
+    lane: usize,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut receiver) = self.receiver.take() {
+            // Closed first: a slot handed over from now on goes to the next waiter; one handed
+            // over just before is taken here and released, which hands it on.
+            receiver.close();
+            if let Ok(Some(())) = receiver.try_recv() {
+                drop(self.admission.slot(self.lane));
+            }
+        }
+    }
+}
+
 impl Admission {
     /// Lanes of `latency_slots` and `throughput_slots`, each queueing at most `queue_max`
     /// queries for at most `wait`.
@@ -185,16 +206,21 @@ impl Admission {
             }
             receiver
         };
-        let mut receiver = receiver;
-        match runtime::timeout(self.wait, &mut receiver).await {
-            Some(Ok(())) => Ok(self.slot(index)),
+        // Gives back a slot handed over to a waiter that stopped waiting (timed out, or its
+        // call was dropped) before taking it.
+        let mut waiting = Waiting {
+            receiver: Some(receiver),
+            admission: self.clone(),
+            lane: index,
+        };
+        let receiver = waiting.receiver.as_mut().expect("set above");
+        match runtime::timeout(self.wait, receiver).await {
+            Some(Ok(())) => {
+                waiting.receiver = None;
+                Ok(self.slot(index))
+            }
             _ => {
-                // Closing first: a slot handed over from now on goes to the next waiter, and one
-                // handed over just before is taken and given back.
-                receiver.close();
-                if let Ok(Some(())) = receiver.try_recv() {
-                    drop(self.slot(index));
-                }
+                drop(waiting);
                 Err(Refusal::TimedOut {
                     class,
                     running: self.lock()[index].running,
@@ -325,7 +351,17 @@ mod tests {
         drop(running);
         let admitted = next.as_mut().now_or_never().unwrap().unwrap();
         assert_eq!(admission.load(), (1, 0));
+        // Handed a slot, then dropped before taking it (its call went away): the slot goes on
+        // to the next waiter instead of being lost.
+        let mut handed = Box::pin(admission.admit(TaskClass::Latency, "b"));
+        assert!(handed.as_mut().now_or_never().is_none());
+        let mut after = Box::pin(admission.admit(TaskClass::Latency, "c"));
+        assert!(after.as_mut().now_or_never().is_none());
         drop(admitted);
+        drop(handed);
+        let last = after.as_mut().now_or_never().unwrap().unwrap();
+        assert_eq!(admission.load(), (1, 0));
+        drop(last);
         assert_eq!(admission.load(), (0, 0));
     }
 }

@@ -376,3 +376,46 @@ fn cancel_by_tag_stops_a_running_query() {
     });
     idle(&server);
 }
+
+#[test]
+fn a_query_that_waits_for_a_slot_reports_its_queue_time() {
+    let limits = Limits {
+        concurrent_queries: 1,
+        admission_wait: Duration::from_secs(20),
+        stall_timeout: Duration::from_secs(30),
+        ..common::default_limits()
+    };
+    let server = start(1_000_000, limits);
+    block_on(async {
+        let client = Client::connect(&server.address()).await.unwrap();
+        let session = client
+            .login(&token(Some("acme"), Role::Reader))
+            .await
+            .unwrap();
+        // Holds the one throughput slot while its client reads nothing more.
+        let mut holder = session.query("SELECT * FROM events").await.unwrap();
+        holder.next().await.unwrap().unwrap();
+        let waiter = async {
+            let started = Instant::now();
+            let output = session
+                .query_collect("SELECT SUM(amount) FROM events")
+                .await
+                .unwrap();
+            (output.stats, started.elapsed())
+        };
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            while let Some(batch) = holder.next().await {
+                batch.unwrap();
+            }
+        };
+        let ((stats, waited), ()) = futures::join!(waiter, release);
+        // The wait is counted from the call's arrival, and is most of what the client saw.
+        assert!(stats.queued_micros >= 300_000, "{stats:?} after {waited:?}");
+        assert!(
+            stats.queued_micros <= waited.as_micros() as u64,
+            "{stats:?}"
+        );
+    });
+    idle(&server);
+}
