@@ -977,6 +977,11 @@ impl GroupMerger {
         self.merged
     }
 
+    /// The groups merged so far.
+    pub fn rows(&self) -> &GroupRows {
+        &self.merged
+    }
+
     /// Estimated bytes held (see `group_rows_bytes`).
     pub fn memory_bytes(&self) -> u64 {
         group_rows_bytes(&self.merged) + (self.table.capacity() * 16) as u64

@@ -359,7 +359,24 @@ pub async fn execute(
     let sink = RefCell::new(sink);
     let mut groups = GroupMerger::default();
     let mut groups_charge = Charge::default();
-    {
+    // The fold of every file's part, cached under the exact list of parts it folds: a repeated
+    // aggregation over files that have not changed merges none of them again.
+    let fold_key = match (fingerprint, per_file_groups) {
+        (Some(fingerprints), Some(_)) => Some(partials::fold_key(
+            &fingerprints,
+            files.iter().map(|t| (t.cache_id, t.truth)),
+        )),
+        _ => None,
+    };
+    let folded = fold_key.and_then(|key| state.partials.get(key, partials::FOLD));
+    if let (Some(Partial::Groups(rows)), Mode::Groups { aggregates, .. }) = (&folded, &plan.mode) {
+        groups.add_shared(rows, aggregates);
+        groups_charge.set(&memory, groups.memory_bytes())?;
+        stats.rows_total += files.iter().map(|t| t.rows).sum::<u64>();
+        stats.files_cached += files.len() as u64;
+    }
+    let mut all_files = true;
+    if folded.is_none() {
         let mut scans = futures::stream::iter(files.iter().enumerate())
             .map(|(index, task)| {
                 let (state, plan, sink, memory) = (&state, &plan, &sink, &memory);
@@ -459,7 +476,14 @@ pub async fn execute(
                 groups_charge.set(&memory, groups.memory_bytes())?;
             }
             if sink.borrow().full() {
+                all_files = false;
                 break;
+            }
+        }
+        if let (Some(key), true) = (fold_key, all_files) {
+            if state.partials.keeps(groups.rows()) {
+                let fold = Rc::new(groups.rows().clone());
+                state.partials.insert_groups(key, partials::FOLD, &fold);
             }
         }
     }

@@ -87,6 +87,22 @@ pub struct Fingerprints {
     all_rows: u64,
 }
 
+/// The fingerprint a fold of several files' parts is kept under (its key names the parts).
+pub const FOLD: u64 = u64::MAX;
+
+/// Names the fold of the parts of `files` (cache id and manifest truth, in fold order).
+pub fn fold_key(
+    fingerprints: &Fingerprints,
+    files: impl Iterator<Item = (u64, crate::query::prune::Truth)>,
+) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    "fold".hash(&mut hasher);
+    for (file, truth) in files {
+        (file, fingerprints.for_file(truth)).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
 impl Fingerprints {
     pub fn of(plan: &Plan) -> Option<Fingerprints> {
         let Mode::Groups { keys, aggregates } = &plan.mode else {
@@ -141,10 +157,15 @@ impl PartialCache {
         found
     }
 
+    /// Whether groups this large are kept (at most an eighth of the budget).
+    pub fn keeps(&self, groups: &GroupRows) -> bool {
+        group_rows_bytes(groups) as usize <= self.budget_bytes / 8
+    }
+
     /// Keeps a file's groups (shared, not copied), unless they are larger than an eighth of
     /// the budget.
     pub fn insert_groups(&self, file: u64, fingerprint: u64, groups: &Rc<GroupRows>) {
-        if group_rows_bytes(groups) as usize > self.budget_bytes / 8 {
+        if !self.keeps(groups) {
             return;
         }
         self.insert(file, fingerprint, Partial::Groups(groups.clone()));
