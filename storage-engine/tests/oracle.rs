@@ -1065,6 +1065,8 @@ fn engine() -> &'static (tempfile::TempDir, Engine) {
         config.pin_cores = false;
         // A small pool, so eviction happens during the test.
         config.buffer_pool_bytes = 256 << 10;
+        // Files of a few hundred rows split across both cores, a share of row groups each.
+        config.split_file_rows = 64;
         let engine = Engine::open(config).unwrap();
         (dir, engine)
     })

@@ -56,6 +56,9 @@ pub struct EngineConfig {
     /// Partial aggregates of query fragments per immutable file (`exec::partials`); 0 turns
     /// the cache off.
     pub partial_cache_bytes: u64,
+    /// A file of at least this many rows is scanned by every core, each taking a share of its
+    /// row groups (so a table of few large files keeps every core busy).
+    pub split_file_rows: u64,
     /// Registered I/O memory per executor; None picks a size that fits `ulimit -l`
     /// (`host::io_memory_per_core`).
     pub io_memory_bytes: Option<usize>,
@@ -85,6 +88,7 @@ impl EngineConfig {
             buffer_pool_bytes: 4 << 30,
             metadata_cache_bytes: 256 << 20,
             partial_cache_bytes: 128 << 20,
+            split_file_rows: 2 << 20,
             io_memory_bytes: None,
             spin_before_park_us: 0,
             time_slice: runtime::DEFAULT_TIME_SLICE,
@@ -682,7 +686,7 @@ impl CoreContext {
             }
         }
         let plan = Arc::new(plan::bind(&query, &manifest.columns)?);
-        let (tasks, pruned_files) = file_tasks(&self.config.data_dir, &manifest, &plan);
+        let (tasks, pruned_files) = file_tasks(&self.config, &manifest, &plan);
         Ok(PreparedQuery {
             class: query_class(&plan, &tasks),
             manifest,
@@ -849,10 +853,10 @@ impl CoreContext {
         memory: &Arc<Reservation>,
     ) -> Result<(Vec<CoreOutput>, ScanStats)> {
         let count = self.peers.count();
-        let files_total = tasks.len() as u64;
+        let files_total = tasks.iter().filter(|t| t.slice.index == 0).count() as u64;
         let mut shares: Vec<Vec<FileTask>> = vec![Vec::new(); count];
         for task in tasks {
-            shares[(task.cache_id % count as u64) as usize].push(task);
+            shares[task.core(count)].push(task);
         }
         // Peers' shares first, this core's last: join_all polls in order, and the local share
         // runs until its first yield, so a peer listed after it would start a time slice late.
@@ -935,7 +939,7 @@ fn query_class(plan: &Plan, tasks: &[FileTask]) -> TaskClass {
         if keys.is_empty() && aggregates.iter().all(|a| a.function == sql::AggregateFunction::CountStar));
     let rows: u64 = tasks
         .iter()
-        .filter(|task| !(count_only && task.truth == Truth::Always))
+        .filter(|task| task.slice.index == 0 && !(count_only && task.truth == Truth::Always))
         .map(|task| task.rows)
         .sum();
     if rows <= LATENCY_CLASS_ROWS {
@@ -945,8 +949,14 @@ fn query_class(plan: &Plan, tasks: &[FileTask]) -> TaskClass {
     }
 }
 
-/// One task per file the manifest statistics cannot rule out, and the number ruled out.
-fn file_tasks(data_dir: &Path, manifest: &Arc<TableManifest>, plan: &Plan) -> (Vec<FileTask>, u64) {
+/// One task per file the manifest statistics cannot rule out (a file of at least `split_rows`
+/// rows: one per core, each scanning a share of its row groups), and the number ruled out.
+fn file_tasks(
+    config: &EngineConfig,
+    manifest: &Arc<TableManifest>,
+    plan: &Plan,
+) -> (Vec<FileTask>, u64) {
+    let data_dir = &config.data_dir;
     let table_dir = Arc::new(manifest::table_dir(
         data_dir,
         &manifest.tenant,
@@ -960,14 +970,25 @@ fn file_tasks(data_dir: &Path, manifest: &Arc<TableManifest>, plan: &Plan) -> (V
             pruned += 1;
             continue;
         }
-        tasks.push(FileTask {
-            cache_id: file_cache_id(manifest, file),
-            rows: file.rows,
-            truth,
-            manifest: manifest.clone(),
-            index,
-            table_dir: table_dir.clone(),
-        });
+        let shares = if config.cores > 1 && file.rows >= config.split_file_rows {
+            config.cores as u32
+        } else {
+            1
+        };
+        for share in 0..shares {
+            tasks.push(FileTask {
+                cache_id: file_cache_id(manifest, file),
+                rows: file.rows,
+                truth,
+                manifest: manifest.clone(),
+                index,
+                table_dir: table_dir.clone(),
+                slice: exec::Slice {
+                    index: share,
+                    of: shares,
+                },
+            });
+        }
     }
     (tasks, pruned)
 }

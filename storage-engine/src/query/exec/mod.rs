@@ -145,9 +145,53 @@ pub struct FileTask {
     pub index: usize,
     /// The table's directory, which file paths are relative to.
     pub table_dir: Arc<PathBuf>,
+    /// This task's share of the file's row groups: those whose number modulo `of` is `index`
+    /// (a large file is split so every core scans a share of it).
+    pub slice: Slice,
+}
+
+/// A share of a file's row groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    pub index: u32,
+    pub of: u32,
+}
+
+impl Slice {
+    pub const WHOLE: Slice = Slice { index: 0, of: 1 };
 }
 
 impl FileTask {
+    /// Whether this task scans row group `row_group`.
+    fn takes(&self, row_group: usize) -> bool {
+        row_group % self.slice.of as usize == self.slice.index as usize
+    }
+
+    /// Whether this task accounts for the whole file where a share cannot: its row count, and
+    /// answers statistics give for the file as a whole.
+    fn lead(&self) -> bool {
+        self.slice.index == 0
+    }
+
+    /// Names this task's part in the partial-result cache.
+    fn part_id(&self) -> u64 {
+        if self.slice == Slice::WHOLE {
+            return self.cache_id;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(
+            &(self.cache_id, self.slice.index, self.slice.of),
+            &mut hasher,
+        );
+        std::hash::Hasher::finish(&hasher)
+    }
+
+    /// The core of `cores` that scans this task: a file's slices go to different cores, and
+    /// the same share always to the same core (its pages stay in that core's pool).
+    pub fn core(&self, cores: usize) -> usize {
+        (self.cache_id.wrapping_add(self.slice.index as u64) % cores as u64) as usize
+    }
+
     pub fn entry(&self) -> &FileEntry {
         &self.manifest.files[self.index]
     }
@@ -364,7 +408,7 @@ pub async fn execute(
     let fold_key = match (fingerprint, per_file_groups) {
         (Some(fingerprints), Some(_)) => Some(partials::fold_key(
             &fingerprints,
-            files.iter().map(|t| (t.cache_id, t.truth)),
+            files.iter().map(|t| (t.part_id(), t.truth)),
         )),
         _ => None,
     };
@@ -372,7 +416,11 @@ pub async fn execute(
     if let (Some(Partial::Groups(rows)), Mode::Groups { aggregates, .. }) = (&folded, &plan.mode) {
         groups.add_shared(rows, aggregates);
         groups_charge.set(&memory, groups.memory_bytes())?;
-        stats.rows_total += files.iter().map(|t| t.rows).sum::<u64>();
+        stats.rows_total += files
+            .iter()
+            .filter(|t| t.lead())
+            .map(|t| t.rows)
+            .sum::<u64>();
         stats.files_cached += files.len() as u64;
     }
     let mut all_files = true;
@@ -384,17 +432,29 @@ pub async fn execute(
                     let mut file_stats = ScanStats::default();
                     if answers_from_statistics {
                         if let Some(states) = states_from_statistics(plan, task) {
-                            file_stats.rows_total += task.rows;
-                            file_stats.rows_from_statistics += task.rows;
-                            let part = Rc::new(vec![(Vec::new(), states)]);
-                            return Ok::<_, Error>((index, Ok(()), file_stats, Some(part)));
+                            // The file's lead share answers for the whole file.
+                            let part = if task.lead() {
+                                file_stats.rows_total += task.rows;
+                                file_stats.rows_from_statistics += task.rows;
+                                vec![(Vec::new(), states)]
+                            } else {
+                                Vec::new()
+                            };
+                            return Ok::<_, Error>((
+                                index,
+                                Ok(()),
+                                file_stats,
+                                Some(Rc::new(part)),
+                            ));
                         }
                     }
                     // A file every row of which matches is the same part whatever the filter.
                     let fingerprint = fingerprint.map(|f| f.for_file(task.truth));
-                    let cached = fingerprint.and_then(|f| state.partials.get(task.cache_id, f));
+                    let cached = fingerprint.and_then(|f| state.partials.get(task.part_id(), f));
                     if let Some(cached) = cached {
-                        file_stats.rows_total += task.rows;
+                        if task.lead() {
+                            file_stats.rows_total += task.rows;
+                        }
                         file_stats.files_cached += 1;
                         let part = match cached {
                             Partial::Groups(rows) => Some(rows),
@@ -434,7 +494,7 @@ pub async fn execute(
                             // The folded groups are charged as the core's from here on.
                             charge.set(memory, 0)?;
                             if let (Ok(()), Some(f)) = (&result, fingerprint) {
-                                state.partials.insert_groups(task.cache_id, f, &part);
+                                state.partials.insert_groups(task.part_id(), f, &part);
                             }
                             Some(part)
                         }
@@ -445,7 +505,7 @@ pub async fn execute(
                             if let Some(f) = fingerprint {
                                 state
                                     .partials
-                                    .insert(task.cache_id, f, Partial::Count(count));
+                                    .insert(task.part_id(), f, Partial::Count(count));
                             }
                             None
                         }
@@ -710,11 +770,16 @@ async fn scan_file(
     if fail_points::SCAN_PANICS.swap(false, std::sync::atomic::Ordering::AcqRel) {
         panic!("fail point: a scan task panics");
     }
-    stats.rows_total += task.rows;
+    // A file's lead share counts its rows; the statistics count them once, there.
+    if task.lead() {
+        stats.rows_total += task.rows;
+    }
     if task.truth == Truth::Always && !prune_only {
         if let Sink::Count(count) = &mut *sink.borrow_mut() {
-            *count += task.rows;
-            stats.rows_from_statistics += task.rows;
+            if task.lead() {
+                *count += task.rows;
+                stats.rows_from_statistics += task.rows;
+            }
             return Ok(());
         }
     }
@@ -727,7 +792,7 @@ async fn scan_file(
             read_columns.push(column);
         }
     }
-    for row_group in 0..meta.row_groups() {
+    for row_group in (0..meta.row_groups()).filter(|&rg| task.takes(rg)) {
         if sink.borrow().full() {
             break;
         }
