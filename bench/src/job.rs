@@ -78,6 +78,7 @@ impl Kind {
                 "pause_ms",
                 "ingest_per_wave",
                 "partial_cache",
+                "split_file_rows",
             ],
             Kind::Ingest => &[
                 "data", "tenant", "table", "cores", "pool", "target", "token", "bs", "size", "path",

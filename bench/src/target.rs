@@ -35,7 +35,7 @@ pub enum Target {
 }
 
 /// Engine settings from a job: `data`, `cores`, `pool` (buffer pool bytes), `partial_cache`
-/// (partial-result cache bytes, 0 turns it off).
+/// (partial-result cache bytes, 0 turns it off), `split_file_rows`.
 fn engine_config(job: &Job) -> Result<EngineConfig, JobError> {
     let data = PathBuf::from(job.required("data")?);
     std::fs::create_dir_all(&data)
@@ -52,6 +52,7 @@ fn engine_config(job: &Job) -> Result<EngineConfig, JobError> {
     }
     config.buffer_pool_bytes = job.size_or("pool", config.buffer_pool_bytes)?;
     config.partial_cache_bytes = job.size_or("partial_cache", config.partial_cache_bytes)?;
+    config.split_file_rows = job.size_or("split_file_rows", config.split_file_rows)?;
     Ok(config)
 }
 
