@@ -770,6 +770,39 @@ mod tests {
         assert_eq!(next, Ok(7));
     }
 
+    /// Work starts in the latency class; `run_in` moves it to a class's queue, and a job sent to
+    /// another core runs there in the class of the task that sent it (a scan's share on a peer
+    /// must not run ahead of that peer's short queries).
+    #[test]
+    fn jobs_run_in_the_class_of_the_task_that_sent_them() {
+        let pool = CorePool::start(&CoreOptions::unpinned(2), |_| ()).expect("pool starts");
+        let classes = futures::executor::block_on(pool.run_on(0, |state, peers| async move {
+            let on_peer = |state: Rc<()>, peers: Rc<Peers<()>>| async move {
+                peers
+                    .call(&state, 1, |_, _| async { TaskClass::current() })
+                    .await
+                    .unwrap()
+            };
+            let here = TaskClass::current();
+            let latency_peer = on_peer(state.clone(), peers.clone()).await;
+            let (scan_here, scan_peer) = run_in(TaskClass::Throughput, async move {
+                (TaskClass::current(), on_peer(state, peers).await)
+            })
+            .await;
+            (here, latency_peer, scan_here, scan_peer)
+        }))
+        .unwrap();
+        assert_eq!(
+            classes,
+            (
+                TaskClass::Latency,
+                TaskClass::Latency,
+                TaskClass::Throughput,
+                TaskClass::Throughput
+            )
+        );
+    }
+
     /// Peer ids are given in the order executors join the mesh, which varies from start to
     /// start; `run_on(n)` must reach peer n all the same (a job routed by peer id and one sent
     /// from outside agree on which core owns what).
