@@ -156,8 +156,8 @@ struct LimitsFile {
     admission_queue: Option<usize>,
     /// Short queries (point lookups, ranges statistics mostly answer) running at once.
     concurrent_short_queries: Option<usize>,
-    /// Milliseconds a task runs before it yields to waiting work on its core.
-    time_slice_ms: Option<u64>,
+    /// Microseconds a task runs before it yields to waiting work on its core (default 500).
+    time_slice_us: Option<u64>,
     /// CPU shares of scans over much data against short queries' 1000.
     throughput_shares: Option<usize>,
     idle_timeout_seconds: Option<u64>,
@@ -293,8 +293,8 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
     if let Some(v) = l.concurrent_short_queries {
         limits.concurrent_short_queries = v.max(1);
     }
-    if let Some(v) = l.time_slice_ms {
-        engine.time_slice = Duration::from_millis(v.clamp(1, 1000));
+    if let Some(v) = l.time_slice_us {
+        engine.time_slice = Duration::from_micros(v.clamp(50, 1_000_000));
     }
     if let Some(v) = l.throughput_shares {
         engine.throughput_shares = v.clamp(1, 1000);
@@ -473,7 +473,7 @@ mod tests {
             dir.path(),
             "tessera.toml",
             &format!(
-                "data_path = \"/srv/x\"\nconcurrent_queries = 3\nmax_memory_gb = 8\npartial_cache_mb = 0\n[limits]\nidle_timeout_seconds = 9\nadmission_queue = 7\nconcurrent_short_queries = 5\ntime_slice_ms = 3\nthroughput_shares = 100\n[[auth.keys]]\nkind = \"hs256\"\nfile = \"{}\"\n",
+                "data_path = \"/srv/x\"\nconcurrent_queries = 3\nmax_memory_gb = 8\npartial_cache_mb = 0\n[limits]\nidle_timeout_seconds = 9\nadmission_queue = 7\nconcurrent_short_queries = 5\ntime_slice_us = 3000\nthroughput_shares = 100\n[[auth.keys]]\nkind = \"hs256\"\nfile = \"{}\"\n",
                 secret.display()
             ),
         );
