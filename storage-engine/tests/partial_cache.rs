@@ -119,3 +119,31 @@ fn a_table_dropped_and_created_again_never_answers_from_the_old_cache() {
     drop(engine);
     assert_eq!(after, run(&fresh).0);
 }
+
+#[test]
+fn buffered_rows_give_the_same_bits_with_and_without_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    import(dir.path(), &[events_chunk(0, 5_000, 200_000, 3)]);
+    let sql =
+        "SELECT category, SUM(amount), AVG(amount) FROM events GROUP BY category ORDER BY category";
+    let uncached = support::engine_with(dir.path(), |c| c.partial_cache_bytes = 0);
+    // Several records, each making one chunk per day it spans.
+    for sequence in 0..4 {
+        let batch = events_chunk(5_000 + sequence * 3_000, 3_000, 200_000, 9);
+        let mut ipc = Vec::new();
+        let mut writer =
+            arrow_ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema()).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        uncached
+            .ingest("acme", "events", "p", sequence, ipc)
+            .unwrap();
+    }
+    let expected = uncached.sql("acme", sql).unwrap().batches;
+    drop(uncached);
+    // The log is replayed into the buffers of an engine with the cache.
+    let cached = support::engine(dir.path());
+    assert_eq!(cached.sql("acme", sql).unwrap().batches, expected);
+    assert_eq!(cached.sql("acme", sql).unwrap().batches, expected);
+}

@@ -555,14 +555,16 @@ pub async fn execute(
             buffered.incarnation,
             &buffered.marks,
         );
-        if let (false, Some(fingerprints), Mode::Groups { aggregates, .. }) =
-            (chunks.is_empty(), fingerprint, &plan.mode)
-        {
-            // Chunk by chunk, each part cached: a buffered chunk never changes either.
+        // Chunk by chunk, each its own part, when parts are kept apart (float sums fold chunk by
+        // chunk, cached or not, so the cache never changes an answer's bits) or cached (a
+        // buffered chunk never changes either); into the shared sink otherwise.
+        let per_chunk = per_file_groups.is_some() || fingerprint.is_some();
+        if let (true, Mode::Groups { aggregates, .. }) = (per_chunk, &plan.mode) {
             for chunk in &chunks {
                 let id = chunk_cache_id(&buffered, chunk);
-                let fingerprint = fingerprints.for_file(Truth::Maybe);
-                let part = match state.partials.get(id, fingerprint) {
+                let fingerprint = fingerprint.map(|f| f.for_file(Truth::Maybe));
+                let cached = fingerprint.and_then(|f| state.partials.get(id, f));
+                let part = match cached {
                     Some(part) => {
                         stats.rows_total += chunk.batch.num_rows() as u64;
                         stats.files_cached += 1;
@@ -593,13 +595,14 @@ pub async fn execute(
                             Sink::Count(count) => Partial::Count(count),
                             Sink::Rows { .. } => unreachable!("made as groups or a count above"),
                         };
-                        match &part {
-                            Partial::Groups(rows) => {
-                                state.partials.insert_groups(id, fingerprint, rows)
+                        match (&part, fingerprint) {
+                            (Partial::Groups(rows), Some(f)) => {
+                                state.partials.insert_groups(id, f, rows)
                             }
-                            Partial::Count(_) => {
-                                state.partials.insert(id, fingerprint, part.clone())
+                            (Partial::Count(_), Some(f)) => {
+                                state.partials.insert(id, f, part.clone())
                             }
+                            (_, None) => {}
                         }
                         part
                     }
@@ -617,30 +620,10 @@ pub async fn execute(
                 }
             }
         } else if !chunks.is_empty() {
-            match per_file_groups {
-                Some((keys, aggregates)) => {
-                    let own = RefCell::new(Sink::Groups(
-                        GroupState::new(keys, aggregates),
-                        Charge::default(),
-                    ));
-                    scan_chunks(
-                        &state, &plan, &chunks, &own, &memory, &mut stats, prune_only,
-                    )
-                    .await?;
-                    let Sink::Groups(part, mut charge) = own.into_inner() else {
-                        unreachable!("made as groups above")
-                    };
-                    groups.add(part.finish(), aggregates);
-                    charge.set(&memory, 0)?;
-                    groups_charge.set(&memory, groups.memory_bytes())?;
-                }
-                None => {
-                    scan_chunks(
-                        &state, &plan, &chunks, &sink, &memory, &mut stats, prune_only,
-                    )
-                    .await?
-                }
-            }
+            scan_chunks(
+                &state, &plan, &chunks, &sink, &memory, &mut stats, prune_only,
+            )
+            .await?;
         }
     }
     flush_rows(&sink).await;
