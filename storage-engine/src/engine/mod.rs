@@ -16,7 +16,7 @@ use crate::io::buffer_pool::BufferPool;
 use crate::io::buffer_pool::PoolCounters;
 use crate::io::host;
 use crate::io::runtime::{self, CoreOptions, CorePool, JobError, Peers, TaskClass};
-use crate::query::aggregate::{self, AccState};
+use crate::query::aggregate::{self, AccState, GroupRows};
 use crate::query::exec::{self, CoreOutput, CoreState, FileTask, MetadataCache, ScanStats};
 use crate::query::kernels::Kernels;
 use crate::query::memory::{MemoryPool, Reservation};
@@ -790,10 +790,64 @@ impl CoreContext {
             .await?;
         let batch = if prune_only {
             None
+        } else if outputs
+            .iter()
+            .any(|o| matches!(o, CoreOutput::Partitioned(_)))
+        {
+            Some(self.merge_partitions(plan, outputs, memory).await?)
         } else {
             Some(finish(plan, outputs, memory)?)
         };
         Ok((batch, scan))
+    }
+
+    /// Merges grouped outputs split by key hash on every core, partition `p` on core `p`
+    /// (`finish_partition`), then concatenates the partitions' rows, sorts and limits here.
+    async fn merge_partitions(
+        &self,
+        plan: &Arc<Plan>,
+        outputs: Vec<CoreOutput>,
+        memory: &Arc<Reservation>,
+    ) -> Result<RecordBatch> {
+        let count = self.peers.count();
+        let mut parts: Vec<Vec<GroupRows>> = (0..count).map(|_| Vec::new()).collect();
+        // `outputs` are in core order, so each partition's parts are too.
+        for output in outputs {
+            let CoreOutput::Partitioned(split) = output else {
+                return Err(Error::Internal(
+                    "a core's groups were not partitioned".into(),
+                ));
+            };
+            for (part, rows) in split.into_iter().enumerate() {
+                parts
+                    .get_mut(part)
+                    .ok_or_else(|| Error::Internal("more partitions than cores".into()))?
+                    .push(rows);
+            }
+        }
+        // Peers first, this core last (see `scatter`).
+        let me = self.peers.me();
+        let mut parts: Vec<(usize, Vec<GroupRows>)> = parts.into_iter().enumerate().collect();
+        parts.sort_by_key(|(peer, _)| *peer == me);
+        let calls = parts.into_iter().map(|(peer, rows)| {
+            let (plan, memory) = (plan.clone(), memory.clone());
+            async move {
+                let columns = self
+                    .peers
+                    .call(&self.state, peer, move |_, _| async move {
+                        finish_partition(&plan, rows, &memory)
+                    })
+                    .await;
+                (peer, columns)
+            }
+        });
+        let mut results = futures::future::join_all(calls).await;
+        results.sort_by_key(|(peer, _)| *peer);
+        let mut chunks = Vec::with_capacity(results.len());
+        for (_, columns) in results {
+            chunks.push(columns??);
+        }
+        sorted_batch(plan, chunks, &(0..plan.outputs.len()).collect::<Vec<_>>())
     }
 
     /// Row mode without ORDER BY: every core streams chunks here as it scans; each becomes a
@@ -872,8 +926,19 @@ impl CoreContext {
                 async move {
                     let result = self
                         .peers
-                        .call(&self.state, peer, move |state, _| {
-                            exec::execute(state, plan, share, buffered, prune_only, out, memory)
+                        .call(&self.state, peer, move |state, _| async move {
+                            let (output, stats) = exec::execute(
+                                state,
+                                plan.clone(),
+                                share,
+                                buffered,
+                                prune_only,
+                                out,
+                                memory,
+                            )
+                            .await?;
+                            // Groups by key are merged on every core, each its partition.
+                            Ok::<_, Error>((output.partition(&plan, count), stats))
                         })
                         .await;
                     (peer, result)
@@ -1133,12 +1198,12 @@ fn row_batch(plan: &Plan, schema: &SchemaRef, chunk: Vec<ArrayRef>) -> Result<Re
 
 /// Merges core outputs into the final batch: groups or rows, then ORDER BY and LIMIT.
 /// The merged groups and the rows concatenated for sorting are charged to the query's `memory`.
+/// (Groups with GROUP BY keys are merged on every core instead: `CoreContext::merge_partitions`.)
 fn finish(plan: &Plan, outputs: Vec<CoreOutput>, memory: &Reservation) -> Result<RecordBatch> {
-    let schema = output_schema(plan);
     let internal = |e: arrow_schema::ArrowError| Error::Internal(e.to_string());
     // `columns` are the pre-output columns the sort keys index.
     let (columns, outputs_from): (Vec<ArrayRef>, Vec<usize>) = match &plan.mode {
-        Mode::Groups { keys, aggregates } => {
+        Mode::Groups { .. } => {
             let parts: Vec<_> = outputs
                 .into_iter()
                 .filter_map(|o| {
@@ -1149,27 +1214,12 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>, memory: &Reservation) -> Result
                     }
                 })
                 .collect();
-            let mut groups = aggregate::merge(parts, aggregates);
-            memory.grow(aggregate::group_rows_bytes(&groups))?;
-            if keys.is_empty() && groups.is_empty() {
-                groups.push((Vec::new(), aggregates.iter().map(AccState::empty).collect()));
-            }
-            let mut columns = Vec::with_capacity(plan.outputs.len());
-            for output in &plan.outputs {
-                let values: Vec<Scalar> = match output.source {
-                    OutputRef::Key(k) => groups.iter().map(|(key, _)| key[k].to_scalar()).collect(),
-                    OutputRef::Aggregate(a) => groups
-                        .iter()
-                        .map(|(_, states)| states[a].finish(&aggregates[a], &plan.columns))
-                        .collect::<Result<_>>()?,
-                    OutputRef::Value(_) => {
-                        return Err(Error::Internal("row value in group mode".into()))
-                    }
-                };
-                columns.push(scalars_to_array(output.column_type, &values));
-            }
-            let identity = (0..plan.outputs.len()).collect();
-            (columns, identity)
+            let groups = aggregate::merge(parts);
+            memory.grow(groups.memory_bytes())?;
+            (
+                group_columns(plan, groups)?,
+                (0..plan.outputs.len()).collect(),
+            )
         }
         Mode::Rows { values } => {
             let mut per_column: Vec<Vec<ArrayRef>> = vec![Vec::new(); values.len()];
@@ -1213,8 +1263,18 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>, memory: &Reservation) -> Result
             (columns, value_sources(plan))
         }
     };
+    sorted_batch(plan, vec![columns], &outputs_from)
+}
+
+/// ORDER BY and LIMIT over pre-output column chunks, then the output columns (`outputs_from`
+/// indexes the pre-output columns) as the result's batch.
+fn sorted_batch(
+    plan: &Plan,
+    chunks: Vec<Vec<ArrayRef>>,
+    outputs_from: &[usize],
+) -> Result<RecordBatch> {
     let limit = plan.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
-    let columns = exec::sort_rows(vec![columns], &plan.order_by, limit)?;
+    let columns = exec::sort_rows(chunks, &plan.order_by, limit)?;
     let mut output: Vec<ArrayRef> = outputs_from.iter().map(|&i| columns[i].clone()).collect();
     if let Some(limit) = limit {
         output = output
@@ -1224,7 +1284,68 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>, memory: &Reservation) -> Result
     }
     let options = arrow_array::RecordBatchOptions::new()
         .with_row_count(Some(output.first().map_or(0, |c| c.len())));
-    RecordBatch::try_new_with_options(schema, output, &options).map_err(internal)
+    RecordBatch::try_new_with_options(output_schema(plan), output, &options)
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// The output columns of merged groups (without GROUP BY: one row, empty states if none).
+fn group_columns(plan: &Plan, groups: GroupRows) -> Result<Vec<ArrayRef>> {
+    let Mode::Groups { keys, aggregates } = &plan.mode else {
+        return Err(Error::Internal("groups in row mode".into()));
+    };
+    let groups = if keys.is_empty() && groups.is_empty() {
+        let empty: Vec<AccState> = aggregates.iter().map(AccState::empty).collect();
+        GroupRows::single(&empty, aggregates)
+    } else {
+        groups
+    };
+    let mut columns = Vec::with_capacity(plan.outputs.len());
+    for output in &plan.outputs {
+        let column: ArrayRef = match output.source {
+            OutputRef::Key(k) => {
+                let values: Vec<Scalar> = groups.keys(k).iter().map(|v| v.to_scalar()).collect();
+                scalars_to_array(output.column_type, &values)
+            }
+            OutputRef::Aggregate(a) => match groups.counts(a) {
+                // Counts need no conversion (a table's row count fits an i64).
+                Some(counts) if output.column_type == ColumnType::Int64 => Arc::new(
+                    Int64Array::from_iter_values(counts.iter().map(|&n| n as i64)),
+                ),
+                _ => {
+                    let values: Vec<Scalar> = (0..groups.len())
+                        .map(|g| groups.state(a, g).finish(&aggregates[a], &plan.columns))
+                        .collect::<Result<_>>()?;
+                    scalars_to_array(output.column_type, &values)
+                }
+            },
+            OutputRef::Value(_) => return Err(Error::Internal("row value in group mode".into())),
+        };
+        columns.push(column);
+    }
+    Ok(columns)
+}
+
+/// One core's part of a partitioned merge: the groups of one hash partition from every core,
+/// merged in core order (so float sums fold as in a merge on one core), made output columns,
+/// and cut to the query's top rows when it has a LIMIT (the partitions hold disjoint keys, so
+/// the best rows overall are among each partition's best).
+fn finish_partition(
+    plan: &Plan,
+    parts: Vec<GroupRows>,
+    memory: &Reservation,
+) -> Result<Vec<ArrayRef>> {
+    let groups = aggregate::merge(parts);
+    memory.grow(groups.memory_bytes())?;
+    let columns = group_columns(plan, groups)?;
+    let Some(limit) = plan.limit else {
+        return Ok(columns);
+    };
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let columns = exec::sort_rows(vec![columns], &plan.order_by, Some(limit))?;
+    Ok(columns
+        .into_iter()
+        .map(|c| c.slice(0, limit.min(c.len())))
+        .collect())
 }
 
 /// Builds an Arrow array of `column_type` from scalars (NULL where `Scalar::Null`).

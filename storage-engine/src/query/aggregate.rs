@@ -6,6 +6,8 @@
 //! (key values, accumulator states) that the query's caller merges across cores.
 
 use crate::error::{Error, Result};
+use crate::query::groups::Accumulator;
+pub use crate::query::groups::{merge, partition, GroupMerger, GroupRows};
 use crate::query::kernels::Kernels;
 use crate::query::plan::{decimal_avg_scale, Aggregate, ValueExpr};
 use crate::query::sql::AggregateFunction;
@@ -16,8 +18,7 @@ use arrow_array::types::{Decimal128Type, Float64Type, Int32Type};
 use arrow_array::{Array, ArrayRef};
 use arrow_buffer::i256;
 use arrow_schema::DataType;
-use hashbrown::{HashMap, HashTable};
-use std::hash::BuildHasher;
+use hashbrown::HashMap;
 
 /// A mergeable aggregate state of one group.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,7 +162,7 @@ fn divide_half_away(numerator: i256, count: u64) -> i256 {
 }
 
 /// True when `candidate` should replace `current` as the MIN (`is_min`) or MAX.
-fn better(candidate: &Scalar, current: &Scalar, is_min: bool) -> bool {
+pub(crate) fn better(candidate: &Scalar, current: &Scalar, is_min: bool) -> bool {
     let order = match (candidate, current) {
         (Scalar::Null, _) => return false,
         (_, Scalar::Null) => return true,
@@ -243,7 +244,18 @@ struct Interner {
     string_bytes: usize,
     /// The dictionary last mapped (kept alive so its address cannot be reused) and its ids.
     dictionary: Option<(ArrayRef, Vec<u32>)>,
+    /// Integer keys within a range the statistics bound: the id of `base + i` at `ids[i]`
+    /// (`EMPTY` until seen), an array index instead of a hash probe.
+    direct: Option<DirectIds>,
 }
+
+struct DirectIds {
+    base: i64,
+    ids: Vec<u32>,
+}
+
+/// Largest key range given a direct id table (4 bytes per possible key).
+pub const DIRECT_IDS_MAX: u64 = 1 << 23;
 
 impl Interner {
     fn id(&mut self, value: KeyValue) -> u32 {
@@ -271,6 +283,16 @@ impl Interner {
 
     fn int_id(&mut self, v: i64) -> u32 {
         let next = self.values.len() as u32;
+        if let Some(direct) = &mut self.direct {
+            let offset = v.wrapping_sub(direct.base) as u64;
+            if let Some(slot) = direct.ids.get_mut(offset as usize) {
+                if *slot == EMPTY {
+                    *slot = next;
+                    self.values.push(KeyValue::Int(v));
+                }
+                return *slot;
+            }
+        }
         let id = *self.ints.entry(v).or_insert(next);
         if id == next {
             self.values.push(KeyValue::Int(v));
@@ -543,68 +565,6 @@ impl PairTable {
     }
 }
 
-/// Per-aggregate accumulator arrays indexed by group id.
-enum Accumulator {
-    Count(Vec<u64>),
-    SumFloat(Vec<f64>, Vec<u64>),
-    SumInt(Vec<i128>, Vec<u64>),
-    SumDecimal(Vec<i256>, Vec<u64>),
-    Extreme { is_min: bool, values: Vec<Scalar> },
-}
-
-impl Accumulator {
-    fn new(aggregate: &Aggregate) -> Accumulator {
-        match AccState::empty(aggregate) {
-            AccState::Count(_) => Accumulator::Count(Vec::new()),
-            AccState::SumFloat { .. } => Accumulator::SumFloat(Vec::new(), Vec::new()),
-            AccState::SumInt { .. } => Accumulator::SumInt(Vec::new(), Vec::new()),
-            AccState::SumDecimal { .. } => Accumulator::SumDecimal(Vec::new(), Vec::new()),
-            AccState::Extreme(_) => Accumulator::Extreme {
-                is_min: aggregate.function == AggregateFunction::Min,
-                values: Vec::new(),
-            },
-        }
-    }
-
-    fn resize(&mut self, groups: usize) {
-        match self {
-            Accumulator::Count(c) => c.resize(groups, 0),
-            Accumulator::SumFloat(s, c) => {
-                s.resize(groups, 0.0);
-                c.resize(groups, 0);
-            }
-            Accumulator::SumInt(s, c) => {
-                s.resize(groups, 0);
-                c.resize(groups, 0);
-            }
-            Accumulator::SumDecimal(s, c) => {
-                s.resize(groups, i256::ZERO);
-                c.resize(groups, 0);
-            }
-            Accumulator::Extreme { values, .. } => values.resize(groups, Scalar::Null),
-        }
-    }
-
-    fn state(&self, group: usize) -> AccState {
-        match self {
-            Accumulator::Count(c) => AccState::Count(c[group]),
-            Accumulator::SumFloat(s, c) => AccState::SumFloat {
-                sum: s[group],
-                count: c[group],
-            },
-            Accumulator::SumInt(s, c) => AccState::SumInt {
-                sum: s[group],
-                count: c[group],
-            },
-            Accumulator::SumDecimal(s, c) => AccState::SumDecimal {
-                sum: s[group],
-                count: c[group],
-            },
-            Accumulator::Extreme { values, .. } => AccState::Extreme(values[group].clone()),
-        }
-    }
-}
-
 /// Grouped aggregation state of one core for one query.
 pub struct GroupState {
     keys: Vec<ValueExpr>,
@@ -624,9 +584,6 @@ pub struct GroupState {
     group_ids: Vec<u32>,
     widened: Vec<i64>,
 }
-
-/// A core's (or a merged) grouped result.
-pub type GroupRows = Vec<(Vec<KeyValue>, Vec<AccState>)>;
 
 impl GroupState {
     pub fn new(keys: &[ValueExpr], aggregates: &[Aggregate]) -> GroupState {
@@ -650,14 +607,34 @@ impl GroupState {
         state
     }
 
-    /// Estimated bytes held: interned keys (entry plus hash-table slot), pair tables and one
-    /// accumulator slot per group and aggregate.
+    /// Gives key `k` (an integer-valued key, `Interner::ids` says which) a direct id table for
+    /// the values `min..=max` the statistics bound, when that range is at most
+    /// `DIRECT_IDS_MAX`; values outside it are hashed as before.
+    pub fn with_key_range(mut self, k: usize, min: i64, max: i64) -> GroupState {
+        let len = (max as i128 - min as i128 + 1).max(0) as u64;
+        if let Some(interner) = self.interners.get_mut(k) {
+            if len > 0 && len <= DIRECT_IDS_MAX && interner.values.is_empty() {
+                interner.direct = Some(DirectIds {
+                    base: min,
+                    ids: vec![EMPTY; len as usize],
+                });
+            }
+        }
+        self
+    }
+
+    /// Estimated bytes held: interned keys (entry plus hash-table slot), direct id tables, pair
+    /// tables and one accumulator slot per group and aggregate.
     pub fn memory_bytes(&self) -> u64 {
         const KEY_ENTRY_BYTES: usize = std::mem::size_of::<KeyValue>() + 48;
         let keys: usize = self
             .interners
             .iter()
-            .map(|i| i.values.len() * KEY_ENTRY_BYTES + i.string_bytes)
+            .map(|i| {
+                i.values.len() * KEY_ENTRY_BYTES
+                    + i.string_bytes
+                    + i.direct.as_ref().map_or(0, |d| d.ids.len() * 4)
+            })
             .sum();
         let pairs: usize = self
             .pairs
@@ -671,13 +648,7 @@ impl GroupState {
         let per_group: usize = self
             .accumulators
             .iter()
-            .map(|a| match a {
-                Accumulator::Count(_) => 8,
-                Accumulator::SumFloat(..) => 16,
-                Accumulator::SumInt(..) => 24,
-                Accumulator::SumDecimal(..) => 40,
-                Accumulator::Extreme { .. } => std::mem::size_of::<Scalar>(),
-            })
+            .map(|a| a.group_bytes())
             .sum::<usize>()
             + 1;
         (keys + pairs + self.groups * per_group) as u64
@@ -854,157 +825,109 @@ impl GroupState {
         Ok(())
     }
 
-    /// The groups with their key values and states.
-    pub fn finish(self) -> GroupRows {
-        let mut out = Vec::with_capacity(self.groups);
-        for group in 0..self.groups {
-            if !self.keys.is_empty() && !self.populated[group] {
-                continue;
-            }
+    /// The groups with their key values and states, in group id order. With one key and
+    /// every group populated (the common case) the interned values and the accumulators are
+    /// moved, not copied.
+    pub fn finish(mut self) -> GroupRows {
+        if self.keys.is_empty() {
+            return GroupRows {
+                keys: Vec::new(),
+                states: self.accumulators,
+                len: 1,
+            };
+        }
+        let kept: Option<Vec<u32>> = (self.unpopulated > 0).then(|| {
+            (0..self.groups as u32)
+                .filter(|&g| self.populated[g as usize])
+                .collect()
+        });
+        let keys: Vec<Vec<KeyValue>> = if self.keys.len() == 1 {
+            let values = std::mem::take(&mut self.interners[0].values);
+            vec![match &kept {
+                None => values,
+                Some(kept) => kept.iter().map(|&g| values[g as usize].clone()).collect(),
+            }]
+        } else {
+            let groups: Vec<u32> = kept
+                .clone()
+                .unwrap_or_else(|| (0..self.groups as u32).collect());
+            let mut columns: Vec<Vec<KeyValue>> =
+                vec![Vec::with_capacity(groups.len()); self.keys.len()];
             let mut ids = vec![0u32; self.keys.len()];
-            if !self.keys.is_empty() {
-                let mut id = group as u32;
+            for &group in &groups {
+                let mut id = group;
                 for k in (1..self.keys.len()).rev() {
                     let (a, b) = self.pairs[k - 1].pairs[id as usize];
                     ids[k] = b;
                     id = a;
                 }
                 ids[0] = id;
+                for (k, &id) in ids.iter().enumerate() {
+                    columns[k].push(self.interners[k].values[id as usize].clone());
+                }
             }
-            let keys = ids
-                .iter()
-                .enumerate()
-                .map(|(k, &id)| self.interners[k].values[id as usize].clone())
-                .collect();
-            let states = self.accumulators.iter().map(|a| a.state(group)).collect();
-            out.push((keys, states));
+            columns
+        };
+        let len = keys[0].len();
+        let states = match &kept {
+            None => self.accumulators,
+            Some(kept) => self.accumulators.iter().map(|a| a.gather(kept)).collect(),
+        };
+        GroupRows { keys, states, len }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Int64Array;
+    use std::sync::Arc;
+
+    fn count_by_key(state: GroupState, pages: &[Vec<Option<i64>>]) -> Vec<(KeyValue, u64)> {
+        let mut state = state;
+        for page in pages {
+            let array: ArrayRef = Arc::new(Int64Array::from(page.clone()));
+            state
+                .update(&Kernels::scalar(), &|_| array.clone(), None, page.len())
+                .unwrap();
         }
+        let rows = state.finish();
+        let mut out: Vec<(KeyValue, u64)> = rows
+            .keys(0)
+            .iter()
+            .cloned()
+            .zip(rows.counts(0).unwrap().iter().copied())
+            .collect();
+        out.sort();
         out
     }
-}
 
-/// Folds group results into one in the order they are added: groups in first-seen order, the
-/// states of equal keys combined in that order (so float sums come out the same whenever the
-/// parts are added in the same order). Each group is hashed once and never cloned (a table of
-/// indices into the output, hashes kept beside them); a single part is taken without hashing.
-#[derive(Default)]
-pub struct GroupMerger {
-    merged: GroupRows,
-    /// Indexes `merged[..indexed]`.
-    table: HashTable<(u64, usize)>,
-    indexed: usize,
-    hasher: hashbrown::DefaultHashBuilder,
-}
-
-impl GroupMerger {
-    pub fn add(&mut self, part: GroupRows, aggregates: &[Aggregate]) {
-        if part.is_empty() {
-            return;
-        }
-        if self.merged.is_empty() {
-            self.merged = part;
-            return;
-        }
-        self.index(part.len());
-        for (keys, states) in part {
-            let hash = self.hasher.hash_one(&keys);
-            let merged = &mut self.merged;
-            match self
-                .table
-                .find(hash, |&(h, i)| h == hash && merged[i].0 == keys)
-            {
-                Some(&(_, index)) => {
-                    for ((state, other), aggregate) in
-                        merged[index].1.iter_mut().zip(&states).zip(aggregates)
-                    {
-                        state.merge(other, aggregate.function == AggregateFunction::Min);
-                    }
-                }
-                None => {
-                    self.table
-                        .insert_unique(hash, (hash, merged.len()), |&(h, _)| h);
-                    merged.push((keys, states));
-                }
-            }
-        }
-        self.indexed = self.merged.len();
+    #[test]
+    fn a_direct_key_range_groups_as_hashing_does_with_values_outside_it() {
+        let keys = [ValueExpr::Column(0)];
+        let aggregates = [Aggregate {
+            function: AggregateFunction::CountStar,
+            argument: None,
+            input_type: None,
+        }];
+        let pages = vec![
+            vec![Some(5), Some(7), None, Some(5), Some(10)],
+            // Outside the range the statistics gave (rows buffered after them), and the ends.
+            vec![Some(-3), Some(11), Some(i64::MIN), Some(i64::MAX), Some(7), None],
+            vec![Some(10), Some(5), Some(11)],
+        ];
+        let hashed = count_by_key(GroupState::new(&keys, &aggregates), &pages);
+        let direct = count_by_key(
+            GroupState::new(&keys, &aggregates).with_key_range(0, 5, 10),
+            &pages,
+        );
+        assert_eq!(direct, hashed);
+        assert_eq!(hashed.len(), 8);
+        // A range too large for a table, or reversed, is ignored rather than allocated.
+        let wide = GroupState::new(&keys, &aggregates).with_key_range(0, i64::MIN, i64::MAX);
+        assert!(wide.memory_bytes() < 1024);
+        assert_eq!(count_by_key(wide, &pages), hashed);
+        let reversed = GroupState::new(&keys, &aggregates).with_key_range(0, 10, 5);
+        assert_eq!(count_by_key(reversed, &pages), hashed);
     }
-
-    /// As `add`, for a part others hold too (a cached file's): only the keys of groups new to
-    /// the merge are copied; the states of known groups merge in place.
-    pub fn add_shared(&mut self, part: &GroupRows, aggregates: &[Aggregate]) {
-        if part.is_empty() {
-            return;
-        }
-        self.index(part.len());
-        for (keys, states) in part {
-            let hash = self.hasher.hash_one(keys);
-            let merged = &mut self.merged;
-            match self
-                .table
-                .find(hash, |&(h, i)| h == hash && &merged[i].0 == keys)
-            {
-                Some(&(_, index)) => {
-                    for ((state, other), aggregate) in
-                        merged[index].1.iter_mut().zip(states).zip(aggregates)
-                    {
-                        state.merge(other, aggregate.function == AggregateFunction::Min);
-                    }
-                }
-                None => {
-                    self.table
-                        .insert_unique(hash, (hash, merged.len()), |&(h, _)| h);
-                    merged.push((keys.clone(), states.clone()));
-                }
-            }
-        }
-        self.indexed = self.merged.len();
-    }
-
-    /// Indexes the groups merged so far, with room for `more`.
-    fn index(&mut self, more: usize) {
-        let hasher = &self.hasher;
-        self.table
-            .reserve(self.merged.len() + more - self.indexed, |&(h, _)| h);
-        for index in self.indexed..self.merged.len() {
-            let hash = hasher.hash_one(&self.merged[index].0);
-            self.table.insert_unique(hash, (hash, index), |&(h, _)| h);
-        }
-        self.indexed = self.merged.len();
-    }
-
-    pub fn finish(self) -> GroupRows {
-        self.merged
-    }
-
-    /// The groups merged so far.
-    pub fn rows(&self) -> &GroupRows {
-        &self.merged
-    }
-
-    /// Estimated bytes held (see `group_rows_bytes`).
-    pub fn memory_bytes(&self) -> u64 {
-        group_rows_bytes(&self.merged) + (self.table.capacity() * 16) as u64
-    }
-}
-
-/// Estimated bytes of grouped results: every group's entry, key values and states (string keys
-/// and extremes as their fixed part).
-pub fn group_rows_bytes(rows: &GroupRows) -> u64 {
-    let Some((keys, states)) = rows.first() else {
-        return 0;
-    };
-    let entry = std::mem::size_of::<(Vec<KeyValue>, Vec<AccState>)>()
-        + keys.len() * std::mem::size_of::<KeyValue>()
-        + states.len() * std::mem::size_of::<AccState>();
-    (rows.len() * entry) as u64
-}
-
-/// Merges results in the order given (see `GroupMerger`).
-pub fn merge(parts: Vec<GroupRows>, aggregates: &[Aggregate]) -> GroupRows {
-    let mut merger = GroupMerger::default();
-    for part in parts {
-        merger.add(part, aggregates);
-    }
-    merger.finish()
 }

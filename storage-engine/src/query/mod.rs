@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod exec;
+pub mod groups;
 pub mod kernels;
 pub mod memory;
 pub mod plan;

@@ -263,6 +263,21 @@ pub enum CoreOutput {
     /// Row mode: columns of `Mode::Rows::values`, as chunks.
     Rows(Vec<Vec<ArrayRef>>),
     Groups(GroupRows),
+    /// Groups split by key hash (`aggregate::partition`): part `p` is merged on core `p`.
+    Partitioned(Vec<GroupRows>),
+}
+
+impl CoreOutput {
+    /// Splits grouped output with GROUP BY keys into `parts` for a merge on every core; other
+    /// output is returned as it is.
+    pub fn partition(self, plan: &Plan, parts: usize) -> CoreOutput {
+        match (self, &plan.mode) {
+            (CoreOutput::Groups(rows), Mode::Groups { keys, .. }) if !keys.is_empty() => {
+                CoreOutput::Partitioned(crate::query::aggregate::partition(rows, parts))
+            }
+            (output, _) => output,
+        }
+    }
 }
 
 enum Sink {
@@ -365,9 +380,7 @@ pub async fn execute(
         {
             Sink::Count(0)
         }
-        Mode::Groups { keys, aggregates } => {
-            Sink::Groups(GroupState::new(keys, aggregates), Charge::default())
-        }
+        Mode::Groups { .. } => Sink::Groups(group_state(&plan, &files), Charge::default()),
     };
     let (hits_before, misses_before) = {
         let c = state.pool.counters();
@@ -379,19 +392,15 @@ pub async fn execute(
     // sums do not depend on which read finished first; other aggregates do not depend on order
     // and share one state (per-file states cost a merge per file: ~6x on 1 M groups).
     let per_file_groups = match (&sink, &plan.mode) {
-        (Sink::Groups(..), Mode::Groups { keys, aggregates })
-            if aggregates
-                .iter()
-                .any(|a| matches!(AccState::empty(a), AccState::SumFloat { .. })) =>
-        {
-            Some((keys, aggregates))
-        }
-        _ => None,
+        (Sink::Groups(..), Mode::Groups { aggregates, .. }) => aggregates
+            .iter()
+            .any(|a| matches!(AccState::empty(a), AccState::SumFloat { .. })),
+        _ => false,
     };
     // Per-file results are cached when each file's part is computed on its own anyway
     // (float sums), or is a count (`partials`).
     let fingerprint = match (&sink, per_file_groups) {
-        (Sink::Count(_), _) | (Sink::Groups(..), Some(_))
+        (Sink::Count(_), _) | (Sink::Groups(..), true)
             if !prune_only && state.partials.enabled() =>
         {
             partials::Fingerprints::of(&plan)
@@ -406,15 +415,15 @@ pub async fn execute(
     // The fold of every file's part, cached under the exact list of parts it folds: a repeated
     // aggregation over files that have not changed merges none of them again.
     let fold_key = match (fingerprint, per_file_groups) {
-        (Some(fingerprints), Some(_)) => Some(partials::fold_key(
+        (Some(fingerprints), true) => Some(partials::fold_key(
             &fingerprints,
             files.iter().map(|t| (t.part_id(), t.truth)),
         )),
         _ => None,
     };
     let folded = fold_key.and_then(|key| state.partials.get(key, partials::FOLD));
-    if let (Some(Partial::Groups(rows)), Mode::Groups { aggregates, .. }) = (&folded, &plan.mode) {
-        groups.add_shared(rows, aggregates);
+    if let Some(Partial::Groups(rows)) = &folded {
+        groups.add_shared(rows);
         groups_charge.set(&memory, groups.memory_bytes())?;
         stats.rows_total += files
             .iter()
@@ -431,14 +440,16 @@ pub async fn execute(
                 async move {
                     let mut file_stats = ScanStats::default();
                     if answers_from_statistics {
-                        if let Some(states) = states_from_statistics(plan, task) {
+                        if let (Some(states), Mode::Groups { aggregates, .. }) =
+                            (states_from_statistics(plan, task), &plan.mode)
+                        {
                             // The file's lead share answers for the whole file.
                             let part = if task.lead() {
                                 file_stats.rows_total += task.rows;
                                 file_stats.rows_from_statistics += task.rows;
-                                vec![(Vec::new(), states)]
+                                GroupRows::single(&states, aggregates)
                             } else {
-                                Vec::new()
+                                GroupRows::default()
                             };
                             return Ok::<_, Error>((
                                 index,
@@ -469,13 +480,15 @@ pub async fn execute(
                     }
                     // A sink of the file's own when its part is kept apart (float sums) or
                     // cached; the shared one otherwise.
-                    let own = match per_file_groups {
-                        Some((keys, aggregates)) => Some(Sink::Groups(
-                            GroupState::new(keys, aggregates),
+                    let own = if per_file_groups {
+                        Some(Sink::Groups(
+                            group_state(plan, std::slice::from_ref(task)),
                             Charge::default(),
-                        )),
-                        None if fingerprint.is_some() => Some(Sink::Count(0)),
-                        None => None,
+                        ))
+                    } else if fingerprint.is_some() {
+                        Some(Sink::Count(0))
+                    } else {
+                        None
                     }
                     .map(RefCell::new);
                     let result = scan_file(
@@ -522,16 +535,16 @@ pub async fn execute(
             let (index, result, file_stats, part) = scanned?;
             stats.add(&file_stats);
             result?;
-            if let (Some(part), Mode::Groups { aggregates, .. }) = (part, &plan.mode) {
-                if per_file_groups.is_some() {
+            if let Some(part) = part {
+                if per_file_groups {
                     waiting.insert(index, part);
                     while let Some(part) = waiting.remove(&next_part) {
-                        groups.add_shared(&part, aggregates);
+                        groups.add_shared(&part);
                         next_part += 1;
                     }
                 } else {
                     // A part proven by statistics: no float sums, so order is free.
-                    groups.add_shared(&part, aggregates);
+                    groups.add_shared(&part);
                 }
                 groups_charge.set(&memory, groups.memory_bytes())?;
             }
@@ -558,8 +571,8 @@ pub async fn execute(
         // Chunk by chunk, each its own part, when parts are kept apart (float sums fold chunk by
         // chunk, cached or not, so the cache never changes an answer's bits) or cached (a
         // buffered chunk never changes either); into the shared sink otherwise.
-        let per_chunk = per_file_groups.is_some() || fingerprint.is_some();
-        if let (true, Mode::Groups { aggregates, .. }) = (per_chunk, &plan.mode) {
+        let per_chunk = per_file_groups || fingerprint.is_some();
+        if per_chunk && matches!(plan.mode, Mode::Groups { .. }) {
             for chunk in &chunks {
                 let id = chunk_cache_id(&buffered, chunk);
                 let fingerprint = fingerprint.map(|f| f.for_file(Truth::Maybe));
@@ -571,11 +584,10 @@ pub async fn execute(
                         part
                     }
                     None => {
-                        let own = RefCell::new(match per_file_groups {
-                            Some((keys, aggregates)) => {
-                                Sink::Groups(GroupState::new(keys, aggregates), Charge::default())
-                            }
-                            None => Sink::Count(0),
+                        let own = RefCell::new(if per_file_groups {
+                            Sink::Groups(group_state(&plan, &[]), Charge::default())
+                        } else {
+                            Sink::Count(0)
                         });
                         scan_chunks(
                             &state,
@@ -609,7 +621,7 @@ pub async fn execute(
                 };
                 match part {
                     Partial::Groups(rows) => {
-                        groups.add_shared(&rows, aggregates);
+                        groups.add_shared(&rows);
                         groups_charge.set(&memory, groups.memory_bytes())?;
                     }
                     Partial::Count(count) => {
@@ -635,11 +647,8 @@ pub async fn execute(
         Sink::Rows { chunks, .. } => CoreOutput::Rows(chunks),
         // Without float sums the order rows are added in changes nothing: one shared state,
         // and the parts statistics proved.
-        Sink::Groups(shared, _) if per_file_groups.is_none() => {
-            let Mode::Groups { aggregates, .. } = &plan.mode else {
-                return Err(Error::Internal("group sink in row mode".into()));
-            };
-            groups.add(shared.finish(), aggregates);
+        Sink::Groups(shared, _) if !per_file_groups => {
+            groups.add(shared.finish());
             CoreOutput::Groups(groups.finish())
         }
         Sink::Groups(..) => CoreOutput::Groups(groups.finish()),
@@ -647,14 +656,60 @@ pub async fn execute(
             let Mode::Groups { aggregates, .. } = &plan.mode else {
                 return Err(Error::Internal("count sink in row mode".into()));
             };
-            let states = aggregates
-                .iter()
-                .map(|_| crate::query::aggregate::AccState::Count(count))
-                .collect();
-            CoreOutput::Groups(vec![(Vec::new(), states)])
+            let states: Vec<AccState> = aggregates.iter().map(|_| AccState::Count(count)).collect();
+            CoreOutput::Groups(GroupRows::single(&states, aggregates))
         }
     };
     Ok((output, stats))
+}
+
+/// A grouping state for `plan` over `files`: an integer key whose values the files' statistics
+/// bound to a small enough range gets a direct id table (`GroupState::with_key_range`).
+fn group_state(plan: &Plan, files: &[FileTask]) -> GroupState {
+    use crate::value::{ColumnType as T, Scalar};
+    let Mode::Groups { keys, aggregates } = &plan.mode else {
+        return GroupState::new(&[], &[]);
+    };
+    let mut state = GroupState::new(keys, aggregates);
+    let rows: u64 = files.iter().filter(|t| t.lead()).map(|t| t.rows).sum();
+    for (k, key) in keys.iter().enumerate() {
+        let ValueExpr::Column(c) = *key else {
+            continue;
+        };
+        let integer = plan
+            .columns
+            .get(c)
+            .is_some_and(|d| matches!(d.column_type, T::Int32 | T::Int64 | T::Date | T::Timestamp));
+        if !integer || files.is_empty() {
+            continue;
+        }
+        // The range of the files' non-NULL values; any file without bounds (unknown, not
+        // all NULL) gives none.
+        let mut range: Option<(i64, i64)> = None;
+        let mut bounded = true;
+        for task in files {
+            match task.column_stats(c) {
+                Some(ColumnStats {
+                    min: Scalar::Int(min),
+                    max: Scalar::Int(max),
+                    ..
+                }) => {
+                    range =
+                        Some(range.map_or((*min, *max), |(lo, hi)| (lo.min(*min), hi.max(*max))))
+                }
+                Some(stats) if stats.null_count == Some(stats.rows) => {}
+                _ => bounded = false,
+            }
+        }
+        if let (true, Some((min, max))) = (bounded, range) {
+            // Not for a sparse range: the table is 4 bytes per possible key.
+            let len = (max as i128 - min as i128 + 1) as u128;
+            if len <= 2 * rows as u128 + 4096 {
+                state = state.with_key_range(k, min, max);
+            }
+        }
+    }
+    state
 }
 
 /// The states of aggregates without GROUP BY over one whole file, proven by the manifest's

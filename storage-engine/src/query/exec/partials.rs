@@ -11,9 +11,8 @@
 //! to a scanned one. Entries are bounded in bytes and evicted first in, first out; files
 //! removed by compaction, retention or a drop are forgotten with their pages.
 
-use crate::query::aggregate::{group_rows_bytes, GroupRows};
+use crate::query::aggregate::GroupRows;
 use crate::query::plan::{Mode, Plan};
-use crate::value::KeyValue;
 use hashbrown::{HashMap, HashSet};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -32,18 +31,7 @@ impl Partial {
         const ENTRY: usize = 64;
         match self {
             Partial::Count(_) => ENTRY,
-            Partial::Groups(rows) => {
-                let strings: usize = rows
-                    .iter()
-                    .flat_map(|(keys, _)| keys)
-                    .map(|key| match key {
-                        KeyValue::Str(s) => s.len(),
-                        KeyValue::Bytes(b) => b.len(),
-                        _ => 0,
-                    })
-                    .sum();
-                ENTRY + group_rows_bytes(rows) as usize + strings
-            }
+            Partial::Groups(rows) => ENTRY + rows.memory_bytes() as usize,
         }
     }
 }
@@ -159,7 +147,7 @@ impl PartialCache {
 
     /// Whether groups this large are kept (at most an eighth of the budget).
     pub fn keeps(&self, groups: &GroupRows) -> bool {
-        group_rows_bytes(groups) as usize <= self.budget_bytes / 8
+        groups.memory_bytes() as usize <= self.budget_bytes / 8
     }
 
     /// Keeps a file's groups (shared, not copied), unless they are larger than an eighth of
@@ -238,14 +226,15 @@ impl PartialCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::aggregate::AccState;
+    use crate::query::groups::Accumulator;
+    use crate::value::KeyValue;
 
     fn groups(n: usize) -> Partial {
-        Partial::Groups(Rc::new(
-            (0..n)
-                .map(|i| (vec![KeyValue::Int(i as i64)], vec![AccState::Count(1)]))
-                .collect(),
-        ))
+        Partial::Groups(Rc::new(GroupRows {
+            keys: vec![(0..n).map(|i| KeyValue::Int(i as i64)).collect()],
+            states: vec![Accumulator::Count(vec![1; n])],
+            len: n,
+        }))
     }
 
     #[test]

@@ -1,0 +1,490 @@
+//! Grouped results in columns, and merging them. A core's groups (`GroupRows`) hold one vector
+//! of key values per GROUP BY key and one typed accumulator array per aggregate, indexed by
+//! group: no allocation per group, and merging two results is a hash lookup per group followed
+//! by one typed loop per aggregate. Results split by key hash (`partition`) are merged on every
+//! core, each its own partition.
+
+use crate::query::aggregate::{better, AccState};
+use crate::query::plan::Aggregate;
+use crate::query::sql::AggregateFunction;
+use crate::value::{KeyValue, Scalar};
+use arrow_buffer::i256;
+use hashbrown::HashTable;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+/// Per-aggregate accumulator arrays indexed by group id.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Accumulator {
+    Count(Vec<u64>),
+    SumFloat(Vec<f64>, Vec<u64>),
+    SumInt(Vec<i128>, Vec<u64>),
+    SumDecimal(Vec<i256>, Vec<u64>),
+    Extreme { is_min: bool, values: Vec<Scalar> },
+}
+
+impl Accumulator {
+    pub(crate) fn new(aggregate: &Aggregate) -> Accumulator {
+        let is_min = aggregate.function == AggregateFunction::Min;
+        Accumulator::for_state(&AccState::empty(aggregate), is_min)
+    }
+
+    /// An empty accumulator holding states like `state`.
+    fn for_state(state: &AccState, is_min: bool) -> Accumulator {
+        match state {
+            AccState::Count(_) => Accumulator::Count(Vec::new()),
+            AccState::SumFloat { .. } => Accumulator::SumFloat(Vec::new(), Vec::new()),
+            AccState::SumInt { .. } => Accumulator::SumInt(Vec::new(), Vec::new()),
+            AccState::SumDecimal { .. } => Accumulator::SumDecimal(Vec::new(), Vec::new()),
+            AccState::Extreme(_) => Accumulator::Extreme {
+                is_min,
+                values: Vec::new(),
+            },
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Accumulator::Count(c) => c.len(),
+            Accumulator::SumFloat(_, c)
+            | Accumulator::SumInt(_, c)
+            | Accumulator::SumDecimal(_, c) => c.len(),
+            Accumulator::Extreme { values, .. } => values.len(),
+        }
+    }
+
+    pub(crate) fn resize(&mut self, groups: usize) {
+        match self {
+            Accumulator::Count(c) => c.resize(groups, 0),
+            Accumulator::SumFloat(s, c) => {
+                s.resize(groups, 0.0);
+                c.resize(groups, 0);
+            }
+            Accumulator::SumInt(s, c) => {
+                s.resize(groups, 0);
+                c.resize(groups, 0);
+            }
+            Accumulator::SumDecimal(s, c) => {
+                s.resize(groups, i256::ZERO);
+                c.resize(groups, 0);
+            }
+            Accumulator::Extreme { values, .. } => values.resize(groups, Scalar::Null),
+        }
+    }
+
+    pub(crate) fn state(&self, group: usize) -> AccState {
+        match self {
+            Accumulator::Count(c) => AccState::Count(c[group]),
+            Accumulator::SumFloat(s, c) => AccState::SumFloat {
+                sum: s[group],
+                count: c[group],
+            },
+            Accumulator::SumInt(s, c) => AccState::SumInt {
+                sum: s[group],
+                count: c[group],
+            },
+            Accumulator::SumDecimal(s, c) => AccState::SumDecimal {
+                sum: s[group],
+                count: c[group],
+            },
+            Accumulator::Extreme { values, .. } => AccState::Extreme(values[group].clone()),
+        }
+    }
+
+    /// Appends `state` (of this accumulator's kind; another kind is an internal error upstream
+    /// and appends an empty state).
+    fn push(&mut self, state: &AccState) {
+        match (self, state) {
+            (Accumulator::Count(c), AccState::Count(n)) => c.push(*n),
+            (Accumulator::SumFloat(s, c), AccState::SumFloat { sum, count }) => {
+                s.push(*sum);
+                c.push(*count);
+            }
+            (Accumulator::SumInt(s, c), AccState::SumInt { sum, count }) => {
+                s.push(*sum);
+                c.push(*count);
+            }
+            (Accumulator::SumDecimal(s, c), AccState::SumDecimal { sum, count }) => {
+                s.push(*sum);
+                c.push(*count);
+            }
+            (Accumulator::Extreme { values, .. }, AccState::Extreme(v)) => values.push(v.clone()),
+            (accumulator, _) => {
+                let len = accumulator.len();
+                accumulator.resize(len + 1);
+            }
+        }
+    }
+
+    /// The states of `groups`, in that order.
+    pub(crate) fn gather(&self, groups: &[u32]) -> Accumulator {
+        fn pick<T: Clone>(values: &[T], groups: &[u32]) -> Vec<T> {
+            groups.iter().map(|&g| values[g as usize].clone()).collect()
+        }
+        match self {
+            Accumulator::Count(c) => Accumulator::Count(pick(c, groups)),
+            Accumulator::SumFloat(s, c) => Accumulator::SumFloat(pick(s, groups), pick(c, groups)),
+            Accumulator::SumInt(s, c) => Accumulator::SumInt(pick(s, groups), pick(c, groups)),
+            Accumulator::SumDecimal(s, c) => {
+                Accumulator::SumDecimal(pick(s, groups), pick(c, groups))
+            }
+            Accumulator::Extreme { is_min, values } => Accumulator::Extreme {
+                is_min: *is_min,
+                values: pick(values, groups),
+            },
+        }
+    }
+
+    /// Folds `source`'s group `g` into group `targets[g]`, which is new (appended, in order) when
+    /// it is `appended_from` or above. Each target is named at most once, so every group's state
+    /// folds in the order its parts are added.
+    fn merge_from(&mut self, source: &Accumulator, targets: &[u32], appended_from: usize) {
+        fn fold<T: Clone>(
+            into: &mut Vec<T>,
+            from: &[T],
+            targets: &[u32],
+            appended_from: usize,
+            mut combine: impl FnMut(&mut T, &T),
+        ) {
+            for (value, &target) in from.iter().zip(targets) {
+                let target = target as usize;
+                if target >= appended_from {
+                    into.push(value.clone());
+                } else {
+                    combine(&mut into[target], value);
+                }
+            }
+        }
+        match (self, source) {
+            (Accumulator::Count(into), Accumulator::Count(from)) => {
+                fold(into, from, targets, appended_from, |a, b| *a += b)
+            }
+            (Accumulator::SumFloat(s, c), Accumulator::SumFloat(fs, fc)) => {
+                fold(s, fs, targets, appended_from, |a, b| *a += b);
+                fold(c, fc, targets, appended_from, |a, b| *a += b);
+            }
+            (Accumulator::SumInt(s, c), Accumulator::SumInt(fs, fc)) => {
+                fold(s, fs, targets, appended_from, |a, b| *a += b);
+                fold(c, fc, targets, appended_from, |a, b| *a += b);
+            }
+            (Accumulator::SumDecimal(s, c), Accumulator::SumDecimal(fs, fc)) => {
+                fold(s, fs, targets, appended_from, |a, b| {
+                    *a = a.wrapping_add(*b)
+                });
+                fold(c, fc, targets, appended_from, |a, b| *a += b);
+            }
+            (
+                Accumulator::Extreme { is_min, values },
+                Accumulator::Extreme { values: from, .. },
+            ) => {
+                let is_min = *is_min;
+                fold(values, from, targets, appended_from, |a, b| {
+                    if better(b, a, is_min) {
+                        *a = b.clone()
+                    }
+                })
+            }
+            (into, _) => {
+                // Kinds differ only through an internal error; keep the lengths in step.
+                let appended = targets
+                    .iter()
+                    .filter(|&&t| t as usize >= appended_from)
+                    .count();
+                let len = into.len();
+                into.resize(len + appended);
+            }
+        }
+    }
+
+    /// Bytes one group's state takes.
+    pub(crate) fn group_bytes(&self) -> usize {
+        match self {
+            Accumulator::Count(_) => 8,
+            Accumulator::SumFloat(..) => 16,
+            Accumulator::SumInt(..) => 24,
+            Accumulator::SumDecimal(..) => 40,
+            Accumulator::Extreme { .. } => std::mem::size_of::<Scalar>(),
+        }
+    }
+}
+
+/// A core's (or a merged) grouped result: `keys[k][g]` is key `k` of group `g`, `states[a]`
+/// aggregate `a`'s states. Without GROUP BY there are no key columns and one group.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupRows {
+    pub(crate) keys: Vec<Vec<KeyValue>>,
+    pub(crate) states: Vec<Accumulator>,
+    pub(crate) len: usize,
+}
+
+impl GroupRows {
+    /// One group without keys holding `states` (aggregates without GROUP BY).
+    pub fn single(states: &[AccState], aggregates: &[Aggregate]) -> GroupRows {
+        let states = states
+            .iter()
+            .zip(aggregates)
+            .map(|(state, aggregate)| {
+                let mut column =
+                    Accumulator::for_state(state, aggregate.function == AggregateFunction::Min);
+                column.push(state);
+                column
+            })
+            .collect();
+        GroupRows {
+            keys: Vec::new(),
+            states,
+            len: 1,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Key `k` of every group (none when there are no groups).
+    pub fn keys(&self, k: usize) -> &[KeyValue] {
+        self.keys.get(k).map_or(&[], |c| c.as_slice())
+    }
+
+    /// Aggregate `a`'s state of group `g`.
+    pub fn state(&self, a: usize, g: usize) -> AccState {
+        self.states[a].state(g)
+    }
+
+    /// Aggregate `a`'s counts when it is a COUNT (its column without conversion).
+    pub fn counts(&self, a: usize) -> Option<&[u64]> {
+        match self.states.get(a) {
+            Some(Accumulator::Count(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Estimated bytes held: key values (with string bytes) and states.
+    pub fn memory_bytes(&self) -> u64 {
+        let keys: usize = self
+            .keys
+            .iter()
+            .flatten()
+            .map(|key| {
+                std::mem::size_of::<KeyValue>()
+                    + match key {
+                        KeyValue::Str(s) => s.len(),
+                        KeyValue::Bytes(b) => b.len(),
+                        _ => 0,
+                    }
+            })
+            .sum();
+        let states: usize = self.states.iter().map(|s| s.group_bytes()).sum();
+        (keys + self.len * states) as u64
+    }
+
+    fn hash_group(&self, hasher: &impl BuildHasher, g: usize) -> u64 {
+        let mut state = hasher.build_hasher();
+        for column in &self.keys {
+            column[g].hash(&mut state);
+        }
+        state.finish()
+    }
+
+    fn same_keys(&self, g: usize, other: &GroupRows, h: usize) -> bool {
+        self.keys.iter().zip(&other.keys).all(|(a, b)| a[g] == b[h])
+    }
+
+    /// The groups listed in `groups`, in that order.
+    fn gather(&self, groups: &[u32]) -> GroupRows {
+        GroupRows {
+            keys: self
+                .keys
+                .iter()
+                .map(|column| groups.iter().map(|&g| column[g as usize].clone()).collect())
+                .collect(),
+            states: self.states.iter().map(|s| s.gather(groups)).collect(),
+            len: groups.len(),
+        }
+    }
+}
+
+/// Folds group results into one in the order they are added: groups in first-seen order, the
+/// states of equal keys combined in that order (so float sums come out the same whenever the
+/// parts are added in the same order). Each group is hashed once; a first part is taken whole.
+#[derive(Default)]
+pub struct GroupMerger {
+    merged: GroupRows,
+    /// Indexes `merged` groups `..indexed`: (hash, group).
+    table: HashTable<(u64, u32)>,
+    indexed: usize,
+    hasher: hashbrown::DefaultHashBuilder,
+    /// Where each group of the part being added goes.
+    targets: Vec<u32>,
+}
+
+impl GroupMerger {
+    pub fn add(&mut self, part: GroupRows) {
+        if part.is_empty() {
+            return;
+        }
+        if self.merged.is_empty() {
+            self.merged = part;
+            self.table.clear();
+            self.indexed = 0;
+            return;
+        }
+        self.add_shared(&part);
+    }
+
+    /// As `add`, for a part others hold too (a cached file's): only the keys of groups new to
+    /// the merge are copied.
+    pub fn add_shared(&mut self, part: &GroupRows) {
+        if part.is_empty() {
+            return;
+        }
+        if self.merged.is_empty() {
+            self.merged = part.clone();
+            self.table.clear();
+            self.indexed = 0;
+            return;
+        }
+        self.index(part.len());
+        let appended_from = self.merged.len;
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        for g in 0..part.len {
+            let hash = part.hash_group(&self.hasher, g);
+            let merged = &mut self.merged;
+            let found = self.table.find(hash, |&(h, i)| {
+                h == hash && merged.same_keys(i as usize, part, g)
+            });
+            let target = match found {
+                Some(&(_, i)) => i,
+                None => {
+                    let i = merged.len as u32;
+                    for (column, from) in merged.keys.iter_mut().zip(&part.keys) {
+                        column.push(from[g].clone());
+                    }
+                    merged.len += 1;
+                    self.table.insert_unique(hash, (hash, i), |&(h, _)| h);
+                    i
+                }
+            };
+            targets.push(target);
+        }
+        for (into, from) in self.merged.states.iter_mut().zip(&part.states) {
+            into.merge_from(from, &targets, appended_from);
+        }
+        self.indexed = self.merged.len;
+        self.targets = targets;
+    }
+
+    /// Indexes the groups merged so far, with room for `more`.
+    fn index(&mut self, more: usize) {
+        let (merged, hasher) = (&self.merged, &self.hasher);
+        self.table
+            .reserve(merged.len + more - self.indexed, |&(h, _)| h);
+        for g in self.indexed..merged.len {
+            let hash = merged.hash_group(hasher, g);
+            self.table
+                .insert_unique(hash, (hash, g as u32), |&(h, _)| h);
+        }
+        self.indexed = merged.len;
+    }
+
+    pub fn finish(self) -> GroupRows {
+        self.merged
+    }
+
+    /// The groups merged so far.
+    pub fn rows(&self) -> &GroupRows {
+        &self.merged
+    }
+
+    /// Estimated bytes held.
+    pub fn memory_bytes(&self) -> u64 {
+        self.merged.memory_bytes()
+            + (self.table.capacity() * 16 + self.targets.capacity() * 4) as u64
+    }
+}
+
+/// Merges results in the order given (see `GroupMerger`).
+pub fn merge(parts: Vec<GroupRows>) -> GroupRows {
+    let mut merger = GroupMerger::default();
+    for part in parts {
+        merger.add(part);
+    }
+    merger.finish()
+}
+
+/// Splits a core's groups into `parts` by a hash of their keys that is the same on every core,
+/// so the groups of one key from every core land in the same part, and each part can be merged
+/// on a core of its own. Groups keep their order within a part.
+pub fn partition(rows: GroupRows, parts: usize) -> Vec<GroupRows> {
+    if parts <= 1 || rows.keys.is_empty() {
+        return vec![rows];
+    }
+    let hasher = foldhash::fast::FixedState::with_seed(PARTITION_SEED);
+    let mut members: Vec<Vec<u32>> = (0..parts)
+        .map(|_| Vec::with_capacity(rows.len / parts + 1))
+        .collect();
+    for g in 0..rows.len {
+        // The high bits: the merge's hash tables index by the low ones of their own hash.
+        let part = ((rows.hash_group(&hasher, g) >> 32) % parts as u64) as usize;
+        members[part].push(g as u32);
+    }
+    members.iter().map(|groups| rows.gather(groups)).collect()
+}
+
+const PARTITION_SEED: u64 = 0x7e55_e7a0_9a27_1710;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count_rows(pairs: &[(i64, u64)]) -> GroupRows {
+        GroupRows {
+            keys: vec![pairs.iter().map(|&(k, _)| KeyValue::Int(k)).collect()],
+            states: vec![Accumulator::Count(pairs.iter().map(|&(_, n)| n).collect())],
+            len: pairs.len(),
+        }
+    }
+
+    fn as_pairs(rows: &GroupRows) -> Vec<(i64, u64)> {
+        let counts = rows.counts(0).unwrap();
+        rows.keys(0)
+            .iter()
+            .zip(counts)
+            .map(|(k, &n)| match k {
+                KeyValue::Int(v) => (*v, n),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merge_folds_equal_keys_and_keeps_first_seen_order() {
+        let merged = merge(vec![
+            count_rows(&[(3, 1), (1, 2)]),
+            count_rows(&[(1, 10), (7, 5)]),
+            count_rows(&[(7, 1), (3, 4), (9, 9)]),
+        ]);
+        assert_eq!(as_pairs(&merged), vec![(3, 5), (1, 12), (7, 6), (9, 9)]);
+    }
+
+    #[test]
+    fn partitions_hold_disjoint_keys_and_merge_to_the_same_groups() {
+        let a = count_rows(&(0..1000).map(|k| (k, 1)).collect::<Vec<_>>());
+        let b = count_rows(&(500..1500).map(|k| (k, 2)).collect::<Vec<_>>());
+        let (pa, pb) = (partition(a.clone(), 3), partition(b.clone(), 3));
+        let mut together: Vec<(i64, u64)> = pa
+            .into_iter()
+            .zip(pb)
+            .flat_map(|(x, y)| as_pairs(&merge(vec![x, y])))
+            .collect();
+        together.sort();
+        let mut whole = as_pairs(&merge(vec![a, b]));
+        whole.sort();
+        assert_eq!(together, whole);
+        assert_eq!(whole.len(), 1500);
+    }
+}
