@@ -307,10 +307,19 @@ impl Interner {
         }
     }
 
-    /// Local ids of `array` (a slice of one page) as the value `expr` takes.
-    fn ids(&mut self, expr: ValueExpr, array: &ArrayRef, out: &mut Vec<u32>) -> Result<()> {
+    /// Local ids of `array` (a slice of one page) as the value `expr` takes. Rows `mask` leaves
+    /// out get `SKIPPED` instead of an id (interning them would make groups of rows no filter
+    /// kept), except where ids cost a lookup per dictionary entry or per run anyway.
+    fn ids(
+        &mut self,
+        expr: ValueExpr,
+        array: &ArrayRef,
+        mask: Option<&[u64]>,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
         out.clear();
         let len = array.len();
+        let skipped = |i: usize| mask.is_some_and(|m| m[i / 64] >> (i % 64) & 1 == 0);
         let null_id = |s: &mut Self| s.id(KeyValue::Null);
         match array.data_type() {
             DataType::Dictionary(_, _) => {
@@ -360,7 +369,9 @@ impl Interner {
             DataType::Utf8 => {
                 let strings = array.as_string::<i32>();
                 for i in 0..len {
-                    let id = if strings.is_null(i) {
+                    let id = if skipped(i) {
+                        SKIPPED
+                    } else if strings.is_null(i) {
                         null_id(self)
                     } else {
                         self.str_id(strings.value(i))
@@ -414,6 +425,10 @@ impl Interner {
                 }
                 let mut last: Option<(i64, u32)> = None;
                 for i in 0..len {
+                    if skipped(i) {
+                        out.push(SKIPPED);
+                        continue;
+                    }
                     if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
                         out.push(null_id(self));
                         continue;
@@ -432,6 +447,10 @@ impl Interner {
             }
             _ => {
                 for i in 0..len {
+                    if skipped(i) {
+                        out.push(SKIPPED);
+                        continue;
+                    }
                     let value = key_at(expr, array, i);
                     out.push(self.id(value));
                 }
@@ -489,6 +508,9 @@ struct PairTable {
 }
 
 const EMPTY: u32 = u32::MAX;
+/// The id of a row the filter left out: beyond every accumulator, so the kernels (which bound
+/// ids by the accumulators' length) and the pair tables pass it by.
+const SKIPPED: u32 = u32::MAX;
 const DENSE_ENTRIES_MAX: usize = 1 << 22;
 
 impl PairTable {
@@ -670,12 +692,16 @@ impl GroupState {
             for (k, key) in self.keys.iter().enumerate() {
                 let array = column(key.column());
                 if k == 0 {
-                    self.interners[0].ids(*key, &array, &mut group_ids)?;
+                    self.interners[0].ids(*key, &array, mask, &mut group_ids)?;
                 } else {
-                    self.interners[k].ids(*key, &array, &mut local_ids)?;
+                    self.interners[k].ids(*key, &array, mask, &mut local_ids)?;
                     let table = &mut self.pairs[k - 1];
                     for (g, &b) in group_ids.iter_mut().zip(local_ids.iter()) {
-                        *g = table.get(*g, b);
+                        *g = if *g == SKIPPED || b == SKIPPED {
+                            SKIPPED
+                        } else {
+                            table.get(*g, b)
+                        };
                     }
                 }
             }
@@ -913,7 +939,14 @@ mod tests {
         let pages = vec![
             vec![Some(5), Some(7), None, Some(5), Some(10)],
             // Outside the range the statistics gave (rows buffered after them), and the ends.
-            vec![Some(-3), Some(11), Some(i64::MIN), Some(i64::MAX), Some(7), None],
+            vec![
+                Some(-3),
+                Some(11),
+                Some(i64::MIN),
+                Some(i64::MAX),
+                Some(7),
+                None,
+            ],
             vec![Some(10), Some(5), Some(11)],
         ];
         let hashed = count_by_key(GroupState::new(&keys, &aggregates), &pages);
