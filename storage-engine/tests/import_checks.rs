@@ -9,6 +9,8 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use std::path::Path;
 use std::sync::Arc;
+
+mod support;
 use tessera_storage_engine::table::manifest;
 use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 
@@ -347,4 +349,83 @@ fn slow_import_does_not_block_another_import_of_the_same_table() {
     assert_eq!(listed, present, "files on disk differ from the manifest");
     let ids: std::collections::HashSet<u64> = manifest.files.iter().map(|f| f.id).collect();
     assert_eq!(ids.len(), manifest.files.len(), "file ids repeat");
+}
+
+/// A DATE column partitions by its own value, as a TIMESTAMP does by its UTC date (it panicked
+/// before: the writer read every time column as microseconds); other types are refused by name.
+#[test]
+fn a_date_time_column_partitions_by_date_and_other_types_are_refused() {
+    use arrow_array::Date32Array;
+    let dir = tempfile::tempdir().unwrap();
+    let rows = batch(vec![
+        (
+            "shipped",
+            Arc::new(Date32Array::from(vec![
+                Some(19_725),
+                Some(0),
+                None,
+                Some(-1),
+                Some(19_725),
+            ])) as ArrayRef,
+            true,
+        ),
+        (
+            "qty",
+            Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5])) as ArrayRef,
+            true,
+        ),
+    ]);
+    let by = |column: &str| ImportOptions {
+        partition: Some(manifest::PartitionSpec {
+            time_column: Some(column.to_owned()),
+            columns: Vec::new(),
+        }),
+        ..ImportOptions::default()
+    };
+    let mut writer =
+        TableWriter::open(dir.path(), "t", "dated", &rows.schema(), &by("shipped")).unwrap();
+    writer.write(&rows).unwrap();
+    assert_eq!(writer.finish().unwrap().rows, 5);
+    let table = manifest::load(dir.path(), "t", "dated").unwrap().unwrap();
+    let mut directories: Vec<String> = table
+        .files
+        .iter()
+        .map(|f| f.path.split('/').next().unwrap().to_owned())
+        .collect();
+    directories.sort();
+    directories.dedup();
+    assert_eq!(
+        directories.len(),
+        4,
+        "one partition per date and one for NULL: {directories:?}"
+    );
+    assert!(
+        directories.iter().any(|d| d.contains("2024-01-03")),
+        "{directories:?}"
+    );
+    assert!(
+        directories.iter().any(|d| d.contains("1969-12-31")),
+        "{directories:?}"
+    );
+    let engine = support::engine(dir.path());
+    let result = engine
+        .sql(
+            "t",
+            "SELECT COUNT(*), SUM(qty) FROM dated WHERE shipped >= '2024-01-01'",
+        )
+        .unwrap();
+    let value = |c: usize| {
+        use arrow_array::cast::AsArray;
+        result.batches[0]
+            .column(c)
+            .as_primitive::<arrow_array::types::Int64Type>()
+            .value(0)
+    };
+    assert_eq!((value(0), value(1)), (2, 6));
+
+    let error = TableWriter::open(dir.path(), "t", "bad", &rows.schema(), &by("qty"))
+        .err()
+        .expect("an INT64 time column is refused")
+        .to_string();
+    assert!(error.contains("time column qty"), "{error}");
 }

@@ -25,7 +25,7 @@ use crate::table::manifest::{
 use crate::table::stats::{self, ColumnStats};
 use crate::value::{engine_type, format_date, ColumnType, MICROS_PER_DAY};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, TimestampMicrosecondType};
+use arrow_array::types::{Date32Type, Float64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use hashbrown::HashMap;
@@ -376,6 +376,17 @@ impl TableWriter {
                         )));
                     }
                 }
+                if let Some(name) = &partition.time_column {
+                    let column = columns.iter().find(|c| &c.name == name);
+                    if let Some(c) = column.filter(|c| {
+                        !matches!(c.column_type, ColumnType::Timestamp | ColumnType::Date)
+                    }) {
+                        return Err(Error::Import(format!(
+                            "time column {name} is {}: partitioning by date needs a TIMESTAMP or DATE column",
+                            c.column_type
+                        )));
+                    }
+                }
                 TableManifest {
                     format_version: manifest::FORMAT_VERSION,
                     tenant: tenant.to_owned(),
@@ -619,12 +630,17 @@ impl TableWriter {
 
     fn key_of(&self, batch: &RecordBatch, row: usize) -> PartitionKey {
         let day = self.time_index.and_then(|index| {
-            let times = batch
-                .column(index)
-                .as_primitive::<TimestampMicrosecondType>();
-            times
-                .is_valid(row)
-                .then(|| times.value(row).div_euclid(MICROS_PER_DAY))
+            let column = batch.column(index);
+            if !column.is_valid(row) {
+                return None;
+            }
+            // A TIMESTAMP's UTC date, or a DATE itself (days since the epoch).
+            match column.as_primitive_opt::<TimestampMicrosecondType>() {
+                Some(times) => Some(times.value(row).div_euclid(MICROS_PER_DAY)),
+                None => column
+                    .as_primitive_opt::<Date32Type>()
+                    .map(|days| days.value(row) as i64),
+            }
         });
         let values = self
             .partition_indexes
@@ -1011,8 +1027,15 @@ fn display_value(array: &ArrayRef, row: usize) -> String {
 
 fn sort_by_column(batch: &RecordBatch, index: usize) -> Result<RecordBatch> {
     let column = batch.column(index);
-    let times = column.as_primitive::<TimestampMicrosecondType>();
-    let sorted = times.null_count() == 0 && times.values().windows(2).all(|w| w[0] <= w[1]);
+    let sorted = column.null_count() == 0
+        && match (
+            column.as_primitive_opt::<TimestampMicrosecondType>(),
+            column.as_primitive_opt::<Date32Type>(),
+        ) {
+            (Some(times), _) => times.values().windows(2).all(|w| w[0] <= w[1]),
+            (None, Some(days)) => days.values().windows(2).all(|w| w[0] <= w[1]),
+            _ => false,
+        };
     if sorted {
         return Ok(batch.clone());
     }
