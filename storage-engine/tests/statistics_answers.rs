@@ -154,3 +154,53 @@ fn float_extremes_from_statistics_keep_nan_and_the_sign_of_zero() {
     assert_eq!(scan.rows_from_statistics, 300, "{scan:?}");
     assert_eq!(scan.rows_scanned, 0, "{scan:?}");
 }
+
+/// Decimal bounds are exact values too (the writer's, never truncated): MIN and MAX of a
+/// DECIMAL(38,4) come from statistics, the ends of its range included.
+#[test]
+fn decimal_min_and_max_come_from_statistics() {
+    use arrow_array::types::Decimal128Type;
+    use arrow_array::Decimal128Array;
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 1_000i64;
+    let limit = 10i128.pow(38) - 1;
+    let times: Vec<i64> = (0..rows)
+        .map(|i| support::DAY_MICROS + i * (5 * DAY / rows))
+        .collect();
+    let values: Vec<Option<i128>> = (0..rows as i128)
+        .map(|i| match i {
+            3 => Some(-limit),
+            977 => Some(limit),
+            _ if i % 5 == 0 => None,
+            _ => Some(i * 12_345 - 6_000_000),
+        })
+        .collect();
+    let decimals = Decimal128Array::from(values.clone())
+        .with_precision_and_scale(38, 4)
+        .unwrap();
+    support::write_table(
+        dir.path(),
+        "acme",
+        "d",
+        vec![
+            ("ts", support::timestamps(times)),
+            ("price", Arc::new(decimals) as ArrayRef),
+        ],
+        &ImportOptions::default(),
+    );
+    let engine = support::engine(dir.path());
+    engine.clear_caches();
+    let result = engine
+        .sql("acme", "SELECT MIN(price), MAX(price) FROM d")
+        .unwrap();
+    let scan = &result.stats.scan;
+    assert_eq!(scan.rows_from_statistics, rows as u64, "{scan:?}");
+    assert_eq!(scan.bytes_read, 0, "nothing is read: {scan:?}");
+    let value = |c: usize| {
+        result.batches[0]
+            .column(c)
+            .as_primitive::<Decimal128Type>()
+            .value(0)
+    };
+    assert_eq!((value(0), value(1)), (-limit, limit));
+}

@@ -714,7 +714,7 @@ fn group_state(plan: &Plan, files: &[FileTask]) -> GroupState {
 
 /// The states of aggregates without GROUP BY over one whole file, proven by the manifest's
 /// statistics of the file without reading it: COUNT(*), COUNT(column), and MIN/MAX of types
-/// whose bounds are values of the column (integers, timestamps, dates, booleans; floats when
+/// whose bounds are values of the column (integers, timestamps, dates, booleans, decimals; floats when
 /// the writer counted no NaN, which Parquet keeps out of its bounds, and the bound is not a
 /// zero, whose sign Parquet may change; not strings, which it may truncate). `None` unless
 /// every row of the file matches the filter and every aggregate is answered.
@@ -747,7 +747,12 @@ fn states_from_statistics(plan: &Plan, task: &FileTask) -> Option<Vec<AccState>>
                 (F::Min | F::Max, Some(stats)) => {
                     let column_type = plan.columns.get(column?)?.column_type;
                     let exact = match column_type {
-                        T::Int32 | T::Int64 | T::Timestamp | T::Date | T::Boolean => true,
+                        T::Int32
+                        | T::Int64
+                        | T::Timestamp
+                        | T::Date
+                        | T::Boolean
+                        | T::Decimal { .. } => true,
                         T::Float64 => !stats.nan_possible,
                         _ => false,
                     };
