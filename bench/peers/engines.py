@@ -1,6 +1,9 @@
 """Engines under test: the Tessera agent (embedded and RPC) and the peers, behind one small API.
 
-Every engine object has `run(sql, cold) -> (ms, rows)`, `version` and `close()`.
+Every engine object has `run(sql, cold, files) -> (ms, rows)`, `version` and `close()`. A peer
+is opened on `tables`, {table name: Parquet glob} (`events`, and `lineitem` when a selected query
+reads it), and registers every table under its name (chDB reads `file('glob', Parquet)` in the
+SQL instead, see queries.py).
 - Warm runs use one long-lived connection/context per engine, opened at start-up; the driver
   does one unmeasured warm-up run per query before the measured warm runs.
 - Cold runs (peers) use a fresh connection/context that is opened, has its table registered,
@@ -18,6 +21,7 @@ This module imports no engine at load time: each is imported when first opened, 
 driver has set POLARS_MAX_THREADS.
 """
 
+import decimal
 import json
 import os
 import subprocess
@@ -64,11 +68,11 @@ def arrow_rows(table):
 
 
 class DuckDB:
-    def __init__(self, glob, cores):
+    def __init__(self, tables, cores):
         import duckdb
 
         self.name = "duckdb"
-        self.glob = glob
+        self.tables = tables
         self.cores = cores
         self.duckdb = duckdb
         self.version = duckdb.__version__
@@ -77,7 +81,8 @@ class DuckDB:
     def _connect(self):
         connection = self.duckdb.connect(":memory:")
         connection.execute(f"SET threads = {self.cores}")
-        connection.execute(f"CREATE VIEW events AS SELECT * FROM read_parquet('{self.glob}')")
+        for table, glob in self.tables.items():
+            connection.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}')")
         return connection
 
     def settings(self):
@@ -106,15 +111,15 @@ class DuckDB:
 
 
 class DataFusion:
-    def __init__(self, glob, cores, pushdown, schema):
+    def __init__(self, tables, cores, pushdown, schemas):
         import datafusion
 
         self.name = "datafusion-pushdown" if pushdown else "datafusion"
         self.datafusion = datafusion
-        self.directory = os.path.dirname(glob)
+        self.directories = {table: os.path.dirname(glob) for table, glob in tables.items()}
         self.cores = cores
         self.pushdown = pushdown
-        self.schema = schema
+        self.schemas = schemas
         self.version = datafusion.__version__
         self.warm = self._connect()
 
@@ -126,7 +131,8 @@ class DataFusion:
         )
         context = self.datafusion.SessionContext(config)
         # The schema is given, so registering lists the directory but reads no file footer.
-        context.register_parquet("events", self.directory, schema=self.schema)
+        for table, directory in self.directories.items():
+            context.register_parquet(table, directory, schema=self.schemas[table])
         return context
 
     def settings(self):
@@ -149,7 +155,7 @@ class DataFusion:
 
 
 class ChDB:
-    def __init__(self, glob, cores):
+    def __init__(self, tables, cores):
         import chdb
 
         self.name = "chdb"
@@ -186,7 +192,7 @@ class ChDB:
 
 
 class Polars:
-    def __init__(self, glob, cores):
+    def __init__(self, tables, cores):
         # POLARS_MAX_THREADS is read once, when polars is first imported.
         if os.environ.get("POLARS_MAX_THREADS") != str(cores):
             raise RuntimeError("POLARS_MAX_THREADS must be set to the core count before polars is imported")
@@ -194,14 +200,14 @@ class Polars:
 
         self.name = "polars"
         self.polars = polars
-        self.glob = glob
+        self.tables = tables
         self.version = polars.__version__
         if polars.thread_pool_size() != cores:
             raise RuntimeError(f"polars uses {polars.thread_pool_size()} threads, expected {cores}")
         self.warm = self._connect()
 
     def _connect(self):
-        return self.polars.SQLContext(events=self.polars.scan_parquet(self.glob))
+        return self.polars.SQLContext({table: self.polars.scan_parquet(glob) for table, glob in self.tables.items()})
 
     def settings(self):
         return {"POLARS_MAX_THREADS": os.environ["POLARS_MAX_THREADS"], "interface": "SQLContext over scan_parquet"}
@@ -264,7 +270,7 @@ class TesseraAgent:
             raise RuntimeError(f"agent replied to id {reply.get('id')}, expected {request['id']}")
         if reply.get("error") is not None:
             raise RuntimeError(f"{engine} failed on {sql!r}: {reply['error']}")
-        return float(reply["ms"]), reply["rows"]
+        return float(reply["ms"]), [[agent_value(v) for v in row] for row in reply["rows"]]
 
     def close(self):
         if self.process.poll() is None:
@@ -297,6 +303,17 @@ class Tessera:
 
     def close(self):
         pass
+
+
+def agent_value(value):
+    """A value of the agent's JSON as Python: `{"decimal": "123.45"}` (a DECIMAL, exact) -> Decimal.
+
+    The agent of this writing has no JSON form for DECIMAL results (it answers "result type
+    Decimal128(15, 2) has no JSON form here"); this is the form asked of it, so exact decimals
+    stay exact (a JSON number would be read as a double). Plain numbers are taken as they are."""
+    if isinstance(value, dict) and set(value) == {"decimal"}:
+        return decimal.Decimal(value["decimal"])
+    return value
 
 
 def tail(path, lines=20):

@@ -261,7 +261,8 @@ def write_report(results, results_path):
            f"Each query runs {results['runs']} times per engine cold and {results['runs']} times warm (after one "
            "unmeasured warm-up), interleaved: per query and mode, each repetition runs every engine once, in an "
            "order rotated every repetition. Numbers are medians. Every answer was checked against "
-           f"`{results['reference']}` (multiset, or sequence with ORDER BY; floats within 1e-6 relative).", "",
+           f"`{results['reference']}` (multiset, or sequence with ORDER BY; floats within 1e-6 relative; "
+           "decimals exactly, see bench/peers/check.py).", "",
            "## Machine", "",
            f"- {m['cpu_model']}, {m['cores']} cores used by every engine, {size(m['memory_bytes'])} memory",
            f"- Linux {m['kernel']}; {size(m['disk_free_bytes'])} free of {size(m['disk_total_bytes'])} on the data disk", "",
@@ -279,8 +280,21 @@ def write_report(results, results_path):
             f"{peers.get('compression', '?')}.",
             f"- Tessera reads its own table, imported from the same files with `tessera import` (its partitioned "
             f"layout, by the date of `timestamp`): {data['tessera']['files']} files, {size(data['tessera']['bytes'])} "
-            f"in `{data['tessera']['dir']}`.", "",
-            "Engine settings:", ""]
+            f"in `{data['tessera']['dir']}`.", ""]
+    lineitem = data.get("lineitem")
+    if lineitem:
+        lp, lt = lineitem["peers"], lineitem["tessera"]
+        out += [f"`lineitem`, TPC-H at scale factor {lineitem['sf']:g}, {sum(lp['rows_per_file']):,} rows, made by "
+                f"{lineitem['made_by']}: DECIMAL(15,2) money, DATE columns, strings, BIGINT keys, rows in dbgen's "
+                "order (by `l_orderkey`). Queries on it are marked `lineitem:`.", "",
+                f"- Peers read DuckDB's file as it was written (`{lp['files'][0]}`): {size(lp['bytes'])}, "
+                f"{lp.get('row_groups', '?')} row group(s) of at most {lp.get('max_rows_per_row_group', 0):,} rows, "
+                f"{lp.get('compression', '?')}.",
+                f"- Tessera reads table `lineitem`, imported from that file into the same data directory with "
+                f"`tessera import {lt.get('import_options', '')}` and no time column (not partitioned): "
+                f"{lt['files']} files, {size(lt['bytes'])}, {lt.get('row_groups', '?')} row group(s) of at most "
+                f"{lt.get('max_rows_per_row_group', 0):,} rows.", ""]
+    out += ["Engine settings:", ""]
     out += [f"- {e}: " + ", ".join(f"{k}={v}" for k, v in s.items()) for e, s in results["settings"].items()]
     out += ["",
             "## What cold means", "",

@@ -186,6 +186,14 @@ fn column_values(array: &dyn Array) -> Result<Vec<Value>, String> {
                 };
                 json!(timestamp(raw))
             }
+            // Exact, as text: a JSON number would reach the harness as a float.
+            DataType::Decimal128(precision, scale) => json!({
+                "decimal": Decimal128Type::format_decimal(
+                    array.as_primitive::<Decimal128Type>().value(row),
+                    *precision,
+                    *scale
+                )
+            }),
             _ => Value::Null,
         }
     };
@@ -200,6 +208,7 @@ fn column_values(array: &dyn Array) -> Result<Vec<Value>, String> {
             | DataType::Float32
             | DataType::Float64
             | DataType::Boolean
+            | DataType::Decimal128(_, _)
             | DataType::Utf8
             | DataType::LargeUtf8
             | DataType::Date32
