@@ -258,12 +258,26 @@ struct NodeInfo {
   connections @5 :UInt32;
 }
 
+struct TenantQuota {
+  # One tenant's limits on a node, set by an operator and stored with the tenant's tables.
+  # 0 in a field: no limit of that kind (the node's own limits still apply).
+  concurrentQueries @0 :UInt32;      # queries running at once, short and long together
+  resultBytes @1 :UInt64;            # Arrow IPC bytes one query may return (then `limit`)
+  storageBytes @2 :UInt64;           # table file bytes; imports and ingestion refused beyond
+  ingestBytesPerSecond @3 :UInt64;   # ingested Arrow IPC bytes per second (held back beyond)
+}
+
 interface Operator {
   # Cluster-wide operations (role operator). Never exposes any tenant's rows or table names.
   createTenant @0 (name :Text) -> (created :Bool);
   dropTenant @1 (name :Text) -> (existed :Bool);
   listTenants @2 () -> (tenants :List(Text));
   nodes @3 () -> (nodes :List(NodeInfo));
+  setQuota @4 (tenant :Text, quota :TenantQuota) -> ();
+  # Replaces the tenant's quota object (creating the tenant), durably; it applies to queries,
+  # imports and ingestion that start from then on.
+  getQuota @5 (tenant :Text) -> (quota :TenantQuota, storageBytesUsed :UInt64);
+  # The tenant's quota object and the bytes its table files hold now.
 }
 
 interface Gateway {

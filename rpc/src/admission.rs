@@ -5,6 +5,10 @@
 //! scans. A query that finds the queue full, or waits longer than `admission_wait`, is refused
 //! with `overloaded`.
 //!
+//! A tenant may also have a quota of concurrent queries (`set_tenant_limit`, from its quota
+//! object): while it runs that many, its queued queries are passed over, so they wait without
+//! holding up other tenants' queries behind them.
+//!
 //! Every core's connections share one `Admission` (a lock held for a few instructions per
 //! admission or release, never across an await); a freed slot is handed straight to the next
 //! waiter through its oneshot, so a waiter wakes on its own core without polling.
@@ -35,12 +39,20 @@ struct Lane {
 }
 
 impl Lane {
-    /// Hands a freed slot to the next live waiter; false if none wants it.
-    fn hand_over(&mut self) -> bool {
-        while let Some(tenant) = self.turn.pop_front() {
+    /// Hands a freed slot to the next live waiter of a tenant below its limit; false if none
+    /// wants it. Tenants at their limit keep their place in the turn.
+    fn hand_over(&mut self, tenants: &mut Tenants) -> bool {
+        for _ in 0..self.turn.len() {
+            let Some(tenant) = self.turn.pop_front() else {
+                break;
+            };
             let Some(queue) = self.waiting.get_mut(&tenant) else {
                 continue;
             };
+            if tenants.at_limit(&tenant) {
+                self.turn.push_back(tenant);
+                continue;
+            }
             let mut handed = false;
             while let Some(waiter) = queue.pop_front() {
                 self.queued -= 1;
@@ -53,13 +65,59 @@ impl Lane {
             if queue.is_empty() {
                 self.waiting.remove(&tenant);
             } else {
-                self.turn.push_back(tenant);
+                self.turn.push_back(tenant.clone());
             }
             if handed {
+                tenants.enter(&tenant);
                 return true;
             }
         }
         false
+    }
+}
+
+/// Queries running per tenant, and tenants' limits (quota objects).
+#[derive(Default)]
+struct Tenants {
+    running: HashMap<String, usize>,
+    limits: HashMap<String, usize>,
+}
+
+impl Tenants {
+    fn at_limit(&self, tenant: &str) -> bool {
+        self.limits
+            .get(tenant)
+            .is_some_and(|&limit| self.running.get(tenant).copied().unwrap_or(0) >= limit)
+    }
+
+    fn enter(&mut self, tenant: &str) {
+        *self.running.entry(tenant.to_owned()).or_default() += 1;
+    }
+
+    fn leave(&mut self, tenant: &str) {
+        if let Some(running) = self.running.get_mut(tenant) {
+            *running -= 1;
+            if *running == 0 {
+                self.running.remove(tenant);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    lanes: [Lane; 2],
+    tenants: Tenants,
+}
+
+impl Inner {
+    /// Hands free slots of lane `index` to waiters that may take them.
+    fn fill(&mut self, index: usize) {
+        let Inner { lanes, tenants } = self;
+        let lane = &mut lanes[index];
+        while lane.running < lane.slots && lane.hand_over(tenants) {
+            lane.running += 1;
+        }
     }
 }
 
@@ -73,6 +131,8 @@ pub enum Refusal {
         class: TaskClass,
         running: usize,
         waited: Duration,
+        /// The tenant and its quota of concurrent queries, when it ran that many.
+        tenant_limit: Option<(String, usize)>,
     },
 }
 
@@ -88,10 +148,20 @@ impl std::fmt::Display for Refusal {
                 class,
                 running,
                 waited,
+                tenant_limit: None,
             } => write!(
                 f,
                 "no {} query slot freed within {} ms ({running} running); retry later",
                 class.name(),
+                waited.as_millis()
+            ),
+            Refusal::TimedOut {
+                waited,
+                tenant_limit: Some((tenant, limit)),
+                ..
+            } => write!(
+                f,
+                "tenant {tenant} runs its quota of {limit} concurrent queries and none finished within {} ms; retry later",
                 waited.as_millis()
             ),
         }
@@ -99,7 +169,7 @@ impl std::fmt::Display for Refusal {
 }
 
 pub struct Admission {
-    lanes: Mutex<[Lane; 2]>,
+    inner: Mutex<Inner>,
     queue_max: usize,
     wait: Duration,
 }
@@ -108,16 +178,20 @@ pub struct Admission {
 pub struct Slot {
     admission: Arc<Admission>,
     lane: usize,
+    tenant: String,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut lanes = self.admission.lock();
-        let lane = &mut lanes[self.lane];
+        let mut inner = self.admission.lock();
+        inner.tenants.leave(&self.tenant);
+        let Inner { lanes, tenants } = &mut *inner;
         // The slot passes to a waiter as is; only when none wants it does it free.
-        if !lane.hand_over() {
-            lane.running -= 1;
+        if !lanes[self.lane].hand_over(tenants) {
+            lanes[self.lane].running -= 1;
         }
+        // The tenant may have waiters the other lane passed over while it was at its limit.
+        inner.fill(1 - self.lane);
     }
 }
 
@@ -127,6 +201,7 @@ struct Waiting {
     receiver: Option<oneshot::Receiver<()>>,
     admission: Arc<Admission>,
     lane: usize,
+    tenant: String,
 }
 
 impl Drop for Waiting {
@@ -136,7 +211,7 @@ impl Drop for Waiting {
             // over just before is taken here and released, which hands it on.
             receiver.close();
             if let Ok(Some(())) = receiver.try_recv() {
-                drop(self.admission.slot(self.lane));
+                drop(self.admission.slot(self.lane, &self.tenant));
             }
         }
     }
@@ -156,36 +231,63 @@ impl Admission {
             ..Lane::default()
         };
         Arc::new(Admission {
-            lanes: Mutex::new([lane(latency_slots), lane(throughput_slots)]),
+            inner: Mutex::new(Inner {
+                lanes: [lane(latency_slots), lane(throughput_slots)],
+                tenants: Tenants::default(),
+            }),
             queue_max,
             wait,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, [Lane; 2]> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the counters half-updated (each update
         // is one statement), so a poisoned lock is still consistent.
-        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queries running and waiting now, over both lanes.
     pub fn load(&self) -> (usize, usize) {
-        let lanes = self.lock();
+        let inner = self.lock();
         (
-            lanes.iter().map(|l| l.running).sum(),
-            lanes.iter().map(|l| l.queued).sum(),
+            inner.lanes.iter().map(|l| l.running).sum(),
+            inner.lanes.iter().map(|l| l.queued).sum(),
         )
+    }
+
+    /// Queries `tenant` runs now.
+    pub fn running(&self, tenant: &str) -> usize {
+        self.lock()
+            .tenants
+            .running
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// At most `limit` queries of `tenant` run at once (`None`: no limit of its own). A higher
+    /// limit admits waiters at once.
+    pub fn set_tenant_limit(&self, tenant: &str, limit: Option<usize>) {
+        let mut inner = self.lock();
+        match limit {
+            Some(limit) => inner.tenants.limits.insert(tenant.to_owned(), limit.max(1)),
+            None => inner.tenants.limits.remove(tenant),
+        };
+        inner.fill(0);
+        inner.fill(1);
     }
 
     /// Takes a slot of `class`'s lane for `tenant`, waiting in its queue if all are taken.
     pub async fn admit(self: &Arc<Self>, class: TaskClass, tenant: &str) -> Result<Slot, Refusal> {
         let index = lane_index(class);
         let receiver = {
-            let mut lanes = self.lock();
-            let lane = &mut lanes[index];
-            if lane.running < lane.slots && lane.queued == 0 {
+            let mut inner = self.lock();
+            let at_limit = inner.tenants.at_limit(tenant);
+            let lane = &mut inner.lanes[index];
+            if lane.running < lane.slots && lane.queued == 0 && !at_limit {
                 lane.running += 1;
-                return Ok(self.slot(index));
+                inner.tenants.enter(tenant);
+                return Ok(self.slot(index, tenant));
             }
             if lane.queued >= self.queue_max {
                 return Err(Refusal::QueueFull {
@@ -200,10 +302,9 @@ impl Admission {
             }
             queue.push_back(sender);
             lane.queued += 1;
-            // Slots may have freed while nobody waited.
-            while lane.running < lane.slots && lane.hand_over() {
-                lane.running += 1;
-            }
+            // Slots may have freed while nobody waited, or be free but for tenants at their
+            // limit.
+            inner.fill(index);
             receiver
         };
         // Gives back a slot handed over to a waiter that stopped waiting (timed out, or its
@@ -212,28 +313,36 @@ impl Admission {
             receiver: Some(receiver),
             admission: self.clone(),
             lane: index,
+            tenant: tenant.to_owned(),
         };
         let receiver = waiting.receiver.as_mut().expect("set above");
         match runtime::timeout(self.wait, receiver).await {
             Some(Ok(())) => {
                 waiting.receiver = None;
-                Ok(self.slot(index))
+                Ok(self.slot(index, tenant))
             }
             _ => {
                 drop(waiting);
+                let inner = self.lock();
                 Err(Refusal::TimedOut {
                     class,
-                    running: self.lock()[index].running,
+                    running: inner.lanes[index].running,
                     waited: self.wait,
+                    tenant_limit: inner
+                        .tenants
+                        .at_limit(tenant)
+                        .then(|| (tenant.to_owned(), inner.tenants.limits[tenant])),
                 })
             }
         }
     }
 
-    fn slot(self: &Arc<Self>, lane: usize) -> Slot {
+    /// A slot of `lane` that `tenant` already counts as running.
+    fn slot(self: &Arc<Self>, lane: usize, tenant: &str) -> Slot {
         Slot {
             admission: self.clone(),
             lane,
+            tenant: tenant.to_owned(),
         }
     }
 }
@@ -363,5 +472,41 @@ mod tests {
         assert_eq!(admission.load(), (1, 0));
         drop(last);
         assert_eq!(admission.load(), (0, 0));
+    }
+
+    #[test]
+    fn a_tenant_at_its_quota_waits_without_holding_others_back() {
+        on_core(a_tenant_at_its_quota_waits_on_core);
+    }
+
+    fn a_tenant_at_its_quota_waits_on_core() {
+        let admission = Admission::new(4, 4, 10, Duration::from_secs(60));
+        admission.set_tenant_limit("noisy", Some(1));
+        let first = ready(admission.admit(TaskClass::Throughput, "noisy"))
+            .unwrap()
+            .unwrap();
+        // Slots are free, but not for noisy: its next query waits, in either lane.
+        let mut second = Box::pin(admission.admit(TaskClass::Throughput, "noisy"));
+        assert!(second.as_mut().now_or_never().is_none());
+        let mut short = Box::pin(admission.admit(TaskClass::Latency, "noisy"));
+        assert!(short.as_mut().now_or_never().is_none());
+        // Another tenant is admitted at once, past noisy's waiters.
+        let quiet = ready(admission.admit(TaskClass::Throughput, "quiet"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(admission.running("noisy"), 1);
+        assert_eq!(admission.load(), (2, 2));
+        drop(first);
+        // One of noisy's waiters takes its place (the lane freed first), not both.
+        let admitted = second.as_mut().now_or_never().unwrap().unwrap();
+        assert!(short.as_mut().now_or_never().is_none());
+        assert_eq!(admission.running("noisy"), 1);
+        // A higher quota admits the other at once.
+        admission.set_tenant_limit("noisy", Some(2));
+        let short = short.as_mut().now_or_never().unwrap().unwrap();
+        assert_eq!(admission.running("noisy"), 2);
+        drop((admitted, short, quiet));
+        assert_eq!(admission.load(), (0, 0));
+        assert_eq!(admission.running("noisy"), 0);
     }
 }

@@ -9,6 +9,7 @@ pub mod codes;
 mod ipc_frames;
 pub mod metrics;
 pub mod node;
+pub mod quota;
 pub mod server;
 mod service;
 pub mod stats;

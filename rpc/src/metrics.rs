@@ -3,6 +3,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -36,7 +37,18 @@ pub struct Metrics {
     pub partial_cache_misses: Gauge,
     pub partial_cache_bytes: Gauge,
     pub partial_cache_evictions: Gauge,
+    /// Per tenant and limit (`concurrent_queries`, `result_bytes`, ...): its quota (0: none).
+    pub tenant_quota: Family<Labels, Gauge>,
+    /// Per tenant and limit: queries and writes refused (or appends held back) by its quota.
+    pub tenant_quota_refusals: Family<Labels, Counter>,
+    /// Per tenant: bytes of its table files when last measured.
+    pub tenant_storage_bytes: Family<Labels, Gauge>,
+    /// Per tenant: its queries running now.
+    pub tenant_queries_running: Family<Labels, Gauge>,
 }
+
+/// Label pairs of a per-tenant metric.
+pub type Labels = Vec<(String, String)>;
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -67,6 +79,10 @@ impl Metrics {
             partial_cache_misses: Gauge::default(),
             partial_cache_bytes: Gauge::default(),
             partial_cache_evictions: Gauge::default(),
+            tenant_quota: Family::default(),
+            tenant_quota_refusals: Family::default(),
+            tenant_storage_bytes: Family::default(),
+            tenant_queries_running: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -194,6 +210,26 @@ impl Metrics {
             "partial_cache_evictions",
             "Partial results evicted to make room",
             metrics.partial_cache_evictions.clone(),
+        );
+        r.register(
+            "tenant_quota",
+            "A tenant's quota by limit (0: no limit of that kind)",
+            metrics.tenant_quota.clone(),
+        );
+        r.register(
+            "tenant_quota_refusals",
+            "Queries, imports and appends refused (appends: held back) by a tenant's quota",
+            metrics.tenant_quota_refusals.clone(),
+        );
+        r.register(
+            "tenant_storage_bytes",
+            "Bytes of a tenant's table files when last measured",
+            metrics.tenant_storage_bytes.clone(),
+        );
+        r.register(
+            "tenant_queries_running",
+            "A tenant's queries running now",
+            metrics.tenant_queries_running.clone(),
         );
         Metrics {
             registry,

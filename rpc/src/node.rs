@@ -79,6 +79,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Query slots and their queues (`Limits::concurrent_queries` and friends).
     pub admission: Arc<Admission>,
+    /// Tenants' quota objects and their enforcement.
+    pub quotas: crate::quota::Quotas,
     /// Blocking threads running (`Limits::blocking_threads_max`).
     pub blocking_threads: AtomicUsize,
     pub connections: AtomicUsize,

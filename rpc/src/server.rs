@@ -93,15 +93,21 @@ impl Server {
                 source,
             })?;
         let metrics = Arc::new(Metrics::new());
+        let admission = Admission::new(
+            config.limits.concurrent_short_queries,
+            config.limits.concurrent_queries,
+            config.limits.admission_queue,
+            config.limits.admission_wait,
+        );
         let shared = Arc::new(Shared {
             verifier,
             metrics: metrics.clone(),
-            admission: Admission::new(
-                config.limits.concurrent_short_queries,
-                config.limits.concurrent_queries,
-                config.limits.admission_queue,
-                config.limits.admission_wait,
+            quotas: crate::quota::Quotas::new(
+                engine.data_dir().to_owned(),
+                admission.clone(),
+                metrics.clone(),
             ),
+            admission,
             limits: config.limits,
             blocking_threads: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),

@@ -1,6 +1,6 @@
 //! `tessera admin`: a tenant's table maintenance on a server (role admin): `drop-partitions`
 //! (retention: whole date partitions older than a cutoff, at once) and `compact` (merge a
-//! table's small files now).
+//! table's small files now); and, for operators, `tenant quota` (a tenant's quota object).
 
 use crate::RemoteArgs;
 
@@ -24,6 +24,35 @@ pub enum AdminCommand {
         #[arg(long)]
         table: String,
     },
+    /// Tenants on a server (role operator).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum TenantCommand {
+    /// Show a tenant's quota object, or change the limits given (0 removes a limit; limits not
+    /// given keep their value). Stored on the node with the tenant's tables.
+    Quota {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(long)]
+        tenant: String,
+        /// Queries of the tenant running at once (more wait in the admission queue).
+        #[arg(long)]
+        concurrent_queries: Option<u32>,
+        /// Largest result of one query, in MiB of Arrow IPC (larger: `limit` error).
+        #[arg(long)]
+        result_mib: Option<u64>,
+        /// Table file bytes the tenant may hold, in GiB (beyond: imports and appends refused).
+        #[arg(long)]
+        storage_gib: Option<u64>,
+        /// Ingest rate in MiB/s of Arrow IPC (faster appends are held back).
+        #[arg(long)]
+        ingest_mib_per_s: Option<u64>,
+    },
 }
 
 fn session(remote: &RemoteArgs) -> Result<tessera_rpc::Session, String> {
@@ -32,8 +61,87 @@ fn session(remote: &RemoteArgs) -> Result<tessera_rpc::Session, String> {
         .ok_or_else(|| "tessera admin needs --addr and --token".to_owned())
 }
 
+fn limit(value: u64, unit: &str) -> String {
+    if value == 0 {
+        "none".to_owned()
+    } else {
+        format!("{value} {unit}")
+    }
+}
+
+fn quota(remote: &RemoteArgs, tenant: &str, changes: [Option<u64>; 4]) -> Result<(), String> {
+    const MIB: u64 = 1 << 20;
+    let session = remote
+        .operator_session()?
+        .ok_or("tessera admin tenant needs --addr and an operator --token")?;
+    let (mut quota, _) =
+        futures::executor::block_on(session.quota(tenant)).map_err(|e| e.to_string())?;
+    let [concurrent, result_mib, storage_gib, ingest_mib] = changes;
+    let scaled = |value: u64, unit: u64, flag: &str| {
+        value
+            .checked_mul(unit)
+            .ok_or_else(|| format!("{flag} {value} is too large"))
+    };
+    if let Some(n) = concurrent {
+        quota.concurrent_queries =
+            u32::try_from(n).map_err(|_| format!("--concurrent-queries {n} is too large"))?;
+    }
+    if let Some(n) = result_mib {
+        quota.result_bytes = scaled(n, MIB, "--result-mib")?;
+    }
+    if let Some(n) = storage_gib {
+        quota.storage_bytes = scaled(n, MIB << 10, "--storage-gib")?;
+    }
+    if let Some(n) = ingest_mib {
+        quota.ingest_bytes_per_second = scaled(n, MIB, "--ingest-mib-per-s")?;
+    }
+    if changes.iter().any(Option::is_some) {
+        futures::executor::block_on(session.set_quota(tenant, quota)).map_err(|e| e.to_string())?;
+    }
+    let (quota, used) =
+        futures::executor::block_on(session.quota(tenant)).map_err(|e| e.to_string())?;
+    println!("tenant {tenant}");
+    println!(
+        "  concurrent queries   {}",
+        limit(quota.concurrent_queries as u64, "")
+    );
+    println!(
+        "  result bytes         {}",
+        limit(quota.result_bytes, "bytes")
+    );
+    println!(
+        "  storage bytes        {} (holds {used} bytes)",
+        limit(quota.storage_bytes, "bytes")
+    );
+    println!(
+        "  ingest rate          {}",
+        limit(quota.ingest_bytes_per_second, "bytes/s")
+    );
+    Ok(())
+}
+
 pub fn run(command: &AdminCommand) -> Result<(), String> {
     match command {
+        AdminCommand::Tenant {
+            command:
+                TenantCommand::Quota {
+                    remote,
+                    tenant,
+                    concurrent_queries,
+                    result_mib,
+                    storage_gib,
+                    ingest_mib_per_s,
+                },
+        } => quota(
+            remote,
+            tenant,
+            [
+                concurrent_queries.map(u64::from),
+                *result_mib,
+                *storage_gib,
+                *ingest_mib_per_s,
+            ],
+        ),
         AdminCommand::DropPartitions {
             remote,
             table,

@@ -80,6 +80,26 @@ struct RemoteArgs {
 impl RemoteArgs {
     /// Connects and logs in, when `--addr` was given.
     fn session(&self) -> Result<Option<tessera_rpc::Session>, String> {
+        let Some((client, token)) = self.connect()? else {
+            return Ok(None);
+        };
+        futures::executor::block_on(client.login(token))
+            .map_err(|e| e.to_string())
+            .map(Some)
+    }
+
+    /// Connects and logs in with an operator token, when `--addr` was given.
+    fn operator_session(&self) -> Result<Option<tessera_rpc::client::OperatorSession>, String> {
+        let Some((client, token)) = self.connect()? else {
+            return Ok(None);
+        };
+        futures::executor::block_on(client.operator_login(token))
+            .map_err(|e| e.to_string())
+            .map(Some)
+    }
+
+    /// The connection and token, when `--addr` was given.
+    fn connect(&self) -> Result<Option<(tessera_rpc::Client, &str)>, String> {
         let Some(addr) = &self.addr else {
             return Ok(None);
         };
@@ -88,16 +108,9 @@ impl RemoteArgs {
             .as_deref()
             .ok_or("--addr needs --token (or TESSERA_TOKEN)")?;
         let options = self.connect_options(addr)?;
-        futures::executor::block_on(async {
-            let client = tessera_rpc::Client::connect_with(addr, options)
-                .await
-                .map_err(|e| e.to_string())?;
-            client
-                .login(token)
-                .await
-                .map_err(|e| e.to_string())
-                .map(Some)
-        })
+        let client = futures::executor::block_on(tessera_rpc::Client::connect_with(addr, options))
+            .map_err(|e| e.to_string())?;
+        Ok(Some((client, token)))
     }
 }
 
@@ -217,7 +230,8 @@ enum Command {
     },
     /// Serve a data directory over Cap'n Proto RPC (thread-per-core, one port).
     Serve(serve::ServeArgs),
-    /// Table maintenance on a server (role admin): retention and compaction.
+    /// Table maintenance on a server (role admin): retention and compaction; tenants' quotas
+    /// (role operator).
     Admin {
         #[command(subcommand)]
         command: admin::AdminCommand,

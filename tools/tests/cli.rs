@@ -574,3 +574,67 @@ fn a_token_goes_over_plain_tcp_only_to_loopback_or_with_insecure() {
         assert_eq!(out.trim(), "n\n1000");
     }
 }
+
+#[test]
+fn admin_tenant_quota_shows_and_changes_a_tenants_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, secret, reader) = served_data(dir.path());
+    let server = serve(&data, &secret, "127.0.0.1:0", &["--cores", "1"]);
+    let operator = ok(&[
+        "token",
+        "--secret-file",
+        path(&secret),
+        "--role",
+        "operator",
+    ]);
+    let quota = |extra: &[&str]| {
+        let mut args = vec![
+            "admin",
+            "tenant",
+            "quota",
+            "--addr",
+            &server.address,
+            "--token",
+            operator.trim(),
+            "--tenant",
+            "acme",
+        ];
+        args.extend(extra);
+        tessera(&args)
+    };
+    let shown = quota(&[]);
+    assert!(shown.status.success(), "{shown:?}");
+    let text = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(text.contains("concurrent queries   none"), "{text}");
+    let set = quota(&["--result-mib", "1", "--concurrent-queries", "3"]);
+    let text = String::from_utf8_lossy(&set.stdout).into_owned();
+    assert!(set.status.success(), "{set:?}");
+    assert!(
+        text.contains("result bytes         1048576 bytes"),
+        "{text}"
+    );
+    assert!(text.contains("concurrent queries   3"), "{text}");
+    // Limits not given keep their value; 0 removes one.
+    let cleared = quota(&["--concurrent-queries", "0"]);
+    let text = String::from_utf8_lossy(&cleared.stdout).into_owned();
+    assert!(text.contains("concurrent queries   none"), "{text}");
+    assert!(
+        text.contains("result bytes         1048576 bytes"),
+        "{text}"
+    );
+    // A tenant's token is not an operator's.
+    let refused = tessera(&[
+        "admin",
+        "tenant",
+        "quota",
+        "--addr",
+        &server.address,
+        "--token",
+        &reader,
+        "--tenant",
+        "acme",
+        "--result-mib",
+        "0",
+    ]);
+    assert!(!refused.status.success());
+}

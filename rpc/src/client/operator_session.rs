@@ -1,6 +1,7 @@
 //! `OperatorSession`: an operator login — node-wide calls such as tenant creation.
 
 use super::*;
+pub use tessera_storage_engine::table::quota::TenantQuota;
 
 /// An operator login: tenants and nodes, never any tenant's rows.
 pub struct OperatorSession {
@@ -72,6 +73,46 @@ impl OperatorSession {
         self.run(move |operator| async move {
             let response = operator.list_tenants_request().send().promise.await?;
             response.get()?.get_tenants()?.iter().map(text).collect()
+        })
+        .await
+    }
+
+    /// Replaces the tenant's quota object (creating the tenant).
+    pub async fn set_quota(&self, tenant: &str, quota: TenantQuota) -> Result<(), ClientError> {
+        let tenant = tenant.to_owned();
+        self.run(move |operator| async move {
+            let mut request = operator.set_quota_request();
+            let mut params = request.get();
+            params.set_tenant(&tenant);
+            let mut q = params.init_quota();
+            q.set_concurrent_queries(quota.concurrent_queries);
+            q.set_result_bytes(quota.result_bytes);
+            q.set_storage_bytes(quota.storage_bytes);
+            q.set_ingest_bytes_per_second(quota.ingest_bytes_per_second);
+            request.send().promise.await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The tenant's quota object and the bytes its table files hold now.
+    pub async fn quota(&self, tenant: &str) -> Result<(TenantQuota, u64), ClientError> {
+        let tenant = tenant.to_owned();
+        self.run(move |operator| async move {
+            let mut request = operator.get_quota_request();
+            request.get().set_tenant(&tenant);
+            let response = request.send().promise.await?;
+            let response = response.get()?;
+            let q = response.get_quota()?;
+            Ok((
+                TenantQuota {
+                    concurrent_queries: q.get_concurrent_queries(),
+                    result_bytes: q.get_result_bytes(),
+                    storage_bytes: q.get_storage_bytes(),
+                    ingest_bytes_per_second: q.get_ingest_bytes_per_second(),
+                },
+                response.get_storage_bytes_used(),
+            ))
         })
         .await
     }

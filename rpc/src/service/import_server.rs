@@ -205,6 +205,15 @@ impl import_stream::Server for ImportStreamServer {
         whole.map_err(|e| self.fail(error("invalid", format!("{e}; nothing was imported"))))?;
         self.drain().await?;
         let writer = self.writer.borrow_mut().take();
+        if writer.is_some() {
+            // Measured again: other imports may have committed since this one began.
+            self.connection
+                .shared
+                .quotas
+                .check_storage(&self.table.tenant)
+                .await
+                .map_err(|e| self.fail(engine_error(e)))?;
+        }
         let Some(writer) = writer else {
             // No rows: nothing to write; report the table as it is.
             let manifest = load_table(

@@ -120,6 +120,18 @@ impl ingest_stream::Server for IngestStreamServer {
         let (batches, raw) = self.take()?;
         check_expiry(&self.identity)?;
         let bytes: u64 = raw.iter().map(|piece| piece.len() as u64).sum();
+        let quotas = &self.connection.shared.quotas;
+        quotas
+            .check_storage(&self.tenant)
+            .await
+            .map_err(engine_error)?;
+        let quota = quotas.get(&self.tenant).await.map_err(engine_error)?;
+        let wait = quotas.ingest_wait(&self.tenant, &quota, bytes);
+        if !wait.is_zero() {
+            // Held back to the tenant's rate, not refused: the producer slows down.
+            quotas.refused(&self.tenant, "ingest_bytes_per_second");
+            runtime::sleep(wait).await;
+        }
         let ack = self
             .connection
             .context
@@ -134,6 +146,7 @@ impl ingest_stream::Server for IngestStreamServer {
             .await
             .map_err(engine_error)?;
         if !ack.duplicate {
+            quotas.ingested(&self.tenant, bytes);
             let metrics = &self.connection.shared.metrics;
             metrics.ingested_rows.inc_by(ack.rows);
             metrics.ingested_bytes.inc_by(bytes);

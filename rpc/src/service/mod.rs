@@ -147,27 +147,49 @@ async fn admit(
     match admitted {
         Ok(slot) => {
             metrics.queries_running.inc();
+            metrics
+                .tenant_queries_running
+                .get_or_create(&tenant_labels(tenant))
+                .inc();
             Ok(QuerySlot {
                 _slot: slot,
                 shared: shared.clone(),
+                tenant: tenant.to_owned(),
             })
         }
         Err(refusal) => {
             metrics.queries_rejected_overloaded.inc();
+            if let crate::admission::Refusal::TimedOut {
+                tenant_limit: Some(_),
+                ..
+            } = &refusal
+            {
+                shared.quotas.refused(tenant, "concurrent_queries");
+            }
             Err(Error::overloaded(format!("overloaded: {refusal}")))
         }
     }
+}
+
+fn tenant_labels(tenant: &str) -> crate::metrics::Labels {
+    vec![("tenant".to_owned(), tenant.to_owned())]
 }
 
 /// A running query's slot, released on drop.
 struct QuerySlot {
     _slot: crate::admission::Slot,
     shared: Arc<Shared>,
+    tenant: String,
 }
 
 impl Drop for QuerySlot {
     fn drop(&mut self) {
-        self.shared.metrics.queries_running.dec();
+        let metrics = &self.shared.metrics;
+        metrics.queries_running.dec();
+        metrics
+            .tenant_queries_running
+            .get_or_create(&tenant_labels(&self.tenant))
+            .dec();
     }
 }
 

@@ -1,6 +1,7 @@
 //! `Operator`: node-wide operations (tenants), for operator tokens only.
 
 use super::*;
+use tessera_storage_engine::table::quota::TenantQuota;
 
 pub(super) struct OperatorServer {
     pub(super) connection: Rc<Connection>,
@@ -43,12 +44,14 @@ impl operator::Server for OperatorServer {
         let name = text(params.get()?.get_name()?)?;
         self.tenant_dir(&name)?;
         let data_dir = self.connection.data_dir().to_owned();
+        let dropping = name.clone();
         let dropped = blocking(&self.connection.shared, move || {
-            manifest::drop_tenant(&data_dir, &name)
+            manifest::drop_tenant(&data_dir, &dropping)
         })
         .await?
         .map_err(engine_error)?;
         let existed = dropped.is_some();
+        self.connection.shared.quotas.forget(&name);
         if let Some(manifests) = dropped {
             self.connection.context.forget_tables(&manifests).await;
         }
@@ -88,6 +91,51 @@ impl operator::Server for OperatorServer {
         node.set_uptime_seconds(shared.started.elapsed().as_secs());
         node.set_queries_running(shared.admission.load().0 as u32);
         node.set_connections(shared.connections.load(Ordering::Relaxed) as u32);
+        Ok(())
+    }
+
+    async fn set_quota(
+        self: Rc<Self>,
+        params: operator::SetQuotaParams,
+        _: operator::SetQuotaResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        let params = params.get()?;
+        let tenant = text(params.get_tenant()?)?;
+        self.tenant_dir(&tenant)?;
+        let quota = params.get_quota()?;
+        let quota = TenantQuota {
+            concurrent_queries: quota.get_concurrent_queries(),
+            result_bytes: quota.get_result_bytes(),
+            storage_bytes: quota.get_storage_bytes(),
+            ingest_bytes_per_second: quota.get_ingest_bytes_per_second(),
+        };
+        self.connection
+            .shared
+            .quotas
+            .set(&tenant, quota)
+            .await
+            .map_err(engine_error)
+    }
+
+    async fn get_quota(
+        self: Rc<Self>,
+        params: operator::GetQuotaParams,
+        mut results: operator::GetQuotaResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        let tenant = text(params.get()?.get_tenant()?)?;
+        self.tenant_dir(&tenant)?;
+        let quotas = &self.connection.shared.quotas;
+        let quota = quotas.get(&tenant).await.map_err(engine_error)?;
+        let used = quotas.storage_used(&tenant).await.map_err(engine_error)?;
+        let mut out = results.get();
+        out.set_storage_bytes_used(used);
+        let mut q = out.init_quota();
+        q.set_concurrent_queries(quota.concurrent_queries);
+        q.set_result_bytes(quota.result_bytes);
+        q.set_storage_bytes(quota.storage_bytes);
+        q.set_ingest_bytes_per_second(quota.ingest_bytes_per_second);
         Ok(())
     }
 }

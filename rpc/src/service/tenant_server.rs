@@ -71,6 +71,12 @@ impl TenantServer {
             .await
             .map_err(engine_error)?;
         let shared = &self.connection.shared;
+        // Loaded before admission: its concurrency quota applies to this query.
+        let quota = shared
+            .quotas
+            .get(&self.tenant)
+            .await
+            .map_err(engine_error)?;
         let _slot = admit(shared, prepared.class(), &self.tenant).await?;
         let started = Instant::now();
         let queued_micros = started.duration_since(arrival).as_micros() as u64;
@@ -80,6 +86,9 @@ impl TenantServer {
             .observe(queued_micros as f64 / 1e6);
         let limits = &shared.limits;
         let mut out = PushSink::new(&sink, limits);
+        if quota.result_bytes > 0 {
+            out.quota = Some((self.tenant.as_str(), quota.result_bytes, &shared.quotas));
+        }
         let result = match context.run_into(prepared, &mut out).await {
             Ok(result) => result,
             // A failure of our own sink explains itself better than the engine's "cancelled".
@@ -127,6 +136,8 @@ struct PushSink<'a> {
     bytes: u64,
     rows: u64,
     failure: Option<Error>,
+    /// The tenant and its quota of result bytes, if it has one.
+    quota: Option<(&'a str, u64, &'a crate::quota::Quotas)>,
 }
 
 impl<'a> PushSink<'a> {
@@ -139,6 +150,7 @@ impl<'a> PushSink<'a> {
             bytes: 0,
             rows: 0,
             failure: None,
+            quota: None,
         }
     }
 
@@ -199,6 +211,17 @@ impl<'a> PushSink<'a> {
     }
 
     async fn push(&mut self, chunk: Vec<u8>) -> Result<(), Error> {
+        if let Some((tenant, quota, quotas)) = self.quota {
+            if self.bytes + chunk.len() as u64 > quota {
+                quotas.refused(tenant, "result_bytes");
+                return Err(error(
+                    "limit",
+                    format!(
+                        "the result passes tenant {tenant}'s quota of {quota} result bytes; add a filter or LIMIT"
+                    ),
+                ));
+            }
+        }
         self.bytes += chunk.len() as u64;
         let mut request = self.sink.push_request();
         request.get().set_ipc(&chunk);
@@ -334,6 +357,12 @@ impl tenant::Server for TenantServer {
         }
         let table = text(params.get()?.get_table()?)?;
         let manifest = load_table(self.connection.data_dir(), &self.tenant, &table).await?;
+        self.connection
+            .shared
+            .quotas
+            .check_storage(&self.tenant)
+            .await
+            .map_err(engine_error)?;
         results
             .get()
             .set_stream(capnp_rpc::new_client(ImportStreamServer::new(

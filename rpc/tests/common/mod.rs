@@ -80,6 +80,20 @@ fn start_configured(
     let dir = tempfile::tempdir().unwrap();
     write_table(dir.path(), "acme", "events", &events(rows));
     write_table(dir.path(), "globex", "secrets", &events(1000));
+    serve(dir, limits, pool_bytes, tls)
+}
+
+/// A server over a data directory an earlier server used (after that one stopped).
+pub fn restart(dir: tempfile::TempDir, limits: Limits) -> TestServer {
+    serve(dir, limits, 256 << 20, None)
+}
+
+fn serve(
+    dir: tempfile::TempDir,
+    limits: Limits,
+    pool_bytes: u64,
+    tls: Option<tessera_rpc::TlsFiles>,
+) -> TestServer {
     let mut engine = EngineConfig::new(dir.path());
     engine.cores = 2;
     engine.pin_cores = false;

@@ -4,6 +4,7 @@
 
 pub mod maintenance;
 pub mod manifest;
+pub mod quota;
 pub mod reader;
 pub mod source;
 pub mod stats;
