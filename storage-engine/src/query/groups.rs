@@ -407,13 +407,81 @@ impl GroupMerger {
     }
 }
 
-/// Merges results in the order given (see `GroupMerger`).
+/// Merges results in the order given (see `GroupMerger`). Parts grouped by one integer key
+/// whose values span a small enough range are merged through an array indexed by value instead
+/// of a hash table, with the same result.
 pub fn merge(parts: Vec<GroupRows>) -> GroupRows {
+    if let Some((min, len)) = int_key_range(&parts) {
+        return merge_direct(parts, min, len);
+    }
     let mut merger = GroupMerger::default();
     for part in parts {
         merger.add(part);
     }
     merger.finish()
+}
+
+/// The smallest key and the length of the key range of parts that have one key column holding
+/// only integers, when an array over that range costs at most a few entries per group.
+fn int_key_range(parts: &[GroupRows]) -> Option<(i64, usize)> {
+    let groups: usize = parts.iter().map(|p| p.len).sum();
+    if parts.iter().filter(|p| !p.is_empty()).count() < 2 {
+        return None;
+    }
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    for part in parts.iter().filter(|p| !p.is_empty()) {
+        let [keys] = part.keys.as_slice() else {
+            return None;
+        };
+        for key in keys {
+            let KeyValue::Int(v) = key else {
+                return None;
+            };
+            min = min.min(*v);
+            max = max.max(*v);
+        }
+    }
+    let len = (max as i128 - min as i128 + 1) as u128;
+    let affordable = (4 * groups as u128).max(1 << 16);
+    (len <= affordable && len <= crate::query::aggregate::DIRECT_IDS_MAX as u128)
+        .then_some((min, len as usize))
+}
+
+/// `merge` of parts `int_key_range` accepted: each key's merged index found at
+/// `index[key - min]`.
+fn merge_direct(parts: Vec<GroupRows>, min: i64, len: usize) -> GroupRows {
+    let mut index = vec![u32::MAX; len];
+    let mut merged = GroupRows::default();
+    let mut targets = Vec::new();
+    for part in parts.into_iter().filter(|p| !p.is_empty()) {
+        if merged.is_empty() {
+            for (g, key) in part.keys[0].iter().enumerate() {
+                if let KeyValue::Int(v) = key {
+                    index[(*v - min) as usize] = g as u32;
+                }
+            }
+            merged = part;
+            continue;
+        }
+        let appended_from = merged.len;
+        targets.clear();
+        for key in &part.keys[0] {
+            let KeyValue::Int(v) = key else {
+                unreachable!("int_key_range admitted only integer keys")
+            };
+            let slot = &mut index[(*v - min) as usize];
+            if *slot == u32::MAX {
+                *slot = merged.len as u32;
+                merged.keys[0].push(KeyValue::Int(*v));
+                merged.len += 1;
+            }
+            targets.push(*slot);
+        }
+        for (into, from) in merged.states.iter_mut().zip(&part.states) {
+            into.merge_from(from, &targets, appended_from);
+        }
+    }
+    merged
 }
 
 /// Splits a core's groups into `parts` by a hash of their keys that is the same on every core,
@@ -469,6 +537,34 @@ mod tests {
             count_rows(&[(7, 1), (3, 4), (9, 9)]),
         ]);
         assert_eq!(as_pairs(&merged), vec![(3, 5), (1, 12), (7, 6), (9, 9)]);
+    }
+
+    #[test]
+    fn integer_keys_in_a_small_range_merge_as_hashing_does() {
+        let parts = vec![
+            count_rows(&[(3, 1), (1, 2), (-5, 1)]),
+            GroupRows::default(),
+            count_rows(&[(1, 10), (7, 5)]),
+            count_rows(&[(7, 1), (3, 4), (9, 9), (-5, 2)]),
+        ];
+        assert!(int_key_range(&parts).is_some());
+        let direct = merge(parts.clone());
+        let mut hashed = GroupMerger::default();
+        for part in parts {
+            hashed.add(part);
+        }
+        assert_eq!(direct, hashed.finish());
+        assert_eq!(
+            as_pairs(&direct),
+            vec![(3, 5), (1, 12), (-5, 3), (7, 6), (9, 9)]
+        );
+        // A range too sparse for an array, or a NULL key, merges by hashing.
+        let sparse = vec![count_rows(&[(i64::MIN, 1)]), count_rows(&[(i64::MAX, 1)])];
+        assert!(int_key_range(&sparse).is_none());
+        assert_eq!(merge(sparse).len(), 2);
+        let mut with_null = count_rows(&[(1, 1)]);
+        with_null.keys[0][0] = KeyValue::Null;
+        assert!(int_key_range(&[with_null, count_rows(&[(1, 1)])]).is_none());
     }
 
     #[test]
