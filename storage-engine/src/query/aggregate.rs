@@ -232,6 +232,70 @@ fn extreme_row(
     })
 }
 
+/// Grouped MIN/MAX of a column of integers, dates, timestamps or decimals, compared as the
+/// integers they are (a `Scalar` is made only for a new extreme); false, doing nothing, for
+/// other types.
+fn extreme_by_group(
+    array: &ArrayRef,
+    mask: Option<&[u64]>,
+    groups: &[u32],
+    values: &mut [Scalar],
+    is_min: bool,
+) -> bool {
+    fn fold<T: Copy + Into<i128>>(
+        raw: &[T],
+        decimal: bool,
+        skip: impl Fn(usize) -> bool,
+        groups: &[u32],
+        values: &mut [Scalar],
+        is_min: bool,
+    ) {
+        for (row, (&value, &group)) in raw.iter().zip(groups).enumerate() {
+            if skip(row) {
+                continue;
+            }
+            let value: i128 = value.into();
+            let Some(slot) = values.get_mut(group as usize) else {
+                continue;
+            };
+            let current = match slot {
+                Scalar::Int(c) => Some(*c as i128),
+                Scalar::Decimal(c) => Some(*c),
+                _ => None,
+            };
+            let better = current.is_none_or(|c| if is_min { value < c } else { value > c });
+            if better {
+                *slot = if decimal {
+                    Scalar::Decimal(value)
+                } else {
+                    Scalar::Int(value as i64)
+                };
+            }
+        }
+    }
+    let nulls = array.logical_nulls().filter(|n| n.null_count() > 0);
+    let skip = |row: usize| {
+        mask.is_some_and(|m| m[row / 64] >> (row % 64) & 1 == 0)
+            || nulls.as_ref().is_some_and(|n| n.is_null(row))
+    };
+    match array.data_type() {
+        DataType::Int64 | DataType::Timestamp(_, _) => match crate::arrays::i64_values(array) {
+            Some(raw) => fold(raw, false, skip, groups, values, is_min),
+            None => return false,
+        },
+        DataType::Int32 | DataType::Date32 => match crate::arrays::i32_values(array) {
+            Some(raw) => fold(raw, false, skip, groups, values, is_min),
+            None => return false,
+        },
+        DataType::Decimal128(_, _) => {
+            let raw = array.as_primitive::<Decimal128Type>().values();
+            fold(raw, true, skip, groups, values, is_min)
+        }
+        _ => return false,
+    }
+    true
+}
+
 /// Interns one key column's values to dense local ids.
 #[derive(Default)]
 struct Interner {
@@ -832,6 +896,12 @@ impl GroupState {
                             }
                             continue;
                         }
+                    }
+                    if grouped
+                        && matches!(expr, ValueExpr::Column(_))
+                        && extreme_by_group(array, mask, groups, values, *is_min)
+                    {
+                        continue;
                     }
                     for row in 0..len {
                         if mask.is_some_and(|m| m[row / 64] >> (row % 64) & 1 == 0)
