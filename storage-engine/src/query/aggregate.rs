@@ -669,7 +669,15 @@ pub struct GroupState {
     local_ids: Vec<u32>,
     group_ids: Vec<u32>,
     widened: Vec<i64>,
+    /// One piece's decimal sums and counts per group (`DECIMAL_PIECE_GROUPS_MAX` at most).
+    piece_sums: Vec<i128>,
+    piece_counts: Vec<u64>,
 }
+
+/// Groups up to which a decimal SUM of at most 18 digits adds each piece in 128 bits with the
+/// integer kernels, then folds the piece's sums into the 256-bit states (clearing per-piece
+/// arrays costs a pass over the groups).
+const DECIMAL_PIECE_GROUPS_MAX: usize = 4096;
 
 impl GroupState {
     pub fn new(keys: &[ValueExpr], aggregates: &[Aggregate]) -> GroupState {
@@ -685,6 +693,8 @@ impl GroupState {
             local_ids: Vec::new(),
             group_ids: Vec::new(),
             widened: Vec::new(),
+            piece_sums: Vec::new(),
+            piece_counts: Vec::new(),
         };
         if keys.is_empty() {
             state.groups = 1;
@@ -871,13 +881,48 @@ impl GroupState {
                             Error::Internal(format!("decimal SUM over {}", array.data_type()))
                         })?
                         .values();
-                    let selected =
-                        |row: usize| mask.is_none_or(|m| m[row / 64] >> (row % 64) & 1 == 1);
-                    for (row, &value) in values.iter().enumerate().take(len) {
-                        if selected(row) {
-                            let group = if grouped { groups[row] as usize } else { 0 };
-                            sums[group] = sums[group].wrapping_add(i256::from_i128(value));
-                            counts[group] += 1;
+                    // At most 18 digits, a value fits an i64 and any number of them sum
+                    // within an i128 (|v| < 2^60): the integer kernels add a piece, exactly.
+                    let narrow = matches!(aggregate.input_type,
+                        Some(ColumnType::Decimal { precision, .. }) if precision <= 18);
+                    if narrow && (!grouped || sums.len() <= DECIMAL_PIECE_GROUPS_MAX) {
+                        let values = &values[..len.min(values.len())];
+                        self.widened.clear();
+                        self.widened.extend(values.iter().map(|&v| v as i64));
+                        if grouped {
+                            self.piece_sums.clear();
+                            self.piece_sums.resize(sums.len(), 0);
+                            self.piece_counts.clear();
+                            self.piece_counts.resize(sums.len(), 0);
+                            kernels.group_sum_i64(
+                                groups,
+                                &self.widened,
+                                mask,
+                                &mut self.piece_sums,
+                                &mut self.piece_counts,
+                            );
+                            for (g, (&sum, &count)) in
+                                self.piece_sums.iter().zip(&self.piece_counts).enumerate()
+                            {
+                                if count > 0 {
+                                    sums[g] = sums[g].wrapping_add(i256::from_i128(sum));
+                                    counts[g] += count;
+                                }
+                            }
+                        } else {
+                            let (sum, count) = kernels.sum_i64(&self.widened, mask);
+                            sums[0] = sums[0].wrapping_add(i256::from_i128(sum));
+                            counts[0] += count;
+                        }
+                    } else {
+                        let selected =
+                            |row: usize| mask.is_none_or(|m| m[row / 64] >> (row % 64) & 1 == 1);
+                        for (row, &value) in values.iter().enumerate().take(len) {
+                            if selected(row) {
+                                let group = if grouped { groups[row] as usize } else { 0 };
+                                sums[group] = sums[group].wrapping_add(i256::from_i128(value));
+                                counts[group] += 1;
+                            }
                         }
                     }
                 }

@@ -297,6 +297,38 @@ pub fn group_sum_i64(
 ) {
     let n = groups.len().min(values.len());
     let limit = sums.len().min(counts.len());
+    if limit <= SPLIT_GROUPS_MAX && n >= SPLIT_ROWS_MIN {
+        // As `group_sum_f64`: four interleaved private tables break the chain of adds to one
+        // accumulator (integer sums are exact in any order).
+        let width = limit + 1;
+        let mut local_sums = vec![0i128; 4 * width];
+        let mut local_counts = vec![0u64; 4 * width];
+        for (w, (group_chunk, value_chunk)) in groups[..n]
+            .chunks(64)
+            .zip(values[..n].chunks(64))
+            .enumerate()
+        {
+            let word = mask.map_or(u64::MAX, |m| m[w]);
+            for (j, (&group, &value)) in group_chunk.iter().zip(value_chunk).enumerate() {
+                let take = (word >> j) & 1 == 1;
+                let group = if take {
+                    (group as usize).min(limit)
+                } else {
+                    limit
+                };
+                let slot = (j & 3) * width + group;
+                local_sums[slot] += value as i128;
+                local_counts[slot] += 1;
+            }
+        }
+        for lane in 0..4 {
+            for group in 0..limit {
+                sums[group] += local_sums[lane * width + group];
+                counts[group] += local_counts[lane * width + group];
+            }
+        }
+        return;
+    }
     for i in 0..n {
         let group = groups[i] as usize;
         if group < limit && selected(mask, i) {

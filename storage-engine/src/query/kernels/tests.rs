@@ -286,6 +286,7 @@ proptest! {
             let mut counts = vec![0u64; group_count];
             kernels.group_sum_i64(&groups, &values, mask.as_deref(), &mut int_sums, &mut counts);
             prop_assert_eq!(&int_sums, &expected_int);
+            prop_assert_eq!(&counts, &expected_counts);
             let mut counts = vec![0u64; group_count];
             kernels.group_count(&groups, mask.as_deref(), &mut counts);
             prop_assert_eq!(&counts, &expected_counts);
