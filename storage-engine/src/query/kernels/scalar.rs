@@ -241,36 +241,7 @@ pub fn group_sum_f64(
     let n = groups.len().min(values.len());
     let limit = sums.len().min(counts.len());
     if limit <= SPLIT_GROUPS_MAX && n >= SPLIT_ROWS_MIN {
-        // Few groups and skewed keys make consecutive rows hit the same accumulator, and each add
-        // waits for the previous one: four interleaved tables break that chain. Unselected and
-        // out-of-range rows go to a spare slot (`limit`) instead of a branch.
-        let width = limit + 1;
-        let mut local_sums = vec![0.0f64; 4 * width];
-        let mut local_counts = vec![0u64; 4 * width];
-        for (w, (group_chunk, value_chunk)) in groups[..n]
-            .chunks(64)
-            .zip(values[..n].chunks(64))
-            .enumerate()
-        {
-            let word = mask.map_or(u64::MAX, |m| m[w]);
-            for (j, (&group, &value)) in group_chunk.iter().zip(value_chunk).enumerate() {
-                let take = (word >> j) & 1 == 1;
-                let group = if take {
-                    (group as usize).min(limit)
-                } else {
-                    limit
-                };
-                let slot = (j & 3) * width + group;
-                local_sums[slot] += value;
-                local_counts[slot] += 1;
-            }
-        }
-        for lane in 0..4 {
-            for group in 0..limit {
-                sums[group] += local_sums[lane * width + group];
-                counts[group] += local_counts[lane * width + group];
-            }
-        }
+        split_group_sum(&groups[..n], &values[..n], mask, sums, counts, |v| v);
         return;
     }
     for i in 0..n {
@@ -278,6 +249,44 @@ pub fn group_sum_f64(
         if group < limit && selected(mask, i) {
             sums[group] += values[i];
             counts[group] += 1;
+        }
+    }
+}
+
+/// Grouped sums over few groups: skewed keys make consecutive rows hit the same accumulator, and
+/// each add waits for the previous one; four interleaved private tables break that chain.
+/// Unselected and out-of-range rows go to a spare slot (`limit`) instead of a branch.
+#[inline(always)]
+fn split_group_sum<V: Copy, S: Copy + Default + std::ops::AddAssign>(
+    groups: &[u32],
+    values: &[V],
+    mask: Option<&[u64]>,
+    sums: &mut [S],
+    counts: &mut [u64],
+    widen: impl Fn(V) -> S,
+) {
+    let limit = sums.len().min(counts.len());
+    let width = limit + 1;
+    let mut local_sums = vec![S::default(); 4 * width];
+    let mut local_counts = vec![0u64; 4 * width];
+    for (w, (group_chunk, value_chunk)) in groups.chunks(64).zip(values.chunks(64)).enumerate() {
+        let word = mask.map_or(u64::MAX, |m| m[w]);
+        for (j, (&group, &value)) in group_chunk.iter().zip(value_chunk).enumerate() {
+            let take = (word >> j) & 1 == 1;
+            let group = if take {
+                (group as usize).min(limit)
+            } else {
+                limit
+            };
+            let slot = (j & 3) * width + group;
+            local_sums[slot] += widen(value);
+            local_counts[slot] += 1;
+        }
+    }
+    for lane in 0..4 {
+        for group in 0..limit {
+            sums[group] += local_sums[lane * width + group];
+            counts[group] += local_counts[lane * width + group];
         }
     }
 }
@@ -298,35 +307,10 @@ pub fn group_sum_i64(
     let n = groups.len().min(values.len());
     let limit = sums.len().min(counts.len());
     if limit <= SPLIT_GROUPS_MAX && n >= SPLIT_ROWS_MIN {
-        // As `group_sum_f64`: four interleaved private tables break the chain of adds to one
-        // accumulator (integer sums are exact in any order).
-        let width = limit + 1;
-        let mut local_sums = vec![0i128; 4 * width];
-        let mut local_counts = vec![0u64; 4 * width];
-        for (w, (group_chunk, value_chunk)) in groups[..n]
-            .chunks(64)
-            .zip(values[..n].chunks(64))
-            .enumerate()
-        {
-            let word = mask.map_or(u64::MAX, |m| m[w]);
-            for (j, (&group, &value)) in group_chunk.iter().zip(value_chunk).enumerate() {
-                let take = (word >> j) & 1 == 1;
-                let group = if take {
-                    (group as usize).min(limit)
-                } else {
-                    limit
-                };
-                let slot = (j & 3) * width + group;
-                local_sums[slot] += value as i128;
-                local_counts[slot] += 1;
-            }
-        }
-        for lane in 0..4 {
-            for group in 0..limit {
-                sums[group] += local_sums[lane * width + group];
-                counts[group] += local_counts[lane * width + group];
-            }
-        }
+        // Integer sums are exact in any order.
+        split_group_sum(&groups[..n], &values[..n], mask, sums, counts, |v| {
+            v as i128
+        });
         return;
     }
     for i in 0..n {
