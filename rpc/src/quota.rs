@@ -137,11 +137,11 @@ impl Quotas {
     }
 
     /// Fails with `limit` when the tenant holds its quota of storage bytes (measured at most
-    /// `STORAGE_REFRESH` ago, plus what it ingested since).
-    pub async fn check_storage(&self, tenant: &str) -> Result<()> {
+    /// `STORAGE_REFRESH` ago, plus what it ingested since); else returns its quota.
+    pub async fn check_storage(&self, tenant: &str) -> Result<TenantQuota> {
         let quota = self.get(tenant).await?;
         if quota.storage_bytes == 0 {
-            return Ok(());
+            return Ok(quota);
         }
         let known = self
             .lock()
@@ -164,7 +164,7 @@ impl Quotas {
                 ),
             });
         }
-        Ok(())
+        Ok(quota)
     }
 
     /// Counts `bytes` ingested toward the tenant's storage until the next measurement.

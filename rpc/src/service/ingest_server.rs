@@ -121,11 +121,10 @@ impl ingest_stream::Server for IngestStreamServer {
         check_expiry(&self.identity)?;
         let bytes: u64 = raw.iter().map(|piece| piece.len() as u64).sum();
         let quotas = &self.connection.shared.quotas;
-        quotas
+        let quota = quotas
             .check_storage(&self.tenant)
             .await
             .map_err(engine_error)?;
-        let quota = quotas.get(&self.tenant).await.map_err(engine_error)?;
         let wait = quotas.ingest_wait(&self.tenant, &quota, bytes);
         if !wait.is_zero() {
             // Held back to the tenant's rate, not refused: the producer slows down.
