@@ -57,7 +57,8 @@ pub struct EngineConfig {
     /// the cache off.
     pub partial_cache_bytes: u64,
     /// A file of at least this many rows is scanned by every core, each taking a share of its
-    /// row groups (so a table of few large files keeps every core busy).
+    /// row groups, or a range of rows in each when it has fewer row groups than cores (so a
+    /// table of few large files, even one row group, keeps every core busy).
     pub split_file_rows: u64,
     /// Registered I/O memory per executor; None picks a size that fits `ulimit -l`
     /// (`host::io_memory_per_core`).
@@ -88,7 +89,7 @@ impl EngineConfig {
             buffer_pool_bytes: 4 << 30,
             metadata_cache_bytes: 256 << 20,
             partial_cache_bytes: 128 << 20,
-            split_file_rows: 2 << 20,
+            split_file_rows: 256 << 10,
             io_memory_bytes: None,
             spin_before_park_us: 0,
             time_slice: runtime::DEFAULT_TIME_SLICE,

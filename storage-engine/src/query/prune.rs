@@ -189,6 +189,24 @@ impl Segments {
         })
     }
 
+    /// These segments with every row outside `rows` made `Never` (a share of a row group).
+    pub fn within(&self, rows: std::ops::Range<u32>) -> Segments {
+        let mut out = Vec::with_capacity(self.0.len() + 2);
+        let mut start = 0;
+        for &(end, truth) in &self.0 {
+            for (cut, inside) in [(rows.start, false), (rows.end, true)] {
+                if cut > start && cut < end {
+                    push(&mut out, cut, if inside { truth } else { Truth::Never });
+                    start = cut;
+                }
+            }
+            let inside = start >= rows.start && end <= rows.end;
+            push(&mut out, end, if inside { truth } else { Truth::Never });
+            start = end;
+        }
+        Segments(out)
+    }
+
     fn combine(&self, other: &Segments, f: impl Fn(Truth, Truth) -> Truth) -> Segments {
         let mut out: Vec<(u32, Truth)> = Vec::new();
         let (mut i, mut j) = (0, 0);
@@ -274,6 +292,31 @@ mod tests {
                 value: Scalar::Int(v),
             },
         }
+    }
+
+    #[test]
+    fn within_keeps_only_the_share_and_every_row_once() {
+        use Truth::*;
+        let segments = Segments(vec![(10, Always), (30, Maybe), (40, Never), (50, Maybe)]);
+        let shares = [0..15, 15..45, 45..50];
+        let mut seen = [0u8; 50];
+        for share in shares.clone() {
+            let part = segments.within(share.clone());
+            assert_eq!(part.0.last().map(|l| l.0), Some(50));
+            for (range, truth) in part.ranges() {
+                for row in range {
+                    let whole = segments.ranges().find(|(r, _)| r.contains(&row)).unwrap().1;
+                    if share.contains(&row) {
+                        assert_eq!(truth, whole, "row {row}");
+                        seen[row as usize] += 1;
+                    } else {
+                        assert_eq!(truth, Never, "row {row}");
+                    }
+                }
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1));
+        assert_eq!(segments.within(0..50).0, segments.0);
     }
 
     #[test]

@@ -162,9 +162,52 @@ impl Slice {
 }
 
 impl FileTask {
-    /// Whether this task scans row group `row_group`.
-    fn takes(&self, row_group: usize) -> bool {
-        row_group % self.slice.of as usize == self.slice.index as usize
+    /// The rows of row group `row_group` (of `row_groups`, holding `rows` rows) this task scans,
+    /// or `None` when it scans none. With at least as many row groups as shares, each share takes
+    /// whole row groups (those whose number modulo the shares is its own); with fewer, every
+    /// share takes its range of rows in every row group, cut at the page boundaries `bounds`
+    /// nearest to equal parts, so one large row group keeps every core busy.
+    fn rows_of(
+        &self,
+        row_group: usize,
+        row_groups: usize,
+        rows: u32,
+        bounds: &[u32],
+    ) -> Option<Range<u32>> {
+        let Slice { index, of } = self.slice;
+        if row_groups >= of as usize {
+            return (row_group % of as usize == index as usize).then_some(0..rows);
+        }
+        let cut = |share: u32| -> u32 {
+            let target = (rows as u64 * share as u64 / of as u64) as u32;
+            bounds
+                .iter()
+                .copied()
+                .min_by_key(|&bound| bound.abs_diff(target))
+                .unwrap_or(target)
+                .min(rows)
+        };
+        let (start, end) = (
+            cut(index),
+            if index + 1 == of {
+                rows
+            } else {
+                cut(index + 1)
+            },
+        );
+        let start = if index == 0 { 0 } else { start };
+        (start < end).then_some(start..end)
+    }
+
+    /// Whether this task accounts for row group `row_group` in the statistics: the share that
+    /// takes it whole, or the first share when every share takes part of it.
+    fn counts(&self, row_group: usize, row_groups: usize) -> bool {
+        let Slice { index, of } = self.slice;
+        if row_groups >= of as usize {
+            row_group % of as usize == index as usize
+        } else {
+            index == 0
+        }
     }
 
     /// Whether this task accounts for the whole file where a share cannot: its row count, and
@@ -835,13 +878,26 @@ async fn scan_file(
             read_columns.push(column);
         }
     }
-    for row_group in (0..meta.row_groups()).filter(|&rg| task.takes(rg)) {
+    let row_groups = meta.row_groups();
+    for row_group in 0..row_groups {
+        let rows = meta.row_group_rows(row_group);
+        let bounds = read_columns
+            .first()
+            .map_or(&[][..], |&c| &meta.page_bounds[row_group][c][..]);
+        let (Some(share), counts) = (
+            task.rows_of(row_group, row_groups, rows, bounds),
+            task.counts(row_group, row_groups),
+        ) else {
+            continue;
+        };
         if sink.borrow().full() {
             break;
         }
         runtime::yield_if_needed().await;
-        let rows = meta.row_group_rows(row_group);
-        stats.row_groups_total += 1;
+        // Statistics of the row group as a whole are counted by one share only.
+        let mut counted = ScanStats::default();
+        let tally = if counts { &mut *stats } else { &mut counted };
+        tally.row_groups_total += 1;
         let group_meta = meta.metadata.row_group(row_group);
         let truth = match (&plan.filter, task.truth) {
             (None, _) | (_, Truth::Always) => Truth::Always,
@@ -864,10 +920,10 @@ async fn scan_file(
             .iter()
             .map(|&c| meta.page_bounds[row_group][c].len() as u64 - 1)
             .sum();
-        stats.pages_total += pages;
+        tally.pages_total += pages;
         if truth == Truth::Never {
-            stats.row_groups_pruned += 1;
-            stats.pages_pruned += pages;
+            tally.row_groups_pruned += 1;
+            tally.pages_pruned += pages;
             continue;
         }
         let segments = match (&plan.filter, truth) {
@@ -906,7 +962,7 @@ async fn scan_file(
         };
         for &column in &read_columns {
             let bounds = &meta.page_bounds[row_group][column];
-            stats.pages_pruned += bounds
+            tally.pages_pruned += bounds
                 .windows(2)
                 .filter(|w| {
                     segments.ranges().all(|(range, truth)| {
@@ -915,6 +971,11 @@ async fn scan_file(
                 })
                 .count() as u64;
         }
+        let segments = if share.len() as u32 == rows {
+            segments
+        } else {
+            segments.within(share)
+        };
         if prune_only {
             continue;
         }
