@@ -265,6 +265,9 @@ struct TenantQuota {
   resultBytes @1 :UInt64;            # Arrow IPC bytes one query may return (then `limit`)
   storageBytes @2 :UInt64;           # table file bytes; imports and ingestion refused beyond
   ingestBytesPerSecond @3 :UInt64;   # ingested Arrow IPC bytes per second (held back beyond)
+  cpuShares @4 :UInt32;              # CPU shares of its scans on every core (1..1000; 0: default)
+  ioShares @5 :UInt32;               # shares of every core's queued direct reads (1..1000)
+  poolFloorBytes @6 :UInt64;         # decoded-page bytes other tenants' scans cannot evict
 }
 
 interface Operator {

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub tenant_storage_bytes: Family<Labels, Gauge>,
     /// Per tenant: its queries running now.
     pub tenant_queries_running: Family<Labels, Gauge>,
+    /// Per tenant with a buffer-pool floor: bytes of its decoded pages in the pools.
+    pub tenant_pool_bytes: Family<Labels, Gauge>,
 }
 
 /// Label pairs of a per-tenant metric.
@@ -83,6 +85,7 @@ impl Metrics {
             tenant_quota_refusals: Family::default(),
             tenant_storage_bytes: Family::default(),
             tenant_queries_running: Family::default(),
+            tenant_pool_bytes: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -230,6 +233,11 @@ impl Metrics {
             "tenant_queries_running",
             "A tenant's queries running now",
             metrics.tenant_queries_running.clone(),
+        );
+        r.register(
+            "tenant_pool_bytes",
+            "Bytes of decoded pages a tenant with a buffer-pool floor holds in the pools",
+            metrics.tenant_pool_bytes.clone(),
         );
         Metrics {
             registry,

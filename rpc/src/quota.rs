@@ -100,6 +100,9 @@ impl Quotas {
                 "ingest_bytes_per_second",
                 quota.ingest_bytes_per_second as i64,
             ),
+            ("cpu_shares", quota.cpu_shares as i64),
+            ("io_shares", quota.io_shares as i64),
+            ("pool_floor_bytes", quota.pool_floor_bytes as i64),
         ] {
             self.metrics
                 .tenant_quota

@@ -216,6 +216,12 @@ impl NodeProbe for Probe {
             metrics.partial_cache_misses.set(sum(|c| c.misses));
             metrics.partial_cache_bytes.set(sum(|c| c.bytes_used));
             metrics.partial_cache_evictions.set(sum(|c| c.evictions));
+            for (tenant, bytes) in engine.tenant_pool_bytes() {
+                metrics
+                    .tenant_pool_bytes
+                    .get_or_create(&vec![("tenant".to_owned(), tenant)])
+                    .set(bytes as i64);
+            }
         }
         let budget = self.shared.max_memory_bytes.max(1) as f64;
         metrics

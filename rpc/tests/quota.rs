@@ -1,6 +1,7 @@
 //! Tenant quota objects over RPC: set and read by an operator only, stored with the tenant (a
 //! restarted node keeps them), enforced on that tenant alone (result bytes, concurrent queries,
-//! storage bytes, ingest rate) and visible per tenant in `/metrics`.
+//! storage bytes, ingest rate; CPU and IO shares and the buffer-pool floor reach every core) and
+//! visible per tenant in `/metrics`.
 
 mod common;
 
@@ -94,7 +95,7 @@ fn quotas_are_set_by_operators_kept_across_restarts_and_bound_one_tenant() {
                     concurrent_queries: 1,
                     result_bytes: 64 << 10,
                     storage_bytes: used,
-                    ingest_bytes_per_second: 0,
+                    ..TenantQuota::default()
                 },
             )
             .await
@@ -239,4 +240,62 @@ fn ingestion_is_held_to_the_tenants_rate() {
             "{held:?} at {rate} bytes/s (unlimited: {unlimited:?})"
         );
     });
+}
+
+#[test]
+fn shares_and_the_pool_floor_reach_the_cores_and_metrics() {
+    let server = start(20_000, common::default_limits());
+    block_on(async {
+        let client = Client::connect(&server.address()).await.unwrap();
+        let operator = client
+            .operator_login(&token(None, Role::Operator))
+            .await
+            .unwrap();
+        let quota = TenantQuota {
+            cpu_shares: 600,
+            io_shares: 50,
+            pool_floor_bytes: 8 << 20,
+            ..TenantQuota::default()
+        };
+        operator.set_quota("acme", quota).await.unwrap();
+        assert_eq!(operator.quota("acme").await.unwrap().0, quota);
+        let invalid = operator
+            .set_quota(
+                "acme",
+                TenantQuota {
+                    cpu_shares: 5_000,
+                    ..quota
+                },
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            invalid.contains("invalid") && invalid.contains("1..1000"),
+            "{invalid}"
+        );
+        let reader = client
+            .login(&token(Some("acme"), Role::Reader))
+            .await
+            .unwrap();
+        reader
+            .query_collect("SELECT category, SUM(amount) FROM events GROUP BY category")
+            .await
+            .unwrap();
+    });
+    let text = metrics(&server);
+    for line in [
+        "tessera_tenant_quota{tenant=\"acme\",limit=\"cpu_shares\"} 600",
+        "tessera_tenant_quota{tenant=\"acme\",limit=\"io_shares\"} 50",
+        "tessera_tenant_quota{tenant=\"acme\",limit=\"pool_floor_bytes\"} 8388608",
+    ] {
+        assert!(text.contains(line), "no {line} in:\n{text}");
+    }
+    // The tenant's pages in the pools count toward its floor.
+    let pooled: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tessera_tenant_pool_bytes{tenant=\"acme\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no tessera_tenant_pool_bytes for acme in:\n{text}"));
+    assert!(pooled > 0, "{text}");
 }

@@ -7,7 +7,6 @@ mod support;
 use arrow_array::RecordBatch;
 use support::{engine, scalar};
 use tessera_storage_engine::gen::events_chunk;
-use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::Engine;
 
 /// A batch as an Arrow IPC stream of record batches of at most 40 rows, as clients cut them.
@@ -23,17 +22,7 @@ fn ipc(batch: &RecordBatch) -> Vec<u8> {
 }
 
 fn create_events(dir: &std::path::Path) {
-    let batch = events_chunk(0, 1000, 1000, 1);
-    let mut writer = TableWriter::open(
-        dir,
-        "acme",
-        "events",
-        &batch.schema(),
-        &ImportOptions::default(),
-    )
-    .unwrap();
-    writer.write(&batch).unwrap();
-    writer.finish().unwrap();
+    support::write_events(dir, "acme", 1000, 1);
 }
 
 /// Answers that must not change when rows move from buffers to files.

@@ -52,6 +52,16 @@ pub enum TenantCommand {
         /// Ingest rate in MiB/s of Arrow IPC (faster appends are held back).
         #[arg(long)]
         ingest_mib_per_s: Option<u64>,
+        /// CPU shares of the tenant's scans on every core, against other tenants' (1..1000;
+        /// 0: the node's default).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        cpu_shares: Option<u32>,
+        /// Shares of every core's direct reads while reads queue (1..1000; 0: default, 250).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        io_shares: Option<u32>,
+        /// MiB of decoded pages other tenants' scans cannot evict (over all cores).
+        #[arg(long)]
+        pool_floor_mib: Option<u64>,
     },
 }
 
@@ -69,14 +79,14 @@ fn limit(value: u64, unit: &str) -> String {
     }
 }
 
-fn quota(remote: &RemoteArgs, tenant: &str, changes: [Option<u64>; 4]) -> Result<(), String> {
+fn quota(remote: &RemoteArgs, tenant: &str, changes: [Option<u64>; 7]) -> Result<(), String> {
     const MIB: u64 = 1 << 20;
     let session = remote
         .operator_session()?
         .ok_or("tessera admin tenant needs --addr and an operator --token")?;
     let (mut quota, _) =
         futures::executor::block_on(session.quota(tenant)).map_err(|e| e.to_string())?;
-    let [concurrent, result_mib, storage_gib, ingest_mib] = changes;
+    let [concurrent, result_mib, storage_gib, ingest_mib, cpu, io, floor_mib] = changes;
     let scaled = |value: u64, unit: u64, flag: &str| {
         value
             .checked_mul(unit)
@@ -94,6 +104,16 @@ fn quota(remote: &RemoteArgs, tenant: &str, changes: [Option<u64>; 4]) -> Result
     }
     if let Some(n) = ingest_mib {
         quota.ingest_bytes_per_second = scaled(n, MIB, "--ingest-mib-per-s")?;
+    }
+    // clap bounds both to 0..=1000.
+    if let Some(n) = cpu {
+        quota.cpu_shares = n as u32;
+    }
+    if let Some(n) = io {
+        quota.io_shares = n as u32;
+    }
+    if let Some(n) = floor_mib {
+        quota.pool_floor_bytes = scaled(n, MIB, "--pool-floor-mib")?;
     }
     if changes.iter().any(Option::is_some) {
         futures::executor::block_on(session.set_quota(tenant, quota)).map_err(|e| e.to_string())?;
@@ -117,6 +137,16 @@ fn quota(remote: &RemoteArgs, tenant: &str, changes: [Option<u64>; 4]) -> Result
         "  ingest rate          {}",
         limit(quota.ingest_bytes_per_second, "bytes/s")
     );
+    let shares = |value: u32| match value {
+        0 => "default".to_owned(),
+        n => n.to_string(),
+    };
+    println!("  cpu shares           {}", shares(quota.cpu_shares));
+    println!("  io shares            {}", shares(quota.io_shares));
+    println!(
+        "  buffer-pool floor    {}",
+        limit(quota.pool_floor_bytes, "bytes")
+    );
     Ok(())
 }
 
@@ -131,6 +161,9 @@ pub fn run(command: &AdminCommand) -> Result<(), String> {
                     result_mib,
                     storage_gib,
                     ingest_mib_per_s,
+                    cpu_shares,
+                    io_shares,
+                    pool_floor_mib,
                 },
         } => quota(
             remote,
@@ -140,6 +173,9 @@ pub fn run(command: &AdminCommand) -> Result<(), String> {
                 *result_mib,
                 *storage_gib,
                 *ingest_mib_per_s,
+                cpu_shares.map(u64::from),
+                io_shares.map(u64::from),
+                *pool_floor_mib,
             ],
         ),
         AdminCommand::DropPartitions {

@@ -622,6 +622,24 @@ fn admin_tenant_quota_shows_and_changes_a_tenants_limits() {
         text.contains("result bytes         1048576 bytes"),
         "{text}"
     );
+    let shares = quota(&[
+        "--cpu-shares",
+        "600",
+        "--io-shares",
+        "50",
+        "--pool-floor-mib",
+        "8",
+    ]);
+    let text = String::from_utf8_lossy(&shares.stdout).into_owned();
+    assert!(shares.status.success(), "{shares:?}");
+    assert!(text.contains("cpu shares           600"), "{text}");
+    assert!(text.contains("io shares            50"), "{text}");
+    assert!(
+        text.contains("buffer-pool floor    8388608 bytes"),
+        "{text}"
+    );
+    let out_of_range = quota(&["--cpu-shares", "5000"]);
+    assert!(!out_of_range.status.success());
     // A tenant's token is not an operator's.
     let refused = tessera(&[
         "admin",

@@ -89,6 +89,9 @@ impl OperatorSession {
             q.set_result_bytes(quota.result_bytes);
             q.set_storage_bytes(quota.storage_bytes);
             q.set_ingest_bytes_per_second(quota.ingest_bytes_per_second);
+            q.set_cpu_shares(quota.cpu_shares);
+            q.set_io_shares(quota.io_shares);
+            q.set_pool_floor_bytes(quota.pool_floor_bytes);
             request.send().promise.await?;
             Ok(())
         })
@@ -110,6 +113,9 @@ impl OperatorSession {
                     result_bytes: q.get_result_bytes(),
                     storage_bytes: q.get_storage_bytes(),
                     ingest_bytes_per_second: q.get_ingest_bytes_per_second(),
+                    cpu_shares: q.get_cpu_shares(),
+                    io_shares: q.get_io_shares(),
+                    pool_floor_bytes: q.get_pool_floor_bytes(),
                 },
                 response.get_storage_bytes_used(),
             ))

@@ -52,6 +52,8 @@ impl operator::Server for OperatorServer {
         .map_err(engine_error)?;
         let existed = dropped.is_some();
         self.connection.shared.quotas.forget(&name);
+        let context = &self.connection.context;
+        context.apply_quota(&name, &TenantQuota::default()).await;
         if let Some(manifests) = dropped {
             self.connection.context.forget_tables(&manifests).await;
         }
@@ -109,13 +111,30 @@ impl operator::Server for OperatorServer {
             result_bytes: quota.get_result_bytes(),
             storage_bytes: quota.get_storage_bytes(),
             ingest_bytes_per_second: quota.get_ingest_bytes_per_second(),
+            cpu_shares: quota.get_cpu_shares(),
+            io_shares: quota.get_io_shares(),
+            pool_floor_bytes: quota.get_pool_floor_bytes(),
         };
+        if [quota.cpu_shares, quota.io_shares]
+            .iter()
+            .any(|&s| s > 1000)
+        {
+            return Err(super::fail(
+                ErrorCode::Invalid,
+                format!(
+                    "CPU and IO shares are 1..1000 (0 for the default), not {} and {}",
+                    quota.cpu_shares, quota.io_shares
+                ),
+            ));
+        }
         self.connection
             .shared
             .quotas
             .set(&tenant, quota)
             .await
-            .map_err(engine_error)
+            .map_err(engine_error)?;
+        self.connection.context.apply_quota(&tenant, &quota).await;
+        Ok(())
     }
 
     async fn get_quota(
@@ -136,6 +155,9 @@ impl operator::Server for OperatorServer {
         q.set_result_bytes(quota.result_bytes);
         q.set_storage_bytes(quota.storage_bytes);
         q.set_ingest_bytes_per_second(quota.ingest_bytes_per_second);
+        q.set_cpu_shares(quota.cpu_shares);
+        q.set_io_shares(quota.io_shares);
+        q.set_pool_floor_bytes(quota.pool_floor_bytes);
         Ok(())
     }
 }

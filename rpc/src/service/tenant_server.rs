@@ -77,6 +77,7 @@ impl TenantServer {
             .get(&self.tenant)
             .await
             .map_err(engine_error)?;
+        context.apply_quota(&self.tenant, &quota).await;
         let _slot = admit(shared, prepared.class(), &self.tenant).await?;
         let started = Instant::now();
         let queued_micros = started.duration_since(arrival).as_micros() as u64;

@@ -14,8 +14,8 @@ use crate::ingest::{
 };
 use crate::io::buffer_pool::BufferPool;
 use crate::io::buffer_pool::PoolCounters;
-use crate::io::host;
 use crate::io::runtime::{self, CoreOptions, CorePool, JobError, Peers, TaskClass};
+use crate::io::{host, io_shares};
 use crate::query::aggregate::{self, AccState, GroupRows};
 use crate::query::exec::{self, CoreOutput, CoreState, FileTask, MetadataCache, ScanStats};
 use crate::query::kernels::Kernels;
@@ -24,6 +24,7 @@ use crate::query::plan::{self, Mode, OutputRef, Plan};
 use crate::query::prune::Truth;
 use crate::query::sql::{self, Statement};
 use crate::table::manifest::{self, TableManifest};
+use crate::table::quota::TenantQuota;
 use crate::value::{ColumnType, Scalar};
 use arrow_array::{
     ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
@@ -248,6 +249,7 @@ impl Engine {
                 ingest_config.clone(),
                 ingest_enabled,
             )),
+            quotas: Default::default(),
         })
         .map_err(|e| Error::Config(format!("cannot start executors: {e}")))?;
         let engine = Engine {
@@ -462,6 +464,33 @@ impl Engine {
             .collect()
     }
 
+    /// Bytes of decoded pages each tenant with a buffer-pool floor holds, over every core.
+    pub fn tenant_pool_bytes(&self) -> Vec<(String, u64)> {
+        let receivers: Vec<_> = (0..self.cores.cores())
+            .map(|core| {
+                self.on_core(core, |context| async move {
+                    let state = &context.state;
+                    let quotas = state.quotas.borrow();
+                    quotas
+                        .keys()
+                        .filter_map(|tenant| {
+                            let owner = runtime::Group::tenant(tenant);
+                            let bytes = state.pool.owned_bytes(owner)?;
+                            Some((tenant.clone(), bytes as u64))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut total: std::collections::BTreeMap<String, u64> = Default::default();
+        for per_core in futures::executor::block_on(futures::future::join_all(receivers)) {
+            for (tenant, bytes) in per_core.into_iter().flatten() {
+                *total.entry(tenant).or_default() += bytes;
+            }
+        }
+        total.into_iter().collect()
+    }
+
     /// Buffer pool counters per core.
     pub fn pool_counters(&self) -> Vec<PoolCounters> {
         let receivers: Vec<_> = (0..self.cores.cores())
@@ -518,6 +547,36 @@ impl CoreContext {
     /// Forgets the dropped tables' parsed manifests, and makes every core forget what it caches
     /// of them: footers and open descriptors, and decoded pages. The caches are keyed by table incarnation,
     /// so nothing stale could be served anyway; this frees the memory and closes deleted files.
+    /// Makes every core enforce `tenant`'s CPU shares, IO shares and buffer-pool floor
+    /// (split evenly over the cores' pools) from `quota`; nothing to do when this core already
+    /// has these values. Called before each of the tenant's queries and when its quota changes.
+    pub async fn apply_quota(&self, tenant: &str, quota: &TenantQuota) {
+        let resources = quota.resources();
+        if self.state.quotas.borrow().get(tenant) == Some(&resources)
+            || (resources == (0, 0, 0) && !self.state.quotas.borrow().contains_key(tenant))
+        {
+            return;
+        }
+        let (group, cores) = (runtime::Group::tenant(tenant), self.peers.count());
+        let calls = (0..cores).map(|peer| {
+            let tenant = tenant.to_owned();
+            self.peers
+                .call(&self.state, peer, move |state, _| async move {
+                    let (cpu, io, floor) = resources;
+                    runtime::set_group_shares(group, cpu as usize);
+                    io_shares::set_shares(group, io as usize);
+                    state.pool.set_floor(group, (floor / cores as u64) as usize);
+                    let mut quotas = state.quotas.borrow_mut();
+                    if resources == (0, 0, 0) {
+                        quotas.remove(&tenant);
+                    } else {
+                        quotas.insert(tenant, resources);
+                    }
+                })
+        });
+        futures::future::join_all(calls).await;
+    }
+
     pub async fn forget_tables(&self, dropped: &[TableManifest]) {
         let files: hashbrown::HashSet<u64> = dropped
             .iter()
@@ -728,17 +787,19 @@ impl CoreContext {
         let streaming =
             !explain && plan.order_by.is_empty() && matches!(plan.mode, Mode::Rows { .. });
         let memory = self.memory.reserve();
+        // The tenant's task queues: its CPU shares on every core, its pages in every pool.
+        let lane = (class, runtime::Group::tenant(&manifest.tenant));
         let (batch, mut scan) = if streaming {
             (
                 None,
-                self.stream_on_cores(class, &plan, &schema, tasks, &buffered, sink, &memory)
+                self.stream_on_cores(lane, &plan, &schema, tasks, &buffered, sink, &memory)
                     .await?,
             )
         } else {
             // Scanning, merging and sorting run in the query's class on every core.
             let (this, plan, buffered, memory) =
                 (self.clone(), plan.clone(), buffered.clone(), memory.clone());
-            runtime::run_in(class, async move {
+            runtime::run_in_group(lane.0, lane.1, async move {
                 this.run_on_cores(&plan, tasks, &buffered, explain, &memory)
                     .await
             })
@@ -856,7 +917,7 @@ impl CoreContext {
     #[allow(clippy::too_many_arguments)]
     async fn stream_on_cores<S: BatchSink>(
         &self,
-        class: TaskClass,
+        lane: (TaskClass, runtime::Group),
         plan: &Arc<Plan>,
         schema: &SchemaRef,
         tasks: Vec<FileTask>,
@@ -869,7 +930,7 @@ impl CoreContext {
         // The cores scan in the query's class; chunks are delivered in this task's.
         let (this, scan_plan, buffered, memory) =
             (self.clone(), plan.clone(), buffered.clone(), memory.clone());
-        let scatter = runtime::run_in(class, async move {
+        let scatter = runtime::run_in_group(lane.0, lane.1, async move {
             this.scatter(&scan_plan, tasks, &buffered, false, Some(sender), &memory)
                 .await
         });

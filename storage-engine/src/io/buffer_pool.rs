@@ -17,7 +17,13 @@
 //! works cannot push the hot set out of main. Pages that do not fit (everything pinned) are returned unpooled, so a query
 //! larger than the pool still runs by streaming through it. The pool belongs to one core and is
 //! never shared (`Rc`/`RefCell`, no locks).
+//!
+//! Floors: each page belongs to the group (tenant) whose query pooled it. A tenant given a floor
+//! (`set_floor`) keeps at least that many bytes of pages against other tenants' inserts: while
+//! evicting for another owner, a page whose owner would drop below its floor is passed over as
+//! if pinned. A tenant's own inserts may evict its own pages.
 
+use super::runtime::Group;
 use arrow_array::{Array, ArrayRef};
 use hashbrown::HashMap;
 use std::cell::RefCell;
@@ -68,6 +74,7 @@ struct Entry {
     frame: Rc<Frame>,
     frequency: u8,
     in_main: bool,
+    owner: Group,
 }
 
 struct Inner {
@@ -79,6 +86,32 @@ struct Inner {
     small_bytes: usize,
     main_bytes: usize,
     counters: PoolCounters,
+    /// Bytes of pages per owner, for owners with a floor.
+    owned: HashMap<Group, usize>,
+    floors: HashMap<Group, usize>,
+}
+
+impl Inner {
+    /// Whether evicting `entry` for `inserting`'s page would take its owner below its floor.
+    fn protected(&self, entry: &Entry, inserting: Group) -> bool {
+        entry.owner != inserting
+            && self.floors.get(&entry.owner).is_some_and(|&floor| {
+                let owned = self.owned.get(&entry.owner).copied().unwrap_or(0);
+                owned.saturating_sub(entry.frame.bytes) < floor
+            })
+    }
+
+    fn add_owned(&mut self, owner: Group, bytes: usize) {
+        if self.floors.contains_key(&owner) {
+            *self.owned.entry(owner).or_default() += bytes;
+        }
+    }
+
+    fn remove_owned(&mut self, owner: Group, bytes: usize) {
+        if let Some(owned) = self.owned.get_mut(&owner) {
+            *owned = owned.saturating_sub(bytes);
+        }
+    }
 }
 
 pub struct BufferPool {
@@ -100,6 +133,8 @@ impl BufferPool {
                 ghost_set: hashbrown::HashSet::new(),
                 small_bytes: 0,
                 main_bytes: 0,
+                owned: HashMap::new(),
+                floors: HashMap::new(),
                 counters: PoolCounters {
                     bytes_budget: budget_bytes as u64,
                     ..Default::default()
@@ -125,9 +160,40 @@ impl BufferPool {
         }
     }
 
-    /// Adds a decoded page, evicting unpinned pages as needed; returns the (pinned) frame whether
-    /// or not it could be pooled.
+    /// Adds a decoded page of the node's own (no floor); see `insert_for`.
     pub fn insert(&self, key: PageKey, frame: Frame) -> Rc<Frame> {
+        self.insert_for(Group::NODE, key, frame)
+    }
+
+    /// Keeps at least `bytes` of `owner`'s pages against other owners' inserts (0: no floor).
+    /// Pages pooled before the floor was set count toward it from the next insert of theirs.
+    pub fn set_floor(&self, owner: Group, bytes: usize) {
+        let mut inner = self.inner.borrow_mut();
+        if bytes == 0 {
+            inner.floors.remove(&owner);
+            inner.owned.remove(&owner);
+            return;
+        }
+        if inner.floors.insert(owner, bytes).is_none() {
+            let owned = inner
+                .entries
+                .values()
+                .filter(|e| e.owner == owner)
+                .map(|e| e.frame.bytes)
+                .sum();
+            inner.owned.insert(owner, owned);
+        }
+    }
+
+    /// Bytes of `owner`'s pages, when it has a floor.
+    pub fn owned_bytes(&self, owner: Group) -> Option<usize> {
+        self.inner.borrow().owned.get(&owner).copied()
+    }
+
+    /// Adds a decoded page pooled by `owner`'s query, evicting unpinned pages as needed (never
+    /// taking another owner below its floor); returns the (pinned) frame whether or not it
+    /// could be pooled.
+    pub fn insert_for(&self, owner: Group, key: PageKey, frame: Frame) -> Rc<Frame> {
         let frame = Rc::new(frame);
         let mut inner = self.inner.borrow_mut();
         if inner.entries.contains_key(&key) || frame.bytes > self.budget_bytes {
@@ -135,7 +201,7 @@ impl BufferPool {
             return frame;
         }
         while inner.small_bytes + inner.main_bytes + frame.bytes > self.budget_bytes {
-            if !self.evict_one(&mut inner) {
+            if !self.evict_one(&mut inner, owner) {
                 inner.counters.bypassed += 1;
                 return frame;
             }
@@ -154,14 +220,16 @@ impl BufferPool {
                 frame: frame.clone(),
                 frequency: 0,
                 in_main: to_main,
+                owner,
             },
         );
+        inner.add_owned(owner, frame.bytes);
         inner.counters.inserts += 1;
         frame
     }
 
-    /// Evicts one unpinned page; false when every page is pinned.
-    fn evict_one(&self, inner: &mut Inner) -> bool {
+    /// Evicts one unpinned page that `inserting` may evict; false when there is none.
+    fn evict_one(&self, inner: &mut Inner, inserting: Group) -> bool {
         let small_target = self.budget_bytes / 10;
         // Each queue is walked at most once around per call, so pinned pages cannot loop forever.
         let prefer_small = inner.small_bytes > small_target || inner.main.is_empty();
@@ -171,14 +239,14 @@ impl BufferPool {
             [false, true]
         };
         for from_small in order {
-            if self.evict_from(inner, from_small) {
+            if self.evict_from(inner, from_small, inserting) {
                 return true;
             }
         }
         false
     }
 
-    fn evict_from(&self, inner: &mut Inner, from_small: bool) -> bool {
+    fn evict_from(&self, inner: &mut Inner, from_small: bool, inserting: Group) -> bool {
         let mut rounds = if from_small {
             inner.small.len()
         } else {
@@ -194,11 +262,15 @@ impl BufferPool {
             let Some(key) = queue.pop_front() else {
                 return false;
             };
+            let Some(entry) = inner.entries.get(&key) else {
+                continue;
+            };
+            // Below its owner's floor counts as pinned for this insert.
+            let pinned = Rc::strong_count(&entry.frame) > 1 || inner.protected(entry, inserting);
             let Some(entry) = inner.entries.get_mut(&key) else {
                 continue;
             };
-            let pinned = Rc::strong_count(&entry.frame) > 1;
-            let bytes = entry.frame.bytes;
+            let (bytes, owner) = (entry.frame.bytes, entry.owner);
             if from_small {
                 if pinned && entry.frequency == 0 {
                     // In use but never touched again: a scan's page, not a hot one. It stays in
@@ -217,6 +289,7 @@ impl BufferPool {
                 }
                 inner.small_bytes -= bytes;
                 inner.entries.remove(&key);
+                inner.remove_owned(owner, bytes);
                 inner.ghost.push_back(key);
                 inner.ghost_set.insert(key);
                 while inner.ghost.len() > inner.entries.len().max(1024) {
@@ -232,6 +305,7 @@ impl BufferPool {
                 }
                 inner.main_bytes -= bytes;
                 inner.entries.remove(&key);
+                inner.remove_owned(owner, bytes);
             }
             inner.counters.evictions += 1;
             return true;
@@ -282,8 +356,16 @@ impl BufferPool {
             main,
             small_bytes,
             main_bytes,
+            owned,
             ..
         } = &mut *inner;
+        for (owner, bytes) in owned.iter_mut() {
+            *bytes = entries
+                .values()
+                .filter(|e| e.owner == *owner)
+                .map(|e| e.frame.bytes)
+                .sum();
+        }
         small.retain(|k| entries.get(k).is_some_and(|e| !e.in_main));
         main.retain(|k| entries.get(k).is_some_and(|e| e.in_main));
         let bytes = |queue: &VecDeque<PageKey>| -> usize {
@@ -387,6 +469,43 @@ mod tests {
             hot_left >= 27,
             "a pinned scan evicted the hot set: {hot_left}/30 left"
         );
+    }
+
+    #[test]
+    fn another_owner_cannot_evict_a_tenant_below_its_floor() {
+        let page_bytes = frame(1000).bytes;
+        let pool = BufferPool::new(page_bytes * 20);
+        let (quiet, noisy) = (Group::tenant("quiet"), Group::tenant("noisy"));
+        // Pooled before the floor is set: they count toward it.
+        for page in 0..4 {
+            pool.insert_for(quiet, key(page), frame(1000));
+        }
+        pool.set_floor(quiet, page_bytes * 8);
+        for page in 4..8 {
+            pool.insert_for(quiet, key(page), frame(1000));
+        }
+        assert_eq!(pool.owned_bytes(quiet), Some(page_bytes * 8));
+        // A one-pass scan by another tenant, pages never touched again, far larger than the pool.
+        for page in 1000..3000 {
+            pool.insert_for(noisy, key(page), frame(1000));
+            assert!(pool.counters().bytes_used <= (page_bytes * 20) as u64);
+        }
+        let quiet_left = (0..8).filter(|p| pool.get(&key(*p)).is_some()).count();
+        assert_eq!(quiet_left, 8, "the floor was not kept");
+        // The tenant's own inserts may evict its own pages; it keeps its floor's worth at most
+        // as long as it needs room.
+        for page in 100..140 {
+            pool.insert_for(quiet, key(page), frame(1000));
+        }
+        assert!(pool.owned_bytes(quiet).unwrap() >= page_bytes * 8);
+        // Without the floor, the next scan takes the pages like any other.
+        pool.set_floor(quiet, 0);
+        for page in 5000..7000 {
+            pool.insert_for(noisy, key(page), frame(1000));
+        }
+        let quiet_left = (100..140).filter(|p| pool.get(&key(*p)).is_some()).count();
+        assert!(quiet_left < 8, "{quiet_left} pages kept without a floor");
+        assert_eq!(pool.owned_bytes(quiet), None);
     }
 
     #[test]

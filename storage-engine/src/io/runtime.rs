@@ -9,11 +9,15 @@
 //! peer, and the reply is a job sent back that completes the caller's local oneshot. A core's
 //! state `S` is created on that core and never leaves it (`Rc`, not `Arc`).
 //!
-//! Each core runs two task queues (`TaskClass`): *latency* (connections, RPC calls, short
-//! queries) and *throughput* (scans over much data, compaction), with CPU shares between them.
-//! Long work yields every `time_slice` (`yield_if_needed`), and I/O completing for a latency task
-//! preempts throughput work at its next yield, so a point lookup does not wait for a GROUP BY's
-//! time slice to end. A job inherits the class of the task that sent it.
+//! Each core runs two task queues per *group* (`Group`: the node's own work, or one tenant's),
+//! one per `TaskClass`: *latency* (connections, RPC calls, short queries) and *throughput*
+//! (scans over much data, compaction), with CPU shares between them. A tenant's queues are made
+//! on a core when it first runs work there; its throughput queue has the tenant's CPU shares
+//! (`set_group_shares`, changeable live), so tenants' scans share a core by weight whatever
+//! the number of queries each runs. Long work yields every `time_slice` (`yield_if_needed`),
+//! and I/O completing for a latency task preempts throughput work at its next yield, so a point
+//! lookup does not wait for a GROUP BY's time slice to end. A job inherits the class and group
+//! of the task that sent it.
 
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
@@ -23,6 +27,7 @@ use glommio::channels::channel_mesh::{MeshBuilder, Senders};
 use glommio::io::DmaFile;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -34,6 +39,7 @@ type JobFn<S> = Box<dyn FnOnce(Rc<S>, Rc<Peers<S>>) -> LocalBoxFuture<'static, (
 /// A unit of work sent to a core, with the task queue it runs in.
 struct Job<S: 'static> {
     class: TaskClass,
+    group: Group,
     run: JobFn<S>,
 }
 
@@ -51,11 +57,7 @@ pub enum TaskClass {
 impl TaskClass {
     /// The class of the task running now (`Latency` outside an executor's queues).
     pub fn current() -> TaskClass {
-        let current = glommio::executor().current_task_queue();
-        QUEUES.with(|queues| match queues.get() {
-            Some(q) if q.throughput == current => TaskClass::Throughput,
-            _ => TaskClass::Latency,
-        })
+        current().0
     }
 
     pub fn name(self) -> &'static str {
@@ -66,31 +68,159 @@ impl TaskClass {
     }
 }
 
-/// This executor's task queues, made when it starts.
-#[derive(Clone, Copy)]
-struct Queues {
+/// Whose work a task is: the node's own (connections, maintenance) or one tenant's. Each group
+/// has its own task queues on every core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Group(u64);
+
+impl Group {
+    /// The node's own work.
+    pub const NODE: Group = Group(0);
+
+    /// The group of tenant `name` (the same on every core and run).
+    pub fn tenant(name: &str) -> Group {
+        let hash = foldhash::quality::FixedState::with_seed(0x7e55_e4a0).hash_one(name);
+        Group(hash.max(1))
+    }
+
+    /// The group of the task running now (`NODE` outside an executor's queues).
+    pub fn current() -> Group {
+        current().1
+    }
+}
+
+/// A group's task queues on one core, and the CPU shares of its throughput queue.
+struct GroupQueues {
     latency: glommio::TaskQueueHandle,
     throughput: glommio::TaskQueueHandle,
+    shares: Rc<std::cell::Cell<usize>>,
+}
+
+/// This executor's task queues: the node's, made when it starts, and tenants', made when
+/// first used.
+struct Queues {
+    groups: std::collections::HashMap<Group, GroupQueues>,
+    /// Every queue's class and group, to tell a running task's.
+    owners: std::collections::HashMap<glommio::TaskQueueHandle, (TaskClass, Group)>,
+    time_slice: Duration,
+    default_shares: usize,
+}
+
+/// Shares read by glommio at every adjustment period, so a changed quota applies live.
+struct LiveShares(Rc<std::cell::Cell<usize>>);
+
+impl glommio::SharesManager for LiveShares {
+    fn shares(&self) -> usize {
+        self.0.get()
+    }
+
+    fn adjustment_period(&self) -> Duration {
+        Duration::from_millis(100)
+    }
+}
+
+impl Queues {
+    fn new(time_slice: Duration, default_shares: usize) -> Queues {
+        let mut queues = Queues {
+            groups: std::collections::HashMap::new(),
+            owners: std::collections::HashMap::new(),
+            time_slice,
+            default_shares,
+        };
+        queues.group(Group::NODE);
+        queues
+    }
+
+    /// `group`'s queues on this core, made on first use.
+    fn group(&mut self, group: Group) -> &GroupQueues {
+        let Queues {
+            groups,
+            owners,
+            time_slice,
+            default_shares,
+        } = self;
+        groups.entry(group).or_insert_with(|| {
+            let executor = glommio::executor();
+            let shares = Rc::new(std::cell::Cell::new(*default_shares));
+            let latency = executor.create_task_queue(
+                glommio::Shares::Static(1000),
+                glommio::Latency::Matters(*time_slice),
+                "latency",
+            );
+            let throughput = executor.create_task_queue(
+                glommio::Shares::Dynamic(Rc::new(LiveShares(shares.clone()))),
+                glommio::Latency::NotImportant,
+                "throughput",
+            );
+            owners.insert(latency, (TaskClass::Latency, group));
+            owners.insert(throughput, (TaskClass::Throughput, group));
+            GroupQueues {
+                latency,
+                throughput,
+                shares,
+            }
+        })
+    }
 }
 
 thread_local! {
-    static QUEUES: std::cell::OnceCell<Queues> = const { std::cell::OnceCell::new() };
+    static QUEUES: std::cell::RefCell<Option<Queues>> = const { std::cell::RefCell::new(None) };
 }
 
-fn queue(class: TaskClass) -> Option<glommio::TaskQueueHandle> {
+/// The class and group of the task running now.
+fn current() -> (TaskClass, Group) {
+    let handle = glommio::executor().current_task_queue();
     QUEUES.with(|queues| {
-        queues.get().map(|q| match class {
-            TaskClass::Latency => q.latency,
-            TaskClass::Throughput => q.throughput,
+        queues
+            .borrow()
+            .as_ref()
+            .and_then(|q| q.owners.get(&handle).copied())
+            .unwrap_or((TaskClass::Latency, Group::NODE))
+    })
+}
+
+fn queue(class: TaskClass, group: Group) -> Option<glommio::TaskQueueHandle> {
+    QUEUES.with(|queues| {
+        queues.borrow_mut().as_mut().map(|q| {
+            let queues = q.group(group);
+            match class {
+                TaskClass::Latency => queues.latency,
+                TaskClass::Throughput => queues.throughput,
+            }
         })
     })
 }
 
-/// Runs `future` as a task of its own in `class`'s queue on the current core (in the current
-/// queue outside a core) and returns its output.
+/// Sets the CPU shares of `group`'s throughput queue on this core (1..=1000; 0 restores the
+/// default), making its queues if needed. Applies within glommio's adjustment period.
+pub fn set_group_shares(group: Group, shares: usize) {
+    QUEUES.with(|queues| {
+        if let Some(q) = queues.borrow_mut().as_mut() {
+            let value = if shares == 0 {
+                q.default_shares
+            } else {
+                shares.clamp(1, 1000)
+            };
+            q.group(group).shares.set(value);
+        }
+    })
+}
+
+/// Runs `future` as a task of its own in `class`'s queue of the current task's group on the
+/// current core (in the current queue outside a core) and returns its output.
 pub async fn run_in<T: 'static>(class: TaskClass, future: impl Future<Output = T> + 'static) -> T {
-    match queue(class) {
-        Some(handle) if TaskClass::current() != class => {
+    run_in_group(class, Group::current(), future).await
+}
+
+/// Runs `future` as a task of its own in `group`'s `class` queue on the current core (in the
+/// current queue outside a core) and returns its output.
+pub async fn run_in_group<T: 'static>(
+    class: TaskClass,
+    group: Group,
+    future: impl Future<Output = T> + 'static,
+) -> T {
+    match queue(class, group) {
+        Some(handle) if current() != (class, group) => {
             match glommio::spawn_local_into(future, handle) {
                 Ok(task) => task.await,
                 Err(_) => unreachable!("the queues of this executor exist while it runs"),
@@ -161,9 +291,10 @@ impl<S: 'static> Peers<S> {
         }
         let (sender, receiver) = oneshot::channel();
         let caller = self.me;
-        let class = TaskClass::current();
+        let (class, group) = current();
         let request = Job {
             class,
+            group,
             run: Box::new(move |state, peers: Rc<Peers<S>>| {
                 Box::pin(async move {
                     let output = guarded(job(state, peers.clone())).await;
@@ -171,6 +302,7 @@ impl<S: 'static> Peers<S> {
                     // oneshot there.
                     let reply = Job {
                         class,
+                        group,
                         run: Box::new(move |_, _| {
                             Box::pin(async move {
                                 let _ = sender.send(output);
@@ -206,7 +338,8 @@ pub struct CoreOptions {
     /// How long a task runs before it yields at its next `yield_if_needed` when other work
     /// waits (glommio's preemption timer; its default is 100 ms).
     pub time_slice: Duration,
-    /// CPU shares of the throughput queue against the latency queue's 1000.
+    /// CPU shares of a group's throughput queue against a latency queue's 1000, unless set
+    /// for the group (`set_group_shares`).
     pub throughput_shares: usize,
 }
 
@@ -277,22 +410,9 @@ impl<S: 'static> CorePool<S> {
                         }
                     };
                     executor.run(async move {
-                        let executor = glommio::executor();
-                        let queues = Queues {
-                            latency: executor.create_task_queue(
-                                glommio::Shares::Static(1000),
-                                glommio::Latency::Matters(time_slice),
-                                "latency",
-                            ),
-                            throughput: executor.create_task_queue(
-                                glommio::Shares::Static(throughput_shares.clamp(1, 1000)),
-                                glommio::Latency::NotImportant,
-                                "throughput",
-                            ),
-                        };
-                        QUEUES.with(|q| {
-                            q.get_or_init(|| queues);
-                        });
+                        let queues = Queues::new(time_slice, throughput_shares.clamp(1, 1000));
+                        let main_queue = queues.groups[&Group::NODE].latency;
+                        QUEUES.with(|q| *q.borrow_mut() = Some(queues));
                         // Everything this core runs starts in the latency queue.
                         let main = glommio::spawn_local_into(
                             async move {
@@ -323,6 +443,7 @@ impl<S: 'static> CorePool<S> {
                                         while let Some(job) = peer.recv().await {
                                             spawn_job(
                                                 job.class,
+                                                job.group,
                                                 (job.run)(state.clone(), peers.clone()),
                                             );
                                         }
@@ -332,11 +453,15 @@ impl<S: 'static> CorePool<S> {
                                 let _ = ready.send(Ok((core, peers.me)));
                                 drop(ready);
                                 while let Some(job) = receiver.next().await {
-                                    spawn_job(job.class, (job.run)(state.clone(), peers.clone()));
+                                    spawn_job(
+                                        job.class,
+                                        job.group,
+                                        (job.run)(state.clone(), peers.clone()),
+                                    );
                                 }
                                 peers.senders.close();
                             },
-                            queues.latency,
+                            main_queue,
                         );
                         if let Ok(main) = main {
                             main.await;
@@ -392,6 +517,7 @@ impl<S: 'static> CorePool<S> {
         let (sender, receiver) = oneshot::channel();
         let boxed = Job {
             class: TaskClass::Latency,
+            group: Group::NODE,
             run: Box::new(move |state, peers| {
                 Box::pin(async move {
                     let _ = sender.send(guarded(job(state, peers)).await);
@@ -420,8 +546,8 @@ impl<S: 'static> Drop for CorePool<S> {
 /// Runs one job as its own task with a panic boundary. Jobs from `run_on` and `Peers::call`
 /// catch their own panics and answer with `JobError::Panicked`; this boundary keeps the core
 /// alive whatever else a job does.
-fn spawn_job(class: TaskClass, job: LocalBoxFuture<'static, ()>) {
-    spawn_local_in(class, async move {
+fn spawn_job(class: TaskClass, group: Group, job: LocalBoxFuture<'static, ()>) {
+    spawn_local_in_group(class, group, async move {
         if AssertUnwindSafe(job).catch_unwind().await.is_err() {
             eprintln!("tessera: a task panicked; its query fails and the core continues");
         }
@@ -466,6 +592,8 @@ impl DirectFile {
                 ),
             ));
         }
+        // Reads queue by class and IO shares past the core's bytes in flight.
+        let _turn = super::io_shares::turn(length).await;
         let result = self
             .file
             .read_at(offset, length)
@@ -649,9 +777,18 @@ pub fn spawn_local(future: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(future).detach();
 }
 
-/// Runs `future` as a task of its own in `class`'s queue on the current core.
+/// Runs `future` as a task of its own in `class`'s queue of the current task's group on the
+/// current core.
 pub fn spawn_local_in(class: TaskClass, future: impl Future<Output = ()> + 'static) {
-    match queue(class) {
+    spawn_local_in_group(class, Group::current(), future)
+}
+
+fn spawn_local_in_group(
+    class: TaskClass,
+    group: Group,
+    future: impl Future<Output = ()> + 'static,
+) {
+    match queue(class, group) {
         Some(handle) => match glommio::spawn_local_into(future, handle) {
             Ok(task) => {
                 task.detach();
@@ -800,6 +937,58 @@ mod tests {
                 TaskClass::Throughput,
                 TaskClass::Throughput
             )
+        );
+    }
+
+    #[test]
+    fn tenants_throughput_work_shares_a_core_by_their_shares() {
+        let pool = CorePool::start(&CoreOptions::unpinned(1), |_| ()).expect("pool starts");
+        let (a, b) = (Group::tenant("a"), Group::tenant("b"));
+        let (done_a, done_b, groups) = futures::executor::block_on(pool.run_on(0, move |_, _| {
+            async move {
+                set_group_shares(a, 750);
+                set_group_shares(b, 250);
+                let stop = Rc::new(std::cell::Cell::new(false));
+                // Each tenant runs three busy tasks: its number of tasks does not buy it CPU.
+                let busy = |group: Group, stop: Rc<std::cell::Cell<bool>>| {
+                    run_in_group(TaskClass::Throughput, group, async move {
+                        let mut rounds = 0u64;
+                        let mut x = 1u64;
+                        while !stop.get() {
+                            for i in 0..2_000u64 {
+                                x = std::hint::black_box(x.wrapping_mul(6364136223846793005) ^ i);
+                            }
+                            rounds += 1;
+                            yield_if_needed().await;
+                        }
+                        (rounds, Group::current(), TaskClass::current())
+                    })
+                };
+                let tasks_a: Vec<_> = (0..3).map(|_| busy(a, stop.clone())).collect();
+                let tasks_b: Vec<_> = (0..1).map(|_| busy(b, stop.clone())).collect();
+                let all_a = futures::future::join_all(tasks_a);
+                let all_b = futures::future::join_all(tasks_b);
+                let stopper = async {
+                    sleep(Duration::from_millis(400)).await;
+                    stop.set(true);
+                };
+                let (runs_a, runs_b, ()) = futures::join!(all_a, all_b, stopper);
+                let groups: Vec<_> = runs_a.iter().chain(&runs_b).map(|r| (r.1, r.2)).collect();
+                (
+                    runs_a.iter().map(|r| r.0).sum::<u64>(),
+                    runs_b.iter().map(|r| r.0).sum::<u64>(),
+                    groups,
+                )
+            }
+        }))
+        .unwrap();
+        assert!(groups[..3].iter().all(|&g| g == (a, TaskClass::Throughput)));
+        assert_eq!(groups[3], (b, TaskClass::Throughput));
+        // 3:1 by shares; the same thread runs both, so the machine's noise hits both alike.
+        let ratio = done_a as f64 / done_b.max(1) as f64;
+        assert!(
+            (2.0..4.5).contains(&ratio),
+            "tenant a (750 shares) did {done_a} rounds, b (250) {done_b}: ratio {ratio:.2}"
         );
     }
 

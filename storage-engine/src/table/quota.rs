@@ -28,6 +28,23 @@ pub struct TenantQuota {
     /// are held back, not refused.
     #[serde(default)]
     pub ingest_bytes_per_second: u64,
+    /// CPU shares of the tenant's scans on every core against other tenants' (1..=1000; the
+    /// default is the node's `throughput_shares`). Short queries run in a latency queue first.
+    #[serde(default)]
+    pub cpu_shares: u32,
+    /// Shares of every core's direct reads while reads queue (1..=1000; default 250).
+    #[serde(default)]
+    pub io_shares: u32,
+    /// Bytes of decoded pages (over all cores) other tenants' scans cannot evict.
+    #[serde(default)]
+    pub pool_floor_bytes: u64,
+}
+
+impl TenantQuota {
+    /// The part of the quota every core enforces itself (CPU and IO shares, pool floor).
+    pub fn resources(&self) -> (u32, u32, u64) {
+        (self.cpu_shares, self.io_shares, self.pool_floor_bytes)
+    }
 }
 
 const QUOTA_FILE: &str = "_quota.json";
@@ -108,6 +125,9 @@ mod tests {
             result_bytes: 1 << 20,
             storage_bytes: 1 << 30,
             ingest_bytes_per_second: 4 << 20,
+            cpu_shares: 600,
+            io_shares: 50,
+            pool_floor_bytes: 64 << 20,
         };
         store(dir.path(), "acme", &quota).unwrap();
         assert_eq!(load(dir.path(), "acme").unwrap(), quota);

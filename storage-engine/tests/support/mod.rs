@@ -31,6 +31,16 @@ pub fn write_table(
     writer.finish().unwrap();
 }
 
+/// Imports `rows` generated events (`gen::events_chunk`, spread over `rows` seconds) into
+/// `tenant/events`.
+pub fn write_events(dir: &Path, tenant: &str, rows: u64, seed: u64) {
+    let batch = tessera_storage_engine::gen::events_chunk(0, rows, rows, seed);
+    let options = ImportOptions::default();
+    let mut writer = TableWriter::open(dir, tenant, "events", &batch.schema(), &options).unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+}
+
 /// An engine on two unpinned cores, shaped further by `configure`.
 pub fn engine_with(dir: &Path, configure: impl FnOnce(&mut EngineConfig)) -> Engine {
     let mut config = EngineConfig::new(dir);

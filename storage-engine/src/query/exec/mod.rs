@@ -55,6 +55,8 @@ pub struct CoreState {
     pub kernels: Kernels,
     /// Streaming ingestion on this core: its log, buffers and producers.
     pub ingest: Rc<crate::ingest::IngestCore>,
+    /// Tenants' quota resources as last applied on this core (`CoreContext::apply_quota`).
+    pub quotas: RefCell<HashMap<String, (u32, u32, u64)>>,
 }
 
 /// Which buffered rows a query reads on each core: the table's incarnation, and per log the

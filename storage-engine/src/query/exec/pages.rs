@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::io::buffer_pool::{Frame, PageKey};
-use crate::io::runtime::DirectFile;
+use crate::io::runtime::{self, DirectFile};
 use crate::query::prune::{Segments, Truth};
 use crate::table::reader::{self, FileMeta};
 use arrow_array::{Array, ArrayRef};
@@ -89,7 +89,10 @@ pub(super) async fn load_pages(
                 column: column as u32,
                 page: page as u32,
             };
-            let frame = state.pool.insert(key, Frame::new(first_row, array));
+            let owner = runtime::Group::current();
+            let frame = state
+                .pool
+                .insert_for(owner, key, Frame::new(first_row, array));
             stats.bytes_scanned += frame.bytes as u64;
             pages.insert((column, page), frame);
         }
