@@ -79,6 +79,10 @@ impl Kind {
                 "ingest_per_wave",
                 "partial_cache",
                 "split_file_rows",
+                "time_slice_us",
+                "noisy_tenant",
+                "noisy_users",
+                "noisy_sql",
             ],
             Kind::Ingest => &[
                 "data", "tenant", "table", "cores", "pool", "target", "token", "bs", "size", "path",

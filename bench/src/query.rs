@@ -3,6 +3,11 @@
 //! engine, cold (`cache=cold`, the default: buffer pool and metadata cache emptied before each
 //! run, and O_DIRECT means the page cache never serves it) or warm, reporting the bandwidth of
 //! what it read from disk and, with `row_bytes=`, the decoded bytes it scanned per core.
+//!
+//! A noisy neighbour (`noisy_tenant=`): while the job's users run, `noisy_users` (default 4) more
+//! users of that tenant run `noisy_sql` (default a full-table SUM GROUP BY category over its own
+//! copy of the table) in a loop; the report gives their rate, and the job's latencies show what
+//! the noise did to its tenant. Run the job once without the key for the solo figures.
 
 use crate::job::{Job, JobError, Kind};
 use crate::report::JobReport;
@@ -78,9 +83,37 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
                 .map_err(|(_, m)| job.invalid("sql", format!("warm-up query failed: {m}")))?;
         }
     }
+    let noisy = match job.str("noisy_tenant") {
+        Some(tenant) if tenant == target.tenant() => {
+            return Err(job.invalid("noisy_tenant", "must be another tenant than the job's"))
+        }
+        Some(tenant) => {
+            let generate = job.size("generate")?.unwrap_or(rows);
+            target
+                .ensure_events_as(tenant, &table, generate, seed)
+                .map_err(|e| job.invalid("noisy_tenant", e))?;
+            let sql = job.str("noisy_sql").map(str::to_owned).unwrap_or_else(|| {
+                format!("SELECT category, SUM(amount) FROM {table} GROUP BY category")
+            });
+            let users = (0..job.size_or("noisy_users", 4)?.max(1))
+                .map(|_| target.user_as(tenant))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|(_, m)| job.invalid("noisy_tenant", format!("cannot connect: {m}")))?;
+            // The noise is running before the clock starts.
+            users[0]
+                .query(&sql)
+                .map_err(|(_, m)| job.invalid("noisy_sql", m))?;
+            Some((users, sql))
+        }
+        None => None,
+    };
+    let noise_stop = std::sync::atomic::AtomicBool::new(false);
+    let (noise_ops, noise_errors) = (AtomicU64::new(0), AtomicU64::new(0));
     let rows_scanned = AtomicU64::new(0);
-    // Per class: queries, server-measured queue and run time (µs), summed.
-    let server_times: Mutex<BTreeMap<&'static str, (u64, u64, u64)>> = Mutex::default();
+    // Per class: queries, server-measured queue and run time (µs), summed, and each query's
+    // total (µs) for percentiles.
+    type ServerTimes = BTreeMap<&'static str, (u64, u64, u64, Vec<u64>)>;
+    let server_times: Mutex<ServerTimes> = Mutex::default();
     // Emptying caches is a whole-engine action: cold users take turns.
     let cold_turn = Mutex::new(());
     let engine = target.engine();
@@ -115,6 +148,7 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
                             entry.0 += 1;
                             entry.1 += queued.as_micros() as u64;
                             entry.2 += run.as_micros() as u64;
+                            entry.3.push((queued + run).as_micros() as u64);
                         }
                         Outcome {
                             class,
@@ -173,7 +207,28 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
             };
         pacer = pacer.with_waves(Waves::new(users, Duration::from_millis(pause), ingest));
     }
-    let collected = closed_loop(&job.name, workers, pacer, progress);
+    let noise_started = std::time::Instant::now();
+    let collected = std::thread::scope(|scope| {
+        for user in noisy.iter().flat_map(|(users, _)| users) {
+            let sql = noisy
+                .as_ref()
+                .map(|(_, sql)| sql.as_str())
+                .unwrap_or_default();
+            let (stop, ops, errors) = (&noise_stop, &noise_ops, &noise_errors);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match user.query(sql) {
+                        Ok(_) => ops.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            });
+        }
+        let collected = closed_loop(&job.name, workers, pacer, progress);
+        noise_stop.store(true, Ordering::Relaxed);
+        collected
+    });
+    let noise_seconds = noise_started.elapsed().as_secs_f64().max(1e-9);
     let elapsed = collected.elapsed.as_secs_f64().max(1e-9);
     let mut settings = BTreeMap::new();
     settings.insert("target".into(), job.str_or("target", "embedded").to_owned());
@@ -187,10 +242,40 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
     if let Work::Fixed(sql) = &work {
         settings.insert("sql".into(), sql.clone());
     }
+    if let Some((users, sql)) = &noisy {
+        settings.insert(
+            "noisy".into(),
+            format!(
+                "tenant {} x {} users: {sql}",
+                job.str_or("noisy_tenant", ""),
+                users.len()
+            ),
+        );
+    }
     let mut report = collected.into_report(&job.name, job.kind.name(), settings);
+    if noisy.is_some() {
+        let ops = noise_ops.load(Ordering::Relaxed) as f64;
+        report
+            .extra
+            .insert("noisy_ops_per_s".into(), ops / noise_seconds);
+        report.extra.insert(
+            "noisy_errors".into(),
+            noise_errors.load(Ordering::Relaxed) as f64,
+        );
+    }
     let scanned = rows_scanned.load(Ordering::Relaxed) as f64;
     // What the server measured: how long queries waited (from arrival) and ran, on average.
-    for (class, (count, queued, run)) in server_times.into_inner().unwrap_or_default() {
+    for (class, (count, queued, run, mut totals)) in server_times.into_inner().unwrap_or_default() {
+        // The node's own view of the tail: from arrival on its connection to the last batch.
+        totals.sort_unstable();
+        for (name, q) in [("p50", 0.50), ("p99", 0.99)] {
+            let at = ((totals.len() as f64 * q).ceil() as usize).clamp(1, totals.len().max(1)) - 1;
+            if let Some(micros) = totals.get(at) {
+                report
+                    .extra
+                    .insert(format!("{class}_server_{name}_ms"), *micros as f64 / 1e3);
+            }
+        }
         let count = count.max(1) as f64;
         report.extra.insert(
             format!("{class}_server_queue_ms"),

@@ -31,11 +31,13 @@ pub enum Target {
         server: Option<Server>,
         /// The job's tenant (for `target=server`, the one the harness's token is scoped to).
         tenant: String,
+        /// The started server's key, to mint tokens for other tenants (`target=server`).
+        secret: Option<Vec<u8>>,
     },
 }
 
 /// Engine settings from a job: `data`, `cores`, `pool` (buffer pool bytes), `partial_cache`
-/// (partial-result cache bytes, 0 turns it off), `split_file_rows`.
+/// (partial-result cache bytes, 0 turns it off), `split_file_rows`, `time_slice_us`.
 fn engine_config(job: &Job) -> Result<EngineConfig, JobError> {
     let data = PathBuf::from(job.required("data")?);
     std::fs::create_dir_all(&data)
@@ -53,6 +55,9 @@ fn engine_config(job: &Job) -> Result<EngineConfig, JobError> {
     config.buffer_pool_bytes = job.size_or("pool", config.buffer_pool_bytes)?;
     config.partial_cache_bytes = job.size_or("partial_cache", config.partial_cache_bytes)?;
     config.split_file_rows = job.size_or("split_file_rows", config.split_file_rows)?;
+    if let Some(us) = job.size("time_slice_us")? {
+        config.time_slice = Duration::from_micros(us.max(1));
+    }
     Ok(config)
 }
 
@@ -100,25 +105,13 @@ impl Target {
                     },
                 )
                 .map_err(|e| job.invalid("target", format!("cannot start a server: {e}")))?;
-                let token = auth::mint(
-                    &TokenRequest {
-                        subject: "tessera-bench".into(),
-                        tenant: Some(tenant.clone()),
-                        role: Role::Admin,
-                        ttl_seconds: 7 * 86_400,
-                        key_id: None,
-                        issuer: auth::DEFAULT_ISSUER.into(),
-                        audience: auth::DEFAULT_AUDIENCE.into(),
-                    },
-                    KeyKind::Hs256,
-                    &secret,
-                )
-                .map_err(|e| job.invalid("target", e.to_string()))?;
+                let token = admin_token(&secret, &tenant).map_err(|e| job.invalid("target", e))?;
                 Ok(Target::Remote {
                     address: server.address().to_string(),
                     token,
                     server: Some(server),
                     tenant,
+                    secret: Some(secret),
                 })
             }
             address => {
@@ -133,6 +126,7 @@ impl Target {
                     token: job.required("token")?.to_owned(),
                     server: None,
                     tenant,
+                    secret: None,
                 })
             }
         }
@@ -158,26 +152,62 @@ impl Target {
 
     /// A connection for one worker.
     pub fn user(&self) -> Result<User<'_>, OpError> {
+        self.user_as(self.tenant())
+    }
+
+    /// A connection for one worker of `tenant` (another tenant than the job's needs an engine
+    /// in this process, or a server the harness started, to mint its token).
+    pub fn user_as<'a>(&'a self, tenant: &'a str) -> Result<User<'a>, OpError> {
         match self {
-            Target::Embedded { engine, tenant } => Ok(User::Embedded { engine, tenant }),
-            Target::Remote { address, token, .. } => futures::executor::block_on(async {
-                let client = Client::connect(address).await.map_err(op_error)?;
-                let session = client.login(token).await.map_err(op_error)?;
-                Ok(User::Remote {
-                    session,
-                    _client: client,
+            Target::Embedded { engine, .. } => Ok(User::Embedded { engine, tenant }),
+            Target::Remote {
+                address,
+                token,
+                secret,
+                ..
+            } => {
+                let token = match secret {
+                    _ if tenant == self.tenant() => token.clone(),
+                    Some(secret) => admin_token(secret, tenant).map_err(|e| ("auth".into(), e))?,
+                    None => {
+                        return Err((
+                            "invalid".into(),
+                            format!(
+                                "no token for tenant {tenant} on a node the harness did not start"
+                            ),
+                        ))
+                    }
+                };
+                futures::executor::block_on(async {
+                    let client = Client::connect(address).await.map_err(op_error)?;
+                    let session = client.login(&token).await.map_err(op_error)?;
+                    Ok(User::Remote {
+                        session,
+                        _client: client,
+                    })
                 })
-            }),
+            }
         }
     }
 
     /// Creates `table` with `rows` generated events unless it exists.
     pub fn ensure_events(&self, table: &str, rows: u64, seed: u64) -> Result<bool, String> {
+        self.ensure_events_as(self.tenant(), table, rows, seed)
+    }
+
+    /// Creates `tenant`'s `table` with `rows` generated events unless it exists.
+    pub fn ensure_events_as(
+        &self,
+        tenant: &str,
+        table: &str,
+        rows: u64,
+        seed: u64,
+    ) -> Result<bool, String> {
         let chunks = (0..rows)
             .step_by(CHUNK_ROWS as usize)
             .map(|first| events_chunk(first, CHUNK_ROWS.min(rows - first), rows, seed));
         match self {
-            Target::Embedded { engine, tenant } => {
+            Target::Embedded { engine, .. } => {
                 let data = engine.data_dir();
                 if manifest::load(data, tenant, table)
                     .map_err(|e| e.to_string())?
@@ -200,7 +230,7 @@ impl Target {
                 Ok(true)
             }
             Target::Remote { .. } => {
-                let user = self.user().map_err(|(_, m)| m)?;
+                let user = self.user_as(tenant).map_err(|(_, m)| m)?;
                 let User::Remote { session, .. } = &user else {
                     unreachable!("a remote target gives remote users")
                 };
@@ -224,6 +254,24 @@ impl Target {
             }
         }
     }
+}
+
+/// A week-long admin token for `tenant` signed with a started server's key.
+fn admin_token(secret: &[u8], tenant: &str) -> Result<String, String> {
+    auth::mint(
+        &TokenRequest {
+            subject: "tessera-bench".into(),
+            tenant: Some(tenant.to_owned()),
+            role: Role::Admin,
+            ttl_seconds: 7 * 86_400,
+            key_id: None,
+            issuer: auth::DEFAULT_ISSUER.into(),
+            audience: auth::DEFAULT_AUDIENCE.into(),
+        },
+        KeyKind::Hs256,
+        secret,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Creates an events table over RPC.

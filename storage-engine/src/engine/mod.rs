@@ -725,19 +725,21 @@ impl CoreContext {
         };
         // Registered before the manifest is read (`ingest::Epochs`).
         let epoch = self.state.ingest.enter_query();
-        // Stat, and on a change read and parse, off the core.
-        let (data_dir, owner, table) = (
-            self.config.data_dir.clone(),
-            tenant.to_owned(),
-            query.table.clone(),
-        );
-        let manifest =
-            runtime::spawn_blocking(move || manifest::load_cached(&data_dir, &owner, &table))
-                .await?
-                .ok_or_else(|| Error::NoSuchTable {
-                    tenant: tenant.to_owned(),
-                    table: query.table.clone(),
-                })?;
+        // The parsed manifest if unchanged (a stat, here); else read and parse off the core.
+        let data_dir = &self.config.data_dir;
+        let manifest = match manifest::cached_unchanged(data_dir, tenant, &query.table) {
+            Some(manifest) => Some(manifest),
+            None => {
+                let (data_dir, owner, table) =
+                    (data_dir.clone(), tenant.to_owned(), query.table.clone());
+                runtime::spawn_blocking(move || manifest::load_cached(&data_dir, &owner, &table))
+                    .await?
+            }
+        }
+        .ok_or_else(|| Error::NoSuchTable {
+            tenant: tenant.to_owned(),
+            table: query.table.clone(),
+        })?;
         #[cfg(test)]
         {
             let pause = exec::fail_points::QUERY_PAUSE_MS.load(Ordering::Relaxed);
@@ -969,6 +971,7 @@ impl CoreContext {
         memory: &Arc<Reservation>,
     ) -> Result<(Vec<CoreOutput>, ScanStats)> {
         let count = self.peers.count();
+        let me = self.peers.me();
         let files_total = tasks.iter().filter(|t| t.slice.index == 0).count() as u64;
         let mut shares: Vec<Vec<FileTask>> = vec![Vec::new(); count];
         for task in tasks {
@@ -976,10 +979,15 @@ impl CoreContext {
         }
         // Peers' shares first, this core's last: join_all polls in order, and the local share
         // runs until its first yield, so a peer listed after it would start a time slice late.
-        let me = self.peers.me();
-        let mut shares: Vec<(usize, Vec<FileTask>)> = shares.into_iter().enumerate().collect();
+        // A peer with no file and no buffered rows (of any table) is not asked.
+        let mut shares: Vec<(usize, Vec<FileTask>)> = shares
+            .into_iter()
+            .enumerate()
+            .filter(|(peer, share)| {
+                *peer == me || !share.is_empty() || self.state.ingest.core_holds_rows(*peer)
+            })
+            .collect();
         shares.sort_by_key(|(peer, _)| *peer == me);
-        // Every core, with files or not: each may hold buffered rows of the table.
         let calls: Vec<_> = shares
             .into_iter()
             .map(|(peer, share)| {

@@ -365,6 +365,10 @@ pub struct Epochs {
     current: AtomicU64,
     /// Per core: the oldest epoch a running query coordinated there registered (MAX: none).
     oldest: Box<[AtomicU64]>,
+    /// Per core: bytes of buffered chunks it holds (live, flushing, retired). Raised before an
+    /// append is acknowledged and lowered only when retired chunks are released, so a query
+    /// may skip a core that holds none and has no file of its (`holds_rows`).
+    held: Box<[AtomicU64]>,
 }
 
 impl Epochs {
@@ -372,7 +376,15 @@ impl Epochs {
         Epochs {
             current: AtomicU64::new(1),
             oldest: (0..cores).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            held: (0..cores).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Whether `core` may hold buffered rows of any table.
+    pub fn holds_rows(&self, core: usize) -> bool {
+        self.held
+            .get(core)
+            .is_none_or(|held| held.load(Ordering::SeqCst) > 0)
     }
 
     fn bump(&self) -> u64 {
@@ -628,6 +640,18 @@ impl IngestCore {
     }
 
     /// Bytes of rows this core holds in memory.
+    fn set_memory_used(&self, bytes: u64) {
+        self.memory_used.set(bytes);
+        if let Some(held) = self.epochs.held.get(self.core) {
+            held.store(bytes, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether core `core` may hold buffered rows (`Epochs::holds_rows`).
+    pub fn core_holds_rows(&self, core: usize) -> bool {
+        self.epochs.holds_rows(core)
+    }
+
     pub fn memory_used(&self) -> u64 {
         self.memory_used.get()
     }
@@ -826,7 +850,7 @@ impl IngestCore {
             .map(|batch| Rc::new(MemChunk::new(self.log.clone(), lsn, batch, columns)))
             .collect();
         let bytes: u64 = chunks.iter().map(|c| c.bytes).sum();
-        self.memory_used.set(self.memory_used.get() + bytes);
+        self.set_memory_used(self.memory_used.get() + bytes);
         self.segments
             .borrow_mut()
             .entry(wal::lsn_segment(lsn))
@@ -1075,8 +1099,7 @@ impl IngestCore {
         if bytes == 0 {
             return;
         }
-        self.memory_used
-            .set(self.memory_used.get().saturating_sub(bytes));
+        self.set_memory_used(self.memory_used.get().saturating_sub(bytes));
         for waiter in self.memory_waiters.borrow_mut().drain(..) {
             let _ = waiter.send(());
         }
@@ -1208,7 +1231,7 @@ impl IngestCore {
                 })
                 .collect();
             let bytes: u64 = chunks.iter().map(|c| c.bytes).sum();
-            self.memory_used.set(self.memory_used.get() + bytes);
+            self.set_memory_used(self.memory_used.get() + bytes);
             {
                 let mut adopted = self.adopted.borrow_mut();
                 // Counted in `pending` before any core adopted (`AdoptedLog::expect`).

@@ -949,7 +949,7 @@ mod tests {
                 set_group_shares(a, 750);
                 set_group_shares(b, 250);
                 let stop = Rc::new(std::cell::Cell::new(false));
-                // Each tenant runs three busy tasks: its number of tasks does not buy it CPU.
+                // Tenant b runs three busy tasks to a's one: tasks do not buy CPU, shares do.
                 let busy = |group: Group, stop: Rc<std::cell::Cell<bool>>| {
                     run_in_group(TaskClass::Throughput, group, async move {
                         let mut rounds = 0u64;
@@ -964,8 +964,8 @@ mod tests {
                         (rounds, Group::current(), TaskClass::current())
                     })
                 };
-                let tasks_a: Vec<_> = (0..3).map(|_| busy(a, stop.clone())).collect();
-                let tasks_b: Vec<_> = (0..1).map(|_| busy(b, stop.clone())).collect();
+                let tasks_a: Vec<_> = (0..1).map(|_| busy(a, stop.clone())).collect();
+                let tasks_b: Vec<_> = (0..3).map(|_| busy(b, stop.clone())).collect();
                 let all_a = futures::future::join_all(tasks_a);
                 let all_b = futures::future::join_all(tasks_b);
                 let stopper = async {
@@ -982,12 +982,13 @@ mod tests {
             }
         }))
         .unwrap();
-        assert!(groups[..3].iter().all(|&g| g == (a, TaskClass::Throughput)));
-        assert_eq!(groups[3], (b, TaskClass::Throughput));
-        // 3:1 by shares; the same thread runs both, so the machine's noise hits both alike.
+        assert_eq!(groups[0], (a, TaskClass::Throughput));
+        assert!(groups[1..].iter().all(|&g| g == (b, TaskClass::Throughput)));
+        // 3:1 by shares (one queue for all would give 1:3 by tasks; equal shares 1:1). Loose
+        // bounds: a queue is charged wall time, so the OS pausing the thread skews the split.
         let ratio = done_a as f64 / done_b.max(1) as f64;
         assert!(
-            (2.0..4.5).contains(&ratio),
+            (1.8..8.0).contains(&ratio),
             "tenant a (750 shares) did {done_a} rounds, b (250) {done_b}: ratio {ratio:.2}"
         );
     }

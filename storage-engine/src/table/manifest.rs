@@ -188,10 +188,11 @@ struct Cache {
     publications: std::collections::HashMap<PathBuf, u64>,
 }
 
-/// Manifests parsed by the node, revalidated by (length, mtime) on every use. Only threads that
-/// may block use it (`load_cached` stats and reads files): the cores reach it through
-/// `runtime::spawn_blocking`, so no core ever waits on its lock (one of the engine's two locks, with
-/// `maintenance`'s set of retired files).
+/// Manifests parsed by the node, revalidated by (length, mtime) on every use. Threads that may
+/// block use it through `load_cached` (it stats and reads files); a core only tries it
+/// (`cached_unchanged`: a stat of a manifest whose inode is in memory, and the lock only if free),
+/// so no core ever waits on its lock (one of the engine's two locks, with `maintenance`'s set of
+/// retired files).
 #[allow(clippy::disallowed_types)]
 static CACHE: std::sync::LazyLock<std::sync::Mutex<Cache>> =
     std::sync::LazyLock::new(Default::default);
@@ -202,6 +203,39 @@ fn cache() -> std::sync::MutexGuard<'static, Cache> {
     CACHE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The parsed copy of a table's manifest if the file is unchanged since it was parsed, without
+/// waiting: `None` when there is no such copy, the file is gone, or the cache is busy (then
+/// `load_cached` answers, off the core). One `stat` of a file read moments ago: its inode is in
+/// memory, so no disk I/O (a point lookup under load no longer waits for a blocking thread).
+#[allow(clippy::disallowed_types)]
+pub fn cached_unchanged(
+    data_dir: &Path,
+    tenant: &str,
+    table: &str,
+) -> Option<std::sync::Arc<TableManifest>> {
+    validate_name("tenant", tenant).ok()?;
+    validate_name("table", table).ok()?;
+    let path = table_dir(data_dir, tenant, table).join(MANIFEST_FILE);
+    let metadata = std::fs::metadata(&path).ok()?;
+    let stamp = (
+        metadata.len(),
+        (
+            metadata.modified().ok()?,
+            std::os::unix::fs::MetadataExt::ino(&metadata),
+        ),
+    );
+    let cache = match CACHE.try_lock() {
+        Ok(cache) => cache,
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return None,
+    };
+    cache
+        .entries
+        .get(&path)
+        .filter(|(l, m, _)| (*l, *m) == stamp)
+        .map(|(_, _, manifest)| manifest.clone())
 }
 
 /// Like `load`, but reuses the parsed copy while the file is unchanged. Blocks (file system).

@@ -386,7 +386,13 @@ impl ExecutorQueues {
     fn maybe_activate(&mut self, queue: Rc<RefCell<TaskQueue>>) {
         let mut state = queue.borrow_mut();
         if !state.is_active() {
-            state.vruntime = self.default_vruntime + 1;
+            // Tessera's patch (2): a latency-sensitive queue woken from idle goes ahead of the
+            // queue with the least virtual runtime, not just behind it, so its task runs next
+            // instead of after another time slice of throughput work.
+            state.vruntime = match state.io_requirements.latency_req {
+                Latency::Matters(_) => self.default_vruntime.saturating_sub(1),
+                Latency::NotImportant => self.default_vruntime + 1,
+            };
             state.active = true;
             drop(state);
             self.active_executors.push(queue);
