@@ -10,7 +10,8 @@ use tessera_storage_engine::gen::events_chunk;
 use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 use tessera_storage_engine::Engine;
 
-const QUERIES: [&str; 5] = [
+const QUERIES: [&str; 6] = [
+    "SELECT status, COUNT(*), SUM(user_id), MIN(id), MAX(amount) FROM events GROUP BY status ORDER BY status",
     "SELECT category, SUM(amount), AVG(amount), COUNT(*) FROM events GROUP BY category ORDER BY category",
     "SELECT DATE(timestamp), category, AVG(amount) FROM events WHERE timestamp >= '2023-07-20' GROUP BY DATE(timestamp), category ORDER BY 1, 2",
     "SELECT COUNT(*) FROM events WHERE timestamp BETWEEN '2023-07-03' AND '2023-07-09 12:00:00'",
@@ -96,7 +97,11 @@ fn repeated_aggregations_come_from_the_cache_and_equal_uncached_answers_as_data_
     let (fifth, _) = run(&cached);
     // Counts are exact; float sums may differ in their last bits, as the flushed rows now
     // fold in file order instead of after the files.
-    assert_eq!(fifth[2..4], fourth[2..4], "flushed rows are counted once");
+    assert_eq!(fifth[3..5], fourth[3..5], "flushed rows are counted once");
+    assert_eq!(
+        fifth[0], fourth[0],
+        "integer sums, counts, MIN and MAX are exact"
+    );
     let fresh = support::engine_with(dir.path(), |c| c.partial_cache_bytes = 0);
     drop(cached);
     assert_eq!(fifth, run(&fresh).0);
@@ -146,4 +151,40 @@ fn buffered_rows_give_the_same_bits_with_and_without_the_cache() {
     let cached = support::engine(dir.path());
     assert_eq!(cached.sql("acme", sql).unwrap().batches, expected);
     assert_eq!(cached.sql("acme", sql).unwrap().batches, expected);
+}
+
+#[test]
+fn a_grouping_without_float_sums_is_cached_per_file_once_its_groups_are_known_to_be_few() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 60_000;
+    import(dir.path(), &[events_chunk(0, rows, rows * 30, 5)]);
+    let engine = support::engine(dir.path());
+    let uncached = support::engine_with(dir.path(), |c| c.partial_cache_bytes = 0);
+    let few = "SELECT status, COUNT(*), SUM(user_id), MIN(id) FROM events GROUP BY status ORDER BY status";
+    let many = "SELECT id, COUNT(*) FROM events GROUP BY id ORDER BY id LIMIT 5";
+    let hits = |sql: &str| {
+        let result = engine.sql("acme", sql).unwrap();
+        assert_eq!(
+            result.batches,
+            uncached.sql("acme", sql).unwrap().batches,
+            "{sql}"
+        );
+        result.stats.scan.files_cached
+    };
+    // First run: one shared state (the group count is not known yet); second: parts per file,
+    // kept; third: every file from the cache.
+    assert_eq!(hits(few), 0);
+    assert_eq!(hits(few), 0);
+    let files = engine
+        .sql("acme", &format!("EXPLAIN {few}"))
+        .unwrap()
+        .stats
+        .scan
+        .files_total;
+    assert!(files > 10, "{files} files");
+    assert_eq!(hits(few), files);
+    // 60,000 groups: a merge per file would cost more than the scan; never per file.
+    for _ in 0..3 {
+        assert_eq!(hits(many), 0);
+    }
 }

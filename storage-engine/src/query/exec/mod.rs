@@ -434,12 +434,21 @@ pub async fn execute(
     // Several files in flight overlap one file's I/O waits with another's decoding. Rows and
     // counts go to one shared sink, borrowed only between awaits (one thread, so never twice at
     // once). Groups with a float SUM or AVG are kept per file and folded in file order, so the
-    // sums do not depend on which read finished first; other aggregates do not depend on order
-    // and share one state (per-file states cost a merge per file: ~6x on 1 M groups).
+    // sums do not depend on which read finished first. Other aggregates do not depend on order
+    // and share one state (per-file states cost a merge per file: ~6x on 1 M groups), unless
+    // the plan's last run on this core made few groups (`partials::PER_FILE_GROUPS_MAX`): then
+    // they are kept per file too, so the cache keeps them.
+    let plan_key = match (&sink, state.partials.enabled() && !prune_only) {
+        (Sink::Groups(..), true) => partials::Fingerprints::of(&plan).map(|f| f.plan_key()),
+        _ => None,
+    };
     let per_file_groups = match (&sink, &plan.mode) {
-        (Sink::Groups(..), Mode::Groups { aggregates, .. }) => aggregates
-            .iter()
-            .any(|a| matches!(AccState::empty(a), AccState::SumFloat { .. })),
+        (Sink::Groups(..), Mode::Groups { aggregates, .. }) => {
+            aggregates
+                .iter()
+                .any(|a| matches!(AccState::empty(a), AccState::SumFloat { .. }))
+                || plan_key.is_some_and(|key| state.partials.few_groups(key))
+        }
         _ => false,
     };
     // Per-file results are cached when each file's part is computed on its own anyway
@@ -694,9 +703,19 @@ pub async fn execute(
         // and the parts statistics proved.
         Sink::Groups(shared, _) if !per_file_groups => {
             groups.add(shared.finish());
-            CoreOutput::Groups(groups.finish())
+            let rows = groups.finish();
+            if let Some(key) = plan_key {
+                state.partials.saw_groups(key, rows.len as u64);
+            }
+            CoreOutput::Groups(rows)
         }
-        Sink::Groups(..) => CoreOutput::Groups(groups.finish()),
+        Sink::Groups(..) => {
+            let rows = groups.finish();
+            if let Some(key) = plan_key {
+                state.partials.saw_groups(key, rows.len as u64);
+            }
+            CoreOutput::Groups(rows)
+        }
         Sink::Count(count) => {
             let Mode::Groups { aggregates, .. } = &plan.mode else {
                 return Err(Error::Internal("count sink in row mode".into()));

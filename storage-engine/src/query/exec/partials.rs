@@ -56,7 +56,17 @@ struct Inner {
     order: VecDeque<Key>,
     bytes: usize,
     counters: PartialCounters,
+    /// Per plan (its filterless fingerprint): how many groups its last run here made.
+    groups_seen: HashMap<u64, u64>,
 }
+
+/// Grouped plans without float sums keep per-file parts (and so are cached per file) once a run
+/// on this core made at most this many groups: below it a merge per file costs little, above
+/// it (a GROUP BY over a million users) one shared state is several times faster.
+pub const PER_FILE_GROUPS_MAX: u64 = 4096;
+
+/// Plans whose group counts a core remembers.
+const GROUPS_SEEN_MAX: usize = 4096;
 
 /// One core's cache of partial results, bounded in bytes.
 pub struct PartialCache {
@@ -111,6 +121,11 @@ impl Fingerprints {
         })
     }
 
+    /// Names the plan whatever its filter (a date range's ends change from run to run).
+    pub fn plan_key(&self) -> u64 {
+        self.all_rows
+    }
+
     /// The fingerprint for a file of which the manifest says `truth`.
     pub fn for_file(&self, truth: crate::query::prune::Truth) -> u64 {
         match truth {
@@ -130,6 +145,24 @@ impl PartialCache {
 
     pub fn enabled(&self) -> bool {
         self.budget_bytes > 0
+    }
+
+    /// Whether the plan's last run on this core made few enough groups for per-file parts.
+    pub fn few_groups(&self, plan_key: u64) -> bool {
+        let inner = self.inner.borrow();
+        inner
+            .groups_seen
+            .get(&plan_key)
+            .is_some_and(|&groups| groups <= PER_FILE_GROUPS_MAX)
+    }
+
+    /// Remembers how many groups a run of the plan made on this core.
+    pub fn saw_groups(&self, plan_key: u64, groups: u64) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.groups_seen.len() >= GROUPS_SEEN_MAX {
+            inner.groups_seen.clear();
+        }
+        inner.groups_seen.insert(plan_key, groups);
     }
 
     pub fn get(&self, file: u64, fingerprint: u64) -> Option<Partial> {
