@@ -518,7 +518,8 @@ pub fn page_ranges(
         .dictionary_page_offset()
         .unwrap_or(chunk.data_page_offset())
         .max(0) as u64;
-    let whole = vec![chunk_start..chunk_start + chunk.compressed_size().max(0) as u64];
+    let chunk_end = chunk_start + chunk.compressed_size().max(0) as u64;
+    let whole: Vec<Range<u64>> = std::iter::once(chunk_start..chunk_end).collect();
     let bounds = &meta.page_bounds[row_group][column];
     if pages.len() + 1 >= bounds.len() {
         return whole;

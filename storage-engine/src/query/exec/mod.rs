@@ -891,6 +891,7 @@ async fn open_meta(
     Ok((meta, file))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn scan_file(
     state: &CoreState,
     plan: &Plan,
