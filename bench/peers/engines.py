@@ -11,8 +11,9 @@ SQL instead, see queries.py).
   registration is not timed and nothing it read stays cached in the OS. DataFusion gets the
   schema passed in, so registering it reads no file. chDB's caches are process-wide, so its
   cold runs also drop them with SYSTEM DROP ... CACHE.
-- Tessera cold runs send `cold: true`: the agent empties its buffer pool and metadata cache
-  (it reads with O_DIRECT, so the OS page cache never serves it).
+- Tessera cold runs send `cold: true`: the agent empties its buffer pool and partial-result
+  cache and keeps its metadata cache (footers, page indexes), as a running node does (it reads
+  with O_DIRECT, so the OS page cache never serves it).
 The timed span for a peer is from handing over the SQL until the whole result is an Arrow table
 (or Polars DataFrame) in memory; converting it to Python rows for the answer check is not timed.
 Tessera's `ms` is measured by the agent over the same span.

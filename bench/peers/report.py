@@ -24,7 +24,8 @@ MIB = 1024 * 1024
 GIB = 1024 * MIB
 
 COLD_MEANING = {
-    "tessera": "the agent empties Tessera's buffer pool and metadata cache before the query; Tessera "
+    "tessera": "the agent empties Tessera's buffer pool (decoded pages) and partial-result cache before the "
+    "query and keeps its metadata cache (footers and page indexes, as a running node keeps them); Tessera "
     "reads with O_DIRECT, so the OS page cache never serves it (the driver evicts it anyway, as for everyone)",
     "tessera-rpc": "as tessera, through the loopback Cap'n Proto server",
     "duckdb": "a new in-memory database (empty object cache and external file cache); the view is created, "

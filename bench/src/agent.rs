@@ -7,8 +7,9 @@
 //! reply    `{"id": 7, "ms": 12.3, "columns": [..], "rows": [[..], ..], "error": null}`
 //!
 //! `ms` is wall time from submission until the whole result is in this process (decoded from
-//! Arrow IPC for RPC). `cold` empties the buffer pool and metadata cache first (untimed; reads
-//! are O_DIRECT, so the OS page cache never serves Tessera). Values: numbers, strings, null,
+//! Arrow IPC for RPC). `cold` empties the buffer pool and partial-result cache first (untimed;
+//! file metadata is kept, as a running node keeps it; `"first_open": true` empties the metadata
+//! cache too). Reads are O_DIRECT, so the OS page cache never serves Tessera. Values: numbers, strings, null,
 //! DATE as `YYYY-MM-DD`, TIMESTAMP as `YYYY-MM-DD HH:MM:SS.ffffff` (UTC). `{"cmd": "quit"}` ends.
 
 use crate::job;
@@ -97,7 +98,9 @@ fn answer(
 ) -> Result<(f64, Vec<String>, Vec<Value>), String> {
     let sql = request["sql"].as_str().ok_or("request without \"sql\"")?;
     let engine = target.engine().ok_or("no engine")?;
-    if request["cold"].as_bool().unwrap_or(false) {
+    if request["first_open"].as_bool().unwrap_or(false) {
+        engine.clear_all_caches();
+    } else if request["cold"].as_bool().unwrap_or(false) {
         engine.clear_caches();
     }
     let (batches, ms) = match request["engine"].as_str() {

@@ -502,6 +502,22 @@ impl Engine {
             .collect()
     }
 
+    /// Metadata cache counters per core.
+    pub fn metadata_counters(&self) -> Vec<exec::MetadataCounters> {
+        let receivers: Vec<_> = (0..self.cores.cores())
+            .map(|core| {
+                self.on_core(
+                    core,
+                    |context| async move { context.state.metadata.counters() },
+                )
+            })
+            .collect();
+        futures::executor::block_on(futures::future::join_all(receivers))
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// Drops a table (`manifest::drop_table`) and makes every core forget what it cached of it;
     /// false if there was no such table. Blocks the calling thread.
     pub fn drop_table(&self, tenant: &str, table: &str) -> Result<bool> {
@@ -514,14 +530,30 @@ impl Engine {
         Ok(true)
     }
 
-    /// Empties every core's buffer pool and metadata cache (cold-run benchmarks).
+    /// Makes the data cold as it is on a running node whose pages were evicted: empties every
+    /// core's buffer pool (decoded pages) and partial-result cache, and keeps the metadata cache
+    /// (footers, page indexes, page bounds and open descriptors: small, bounded by
+    /// `metadata_cache_bytes`), which a node keeps for every file it serves. The next query
+    /// reads and decodes every page it needs, and no footer (cold-run benchmarks).
     pub fn clear_caches(&self) {
+        self.clear(false);
+    }
+
+    /// Empties the metadata cache too: the next query opens every file as for the first time
+    /// (footer and page index read again).
+    pub fn clear_all_caches(&self) {
+        self.clear(true);
+    }
+
+    fn clear(&self, metadata: bool) {
         let receivers: Vec<_> = (0..self.cores.cores())
             .map(|core| {
-                self.on_core(core, |context| async move {
+                self.on_core(core, move |context| async move {
                     context.state.pool.clear();
-                    context.state.metadata.clear();
                     context.state.partials.clear();
+                    if metadata {
+                        context.state.metadata.clear();
+                    }
                 })
             })
             .collect();

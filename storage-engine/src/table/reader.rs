@@ -35,6 +35,14 @@ pub const METADATA_BYTES_MAX: u64 = 256 << 20;
 pub const PAGE_ROWS_MAX: u64 = 1 << 26;
 /// Ranges closer than this are read as one.
 const COALESCE_GAP_BYTES: u64 = 64 << 10;
+/// Neighbouring ranges are merged into reads of at most this many bytes (a single range larger
+/// than this is one read): large enough for the device's sequential rate, small enough that a
+/// row group's reads are several, all in flight together (io_uring depth, as fio's iodepth).
+pub const READ_BYTES_MAX: u64 = 2 << 20;
+/// Bytes read at once from a file's end when its metadata is loaded: the footer and, as writers
+/// place it just before, usually the page index, so one read serves both (the decoder asks for
+/// what lies outside).
+const FOOTER_PREFETCH_BYTES: u64 = 64 << 10;
 
 /// Everything the engine needs to plan and decode one file, cached per core.
 pub struct FileMeta {
@@ -129,8 +137,9 @@ impl ByteSource for Bytes {
     }
 }
 
-/// Reads `ranges` (coalescing neighbours, all reads in flight at once) and returns one buffer
-/// per requested range. Counts bytes read into `bytes_read`.
+/// Reads `ranges` (coalescing neighbours into reads of up to `READ_BYTES_MAX`, all reads in
+/// flight at once) and returns one buffer per requested range. Counts bytes read into
+/// `bytes_read`.
 pub async fn read_ranges<S: ByteSource>(
     file: &S,
     path: &Path,
@@ -152,7 +161,13 @@ pub async fn read_ranges<S: ByteSource>(
             ));
         }
         match merged.last_mut() {
-            Some(last) if range.start <= last.end + COALESCE_GAP_BYTES => {
+            // Overlapping ranges must share a read (each range is a slice of one read);
+            // neighbours share one while it stays within `READ_BYTES_MAX`.
+            Some(last)
+                if range.start < last.end
+                    || (range.start <= last.end + COALESCE_GAP_BYTES
+                        && range.end.max(last.end) - last.start <= READ_BYTES_MAX) =>
+            {
                 last.end = last.end.max(range.end)
             }
             _ => merged.push(range.clone()),
@@ -184,7 +199,6 @@ pub async fn read_ranges<S: ByteSource>(
     Ok(out)
 }
 
-/// Reads and validates a file's footer and page index against the table's columns.
 /// Reads a file's footer and page index (bounded by `METADATA_BYTES_MAX`).
 pub async fn load_metadata<S: ByteSource>(
     file: &S,
@@ -195,7 +209,14 @@ pub async fn load_metadata<S: ByteSource>(
         ParquetMetaDataPushDecoder::try_new(file.size())
     })?
     .with_page_index_policy(PageIndexPolicy::Optional);
-    let mut requested = 0u64;
+    let tail = file.size().saturating_sub(FOOTER_PREFETCH_BYTES)..file.size();
+    let mut requested = tail.end - tail.start;
+    if !tail.is_empty() {
+        let buffers = read_ranges(file, path, std::slice::from_ref(&tail), bytes_read).await?;
+        guarded(path, "reading the footer", || {
+            decoder.push_ranges(vec![tail], buffers)
+        })?;
+    }
     loop {
         match guarded(path, "decoding the footer", || decoder.try_decode())? {
             DecodeResult::NeedsData(ranges) => {
@@ -418,6 +439,114 @@ fn check_schema(path: &Path, metadata: &ParquetMetaData, columns: &[ColumnDef]) 
     Ok(present)
 }
 
+/// Bytes of a file read ahead (a row group's pages of several columns, in a few large reads),
+/// served to the page decoders from memory; a range outside them is read from the file.
+pub struct Prefetched<'a, S> {
+    file: &'a S,
+    /// Read ranges by start offset, disjoint.
+    parts: Vec<(u64, Bytes)>,
+    /// Bytes read from the file for ranges the parts did not hold.
+    pub bytes_missed: std::cell::Cell<u64>,
+}
+
+impl<'a, S: ByteSource> Prefetched<'a, S> {
+    /// Reads `ranges` of `file` together (coalesced into reads of up to `READ_BYTES_MAX`).
+    pub async fn read(
+        file: &'a S,
+        path: &Path,
+        ranges: &[Range<u64>],
+        bytes_read: &mut u64,
+    ) -> Result<Prefetched<'a, S>> {
+        let mut sorted = ranges.to_vec();
+        sorted.sort_by_key(|r| r.start);
+        // Overlapping ranges are read as one, so every part is disjoint from the others.
+        let mut disjoint: Vec<Range<u64>> = Vec::with_capacity(sorted.len());
+        for range in sorted {
+            match disjoint.last_mut() {
+                Some(last) if range.start < last.end => last.end = last.end.max(range.end),
+                _ => disjoint.push(range),
+            }
+        }
+        let buffers = read_ranges(file, path, &disjoint, bytes_read).await?;
+        Ok(Prefetched {
+            file,
+            parts: disjoint.iter().map(|r| r.start).zip(buffers).collect(),
+            bytes_missed: std::cell::Cell::new(0),
+        })
+    }
+
+    fn part(&self, offset: u64, length: usize) -> Option<Bytes> {
+        let index = self
+            .parts
+            .partition_point(|(start, _)| *start <= offset)
+            .checked_sub(1)?;
+        let (start, bytes) = &self.parts[index];
+        let from = usize::try_from(offset - start).ok()?;
+        let to = from.checked_add(length)?;
+        (to <= bytes.len()).then(|| bytes.slice(from..to))
+    }
+}
+
+impl<S: ByteSource> ByteSource for Prefetched<'_, S> {
+    fn size(&self) -> u64 {
+        self.file.size()
+    }
+
+    async fn read_at(&self, offset: u64, length: usize) -> std::io::Result<Bytes> {
+        if let Some(bytes) = self.part(offset, length) {
+            return Ok(bytes);
+        }
+        let bytes = self.file.read_at(offset, length).await?;
+        self.bytes_missed
+            .set(self.bytes_missed.get() + bytes.len() as u64);
+        Ok(bytes)
+    }
+}
+
+/// The byte ranges decoding `pages` of `column` in `row_group` reads: the dictionary page and
+/// those pages by the offset index, else the whole column chunk (what parquet's decoder asks
+/// for, so a read ahead of them serves it).
+pub fn page_ranges(
+    meta: &FileMeta,
+    row_group: usize,
+    column: usize,
+    pages: &[usize],
+) -> Vec<Range<u64>> {
+    let chunk = meta.metadata.row_group(row_group).column(column);
+    // Checked to lie inside the file when the metadata was loaded.
+    let chunk_start = chunk
+        .dictionary_page_offset()
+        .unwrap_or(chunk.data_page_offset())
+        .max(0) as u64;
+    let chunk_end = chunk_start + chunk.compressed_size().max(0) as u64;
+    let whole: Vec<Range<u64>> = std::iter::once(chunk_start..chunk_end).collect();
+    let bounds = &meta.page_bounds[row_group][column];
+    if pages.len() + 1 >= bounds.len() {
+        return whole;
+    }
+    let page_index = meta.metadata.page_index_for_row_group(row_group);
+    let Some(offsets) = page_index.offset_index(column) else {
+        return whole;
+    };
+    let locations = offsets.page_locations();
+    let mut ranges = Vec::with_capacity(pages.len() + 1);
+    if let Some(first) = locations.first() {
+        if chunk.dictionary_page_offset().is_some() && first.offset as u64 > chunk_start {
+            ranges.push(chunk_start..first.offset as u64);
+        }
+    }
+    for &page in pages {
+        match locations.get(page) {
+            Some(location) => {
+                let start = location.offset as u64;
+                ranges.push(start..start + location.compressed_page_size as u64);
+            }
+            None => return whole,
+        }
+    }
+    ranges
+}
+
 /// Decodes pages `pages` (ascending page numbers) of `column` in `row_group` with one decoder, so
 /// a dictionary page is read and decoded once however many of its data pages are wanted. Returns
 /// one array per page, each owning its buffers (so the buffer pool can count and free pages one
@@ -551,4 +680,154 @@ pub async fn verify_file<S: ByteSource>(file: &S, path: &Path) -> Result<u64> {
         rows += meta.row_group_rows(row_group) as u64;
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::cell::RefCell;
+
+    /// A file in memory that records the reads made of it.
+    struct Recorded {
+        bytes: Bytes,
+        reads: RefCell<Vec<Range<u64>>>,
+    }
+
+    impl ByteSource for Recorded {
+        fn size(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+
+        async fn read_at(&self, offset: u64, length: usize) -> std::io::Result<Bytes> {
+            self.reads.borrow_mut().push(offset..offset + length as u64);
+            self.bytes.read_at(offset, length).await
+        }
+    }
+
+    fn file(size: usize) -> Recorded {
+        Recorded {
+            bytes: Bytes::from(
+                (0..size)
+                    .map(|i| (i * 7 + i / 251) as u8)
+                    .collect::<Vec<u8>>(),
+            ),
+            reads: RefCell::new(Vec::new()),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn coalesced_reads_return_the_bytes_of_each_range(
+            ranges in proptest::collection::vec((0u64..12 << 20, 0u64..3 << 20), 0..24)
+        ) {
+            let size = 16usize << 20;
+            let file = file(size);
+            let ranges: Vec<Range<u64>> = ranges
+                .into_iter()
+                .map(|(start, length)| start..(start + length).min(size as u64))
+                .collect();
+            let mut bytes_read = 0;
+            let out = futures::executor::block_on(read_ranges(
+                &file,
+                Path::new("f"),
+                &ranges,
+                &mut bytes_read,
+            ))
+            .unwrap();
+            prop_assert_eq!(out.len(), ranges.len());
+            for (range, bytes) in ranges.iter().zip(&out) {
+                prop_assert_eq!(&bytes[..], &file.bytes[range.start as usize..range.end as usize]);
+            }
+            let reads = file.reads.borrow();
+            prop_assert_eq!(bytes_read, reads.iter().map(|r| r.end - r.start).sum::<u64>());
+            // A read longer than the bound holds overlapping ranges or one range that long.
+            for read in reads.iter().filter(|r| r.end - r.start > READ_BYTES_MAX) {
+                let inside: Vec<&Range<u64>> = ranges
+                    .iter()
+                    .filter(|r| read.start <= r.start && r.end <= read.end)
+                    .collect();
+                let longest = inside.iter().map(|r| r.end - r.start).max().unwrap_or(0);
+                let overlapping = inside
+                    .iter()
+                    .any(|a| inside.iter().any(|b| a != b && a.start < b.end && b.start < a.end));
+                prop_assert!(longest > READ_BYTES_MAX || overlapping, "{:?} in {:?}", read, ranges);
+            }
+        }
+    }
+
+    #[test]
+    fn neighbouring_ranges_share_a_read_up_to_the_bound() {
+        let file = file(8 << 20);
+        let mib = 1u64 << 20;
+        // Four adjacent 1 MiB ranges and one 64 KiB apart: two reads of 2 MiB, then the rest.
+        let ranges = vec![
+            0..mib,
+            mib..2 * mib,
+            2 * mib..3 * mib,
+            3 * mib..4 * mib,
+            4 * mib + (32 << 10)..5 * mib,
+        ];
+        let mut bytes_read = 0;
+        futures::executor::block_on(read_ranges(&file, Path::new("f"), &ranges, &mut bytes_read))
+            .unwrap();
+        assert_eq!(
+            *file.reads.borrow(),
+            vec![0..2 * mib, 2 * mib..4 * mib, 4 * mib + (32 << 10)..5 * mib]
+        );
+    }
+
+    #[test]
+    fn prefetched_bytes_serve_ranges_inside_them_and_read_the_rest() {
+        let file = file(1 << 20);
+        let mut bytes_read = 0;
+        let prefetched = futures::executor::block_on(Prefetched::read(
+            &file,
+            Path::new("f"),
+            &[1000..5000, 4000..9000, 300_000..400_000],
+            &mut bytes_read,
+        ))
+        .unwrap();
+        assert_eq!(bytes_read, 8000 + 100_000);
+        file.reads.borrow_mut().clear();
+        let read = |offset: u64, length: usize| {
+            futures::executor::block_on(prefetched.read_at(offset, length)).unwrap()
+        };
+        assert_eq!(read(1000, 8000), file.bytes.slice(1000..9000));
+        assert_eq!(read(350_000, 50_000), file.bytes.slice(350_000..400_000));
+        assert!(file.reads.borrow().is_empty(), "served from memory");
+        assert_eq!(prefetched.bytes_missed.get(), 0);
+        // Straddling a part's end, or outside every part: read from the file.
+        assert_eq!(read(8000, 2000), file.bytes.slice(8000..10_000));
+        assert_eq!(read(500_000, 10), file.bytes.slice(500_000..500_010));
+        assert_eq!(prefetched.bytes_missed.get(), 2010);
+    }
+
+    #[test]
+    fn a_small_file_metadata_loads_in_one_read() {
+        let batch = crate::gen::events_chunk(0, 20_000, 20_000, 1);
+        let mut buffer = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut buffer, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let file = Recorded {
+            bytes: Bytes::from(buffer),
+            reads: RefCell::new(Vec::new()),
+        };
+        let mut bytes_read = 0;
+        let metadata =
+            futures::executor::block_on(load_metadata(&file, Path::new("f"), &mut bytes_read))
+                .unwrap();
+        assert_eq!(metadata.file_metadata().num_rows(), 20_000);
+        assert!(
+            metadata
+                .page_index_for_row_group(0)
+                .offset_index(0)
+                .is_some(),
+            "page index read"
+        );
+        assert_eq!(file.reads.borrow().len(), 1, "{:?}", file.reads.borrow());
+    }
 }
