@@ -217,20 +217,19 @@ pub fn run(job: &Job, progress: bool) -> Result<JobReport, JobError> {
     }
     let noise_started = std::time::Instant::now();
     let collected = std::thread::scope(|scope| {
-        for user in noisy.iter().flat_map(|(users, _)| users) {
-            let sql = noisy
-                .as_ref()
-                .map(|(_, sql)| sql.as_str())
-                .unwrap_or_default();
-            let (stop, ops, errors) = (&noise_stop, &noise_ops, &noise_errors);
-            scope.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match user.query(sql) {
-                        Ok(_) => ops.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => errors.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            });
+        if let Some((users, sql)) = &noisy {
+            for user in users {
+                let sql = sql.as_str();
+                let (stop, ops, errors) = (&noise_stop, &noise_ops, &noise_errors);
+                scope.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match user.query(sql) {
+                            Ok(_) => ops.fetch_add(1, Ordering::Relaxed),
+                            Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                });
+            }
         }
         let collected = closed_loop(&job.name, workers, pacer, progress);
         noise_stop.store(true, Ordering::Relaxed);

@@ -5,31 +5,13 @@
 
 mod support;
 
-use arrow_array::RecordBatch;
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use tessera_storage_engine::gen::events_chunk;
-use tessera_storage_engine::table::writer::{ImportOptions, TableWriter};
 
 const ROWS: u64 = 120_000;
 
 fn setup() -> (tempfile::TempDir, tessera_storage_engine::Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let batches: Vec<RecordBatch> = (0..ROWS)
-        .step_by(40_000)
-        .map(|first| events_chunk(first, 40_000, ROWS, 3))
-        .collect();
-    let mut writer = TableWriter::open(
-        dir.path(),
-        "acme",
-        "events",
-        &batches[0].schema(),
-        &ImportOptions::default(),
-    )
-    .unwrap();
-    for batch in &batches {
-        writer.write(batch).unwrap();
-    }
-    writer.finish().unwrap();
+    support::write_events(dir.path(), "acme", ROWS, 3);
     let engine = support::engine(dir.path());
     (dir, engine)
 }

@@ -448,15 +448,16 @@ impl Engine {
         (0..count).filter(|&core| !alive[core]).collect()
     }
 
-    /// Partial-result cache counters per core.
-    pub fn partial_counters(&self) -> Vec<exec::partials::PartialCounters> {
+    /// Runs `job` on every core at once and returns the outputs of those that answered, in
+    /// core order. Blocks the calling thread.
+    fn on_every_core<F, Fut, T>(&self, job: F) -> Vec<T>
+    where
+        F: FnOnce(CoreContext) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
         let receivers: Vec<_> = (0..self.cores.cores())
-            .map(|core| {
-                self.on_core(
-                    core,
-                    |context| async move { context.state.partials.counters() },
-                )
-            })
+            .map(|core| self.on_core(core, job.clone()))
             .collect();
         futures::executor::block_on(futures::future::join_all(receivers))
             .into_iter()
@@ -464,58 +465,40 @@ impl Engine {
             .collect()
     }
 
+    /// Partial-result cache counters per core.
+    pub fn partial_counters(&self) -> Vec<exec::partials::PartialCounters> {
+        self.on_every_core(|context| async move { context.state.partials.counters() })
+    }
+
     /// Bytes of decoded pages each tenant with a buffer-pool floor holds, over every core.
     pub fn tenant_pool_bytes(&self) -> Vec<(String, u64)> {
-        let receivers: Vec<_> = (0..self.cores.cores())
-            .map(|core| {
-                self.on_core(core, |context| async move {
-                    let state = &context.state;
-                    let quotas = state.quotas.borrow();
-                    quotas
-                        .keys()
-                        .filter_map(|tenant| {
-                            let owner = runtime::Group::tenant(tenant);
-                            let bytes = state.pool.owned_bytes(owner)?;
-                            Some((tenant.clone(), bytes as u64))
-                        })
-                        .collect::<Vec<_>>()
+        let per_core = self.on_every_core(|context| async move {
+            let state = &context.state;
+            let quotas = state.quotas.borrow();
+            quotas
+                .keys()
+                .filter_map(|tenant| {
+                    let owner = runtime::Group::tenant(tenant);
+                    let bytes = state.pool.owned_bytes(owner)?;
+                    Some((tenant.clone(), bytes as u64))
                 })
-            })
-            .collect();
+                .collect::<Vec<_>>()
+        });
         let mut total: std::collections::BTreeMap<String, u64> = Default::default();
-        for per_core in futures::executor::block_on(futures::future::join_all(receivers)) {
-            for (tenant, bytes) in per_core.into_iter().flatten() {
-                *total.entry(tenant).or_default() += bytes;
-            }
+        for (tenant, bytes) in per_core.into_iter().flatten() {
+            *total.entry(tenant).or_default() += bytes;
         }
         total.into_iter().collect()
     }
 
     /// Buffer pool counters per core.
     pub fn pool_counters(&self) -> Vec<PoolCounters> {
-        let receivers: Vec<_> = (0..self.cores.cores())
-            .map(|core| self.on_core(core, |context| async move { context.pool_counters() }))
-            .collect();
-        futures::executor::block_on(futures::future::join_all(receivers))
-            .into_iter()
-            .flatten()
-            .collect()
+        self.on_every_core(|context| async move { context.pool_counters() })
     }
 
     /// Metadata cache counters per core.
     pub fn metadata_counters(&self) -> Vec<exec::MetadataCounters> {
-        let receivers: Vec<_> = (0..self.cores.cores())
-            .map(|core| {
-                self.on_core(
-                    core,
-                    |context| async move { context.state.metadata.counters() },
-                )
-            })
-            .collect();
-        futures::executor::block_on(futures::future::join_all(receivers))
-            .into_iter()
-            .flatten()
-            .collect()
+        self.on_every_core(|context| async move { context.state.metadata.counters() })
     }
 
     /// Drops a table (`manifest::drop_table`) and makes every core forget what it cached of it;
@@ -546,18 +529,13 @@ impl Engine {
     }
 
     fn clear(&self, metadata: bool) {
-        let receivers: Vec<_> = (0..self.cores.cores())
-            .map(|core| {
-                self.on_core(core, move |context| async move {
-                    context.state.pool.clear();
-                    context.state.partials.clear();
-                    if metadata {
-                        context.state.metadata.clear();
-                    }
-                })
-            })
-            .collect();
-        futures::executor::block_on(futures::future::join_all(receivers));
+        self.on_every_core(move |context| async move {
+            context.state.pool.clear();
+            context.state.partials.clear();
+            if metadata {
+                context.state.metadata.clear();
+            }
+        });
     }
 }
 

@@ -218,14 +218,7 @@ pub fn cached_unchanged(
     validate_name("tenant", tenant).ok()?;
     validate_name("table", table).ok()?;
     let path = table_dir(data_dir, tenant, table).join(MANIFEST_FILE);
-    let metadata = std::fs::metadata(&path).ok()?;
-    let stamp = (
-        metadata.len(),
-        (
-            metadata.modified().ok()?,
-            std::os::unix::fs::MetadataExt::ino(&metadata),
-        ),
-    );
+    let stamp = stamp(&path).ok()?;
     let cache = match CACHE.try_lock() {
         Ok(cache) => cache,
         Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -238,6 +231,13 @@ pub fn cached_unchanged(
         .map(|(_, _, manifest)| manifest.clone())
 }
 
+/// What tells a manifest file's versions apart: its length, modification time and inode.
+fn stamp(path: &Path) -> std::io::Result<(u64, (std::time::SystemTime, u64))> {
+    let metadata = std::fs::metadata(path)?;
+    let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+    Ok((metadata.len(), (metadata.modified()?, inode)))
+}
+
 /// Like `load`, but reuses the parsed copy while the file is unchanged. Blocks (file system).
 pub fn load_cached(
     data_dir: &Path,
@@ -248,14 +248,8 @@ pub fn load_cached(
     validate_name("table", table)?;
     let path = table_dir(data_dir, tenant, table).join(MANIFEST_FILE);
     let publications = cache().publications.get(&path).copied().unwrap_or(0);
-    let (length, modified) = match std::fs::metadata(&path) {
-        Ok(metadata) => (
-            metadata.len(),
-            (
-                metadata.modified().map_err(|e| Error::io(&path, e))?,
-                std::os::unix::fs::MetadataExt::ino(&metadata),
-            ),
-        ),
+    let (length, modified) = match stamp(&path) {
+        Ok(stamp) => stamp,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(Error::io(path, error)),
     };

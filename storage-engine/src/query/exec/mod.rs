@@ -513,8 +513,14 @@ pub async fn execute(
     // and share one state (per-file states cost a merge per file: ~6x on 1 M groups), unless
     // the plan's last run on this core made few groups (`partials::PER_FILE_GROUPS_MAX`): then
     // they are kept per file too, so the cache keeps them.
-    let plan_key = match (&sink, state.partials.enabled() && !prune_only) {
-        (Sink::Groups(..), true) => partials::Fingerprints::of(&plan).map(|f| f.plan_key()),
+    let fingerprints = match &sink {
+        Sink::Count(_) | Sink::Groups(..) if !prune_only && state.partials.enabled() => {
+            partials::Fingerprints::of(&plan)
+        }
+        _ => None,
+    };
+    let plan_key = match &sink {
+        Sink::Groups(..) => fingerprints.map(|f| f.plan_key()),
         _ => None,
     };
     let per_file_groups = match (&sink, &plan.mode) {
@@ -527,13 +533,10 @@ pub async fn execute(
         _ => false,
     };
     // Per-file results are cached when each file's part is computed on its own anyway
-    // (float sums), or is a count (`partials`).
-    let fingerprint = match (&sink, per_file_groups) {
-        (Sink::Count(_), _) | (Sink::Groups(..), true)
-            if !prune_only && state.partials.enabled() =>
-        {
-            partials::Fingerprints::of(&plan)
-        }
+    // (float sums, few groups), or is a count (`partials`).
+    let fingerprint = match &sink {
+        Sink::Count(_) => fingerprints,
+        Sink::Groups(..) if per_file_groups => fingerprints,
         _ => None,
     };
     // MIN, MAX and COUNT without GROUP BY over files whose statistics answer them.
