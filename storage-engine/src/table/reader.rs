@@ -288,7 +288,8 @@ pub async fn load_file_meta<S: ByteSource>(
 ) -> Result<FileMeta> {
     let metadata = load_metadata(file, path, bytes_read).await?;
     let metadata = Arc::new(metadata);
-    let present = check_schema(path, &metadata, columns)?;
+    let file_fields = check_schema(path, &metadata, columns)?;
+    let present = file_fields.len();
     let hint = Arc::new(Schema::new(
         columns[..present]
             .iter()
@@ -301,7 +302,8 @@ pub async fn load_file_meta<S: ByteSource>(
                 } else {
                     column.column_type.to_arrow()
                 };
-                Field::new(&column.name, data_type, true)
+                // The file's own nullability: parquet refuses a hint that differs from it.
+                Field::new(&column.name, data_type, file_fields[index].is_nullable())
             })
             .collect::<Vec<_>>(),
     ));
@@ -399,8 +401,12 @@ fn all_dictionary_encoded(metadata: &ParquetMetaData, column: usize) -> bool {
 
 /// Checks the file's columns against the table's: the same names and types in order, except
 /// that the table may have gained nullable columns at its end since the file was written.
-/// Returns the number of table columns the file holds.
-fn check_schema(path: &Path, metadata: &ParquetMetaData, columns: &[ColumnDef]) -> Result<usize> {
+/// Returns the file's fields for the table columns it holds.
+fn check_schema(
+    path: &Path,
+    metadata: &ParquetMetaData,
+    columns: &[ColumnDef],
+) -> Result<arrow_schema::Fields> {
     let mismatch = |message: String| Error::SchemaMismatch {
         path: path.to_owned(),
         message,
@@ -436,7 +442,7 @@ fn check_schema(path: &Path, metadata: &ParquetMetaData, columns: &[ColumnDef]) 
             )));
         }
     }
-    Ok(present)
+    Ok(schema.fields().clone())
 }
 
 /// Bytes of a file read ahead (a row group's pages of several columns, in a few large reads),
@@ -802,6 +808,65 @@ mod tests {
         assert_eq!(read(8000, 2000), file.bytes.slice(8000..10_000));
         assert_eq!(read(500_000, 10), file.bytes.slice(500_000..500_010));
         assert_eq!(prefetched.bytes_missed.get(), 2010);
+    }
+
+    /// Another tool's file with REQUIRED columns: parquet refuses a nullable schema hint for them,
+    /// so the hint takes each column's nullability from the file.
+    #[test]
+    fn files_with_required_columns_decode() {
+        use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..1000)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..1000).map(|i| format!("n{}", i % 7)),
+                )),
+            ],
+        )
+        .unwrap();
+        let mut buffer = Vec::new();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut buffer, schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let bytes = Bytes::from(buffer);
+        let columns = vec![
+            ColumnDef {
+                name: "id".into(),
+                column_type: ColumnType::Int64,
+                nullable: false,
+            },
+            ColumnDef {
+                name: "name".into(),
+                column_type: ColumnType::Utf8,
+                nullable: false,
+            },
+        ];
+        let mut read = 0;
+        let meta = futures::executor::block_on(load_file_meta(
+            &bytes,
+            Path::new("required.parquet"),
+            &columns,
+            &mut read,
+        ))
+        .unwrap();
+        for column in 0..2 {
+            let arrays = futures::executor::block_on(decode_pages(
+                &bytes,
+                &meta,
+                0,
+                column,
+                &[0],
+                &mut read,
+            ))
+            .unwrap();
+            assert_eq!(arrays[0].len(), 1000);
+            assert_eq!(arrays[0].null_count(), 0);
+        }
     }
 
     #[test]
