@@ -45,6 +45,7 @@ fn server(dir: &std::path::Path) -> Server {
             limits: Limits::default(),
             max_memory_bytes: 8 << 30,
             tls: None,
+            result_cache: None,
         },
     )
     .unwrap()

@@ -67,6 +67,7 @@ fn target() -> &'static Target {
                 limits,
                 max_memory_bytes: 1 << 30,
                 tls: None,
+                result_cache: None,
             },
         )
         .unwrap();

@@ -10,6 +10,7 @@ mod ipc_frames;
 pub mod metrics;
 pub mod node;
 pub mod quota;
+pub mod result_cache;
 pub mod server;
 mod service;
 pub mod stats;
@@ -17,4 +18,5 @@ pub mod tls;
 
 pub use client::{Client, ClientError, ConnectOptions, QueryOutput, QueryStats, Session};
 pub use node::Limits;
+pub use result_cache::ResultCacheConfig;
 pub use server::{Server, ServerConfig, ServerError, TlsFiles};

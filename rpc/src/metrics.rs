@@ -37,6 +37,12 @@ pub struct Metrics {
     pub partial_cache_misses: Gauge,
     pub partial_cache_bytes: Gauge,
     pub partial_cache_evictions: Gauge,
+    /// The shared final-result cache (`--redis-url`): lookups answered, lookups missed,
+    /// results stored, and calls to Redis that failed (the query then ran as without it).
+    pub result_cache_hits: Counter,
+    pub result_cache_misses: Counter,
+    pub result_cache_stores: Counter,
+    pub result_cache_errors: Counter,
     /// Per tenant and limit (`concurrent_queries`, `result_bytes`, ...): its quota (0: none).
     pub tenant_quota: Family<Labels, Gauge>,
     /// Per tenant and limit: queries and writes refused (or appends held back) by its quota.
@@ -81,6 +87,10 @@ impl Metrics {
             partial_cache_misses: Gauge::default(),
             partial_cache_bytes: Gauge::default(),
             partial_cache_evictions: Gauge::default(),
+            result_cache_hits: Counter::default(),
+            result_cache_misses: Counter::default(),
+            result_cache_stores: Counter::default(),
+            result_cache_errors: Counter::default(),
             tenant_quota: Family::default(),
             tenant_quota_refusals: Family::default(),
             tenant_storage_bytes: Family::default(),
@@ -213,6 +223,26 @@ impl Metrics {
             "partial_cache_evictions",
             "Partial results evicted to make room",
             metrics.partial_cache_evictions.clone(),
+        );
+        r.register(
+            "result_cache_hits",
+            "Queries answered from the shared final-result cache (Redis)",
+            metrics.result_cache_hits.clone(),
+        );
+        r.register(
+            "result_cache_misses",
+            "Queries the shared final-result cache did not hold",
+            metrics.result_cache_misses.clone(),
+        );
+        r.register(
+            "result_cache_stores",
+            "Results stored in the shared final-result cache",
+            metrics.result_cache_stores.clone(),
+        );
+        r.register(
+            "result_cache_errors",
+            "Calls to the shared final-result cache that failed (the query ran without it)",
+            metrics.result_cache_errors.clone(),
         );
         r.register(
             "tenant_quota",

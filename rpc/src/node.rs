@@ -90,4 +90,6 @@ pub struct Shared {
     pub address: SocketAddr,
     pub max_memory_bytes: u64,
     pub tls: Option<futures_rustls::TlsAcceptor>,
+    /// The shared final-result cache in Redis, when configured.
+    pub result_cache: Option<crate::result_cache::ResultCache>,
 }

@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub max_memory_bytes: u64,
     /// TLS on the RPC port; `None` serves plain TCP.
     pub tls: Option<TlsFiles>,
+    /// The shared final-result cache in Redis (`--redis-url`); `None`: off.
+    pub result_cache: Option<crate::result_cache::ResultCacheConfig>,
 }
 
 /// PEM files of the server's certificate chain and private key.
@@ -99,6 +101,11 @@ impl Server {
             config.limits.admission_queue,
             config.limits.admission_wait,
         );
+        let result_cache = config
+            .result_cache
+            .map(crate::result_cache::ResultCache::new)
+            .transpose()
+            .map_err(ServerError::Config)?;
         let shared = Arc::new(Shared {
             verifier,
             metrics: metrics.clone(),
@@ -117,6 +124,7 @@ impl Server {
             address,
             max_memory_bytes: config.max_memory_bytes,
             tls,
+            result_cache,
         });
         let engine = Arc::new(engine);
         let bound: Vec<_> = (0..engine.cores())

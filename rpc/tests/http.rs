@@ -2,30 +2,9 @@
 
 mod common;
 
-use common::{block_on, start, token};
-use std::io::{Read, Write};
+use common::{block_on, get, get_with_headers, sample, start, token};
 use tessera_rpc::auth::Role;
 use tessera_rpc::Client;
-
-fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let (status, _, body) = get_with_headers(address, path);
-    (status, body)
-}
-
-/// Status, header block and body of `GET path`.
-fn get_with_headers(address: std::net::SocketAddr, path: &str) -> (u16, String, String) {
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let (headers, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (status, headers.to_owned(), body.to_owned())
-}
 
 /// The value of `name` in an HTTP header block (case-insensitive name).
 fn header(headers: &str, name: &str) -> Option<String> {
@@ -35,13 +14,6 @@ fn header(headers: &str, name: &str) -> Option<String> {
             .eq_ignore_ascii_case(name)
             .then(|| value.trim().to_owned())
     })
-}
-
-/// The value of an unlabelled sample in Prometheus text.
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
 }
 
 #[test]

@@ -50,6 +50,11 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Keep whole query results in this Redis (`redis://[user:password@]host[:port][/db]`),
+    /// shared by every node using it; keyed by tenant, query and the version of the data read,
+    /// so never stale. Off by default.
+    #[arg(long, env = "TESSERA_REDIS_URL")]
+    pub redis_url: Option<String>,
 }
 
 /// The TOML file. Unknown keys are errors, so a typo never silently falls back to a default.
@@ -77,6 +82,22 @@ pub struct FileConfig {
     #[serde(default)]
     compaction: CompactionFile,
     tls: Option<TlsFile>,
+    #[serde(default)]
+    result_cache: ResultCacheFile,
+}
+
+/// `[result_cache]`: the shared final-result cache in Redis (off unless a URL is given).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct ResultCacheFile {
+    /// As `--redis-url`.
+    redis_url: Option<String>,
+    /// How long a stored result lives, seconds (default 300).
+    ttl_seconds: Option<u64>,
+    /// Largest result stored, MiB of Arrow IPC (default 4).
+    max_result_mib: Option<u64>,
+    /// Timeout of each call to Redis, milliseconds (default 100).
+    timeout_ms: Option<u64>,
 }
 
 /// `[compaction]`: merging small files, tenant by tenant.
@@ -360,7 +381,26 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
         ),
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
     };
+    let cache_file = &file.result_cache;
+    let result_cache = args
+        .redis_url
+        .clone()
+        .or(cache_file.redis_url.clone())
+        .map(|url| {
+            let mut cache = tessera_rpc::ResultCacheConfig::new(url);
+            if let Some(seconds) = cache_file.ttl_seconds {
+                cache.ttl = Duration::from_secs(seconds.max(1));
+            }
+            if let Some(mib) = cache_file.max_result_mib {
+                cache.max_result_bytes = (mib << 20) as usize;
+            }
+            if let Some(ms) = cache_file.timeout_ms {
+                cache.timeout = Duration::from_millis(ms.max(1));
+            }
+            cache
+        });
     let server = ServerConfig {
+        result_cache,
         listen: args
             .listen
             .or(file.listen)
@@ -473,7 +513,7 @@ mod tests {
             dir.path(),
             "tessera.toml",
             &format!(
-                "data_path = \"/srv/x\"\nconcurrent_queries = 3\nmax_memory_gb = 8\npartial_cache_mb = 0\n[limits]\nidle_timeout_seconds = 9\nadmission_queue = 7\nconcurrent_short_queries = 5\ntime_slice_us = 3000\nthroughput_shares = 100\n[[auth.keys]]\nkind = \"hs256\"\nfile = \"{}\"\n",
+                "data_path = \"/srv/x\"\nconcurrent_queries = 3\nmax_memory_gb = 8\npartial_cache_mb = 0\n[limits]\nidle_timeout_seconds = 9\nadmission_queue = 7\nconcurrent_short_queries = 5\ntime_slice_us = 3000\nthroughput_shares = 100\n[result_cache]\nredis_url = \"redis://cache:6379/1\"\nttl_seconds = 60\n[[auth.keys]]\nkind = \"hs256\"\nfile = \"{}\"\n",
                 secret.display()
             ),
         );
@@ -491,6 +531,13 @@ mod tests {
         assert_eq!(resolved.engine.throughput_shares, 100);
         assert_eq!(resolved.engine.partial_cache_bytes, 0);
         assert_eq!(resolved.engine.buffer_pool_bytes, 4 << 30);
+        let cache = resolved.server.result_cache.unwrap();
+        assert_eq!(cache.url, "redis://cache:6379/1");
+        assert_eq!(cache.ttl, Duration::from_secs(60));
+        assert_eq!(cache.max_result_bytes, 4 << 20);
+        args.redis_url = Some("redis://other/".into());
+        let resolved = resolve(&args).unwrap();
+        assert_eq!(resolved.server.result_cache.unwrap().url, "redis://other/");
         args.concurrent_queries = Some(5);
         args.data = Some("/srv/y".into());
         let resolved = resolve(&args).unwrap();

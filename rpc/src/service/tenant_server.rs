@@ -2,6 +2,7 @@
 //! cancellable by tag), table listing and description, and the way to `Admin` and `ImportStream`.
 
 use super::*;
+use crate::result_cache::{CachedResult, ResultCache};
 
 pub(super) struct TenantServer {
     pub(super) connection: Rc<Connection>,
@@ -58,7 +59,8 @@ impl TenantServer {
         check_expiry(&self.identity)
     }
 
-    /// Plans the query, waits for a slot of its class, runs it into `sink`.
+    /// Plans the query, answers it from the shared result cache if that holds it, else waits
+    /// for a slot of its class and runs it into `sink` (storing the result in the cache).
     async fn run_query(
         &self,
         statement: Statement,
@@ -66,17 +68,57 @@ impl TenantServer {
         arrival: Instant,
     ) -> Result<QueryStats, Error> {
         let context = &self.connection.context;
+        let shared = &self.connection.shared;
+        // The parsed statement, normalised (spacing, case of keywords): part of the cache key.
+        let normalised = shared
+            .result_cache
+            .as_ref()
+            .map(|_| format!("{statement:?}"));
         let prepared = context
             .prepare(&self.tenant, statement)
             .await
             .map_err(engine_error)?;
-        let shared = &self.connection.shared;
+        let cached = match (&shared.result_cache, normalised) {
+            (Some(cache), Some(query)) if !prepared.is_explain() => {
+                let version = context
+                    .data_version(&prepared)
+                    .await
+                    .map_err(engine_error)?;
+                Some((cache, ResultCache::key(&self.tenant, &version, &query)))
+            }
+            _ => None,
+        };
         // Loaded before admission: its concurrency quota applies to this query.
         let quota = shared
             .quotas
             .get(&self.tenant)
             .await
             .map_err(engine_error)?;
+        let limits = &shared.limits;
+        let mut out = PushSink::new(&sink, limits);
+        if quota.result_bytes > 0 {
+            out.quota = Some((self.tenant.as_str(), quota.result_bytes, &shared.quotas));
+        }
+        if let Some((cache, key)) = &cached {
+            if let Some(hit) = cache.get(key.clone(), &shared.metrics).await {
+                // A hit takes no query slot: it sends stored bytes.
+                let started = Instant::now();
+                for chunk in hit.ipc.chunks(limits.push_bytes.max(1)) {
+                    out.push(chunk.to_vec()).await?;
+                }
+                let stats = QueryStats {
+                    rows_returned: hit.rows,
+                    scan: Default::default(),
+                    elapsed_micros: started.elapsed().as_micros() as u64,
+                    batches: hit.batches,
+                    ipc_bytes: out.bytes,
+                    queued_micros: started.duration_since(arrival).as_micros() as u64,
+                };
+                return finish_call(&sink, stats, limits).await;
+            }
+            out.record = Some(Vec::new());
+            out.record_max = cache.max_result_bytes();
+        }
         context.apply_quota(&self.tenant, &quota).await;
         let _slot = admit(shared, prepared.class(), &self.tenant).await?;
         let started = Instant::now();
@@ -85,11 +127,6 @@ impl TenantServer {
             .metrics
             .query_queue_seconds
             .observe(queued_micros as f64 / 1e6);
-        let limits = &shared.limits;
-        let mut out = PushSink::new(&sink, limits);
-        if quota.result_bytes > 0 {
-            out.quota = Some((self.tenant.as_str(), quota.result_bytes, &shared.quotas));
-        }
         let result = match context.run_into(prepared, &mut out).await {
             Ok(result) => result,
             // A failure of our own sink explains itself better than the engine's "cancelled".
@@ -104,16 +141,34 @@ impl TenantServer {
             ipc_bytes: out.bytes,
             queued_micros,
         };
-        // `done` follows every push (calls on one capability are delivered in order); its reply
-        // confirms the client took the whole result before this call returns.
-        let mut done = sink.done_request();
-        stats.write(done.get().init_stats());
-        runtime::timeout(limits.stall_timeout, done.send().promise)
-            .await
-            .ok_or_else(|| stalled(limits))?
-            .map_err(|e| error("cancelled", format!("the result sink failed: {e}")))?;
+        let stats = finish_call(&sink, stats, limits).await?;
+        if let (Some((cache, key)), Some(ipc)) = (cached, out.record.take()) {
+            let result = CachedResult {
+                rows: out.rows,
+                batches: out.batches,
+                ipc,
+            };
+            cache.put(key, &result, &shared.metrics).await;
+        }
         Ok(stats)
     }
+}
+
+/// Tells the client the result is complete. `done` follows every push (calls on one capability
+/// are delivered in order); its reply confirms the client took the whole result before the
+/// query call returns.
+async fn finish_call(
+    sink: &batch_sink::Client,
+    stats: QueryStats,
+    limits: &crate::node::Limits,
+) -> Result<QueryStats, Error> {
+    let mut done = sink.done_request();
+    stats.write(done.get().init_stats());
+    runtime::timeout(limits.stall_timeout, done.send().promise)
+        .await
+        .ok_or_else(|| stalled(limits))?
+        .map_err(|e| error("cancelled", format!("the result sink failed: {e}")))?;
+    Ok(stats)
 }
 
 fn stalled(limits: &crate::node::Limits) -> Error {
@@ -139,6 +194,9 @@ struct PushSink<'a> {
     failure: Option<Error>,
     /// The tenant and its quota of result bytes, if it has one.
     quota: Option<(&'a str, u64, &'a crate::quota::Quotas)>,
+    /// A copy of the bytes sent, for the result cache, while they stay within `record_max`.
+    record: Option<Vec<u8>>,
+    record_max: usize,
 }
 
 impl<'a> PushSink<'a> {
@@ -152,6 +210,8 @@ impl<'a> PushSink<'a> {
             rows: 0,
             failure: None,
             quota: None,
+            record: None,
+            record_max: 0,
         }
     }
 
@@ -224,6 +284,13 @@ impl<'a> PushSink<'a> {
             }
         }
         self.bytes += chunk.len() as u64;
+        if let Some(record) = &mut self.record {
+            if record.len() + chunk.len() <= self.record_max {
+                record.extend_from_slice(&chunk);
+            } else {
+                self.record = None;
+            }
+        }
         let mut request = self.sink.push_request();
         request.get().set_ipc(&chunk);
         runtime::timeout(self.limits.stall_timeout, request.send())

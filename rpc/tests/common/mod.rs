@@ -94,6 +94,24 @@ fn serve(
     pool_bytes: u64,
     tls: Option<tessera_rpc::TlsFiles>,
 ) -> TestServer {
+    serve_with_cache(dir, limits, pool_bytes, tls, None)
+}
+
+/// A server over `acme/events` with `rows` rows that keeps results in the Redis at `redis_url`.
+pub fn start_with_result_cache(rows: u64, redis_url: &str) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    write_table(dir.path(), "acme", "events", &events(rows));
+    let cache = tessera_rpc::ResultCacheConfig::new(redis_url);
+    serve_with_cache(dir, default_limits(), 256 << 20, None, Some(cache))
+}
+
+fn serve_with_cache(
+    dir: tempfile::TempDir,
+    limits: Limits,
+    pool_bytes: u64,
+    tls: Option<tessera_rpc::TlsFiles>,
+    result_cache: Option<tessera_rpc::ResultCacheConfig>,
+) -> TestServer {
     let mut engine = EngineConfig::new(dir.path());
     engine.cores = 2;
     engine.pin_cores = false;
@@ -112,6 +130,7 @@ fn serve(
             limits,
             max_memory_bytes: 8 << 30,
             tls,
+            result_cache,
         },
     )
     .unwrap();
@@ -142,4 +161,32 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(future)
+}
+
+pub fn get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = get_with_headers(address, path);
+    (status, body)
+}
+
+/// Status, header block and body of `GET path`.
+pub fn get_with_headers(address: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let (headers, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, headers.to_owned(), body.to_owned())
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+pub fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
 }

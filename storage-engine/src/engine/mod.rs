@@ -128,6 +128,11 @@ impl PreparedQuery {
     pub fn class(&self) -> TaskClass {
         self.class
     }
+
+    /// True for EXPLAIN, which reads no data.
+    pub fn is_explain(&self) -> bool {
+        self.explain
+    }
 }
 
 #[derive(Debug)]
@@ -619,6 +624,43 @@ impl CoreContext {
                 })
         });
         futures::future::join_all(calls).await;
+    }
+
+    /// The version of the data `prepared` reads, as text: the table's incarnation and manifest
+    /// version, then per write-ahead log the highest LSN of the table's rows buffered in memory
+    /// above the manifest's marks (what the query's scan of buffered rows takes). The rows a
+    /// query reads are those of its version or later ones, and any row acknowledged before
+    /// this call is in the version, so a result cached under it is never stale.
+    pub async fn data_version(&self, prepared: &PreparedQuery) -> Result<String> {
+        let manifest = &prepared.manifest;
+        let marks = Arc::new(manifest.ingest.logs.clone());
+        let (tenant, table, incarnation) = (
+            Arc::<str>::from(manifest.tenant.as_str()),
+            Arc::<str>::from(manifest.table.as_str()),
+            manifest.incarnation,
+        );
+        // A core holding no buffered rows of any table has nothing to add (see `scatter`).
+        let calls = (0..self.peers.count())
+            .filter(|&peer| self.state.ingest.core_holds_rows(peer))
+            .map(|peer| {
+                let (marks, tenant, table) = (marks.clone(), tenant.clone(), table.clone());
+                self.peers
+                    .call(&self.state, peer, move |state, _| async move {
+                        state
+                            .ingest
+                            .buffered_high(&tenant, &table, incarnation, &marks)
+                    })
+            });
+        let mut highs: Vec<(Arc<str>, ingest::wal::Lsn)> = Vec::new();
+        for high in futures::future::join_all(calls).await {
+            highs.extend(high?);
+        }
+        highs.sort();
+        let mut version = format!("{}.{}", manifest.incarnation, manifest.version);
+        for (log, lsn) in highs {
+            version.push_str(&format!(",{log}={lsn}"));
+        }
+        Ok(version)
     }
 
     pub async fn sql(&self, tenant: &str, text: &str) -> Result<QueryResult> {

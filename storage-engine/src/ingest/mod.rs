@@ -704,6 +704,25 @@ impl IngestCore {
             .collect()
     }
 
+    /// Per log, the highest LSN of the table's buffered chunks that `snapshot` with these marks
+    /// would return.
+    pub fn buffered_high(
+        &self,
+        tenant: &str,
+        table: &str,
+        incarnation: u64,
+        marks: &BTreeMap<String, Lsn>,
+    ) -> Vec<(Arc<str>, Lsn)> {
+        let mut highs: Vec<(Arc<str>, Lsn)> = Vec::new();
+        for chunk in self.snapshot(tenant, table, incarnation, marks) {
+            match highs.iter_mut().find(|(log, _)| **log == *chunk.log) {
+                Some((_, high)) => *high = (*high).max(chunk.lsn),
+                None => highs.push((chunk.log.clone(), chunk.lsn)),
+            }
+        }
+        highs
+    }
+
     /// Makes a batch durable under (producer, sequence) and buffers its rows; see the module
     /// comment. A producer this core has not seen since it started begins with its window in
     /// `manifest`.
