@@ -83,6 +83,7 @@ impl Kind {
                 "noisy_tenant",
                 "noisy_users",
                 "noisy_sql",
+                "redis_url",
             ],
             Kind::Ingest => &[
                 "data", "tenant", "table", "cores", "pool", "target", "token", "bs", "size", "path",

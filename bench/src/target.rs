@@ -83,6 +83,16 @@ impl Target {
                 Ok(Target::Embedded { engine, tenant })
             }
             "server" => {
+                // `redis_url=`: the server shares results through that Redis.
+                let result_cache =
+                    match job.str("redis_url") {
+                        None => None,
+                        Some("") => return Err(job.invalid(
+                            "redis_url",
+                            "is empty: give a redis:// URL (TESSERA_BENCH_REDIS in load-waves.fio)",
+                        )),
+                        Some(url) => Some(tessera_rpc::ResultCacheConfig::new(url)),
+                    };
                 let engine = Engine::open(engine_config(job)?)
                     .map_err(|e| job.invalid("data", e.to_string()))?;
                 let secret = random_secret();
@@ -102,7 +112,7 @@ impl Target {
                         },
                         max_memory_bytes: 16 << 30,
                         tls: None,
-                        result_cache: None,
+                        result_cache,
                     },
                 )
                 .map_err(|e| job.invalid("target", format!("cannot start a server: {e}")))?;

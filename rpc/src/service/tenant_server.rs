@@ -78,8 +78,11 @@ impl TenantServer {
             .prepare(&self.tenant, statement)
             .await
             .map_err(engine_error)?;
+        // Short queries are not cached: running one costs about a round trip to Redis.
+        let cacheable =
+            !prepared.is_explain() && prepared.class() == runtime::TaskClass::Throughput;
         let cached = match (&shared.result_cache, normalised) {
-            (Some(cache), Some(query)) if !prepared.is_explain() => {
+            (Some(cache), Some(query)) if cacheable => {
                 let version = context
                     .data_version(&prepared)
                     .await
@@ -100,7 +103,7 @@ impl TenantServer {
             out.quota = Some((self.tenant.as_str(), quota.result_bytes, &shared.quotas));
         }
         if let Some((cache, key)) = &cached {
-            if let Some(hit) = cache.get(key.clone(), &shared.metrics).await {
+            if let Some(hit) = cache.get(key, &shared.metrics).await {
                 // A hit takes no query slot: it sends stored bytes.
                 let started = Instant::now();
                 for chunk in hit.ipc.chunks(limits.push_bytes.max(1)) {
@@ -148,7 +151,7 @@ impl TenantServer {
                 batches: out.batches,
                 ipc,
             };
-            cache.put(key, &result, &shared.metrics).await;
+            cache.put(&key, &result, &shared.metrics).await;
         }
         Ok(stats)
     }

@@ -840,12 +840,22 @@ impl TcpListener {
     }
 }
 
-/// An accepted connection: a byte stream implementing `futures::io::{AsyncRead, AsyncWrite}`.
+/// A TCP connection, accepted or made: a byte stream implementing
+/// `futures::io::{AsyncRead, AsyncWrite}`.
 pub struct TcpConnection {
     inner: glommio::net::TcpStream,
 }
 
 impl TcpConnection {
+    /// Connects to `address` from this core (no blocking thread).
+    pub async fn connect(address: std::net::SocketAddr) -> io::Result<TcpConnection> {
+        let stream = glommio::net::TcpStream::connect(address)
+            .await
+            .map_err(io::Error::from)?;
+        stream.set_nodelay(true).map_err(io::Error::from)?;
+        Ok(TcpConnection { inner: stream })
+    }
+
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.inner.peer_addr().map_err(io::Error::from)
     }
