@@ -61,6 +61,7 @@ impl Kind {
                 "sql",
                 "cache",
                 "row_bytes",
+                "partial_cache",
             ],
             Kind::Query => &[
                 "data",
