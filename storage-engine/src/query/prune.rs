@@ -281,6 +281,7 @@ mod tests {
             null_count: Some(nulls),
             rows: 100,
             nan_possible: false,
+            zero_exact: false,
         }
     }
 
@@ -345,6 +346,7 @@ mod tests {
             null_count: Some(0),
             rows: 100,
             nan_possible,
+            zero_exact: false,
         };
         let test = |op: CmpOp, value: f64, nan_possible: bool| {
             let filter = Filter::Leaf {

@@ -24,6 +24,13 @@ pub struct ColumnStats {
     /// say nothing, which reads as "maybe".
     #[serde(default = "nan_unknown")]
     pub nan_possible: bool,
+    /// Whether a zero bound of a float column has the sign of the values' own extreme (`-0.0`
+    /// as the minimum only when a `-0.0` is among them, `0.0` as the maximum only when a `0.0`
+    /// is). Parquet writes a zero minimum as `-0.0` and a zero maximum as `0.0` whatever the
+    /// values, so only the writer's own pass over a file's rows sets this; merged statistics and
+    /// older manifests say no.
+    #[serde(default)]
+    pub zero_exact: bool,
 }
 
 fn nan_unknown() -> bool {
@@ -38,6 +45,7 @@ impl ColumnStats {
             null_count: None,
             rows,
             nan_possible: true,
+            zero_exact: false,
         }
     }
 
@@ -50,6 +58,7 @@ impl ColumnStats {
             null_count: Some(rows),
             rows,
             nan_possible: false,
+            zero_exact: false,
         }
     }
 
@@ -83,6 +92,7 @@ impl ColumnStats {
             }
         }
         self.nan_possible |= other.nan_possible;
+        self.zero_exact = false;
         self.null_count = match (self.null_count, other.null_count) {
             (Some(a), Some(b)) => Some(a + b),
             _ => None,
@@ -182,6 +192,7 @@ pub fn from_parquet(
         null_count,
         rows,
         nan_possible: column_type == ColumnType::Float64,
+        zero_exact: false,
     }
 }
 
@@ -211,6 +222,7 @@ pub fn from_column_index(
             null_count: Some(rows),
             rows,
             nan_possible: false,
+            zero_exact: false,
         };
     }
     let (min, max) = match (column_type, index) {
@@ -256,6 +268,7 @@ pub fn from_column_index(
                 null_count,
                 rows,
                 nan_possible: column_type == ColumnType::Float64,
+                zero_exact: false,
             }
         }
         _ => ColumnStats {
@@ -276,6 +289,7 @@ mod tests {
             null_count: Some(nulls),
             rows,
             nan_possible: false,
+            zero_exact: false,
         }
     }
 
@@ -290,6 +304,7 @@ mod tests {
             null_count: Some(4),
             rows: 4,
             nan_possible: false,
+            zero_exact: false,
         };
         merged.merge(&all_null);
         assert_eq!(merged, stats(1, 9, 6, 24));

@@ -23,7 +23,7 @@ use crate::table::manifest::{
     WriterSettings,
 };
 use crate::table::stats::{self, ColumnStats};
-use crate::value::{engine_type, format_date, ColumnType, MICROS_PER_DAY};
+use crate::value::{engine_type, format_date, ColumnType, Scalar, MICROS_PER_DAY};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Float64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch};
@@ -1136,17 +1136,11 @@ fn write_file(
             }
         }
         let mut merged = merged.unwrap_or_else(|| ColumnStats::unknown(0));
-        // Parquet statistics cannot rule NaN out (see `stats`); our own count of the rows written
-        // is exact, and lets pruning trust this file's bounds and every page's in it.
-        merged.nan_possible = batch
-            .column(index)
-            .as_primitive_opt::<Float64Type>()
-            .is_some_and(|floats| {
-                floats
-                    .slice(start, offset - start)
-                    .iter()
-                    .any(|v| v.is_some_and(f64::is_nan))
-            });
+        if let Some(floats) = batch.column(index).as_primitive_opt::<Float64Type>() {
+            float_stats_exact(&mut merged, &floats.slice(start, offset - start));
+        } else {
+            merged.nan_possible = false;
+        }
         columns.push(merged);
     }
     let rows = offset - start;
@@ -1159,6 +1153,36 @@ fn write_file(
         columns,
     };
     Ok((entry, rows))
+}
+
+/// Makes a float column's file statistics exact from one pass over the rows written. Parquet's
+/// cannot rule NaN out and write a zero bound with a sign of their own (see `stats`); our count
+/// of NaN lets pruning trust this file's bounds and every page's in it, and a zero bound gets
+/// the sign of the values' own extreme (`-0.0` before `0.0`, as MIN and MAX order them).
+fn float_stats_exact(stats: &mut ColumnStats, floats: &arrow_array::Float64Array) {
+    let (mut nan, mut negative_zero, mut positive_zero) = (false, false, false);
+    for value in floats.iter().flatten() {
+        nan |= value.is_nan();
+        if value == 0.0 {
+            if value.is_sign_negative() {
+                negative_zero = true;
+            } else {
+                positive_zero = true;
+            }
+        }
+    }
+    stats.nan_possible = nan;
+    if let Scalar::Float(min) = &mut stats.min {
+        if *min == 0.0 {
+            *min = if negative_zero { -0.0 } else { 0.0 };
+        }
+    }
+    if let Scalar::Float(max) = &mut stats.max {
+        if *max == 0.0 {
+            *max = if positive_zero { 0.0 } else { -0.0 };
+        }
+    }
+    stats.zero_exact = true;
 }
 
 /// Passes writes through while computing the CRC-32 of everything written.
@@ -1176,5 +1200,56 @@ impl<W: std::io::Write> std::io::Write for ChecksumWriter<W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parquet may widen a zero bound (`-0.0` as a minimum, `0.0` as a maximum, whatever the
+    /// values); the writer's pass gives it the values' own sign, and counts NaN.
+    #[test]
+    fn float_statistics_get_the_sign_of_zero_and_the_nan_count_from_the_rows() {
+        let widened = |min: f64, max: f64| ColumnStats {
+            min: Scalar::Float(min),
+            max: Scalar::Float(max),
+            null_count: Some(0),
+            rows: 3,
+            nan_possible: true,
+            zero_exact: false,
+        };
+        let exact = |mut stats: ColumnStats, values: Vec<Option<f64>>| {
+            float_stats_exact(&mut stats, &arrow_array::Float64Array::from(values));
+            let bits = |s: &Scalar| match s {
+                Scalar::Float(v) => v.to_bits(),
+                _ => u64::MAX,
+            };
+            (
+                bits(&stats.min),
+                bits(&stats.max),
+                stats.nan_possible,
+                stats.zero_exact,
+            )
+        };
+        let (zero, negative_zero) = (0.0f64.to_bits(), (-0.0f64).to_bits());
+        // Only +0.0: a minimum recorded as -0.0 is +0.0.
+        let only_positive = vec![Some(0.0), Some(2.0), None];
+        assert_eq!(
+            exact(widened(-0.0, 2.0), only_positive),
+            (zero, 2.0f64.to_bits(), false, true)
+        );
+        // Only -0.0 at the top: a maximum recorded as +0.0 is -0.0.
+        let only_negative = vec![Some(-3.0), Some(-0.0)];
+        assert_eq!(
+            exact(widened(-3.0, 0.0), only_negative),
+            ((-3.0f64).to_bits(), negative_zero, false, true)
+        );
+        // Both zeros: MIN is -0.0 and MAX is 0.0, as the engine orders them; a NaN is counted.
+        let both = vec![Some(0.0), Some(-0.0), Some(f64::NAN)];
+        assert_eq!(
+            exact(widened(0.0, -0.0), both),
+            (negative_zero, zero, true, true)
+        );
     }
 }

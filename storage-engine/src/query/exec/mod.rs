@@ -861,7 +861,8 @@ fn group_state(plan: &Plan, files: &[FileTask]) -> GroupState {
 /// statistics of the file without reading it: COUNT(*), COUNT(column), and MIN/MAX of types
 /// whose bounds are values of the column (integers, timestamps, dates, booleans, decimals; floats when
 /// the writer counted no NaN, which Parquet keeps out of its bounds, and the bound is not a
-/// zero, whose sign Parquet may change; not strings, which it may truncate). `None` unless
+/// zero whose sign Parquet may have changed (`ColumnStats::zero_exact`); not strings, which it
+/// may truncate). `None` unless
 /// every row of the file matches the filter and every aggregate is answered.
 fn states_from_statistics(plan: &Plan, task: &FileTask) -> Option<Vec<AccState>> {
     use crate::query::sql::AggregateFunction as F;
@@ -914,7 +915,7 @@ fn states_from_statistics(plan: &Plan, task: &FileTask) -> Option<Vec<AccState>>
                     };
                     match bound {
                         Scalar::Null => None,
-                        Scalar::Float(v) if *v == 0.0 => None,
+                        Scalar::Float(v) if *v == 0.0 && !stats.zero_exact => None,
                         bound => Some(AccState::Extreme(bound.clone())),
                     }
                 }
