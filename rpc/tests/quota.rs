@@ -7,23 +7,13 @@ mod common;
 
 use common::{block_on, start, token};
 use futures::StreamExt;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use tessera_rpc::auth::Role;
 use tessera_rpc::client::TenantQuota;
 use tessera_rpc::{Client, Limits};
 
 fn metrics(server: &common::TestServer) -> String {
-    let address = server.server.http_address().unwrap();
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+    common::get(server.server.http_address().unwrap(), "/metrics").1
 }
 
 #[test]

@@ -810,6 +810,16 @@ mod tests {
         assert_eq!(prefetched.bytes_missed.get(), 2010);
     }
 
+    /// `batch` as a Parquet file written by parquet's own writer with its defaults.
+    fn parquet_bytes(batch: &arrow_array::RecordBatch) -> Bytes {
+        let mut buffer = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut buffer, batch.schema(), None).unwrap();
+        writer.write(batch).unwrap();
+        writer.close().unwrap();
+        Bytes::from(buffer)
+    }
+
     /// Another tool's file with REQUIRED columns: parquet refuses a nullable schema hint for them,
     /// so the hint takes each column's nullability from the file.
     #[test]
@@ -829,11 +839,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let mut buffer = Vec::new();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut buffer, schema, None).unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
-        let bytes = Bytes::from(buffer);
+        let bytes = parquet_bytes(&batch);
         let columns = vec![
             ColumnDef {
                 name: "id".into(),
@@ -872,13 +878,8 @@ mod tests {
     #[test]
     fn a_small_file_metadata_loads_in_one_read() {
         let batch = crate::gen::events_chunk(0, 20_000, 20_000, 1);
-        let mut buffer = Vec::new();
-        let mut writer =
-            parquet::arrow::ArrowWriter::try_new(&mut buffer, batch.schema(), None).unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
         let file = Recorded {
-            bytes: Bytes::from(buffer),
+            bytes: parquet_bytes(&batch),
             reads: RefCell::new(Vec::new()),
         };
         let mut bytes_read = 0;
