@@ -78,6 +78,8 @@ struct QueryStats {
   rowsTotal @16 :UInt64;       # rows of the files that were not pruned
   rowsFromStatistics @17 :UInt64;  # rows counted from statistics alone, without reading pages
   filesCached @18 :UInt64;     # files whose partial result came from the node's partial-result cache
+  partitionsTotal @19 :UInt64; # partitions (file directories, e.g. date=2024-01-01) of the table
+  partitionsPruned @20 :UInt64;  # of those, partitions whose every file statistics pruned
 }
 
 interface BatchSink {
@@ -256,6 +258,35 @@ struct NodeInfo {
   uptimeSeconds @3 :UInt64;
   queriesRunning @4 :UInt32;
   connections @5 :UInt32;
+  queriesQueued @6 :UInt32;        # queries waiting for a slot
+  memoryMaxBytes @7 :UInt64;       # all the node may use (max_memory_gb)
+  residentBytes @8 :UInt64;        # resident memory of the process now
+  memory @9 :List(MemoryArea);     # each budget of the [memory] section, with its use
+  poolHits @10 :UInt64;            # decoded pages served from the buffer pools since start
+  poolMisses @11 :UInt64;          # pages read and decoded
+  diskUsedBytes @12 :UInt64;       # the file system holding the data directory
+  diskCapacityBytes @13 :UInt64;
+  tables @14 :List(TableSize);     # every table the node holds (operators only see sizes)
+  draining @15 :Bool;              # stopping: accepts no new queries
+  dataDir @16 :Text;
+  ingestLagSeconds @17 :Float64;   # age of the oldest acknowledged row not yet in a file (0: none)
+}
+
+struct MemoryArea {
+  # One budget of a node's memory: query_processing, parquet_cache, metadata_cache,
+  # partial_cache or ingest_buffers.
+  name @0 :Text;
+  budgetBytes @1 :UInt64;
+  usedBytes @2 :UInt64;
+}
+
+struct TableSize {
+  tenant @0 :Text;
+  table @1 :Text;
+  files @2 :UInt64;
+  partitions @3 :UInt64;
+  rows @4 :UInt64;                 # rows in files (buffered rows not counted)
+  bytes @5 :UInt64;                # bytes of its files
 }
 
 struct TenantQuota {
@@ -271,7 +302,8 @@ struct TenantQuota {
 }
 
 interface Operator {
-  # Cluster-wide operations (role operator). Never exposes any tenant's rows or table names.
+  # Cluster-wide operations (role operator). Never exposes any tenant's rows; `nodes` names
+  # tables with their sizes, for capacity planning.
   createTenant @0 (name :Text) -> (created :Bool);
   dropTenant @1 (name :Text) -> (existed :Bool);
   listTenants @2 () -> (tenants :List(Text));

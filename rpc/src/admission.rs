@@ -15,6 +15,7 @@
 
 use futures::channel::oneshot;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tessera_storage_engine::io::runtime::{self, TaskClass};
@@ -170,8 +171,9 @@ impl std::fmt::Display for Refusal {
 
 pub struct Admission {
     inner: Mutex<Inner>,
-    queue_max: usize,
-    wait: Duration,
+    /// Both may change while the node serves (`set_limits`, on SIGHUP).
+    queue_max: AtomicUsize,
+    wait_micros: AtomicU64,
 }
 
 /// A running query's slot; dropping it admits the next waiter of its lane.
@@ -186,9 +188,11 @@ impl Drop for Slot {
         let mut inner = self.admission.lock();
         inner.tenants.leave(&self.tenant);
         let Inner { lanes, tenants } = &mut *inner;
-        // The slot passes to a waiter as is; only when none wants it does it free.
-        if !lanes[self.lane].hand_over(tenants) {
-            lanes[self.lane].running -= 1;
+        // The slot passes to a waiter as is; only when none wants it (or the lane has fewer
+        // slots now than run) does it free.
+        let lane = &mut lanes[self.lane];
+        if lane.running > lane.slots || !lane.hand_over(tenants) {
+            lane.running -= 1;
         }
         // The tenant may have waiters the other lane passed over while it was at its limit.
         inner.fill(1 - self.lane);
@@ -235,9 +239,32 @@ impl Admission {
                 lanes: [lane(latency_slots), lane(throughput_slots)],
                 tenants: Tenants::default(),
             }),
-            queue_max,
-            wait,
+            queue_max: AtomicUsize::new(queue_max),
+            wait_micros: AtomicU64::new(wait.as_micros() as u64),
         })
+    }
+
+    /// Changes the lanes' slots, queue length and wait while queries run: more slots admit
+    /// waiters at once; fewer take effect as running queries finish.
+    pub fn set_limits(
+        &self,
+        latency_slots: usize,
+        throughput_slots: usize,
+        queue_max: usize,
+        wait: Duration,
+    ) {
+        self.queue_max.store(queue_max, Ordering::Relaxed);
+        self.wait_micros
+            .store(wait.as_micros() as u64, Ordering::Relaxed);
+        let mut inner = self.lock();
+        inner.lanes[0].slots = latency_slots.max(1);
+        inner.lanes[1].slots = throughput_slots.max(1);
+        inner.fill(0);
+        inner.fill(1);
+    }
+
+    fn wait(&self) -> Duration {
+        Duration::from_micros(self.wait_micros.load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -289,7 +316,7 @@ impl Admission {
                 inner.tenants.enter(tenant);
                 return Ok(self.slot(index, tenant));
             }
-            if lane.queued >= self.queue_max {
+            if lane.queued >= self.queue_max.load(Ordering::Relaxed) {
                 return Err(Refusal::QueueFull {
                     class,
                     queued: lane.queued,
@@ -316,7 +343,8 @@ impl Admission {
             tenant: tenant.to_owned(),
         };
         let receiver = waiting.receiver.as_mut().expect("set above");
-        match runtime::timeout(self.wait, receiver).await {
+        let wait = self.wait();
+        match runtime::timeout(wait, receiver).await {
             Some(Ok(())) => {
                 waiting.receiver = None;
                 Ok(self.slot(index, tenant))
@@ -327,7 +355,7 @@ impl Admission {
                 Err(Refusal::TimedOut {
                     class,
                     running: inner.lanes[index].running,
-                    waited: self.wait,
+                    waited: wait,
                     tenant_limit: inner
                         .tenants
                         .at_limit(tenant)

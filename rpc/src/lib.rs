@@ -9,6 +9,7 @@ pub mod codes;
 mod ipc_frames;
 pub mod metrics;
 pub mod node;
+pub mod query_log;
 pub mod quota;
 pub mod result_cache;
 pub mod server;

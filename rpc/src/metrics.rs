@@ -30,8 +30,9 @@ pub struct Metrics {
     pub connections_total: Counter,
     pub logins_failed: Counter,
     pub memory_usage_percent: Gauge<f64, AtomicU64>,
-    pub buffer_pool_hits: Gauge,
-    pub buffer_pool_misses: Gauge,
+    /// Sums of the cores' pool counters, advanced to them at each scrape.
+    pub buffer_pool_hits: Counter,
+    pub buffer_pool_misses: Counter,
     pub buffer_pool_bytes: Gauge,
     pub partial_cache_hits: Gauge,
     pub partial_cache_misses: Gauge,
@@ -53,6 +54,20 @@ pub struct Metrics {
     pub tenant_queries_running: Family<Labels, Gauge>,
     /// Per tenant with a buffer-pool floor: bytes of its decoded pages in the pools.
     pub tenant_pool_bytes: Family<Labels, Gauge>,
+    /// Per tenant: queries finished, and those that failed (both made at a tenant's first query).
+    pub tenant_queries: Family<Labels, Counter>,
+    pub tenant_query_errors: Family<Labels, Counter>,
+    /// The file system holding the data directory: bytes in use and its size.
+    pub disk_used_bytes: Gauge,
+    pub disk_capacity_bytes: Gauge,
+    /// Per memory area (`engine::MemoryReport`): its budget and what it holds.
+    pub memory_budget_bytes: Family<Labels, Gauge>,
+    pub memory_used_bytes: Family<Labels, Gauge>,
+    /// Rows of streaming ingestion buffered and not yet in files, and the age of the oldest.
+    pub ingest_buffered_bytes: Gauge,
+    pub ingest_oldest_buffered_seconds: Gauge<f64, AtomicU64>,
+    /// 1, labelled with the node's software version.
+    pub build_info: Family<Labels, Gauge>,
 }
 
 /// Label pairs of a per-tenant metric.
@@ -80,8 +95,8 @@ impl Metrics {
             connections_total: Counter::default(),
             logins_failed: Counter::default(),
             memory_usage_percent: Gauge::default(),
-            buffer_pool_hits: Gauge::default(),
-            buffer_pool_misses: Gauge::default(),
+            buffer_pool_hits: Counter::default(),
+            buffer_pool_misses: Counter::default(),
             buffer_pool_bytes: Gauge::default(),
             partial_cache_hits: Gauge::default(),
             partial_cache_misses: Gauge::default(),
@@ -96,6 +111,15 @@ impl Metrics {
             tenant_storage_bytes: Family::default(),
             tenant_queries_running: Family::default(),
             tenant_pool_bytes: Family::default(),
+            tenant_queries: Family::default(),
+            tenant_query_errors: Family::default(),
+            disk_used_bytes: Gauge::default(),
+            disk_capacity_bytes: Gauge::default(),
+            memory_budget_bytes: Family::default(),
+            memory_used_bytes: Family::default(),
+            ingest_buffered_bytes: Gauge::default(),
+            ingest_oldest_buffered_seconds: Gauge::default(),
+            build_info: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -269,6 +293,58 @@ impl Metrics {
             "Bytes of decoded pages a tenant with a buffer-pool floor holds in the pools",
             metrics.tenant_pool_bytes.clone(),
         );
+        r.register(
+            "tenant_queries",
+            "A tenant's queries finished (successfully or not)",
+            metrics.tenant_queries.clone(),
+        );
+        r.register(
+            "tenant_query_errors",
+            "A tenant's queries that failed",
+            metrics.tenant_query_errors.clone(),
+        );
+        r.register(
+            "disk_used_bytes",
+            "Bytes in use on the file system holding the data directory",
+            metrics.disk_used_bytes.clone(),
+        );
+        r.register(
+            "disk_capacity_bytes",
+            "Size of the file system holding the data directory",
+            metrics.disk_capacity_bytes.clone(),
+        );
+        r.register(
+            "memory_budget_bytes",
+            "Memory budget of an area (query_processing, parquet_cache, metadata_cache, partial_cache, ingest_buffers)",
+            metrics.memory_budget_bytes.clone(),
+        );
+        r.register(
+            "memory_used_bytes",
+            "Memory an area holds now",
+            metrics.memory_used_bytes.clone(),
+        );
+        r.register(
+            "ingest_buffered_bytes",
+            "Bytes of acknowledged rows buffered in memory, not yet flushed to files",
+            metrics.ingest_buffered_bytes.clone(),
+        );
+        r.register(
+            "ingest_oldest_buffered_seconds",
+            "Age of the oldest acknowledged row not yet flushed to a file (0: none)",
+            metrics.ingest_oldest_buffered_seconds.clone(),
+        );
+        r.register(
+            "build_info",
+            "The node's software version (value 1)",
+            metrics.build_info.clone(),
+        );
+        metrics
+            .build_info
+            .get_or_create(&vec![(
+                "version".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            )])
+            .set(1);
         Metrics {
             registry,
             ..metrics
@@ -305,6 +381,21 @@ pub fn resident_bytes() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     pages * page
+}
+
+/// Bytes in use and total size of the file system holding `path` (`None` if statvfs fails).
+pub fn disk_usage(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let block = stat.f_frsize as u64;
+    let total = stat.f_blocks as u64 * block;
+    let free = stat.f_bfree as u64 * block;
+    Some((total.saturating_sub(free), total))
 }
 
 /// What `/health` and `/metrics` need from the node at request time.

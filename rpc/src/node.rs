@@ -5,10 +5,11 @@
 use crate::admission::Admission;
 use crate::auth::Verifier;
 use crate::metrics::Metrics;
+use crate::query_log::QueryLog;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -47,6 +48,10 @@ pub struct Limits {
     pub query_memory_bytes: u64,
     /// Largest batch (Arrow IPC bytes) one `IngestStream.append` takes.
     pub ingest_batch_bytes: u64,
+    /// Finished queries the node keeps for the `query_stats` table (oldest dropped first).
+    pub query_stats_capacity: usize,
+    /// Queries at least this slow are logged at warn (others at info).
+    pub slow_query: Duration,
 }
 
 impl Default for Limits {
@@ -68,13 +73,16 @@ impl Default for Limits {
             blocking_threads_max: 32,
             query_memory_bytes: 4 << 30,
             ingest_batch_bytes: 256 << 20,
+            query_stats_capacity: 10_000,
+            slow_query: Duration::from_secs(1),
         }
     }
 }
 
 /// What every core's connections share: settings, token verification, counters. Atomics only.
 pub struct Shared {
-    pub verifier: Verifier,
+    /// Replaced whole when the node reloads its keys (SIGHUP): `Shared::verifier`.
+    pub verifier: RwLock<Arc<Verifier>>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     /// Query slots and their queues (`Limits::concurrent_queries` and friends).
@@ -92,4 +100,22 @@ pub struct Shared {
     pub tls: Option<futures_rustls::TlsAcceptor>,
     /// The shared final-result cache in Redis, when configured.
     pub result_cache: Option<crate::result_cache::ResultCache>,
+    /// Recent queries: the log lines and the `query_stats` table.
+    pub query_log: QueryLog,
+    /// Set when the node stops (SIGTERM): no new connection, query or write is taken.
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    /// The token verifier in force now.
+    pub fn verifier(&self) -> Arc<Verifier> {
+        self.verifier
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
 }

@@ -107,7 +107,12 @@ impl Server {
             .transpose()
             .map_err(ServerError::Config)?;
         let shared = Arc::new(Shared {
-            verifier,
+            verifier: std::sync::RwLock::new(Arc::new(verifier)),
+            query_log: crate::query_log::QueryLog::new(
+                config.limits.query_stats_capacity,
+                config.limits.slow_query,
+            ),
+            draining: std::sync::atomic::AtomicBool::new(false),
             metrics: metrics.clone(),
             quotas: crate::quota::Quotas::new(
                 engine.data_dir().to_owned(),
@@ -185,6 +190,68 @@ impl Server {
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
+
+    /// Stops taking work: every core closes its listener, and new queries, imports and
+    /// appends on open connections are refused with `unavailable`. Then waits up to `timeout`
+    /// for running queries and writes to finish, and flushes streaming ingestion's buffered
+    /// rows to files (fsynced and published). What it did, for the log.
+    pub fn drain(&self, timeout: Duration) -> DrainReport {
+        let started = Instant::now();
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let busy = || {
+            let (running, queued) = self.shared.admission.load();
+            running + queued + self.shared.blocking_threads.load(Ordering::SeqCst)
+        };
+        while busy() > 0 && started.elapsed() < timeout {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let unfinished = busy();
+        let flushed = self.engine.flush_all_ingest();
+        DrainReport {
+            waited: started.elapsed(),
+            unfinished,
+            flushed,
+        }
+    }
+
+    /// Applies the settings that may change while the node serves (SIGHUP): token keys and
+    /// their checks, admission slots, queue and wait, the `query_stats` capacity and the
+    /// slow-query threshold. A bad key leaves the old ones in force.
+    pub fn reload(&self, auth: AuthConfig, limits: &Limits) -> Result<(), ServerError> {
+        let verifier = Verifier::new(auth).map_err(|e| ServerError::Config(e.to_string()))?;
+        *self
+            .shared
+            .verifier
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(verifier);
+        self.shared.admission.set_limits(
+            limits.concurrent_short_queries,
+            limits.concurrent_queries,
+            limits.admission_queue,
+            limits.admission_wait,
+        );
+        self.shared
+            .query_log
+            .configure(limits.query_stats_capacity, limits.slow_query);
+        Ok(())
+    }
+
+    /// True once every core answers a trivial job within a second (for the watchdog).
+    pub fn healthy(&self) -> bool {
+        self.engine
+            .unresponsive_cores(HEALTH_CORE_TIMEOUT)
+            .is_empty()
+    }
+}
+
+/// What `Server::drain` did.
+#[derive(Debug)]
+pub struct DrainReport {
+    pub waited: Duration,
+    /// Queries and writes still running when the drain timeout passed (cancelled at exit).
+    pub unfinished: usize,
+    /// Files streaming ingestion's flush wrote, or why it failed (the logs keep the rows).
+    pub flushed: Result<u64, tessera_storage_engine::Error>,
 }
 
 impl Drop for Server {
@@ -207,15 +274,39 @@ impl NodeProbe for Probe {
     fn refresh(&self, metrics: &Metrics) {
         if let Some(engine) = self.engine.upgrade() {
             let counters = engine.pool_counters();
-            metrics
-                .buffer_pool_hits
-                .set(counters.iter().map(|c| c.hits as i64).sum());
-            metrics
-                .buffer_pool_misses
-                .set(counters.iter().map(|c| c.misses as i64).sum());
+            // The cores' counters only grow: the exported counters advance to their sums.
+            let advance = |counter: &prometheus_client::metrics::counter::Counter, to: u64| {
+                counter.inc_by(to.saturating_sub(counter.get()));
+            };
+            advance(
+                &metrics.buffer_pool_hits,
+                counters.iter().map(|c| c.hits).sum(),
+            );
+            advance(
+                &metrics.buffer_pool_misses,
+                counters.iter().map(|c| c.misses).sum(),
+            );
             metrics
                 .buffer_pool_bytes
                 .set(counters.iter().map(|c| c.bytes_used as i64).sum());
+            let memory = engine.memory_report();
+            for area in &memory.areas {
+                let labels = vec![("area".to_owned(), area.name.to_owned())];
+                metrics
+                    .memory_budget_bytes
+                    .get_or_create(&labels)
+                    .set(area.budget_bytes as i64);
+                metrics
+                    .memory_used_bytes
+                    .get_or_create(&labels)
+                    .set(area.used_bytes as i64);
+                if area.name == "ingest_buffers" {
+                    metrics.ingest_buffered_bytes.set(area.used_bytes as i64);
+                }
+            }
+            metrics
+                .ingest_oldest_buffered_seconds
+                .set(memory.ingest_oldest.map_or(0.0, |age| age.as_secs_f64()));
             let partials = engine.partial_counters();
             let sum = |field: fn(
                 &tessera_storage_engine::query::exec::partials::PartialCounters,
@@ -230,6 +321,10 @@ impl NodeProbe for Probe {
                     .get_or_create(&vec![("tenant".to_owned(), tenant)])
                     .set(bytes as i64);
             }
+        }
+        if let Some((used, capacity)) = metrics::disk_usage(&self.shared.data_dir) {
+            metrics.disk_used_bytes.set(used as i64);
+            metrics.disk_capacity_bytes.set(capacity as i64);
         }
         let budget = self.shared.max_memory_bytes.max(1) as f64;
         metrics
@@ -261,7 +356,21 @@ impl NodeProbe for Probe {
 
 async fn accept_loop(context: CoreContext, shared: Arc<Shared>, listener: TcpListener) {
     loop {
-        match listener.accept().await {
+        let draining = async {
+            while !shared.draining() {
+                runtime::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let accepted = {
+            let accept = std::pin::pin!(listener.accept());
+            let draining = std::pin::pin!(draining);
+            match futures::future::select(accept, draining).await {
+                futures::future::Either::Left((accepted, _)) => accepted,
+                // Stopping: the listener closes, so new connections go to other nodes.
+                futures::future::Either::Right(_) => return,
+            }
+        };
+        match accepted {
             Ok(connection) => {
                 let open = shared.connections.fetch_add(1, Ordering::Relaxed);
                 if open >= shared.limits.connections_max {

@@ -42,6 +42,8 @@ impl QueryStats {
         out.set_batches(self.batches);
         out.set_ipc_bytes(self.ipc_bytes);
         out.set_queued_micros(self.queued_micros);
+        out.set_partitions_total(scan.partitions_total);
+        out.set_partitions_pruned(scan.partitions_pruned);
     }
 
     pub(crate) fn read(stats: query_stats::Reader<'_>) -> QueryStats {
@@ -62,6 +64,8 @@ impl QueryStats {
                 bytes_scanned: stats.get_bytes_scanned(),
                 pool_hits: stats.get_pool_hits(),
                 pool_misses: stats.get_pool_misses(),
+                partitions_total: stats.get_partitions_total(),
+                partitions_pruned: stats.get_partitions_pruned(),
             },
             elapsed_micros: stats.get_elapsed_micros(),
             batches: stats.get_batches(),
@@ -95,6 +99,8 @@ mod tests {
                 bytes_scanned: 12,
                 pool_hits: 13,
                 pool_misses: 14,
+                partitions_total: 20,
+                partitions_pruned: 21,
             },
             elapsed_micros: 15,
             batches: 16,

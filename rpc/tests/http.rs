@@ -55,14 +55,49 @@ fn health_and_metrics_report_the_node() {
     assert_eq!(sample(&after, "tessera_query_errors_total"), 1.0);
     assert_eq!(sample(&after, "tessera_query_duration_seconds_count"), 3.0);
     assert!(sample(&after, "tessera_data_scanned_bytes_total") > 0.0);
-    assert!(sample(&after, "tessera_buffer_pool_misses") > 0.0);
+    assert!(sample(&after, "tessera_buffer_pool_misses_total") > 0.0);
     assert!(
-        sample(&after, "tessera_buffer_pool_hits") > 0.0,
+        sample(&after, "tessera_buffer_pool_hits_total") > 0.0,
         "warm runs hit the pool"
     );
     assert!(sample(&after, "tessera_partial_cache_hits") > 0.0);
     assert!(sample(&after, "tessera_query_queue_seconds_count") >= 3.0);
     assert!(sample(&after, "tessera_memory_usage_percent") > 0.0);
+    assert_eq!(
+        sample(&after, "tessera_tenant_queries_total{tenant=\"acme\"}"),
+        4.0
+    );
+    assert_eq!(
+        sample(&after, "tessera_tenant_query_errors_total{tenant=\"acme\"}"),
+        1.0
+    );
+    assert!(sample(&after, "tessera_disk_capacity_bytes") > 0.0);
+    assert!(sample(&after, "tessera_disk_used_bytes") > 0.0);
+    assert!(sample(&after, "tessera_memory_used_bytes{area=\"parquet_cache\"}") > 0.0);
+    assert_eq!(
+        sample(
+            &after,
+            "tessera_memory_budget_bytes{area=\"parquet_cache\"}"
+        ),
+        (256u64 << 20) as f64
+    );
+    for area in [
+        "query_processing",
+        "metadata_cache",
+        "partial_cache",
+        "ingest_buffers",
+    ] {
+        sample(
+            &after,
+            &format!("tessera_memory_budget_bytes{{area=\"{area}\"}}"),
+        );
+    }
+    assert_eq!(
+        sample(&after, "tessera_ingest_oldest_buffered_seconds"),
+        0.0
+    );
+    assert_eq!(sample(&after, "tessera_ingest_buffered_bytes"), 0.0);
+    assert!(after.contains("tessera_build_info{version=\""), "{after}");
     for name in [
         "# TYPE tessera_query_duration_seconds histogram",
         "tessera_connections_accepted_total",

@@ -12,10 +12,14 @@ struct GatewayServer {
 
 impl GatewayServer {
     fn verify(&self, token: &str) -> Result<Identity, Error> {
-        self.connection.shared.verifier.verify(token).map_err(|e| {
-            self.connection.shared.metrics.logins_failed.inc();
-            error("unauthenticated", e)
-        })
+        self.connection
+            .shared
+            .verifier()
+            .verify(token)
+            .map_err(|e| {
+                self.connection.shared.metrics.logins_failed.inc();
+                error("unauthenticated", e)
+            })
     }
 }
 

@@ -116,6 +116,7 @@ impl ingest_stream::Server for IngestStreamServer {
         mut results: ingest_stream::AppendResults,
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
+        self.connection.check_serving()?;
         let sequence = params.get()?.get_sequence();
         let (batches, raw) = self.take()?;
         check_expiry(&self.identity)?;

@@ -120,6 +120,17 @@ impl Connection {
         Ok(CallGuard(self.clone()))
     }
 
+    /// Refuses new queries and writes once the node is stopping (`Shared::draining`).
+    fn check_serving(&self) -> Result<(), Error> {
+        if self.shared.draining() {
+            return Err(error(
+                "unavailable",
+                "the node is stopping and takes no new queries or writes; retry on another node or once it is back",
+            ));
+        }
+        Ok(())
+    }
+
     fn data_dir(&self) -> &std::path::Path {
         &self.shared.data_dir
     }

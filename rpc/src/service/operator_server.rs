@@ -84,15 +84,60 @@ impl operator::Server for OperatorServer {
         _: operator::NodesParams,
         mut results: operator::NodesResults,
     ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
         check_expiry(&self.identity)?;
-        let shared = &self.connection.shared;
+        let shared = self.connection.shared.clone();
+        let (memory, pool_hits, pool_misses) = self
+            .connection
+            .context
+            .memory_report()
+            .await
+            .map_err(engine_error)?;
+        let data_dir = shared.data_dir.clone();
+        let (tables, disk) = runtime::spawn_blocking(move || {
+            let tables = table_sizes(&data_dir);
+            (tables, crate::metrics::disk_usage(&data_dir))
+        })
+        .await;
+        let tables = tables.map_err(engine_error)?;
         let mut node = results.get().init_nodes(1).get(0);
         node.set_address(shared.address.to_string());
         node.set_cores(shared.cores as u32);
         node.set_version(env!("CARGO_PKG_VERSION"));
         node.set_uptime_seconds(shared.started.elapsed().as_secs());
-        node.set_queries_running(shared.admission.load().0 as u32);
+        let (running, queued) = shared.admission.load();
+        node.set_queries_running(running as u32);
+        node.set_queries_queued(queued as u32);
         node.set_connections(shared.connections.load(Ordering::Relaxed) as u32);
+        node.set_memory_max_bytes(shared.max_memory_bytes);
+        node.set_resident_bytes(crate::metrics::resident_bytes());
+        {
+            let mut areas = node.reborrow().init_memory(memory.areas.len() as u32);
+            for (i, area) in memory.areas.iter().enumerate() {
+                let mut out = areas.reborrow().get(i as u32);
+                out.set_name(area.name);
+                out.set_budget_bytes(area.budget_bytes);
+                out.set_used_bytes(area.used_bytes);
+            }
+        }
+        node.set_pool_hits(pool_hits);
+        node.set_pool_misses(pool_misses);
+        let (disk_used, disk_capacity) = disk.unwrap_or((0, 0));
+        node.set_disk_used_bytes(disk_used);
+        node.set_disk_capacity_bytes(disk_capacity);
+        node.set_draining(shared.draining());
+        node.set_data_dir(shared.data_dir.display().to_string());
+        node.set_ingest_lag_seconds(memory.ingest_oldest.map_or(0.0, |age| age.as_secs_f64()));
+        let mut list = node.init_tables(tables.len() as u32);
+        for (i, table) in tables.iter().enumerate() {
+            let mut out = list.reborrow().get(i as u32);
+            out.set_tenant(&table.tenant);
+            out.set_table(&table.table);
+            out.set_files(table.files);
+            out.set_partitions(table.partitions);
+            out.set_rows(table.rows);
+            out.set_bytes(table.bytes);
+        }
         Ok(())
     }
 
@@ -160,4 +205,41 @@ impl operator::Server for OperatorServer {
         q.set_pool_floor_bytes(quota.pool_floor_bytes);
         Ok(())
     }
+}
+
+/// One table's size, for `nodes`.
+struct TableSize {
+    tenant: String,
+    table: String,
+    files: u64,
+    partitions: u64,
+    rows: u64,
+    bytes: u64,
+}
+
+/// Every table under `data_dir` with its manifest's totals. Blocking file-system work.
+fn table_sizes(data_dir: &std::path::Path) -> tessera_storage_engine::Result<Vec<TableSize>> {
+    let mut sizes = Vec::new();
+    for tenant in manifest::list_tenants(data_dir)? {
+        for table in manifest::list_tables(data_dir, &tenant)? {
+            // Dropped since it was listed: skipped.
+            let Some(manifest) = manifest::load(data_dir, &tenant, &table)? else {
+                continue;
+            };
+            let partitions: std::collections::HashSet<&str> = manifest
+                .files
+                .iter()
+                .map(|f| f.path.rsplit_once('/').map_or("", |(dir, _)| dir))
+                .collect();
+            sizes.push(TableSize {
+                files: manifest.files.len() as u64,
+                partitions: partitions.len() as u64,
+                rows: manifest.files.iter().map(|f| f.rows).sum(),
+                bytes: manifest.total_bytes(),
+                tenant: tenant.clone(),
+                table,
+            });
+        }
+    }
+    Ok(sizes)
 }

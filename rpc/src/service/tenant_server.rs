@@ -2,6 +2,7 @@
 //! cancellable by tag), table listing and description, and the way to `Admin` and `ImportStream`.
 
 use super::*;
+use crate::query_log::{self, QueryLog, QueryRecord};
 use crate::result_cache::{CachedResult, ResultCache};
 
 pub(super) struct TenantServer {
@@ -69,6 +70,10 @@ impl TenantServer {
     ) -> Result<QueryStats, Error> {
         let context = &self.connection.context;
         let shared = &self.connection.shared;
+        let (Statement::Query(query) | Statement::Explain(query)) = &statement;
+        if query.table == query_log::TABLE {
+            return self.run_query_stats(statement, sink, arrival).await;
+        }
         // The parsed statement, normalised (spacing, case of keywords): part of the cache key.
         let normalised = shared
             .result_cache
@@ -154,6 +159,50 @@ impl TenantServer {
             cache.put(&key, &result, &shared.metrics).await;
         }
         Ok(stats)
+    }
+}
+
+impl TenantServer {
+    /// Runs a statement over the tenant's rows of the node's `query_stats` (its recent
+    /// queries, in memory): no query slot, nothing read from disk.
+    async fn run_query_stats(
+        &self,
+        statement: Statement,
+        sink: batch_sink::Client,
+        arrival: Instant,
+    ) -> Result<QueryStats, Error> {
+        let shared = &self.connection.shared;
+        let limits = &shared.limits;
+        let quota = shared
+            .quotas
+            .get(&self.tenant)
+            .await
+            .map_err(engine_error)?;
+        let mut out = PushSink::new(&sink, limits);
+        if quota.result_bytes > 0 {
+            out.quota = Some((self.tenant.as_str(), quota.result_bytes, &shared.quotas));
+        }
+        let started = Instant::now();
+        let rows = shared.query_log.table(&self.tenant);
+        let result = match self
+            .connection
+            .context
+            .execute_rows(statement, &QueryLog::columns(), rows, &mut out)
+            .await
+        {
+            Ok(result) => result,
+            Err(e) => return Err(out.failure.take().unwrap_or_else(|| engine_error(e))),
+        };
+        out.finish(&result.schema).await?;
+        let stats = QueryStats {
+            rows_returned: out.rows,
+            scan: result.stats.scan,
+            elapsed_micros: started.elapsed().as_micros() as u64,
+            batches: out.batches,
+            ipc_bytes: out.bytes,
+            queued_micros: started.duration_since(arrival).as_micros() as u64,
+        };
+        finish_call(&sink, stats, limits).await
     }
 }
 
@@ -331,11 +380,15 @@ impl tenant::Server for TenantServer {
         let tag = params.get_tag();
         let shared = self.connection.shared.clone();
         let arrival = self.connection.arrival();
-        let statement = sql::parse(&sql).map_err(|e| engine_error(e.into()));
+        let started_at = std::time::SystemTime::now() - arrival.elapsed();
         let (handle, registration) = AbortHandle::new_pair();
         // Unregistered when this call ends, however it ends (success, error or dropped call).
         let _registered = Running::register(&self.running, &self.next_query, tag, handle);
-        let outcome = match statement {
+        let outcome = match self
+            .connection
+            .check_serving()
+            .and_then(|()| sql::parse(&sql).map_err(|e| engine_error(e.into())))
+        {
             Ok(statement) => Abortable::new(self.run_query(statement, sink, arrival), registration)
                 .await
                 .unwrap_or_else(|_| Err(error("cancelled", "the query was cancelled"))),
@@ -343,7 +396,28 @@ impl tenant::Server for TenantServer {
         };
         let metrics = &shared.metrics;
         metrics.queries_total.inc();
-        match outcome {
+        let tenant = vec![("tenant".to_owned(), self.tenant.clone())];
+        metrics.tenant_queries.get_or_create(&tenant).inc();
+        // Made at 0 with the tenant's first query, so its error rate has data from then on.
+        let tenant_errors = metrics.tenant_query_errors.get_or_create(&tenant);
+        let mut record = QueryRecord {
+            query_id: shared.query_log.next_id(),
+            tenant: self.tenant.clone(),
+            sql,
+            started_at_micros: started_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64),
+            execution_seconds: arrival.elapsed().as_secs_f64(),
+            rows: 0,
+            bytes_scanned: 0,
+            files_scanned: 0,
+            files_pruned: 0,
+            partitions_scanned: 0,
+            partitions_pruned: 0,
+            status: "ok".into(),
+            error: None,
+        };
+        let outcome = match outcome {
             Ok(stats) => {
                 metrics
                     .query_duration_seconds
@@ -352,14 +426,31 @@ impl tenant::Server for TenantServer {
                 metrics.data_read_bytes.inc_by(stats.scan.bytes_read);
                 metrics.rows_returned.inc_by(stats.rows_returned);
                 metrics.ipc_bytes_sent.inc_by(stats.ipc_bytes);
+                let scan = &stats.scan;
+                record.rows = stats.rows_returned;
+                record.bytes_scanned = scan.bytes_scanned;
+                record.files_scanned = scan.files_total - scan.files_pruned;
+                record.files_pruned = scan.files_pruned;
+                record.partitions_scanned = scan.partitions_total - scan.partitions_pruned;
+                record.partitions_pruned = scan.partitions_pruned;
                 stats.write(results.get().init_stats());
                 Ok(())
             }
             Err(e) => {
                 metrics.query_errors_total.inc();
+                tenant_errors.inc();
+                record.status = e
+                    .extra
+                    .split_once(": ")
+                    .map_or("internal", |(code, _)| code)
+                    .to_owned();
+                record.error = Some(e.extra.clone());
                 Err(e)
             }
-        }
+        };
+        drop(tenant_errors);
+        shared.query_log.record(record);
+        outcome
     }
 
     async fn explain(
@@ -420,6 +511,7 @@ impl tenant::Server for TenantServer {
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
         self.check()?;
+        self.connection.check_serving()?;
         if !self.identity.role.can_write() {
             return Err(error(
                 "permission",
@@ -451,6 +543,7 @@ impl tenant::Server for TenantServer {
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
         self.check()?;
+        self.connection.check_serving()?;
         if !self.identity.role.can_write() {
             return Err(error(
                 "permission",

@@ -118,7 +118,7 @@ pub struct PreparedQuery {
     manifest: Arc<TableManifest>,
     plan: Arc<Plan>,
     tasks: Vec<FileTask>,
-    pruned_files: u64,
+    pruning: Pruning,
     explain: bool,
     _epoch: ingest::EpochGuard,
 }
@@ -147,6 +147,85 @@ pub struct QueryResult {
 impl QueryResult {
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// Memory by budget area (`Engine::memory_report`).
+#[derive(Clone, Debug)]
+pub struct MemoryReport {
+    /// `query_processing`, `parquet_cache`, `metadata_cache`, `partial_cache`,
+    /// `ingest_buffers`: each enforced (queries fail with `limit`, caches evict, appends wait).
+    pub areas: Vec<MemoryArea>,
+    /// Age of the oldest acknowledged row not yet published in a file (`None`: none buffered).
+    pub ingest_oldest: Option<Duration>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MemoryArea {
+    pub name: &'static str,
+    pub budget_bytes: u64,
+    pub used_bytes: u64,
+}
+
+/// What one core holds of each area.
+struct CoreMemory {
+    pool: u64,
+    metadata: u64,
+    partials: u64,
+    ingest: u64,
+    oldest_unflushed: Option<Instant>,
+}
+
+impl CoreMemory {
+    fn of(state: &CoreState) -> CoreMemory {
+        CoreMemory {
+            pool: state.pool.counters().bytes_used,
+            metadata: state.metadata.counters().bytes,
+            partials: state.partials.counters().bytes_used,
+            ingest: state.ingest.memory_used(),
+            oldest_unflushed: state.ingest.oldest_unflushed(),
+        }
+    }
+}
+
+impl MemoryReport {
+    fn new(config: &EngineConfig, query_used: u64, cores: &[CoreMemory]) -> MemoryReport {
+        let sum = |field: fn(&CoreMemory) -> u64| cores.iter().map(field).sum::<u64>();
+        let area = |name, budget_bytes, used_bytes| MemoryArea {
+            name,
+            budget_bytes,
+            used_bytes,
+        };
+        MemoryReport {
+            areas: vec![
+                area(
+                    "query_processing",
+                    config.query_memory_budget_bytes,
+                    query_used,
+                ),
+                area("parquet_cache", config.buffer_pool_bytes, sum(|c| c.pool)),
+                area(
+                    "metadata_cache",
+                    config.metadata_cache_bytes,
+                    sum(|c| c.metadata),
+                ),
+                area(
+                    "partial_cache",
+                    config.partial_cache_bytes,
+                    sum(|c| c.partials),
+                ),
+                area(
+                    "ingest_buffers",
+                    config.ingest.memory_bytes,
+                    sum(|c| c.ingest),
+                ),
+            ],
+            ingest_oldest: cores
+                .iter()
+                .filter_map(|c| c.oldest_unflushed)
+                .min()
+                .map(|oldest| oldest.elapsed()),
+        }
     }
 }
 
@@ -336,6 +415,19 @@ impl Engine {
         futures::executor::block_on(futures::future::join_all(calls));
     }
 
+    /// Flushes every buffered row of streaming ingestion on every core to files (fsynced and
+    /// published), so a stopping node leaves its logs with nothing to replay. Blocks the
+    /// calling thread; the number of files written.
+    pub fn flush_all_ingest(&self) -> Result<u64> {
+        let mut files = 0;
+        for flushed in
+            self.on_every_core(|context| async move { context.state.ingest.flush_all().await })
+        {
+            files += flushed?;
+        }
+        Ok(files)
+    }
+
     /// What start-up recovery replayed; `None` when another process owns the logs.
     pub fn recovery(&self) -> Option<&RecoveryReport> {
         self.recovery.as_ref()
@@ -494,6 +586,13 @@ impl Engine {
             *total.entry(tenant).or_default() += bytes;
         }
         total.into_iter().collect()
+    }
+
+    /// What the node's memory holds against each of its budgets, and how far streaming
+    /// ingestion's flushes are behind. Blocks the calling thread (one job on every core).
+    pub fn memory_report(&self) -> MemoryReport {
+        let cores = self.on_every_core(|context| async move { CoreMemory::of(&context.state) });
+        MemoryReport::new(&self.config, self.memory.used(), &cores)
     }
 
     /// Buffer pool counters per core.
@@ -663,6 +762,26 @@ impl CoreContext {
         Ok(version)
     }
 
+    /// `Engine::memory_report`, from inside a core, with the buffer pools' hits and misses
+    /// summed over every core.
+    pub async fn memory_report(&self) -> Result<(MemoryReport, u64, u64)> {
+        let calls = (0..self.peers.count()).map(|peer| {
+            self.peers.call(&self.state, peer, |state, _| async move {
+                let pool = state.pool.counters();
+                (CoreMemory::of(&state), pool.hits, pool.misses)
+            })
+        });
+        let (mut cores, mut hits, mut misses) = (Vec::new(), 0, 0);
+        for answer in futures::future::join_all(calls).await {
+            let (core, core_hits, core_misses) = answer?;
+            cores.push(core);
+            hits += core_hits;
+            misses += core_misses;
+        }
+        let report = MemoryReport::new(&self.config, self.memory.used(), &cores);
+        Ok((report, hits, misses))
+    }
+
     pub async fn sql(&self, tenant: &str, text: &str) -> Result<QueryResult> {
         let statement = sql::parse(text)?;
         self.execute(tenant, statement).await
@@ -766,6 +885,45 @@ impl CoreContext {
         self.run_into(prepared, sink).await
     }
 
+    /// Runs a statement over rows held in memory rather than files (a system table such as
+    /// `query_stats`, whose rows `batch` holds in `columns`' order and types) on this core,
+    /// with the same binding, filters, aggregates, ORDER BY and LIMIT as a table's.
+    pub async fn execute_rows<S: BatchSink>(
+        &self,
+        statement: Statement,
+        columns: &[manifest::ColumnDef],
+        batch: RecordBatch,
+        sink: &mut S,
+    ) -> Result<QueryResult> {
+        let started = Instant::now();
+        let Statement::Query(query) = statement else {
+            return Err(Error::Plan(
+                "EXPLAIN is for tables; a system table is held in memory".into(),
+            ));
+        };
+        let plan = plan::bind(&query, columns)?;
+        let chunk = Rc::new(crate::ingest::MemChunk::new(
+            Arc::from("system"),
+            0,
+            batch,
+            columns,
+        ));
+        let memory = self.memory.reserve();
+        let (output, scan) = exec::execute_chunks(&self.state, &plan, &[chunk], &memory).await?;
+        let result = finish(&plan, vec![output], &memory)?;
+        sink.send(result).await?;
+        Ok(QueryResult {
+            schema: output_schema(&plan),
+            batches: Vec::new(),
+            stats: QueryStats {
+                scan,
+                elapsed: started.elapsed(),
+                class: TaskClass::Latency,
+            },
+            explain: None,
+        })
+    }
+
     /// Plans a statement for `tenant`: reads the table's manifest, binds the query and prunes
     /// files by their statistics, which tells its class (`PreparedQuery::class`) before it runs.
     /// Rows a flush moves from buffers into files stay in memory until the prepared query is
@@ -800,13 +958,13 @@ impl CoreContext {
             }
         }
         let plan = Arc::new(plan::bind(&query, &manifest.columns)?);
-        let (tasks, pruned_files) = file_tasks(&self.config, &manifest, &plan);
+        let (tasks, pruning) = file_tasks(&self.config, &manifest, &plan);
         Ok(PreparedQuery {
             class: query_class(&plan, &tasks),
             manifest,
             plan,
             tasks,
-            pruned_files,
+            pruning,
             explain,
             _epoch: epoch,
         })
@@ -827,7 +985,7 @@ impl CoreContext {
             manifest,
             plan,
             tasks,
-            pruned_files,
+            pruning,
             explain,
             _epoch,
         } = prepared;
@@ -859,8 +1017,10 @@ impl CoreContext {
             })
             .await?
         };
-        scan.files_total += pruned_files;
-        scan.files_pruned += pruned_files;
+        scan.files_total += pruning.files;
+        scan.files_pruned += pruning.files;
+        scan.partitions_total = pruning.partitions_total;
+        scan.partitions_pruned = pruning.partitions_pruned;
         let mut result = QueryResult {
             schema,
             batches: Vec::new(),
@@ -1138,11 +1298,21 @@ fn query_class(plan: &Plan, tasks: &[FileTask]) -> TaskClass {
 
 /// One task per file the manifest statistics cannot rule out (a file of at least `split_rows`
 /// rows: one per core, each scanning a share of its row groups), and the number ruled out.
+/// What the manifest's statistics pruned before any file was opened.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pruning {
+    files: u64,
+    /// Partitions (a file's directory, e.g. `date=2024-01-01`) of the table, and those none of
+    /// whose files is left to read.
+    partitions_total: u64,
+    partitions_pruned: u64,
+}
+
 fn file_tasks(
     config: &EngineConfig,
     manifest: &Arc<TableManifest>,
     plan: &Plan,
-) -> (Vec<FileTask>, u64) {
+) -> (Vec<FileTask>, Pruning) {
     let data_dir = &config.data_dir;
     let table_dir = Arc::new(manifest::table_dir(
         data_dir,
@@ -1151,12 +1321,17 @@ fn file_tasks(
     ));
     let mut tasks = Vec::new();
     let mut pruned = 0;
+    // Per partition: whether some file of it is read.
+    let mut partitions: hashbrown::HashMap<&str, bool> = hashbrown::HashMap::new();
     for (index, file) in manifest.files.iter().enumerate() {
+        let partition = file.path.rsplit_once('/').map_or("", |(dir, _)| dir);
         let truth = exec::file_truth(plan.filter.as_ref(), &file.columns);
+        let read = partitions.entry(partition).or_insert(false);
         if truth == Truth::Never {
             pruned += 1;
             continue;
         }
+        *read = true;
         let shares = if config.cores > 1 && file.rows >= config.split_file_rows {
             config.cores as u32
         } else {
@@ -1177,7 +1352,12 @@ fn file_tasks(
             });
         }
     }
-    (tasks, pruned)
+    let pruning = Pruning {
+        files: pruned,
+        partitions_total: partitions.len() as u64,
+        partitions_pruned: partitions.values().filter(|&&read| !read).count() as u64,
+    };
+    (tasks, pruning)
 }
 
 fn explain_text(

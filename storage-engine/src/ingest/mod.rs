@@ -293,6 +293,8 @@ pub struct MemChunk {
     /// Unique in this process (a record may make several chunks, one per partition): names
     /// the chunk in the partial-result cache.
     pub id: u64,
+    /// When it was buffered (acknowledged, or replayed at start): how far flushing is behind.
+    pub arrived: Instant,
 }
 
 /// The next `MemChunk::id`.
@@ -313,6 +315,7 @@ impl MemChunk {
             stats,
             bytes,
             id: NEXT_CHUNK_ID.fetch_add(1, Ordering::Relaxed),
+            arrived: Instant::now(),
         }
     }
 }
@@ -656,6 +659,16 @@ impl IngestCore {
         self.memory_used.get()
     }
 
+    /// When the oldest row this core holds that is not yet published in a file was buffered.
+    pub fn oldest_unflushed(&self) -> Option<Instant> {
+        self.tables
+            .borrow()
+            .values()
+            .flat_map(|buffer| buffer.flushing.iter().chain(&buffer.live))
+            .map(|chunk| chunk.arrived)
+            .min()
+    }
+
     /// Starts a new epoch, for something just published that queries registered before it may
     /// still read the old way (see `Epochs`); returns the epoch.
     pub fn bump_epoch(&self) -> u64 {
@@ -961,6 +974,17 @@ impl IngestCore {
             .filter(|k| k.0 == tenant && k.1 == table)
             .cloned()
             .collect();
+        self.flush_tables(keys).await
+    }
+
+    /// Flushes every table's buffered rows on this core (a node stopping); the number of
+    /// files written.
+    pub async fn flush_all(self: &Rc<Self>) -> Result<u64> {
+        let keys: Vec<TableKey> = self.tables.borrow().keys().cloned().collect();
+        self.flush_tables(keys).await
+    }
+
+    async fn flush_tables(self: &Rc<Self>, keys: Vec<TableKey>) -> Result<u64> {
         let mut files = 0;
         for key in keys {
             while self

@@ -148,8 +148,17 @@ impl TableManifest {
     }
 }
 
+/// The system table of a node's recent queries (served by the RPC layer from memory); no
+/// table may be created under its name.
+pub const QUERY_STATS_TABLE: &str = "query_stats";
+
 /// Tenant and table names become directory names: keep them to a safe alphabet.
 pub fn validate_name(kind: &str, name: &str) -> Result<()> {
+    if kind == "table" && name == QUERY_STATS_TABLE {
+        return Err(Error::Config(format!(
+            "{name:?} is a system table (the node's recent queries): choose another table name"
+        )));
+    }
     let valid = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with(['.', '_', '-'])

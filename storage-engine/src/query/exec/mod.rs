@@ -357,6 +357,10 @@ pub struct ScanStats {
     pub bytes_scanned: u64,
     pub pool_hits: u64,
     pub pool_misses: u64,
+    /// Partitions of the table (its files' directories), and those whose every file the
+    /// manifest's statistics pruned. Set once per query, by its coordinator.
+    pub partitions_total: u64,
+    pub partitions_pruned: u64,
 }
 
 impl ScanStats {
@@ -375,6 +379,8 @@ impl ScanStats {
         self.bytes_scanned += other.bytes_scanned;
         self.pool_hits += other.pool_hits;
         self.pool_misses += other.pool_misses;
+        self.partitions_total += other.partitions_total;
+        self.partitions_pruned += other.partitions_pruned;
     }
 }
 
@@ -469,39 +475,7 @@ pub async fn execute(
     memory: Arc<Reservation>,
 ) -> Result<(CoreOutput, ScanStats)> {
     let mut stats = ScanStats::default();
-    let sink = match &plan.mode {
-        Mode::Rows { values } => Sink::Rows {
-            values: values.clone(),
-            chunks: Vec::new(),
-            rows: 0,
-            stop_after: if plan.order_by.is_empty() {
-                plan.limit
-            } else {
-                None
-            },
-            top_k: match (plan.order_by.is_empty(), plan.limit) {
-                (false, Some(limit)) => Some((
-                    plan.order_by.clone(),
-                    usize::try_from(limit).unwrap_or(usize::MAX),
-                )),
-                _ => None,
-            },
-            out: out.filter(|_| plan.order_by.is_empty()),
-            closed: false,
-            bytes: 0,
-            charge: Charge::default(),
-        },
-        Mode::Groups { keys, aggregates }
-            if keys.is_empty()
-                && !aggregates.is_empty()
-                && aggregates
-                    .iter()
-                    .all(|a| a.function == crate::query::sql::AggregateFunction::CountStar) =>
-        {
-            Sink::Count(0)
-        }
-        Mode::Groups { .. } => Sink::Groups(group_state(&plan, &files), Charge::default()),
-    };
+    let sink = new_sink(&plan, &files, out);
     let (hits_before, misses_before) = {
         let c = state.pool.counters();
         (c.hits, c.misses)
@@ -797,15 +771,75 @@ pub async fn execute(
             }
             CoreOutput::Groups(rows)
         }
-        Sink::Count(count) => {
-            let Mode::Groups { aggregates, .. } = &plan.mode else {
-                return Err(Error::Internal("count sink in row mode".into()));
-            };
-            let states: Vec<AccState> = aggregates.iter().map(|_| AccState::Count(count)).collect();
-            CoreOutput::Groups(GroupRows::single(&states, aggregates))
-        }
+        Sink::Count(count) => count_output(&plan, count)?,
     };
     Ok((output, stats))
+}
+
+/// The sink a core's scan for `plan` feeds: rows (streamed to `out` when given), a count, or
+/// groups.
+fn new_sink(plan: &Plan, files: &[FileTask], out: Option<RowSender>) -> Sink {
+    match &plan.mode {
+        Mode::Rows { values } => Sink::Rows {
+            values: values.clone(),
+            chunks: Vec::new(),
+            rows: 0,
+            stop_after: if plan.order_by.is_empty() {
+                plan.limit
+            } else {
+                None
+            },
+            top_k: match (plan.order_by.is_empty(), plan.limit) {
+                (false, Some(limit)) => Some((
+                    plan.order_by.clone(),
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                )),
+                _ => None,
+            },
+            out: out.filter(|_| plan.order_by.is_empty()),
+            closed: false,
+            bytes: 0,
+            charge: Charge::default(),
+        },
+        Mode::Groups { keys, aggregates }
+            if keys.is_empty()
+                && !aggregates.is_empty()
+                && aggregates
+                    .iter()
+                    .all(|a| a.function == crate::query::sql::AggregateFunction::CountStar) =>
+        {
+            Sink::Count(0)
+        }
+        Mode::Groups { .. } => Sink::Groups(group_state(plan, files), Charge::default()),
+    }
+}
+
+/// Scans rows held in memory (a system table such as `query_stats`) for `plan` on this core:
+/// pruned by their bounds, filtered and fed to a sink as buffered rows are.
+pub async fn execute_chunks(
+    state: &CoreState,
+    plan: &Plan,
+    chunks: &[Rc<crate::ingest::MemChunk>],
+    memory: &Reservation,
+) -> Result<(CoreOutput, ScanStats)> {
+    let sink = RefCell::new(new_sink(plan, &[], None));
+    let mut stats = ScanStats::default();
+    scan_chunks(state, plan, chunks, &sink, memory, &mut stats, false).await?;
+    let output = match sink.into_inner() {
+        Sink::Rows { chunks, .. } => CoreOutput::Rows(chunks),
+        Sink::Groups(groups, _) => CoreOutput::Groups(groups.finish()),
+        Sink::Count(count) => count_output(plan, count)?,
+    };
+    Ok((output, stats))
+}
+
+/// A count-only sink's total as the groups of `COUNT(*)` aggregates.
+fn count_output(plan: &Plan, count: u64) -> Result<CoreOutput> {
+    let Mode::Groups { aggregates, .. } = &plan.mode else {
+        return Err(Error::Internal("count sink in row mode".into()));
+    };
+    let states: Vec<AccState> = aggregates.iter().map(|_| AccState::Count(count)).collect();
+    Ok(CoreOutput::Groups(GroupRows::single(&states, aggregates)))
 }
 
 /// A grouping state for `plan` over `files`: an integer key whose values the files' statistics
