@@ -46,7 +46,7 @@ mod session;
 mod stream;
 
 pub use ingest::{IngestAck, IngestStream};
-pub use operator_session::{OperatorSession, TenantQuota};
+pub use operator_session::{MemoryArea, NodeStatus, OperatorSession, TableSize, TenantQuota};
 pub use session::{
     ColumnInfo, Compression, DroppedPartitions, ImportSummary, ImportWriter, QueryOutput, Session,
     TableInfo, TableSpec,

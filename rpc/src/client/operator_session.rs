@@ -122,4 +122,102 @@ impl OperatorSession {
         })
         .await
     }
+
+    /// The node's status: version, uptime, memory by budget, pool, queries, disk, tables.
+    pub async fn node_status(&self) -> Result<NodeStatus, ClientError> {
+        self.run(move |operator| async move {
+            let response = operator.nodes_request().send().promise.await?;
+            let nodes = response.get()?.get_nodes()?;
+            if nodes.is_empty() {
+                return Err(ClientError::Data("the node described no node".into()));
+            }
+            let node = nodes.get(0);
+            let memory = node
+                .get_memory()?
+                .iter()
+                .map(|area| {
+                    Ok(MemoryArea {
+                        name: text(area.get_name())?,
+                        budget_bytes: area.get_budget_bytes(),
+                        used_bytes: area.get_used_bytes(),
+                    })
+                })
+                .collect::<Result<_, ClientError>>()?;
+            let tables = node
+                .get_tables()?
+                .iter()
+                .map(|table| {
+                    Ok(TableSize {
+                        tenant: text(table.get_tenant())?,
+                        table: text(table.get_table())?,
+                        files: table.get_files(),
+                        partitions: table.get_partitions(),
+                        rows: table.get_rows(),
+                        bytes: table.get_bytes(),
+                    })
+                })
+                .collect::<Result<_, ClientError>>()?;
+            Ok(NodeStatus {
+                address: text(node.get_address())?,
+                version: text(node.get_version())?,
+                uptime_seconds: node.get_uptime_seconds(),
+                cores: node.get_cores(),
+                queries_running: node.get_queries_running(),
+                queries_queued: node.get_queries_queued(),
+                connections: node.get_connections(),
+                memory_max_bytes: node.get_memory_max_bytes(),
+                resident_bytes: node.get_resident_bytes(),
+                memory,
+                pool_hits: node.get_pool_hits(),
+                pool_misses: node.get_pool_misses(),
+                disk_used_bytes: node.get_disk_used_bytes(),
+                disk_capacity_bytes: node.get_disk_capacity_bytes(),
+                tables,
+                draining: node.get_draining(),
+                data_dir: text(node.get_data_dir())?,
+                ingest_lag_seconds: node.get_ingest_lag_seconds(),
+            })
+        })
+        .await
+    }
+}
+
+/// What `OperatorSession::node_status` reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeStatus {
+    pub address: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub cores: u32,
+    pub queries_running: u32,
+    pub queries_queued: u32,
+    pub connections: u32,
+    pub memory_max_bytes: u64,
+    pub resident_bytes: u64,
+    pub memory: Vec<MemoryArea>,
+    pub pool_hits: u64,
+    pub pool_misses: u64,
+    pub disk_used_bytes: u64,
+    pub disk_capacity_bytes: u64,
+    pub tables: Vec<TableSize>,
+    pub draining: bool,
+    pub data_dir: String,
+    pub ingest_lag_seconds: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryArea {
+    pub name: String,
+    pub budget_bytes: u64,
+    pub used_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableSize {
+    pub tenant: String,
+    pub table: String,
+    pub files: u64,
+    pub partitions: u64,
+    pub rows: u64,
+    pub bytes: u64,
 }
