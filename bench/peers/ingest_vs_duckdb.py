@@ -33,7 +33,7 @@ def serve(tessera, data, secret):
     said = []
     for line in server.stderr:
         said.append(line)
-        match = re.match(r"tessera serving .* on (\S+)", line)
+        match = re.search(r"tessera serving .* on ([0-9.:\[\]]+)", line)
         if match:
             return server, match.group(1)
     raise SystemExit("tessera serve did not start:\n" + "".join(said))

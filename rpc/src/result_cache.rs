@@ -220,7 +220,7 @@ impl ResultCache {
                     .swap(until.as_millis() as u64, Ordering::Relaxed);
                 // One line per outage, not per query.
                 if previous <= now_ms {
-                    eprintln!(
+                    tracing::warn!(
                         "result cache: Redis at {} failed ({e}); skipping it for {} s",
                         self.address,
                         RETRY_AFTER.as_secs()

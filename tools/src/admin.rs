@@ -29,6 +29,24 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// The node itself (role operator).
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum NodeCommand {
+    /// Version, uptime, cores, memory by budget, buffer-pool hit rate, queries running and
+    /// queued, disk use, and the tables the node holds with their sizes.
+    Status {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -150,8 +168,140 @@ fn quota(remote: &RemoteArgs, tenant: &str, changes: [Option<u64>; 7]) -> Result
     Ok(())
 }
 
+/// Bytes in binary units, for people.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.1}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+fn node_status(remote: &RemoteArgs, json: bool) -> Result<(), String> {
+    let session = remote
+        .operator_session()?
+        .ok_or("tessera admin node status needs --addr and an operator --token")?;
+    let status = futures::executor::block_on(session.node_status()).map_err(|e| e.to_string())?;
+    if json {
+        let areas: Vec<_> = status
+            .memory
+            .iter()
+            .map(|a| serde_json::json!({"area": a.name, "budget_bytes": a.budget_bytes, "used_bytes": a.used_bytes}))
+            .collect();
+        let tables: Vec<_> = status
+            .tables
+            .iter()
+            .map(|t| serde_json::json!({"tenant": t.tenant, "table": t.table, "files": t.files, "partitions": t.partitions, "rows": t.rows, "bytes": t.bytes}))
+            .collect();
+        let value = serde_json::json!({
+            "address": status.address,
+            "version": status.version,
+            "uptime_seconds": status.uptime_seconds,
+            "cores": status.cores,
+            "draining": status.draining,
+            "data_dir": status.data_dir,
+            "queries_running": status.queries_running,
+            "queries_queued": status.queries_queued,
+            "connections": status.connections,
+            "memory_max_bytes": status.memory_max_bytes,
+            "resident_bytes": status.resident_bytes,
+            "memory": areas,
+            "pool_hits": status.pool_hits,
+            "pool_misses": status.pool_misses,
+            "disk_used_bytes": status.disk_used_bytes,
+            "disk_capacity_bytes": status.disk_capacity_bytes,
+            "ingest_lag_seconds": status.ingest_lag_seconds,
+            "tables": tables,
+        });
+        println!("{value:#}");
+        return Ok(());
+    }
+    let uptime = status.uptime_seconds;
+    println!(
+        "node {} (tessera {}), up {}d {:02}h {:02}m {:02}s, {} cores{}",
+        status.address,
+        status.version,
+        uptime / 86_400,
+        uptime / 3600 % 24,
+        uptime / 60 % 60,
+        uptime % 60,
+        status.cores,
+        if status.draining { ", DRAINING" } else { "" }
+    );
+    println!("data       {}", status.data_dir);
+    println!(
+        "queries    {} running, {} queued, {} connections",
+        status.queries_running, status.queries_queued, status.connections
+    );
+    let lookups = status.pool_hits + status.pool_misses;
+    println!(
+        "pool       {} hit rate ({} hits, {} misses)",
+        percent(status.pool_hits, lookups),
+        status.pool_hits,
+        status.pool_misses
+    );
+    println!(
+        "disk       {} of {} used ({})",
+        size(status.disk_used_bytes),
+        size(status.disk_capacity_bytes),
+        percent(status.disk_used_bytes, status.disk_capacity_bytes)
+    );
+    println!(
+        "memory     {} resident of {} ({}); ingestion lag {:.1} s",
+        size(status.resident_bytes),
+        size(status.memory_max_bytes),
+        percent(status.resident_bytes, status.memory_max_bytes),
+        status.ingest_lag_seconds
+    );
+    let mut memory = comfy_table::Table::new();
+    memory.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    memory.set_header(["budget", "used", "of", "use"]);
+    for area in &status.memory {
+        memory.add_row([
+            area.name.clone(),
+            size(area.used_bytes),
+            size(area.budget_bytes),
+            percent(area.used_bytes, area.budget_bytes),
+        ]);
+    }
+    println!("{memory}");
+    let mut tables = comfy_table::Table::new();
+    tables.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    tables.set_header(["tenant", "table", "partitions", "files", "rows", "size"]);
+    for table in &status.tables {
+        tables.add_row([
+            table.tenant.clone(),
+            table.table.clone(),
+            table.partitions.to_string(),
+            table.files.to_string(),
+            table.rows.to_string(),
+            size(table.bytes),
+        ]);
+    }
+    println!("{} tables\n{tables}", status.tables.len());
+    Ok(())
+}
+
 pub fn run(command: &AdminCommand) -> Result<(), String> {
     match command {
+        AdminCommand::Node {
+            command: NodeCommand::Status { remote, json },
+        } => node_status(remote, *json),
         AdminCommand::Tenant {
             command:
                 TenantCommand::Quota {

@@ -7,7 +7,9 @@
 
 mod admin;
 mod ingest;
+mod logging;
 mod serve;
+mod systemd;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
@@ -300,6 +302,11 @@ enum GenWhat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `serve` installs the logger its configuration asks for; other commands print warnings
+    // and errors (the engine's, e.g. a failed background job) as text.
+    if !matches!(cli.command, Command::Serve(_)) {
+        let _ = logging::init("warn", logging::Format::Text);
+    }
     let result = match cli.command {
         Command::Bench { args } => {
             let args = std::iter::once(std::ffi::OsString::from("tessera bench")).chain(args);

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tessera_rpc::auth::{AuthConfig, KeyKind, KeySpec};
 use tessera_rpc::{Limits, Server, ServerConfig, TlsFiles};
@@ -55,6 +56,10 @@ pub struct ServeArgs {
     /// so never stale. Off by default.
     #[arg(long, env = "TESSERA_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Check the configuration (file, environment and flags), print the settings it resolves
+    /// to, and exit: 0 when the node would start with them.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// The TOML file. Unknown keys are errors, so a typo never silently falls back to a default.
@@ -66,13 +71,17 @@ pub struct FileConfig {
     http: Option<String>,
     cores: Option<usize>,
     cpus: Option<String>,
-    max_memory_gb: Option<f64>,
-    parquet_cache_size_gb: Option<f64>,
     concurrent_queries: Option<usize>,
-    /// Partial aggregates cached per immutable file and buffered chunk, MiB (0: off).
-    partial_cache_mb: Option<u64>,
     /// Busy-poll before parking an idle core, µs (lower latency, more idle CPU).
     spin_before_park_us: Option<u64>,
+    /// On SIGTERM, how long running queries and writes may take to finish (default 30).
+    drain_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    memory: MemoryFile,
+    #[serde(default)]
+    log: LogFile,
+    #[serde(default)]
+    query_stats: QueryStatsFile,
     #[serde(default)]
     auth: AuthFile,
     #[serde(default)]
@@ -84,6 +93,45 @@ pub struct FileConfig {
     tls: Option<TlsFile>,
     #[serde(default)]
     result_cache: ResultCacheFile,
+}
+
+/// `[memory]`: what the node may use in all, and its budgets, each enforced: queries past
+/// theirs fail with `limit`, caches evict, appends wait for flushes.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct MemoryFile {
+    /// All the node may use, GiB (`MAX_MEMORY_GB`; default 16).
+    max_memory_gb: Option<f64>,
+    /// Decoded Parquet pages (the buffer pool), GiB (`PARQUET_CACHE_SIZE_GB`; default half).
+    parquet_cache_gb: Option<f64>,
+    /// Parquet footers and page indexes, MiB (default 256, at most 1/32 of the total).
+    metadata_cache_mb: Option<u64>,
+    /// Partial aggregates per immutable file, MiB (0: off; default 128, at most 1/64).
+    partial_cache_mb: Option<u64>,
+    /// Rows of streaming ingestion buffered before flushes, MiB (default 1024, at most 1/8).
+    ingest_buffer_mb: Option<u64>,
+    /// Groups, sorts and results of all running queries, GiB (default: what the others leave).
+    query_processing_gb: Option<f64>,
+}
+
+/// `[log]`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct LogFile {
+    /// A `tracing` filter: `info`, `warn`, `info,tessera_rpc=debug` (default info; RUST_LOG wins).
+    level: Option<String>,
+    /// auto (text on a terminal, JSON lines otherwise), json or text.
+    format: Option<crate::logging::Format>,
+    /// Queries at least this slow are logged at warn (default 1000).
+    slow_query_ms: Option<u64>,
+}
+
+/// `[query_stats]`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct QueryStatsFile {
+    /// Finished queries kept for the `query_stats` table (default 10000).
+    capacity: Option<usize>,
 }
 
 /// `[result_cache]`: the shared final-result cache in Redis (off unless a URL is given).
@@ -133,8 +181,6 @@ struct IngestFile {
     flush_mib: Option<u64>,
     /// ... or when the oldest is this old (default 30).
     flush_seconds: Option<u64>,
-    /// Buffered rows the node holds before appends wait for flushes (default 1024).
-    memory_mib: Option<u64>,
     /// Largest batch one append takes, in MiB of Arrow IPC (default 256).
     max_batch_mib: Option<u64>,
 }
@@ -190,6 +236,10 @@ struct LimitsFile {
 pub struct Resolved {
     pub engine: EngineConfig,
     pub server: ServerConfig,
+    pub log_level: String,
+    pub log_format: crate::logging::Format,
+    /// On SIGTERM, how long running queries and writes may take to finish.
+    pub drain_timeout: Duration,
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -234,21 +284,13 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
         engine.cores = cpus.len();
         engine.cpus = Some(cpus);
     }
-    let max_memory_gb = args.max_memory_gb.or(file.max_memory_gb).unwrap_or(16.0);
-    let cache_gb = args
-        .parquet_cache_size_gb
-        .or(file.parquet_cache_size_gb)
-        .unwrap_or(max_memory_gb / 2.0);
-    if !(max_memory_gb > 0.0 && cache_gb > 0.0 && cache_gb < max_memory_gb) {
-        return Err(format!(
-            "PARQUET_CACHE_SIZE_GB ({cache_gb}) must be positive and below MAX_MEMORY_GB ({max_memory_gb})"
-        ));
-    }
-    engine.buffer_pool_bytes = (cache_gb * GIB) as u64;
+    let memory = resolve_memory(args, &file.memory)?;
+    engine.buffer_pool_bytes = memory.parquet_cache;
+    engine.metadata_cache_bytes = memory.metadata_cache;
+    engine.partial_cache_bytes = memory.partial_cache;
+    engine.ingest.memory_bytes = memory.ingest_buffers;
+    engine.query_memory_budget_bytes = memory.query_processing;
     engine.spin_before_park_us = file.spin_before_park_us.unwrap_or(0);
-    if let Some(mib) = file.partial_cache_mb {
-        engine.partial_cache_bytes = mib << 20;
-    }
 
     let mut keys = Vec::new();
     if let Some(path) = &args.jwt_secret_file {
@@ -339,9 +381,6 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
     if let Some(v) = ingest.flush_seconds {
         engine.ingest.flush_age = Duration::from_secs(v.max(1));
     }
-    if let Some(v) = ingest.memory_mib {
-        engine.ingest.memory_bytes = v.max(1) << 20;
-    }
     if let Some(v) = ingest.max_batch_mib {
         limits.ingest_batch_bytes = v.max(1) << 20;
     }
@@ -368,10 +407,16 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
             },
         );
     }
-    limits.query_memory_bytes = (max_memory_gb * GIB / 4.0) as u64;
-    // Query state draws on what the page cache leaves of MAX_MEMORY_GB.
+    // One query's state and result may hold a quarter of the node, within the queries' budget.
+    limits.query_memory_bytes = (memory.max / 4).min(memory.query_processing);
     engine.query_memory_bytes = limits.query_memory_bytes;
-    engine.query_memory_budget_bytes = ((max_memory_gb - cache_gb) * GIB) as u64;
+    let log = &file.log;
+    let log_level = log.level.clone().unwrap_or_else(|| "info".into());
+    crate::logging::check_level(&log_level)?;
+    limits.slow_query = Duration::from_millis(log.slow_query_ms.unwrap_or(1000));
+    if let Some(capacity) = file.query_stats.capacity {
+        limits.query_stats_capacity = capacity;
+    }
 
     let http = match args.http.clone().or(file.http) {
         Some(text) if text == "off" => None,
@@ -408,7 +453,7 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
         http,
         auth,
         limits,
-        max_memory_bytes: (max_memory_gb * GIB) as u64,
+        max_memory_bytes: memory.max,
         tls: match (&args.tls_cert, &args.tls_key, &file.tls) {
             (Some(certificate), Some(key), _) => Some(TlsFiles {
                 certificate: certificate.clone(),
@@ -421,50 +466,343 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
             _ => None,
         },
     };
-    Ok(Resolved { engine, server })
+    Ok(Resolved {
+        engine,
+        server,
+        log_level,
+        log_format: log.format.unwrap_or(crate::logging::Format::Auto),
+        drain_timeout: Duration::from_secs(file.drain_timeout_seconds.unwrap_or(30)),
+    })
 }
 
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The `[memory]` budgets in bytes.
+#[derive(Debug, PartialEq)]
+struct Memory {
+    max: u64,
+    parquet_cache: u64,
+    metadata_cache: u64,
+    partial_cache: u64,
+    ingest_buffers: u64,
+    query_processing: u64,
+}
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+fn resolve_memory(args: &ServeArgs, file: &MemoryFile) -> Result<Memory, String> {
+    const MIB: u64 = 1 << 20;
+    let max_gb = args.max_memory_gb.or(file.max_memory_gb).unwrap_or(16.0);
+    if !(max_gb.is_finite() && max_gb > 0.0) {
+        return Err(format!(
+            "max_memory_gb (MAX_MEMORY_GB) must be positive, not {max_gb}"
+        ));
+    }
+    let max = (max_gb * GIB) as u64;
+    let cache_gb = args
+        .parquet_cache_size_gb
+        .or(file.parquet_cache_gb)
+        .unwrap_or(max_gb / 2.0);
+    if !(cache_gb.is_finite() && cache_gb > 0.0) {
+        return Err(format!(
+            "parquet_cache_gb (PARQUET_CACHE_SIZE_GB) must be positive, not {cache_gb}"
+        ));
+    }
+    let parquet_cache = (cache_gb * GIB) as u64;
+    let metadata_cache = file
+        .metadata_cache_mb
+        .map_or((256 * MIB).min(max / 32), |mb| mb.max(1) * MIB);
+    let partial_cache = file
+        .partial_cache_mb
+        .map_or((128 * MIB).min(max / 64), |mb| mb * MIB);
+    let ingest_buffers = file
+        .ingest_buffer_mb
+        .map_or((1024 * MIB).min(max / 8), |mb| mb.max(1) * MIB);
+    let others = parquet_cache + metadata_cache + partial_cache + ingest_buffers;
+    let query_processing = match file.query_processing_gb {
+        Some(gb) if gb.is_finite() && gb > 0.0 => (gb * GIB) as u64,
+        Some(gb) => return Err(format!("query_processing_gb must be positive, not {gb}")),
+        None => max.saturating_sub(others),
+    };
+    let gib = |bytes: u64| bytes as f64 / GIB;
+    if query_processing == 0 || others + query_processing > max {
+        return Err(format!(
+            "the [memory] budgets ({:.3} GiB) do not fit max_memory_gb ({max_gb} GiB): \
+             parquet_cache {:.3}, metadata_cache {:.3}, partial_cache {:.3}, ingest_buffers \
+             {:.3}, query_processing {:.3} GiB; lower a budget or raise max_memory_gb",
+            gib(others + query_processing),
+            gib(parquet_cache),
+            gib(metadata_cache),
+            gib(partial_cache),
+            gib(ingest_buffers),
+            gib(query_processing),
+        ));
+    }
+    Ok(Memory {
+        max,
+        parquet_cache,
+        metadata_cache,
+        partial_cache,
+        ingest_buffers,
+        query_processing,
+    })
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_reload(_: libc::c_int) {
+    RELOAD.store(true, Ordering::SeqCst);
+}
+
+/// What `--check-config` prints: the settings that decide the node's shape.
+fn describe(resolved: &Resolved) -> String {
+    let engine = &resolved.engine;
+    let server = &resolved.server;
+    let mib = |bytes: u64| format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64);
+    let mut lines = vec![
+        format!("data_path        {}", engine.data_dir.display()),
+        format!("listen           {}", server.listen),
+        format!(
+            "http             {}",
+            server.http.map_or("off".into(), |a| a.to_string())
+        ),
+        format!("cores            {}", engine.cores),
+        format!("max_memory       {}", mib(server.max_memory_bytes)),
+        format!("  parquet_cache    {}", mib(engine.buffer_pool_bytes)),
+        format!("  metadata_cache   {}", mib(engine.metadata_cache_bytes)),
+        format!("  partial_cache    {}", mib(engine.partial_cache_bytes)),
+        format!("  ingest_buffers   {}", mib(engine.ingest.memory_bytes)),
+        format!(
+            "  query_processing {}",
+            mib(engine.query_memory_budget_bytes)
+        ),
+        format!("per-query memory {}", mib(engine.query_memory_bytes)),
+        format!("token keys       {}", server.auth.keys.len()),
+        format!(
+            "tls              {}",
+            if server.tls.is_some() { "on" } else { "off" }
+        ),
+        format!(
+            "result cache     {}",
+            server.result_cache.as_ref().map_or("off", |_| "redis")
+        ),
+        format!(
+            "log              {} ({:?})",
+            resolved.log_level, resolved.log_format
+        ),
+        format!(
+            "query_stats      {} queries; slow above {} ms",
+            server.limits.query_stats_capacity,
+            server.limits.slow_query.as_millis()
+        ),
+        format!("drain timeout    {} s", resolved.drain_timeout.as_secs()),
+    ];
+    lines.push(String::new());
+    lines.join("\n")
+}
+
+/// The settings a SIGHUP cannot change, one `{:#?}` line each: what differs needs a restart.
+fn restart_only(resolved: &Resolved) -> Vec<String> {
+    let server = &resolved.server;
+    let limits = Limits {
+        // Reloaded live (`Server::reload`).
+        concurrent_queries: 0,
+        concurrent_short_queries: 0,
+        admission_queue: 0,
+        admission_wait: Duration::ZERO,
+        query_stats_capacity: 0,
+        slow_query: Duration::ZERO,
+        ..server.limits.clone()
+    };
+    let mut lines: Vec<String> = format!("{:#?}\n{limits:#?}", resolved.engine)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.extend([
+        format!("listen: {}", server.listen),
+        format!("http: {:?}", server.http),
+        format!("tls: {:?}", server.tls),
+        format!("result_cache: {:?}", server.result_cache),
+        format!("max_memory: {}", server.max_memory_bytes),
+        format!("log.format: {:?}", resolved.log_format),
+        format!("drain_timeout: {:?}", resolved.drain_timeout),
+    ]);
+    lines
+}
+
+/// Names of the settings whose lines differ between two `restart_only` views.
+fn changed(old: &[String], new: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = old
+        .iter()
+        .zip(new)
+        .filter(|(a, b)| a != b)
+        .map(|(line, _)| {
+            let line = line.trim();
+            line.split_once(':')
+                .map_or(line, |(name, _)| name)
+                .to_owned()
+        })
+        .collect();
+    if old.len() != new.len() {
+        names.push("list settings (CPUs, tenants' compaction, TLS or cache)".into());
+    }
+    names.dedup();
+    names
+}
+
+/// Applies what a SIGHUP may change from the re-read configuration, and logs what changed
+/// and what needs a restart.
+fn reload(
+    args: &ServeArgs,
+    current: &mut Resolved,
+    server: &Server,
+    logger: &crate::logging::Logger,
+) -> Result<(), String> {
+    let new = resolve(args)?;
+    let limits = &new.server.limits;
+    server
+        .reload(new.server.auth.clone(), limits)
+        .map_err(|e| e.to_string())?;
+    let mut applied = vec![format!("{} token key(s)", new.server.auth.keys.len())];
+    if new.log_level != current.log_level {
+        match logger.set_level(&new.log_level)? {
+            true => applied.push(format!("log level {}", new.log_level)),
+            false => applied.push("log level (RUST_LOG decides it; unchanged)".into()),
+        }
+    }
+    let old = &current.server.limits;
+    let live = [
+        (
+            "concurrent_queries",
+            old.concurrent_queries != limits.concurrent_queries,
+        ),
+        (
+            "concurrent_short_queries",
+            old.concurrent_short_queries != limits.concurrent_short_queries,
+        ),
+        (
+            "admission_queue",
+            old.admission_queue != limits.admission_queue,
+        ),
+        (
+            "admission_wait_ms",
+            old.admission_wait != limits.admission_wait,
+        ),
+        (
+            "query_stats.capacity",
+            old.query_stats_capacity != limits.query_stats_capacity,
+        ),
+        ("slow_query_ms", old.slow_query != limits.slow_query),
+    ];
+    applied.extend(
+        live.iter()
+            .filter(|(_, differs)| *differs)
+            .map(|(n, _)| n.to_string()),
+    );
+    let restart = changed(&restart_only(current), &restart_only(&new));
+    tracing::info!(applied = %applied.join(", "), "configuration reloaded");
+    if !restart.is_empty() {
+        tracing::warn!(
+            settings = %restart.join(", "),
+            "configuration changes that need a restart were not applied"
+        );
+    }
+    // The running node keeps the settings that need a restart.
+    current.server.auth = new.server.auth;
+    current.server.limits.concurrent_queries = limits.concurrent_queries;
+    current.server.limits.concurrent_short_queries = limits.concurrent_short_queries;
+    current.server.limits.admission_queue = limits.admission_queue;
+    current.server.limits.admission_wait = limits.admission_wait;
+    current.server.limits.query_stats_capacity = limits.query_stats_capacity;
+    current.server.limits.slow_query = limits.slow_query;
+    current.log_level = new.log_level;
+    Ok(())
 }
 
 pub fn run(args: &ServeArgs) -> Result<(), String> {
-    let resolved = resolve(args)?;
+    let mut resolved = resolve(args)?;
+    if args.check_config {
+        print!("{}", describe(&resolved));
+        println!("configuration OK");
+        return Ok(());
+    }
+    let logger = crate::logging::init(&resolved.log_level, resolved.log_format)?;
+    let notifier = crate::systemd::Notifier::from_env();
     let data = resolved.engine.data_dir.clone();
-    let engine = Engine::open(resolved.engine).map_err(|e| e.to_string())?;
+    let engine = Engine::open(resolved.engine.clone()).map_err(|e| e.to_string())?;
     if let Some(report) = engine.recovery() {
         for torn in &report.torn {
-            eprintln!("tessera: write-ahead log: dropped a torn tail: {torn}");
+            tracing::warn!("write-ahead log: dropped a torn tail: {torn}");
         }
         if report.records > 0 {
-            eprintln!(
-                "tessera: write-ahead log: {} record(s) in {} log(s); {} replayed into tables \
-                 ({} rows), the rest already in files",
-                report.records, report.logs, report.replayed, report.rows
+            tracing::info!(
+                records = report.records,
+                logs = report.logs,
+                replayed = report.replayed,
+                rows = report.rows,
+                "write-ahead log: records of earlier runs replayed into tables (the rest were already in files)"
             );
         }
     }
-    let server = Server::start(engine, resolved.server).map_err(|e| e.to_string())?;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let server = Server::start(engine, resolved.server.clone()).map_err(|e| e.to_string())?;
+    // SAFETY: the handlers only store to atomics, which is async-signal-safe.
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, on_reload as *const () as libc::sighandler_t);
     }
-    eprintln!(
-        "tessera serving {} on {} (HTTP {})",
+    let http = server
+        .http_address()
+        .map_or("off".to_string(), |a| a.to_string());
+    tracing::info!(
+        "tessera serving {} on {} (HTTP {http})",
         data.display(),
-        server.address(),
-        server
-            .http_address()
-            .map_or("off".to_string(), |a| a.to_string())
+        server.address()
     );
-    while !STOP.load(std::sync::atomic::Ordering::SeqCst) {
+    notifier.notify(&format!(
+        "READY=1\nSTATUS=serving {} on {}",
+        data.display(),
+        server.address()
+    ));
+    let watchdog = notifier.watchdog_interval();
+    let mut last_ping = std::time::Instant::now();
+    while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
+        if RELOAD.swap(false, Ordering::SeqCst) {
+            notifier.reloading();
+            if let Err(error) = reload(args, &mut resolved, &server, &logger) {
+                tracing::error!("configuration not reloaded, the running one stays: {error}");
+            }
+            notifier.notify("READY=1");
+        }
+        // Pinged only while every core answers: a wedged node is restarted by systemd.
+        if let Some(interval) = watchdog {
+            if last_ping.elapsed() >= interval && server.healthy() {
+                notifier.notify("WATCHDOG=1");
+                last_ping = std::time::Instant::now();
+            }
+        }
     }
-    eprintln!("tessera stopping");
+    notifier.notify("STOPPING=1\nSTATUS=draining");
+    tracing::info!(
+        timeout_seconds = resolved.drain_timeout.as_secs(),
+        "tessera stopping: no new connections, queries or writes; waiting for running ones"
+    );
+    let report = server.drain(resolved.drain_timeout);
+    match &report.flushed {
+        Ok(files) => tracing::info!(
+            waited_ms = report.waited.as_millis() as u64,
+            unfinished = report.unfinished,
+            files_flushed = files,
+            "drained"
+        ),
+        Err(error) => tracing::error!(
+            "flushing buffered rows failed; the write-ahead logs keep them for the next start: {error}"
+        ),
+    }
     drop(server);
+    tracing::info!("tessera stopped");
     Ok(())
 }
 
@@ -513,7 +851,7 @@ mod tests {
             dir.path(),
             "tessera.toml",
             &format!(
-                "data_path = \"/srv/x\"\nconcurrent_queries = 3\nmax_memory_gb = 8\npartial_cache_mb = 0\n[limits]\nidle_timeout_seconds = 9\nadmission_queue = 7\nconcurrent_short_queries = 5\ntime_slice_us = 3000\nthroughput_shares = 100\n[result_cache]\nredis_url = \"redis://cache:6379/1\"\nttl_seconds = 60\n[[auth.keys]]\nkind = \"hs256\"\nfile = \"{}\"\n",
+                "data_path = \"/srv/x\"\nconcurrent_queries = 3\n[memory]\nmax_memory_gb = 8\npartial_cache_mb = 0\n[limits]\nidle_timeout_seconds = 9\nadmission_queue = 7\nconcurrent_short_queries = 5\ntime_slice_us = 3000\nthroughput_shares = 100\n[result_cache]\nredis_url = \"redis://cache:6379/1\"\nttl_seconds = 60\n[[auth.keys]]\nkind = \"hs256\"\nfile = \"{}\"\n",
                 secret.display()
             ),
         );
@@ -563,6 +901,82 @@ mod tests {
         })
         .unwrap_err();
         assert!(error.contains("concurent_queries"), "{error}");
+    }
+
+    #[test]
+    fn memory_budgets_fit_the_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = write(dir.path(), "secret", "0123456789abcdef0123456789abcdef\n");
+        let args = |text: &str| ServeArgs {
+            config: Some(write(dir.path(), "tessera.toml", text)),
+            jwt_secret_file: Some(secret.clone()),
+            ..Default::default()
+        };
+        // Defaults: half for pages, the fixed caches, and what is left for queries.
+        let engine = resolve(&args("")).unwrap().engine;
+        assert_eq!(engine.buffer_pool_bytes, 8 << 30);
+        assert_eq!(engine.metadata_cache_bytes, 256 << 20);
+        assert_eq!(engine.partial_cache_bytes, 128 << 20);
+        assert_eq!(engine.ingest.memory_bytes, 1 << 30);
+        assert_eq!(
+            engine.query_memory_budget_bytes,
+            (16u64 << 30) - (8 << 30) - (256 << 20) - (128 << 20) - (1 << 30)
+        );
+        // A small node scales the caches down instead of refusing to start.
+        let small = resolve(&args("[memory]\nmax_memory_gb = 2\n")).unwrap();
+        let engine = &small.engine;
+        assert_eq!(engine.metadata_cache_bytes, 64 << 20);
+        assert_eq!(engine.ingest.memory_bytes, 256 << 20);
+        assert!(engine.query_memory_budget_bytes > 512 << 20);
+        assert_eq!(small.server.max_memory_bytes, 2 << 30);
+        let custom = resolve(&args(
+            "[memory]\nmax_memory_gb = 4\nparquet_cache_gb = 1\nmetadata_cache_mb = 32\n\
+             partial_cache_mb = 0\ningest_buffer_mb = 64\nquery_processing_gb = 2\n",
+        ))
+        .unwrap()
+        .engine;
+        assert_eq!(custom.buffer_pool_bytes, 1 << 30);
+        assert_eq!(custom.partial_cache_bytes, 0);
+        assert_eq!(custom.query_memory_budget_bytes, 2 << 30);
+        assert_eq!(custom.query_memory_bytes, 1 << 30);
+        let error = resolve(&args(
+            "[memory]\nmax_memory_gb = 4\nparquet_cache_gb = 3\nquery_processing_gb = 2\n",
+        ))
+        .unwrap_err();
+        assert!(error.contains("do not fit max_memory_gb"), "{error}");
+        assert!(error.contains("query_processing 2.000"), "{error}");
+        let error =
+            resolve(&args("[memory]\nmax_memory_gb = 4\nparquet_cache_gb = 4\n")).unwrap_err();
+        assert!(error.contains("do not fit"), "{error}");
+        let error = resolve(&args("max_memory_gb = 4\n")).unwrap_err();
+        assert!(error.contains("max_memory_gb"), "{error}");
+        let error = resolve(&args("[log]\nlevel = \"loud\"\n")).unwrap_err();
+        assert!(error.contains("log level"), "{error}");
+    }
+
+    #[test]
+    fn a_reload_names_the_settings_that_need_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = write(dir.path(), "secret", "0123456789abcdef0123456789abcdef\n");
+        let args = |text: &str| ServeArgs {
+            config: Some(write(dir.path(), "tessera.toml", text)),
+            jwt_secret_file: Some(secret.clone()),
+            ..Default::default()
+        };
+        let old = restart_only(&resolve(&args("concurrent_queries = 4\n")).unwrap());
+        // Live settings differ: nothing needs a restart.
+        let live = resolve(&args(
+            "concurrent_queries = 9\n[limits]\nadmission_queue = 3\n[query_stats]\ncapacity = 5\n[log]\nslow_query_ms = 5\nlevel = \"debug\"\n",
+        ))
+        .unwrap();
+        assert_eq!(changed(&old, &restart_only(&live)), Vec::<String>::new());
+        let restart = resolve(&args(
+            "concurrent_queries = 4\nlisten = \"127.0.0.1:7171\"\n[memory]\nparquet_cache_gb = 2\n",
+        ))
+        .unwrap();
+        let names = changed(&old, &restart_only(&restart));
+        assert!(names.iter().any(|n| n == "buffer_pool_bytes"), "{names:?}");
+        assert!(names.iter().any(|n| n == "listen"), "{names:?}");
     }
 
     #[test]

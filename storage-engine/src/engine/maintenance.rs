@@ -128,9 +128,9 @@ impl CoreContext {
                         }
                         Err(error) => {
                             report.failed += 1;
-                            eprintln!(
-                                "tessera: compaction of {tenant}/{} failed (the table is \
-                                 unchanged): {error}",
+                            tracing::error!(
+                                "compaction of {tenant}/{} failed (the table is unchanged): \
+                                 {error}",
                                 table.table
                             );
                         }
@@ -263,7 +263,7 @@ impl CoreContext {
             if let Err(error) =
                 runtime::spawn_blocking(move || table_maintenance::delete_retired(&paths)).await
             {
-                eprintln!("tessera: deleting retired files failed (a restart retries): {error}");
+                tracing::error!("deleting retired files failed (a restart retries): {error}");
             }
         });
     }
@@ -277,7 +277,7 @@ impl CoreContext {
             loop {
                 runtime::sleep(interval).await;
                 if let Err(error) = this.compact_round(round).await {
-                    eprintln!("tessera: compaction round failed: {error}");
+                    tracing::error!("compaction round failed: {error}");
                 }
                 round += 1;
             }

@@ -499,8 +499,8 @@ impl AdoptedLog {
                     let _ = crate::table::manifest::sync_dir(parent);
                 }
             }
-            Err(error) => eprintln!(
-                "tessera: removing replayed log {} failed: {error}",
+            Err(error) => tracing::error!(
+                "removing replayed log {} failed: {error}",
                 self.dir.display()
             ),
         }
@@ -955,10 +955,11 @@ impl IngestCore {
         runtime::spawn_local(async move {
             if let Err(error) = this.flush_table(&key).await {
                 *this.last_flush_error.borrow_mut() = Some(error.to_string());
-                eprintln!(
-                    "tessera: flushing buffered rows of {}/{} failed (they stay in memory and in \
-                     the log; retried later): {error}",
-                    key.0, key.1
+                tracing::error!(
+                    "flushing buffered rows of {}/{} failed (they stay in memory and in the \
+                     log; retried later): {error}",
+                    key.0,
+                    key.1
                 );
             }
         });
@@ -1194,7 +1195,7 @@ impl IngestCore {
                     segments.remove(&segment);
                 }
             }
-            Err(error) => eprintln!("tessera: removing flushed log segments failed: {error}"),
+            Err(error) => tracing::error!("removing flushed log segments failed: {error}"),
         }
     }
 

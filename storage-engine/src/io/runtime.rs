@@ -549,7 +549,7 @@ impl<S: 'static> Drop for CorePool<S> {
 fn spawn_job(class: TaskClass, group: Group, job: LocalBoxFuture<'static, ()>) {
     spawn_local_in_group(class, group, async move {
         if AssertUnwindSafe(job).catch_unwind().await.is_err() {
-            eprintln!("tessera: a task panicked; its query fails and the core continues");
+            tracing::error!("a task panicked; its query fails and the core continues");
         }
     });
 }

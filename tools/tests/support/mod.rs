@@ -77,7 +77,7 @@ pub fn try_serve(
             return Err(said.join("\n"));
         };
         said.push(line.clone());
-        if line.starts_with("tessera serving") {
+        if line.contains("tessera serving") {
             if let Some(rest) = line.split(" on ").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
