@@ -345,3 +345,46 @@ fn a_reload_rotates_keys_and_changes_the_query_log() {
         client.login(&new_token).await.unwrap();
     });
 }
+
+#[test]
+fn a_drain_waits_for_a_running_query_up_to_its_timeout() {
+    use futures::StreamExt;
+    let server = start(1_000_000, default_limits());
+    let address = server.address();
+    let reader = block_on(login(&address, "acme", Role::Reader));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Not read yet: flow control holds the query, which keeps its slot.
+    let mut stream = runtime
+        .block_on(reader.query("SELECT * FROM events"))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while server.server.metrics().queries_running.get() != 1 {
+        assert!(std::time::Instant::now() < deadline, "the query never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::scope(|scope| {
+        // A short drain gives up on it and says so.
+        let report = server.server.drain(Duration::from_millis(300));
+        assert_eq!(report.unfinished, 1);
+        assert!(report.waited >= Duration::from_millis(300));
+        // A longer one waits while the client reads the rest.
+        let drain = scope.spawn(|| server.server.drain(Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!drain.is_finished(), "the drain did not wait for the query");
+        let rows = runtime.block_on(async {
+            let mut rows = 0;
+            while let Some(batch) = stream.next().await {
+                rows += batch.unwrap().num_rows();
+            }
+            rows
+        });
+        assert_eq!(rows, 1_000_000, "the running query finishes whole");
+        let report = drain.join().unwrap();
+        assert_eq!(report.unfinished, 0);
+        assert!(report.waited >= Duration::from_millis(200));
+        assert!(report.waited < Duration::from_secs(60));
+    });
+}
