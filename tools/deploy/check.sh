@@ -284,6 +284,10 @@ if [ -z "$host_units" ]; then
     echo "check.sh: no systemd units on this host (apt-get install systemd)" >&2
     exit 1
 fi
+# verify (252) does not load [Install], so check WantedBy= targets exist here.
+for wanted in $(unit_value WantedBy "$unit"); do
+    [ -e "$host_units/$wanted" ] || fail "WantedBy=$wanted: no such unit on this host"
+done
 mkdir -p "$root/usr/lib/systemd/system" "$root/bin" "$root/etc"
 find "$host_units" -mindepth 1 -maxdepth 1 ! -name 'tessera.service' -exec cp -a {} "$root/usr/lib/systemd/system/" \;
 kill_bin=$(unit_value ExecReload "$unit" | awk '{ print $1 }')
