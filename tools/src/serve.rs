@@ -979,6 +979,64 @@ mod tests {
         assert!(names.iter().any(|n| n == "listen"), "{names:?}");
     }
 
+    /// The packaged example documents every key, and the defaults it writes are the ones the
+    /// node applies without it.
+    #[test]
+    fn the_example_config_lists_every_key_with_its_default() {
+        const EXAMPLE: &str = include_str!("../deploy/tessera.toml");
+        let file: FileConfig = toml::from_str(EXAMPLE).unwrap();
+        // Every key is set, but those that have no default and stay commented out.
+        let debug = format!("{file:?}");
+        let mut unset: Vec<&str> = debug
+            .match_indices(": None")
+            .map(|(at, _)| {
+                let name = &debug[..at];
+                &name[name.rfind([' ', '{', '(']).unwrap() + 1..]
+            })
+            .collect();
+        unset.sort();
+        let mut optional = vec![
+            "cores",
+            "cpus",
+            "id",
+            "query_processing_gb",
+            "redis_url",
+            "tls",
+        ];
+        optional.sort();
+        assert_eq!(unset, optional, "keys neither set nor known to be optional");
+        for key in optional {
+            assert!(
+                EXAMPLE.contains(&format!("# {key} = ")) || EXAMPLE.contains(&format!("# [{key}]")),
+                "{key} is not documented as a commented line"
+            );
+        }
+        // Its values are the defaults: the same node as with an empty file, but for the paths.
+        let dir = tempfile::tempdir().unwrap();
+        let secret = write(dir.path(), "secret", "0123456789abcdef0123456789abcdef\n");
+        let example = EXAMPLE
+            .replace("/etc/tessera/jwt-secret", secret.to_str().unwrap())
+            .replace("/var/lib/tessera", "./data");
+        let resolved = |text: &str| {
+            resolve(&ServeArgs {
+                config: Some(write(dir.path(), "tessera.toml", text)),
+                jwt_secret_file: text.is_empty().then(|| secret.clone()),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let (from_example, from_defaults) = (resolved(&example), resolved(""));
+        assert_eq!(
+            changed(&restart_only(&from_defaults), &restart_only(&from_example)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            format!("{:?}", from_example.server.limits),
+            format!("{:?}", from_defaults.server.limits)
+        );
+        assert_eq!(from_example.log_level, from_defaults.log_level);
+    }
+
     #[test]
     fn a_key_is_required() {
         let error = resolve(&ServeArgs::default()).unwrap_err();
