@@ -169,6 +169,22 @@ impl Connection {
 
 struct Inner {
     jobs: mpsc::UnboundedSender<Job>,
+    /// The connection's thread, joined when the last clone goes: it closes the connection
+    /// gracefully first, so replies it still owes the server (a result's `done`) are sent
+    /// even when the process exits right after.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.jobs.close_channel();
+        if let Some(thread) = self.thread.take() {
+            // Never from the connection's own thread (it would wait for itself).
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 /// A connection to a Tessera node. Clones share the connection; it closes when the last clone
@@ -207,7 +223,7 @@ impl Client {
         let (jobs, receiver) = mpsc::unbounded::<Job>();
         let (ready, connected) = oneshot::channel::<Result<(), ClientError>>();
         let target = address.to_owned();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("tessera-client".into())
             .spawn(move || drive(target, options, receiver, ready))
             .map_err(|e| ClientError::Connect {
@@ -219,7 +235,10 @@ impl Client {
             message: "the connection thread stopped".into(),
         })??;
         Ok(Client {
-            inner: Arc::new(Inner { jobs }),
+            inner: Arc::new(Inner {
+                jobs,
+                thread: Some(thread),
+            }),
         })
     }
 
@@ -369,11 +388,16 @@ fn drive(
             ingests: RefCell::default(),
             next_id: Cell::new(1),
         });
+        let disconnector = rpc.get_disconnector();
         tokio::task::spawn_local(rpc);
         let _ = ready.send(Ok(()));
         while let Some(job) = jobs.next().await {
             tokio::task::spawn_local(job(connection.clone()));
         }
+        // Every handle is gone: let the RPC system send what it owes (replies to the server's
+        // calls on our sinks), then close, bounded in case the server stopped reading.
+        drop(connection);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), disconnector).await;
     });
 }
 

@@ -35,6 +35,8 @@ pub fn path(p: &Path) -> &str {
 pub struct Server {
     pub child: Child,
     pub address: String,
+    /// The HTTP side port (`/metrics`, `/health`), when `extra` gave one with `--http`.
+    pub http: Option<String>,
     /// What it said on stderr until it listened.
     pub said: Vec<String>,
 }
@@ -46,24 +48,22 @@ impl Drop for Server {
     }
 }
 
-/// `tessera serve` over `data` on `listen` with `extra` flags; its stderr if it stopped before
-/// listening.
+/// `tessera serve` over `data` on `listen` with `extra` flags (no HTTP port unless they give
+/// `--http`); its stderr if it stopped before listening.
 pub fn try_serve(
     data: &Path,
     secret: &Path,
     listen: &str,
     extra: &[&str],
 ) -> Result<Server, String> {
+    let http = if extra.contains(&"--http") {
+        &[][..]
+    } else {
+        &["--http", "off"][..]
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "serve",
-            "--data",
-            path(data),
-            "--listen",
-            listen,
-            "--http",
-            "off",
-        ])
+        .args(["serve", "--data", path(data), "--listen", listen])
+        .args(http)
         .args(["--jwt-secret-file", path(secret)])
         .args(extra)
         .stderr(Stdio::piped())
@@ -71,7 +71,8 @@ pub fn try_serve(
         .expect("start tessera serve");
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut said = Vec::new();
-    let address = loop {
+    // `tessera serving DATA on ADDRESS (HTTP ADDRESS|off)`, as text or inside a JSON line.
+    let (address, http) = loop {
         let Some(Ok(line)) = lines.next() else {
             let _ = child.wait();
             return Err(said.join("\n"));
@@ -79,7 +80,14 @@ pub fn try_serve(
         said.push(line.clone());
         if line.contains("tessera serving") {
             if let Some(rest) = line.split(" on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
+                let address = rest.split_whitespace().next().unwrap().to_owned();
+                let http = rest
+                    .split("(HTTP ")
+                    .nth(1)
+                    .and_then(|h| h.split(')').next())
+                    .filter(|h| *h != "off")
+                    .map(str::to_owned);
+                break (address, http);
             }
         }
     };
@@ -88,6 +96,7 @@ pub fn try_serve(
     Ok(Server {
         child,
         address,
+        http,
         said,
     })
 }
