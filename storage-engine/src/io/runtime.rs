@@ -824,8 +824,54 @@ pub struct TcpListener {
 }
 
 impl TcpListener {
+    /// Binds with SO_REUSEPORT (every core binds the same port) and SO_REUSEADDR (a restarted
+    /// node binds its port while connections of the one before linger in TIME_WAIT: clients
+    /// that close gracefully leave them on the server's side). glommio's own `bind` sets only
+    /// the first.
     pub fn bind(address: std::net::SocketAddr) -> io::Result<TcpListener> {
-        let inner = glommio::net::TcpListener::bind(address).map_err(io::Error::from)?;
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        let domain = if address.is_ipv6() {
+            libc::AF_INET6
+        } else {
+            libc::AF_INET
+        };
+        // SAFETY: a new socket whose descriptor `OwnedFd` owns from here on.
+        let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let enable: libc::c_int = 1;
+        for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            // SAFETY: setsockopt on our socket with a c_int option value.
+            let set = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    option,
+                    (&enable as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if set != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let (storage, length) = socket_address(address);
+        // SAFETY: `storage` holds a valid sockaddr of `length` bytes for this family.
+        if unsafe {
+            libc::bind(
+                fd,
+                (&storage as *const libc::sockaddr_storage).cast(),
+                length,
+            )
+        } != 0
+            || unsafe { libc::listen(fd, 1024) } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a bound, listening TCP socket, handed over whole.
+        let inner = unsafe { glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd()) };
         Ok(TcpListener { inner })
     }
 
@@ -838,6 +884,42 @@ impl TcpListener {
         stream.set_nodelay(true).map_err(io::Error::from)?;
         Ok(TcpConnection { inner: stream })
     }
+}
+
+/// `address` as a C socket address.
+fn socket_address(address: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let length = match address {
+        std::net::SocketAddr::V4(v4) => {
+            let out = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), out) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(v6) => {
+            let out = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), out) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, length as libc::socklen_t)
 }
 
 /// A TCP connection, accepted or made: a byte stream implementing
