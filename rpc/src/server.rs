@@ -339,6 +339,8 @@ impl NodeProbe for Probe {
         };
         let status = match (self.engine.upgrade().is_some(), unresponsive.is_empty()) {
             (false, _) => "stopping",
+            // Load balancers take a draining node out before its listeners close.
+            _ if self.shared.draining() => "draining",
             (true, true) => "ok",
             (true, false) => "unresponsive cores",
         };

@@ -242,8 +242,13 @@ fn a_drain_refuses_new_work_and_flushes_buffered_rows() {
     let before = manifest::load(server.dir.path(), "acme", "events")
         .unwrap()
         .unwrap();
+    let http = server.server.http_address().unwrap();
+    assert_eq!(common::get(http, "/health").0, 200);
     let report = server.server.drain(Duration::from_secs(5));
     assert_eq!(report.unfinished, 0);
+    let (status, health) = common::get(http, "/health");
+    assert_eq!(status, 503);
+    assert!(health.contains("\"status\":\"draining\""), "{health}");
     assert!(report.flushed.unwrap() >= 1);
     // The buffered rows are in files now.
     let after = manifest::load(server.dir.path(), "acme", "events")
