@@ -329,3 +329,50 @@ interface Gateway {
   version @2 () -> (protocol :UInt32, server :Text);
   # Protocol version (1 for this file) and the server's software version. Needs no token.
 }
+
+# ---------------------------------------------------------------------------------------------
+# The cluster coordinator (`tessera coordinator`): catalog and membership, never in the data path.
+# ---------------------------------------------------------------------------------------------
+
+struct Label {
+  key @0 :Text;
+  value @1 :Text;
+}
+
+struct ClusterNode {
+  # A tenant node as the catalog knows it.
+  nodeId @0 :Text;
+  address @1 :Text;                # its RPC address, as clients and peers reach it
+  httpAddress @2 :Text;            # /metrics and /health ("" when it serves none)
+  cores @3 :UInt32;
+  labels @4 :List(Label);          # failure domains: host, rack, ...
+  version @5 :Text;
+  up @6 :Bool;                     # false once it missed heartbeats for the node timeout
+  incarnation @7 :UInt64;          # grows at each registration (a restart)
+  lastSeenMillis @8 :Int64;        # catalog time of its last heartbeat, ms since the Unix epoch
+  registeredMillis @9 :Int64;
+  diskUsedBytes @10 :UInt64;
+  diskCapacityBytes @11 :UInt64;
+  queriesRunning @12 :UInt32;
+}
+
+interface Coordinator {
+  # Operator-token capability of a coordinator (nodes use one to register).
+  registerNode @0 (node :ClusterNode) -> (incarnation :UInt64, heartbeatMillis :UInt32);
+  # Inserts or replaces the node's registration (up, a new incarnation); the node then sends a
+  # heartbeat every `heartbeatMillis`.
+  heartbeat @1 (nodeId :Text, diskUsedBytes :UInt64, diskCapacityBytes :UInt64,
+                queriesRunning :UInt32) -> ();
+  # `not_found` when the catalog does not know the node: register again.
+  status @2 () -> (nodes :List(ClusterNode), leader :Text, leaderEpoch :UInt64,
+                   leaderExpiresMillis :Int64, catalog :Text, coordinator :Text, nowMillis :Int64);
+  # Every node; the coordinator holding the leader lease, its fencing epoch and expiry; which
+  # catalog; which coordinator answered; the catalog's clock.
+}
+
+interface CoordinatorGateway {
+  # The bootstrap capability of a coordinator connection.
+  login @0 (token :Text) -> (coordinator :Coordinator);
+  # Operator tokens only.
+  version @1 () -> (protocol :UInt32, server :Text);
+}

@@ -187,6 +187,11 @@ impl Server {
         &self.shared.metrics
     }
 
+    /// The node's metrics, for threads that outlive a borrow of the server.
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

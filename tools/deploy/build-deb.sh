@@ -88,6 +88,7 @@ root="$stage/tessera_${version}_${arch}"
 
 install -D -m 0755 "$bin" "$root/usr/bin/tessera"
 install -D -m 0644 "$deploy/systemd/tessera.service" "$root/lib/systemd/system/tessera.service"
+install -D -m 0644 "$deploy/systemd/tessera-coordinator.service" "$root/lib/systemd/system/tessera-coordinator.service"
 install -D -m 0644 "$deploy/sysctl/60-tessera.conf" "$root/usr/lib/sysctl.d/60-tessera.conf"
 install -D -m 0644 "$deploy/debian/sysusers.conf" "$root/usr/lib/sysusers.d/tessera.conf"
 install -D -m 0644 "$deploy/tessera.toml" "$root/etc/tessera/tessera.toml"

@@ -150,7 +150,8 @@ for field in Package Version Architecture Maintainer Depends Description; do
 done
 root="$scratch/root"
 dpkg -x "$deb" "$root"
-for path in usr/bin/tessera lib/systemd/system/tessera.service usr/lib/sysctl.d/60-tessera.conf \
+for path in usr/bin/tessera lib/systemd/system/tessera.service \
+    lib/systemd/system/tessera-coordinator.service usr/lib/sysctl.d/60-tessera.conf \
     usr/lib/sysusers.d/tessera.conf etc/tessera/tessera.toml usr/share/doc/tessera/copyright; do
     grep -q " \./$path\$" "$scratch/contents" || fail "package lacks /$path"
 done
@@ -289,7 +290,7 @@ for wanted in $(unit_value WantedBy "$unit"); do
     [ -e "$host_units/$wanted" ] || fail "WantedBy=$wanted: no such unit on this host"
 done
 mkdir -p "$root/usr/lib/systemd/system" "$root/bin" "$root/etc"
-find "$host_units" -mindepth 1 -maxdepth 1 ! -name 'tessera.service' -exec cp -a {} "$root/usr/lib/systemd/system/" \;
+find "$host_units" -mindepth 1 -maxdepth 1 ! -name 'tessera*.service' -exec cp -a {} "$root/usr/lib/systemd/system/" \;
 kill_bin=$(unit_value ExecReload "$unit" | awk '{ print $1 }')
 if [ ! -x "$kill_bin" ]; then
     fail "ExecReload's $kill_bin does not exist on this host either"
@@ -302,7 +303,8 @@ echo "$unit_group:x:999:" >"$root/etc/group"
 # systemd ignores the line for), so any output is a failure; it exits non-zero for a missing
 # executable or dependency. Nothing it prints in this setup is environmental.
 status=0
-systemd-analyze verify --root="$root" tessera.service >"$scratch/verify.log" 2>&1 || status=$?
+systemd-analyze verify --root="$root" tessera.service tessera-coordinator.service \
+    >"$scratch/verify.log" 2>&1 || status=$?
 if [ "$status" -eq 0 ] && [ ! -s "$scratch/verify.log" ]; then
     ok "systemd-analyze verify: no errors, no warnings ($(systemd-analyze --version | head -n 1))"
 else

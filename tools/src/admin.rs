@@ -34,6 +34,28 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// The cluster, as its coordinators see it (role operator).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Nodes with their state (up or down), addresses, labels, disk and last heartbeat; the
+    /// coordinator holding the leader lease and its epoch.
+    Status {
+        /// Coordinator addresses, HOST:PORT[,HOST:PORT...] (the first that answers).
+        #[arg(long, value_delimiter = ',', required = true)]
+        addr: Vec<String>,
+        /// An operator token.
+        #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -297,8 +319,79 @@ fn node_status(remote: &RemoteArgs, json: bool) -> Result<(), String> {
     Ok(())
 }
 
+fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), String> {
+    let status = tessera_coordinator::client::status(addresses, token)?;
+    if json {
+        let nodes: Vec<_> = status
+            .nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "node_id": n.node_id, "address": n.address, "http_address": n.http_address,
+                    "state": if n.up { "up" } else { "down" }, "cores": n.cores,
+                    "labels": n.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                    "version": n.version, "incarnation": n.incarnation,
+                    "last_seen_ms_ago": status.now_ms - n.last_seen_ms,
+                    "disk_used_bytes": n.disk_used_bytes, "disk_capacity_bytes": n.disk_capacity_bytes,
+                    "queries_running": n.queries_running,
+                })
+            })
+            .collect();
+        let value = serde_json::json!({
+            "leader": status.leader, "leader_epoch": status.leader_epoch,
+            "catalog": status.catalog, "answered_by": status.coordinator, "nodes": nodes,
+        });
+        println!("{value:#}");
+        return Ok(());
+    }
+    let leader = if status.leader.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("{} (epoch {})", status.leader, status.leader_epoch)
+    };
+    println!(
+        "catalog {}; leader {leader}; answered by {}",
+        status.catalog, status.coordinator
+    );
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    table.set_header([
+        "node", "state", "address", "labels", "cores", "disk", "queries", "seen",
+    ]);
+    for node in &status.nodes {
+        let labels: Vec<String> = node
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        table.add_row([
+            node.node_id.clone(),
+            if node.up { "up" } else { "DOWN" }.to_owned(),
+            node.address.clone(),
+            labels.join(","),
+            node.cores.to_string(),
+            format!(
+                "{} of {}",
+                size(node.disk_used_bytes),
+                size(node.disk_capacity_bytes)
+            ),
+            node.queries_running.to_string(),
+            format!(
+                "{:.1} s ago",
+                (status.now_ms - node.last_seen_ms) as f64 / 1000.0
+            ),
+        ]);
+    }
+    let down = status.nodes.iter().filter(|n| !n.up).count();
+    println!("{} nodes, {down} down\n{table}", status.nodes.len());
+    Ok(())
+}
+
 pub fn run(command: &AdminCommand) -> Result<(), String> {
     match command {
+        AdminCommand::Cluster {
+            command: ClusterCommand::Status { addr, token, json },
+        } => cluster_status(addr, token, *json),
         AdminCommand::Node {
             command: NodeCommand::Status { remote, json },
         } => node_status(remote, *json),

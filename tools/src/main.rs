@@ -6,6 +6,7 @@
 //! timings).
 
 mod admin;
+mod coordinator;
 mod ingest;
 mod logging;
 mod serve;
@@ -232,6 +233,9 @@ enum Command {
     },
     /// Serve a data directory over Cap'n Proto RPC (thread-per-core, one port).
     Serve(serve::ServeArgs),
+    /// Run a cluster coordinator: catalog (PostgreSQL or embedded), node membership, the
+    /// leader lease. Never in the data path.
+    Coordinator(coordinator::CoordinatorArgs),
     /// Table maintenance on a server (role admin): retention and compaction; tenants' quotas
     /// (role operator).
     Admin {
@@ -304,7 +308,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `serve` installs the logger its configuration asks for; other commands print warnings
     // and errors (the engine's, e.g. a failed background job) as text.
-    if !matches!(cli.command, Command::Serve(_)) {
+    if !matches!(cli.command, Command::Serve(_) | Command::Coordinator(_)) {
         let _ = logging::init("warn", logging::Format::Text);
     }
     let result = match cli.command {
@@ -390,6 +394,7 @@ fn main() -> ExitCode {
         },
         Command::Ingest(args) => ingest::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Coordinator(args) => coordinator::run(&args),
         Command::Admin { command } => admin::run(&command),
         Command::Token {
             secret_file,

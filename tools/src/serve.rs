@@ -60,6 +60,22 @@ pub struct ServeArgs {
     /// to, and exit: 0 when the node would start with them.
     #[arg(long)]
     pub check_config: bool,
+    /// Coordinators to register with and heartbeat to, HOST:PORT[,HOST:PORT...] (the node
+    /// follows whichever answers).
+    #[arg(long, value_delimiter = ',', requires = "node_id")]
+    pub coordinator: Vec<String>,
+    /// This node's name in the cluster ([a-z0-9_-], unique).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// The RPC address clients and peers reach this node at (default: --listen).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Failure-domain labels, KEY=VALUE[,KEY=VALUE...] (e.g. host=a,rack=r1).
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// An operator token for the coordinators.
+    #[arg(long, env = "TESSERA_COORDINATOR_TOKEN", hide_env_values = true)]
+    pub coordinator_token: Option<String>,
 }
 
 /// The TOML file. Unknown keys are errors, so a typo never silently falls back to a default.
@@ -244,7 +260,7 @@ pub struct Resolved {
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-fn read_key(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_key(path: &Path) -> Result<Vec<u8>, String> {
     let mut bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     // A secret file written by `echo` ends in a newline that is not part of the secret.
     while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
@@ -720,6 +736,56 @@ fn reload(
     Ok(())
 }
 
+/// With `--coordinator`: registers the node and keeps heartbeating (`NodeAgent`).
+fn join_cluster(
+    args: &ServeArgs,
+    server: &Server,
+    data: &Path,
+) -> Result<Option<tessera_coordinator::client::NodeAgent>, String> {
+    if args.coordinator.is_empty() {
+        return Ok(None);
+    }
+    let token = args.coordinator_token.clone().ok_or(
+        "--coordinator needs an operator token: --coordinator-token or TESSERA_COORDINATOR_TOKEN",
+    )?;
+    let mut labels = std::collections::BTreeMap::new();
+    for label in &args.labels {
+        let (key, value) = label
+            .split_once('=')
+            .ok_or_else(|| format!("label {label:?} is not KEY=VALUE"))?;
+        labels.insert(key.to_owned(), value.to_owned());
+    }
+    let registration = tessera_coordinator::catalog::NodeRegistration {
+        node_id: args.node_id.clone().unwrap_or_default(),
+        address: args
+            .advertise
+            .clone()
+            .unwrap_or_else(|| server.address().to_string()),
+        http_address: server.http_address().map(|a| a.to_string()),
+        cores: server.engine().cores() as u32,
+        labels,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let metrics = server.shared_metrics();
+    let data = data.to_owned();
+    let report = std::sync::Arc::new(move || {
+        let (used, capacity) = tessera_rpc::metrics::disk_usage(&data).unwrap_or((0, 0));
+        tessera_coordinator::catalog::NodeReport {
+            disk_used_bytes: used,
+            disk_capacity_bytes: capacity,
+            queries_running: metrics.queries_running.get().max(0) as u32,
+        }
+    });
+    tessera_coordinator::client::NodeAgent::start(
+        args.coordinator.clone(),
+        token,
+        registration,
+        report,
+    )
+    .map(Some)
+    .map_err(|e| format!("starting the node agent: {e}"))
+}
+
 pub fn run(args: &ServeArgs) -> Result<(), String> {
     let mut resolved = resolve(args)?;
     if args.check_config {
@@ -760,6 +826,7 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         data.display(),
         server.address()
     );
+    let _agent = join_cluster(args, &server, &data)?;
     notifier.notify(&format!(
         "READY=1\nSTATUS=serving {} on {}",
         data.display(),

@@ -5,13 +5,11 @@
 
 mod support;
 
-use std::io::BufRead;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{ok, path, tessera};
+use support::{ok, path, tessera, Process};
 
 struct Node {
     dir: tempfile::TempDir,
@@ -64,38 +62,21 @@ impl Node {
 
 /// A `tessera serve` child whose stderr lines are collected.
 struct Serving {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    process: Process,
     address: String,
 }
 
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Serving {
-    /// Waits until some stderr line satisfies `test`; the line.
     fn wait_for(&self, what: &str, test: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| test(l)) {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line {what}; the server said:\n{}",
-                self.lines.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.wait_for_line(what, test)
     }
 
     fn signal(&self, signal: libc::c_int) {
         // SAFETY: kill on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+        assert_eq!(
+            unsafe { libc::kill(self.process.child.id() as i32, signal) },
+            0
+        );
     }
 }
 
@@ -109,25 +90,13 @@ fn message_is(line: &str, message: &str) -> bool {
 }
 
 fn serve(node: &Node, notify: &Path) -> Serving {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--config", path(&node.config)])
-        .env("NOTIFY_SOCKET", notify)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap().push(line);
-        }
-    });
+    let process = Process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["serve", "--config", path(&node.config)])
+            .env("NOTIFY_SOCKET", notify),
+    );
     let mut serving = Serving {
-        child,
-        lines,
+        process,
         address: String::new(),
     };
     let line = serving.wait_for("saying it serves", |l| l.contains("tessera serving"));
@@ -318,7 +287,7 @@ fn serve_under_a_service_manager_reloads_and_drains() {
     assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(status) = serving.child.try_wait().unwrap() {
+        if let Some(status) = serving.process.child.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "the node did not stop");

@@ -116,3 +116,59 @@ pub fn serve(data: &Path, secret: &Path, listen: &str, extra: &[&str]) -> Server
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// A child process whose standard error lines are collected as they come; killed (SIGKILL)
+/// when dropped.
+pub struct Process {
+    pub child: Child,
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Spawns `command` (RUST_LOG removed, so its logs are at their configured level).
+    pub fn spawn(command: &mut Command) -> Process {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG")
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Process { child, lines }
+    }
+
+    /// The first line that passes `test`, waiting up to 30 s; `what` names it on failure.
+    pub fn wait_for_line(&self, what: &str, test: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| test(l)) {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line {what}; the process said:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it (SIGKILL) and waits for it.
+    pub fn kill(self) {
+        drop(self);
+    }
+}

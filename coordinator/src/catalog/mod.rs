@@ -1,0 +1,195 @@
+//! The catalog: the cluster's single source of truth (nodes, leases with fencing epochs, and
+//! next tenants, tables and placement). Two back ends behind one trait and one list of
+//! migrations: PostgreSQL (`postgres`, shared by several coordinators) and an embedded SQLite
+//! file (`sqlite`, one machine). Every call is blocking; coordinators run them off their RPC
+//! thread. Time that decides leases is the catalog's own clock (PostgreSQL's), never a
+//! coordinator's.
+
+pub mod postgres;
+pub mod sqlite;
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The catalog cannot be reached or failed (PostgreSQL down, disk error): retryable.
+    #[error("catalog unavailable: {0}")]
+    Unavailable(String),
+    /// A fencing check failed: the caller no longer holds the lease it acts under.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("catalog schema: {0}")]
+    Schema(String),
+}
+
+/// What a node says about itself when it registers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeRegistration {
+    pub node_id: String,
+    pub address: String,
+    pub http_address: Option<String>,
+    pub cores: u32,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub version: String,
+}
+
+/// What a node reports in each heartbeat.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeReport {
+    pub disk_used_bytes: u64,
+    pub disk_capacity_bytes: u64,
+    pub queries_running: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    Up,
+    Down,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeRecord {
+    pub registration: NodeRegistration,
+    pub report: NodeReport,
+    pub state: NodeState,
+    pub incarnation: u64,
+    pub last_seen_ms: i64,
+    pub registered_ms: i64,
+}
+
+/// A named lease held by one holder until `expires_ms` (catalog time); its epoch grows at
+/// every change of holder and never goes back (the fencing token).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    pub epoch: u64,
+    pub expires_ms: i64,
+}
+
+pub trait Catalog: Send + Sync {
+    /// Which back end and where (without a password), for logs and `status`.
+    fn describe(&self) -> String;
+    /// Applies the migrations not yet applied, in order, in one transaction, recording each
+    /// version in `schema_migrations`; a catalog whose version is above this binary's is
+    /// refused (`Schema`). Safe from several coordinators at once. The schema version now.
+    fn migrate(&self) -> Result<u32>;
+    /// The catalog's clock, ms since the Unix epoch (PostgreSQL's `clock_timestamp()`; for
+    /// SQLite, this host's).
+    fn now_ms(&self) -> Result<i64>;
+    /// Inserts or replaces the node's registration: up, incarnation + 1, seen now.
+    fn register_node(&self, node: &NodeRegistration) -> Result<NodeRecord>;
+    /// Records a heartbeat (up, seen now, the report); `NotFound` for an unknown node.
+    fn heartbeat(&self, node_id: &str, report: &NodeReport) -> Result<NodeRecord>;
+    /// Marks down every up node not seen for `missed_ms`, the ids sorted. Only as `leader`
+    /// (holder and epoch, unexpired), checked in the same transaction: else `Fenced`.
+    fn mark_down(&self, missed_ms: i64, leader: &Lease) -> Result<Vec<String>>;
+    /// Every node, by id.
+    fn nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// Takes lease `name` for `holder` for `ttl_ms` when it is free, expired or `holder`'s own
+    /// (renewed, same epoch); a new holder gets the next epoch. `None` while another holder's
+    /// stands. Two racing takers never both get it.
+    fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<Option<Lease>>;
+    /// Expires the lease now if `lease.holder` holds it at `lease.epoch`; false otherwise.
+    fn release_lease(&self, lease: &Lease) -> Result<bool>;
+    /// The lease as stored, expired or not.
+    fn lease(&self, name: &str) -> Result<Option<Lease>>;
+}
+
+/// The migrations, in order: version `i + 1` is `MIGRATIONS[i]`. Only ever appended to.
+pub const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_nodes_leases.sql")];
+
+/// Opens the catalog `spec` names: `postgres://…` / `postgresql://…`, or `sqlite:DIR` or a plain
+/// directory path for the embedded catalog.
+pub fn open(spec: &str) -> Result<Box<dyn Catalog>> {
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        return Ok(Box::new(postgres::PostgresCatalog::connect(spec)?));
+    }
+    let dir = spec.strip_prefix("sqlite:").unwrap_or(spec);
+    Ok(Box::new(sqlite::SqliteCatalog::open(
+        std::path::Path::new(dir),
+    )?))
+}
+
+/// Node ids become labels, log fields and keys: a safe alphabet.
+pub fn validate_node_id(id: &str) -> Result<()> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(CatalogError::Invalid(format!(
+            "node id {id:?}: use 1-64 characters of a-z, 0-9, '_' and '-'"
+        )))
+    }
+}
+
+/// Labels as stored (a JSON object).
+fn labels_json(labels: &std::collections::BTreeMap<String, String>) -> String {
+    serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
+}
+
+fn labels_from_json(text: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    serde_json::from_str(text).map_err(|e| CatalogError::Schema(format!("node labels: {e}")))
+}
+
+/// A `nodes` row's columns, read by either back end in this order.
+pub(crate) const NODE_COLUMNS: &str = "node_id, address, http_address, cores, labels, version, \
+     state, incarnation, registered_ms, last_seen_ms, disk_used_bytes, disk_capacity_bytes, \
+     queries_running";
+
+/// A `nodes` row, whichever back end read it.
+pub(crate) struct NodeRow {
+    pub node_id: String,
+    pub address: String,
+    pub http_address: Option<String>,
+    pub cores: i64,
+    pub labels: String,
+    pub version: String,
+    pub state: String,
+    pub incarnation: i64,
+    pub registered_ms: i64,
+    pub last_seen_ms: i64,
+    pub disk_used_bytes: i64,
+    pub disk_capacity_bytes: i64,
+    pub queries_running: i64,
+}
+
+impl NodeRow {
+    pub(crate) fn into_record(self) -> Result<NodeRecord> {
+        Ok(NodeRecord {
+            registration: NodeRegistration {
+                node_id: self.node_id,
+                address: self.address,
+                http_address: self.http_address,
+                cores: self.cores.clamp(0, u32::MAX as i64) as u32,
+                labels: labels_from_json(&self.labels)?,
+                version: self.version,
+            },
+            report: NodeReport {
+                disk_used_bytes: self.disk_used_bytes.max(0) as u64,
+                disk_capacity_bytes: self.disk_capacity_bytes.max(0) as u64,
+                queries_running: self.queries_running.clamp(0, u32::MAX as i64) as u32,
+            },
+            state: if self.state == "up" {
+                NodeState::Up
+            } else {
+                NodeState::Down
+            },
+            incarnation: self.incarnation.max(0) as u64,
+            last_seen_ms: self.last_seen_ms,
+            registered_ms: self.registered_ms,
+        })
+    }
+}
+
+/// Bytes as the catalog's BIGINT (saturating).
+pub(crate) fn big(value: u64) -> i64 {
+    value.min(i64::MAX as u64) as i64
+}

@@ -1,0 +1,304 @@
+//! The PostgreSQL catalog, shared by every coordinator of a cluster. Time is the server's clock
+//! (`clock_timestamp()`), read inside the statement that decides; a lease is taken by one
+//! `INSERT … ON CONFLICT DO UPDATE … WHERE` (the row lock serializes racers, and only an expired
+//! lease or its own holder's passes the WHERE); fenced writes lock the lease row (`FOR UPDATE`)
+//! in their transaction and check holder and epoch first. Migrations run under an advisory lock.
+//! A broken connection is replaced on the next call; a server that cannot be reached is
+//! `Unavailable` within the connect and statement timeouts.
+
+use super::*;
+use ::postgres::{types::ToSql, Client, NoTls, Row};
+
+/// A statement parameter.
+type Param<'a> = &'a (dyn ToSql + Sync);
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The catalog's clock in ms since the Unix epoch, as SQL.
+const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
+/// Held by whoever migrates (a key of our own among the database's advisory locks).
+const MIGRATION_LOCK: i64 = 0x7e55_e4a0_0001;
+
+pub struct PostgresCatalog {
+    url: String,
+    client: Mutex<Option<Client>>,
+}
+
+fn unavailable(error: ::postgres::Error) -> CatalogError {
+    CatalogError::Unavailable(format!("PostgreSQL: {error}"))
+}
+
+fn node_row(row: &Row) -> NodeRow {
+    NodeRow {
+        node_id: row.get(0),
+        address: row.get(1),
+        http_address: row.get(2),
+        cores: row.get(3),
+        labels: row.get(4),
+        version: row.get(5),
+        state: row.get(6),
+        incarnation: row.get(7),
+        registered_ms: row.get(8),
+        last_seen_ms: row.get(9),
+        disk_used_bytes: row.get(10),
+        disk_capacity_bytes: row.get(11),
+        queries_running: row.get(12),
+    }
+}
+
+fn lease_row(row: &Row) -> Lease {
+    Lease {
+        name: row.get(0),
+        holder: row.get(1),
+        epoch: row.get::<_, i64>(2).max(0) as u64,
+        expires_ms: row.get(3),
+    }
+}
+
+impl PostgresCatalog {
+    /// Connects to `url` (`postgres://USER@HOST:PORT/DB`).
+    pub fn connect(url: &str) -> Result<PostgresCatalog> {
+        let catalog = PostgresCatalog {
+            url: url.to_owned(),
+            client: Mutex::new(None),
+        };
+        catalog.with(|_| Ok(()))?;
+        Ok(catalog)
+    }
+
+    fn open(&self) -> Result<Client> {
+        let mut config: ::postgres::Config = self
+            .url
+            .parse()
+            .map_err(|e| CatalogError::Invalid(format!("catalog URL {}: {e}", self.url)))?;
+        config.connect_timeout(Duration::from_secs(3));
+        config.keepalives_idle(Duration::from_secs(10));
+        config.application_name("tessera-coordinator");
+        // No statement may hang a coordinator past its lease.
+        config.options("-c statement_timeout=5000 -c lock_timeout=5000");
+        config.connect(NoTls).map_err(unavailable)
+    }
+
+    /// Runs `work` on the connection, opening one first when there is none or it broke.
+    fn with<T>(&self, work: impl FnOnce(&mut Client) -> Result<T>) -> Result<T> {
+        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = Some(self.open()?);
+        }
+        let client = slot.as_mut().expect("opened above");
+        let result = work(client);
+        if client.is_closed() {
+            *slot = None;
+        }
+        result
+    }
+}
+
+impl Catalog for PostgresCatalog {
+    fn describe(&self) -> String {
+        // Without the password, if the URL has one.
+        match self.url.split_once('@') {
+            Some((scheme_user, rest)) => match scheme_user.rsplit_once(':') {
+                Some((user, _)) if user.contains("//") => format!("{user}:***@{rest}"),
+                _ => self.url.clone(),
+            },
+            None => self.url.clone(),
+        }
+    }
+
+    fn migrate(&self) -> Result<u32> {
+        self.with(|client| {
+            let mut tx = client.transaction().map_err(unavailable)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .map_err(unavailable)?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations \
+                 (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+            )
+            .map_err(unavailable)?;
+            let current: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                    &[],
+                )
+                .map_err(unavailable)?
+                .get(0);
+            if current > MIGRATIONS.len() as i64 {
+                return Err(CatalogError::Schema(format!(
+                    "the catalog is at schema version {current}; this binary knows up to {}",
+                    MIGRATIONS.len()
+                )));
+            }
+            for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+                tx.batch_execute(sql)
+                    .map_err(|e| CatalogError::Schema(format!("migration {}: {e}", index + 1)))?;
+                tx.execute(
+                    &format!(
+                        "INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, {NOW_MS})"
+                    ),
+                    &[&(index as i64 + 1)],
+                )
+                .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(MIGRATIONS.len() as u32)
+        })
+    }
+
+    fn now_ms(&self) -> Result<i64> {
+        self.with(|client| {
+            Ok(client
+                .query_one(&format!("SELECT {NOW_MS}"), &[])
+                .map_err(unavailable)?
+                .get(0))
+        })
+    }
+
+    fn register_node(&self, node: &NodeRegistration) -> Result<NodeRecord> {
+        validate_node_id(&node.node_id)?;
+        self.with(|client| {
+            let row = client
+                .query_one(
+                    &format!(
+                        "INSERT INTO nodes ({NODE_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'up', 1, {NOW_MS}, {NOW_MS}, 0, 0, 0) \
+                         ON CONFLICT (node_id) DO UPDATE SET address = EXCLUDED.address, \
+                         http_address = EXCLUDED.http_address, cores = EXCLUDED.cores, \
+                         labels = EXCLUDED.labels, version = EXCLUDED.version, state = 'up', \
+                         incarnation = nodes.incarnation + 1, registered_ms = EXCLUDED.registered_ms, \
+                         last_seen_ms = EXCLUDED.last_seen_ms \
+                         RETURNING {NODE_COLUMNS}"
+                    ),
+                    &[
+                        &node.node_id as Param,
+                        &node.address,
+                        &node.http_address,
+                        &(node.cores as i64),
+                        &labels_json(&node.labels),
+                        &node.version,
+                    ],
+                )
+                .map_err(unavailable)?;
+            node_row(&row).into_record()
+        })
+    }
+
+    fn heartbeat(&self, node_id: &str, report: &NodeReport) -> Result<NodeRecord> {
+        self.with(|client| {
+            let row = client
+                .query_opt(
+                    &format!(
+                        "UPDATE nodes SET state = 'up', last_seen_ms = {NOW_MS}, \
+                         disk_used_bytes = $2, disk_capacity_bytes = $3, queries_running = $4 \
+                         WHERE node_id = $1 RETURNING {NODE_COLUMNS}"
+                    ),
+                    &[
+                        &node_id as Param,
+                        &big(report.disk_used_bytes),
+                        &big(report.disk_capacity_bytes),
+                        &(report.queries_running as i64),
+                    ],
+                )
+                .map_err(unavailable)?
+                .ok_or_else(|| {
+                    CatalogError::NotFound(format!("node {node_id} is not registered"))
+                })?;
+            node_row(&row).into_record()
+        })
+    }
+
+    fn mark_down(&self, missed_ms: i64, leader: &Lease) -> Result<Vec<String>> {
+        self.with(|client| {
+            let mut tx = client.transaction().map_err(unavailable)?;
+            // The lease row locked: no takeover can commit until this transaction ends.
+            let held = tx
+                .query_opt(
+                    "SELECT name, holder, epoch, expires_ms FROM leases WHERE name = $1 FOR UPDATE",
+                    &[&leader.name],
+                )
+                .map_err(unavailable)?
+                .map(|row| lease_row(&row));
+            let now: i64 = tx
+                .query_one(&format!("SELECT {NOW_MS}"), &[])
+                .map_err(unavailable)?
+                .get(0);
+            super::sqlite::check_fence(held.as_ref(), leader, now)?;
+            let mut down: Vec<String> = tx
+                .query(
+                    "UPDATE nodes SET state = 'down' WHERE state = 'up' AND last_seen_ms < $1 \
+                     RETURNING node_id",
+                    &[&(now - missed_ms)],
+                )
+                .map_err(unavailable)?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            tx.commit().map_err(unavailable)?;
+            down.sort();
+            Ok(down)
+        })
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.with(|client| {
+            client
+                .query(
+                    &format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY node_id"),
+                    &[],
+                )
+                .map_err(unavailable)?
+                .iter()
+                .map(|row| node_row(row).into_record())
+                .collect()
+        })
+    }
+
+    fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<Option<Lease>> {
+        self.with(|client| {
+            let row = client
+                .query_opt(
+                    &format!(
+                        "INSERT INTO leases (name, holder, epoch, expires_ms) \
+                         VALUES ($1, $2, 1, {NOW_MS} + $3) \
+                         ON CONFLICT (name) DO UPDATE SET \
+                         epoch = CASE WHEN leases.holder = EXCLUDED.holder THEN leases.epoch \
+                                      ELSE leases.epoch + 1 END, \
+                         holder = EXCLUDED.holder, expires_ms = EXCLUDED.expires_ms \
+                         WHERE leases.holder = EXCLUDED.holder OR leases.expires_ms <= {NOW_MS} \
+                         RETURNING name, holder, epoch, expires_ms"
+                    ),
+                    &[&name as Param, &holder, &ttl_ms],
+                )
+                .map_err(unavailable)?;
+            Ok(row.map(|row| lease_row(&row)))
+        })
+    }
+
+    fn release_lease(&self, lease: &Lease) -> Result<bool> {
+        self.with(|client| {
+            let changed = client
+                .execute(
+                    &format!(
+                        "UPDATE leases SET expires_ms = {NOW_MS} WHERE name = $1 AND holder = $2 \
+                         AND epoch = $3 AND expires_ms > {NOW_MS}"
+                    ),
+                    &[&lease.name as Param, &lease.holder, &(lease.epoch as i64)],
+                )
+                .map_err(unavailable)?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn lease(&self, name: &str) -> Result<Option<Lease>> {
+        self.with(|client| {
+            Ok(client
+                .query_opt(
+                    "SELECT name, holder, epoch, expires_ms FROM leases WHERE name = $1",
+                    &[&name],
+                )
+                .map_err(unavailable)?
+                .map(|row| lease_row(&row)))
+        })
+    }
+}

@@ -1,0 +1,304 @@
+//! The embedded catalog: one SQLite file (`DIR/catalog.db`) in WAL mode with `synchronous=FULL`,
+//! so a committed change survives a crash or power loss. Writers take the database lock at the
+//! start of their transaction (`BEGIN IMMEDIATE`), so two coordinators or threads racing for a
+//! lease are serialized; time is this host's clock (one machine).
+
+use super::*;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub struct SqliteCatalog {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+fn unavailable(error: rusqlite::Error) -> CatalogError {
+    CatalogError::Unavailable(format!("SQLite: {error}"))
+}
+
+fn host_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn node_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRow> {
+    Ok(NodeRow {
+        node_id: row.get(0)?,
+        address: row.get(1)?,
+        http_address: row.get(2)?,
+        cores: row.get(3)?,
+        labels: row.get(4)?,
+        version: row.get(5)?,
+        state: row.get(6)?,
+        incarnation: row.get(7)?,
+        registered_ms: row.get(8)?,
+        last_seen_ms: row.get(9)?,
+        disk_used_bytes: row.get(10)?,
+        disk_capacity_bytes: row.get(11)?,
+        queries_running: row.get(12)?,
+    })
+}
+
+fn lease_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
+    Ok(Lease {
+        name: row.get(0)?,
+        holder: row.get(1)?,
+        epoch: row.get::<_, i64>(2)?.max(0) as u64,
+        expires_ms: row.get(3)?,
+    })
+}
+
+impl SqliteCatalog {
+    /// Opens (creating) `dir/catalog.db`.
+    pub fn open(dir: &Path) -> Result<SqliteCatalog> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CatalogError::Unavailable(format!("{}: {e}", dir.display())))?;
+        let path = dir.join("catalog.db");
+        let connection = Connection::open(&path).map_err(unavailable)?;
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(unavailable)?;
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .map_err(unavailable)?;
+        Ok(SqliteCatalog {
+            path,
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn with<T>(&self, work: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        work(&mut connection)
+    }
+}
+
+impl Catalog for SqliteCatalog {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    fn migrate(&self) -> Result<u32> {
+        self.with(|connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations \
+                 (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+            )
+            .map_err(unavailable)?;
+            let current: i64 = tx
+                .query_row(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable)?;
+            if current > MIGRATIONS.len() as i64 {
+                return Err(CatalogError::Schema(format!(
+                    "the catalog is at schema version {current}; this binary knows up to {}",
+                    MIGRATIONS.len()
+                )));
+            }
+            for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+                tx.execute_batch(sql)
+                    .map_err(|e| CatalogError::Schema(format!("migration {}: {e}", index + 1)))?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, ?2)",
+                    params![index as i64 + 1, host_now_ms()],
+                )
+                .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(MIGRATIONS.len() as u32)
+        })
+    }
+
+    fn now_ms(&self) -> Result<i64> {
+        Ok(host_now_ms())
+    }
+
+    fn register_node(&self, node: &NodeRegistration) -> Result<NodeRecord> {
+        validate_node_id(&node.node_id)?;
+        let now = host_now_ms();
+        self.with(|connection| {
+            connection
+                .query_row(
+                    &format!(
+                        "INSERT INTO nodes ({NODE_COLUMNS}) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'up', 1, ?7, ?7, 0, 0, 0) \
+                         ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, \
+                         http_address = excluded.http_address, cores = excluded.cores, \
+                         labels = excluded.labels, version = excluded.version, state = 'up', \
+                         incarnation = nodes.incarnation + 1, registered_ms = excluded.registered_ms, \
+                         last_seen_ms = excluded.last_seen_ms \
+                         RETURNING {NODE_COLUMNS}"
+                    ),
+                    params![
+                        node.node_id,
+                        node.address,
+                        node.http_address,
+                        node.cores as i64,
+                        labels_json(&node.labels),
+                        node.version,
+                        now
+                    ],
+                    node_row,
+                )
+                .map_err(unavailable)?
+                .into_record()
+        })
+    }
+
+    fn heartbeat(&self, node_id: &str, report: &NodeReport) -> Result<NodeRecord> {
+        let now = host_now_ms();
+        self.with(|connection| {
+            connection
+                .query_row(
+                    &format!(
+                        "UPDATE nodes SET state = 'up', last_seen_ms = ?2, disk_used_bytes = ?3, \
+                         disk_capacity_bytes = ?4, queries_running = ?5 WHERE node_id = ?1 \
+                         RETURNING {NODE_COLUMNS}"
+                    ),
+                    params![
+                        node_id,
+                        now,
+                        big(report.disk_used_bytes),
+                        big(report.disk_capacity_bytes),
+                        report.queries_running as i64
+                    ],
+                    node_row,
+                )
+                .optional()
+                .map_err(unavailable)?
+                .ok_or_else(|| CatalogError::NotFound(format!("node {node_id} is not registered")))?
+                .into_record()
+        })
+    }
+
+    fn mark_down(&self, missed_ms: i64, leader: &Lease) -> Result<Vec<String>> {
+        self.with(|connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            // Read with the write lock held: no lease change can come between.
+            let now = host_now_ms();
+            let held = tx
+                .query_row(
+                    "SELECT name, holder, epoch, expires_ms FROM leases WHERE name = ?1",
+                    params![leader.name],
+                    lease_row,
+                )
+                .optional()
+                .map_err(unavailable)?;
+            check_fence(held.as_ref(), leader, now)?;
+            let mut statement = tx
+                .prepare(
+                    "UPDATE nodes SET state = 'down' WHERE state = 'up' AND last_seen_ms < ?1 \
+                     RETURNING node_id",
+                )
+                .map_err(unavailable)?;
+            let mut down: Vec<String> = statement
+                .query_map(params![now - missed_ms], |r| r.get(0))
+                .map_err(unavailable)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(unavailable)?;
+            drop(statement);
+            tx.commit().map_err(unavailable)?;
+            down.sort();
+            Ok(down)
+        })
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.with(|connection| {
+            let mut statement = connection
+                .prepare(&format!(
+                    "SELECT {NODE_COLUMNS} FROM nodes ORDER BY node_id"
+                ))
+                .map_err(unavailable)?;
+            let rows: Vec<NodeRow> = statement
+                .query_map([], node_row)
+                .map_err(unavailable)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(unavailable)?;
+            rows.into_iter().map(NodeRow::into_record).collect()
+        })
+    }
+
+    fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<Option<Lease>> {
+        self.with(|connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let now = host_now_ms();
+            let lease = tx
+                .query_row(
+                    "INSERT INTO leases (name, holder, epoch, expires_ms) VALUES (?1, ?2, 1, ?3) \
+                     ON CONFLICT (name) DO UPDATE SET \
+                     epoch = CASE WHEN leases.holder = excluded.holder THEN leases.epoch \
+                                  ELSE leases.epoch + 1 END, \
+                     holder = excluded.holder, expires_ms = excluded.expires_ms \
+                     WHERE leases.holder = excluded.holder OR leases.expires_ms <= ?4 \
+                     RETURNING name, holder, epoch, expires_ms",
+                    params![name, holder, now + ttl_ms, now],
+                    lease_row,
+                )
+                .optional()
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(lease)
+        })
+    }
+
+    fn release_lease(&self, lease: &Lease) -> Result<bool> {
+        let now = host_now_ms();
+        self.with(|connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE leases SET expires_ms = ?4 \
+                     WHERE name = ?1 AND holder = ?2 AND epoch = ?3 AND expires_ms > ?4",
+                    params![lease.name, lease.holder, lease.epoch as i64, now],
+                )
+                .map_err(unavailable)?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn lease(&self, name: &str) -> Result<Option<Lease>> {
+        self.with(|connection| {
+            connection
+                .query_row(
+                    "SELECT name, holder, epoch, expires_ms FROM leases WHERE name = ?1",
+                    params![name],
+                    lease_row,
+                )
+                .optional()
+                .map_err(unavailable)
+        })
+    }
+}
+
+/// `Fenced` unless `held` is `leader`'s lease, same holder and epoch, unexpired at `now`.
+pub(crate) fn check_fence(held: Option<&Lease>, leader: &Lease, now: i64) -> Result<()> {
+    match held {
+        Some(held)
+            if held.holder == leader.holder
+                && held.epoch == leader.epoch
+                && held.expires_ms > now =>
+        {
+            Ok(())
+        }
+        Some(held) => Err(CatalogError::Fenced(format!(
+            "lease {} is held by {} at epoch {} (until {}), not {} at epoch {}",
+            held.name, held.holder, held.epoch, held.expires_ms, leader.holder, leader.epoch
+        ))),
+        None => Err(CatalogError::Fenced(format!(
+            "lease {} was never taken",
+            leader.name
+        ))),
+    }
+}

@@ -1,0 +1,285 @@
+//! Talking to coordinators: one-shot calls (`status`, for `tessera admin cluster status`) and the
+//! node agent a `tessera serve --coordinator` runs (register, then heartbeat; on any failure try
+//! the next coordinator of the list, so the node follows whichever is up).
+
+use crate::catalog::{NodeRegistration, NodeReport};
+use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_schema::tessera_capnp::{coordinator, coordinator_gateway};
+
+/// A node as `status` reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterNode {
+    pub node_id: String,
+    pub address: String,
+    pub http_address: String,
+    pub cores: u32,
+    pub labels: Vec<(String, String)>,
+    pub version: String,
+    pub up: bool,
+    pub incarnation: u64,
+    pub last_seen_ms: i64,
+    pub disk_used_bytes: u64,
+    pub disk_capacity_bytes: u64,
+    pub queries_running: u32,
+}
+
+/// What `status` reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterStatus {
+    pub nodes: Vec<ClusterNode>,
+    /// The coordinator holding the leader lease ("" when none holds an unexpired one).
+    pub leader: String,
+    pub leader_epoch: u64,
+    pub catalog: String,
+    /// The coordinator that answered.
+    pub coordinator: String,
+    pub now_ms: i64,
+}
+
+fn text(reader: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, capnp::Error> {
+    Ok(reader?.to_string()?)
+}
+
+/// Connects to `address`, logs in with `token`, and runs `job` with the coordinator capability,
+/// all within `timeout`, on a runtime of this thread's own.
+fn with_coordinator<T, F, Fut>(
+    address: &str,
+    token: &str,
+    timeout: Duration,
+    job: F,
+) -> Result<T, String>
+where
+    F: FnOnce(coordinator::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, capnp::Error>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let work = async {
+            let coordinator = connect(address, token).await?;
+            job(coordinator).await.map_err(|e| error_text(&e))
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| format!("coordinator {address} did not answer within {timeout:?}"))?
+    })
+}
+
+/// The message of a call's error, without capnp's "remote exception" prefix.
+fn error_text(error: &capnp::Error) -> String {
+    error
+        .extra
+        .strip_prefix("remote exception: ")
+        .unwrap_or(&error.extra)
+        .to_owned()
+}
+
+/// Connects and logs in; the RPC system runs on the current `LocalSet`.
+async fn connect(address: &str, token: &str) -> Result<coordinator::Client, String> {
+    use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("cannot connect to coordinator {address}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let network = twoparty::VatNetwork::new(
+        futures::io::BufReader::new(reader.compat()),
+        futures::io::BufWriter::new(writer.compat_write()),
+        Side::Client,
+        Default::default(),
+    );
+    let mut rpc = RpcSystem::new(Box::new(network), None);
+    let gateway: coordinator_gateway::Client = rpc.bootstrap(Side::Server);
+    tokio::task::spawn_local(rpc);
+    let mut request = gateway.login_request();
+    request.get().set_token(token);
+    let response = request.send().promise.await.map_err(|e| error_text(&e))?;
+    response
+        .get()
+        .and_then(|r| r.get_coordinator())
+        .map_err(|e| error_text(&e))
+}
+
+/// The cluster as the first coordinator of `addresses` that answers sees it.
+pub fn status(addresses: &[String], token: &str) -> Result<ClusterStatus, String> {
+    let mut errors = Vec::new();
+    for address in addresses {
+        let answer = with_coordinator(address, token, Duration::from_secs(5), |c| async move {
+            let response = c.status_request().send().promise.await?;
+            let r = response.get()?;
+            let mut nodes = Vec::new();
+            for node in r.get_nodes()? {
+                let mut labels = Vec::new();
+                for label in node.get_labels()? {
+                    labels.push((text(label.get_key())?, text(label.get_value())?));
+                }
+                nodes.push(ClusterNode {
+                    node_id: text(node.get_node_id())?,
+                    address: text(node.get_address())?,
+                    http_address: text(node.get_http_address())?,
+                    cores: node.get_cores(),
+                    labels,
+                    version: text(node.get_version())?,
+                    up: node.get_up(),
+                    incarnation: node.get_incarnation(),
+                    last_seen_ms: node.get_last_seen_millis(),
+                    disk_used_bytes: node.get_disk_used_bytes(),
+                    disk_capacity_bytes: node.get_disk_capacity_bytes(),
+                    queries_running: node.get_queries_running(),
+                });
+            }
+            Ok(ClusterStatus {
+                nodes,
+                leader: text(r.get_leader())?,
+                leader_epoch: r.get_leader_epoch(),
+                catalog: text(r.get_catalog())?,
+                coordinator: text(r.get_coordinator())?,
+                now_ms: r.get_now_millis(),
+            })
+        });
+        match answer {
+            Ok(status) => return Ok(status),
+            Err(error) => errors.push(format!("{address}: {error}")),
+        }
+    }
+    Err(format!("no coordinator answered: {}", errors.join("; ")))
+}
+
+/// Keeps a node registered with the coordinators: registers, then heartbeats, on a thread of
+/// its own; stops when dropped.
+pub struct NodeAgent {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NodeAgent {
+    /// `report` is asked for before each heartbeat.
+    pub fn start(
+        addresses: Vec<String>,
+        token: String,
+        registration: NodeRegistration,
+        report: Arc<dyn Fn() -> NodeReport + Send + Sync>,
+    ) -> std::io::Result<NodeAgent> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("tessera-node-agent".into())
+            .spawn(move || run_agent(addresses, token, registration, report, stopping))?;
+        Ok(NodeAgent {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for NodeAgent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run_agent(
+    addresses: Vec<String>,
+    token: String,
+    registration: NodeRegistration,
+    report: Arc<dyn Fn() -> NodeReport + Send + Sync>,
+    stop: Arc<AtomicBool>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!("node agent runtime: {error}");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let mut next = 0;
+        let mut failing_since: Option<Instant> = None;
+        while !stop.load(Ordering::SeqCst) {
+            let address = &addresses[next % addresses.len()];
+            next += 1;
+            let session = serve_session(address, &token, &registration, &report, &stop).await;
+            if let Err(error) = session {
+                // One line per outage, not per attempt.
+                if failing_since.is_none() {
+                    tracing::warn!("coordinator {address}: {error}; trying the others");
+                    failing_since = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+}
+
+/// Registers with one coordinator and heartbeats until that fails or the agent stops.
+async fn serve_session(
+    address: &str,
+    token: &str,
+    registration: &NodeRegistration,
+    report: &Arc<dyn Fn() -> NodeReport + Send + Sync>,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let call_timeout = Duration::from_secs(3);
+    let coordinator = tokio::time::timeout(call_timeout, connect(address, token))
+        .await
+        .map_err(|_| "no answer".to_string())??;
+    let register = async {
+        let mut request = coordinator.register_node_request();
+        {
+            let mut node = request.get().init_node();
+            node.set_node_id(&registration.node_id);
+            node.set_address(&registration.address);
+            node.set_http_address(registration.http_address.as_deref().unwrap_or(""));
+            node.set_cores(registration.cores);
+            node.set_version(&registration.version);
+            let mut labels = node.init_labels(registration.labels.len() as u32);
+            for (i, (key, value)) in registration.labels.iter().enumerate() {
+                let mut label = labels.reborrow().get(i as u32);
+                label.set_key(key);
+                label.set_value(value);
+            }
+        }
+        let response = request.send().promise.await?;
+        let r = response.get()?;
+        Ok::<_, capnp::Error>((r.get_incarnation(), r.get_heartbeat_millis()))
+    };
+    let (incarnation, heartbeat_ms) = tokio::time::timeout(call_timeout, register)
+        .await
+        .map_err(|_| "registration timed out".to_string())?
+        .map_err(|e| error_text(&e))?;
+    tracing::info!(coordinator = %address, incarnation, "registered with the coordinator");
+    let interval = Duration::from_millis(u64::from(heartbeat_ms.max(100)));
+    while !stop.load(Ordering::SeqCst) {
+        let now = report();
+        let mut request = coordinator.heartbeat_request();
+        {
+            let mut params = request.get();
+            params.set_node_id(&registration.node_id);
+            params.set_disk_used_bytes(now.disk_used_bytes);
+            params.set_disk_capacity_bytes(now.disk_capacity_bytes);
+            params.set_queries_running(now.queries_running);
+        }
+        tokio::time::timeout(call_timeout, request.send().promise)
+            .await
+            .map_err(|_| "heartbeat timed out".to_string())?
+            .map_err(|e| error_text(&e))?;
+        let deadline = Instant::now() + interval;
+        while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}

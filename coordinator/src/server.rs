@@ -1,0 +1,445 @@
+//! A coordinator process: Cap'n Proto RPC (`CoordinatorGateway` → `Coordinator`) over its
+//! catalog, and the leader loop. Stateless on top of the catalog: every coordinator answers
+//! registrations, heartbeats and status from it; the one holding the leader lease (a row with a
+//! fencing epoch, renewed every third of its time) also marks nodes down, and stops acting as
+//! soon as it cannot renew within the lease's time.
+
+use crate::catalog::{Catalog, CatalogError, Lease, NodeRecord, NodeRegistration, NodeReport};
+use capnp::Error;
+use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tessera_rpc::auth::{AuthConfig, Role, Verifier};
+use tessera_rpc::codes::{self, ErrorCode};
+use tessera_schema::tessera_capnp::{cluster_node, coordinator, coordinator_gateway};
+
+/// The lease every coordinator competes for.
+pub const LEADER_LEASE: &str = "coordinator-leader";
+
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    pub listen: SocketAddr,
+    /// This coordinator's name (the lease holder), unique among the cluster's coordinators.
+    pub id: String,
+    pub auth: AuthConfig,
+    /// How long a leader lease lasts unless renewed (renewed every third of it).
+    pub lease: Duration,
+    /// A node without a heartbeat for this long is marked down by the leader.
+    pub node_timeout: Duration,
+    /// How often nodes send heartbeats.
+    pub heartbeat: Duration,
+}
+
+impl CoordinatorConfig {
+    pub fn new(listen: SocketAddr, id: impl Into<String>, auth: AuthConfig) -> Self {
+        CoordinatorConfig {
+            listen,
+            id: id.into(),
+            auth,
+            lease: Duration::from_secs(3),
+            node_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The leader lease as this coordinator last held it, and until when it may act on it.
+#[derive(Default)]
+struct Leadership {
+    lease: Option<Lease>,
+    /// Local deadline: the lease's time counted from before the renewal was asked.
+    valid_until: Option<Instant>,
+}
+
+impl Leadership {
+    fn current(&self) -> Option<Lease> {
+        match (&self.lease, self.valid_until) {
+            (Some(lease), Some(until)) if Instant::now() < until => Some(lease.clone()),
+            _ => None,
+        }
+    }
+}
+
+struct Shared {
+    catalog: Arc<dyn Catalog>,
+    verifier: Verifier,
+    config: CoordinatorConfig,
+    leadership: Mutex<Leadership>,
+    stop: AtomicBool,
+}
+
+/// A running coordinator; dropping it stops serving and gives the lease up.
+pub struct Coordinator {
+    shared: Arc<Shared>,
+    address: SocketAddr,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn fail(code: ErrorCode, message: impl std::fmt::Display) -> Error {
+    Error::failed(format!("{}: {message}", codes::text(code)))
+}
+
+fn catalog_error(error: CatalogError) -> Error {
+    let code = match &error {
+        CatalogError::Unavailable(_) => ErrorCode::Unavailable,
+        CatalogError::Fenced(_) => ErrorCode::Unavailable,
+        CatalogError::NotFound(_) => ErrorCode::NotFound,
+        CatalogError::Invalid(_) => ErrorCode::Invalid,
+        CatalogError::Schema(_) => ErrorCode::Internal,
+    };
+    fail(code, error)
+}
+
+/// Runs a catalog call on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    call: impl FnOnce(&dyn Catalog) -> crate::catalog::Result<T> + Send + 'static,
+) -> Result<T, Error> {
+    let catalog = shared.catalog.clone();
+    tokio::task::spawn_blocking(move || call(catalog.as_ref()))
+        .await
+        .map_err(|e| fail(ErrorCode::Internal, format!("catalog call failed: {e}")))?
+        .map_err(catalog_error)
+}
+
+impl Coordinator {
+    /// Applies the catalog's migrations, listens, and starts competing for the leader lease.
+    pub fn start(
+        catalog: Box<dyn Catalog>,
+        config: CoordinatorConfig,
+    ) -> Result<Coordinator, String> {
+        let catalog: Arc<dyn Catalog> = Arc::from(catalog);
+        let version = catalog.migrate().map_err(|e| e.to_string())?;
+        tracing::info!(catalog = %catalog.describe(), schema_version = version, "catalog ready");
+        let verifier = Verifier::new(config.auth.clone()).map_err(|e| e.to_string())?;
+        let listener = std::net::TcpListener::bind(config.listen)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let shared = Arc::new(Shared {
+            catalog,
+            verifier,
+            config,
+            leadership: Mutex::new(Leadership::default()),
+            stop: AtomicBool::new(false),
+        });
+        let serving = shared.clone();
+        let server = std::thread::Builder::new()
+            .name("tessera-coordinator".into())
+            .spawn(move || serve(serving, listener))
+            .map_err(|e| e.to_string())?;
+        let leading = shared.clone();
+        let leader = std::thread::Builder::new()
+            .name("tessera-coordinator-lease".into())
+            .spawn(move || lead(leading))
+            .map_err(|e| e.to_string())?;
+        Ok(Coordinator {
+            shared,
+            address,
+            threads: vec![server, leader],
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The leader lease this coordinator may act on now, if it holds it.
+    pub fn leadership(&self) -> Option<Lease> {
+        lock(&self.shared.leadership).current()
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        // Hand over at once rather than after the lease's time.
+        if let Some(lease) = lock(&self.shared.leadership).lease.take() {
+            let _ = self.shared.catalog.release_lease(&lease);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The leader loop: take or renew the lease every third of its time; while held, mark nodes
+/// down that missed the node timeout (fenced by the lease's epoch in the catalog).
+fn lead(shared: Arc<Shared>) {
+    let config = &shared.config;
+    let ttl_ms = config.lease.as_millis() as i64;
+    let mut was_leader = false;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let asked = Instant::now();
+        match shared
+            .catalog
+            .acquire_lease(LEADER_LEASE, &config.id, ttl_ms)
+        {
+            Ok(Some(lease)) => {
+                if !was_leader {
+                    tracing::info!(coordinator = %config.id, epoch = lease.epoch, "leader lease taken");
+                }
+                was_leader = true;
+                let mut leadership = lock(&shared.leadership);
+                leadership.lease = Some(lease);
+                leadership.valid_until = Some(asked + config.lease);
+            }
+            Ok(None) => {
+                if was_leader {
+                    tracing::warn!(coordinator = %config.id, "leader lease lost to another coordinator");
+                }
+                was_leader = false;
+                *lock(&shared.leadership) = Leadership::default();
+            }
+            // Keeps acting only until the lease it holds runs out (`Leadership::current`).
+            Err(error) => tracing::warn!("renewing the leader lease failed: {error}"),
+        }
+        let leader = lock(&shared.leadership).current();
+        if let Some(lease) = leader {
+            match shared
+                .catalog
+                .mark_down(config.node_timeout.as_millis() as i64, &lease)
+            {
+                Ok(down) if !down.is_empty() => {
+                    tracing::warn!(nodes = ?down, "nodes missed their heartbeats: marked down")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!("marking silent nodes down failed: {error}"),
+            }
+        }
+        let pause = config.lease / 3;
+        let deadline = Instant::now() + pause;
+        while Instant::now() < deadline && !shared.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The RPC thread: a current-thread tokio runtime serving every connection.
+fn serve(shared: Arc<Shared>, listener: std::net::TcpListener) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!("coordinator runtime: {error}");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!("coordinator listener: {error}");
+                return;
+            }
+        };
+        while !shared.stop.load(Ordering::SeqCst) {
+            let accepted =
+                tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+            let Ok(Ok((stream, _))) = accepted else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = shared.clone();
+            tokio::task::spawn_local(async move {
+                use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+                let (reader, writer) = stream.into_split();
+                let network = twoparty::VatNetwork::new(
+                    futures::io::BufReader::new(reader.compat()),
+                    futures::io::BufWriter::new(writer.compat_write()),
+                    Side::Server,
+                    Default::default(),
+                );
+                let gateway: coordinator_gateway::Client =
+                    capnp_rpc::new_client(GatewayServer { shared });
+                let _ = RpcSystem::new(Box::new(network), Some(gateway.client)).await;
+            });
+        }
+    });
+}
+
+struct GatewayServer {
+    shared: Arc<Shared>,
+}
+
+impl coordinator_gateway::Server for GatewayServer {
+    async fn login(
+        self: Rc<Self>,
+        params: coordinator_gateway::LoginParams,
+        mut results: coordinator_gateway::LoginResults,
+    ) -> Result<(), Error> {
+        let token = params
+            .get()?
+            .get_token()?
+            .to_str()
+            .map_err(|_| fail(ErrorCode::Invalid, "the token is not UTF-8"))?;
+        let identity = self
+            .shared
+            .verifier
+            .verify(token)
+            .map_err(|e| fail(ErrorCode::Unauthenticated, e))?;
+        if identity.role != Role::Operator {
+            return Err(fail(
+                ErrorCode::Permission,
+                format!(
+                    "role {} cannot use a coordinator; use an operator token",
+                    identity.role.name()
+                ),
+            ));
+        }
+        results
+            .get()
+            .set_coordinator(capnp_rpc::new_client(CoordinatorServer {
+                shared: self.shared.clone(),
+                expires_at: identity.expires_at,
+            }));
+        Ok(())
+    }
+
+    async fn version(
+        self: Rc<Self>,
+        _: coordinator_gateway::VersionParams,
+        mut results: coordinator_gateway::VersionResults,
+    ) -> Result<(), Error> {
+        let mut results = results.get();
+        results.set_protocol(1);
+        results.set_server(env!("CARGO_PKG_VERSION"));
+        Ok(())
+    }
+}
+
+struct CoordinatorServer {
+    shared: Arc<Shared>,
+    /// Unix seconds: the login's token expiry.
+    expires_at: i64,
+}
+
+impl CoordinatorServer {
+    fn check(&self) -> Result<(), Error> {
+        if tessera_rpc::auth::expired(self.expires_at) {
+            return Err(fail(
+                ErrorCode::Unauthenticated,
+                "the token behind this capability has expired; log in again",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn text(reader: capnp::text::Reader<'_>) -> Result<String, Error> {
+    reader
+        .to_str()
+        .map(str::to_owned)
+        .map_err(|_| fail(ErrorCode::Invalid, "text is not UTF-8"))
+}
+
+fn write_node(mut out: cluster_node::Builder<'_>, node: &NodeRecord, up: bool) {
+    let registration = &node.registration;
+    out.set_node_id(&registration.node_id);
+    out.set_address(&registration.address);
+    out.set_http_address(registration.http_address.as_deref().unwrap_or(""));
+    out.set_cores(registration.cores);
+    out.set_version(&registration.version);
+    out.set_up(up);
+    out.set_incarnation(node.incarnation);
+    out.set_last_seen_millis(node.last_seen_ms);
+    out.set_registered_millis(node.registered_ms);
+    out.set_disk_used_bytes(node.report.disk_used_bytes);
+    out.set_disk_capacity_bytes(node.report.disk_capacity_bytes);
+    out.set_queries_running(node.report.queries_running);
+    let mut labels = out.init_labels(registration.labels.len() as u32);
+    for (i, (key, value)) in registration.labels.iter().enumerate() {
+        let mut label = labels.reborrow().get(i as u32);
+        label.set_key(key);
+        label.set_value(value);
+    }
+}
+
+impl coordinator::Server for CoordinatorServer {
+    async fn register_node(
+        self: Rc<Self>,
+        params: coordinator::RegisterNodeParams,
+        mut results: coordinator::RegisterNodeResults,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let node = params.get()?.get_node()?;
+        let mut labels = std::collections::BTreeMap::new();
+        for label in node.get_labels()? {
+            labels.insert(text(label.get_key()?)?, text(label.get_value()?)?);
+        }
+        let http = text(node.get_http_address()?)?;
+        let registration = NodeRegistration {
+            node_id: text(node.get_node_id()?)?,
+            address: text(node.get_address()?)?,
+            http_address: (!http.is_empty()).then_some(http),
+            cores: node.get_cores(),
+            labels,
+            version: text(node.get_version()?)?,
+        };
+        let record = blocking(&self.shared, move |c| c.register_node(&registration)).await?;
+        tracing::info!(
+            node = %record.registration.node_id,
+            address = %record.registration.address,
+            incarnation = record.incarnation,
+            "node registered"
+        );
+        let mut results = results.get();
+        results.set_incarnation(record.incarnation);
+        results.set_heartbeat_millis(self.shared.config.heartbeat.as_millis() as u32);
+        Ok(())
+    }
+
+    async fn heartbeat(
+        self: Rc<Self>,
+        params: coordinator::HeartbeatParams,
+        _: coordinator::HeartbeatResults,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let params = params.get()?;
+        let node_id = text(params.get_node_id()?)?;
+        let report = NodeReport {
+            disk_used_bytes: params.get_disk_used_bytes(),
+            disk_capacity_bytes: params.get_disk_capacity_bytes(),
+            queries_running: params.get_queries_running(),
+        };
+        blocking(&self.shared, move |c| c.heartbeat(&node_id, &report)).await?;
+        Ok(())
+    }
+
+    async fn status(
+        self: Rc<Self>,
+        _: coordinator::StatusParams,
+        mut results: coordinator::StatusResults,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let (nodes, lease, now) = blocking(&self.shared, |c| {
+            Ok((c.nodes()?, c.lease(LEADER_LEASE)?, c.now_ms()?))
+        })
+        .await?;
+        let mut results = results.get();
+        results.set_catalog(self.shared.catalog.describe());
+        results.set_coordinator(&self.shared.config.id);
+        results.set_now_millis(now);
+        if let Some(lease) = lease.filter(|l| l.expires_ms > now) {
+            results.set_leader(&lease.holder);
+            results.set_leader_epoch(lease.epoch);
+            results.set_leader_expires_millis(lease.expires_ms);
+        }
+        let mut list = results.init_nodes(nodes.len() as u32);
+        for (i, node) in nodes.iter().enumerate() {
+            let up = node.state == crate::catalog::NodeState::Up;
+            write_node(list.reborrow().get(i as u32), node, up);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,261 @@
+//! One contract, both back ends: the embedded SQLite catalog and a real PostgreSQL the test
+//! starts. Migrations, node registration and heartbeats, marking nodes down under a fenced
+//! lease, leases under racing takers, durability and an unreachable server.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Barrier};
+use tessera_coordinator::catalog::{
+    self, Catalog, CatalogError, NodeRegistration, NodeReport, NodeState,
+};
+use tessera_coordinator::testing::PostgresServer;
+
+fn registration(id: &str, rack: &str) -> NodeRegistration {
+    NodeRegistration {
+        node_id: id.into(),
+        address: format!("10.0.0.{}:7070", id.len()),
+        http_address: Some("10.0.0.1:9464".into()),
+        cores: 8,
+        labels: BTreeMap::from([("host".into(), id.into()), ("rack".into(), rack.into())]),
+        version: "0.1.0".into(),
+    }
+}
+
+fn contract(catalog: &dyn Catalog, other: &dyn Catalog) {
+    // Migrations are idempotent, from any coordinator.
+    assert_eq!(catalog.migrate().unwrap(), catalog::MIGRATIONS.len() as u32);
+    assert_eq!(other.migrate().unwrap(), catalog::MIGRATIONS.len() as u32);
+
+    // Registration, heartbeats, listing.
+    let n1 = catalog.register_node(&registration("n1", "r1")).unwrap();
+    assert_eq!((n1.incarnation, n1.state), (1, NodeState::Up));
+    catalog.register_node(&registration("n2", "r2")).unwrap();
+    let again = other.register_node(&registration("n1", "r1")).unwrap();
+    assert_eq!(
+        again.incarnation, 2,
+        "a restarted node is a new incarnation"
+    );
+    let report = NodeReport {
+        disk_used_bytes: 5 << 30,
+        disk_capacity_bytes: u64::MAX,
+        queries_running: 3,
+    };
+    let beat = catalog.heartbeat("n2", &report).unwrap();
+    assert_eq!(beat.report.disk_used_bytes, 5 << 30);
+    assert_eq!(
+        beat.report.disk_capacity_bytes,
+        i64::MAX as u64,
+        "saturates, never wraps"
+    );
+    let nodes = other.nodes().unwrap();
+    assert_eq!(
+        nodes
+            .iter()
+            .map(|n| n.registration.node_id.as_str())
+            .collect::<Vec<_>>(),
+        ["n1", "n2"]
+    );
+    assert_eq!(nodes[0].registration, registration("n1", "r1"));
+    assert_eq!(nodes[1].report.queries_running, 3);
+    assert!(matches!(
+        catalog.heartbeat("n9", &report),
+        Err(CatalogError::NotFound(_))
+    ));
+    for bad in ["", "N1", "a b", &"x".repeat(65)] {
+        assert!(
+            matches!(
+                catalog.register_node(&registration(bad, "r")),
+                Err(CatalogError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+
+    // Leases: taken, renewed (same epoch), refused to another while unexpired.
+    let lease = catalog
+        .acquire_lease("leader", "c1", 60_000)
+        .unwrap()
+        .unwrap();
+    assert_eq!((lease.holder.as_str(), lease.epoch), ("c1", 1));
+    let renewed = other
+        .acquire_lease("leader", "c1", 60_000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.epoch, 1);
+    assert!(renewed.expires_ms >= lease.expires_ms);
+    assert_eq!(other.acquire_lease("leader", "c2", 60_000).unwrap(), None);
+    assert_eq!(other.lease("leader").unwrap().unwrap().holder, "c1");
+
+    // Marking down: only the leader at its epoch, only stale nodes.
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    catalog.heartbeat("n2", &report).unwrap();
+    let down = catalog.mark_down(50, &renewed).unwrap();
+    assert_eq!(down, ["n1"]);
+    assert_eq!(
+        catalog.mark_down(50, &renewed).unwrap(),
+        Vec::<String>::new()
+    );
+    let states: Vec<NodeState> = other.nodes().unwrap().iter().map(|n| n.state).collect();
+    assert_eq!(states, [NodeState::Down, NodeState::Up]);
+    // A heartbeat brings a node back up.
+    assert_eq!(
+        catalog.heartbeat("n1", &report).unwrap().state,
+        NodeState::Up
+    );
+
+    // Released, another takes it at the next epoch; the deposed holder is fenced and changes
+    // nothing.
+    assert!(catalog.release_lease(&renewed).unwrap());
+    assert!(!catalog.release_lease(&renewed).unwrap(), "released once");
+    let taken = other.acquire_lease("leader", "c2", 100).unwrap().unwrap();
+    assert_eq!((taken.holder.as_str(), taken.epoch), ("c2", 2));
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    assert!(matches!(
+        catalog.mark_down(1, &renewed),
+        Err(CatalogError::Fenced(_))
+    ));
+    assert!(other
+        .nodes()
+        .unwrap()
+        .iter()
+        .all(|n| n.state == NodeState::Up));
+    // Expired, it passes to the next taker at the next epoch; the expired holder is fenced.
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    assert!(matches!(
+        other.mark_down(1, &taken),
+        Err(CatalogError::Fenced(_))
+    ));
+    let third = catalog
+        .acquire_lease("leader", "c3", 60_000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.epoch, 3);
+    assert!(catalog.now_ms().unwrap() > 1_700_000_000_000);
+}
+
+/// Threads, each with its own connection, race for a lease many times: one winner a round,
+/// epochs only grow.
+fn race(open: impl Fn() -> Box<dyn Catalog> + Sync) {
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 15;
+    let catalogs: Vec<Box<dyn Catalog>> = (0..THREADS).map(|_| open()).collect();
+    let mut last: Option<(String, u64)> = None;
+    for round in 0..ROUNDS {
+        let name = format!("race-{}", round % 3);
+        // Expire whatever the last round left, so every round is a real contest.
+        if let Some(lease) = catalogs[0].lease(&name).unwrap() {
+            catalogs[0].release_lease(&lease).unwrap();
+        }
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let winners: Vec<Option<u64>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = catalogs
+                .iter()
+                .enumerate()
+                .map(|(i, catalog)| {
+                    let (barrier, name) = (barrier.clone(), name.clone());
+                    scope.spawn(move || {
+                        barrier.wait();
+                        catalog
+                            .acquire_lease(&name, &format!("t{i}"), 60_000)
+                            .unwrap()
+                            .map(|l| l.epoch)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<u64> = winners.into_iter().flatten().collect();
+        assert_eq!(won.len(), 1, "round {round}: {won:?}");
+        let epoch = won[0];
+        let stored = catalogs[1].lease(&name).unwrap().unwrap();
+        assert_eq!(stored.epoch, epoch);
+        if name == "race-0" {
+            // A new holder gets the next epoch; the same one taking it back keeps its own.
+            let changed = last
+                .as_ref()
+                .is_some_and(|(holder, _)| *holder != stored.holder);
+            if let Some((_, before)) = &last {
+                assert!(
+                    if changed {
+                        epoch == before + 1
+                    } else {
+                        epoch == *before
+                    },
+                    "epoch {epoch} after {before} (holder changed: {changed})"
+                );
+            }
+            last = Some((stored.holder.clone(), epoch));
+        }
+    }
+}
+
+#[test]
+fn sqlite_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = catalog::open(&format!("sqlite:{}", dir.path().display())).unwrap();
+    let other = catalog::open(dir.path().to_str().unwrap()).unwrap();
+    contract(catalog.as_ref(), other.as_ref());
+    race(|| catalog::open(dir.path().to_str().unwrap()).unwrap());
+
+    // Durable: a new process (connection) sees every change.
+    drop((catalog, other));
+    let reopened = catalog::open(dir.path().to_str().unwrap()).unwrap();
+    assert_eq!(
+        reopened.migrate().unwrap(),
+        catalog::MIGRATIONS.len() as u32
+    );
+    assert_eq!(reopened.nodes().unwrap().len(), 2);
+    assert_eq!(reopened.lease("leader").unwrap().unwrap().holder, "c3");
+
+    // A catalog written by a newer binary is refused, not rewritten.
+    let connection = rusqlite_insert_version(dir.path(), 99);
+    drop(connection);
+    let error = reopened.migrate().unwrap_err();
+    assert!(matches!(error, CatalogError::Schema(_)), "{error}");
+    assert!(error.to_string().contains("99"), "{error}");
+}
+
+/// Records a future schema version, as a newer coordinator would.
+fn rusqlite_insert_version(dir: &std::path::Path, version: i64) -> rusqlite::Connection {
+    let connection = rusqlite::Connection::open(dir.join("catalog.db")).unwrap();
+    connection
+        .execute(
+            "INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, 0)",
+            [version],
+        )
+        .unwrap();
+    connection
+}
+
+#[test]
+fn postgres_catalog() {
+    let mut server = PostgresServer::start();
+    let catalog = catalog::open(&server.url).unwrap();
+    let other = catalog::open(&server.url).unwrap();
+    assert!(catalog
+        .describe()
+        .starts_with("postgres://tessera@127.0.0.1:"));
+    contract(catalog.as_ref(), other.as_ref());
+    race(|| catalog::open(&server.url).unwrap());
+    // Migrating from several coordinators at once is safe (advisory lock).
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            let url = server.url.clone();
+            scope.spawn(move || catalog::open(&url).unwrap().migrate().unwrap());
+        }
+    });
+
+    // The server gone: calls fail with `Unavailable` (no panic, no hang), and a new connection
+    // is refused the same way.
+    server.stop();
+    let started = std::time::Instant::now();
+    assert!(matches!(catalog.nodes(), Err(CatalogError::Unavailable(_))));
+    assert!(matches!(
+        catalog.acquire_lease("leader", "c1", 1000),
+        Err(CatalogError::Unavailable(_))
+    ));
+    assert!(matches!(
+        catalog::open(&server.url),
+        Err(CatalogError::Unavailable(_))
+    ));
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+}
