@@ -1,8 +1,8 @@
 //! The cluster's membership end to end, each piece in its own process: coordinators over an
 //! embedded catalog or a real PostgreSQL, three `tessera serve --coordinator` nodes; nodes
-//! register and heartbeat, a node killed with SIGKILL is marked down, a coordinator restarted
-//! loses nothing, and with two coordinators on PostgreSQL the standby takes the leader lease
-//! over when the leader is killed.
+//! register and heartbeat, a node killed with SIGKILL is marked down, nodes keep serving with
+//! every coordinator down, a coordinator restarted loses nothing, and with two coordinators on
+//! PostgreSQL the standby takes the leader lease over when the leader is killed.
 
 mod support;
 
@@ -148,11 +148,17 @@ fn membership(cluster: &Cluster, catalog: &[&str]) {
         states(s) == all(&["n1", "n2", "n3"], "up")
     });
     assert_eq!(status["leader"], "c1", "{status:#}");
-    let n1 = &status["nodes"][0];
-    assert_eq!(n1["labels"]["rack"], "r1");
-    assert_eq!(n1["labels"]["host"], "n1");
-    assert!(n1["disk_capacity_bytes"].as_u64().unwrap() > 0, "{n1}");
-    assert!(n1["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let n1_status = status["nodes"][0].clone();
+    assert_eq!(n1_status["labels"]["rack"], "r1");
+    assert_eq!(n1_status["labels"]["host"], "n1");
+    assert!(
+        n1_status["disk_capacity_bytes"].as_u64().unwrap() > 0,
+        "{n1_status}"
+    );
+    assert!(n1_status["address"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
 
     // A node killed stops heartbeating and is marked down after the node timeout.
     let mut nodes = nodes.into_iter();
@@ -175,6 +181,42 @@ fn membership(cluster: &Cluster, catalog: &[&str]) {
     // known, the living ones heartbeat again (to the new process, on a new port).
     let port = address.rsplit_once(':').unwrap().1.to_owned();
     coordinator.kill();
+    // With no coordinator at all, a node keeps serving: an import and a query on n1.
+    let n1_address = n1_status["address"].as_str().unwrap().to_owned();
+    let token = ok(&[
+        "token",
+        "--secret-file",
+        path(&cluster.secret),
+        "--tenant",
+        "acme",
+        "--role",
+        "admin",
+    ])
+    .trim()
+    .to_owned();
+    let input = cluster.dir.path().join(format!("events-{port}.parquet"));
+    ok(&["gen", "events", "--rows", "5000", "--out", path(&input)]);
+    ok(&[
+        "import",
+        "--addr",
+        &n1_address,
+        "--token",
+        &token,
+        "--table",
+        "events",
+        path(&input),
+    ]);
+    let count = ok(&[
+        "sql",
+        "--addr",
+        &n1_address,
+        "--token",
+        &token,
+        "--format",
+        "csv",
+        "SELECT COUNT(*) FROM events",
+    ]);
+    assert_eq!(count.lines().nth(1), Some("5000"), "{count}");
     let (_coordinator, again) = cluster.coordinator("c1", catalog, &format!("127.0.0.1:{port}"));
     assert_eq!(again, address);
     let status = cluster.wait_status(&address, "n1 and n3 back", |s| {
