@@ -55,6 +55,8 @@ enum Role {
   writer @1;     # reader, plus importBatches and ingest
   admin @2;      # writer, plus the tenant's Admin capability (create and drop tables)
   operator @3;   # cluster-wide: create and drop tenants, list nodes; never any tenant's rows
+  node @4;       # a cluster member: registers with coordinators, and replicates and forwards
+                 # tenants' writes and queries to its peers (`Gateway.peerLogin`)
 }
 
 struct QueryStats {
@@ -230,6 +232,9 @@ struct TableSpec {
   timeColumn @2 :Text;             # empty: the first timestamp column, if any
   partitionBy @3 :List(Text);
   compression @4 :Compression = snappy;
+  replicationFactor @5 :UInt8;     # in a cluster: nodes holding the table (0: the default, 3)
+  writeQuorum @6 :UInt8;           # in a cluster: replicas that must have a batch durable
+                                   # before it is acknowledged (0: a majority)
 }
 
 interface Admin {
@@ -328,6 +333,16 @@ interface Gateway {
 
   version @2 () -> (protocol :UInt32, server :Text);
   # Protocol version (1 for this file) and the server's software version. Needs no token.
+
+  peerLogin @3 (token :Text, tenant :Text, mode :PeerMode) -> (tenant :Tenant);
+  # For cluster members (role node): the tenant's capability (role admin) for a peer node.
+}
+
+enum PeerMode {
+  replica @0;    # the caller leads: writes apply on this node only, queries read its data
+  forwarded @1;  # the caller forwards a client's writes: this node must lead the table (it
+                 # replicates them); a node that does not lead refuses (`unavailable`) rather
+                 # than forward again
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -362,12 +377,39 @@ interface Coordinator {
   # Inserts or replaces the node's registration (up, a new incarnation); the node then sends a
   # heartbeat every `heartbeatMillis`.
   heartbeat @1 (nodeId :Text, diskUsedBytes :UInt64, diskCapacityBytes :UInt64,
-                queriesRunning :UInt32) -> ();
-  # `not_found` when the catalog does not know the node: register again.
+                queriesRunning :UInt32) -> (routingVersion :UInt64);
+  # `not_found` when the catalog does not know the node: register again. `routingVersion` is
+  # the routing table's version: a node whose copy is older asks for `routing`.
   status @2 () -> (nodes :List(ClusterNode), leader :Text, leaderEpoch :UInt64,
                    leaderExpiresMillis :Int64, catalog :Text, coordinator :Text, nowMillis :Int64);
   # Every node; the coordinator holding the leader lease, its fencing epoch and expiry; which
   # catalog; which coordinator answered; the catalog's clock.
+
+  placeTable @3 (tenant :Text, table :Text, replicationFactor :UInt8, writeQuorum :UInt8)
+      -> (placement :TablePlacement);
+  # Places a new table on `replicationFactor` nodes that are up (distinct failure domains where
+  # the labels allow, fewest bytes used first; the first is its leader), or returns the
+  # placement it already has. Only the leading coordinator places (`unavailable` elsewhere).
+
+  routing @4 () -> (version :UInt64, tables :List(TablePlacement));
+  # Every table's placement, and the version of this routing table (it grows at every change).
+}
+
+struct Replica {
+  nodeId @0 :Text;
+  address @1 :Text;                # its RPC address
+  up @2 :Bool;
+}
+
+struct TablePlacement {
+  # Where a table lives: its replicas, the leader first.
+  tenant @0 :Text;
+  table @1 :Text;
+  replicationFactor @2 :UInt8;
+  writeQuorum @3 :UInt8;
+  leader @4 :Text;                 # node id of the replica that takes writes
+  epoch @5 :UInt64;                # grows whenever the leader changes
+  replicas @6 :List(Replica);
 }
 
 interface CoordinatorGateway {

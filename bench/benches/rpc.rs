@@ -46,6 +46,7 @@ fn server(dir: &std::path::Path) -> Server {
             max_memory_bytes: 8 << 30,
             tls: None,
             result_cache: None,
+            cluster: None,
         },
     )
     .unwrap()

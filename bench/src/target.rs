@@ -113,6 +113,7 @@ impl Target {
                         max_memory_bytes: 16 << 30,
                         tls: None,
                         result_cache,
+                        cluster: None,
                     },
                 )
                 .map_err(|e| job.invalid("target", format!("cannot start a server: {e}")))?;

@@ -7,7 +7,11 @@ use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera_schema::tessera_capnp::{coordinator, coordinator_gateway};
+use tessera_rpc::cluster::{Metadata, Placement, Replica, Routing};
+use tessera_schema::tessera_capnp::{coordinator, coordinator_gateway, table_placement};
+
+/// Called with each newer routing table a node agent fetches.
+pub type OnRouting = Arc<dyn Fn(Routing) + Send + Sync>;
 
 /// A node as `status` reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -151,6 +155,104 @@ pub fn status(addresses: &[String], token: &str) -> Result<ClusterStatus, String
     Err(format!("no coordinator answered: {}", errors.join("; ")))
 }
 
+fn read_placement(placement: table_placement::Reader<'_>) -> Result<Placement, capnp::Error> {
+    let mut replicas = Vec::new();
+    for replica in placement.get_replicas()? {
+        replicas.push(Replica {
+            node_id: text(replica.get_node_id())?,
+            address: text(replica.get_address())?,
+            up: replica.get_up(),
+        });
+    }
+    Ok(Placement {
+        tenant: text(placement.get_tenant())?,
+        table: text(placement.get_table())?,
+        replication_factor: u32::from(placement.get_replication_factor()),
+        write_quorum: u32::from(placement.get_write_quorum()),
+        leader: text(placement.get_leader())?,
+        epoch: placement.get_epoch(),
+        replicas,
+    })
+}
+
+async fn fetch_routing(coordinator: &coordinator::Client) -> Result<Routing, capnp::Error> {
+    let response = coordinator.routing_request().send().promise.await?;
+    let r = response.get()?;
+    let mut tables = Vec::new();
+    for table in r.get_tables()? {
+        tables.push(read_placement(table)?);
+    }
+    Ok(Routing {
+        version: r.get_version(),
+        tables,
+    })
+}
+
+/// The routing table, from the first coordinator of `addresses` that answers.
+pub fn routing(addresses: &[String], token: &str) -> Result<Routing, String> {
+    let mut errors = Vec::new();
+    for address in addresses {
+        let answer = with_coordinator(address, token, Duration::from_secs(5), |c| async move {
+            fetch_routing(&c).await
+        });
+        match answer {
+            Ok(routing) => return Ok(routing),
+            Err(error) => errors.push(format!("{address}: {error}")),
+        }
+    }
+    Err(format!("no coordinator answered: {}", errors.join("; ")))
+}
+
+/// The coordinators as a node's way to the catalog (`tessera_rpc::cluster::Metadata`): each
+/// call tries them in turn until one answers (only the leading one places tables).
+pub struct Coordinators {
+    addresses: Vec<String>,
+    token: String,
+}
+
+impl Coordinators {
+    pub fn new(addresses: Vec<String>, token: String) -> Coordinators {
+        Coordinators { addresses, token }
+    }
+}
+
+impl Metadata for Coordinators {
+    fn place_table(
+        &self,
+        tenant: &str,
+        table: &str,
+        replication_factor: u8,
+        write_quorum: u8,
+    ) -> Result<Placement, String> {
+        let mut errors = Vec::new();
+        for address in &self.addresses {
+            let placed = with_coordinator(address, &self.token, Duration::from_secs(10), |c| {
+                let mut request = c.place_table_request();
+                request.get().set_tenant(tenant);
+                request.get().set_table(table);
+                request.get().set_replication_factor(replication_factor);
+                request.get().set_write_quorum(write_quorum);
+                async move {
+                    let response = request.send().promise.await?;
+                    read_placement(response.get()?.get_placement()?)
+                }
+            });
+            match placed {
+                Ok(placement) => return Ok(placement),
+                Err(error) => errors.push(format!("{address}: {error}")),
+            }
+        }
+        Err(format!(
+            "no coordinator could place the table (metadata changes wait for one): {}",
+            errors.join("; ")
+        ))
+    }
+
+    fn routing(&self) -> Result<Routing, String> {
+        routing(&self.addresses, &self.token)
+    }
+}
+
 /// Keeps a node registered with the coordinators: registers, then heartbeats, on a thread of
 /// its own; stops when dropped.
 pub struct NodeAgent {
@@ -165,12 +267,20 @@ impl NodeAgent {
         token: String,
         registration: NodeRegistration,
         report: Arc<dyn Fn() -> NodeReport + Send + Sync>,
+        on_routing: OnRouting,
     ) -> std::io::Result<NodeAgent> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let agent = Agent {
+            addresses,
+            token,
+            registration,
+            report,
+            on_routing,
+        };
         let thread = std::thread::Builder::new()
             .name("tessera-node-agent".into())
-            .spawn(move || run_agent(addresses, token, registration, report, stopping))?;
+            .spawn(move || run_agent(agent, stopping))?;
         Ok(NodeAgent {
             stop,
             thread: Some(thread),
@@ -187,13 +297,16 @@ impl Drop for NodeAgent {
     }
 }
 
-fn run_agent(
+/// What the agent's thread works with.
+struct Agent {
     addresses: Vec<String>,
     token: String,
     registration: NodeRegistration,
     report: Arc<dyn Fn() -> NodeReport + Send + Sync>,
-    stop: Arc<AtomicBool>,
-) {
+    on_routing: OnRouting,
+}
+
+fn run_agent(agent: Agent, stop: Arc<AtomicBool>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -208,10 +321,12 @@ fn run_agent(
     local.block_on(&runtime, async {
         let mut next = 0;
         let mut failing_since: Option<Instant> = None;
+        // The routing version last handed to `on_routing`, across coordinators.
+        let mut known = None;
         while !stop.load(Ordering::SeqCst) {
-            let address = &addresses[next % addresses.len()];
+            let address = &agent.addresses[next % agent.addresses.len()];
             next += 1;
-            let session = serve_session(address, &token, &registration, &report, &stop).await;
+            let session = serve_session(&agent, address, &mut known, &stop).await;
             if let Err(error) = session {
                 // One line per outage, not per attempt.
                 if failing_since.is_none() {
@@ -224,16 +339,17 @@ fn run_agent(
     });
 }
 
-/// Registers with one coordinator and heartbeats until that fails or the agent stops.
+/// Registers with one coordinator and heartbeats until that fails or the agent stops; fetches
+/// the routing table whenever a heartbeat shows a version other than `known`.
 async fn serve_session(
+    agent: &Agent,
     address: &str,
-    token: &str,
-    registration: &NodeRegistration,
-    report: &Arc<dyn Fn() -> NodeReport + Send + Sync>,
+    known: &mut Option<u64>,
     stop: &AtomicBool,
 ) -> Result<(), String> {
+    let registration = &agent.registration;
     let call_timeout = Duration::from_secs(3);
-    let coordinator = tokio::time::timeout(call_timeout, connect(address, token))
+    let coordinator = tokio::time::timeout(call_timeout, connect(address, &agent.token))
         .await
         .map_err(|_| "no answer".to_string())??;
     let register = async {
@@ -263,7 +379,7 @@ async fn serve_session(
     tracing::info!(coordinator = %address, incarnation, "registered with the coordinator");
     let interval = Duration::from_millis(u64::from(heartbeat_ms.max(100)));
     while !stop.load(Ordering::SeqCst) {
-        let now = report();
+        let now = (agent.report)();
         let mut request = coordinator.heartbeat_request();
         {
             let mut params = request.get();
@@ -272,10 +388,27 @@ async fn serve_session(
             params.set_disk_capacity_bytes(now.disk_capacity_bytes);
             params.set_queries_running(now.queries_running);
         }
-        tokio::time::timeout(call_timeout, request.send().promise)
+        let response = tokio::time::timeout(call_timeout, request.send().promise)
             .await
             .map_err(|_| "heartbeat timed out".to_string())?
             .map_err(|e| error_text(&e))?;
+        let version = response
+            .get()
+            .map_err(|e| error_text(&e))?
+            .get_routing_version();
+        if *known != Some(version) {
+            let routing = tokio::time::timeout(call_timeout, fetch_routing(&coordinator))
+                .await
+                .map_err(|_| "fetching the routing table timed out".to_string())?
+                .map_err(|e| error_text(&e))?;
+            *known = Some(routing.version);
+            tracing::info!(
+                version = routing.version,
+                tables = routing.tables.len(),
+                "routing table updated"
+            );
+            (agent.on_routing)(routing);
+        }
         let deadline = Instant::now() + interval;
         while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(20)).await;

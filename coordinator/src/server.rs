@@ -4,7 +4,10 @@
 //! fencing epoch, renewed every third of its time) also marks nodes down, and stops acting as
 //! soon as it cannot renew within the lease's time.
 
-use crate::catalog::{Catalog, CatalogError, Lease, NodeRecord, NodeRegistration, NodeReport};
+use crate::catalog::{
+    Catalog, CatalogError, Lease, NodeRecord, NodeRegistration, NodeReport, NodeState,
+    TablePlacement,
+};
 use capnp::Error;
 use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
 use std::net::SocketAddr;
@@ -14,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tessera_rpc::auth::{AuthConfig, Role, Verifier};
 use tessera_rpc::codes::{self, ErrorCode};
-use tessera_schema::tessera_capnp::{cluster_node, coordinator, coordinator_gateway};
+use tessera_schema::tessera_capnp::{
+    cluster_node, coordinator, coordinator_gateway, table_placement,
+};
 
 /// The lease every coordinator competes for.
 pub const LEADER_LEASE: &str = "coordinator-leader";
@@ -213,6 +218,20 @@ fn lead(shared: Arc<Shared>) {
                 Ok(_) => {}
                 Err(error) => tracing::warn!("marking silent nodes down failed: {error}"),
             }
+            match shared.catalog.move_leaders(&lease) {
+                Ok(moved) => {
+                    for table in moved {
+                        tracing::warn!(
+                            tenant = %table.tenant,
+                            table = %table.table,
+                            leader = %table.leader(),
+                            epoch = table.epoch,
+                            "the table's leader was down: leadership moved"
+                        );
+                    }
+                }
+                Err(error) => tracing::warn!("moving leaders off down nodes failed: {error}"),
+            }
         }
         let pause = config.lease / 3;
         let deadline = Instant::now() + pause;
@@ -288,11 +307,11 @@ impl coordinator_gateway::Server for GatewayServer {
             .verifier
             .verify(token)
             .map_err(|e| fail(ErrorCode::Unauthenticated, e))?;
-        if identity.role != Role::Operator {
+        if !matches!(identity.role, Role::Operator | Role::Node) {
             return Err(fail(
                 ErrorCode::Permission,
                 format!(
-                    "role {} cannot use a coordinator; use an operator token",
+                    "role {} cannot use a coordinator; use an operator or node token",
                     identity.role.name()
                 ),
             ));
@@ -402,7 +421,7 @@ impl coordinator::Server for CoordinatorServer {
     async fn heartbeat(
         self: Rc<Self>,
         params: coordinator::HeartbeatParams,
-        _: coordinator::HeartbeatResults,
+        mut results: coordinator::HeartbeatResults,
     ) -> Result<(), Error> {
         self.check()?;
         let params = params.get()?;
@@ -412,7 +431,12 @@ impl coordinator::Server for CoordinatorServer {
             disk_capacity_bytes: params.get_disk_capacity_bytes(),
             queries_running: params.get_queries_running(),
         };
-        blocking(&self.shared, move |c| c.heartbeat(&node_id, &report)).await?;
+        let version = blocking(&self.shared, move |c| {
+            c.heartbeat(&node_id, &report)?;
+            c.routing_version()
+        })
+        .await?;
+        results.get().set_routing_version(version);
         Ok(())
     }
 
@@ -441,5 +465,120 @@ impl coordinator::Server for CoordinatorServer {
             write_node(list.reborrow().get(i as u32), node, up);
         }
         Ok(())
+    }
+
+    async fn place_table(
+        self: Rc<Self>,
+        params: coordinator::PlaceTableParams,
+        mut results: coordinator::PlaceTableResults,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let params = params.get()?;
+        let tenant = text(params.get_tenant()?)?;
+        let table = text(params.get_table()?)?;
+        if tenant.is_empty() || table.is_empty() {
+            return Err(fail(
+                ErrorCode::Invalid,
+                "a table needs a tenant and a name",
+            ));
+        }
+        let replication_factor = match params.get_replication_factor() {
+            0 => DEFAULT_REPLICATION_FACTOR,
+            n => u32::from(n),
+        };
+        let write_quorum = match u32::from(params.get_write_quorum()) {
+            0 => replication_factor / 2 + 1,
+            n if n > replication_factor => {
+                return Err(fail(
+                    ErrorCode::Invalid,
+                    format!("a write quorum of {n} is more than the {replication_factor} replicas"),
+                ))
+            }
+            n => n,
+        };
+        let Some(lease) = lock(&self.shared.leadership).current() else {
+            return Err(fail(
+                ErrorCode::Unavailable,
+                format!(
+                    "coordinator {} does not lead; ask another coordinator",
+                    self.shared.config.id
+                ),
+            ));
+        };
+        let (placement, nodes) = blocking(&self.shared, move |c| {
+            let nodes = c.nodes()?;
+            let routing = c.routing()?;
+            let placement = match routing
+                .tables
+                .into_iter()
+                .find(|t| t.tenant == tenant && t.table == table)
+            {
+                Some(existing) => existing,
+                None => {
+                    let replicas = crate::placement::choose(&nodes, replication_factor as usize)
+                        .map_err(CatalogError::Unavailable)?;
+                    let placement = TablePlacement {
+                        tenant,
+                        table,
+                        replication_factor,
+                        write_quorum,
+                        epoch: 1,
+                        replicas,
+                    };
+                    c.place_table(&placement, &lease)?
+                }
+            };
+            Ok((placement, nodes))
+        })
+        .await?;
+        tracing::info!(
+            tenant = %placement.tenant,
+            table = %placement.table,
+            replicas = ?placement.replicas,
+            "table placed"
+        );
+        write_placement(results.get().init_placement(), &placement, &nodes);
+        Ok(())
+    }
+
+    async fn routing(
+        self: Rc<Self>,
+        _: coordinator::RoutingParams,
+        mut results: coordinator::RoutingResults,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let (routing, nodes) = blocking(&self.shared, |c| Ok((c.routing()?, c.nodes()?))).await?;
+        let mut results = results.get();
+        results.set_version(routing.version);
+        let mut list = results.init_tables(routing.tables.len() as u32);
+        for (i, table) in routing.tables.iter().enumerate() {
+            write_placement(list.reborrow().get(i as u32), table, &nodes);
+        }
+        Ok(())
+    }
+}
+
+/// Replicas a table gets when its creator names none.
+pub const DEFAULT_REPLICATION_FACTOR: u32 = 3;
+
+fn write_placement(
+    mut out: table_placement::Builder<'_>,
+    placement: &TablePlacement,
+    nodes: &[NodeRecord],
+) {
+    out.set_tenant(&placement.tenant);
+    out.set_table(&placement.table);
+    out.set_replication_factor(placement.replication_factor.min(255) as u8);
+    out.set_write_quorum(placement.write_quorum.min(255) as u8);
+    out.set_leader(placement.leader());
+    out.set_epoch(placement.epoch);
+    let mut replicas = out.init_replicas(placement.replicas.len() as u32);
+    for (i, id) in placement.replicas.iter().enumerate() {
+        let mut replica = replicas.reborrow().get(i as u32);
+        replica.set_node_id(id);
+        if let Some(node) = nodes.iter().find(|n| &n.registration.node_id == id) {
+            replica.set_address(&node.registration.address);
+            replica.set_up(node.state == NodeState::Up);
+        }
     }
 }

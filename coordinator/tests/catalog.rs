@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 use tessera_coordinator::catalog::{
-    self, Catalog, CatalogError, NodeRegistration, NodeReport, NodeState,
+    self, Catalog, CatalogError, Lease, NodeRegistration, NodeReport, NodeState, TablePlacement,
 };
 use tessera_coordinator::testing::PostgresServer;
 
@@ -130,6 +130,81 @@ fn contract(catalog: &dyn Catalog, other: &dyn Catalog) {
         .unwrap();
     assert_eq!(third.epoch, 3);
     assert!(catalog.now_ms().unwrap() > 1_700_000_000_000);
+    placement(catalog, other, &third, &taken);
+}
+
+/// Placement: stored once (the first placement of a table wins), every change bumps the
+/// routing version, leadership moves off a down node to an up follower, and a deposed
+/// coordinator changes nothing.
+fn placement(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease, deposed: &Lease) {
+    let empty = catalog.routing().unwrap();
+    assert_eq!(empty.tables, []);
+    let events = TablePlacement {
+        tenant: "acme".into(),
+        table: "events".into(),
+        replication_factor: 2,
+        write_quorum: 2,
+        epoch: 1,
+        replicas: vec!["n2".into(), "n1".into()],
+    };
+    let stored = catalog.place_table(&events, leader).unwrap();
+    assert_eq!(stored, events);
+    assert_eq!(stored.leader(), "n2");
+    let other_choice = TablePlacement {
+        replicas: vec!["n1".into()],
+        write_quorum: 1,
+        ..events.clone()
+    };
+    assert_eq!(
+        other.place_table(&other_choice, leader).unwrap(),
+        events,
+        "placed once"
+    );
+    assert!(matches!(
+        other.place_table(
+            &TablePlacement {
+                table: "t2".into(),
+                ..events.clone()
+            },
+            deposed
+        ),
+        Err(CatalogError::Fenced(_))
+    ));
+    for bad in [vec![], vec!["n1".to_string(), "n1".to_string()]] {
+        let invalid = TablePlacement {
+            table: "bad".into(),
+            replicas: bad,
+            ..events.clone()
+        };
+        assert!(matches!(
+            catalog.place_table(&invalid, leader),
+            Err(CatalogError::Invalid(_))
+        ));
+    }
+    let routing = other.routing().unwrap();
+    assert_eq!(routing.version, empty.version + 1);
+    assert_eq!(routing.tables, std::slice::from_ref(&events));
+    assert_eq!(other.routing_version().unwrap(), routing.version);
+
+    // n2, the leader, goes down: n1 leads at the next epoch, in a new routing version.
+    assert_eq!(catalog.move_leaders(leader).unwrap(), []);
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    catalog.heartbeat("n1", &NodeReport::default()).unwrap();
+    assert_eq!(catalog.mark_down(50, leader).unwrap(), ["n2"]);
+    assert!(matches!(
+        other.move_leaders(deposed),
+        Err(CatalogError::Fenced(_))
+    ));
+    let moved = other.move_leaders(leader).unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].leader(), "n1");
+    assert_eq!(moved[0].epoch, 2);
+    let after = catalog.routing().unwrap();
+    assert_eq!(after.version, routing.version + 1);
+    assert_eq!(after.tables, moved);
+    // Nothing left to move (the old leader is a follower now, down).
+    assert_eq!(catalog.move_leaders(leader).unwrap(), []);
+    assert_eq!(catalog.routing_version().unwrap(), after.version);
 }
 
 /// Threads, each with its own connection, race for a lease many times: one winner a round,

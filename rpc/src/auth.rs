@@ -16,6 +16,9 @@ pub enum Role {
     Admin,
     /// Cluster-wide operations; no access to any tenant's rows.
     Operator,
+    /// A cluster member: registers with coordinators, and replicates tenants' writes and
+    /// forwards their queries to its peers (`Gateway.peerLogin`). Held by nodes, not people.
+    Node,
 }
 
 impl Role {
@@ -29,7 +32,13 @@ impl Role {
             Role::Writer => "writer",
             Role::Admin => "admin",
             Role::Operator => "operator",
+            Role::Node => "node",
         }
+    }
+
+    /// Roles whose tokens name no tenant.
+    pub fn cluster_wide(self) -> bool {
+        matches!(self, Role::Operator | Role::Node)
     }
 }
 
@@ -41,8 +50,9 @@ impl std::str::FromStr for Role {
             "writer" => Ok(Role::Writer),
             "admin" => Ok(Role::Admin),
             "operator" => Ok(Role::Operator),
+            "node" => Ok(Role::Node),
             other => Err(AuthError::Invalid(format!(
-                "unknown role {other:?} (expected reader, writer, admin or operator)"
+                "unknown role {other:?} (expected reader, writer, admin, operator or node)"
             ))),
         }
     }
@@ -263,9 +273,12 @@ impl Verifier {
             return Err(reject("token expired".into()));
         }
         match (&claims.tenant, claims.role) {
-            (None, Role::Operator) => {}
-            (Some(_), Role::Operator) => {
-                return Err(reject("an operator token must not name a tenant".into()))
+            (None, role) if role.cluster_wide() => {}
+            (Some(_), role) if role.cluster_wide() => {
+                return Err(reject(format!(
+                    "{} tokens must not name a tenant",
+                    role.name()
+                )))
             }
             (None, role) => {
                 return Err(reject(format!(
@@ -316,12 +329,13 @@ pub struct TokenRequest {
 /// Signs a token with `key` (HS256 secret bytes, or an Ed25519/RSA private key in PEM).
 pub fn mint(request: &TokenRequest, kind: KeyKind, key: &[u8]) -> Result<String, AuthError> {
     match (request.role, &request.tenant) {
-        (Role::Operator, Some(_)) => {
-            return Err(AuthError::Invalid(
-                "an operator token takes no tenant".into(),
-            ))
+        (role, Some(_)) if role.cluster_wide() => {
+            return Err(AuthError::Invalid(format!(
+                "a {} token takes no tenant",
+                role.name()
+            )))
         }
-        (Role::Operator, None) => {}
+        (role, None) if role.cluster_wide() => {}
         (_, None) => return Err(AuthError::Invalid("this role needs a tenant".into())),
         (_, Some(tenant)) => {
             tessera_storage_engine::table::manifest::validate_name("tenant", tenant)

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod codes;
 mod ipc_frames;
 pub mod metrics;

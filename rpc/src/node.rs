@@ -104,6 +104,8 @@ pub struct Shared {
     pub query_log: QueryLog,
     /// Set when the node stops (SIGTERM): no new connection, query or write is taken.
     pub draining: AtomicBool,
+    /// The node's cluster, when it is a member of one (`tessera serve --coordinator`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shared {

@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// The shared final-result cache in Redis (`--redis-url`); `None`: off.
     pub result_cache: Option<crate::result_cache::ResultCacheConfig>,
+    /// Membership of a cluster: placement, replication and forwarding (`None`: a lone node).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// PEM files of the server's certificate chain and private key.
@@ -130,6 +132,7 @@ impl Server {
             max_memory_bytes: config.max_memory_bytes,
             tls,
             result_cache,
+            cluster: config.cluster,
         });
         let engine = Arc::new(engine);
         let bound: Vec<_> = (0..engine.cores())

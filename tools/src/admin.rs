@@ -321,7 +321,24 @@ fn node_status(remote: &RemoteArgs, json: bool) -> Result<(), String> {
 
 fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), String> {
     let status = tessera_coordinator::client::status(addresses, token)?;
+    let routing = tessera_coordinator::client::routing(addresses, token)?;
+    // A replica is healthy while its node is up.
+    let healthy = |p: &tessera_rpc::cluster::Placement| p.replicas.iter().filter(|r| r.up).count();
     if json {
+        let tables: Vec<_> = routing
+            .tables
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "tenant": p.tenant, "table": p.table, "leader": p.leader, "epoch": p.epoch,
+                    "replication_factor": p.replication_factor, "write_quorum": p.write_quorum,
+                    "replicas": p.replicas.iter().map(|r| serde_json::json!({
+                        "node_id": r.node_id, "up": r.up,
+                    })).collect::<Vec<_>>(),
+                    "healthy_replicas": healthy(p),
+                })
+            })
+            .collect();
         let nodes: Vec<_> = status
             .nodes
             .iter()
@@ -340,6 +357,7 @@ fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), S
         let value = serde_json::json!({
             "leader": status.leader, "leader_epoch": status.leader_epoch,
             "catalog": status.catalog, "answered_by": status.coordinator, "nodes": nodes,
+            "routing_version": routing.version, "tables": tables,
         });
         println!("{value:#}");
         return Ok(());
@@ -384,6 +402,37 @@ fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), S
     }
     let down = status.nodes.iter().filter(|n| !n.up).count();
     println!("{} nodes, {down} down\n{table}", status.nodes.len());
+    let under: Vec<_> = routing
+        .tables
+        .iter()
+        .filter(|p| (healthy(p) as u32) < p.replication_factor)
+        .collect();
+    println!(
+        "{} tables (routing version {}), {} with fewer than their replicas healthy",
+        routing.tables.len(),
+        routing.version,
+        under.len()
+    );
+    if !under.is_empty() {
+        let mut table = comfy_table::Table::new();
+        table.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+        table.set_header(["tenant", "table", "leader", "healthy", "replicas"]);
+        for p in under {
+            let replicas: Vec<String> = p
+                .replicas
+                .iter()
+                .map(|r| format!("{}{}", r.node_id, if r.up { "" } else { " (down)" }))
+                .collect();
+            table.add_row([
+                p.tenant.clone(),
+                p.table.clone(),
+                p.leader.clone(),
+                format!("{} of {}", healthy(p), p.replication_factor),
+                replicas.join(", "),
+            ]);
+        }
+        println!("{table}");
+    }
     Ok(())
 }
 

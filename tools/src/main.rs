@@ -253,10 +253,10 @@ enum Command {
         /// eddsa or rs256, for --private-key-file.
         #[arg(long, default_value = "eddsa")]
         algorithm: String,
-        /// Tenant (not for role operator).
+        /// Tenant (not for roles operator and node).
         #[arg(long)]
         tenant: Option<String>,
-        /// reader, writer, admin or operator.
+        /// reader, writer, admin, operator or node (a cluster member's: see `serve --coordinator`).
         #[arg(long)]
         role: String,
         /// Lifetime, e.g. 90s, 15m, 1h, 7d.

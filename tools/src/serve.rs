@@ -5,8 +5,10 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tessera_rpc::auth::{AuthConfig, KeyKind, KeySpec};
+use tessera_rpc::cluster::Cluster;
 use tessera_rpc::{Limits, Server, ServerConfig, TlsFiles};
 use tessera_storage_engine::io::host;
 use tessera_storage_engine::{Engine, EngineConfig};
@@ -73,9 +75,10 @@ pub struct ServeArgs {
     /// Failure-domain labels, KEY=VALUE[,KEY=VALUE...] (e.g. host=a,rack=r1).
     #[arg(long, value_delimiter = ',')]
     pub labels: Vec<String>,
-    /// An operator token for the coordinators.
-    #[arg(long, env = "TESSERA_COORDINATOR_TOKEN", hide_env_values = true)]
-    pub coordinator_token: Option<String>,
+    /// A node token (`tessera token --role node`), presented to the coordinators and to peer
+    /// nodes (replication, forwarded writes).
+    #[arg(long, env = "TESSERA_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
 }
 
 /// The TOML file. Unknown keys are errors, so a typo never silently falls back to a default.
@@ -462,6 +465,8 @@ pub fn resolve(args: &ServeArgs) -> Result<Resolved, String> {
         });
     let server = ServerConfig {
         result_cache,
+        // Set once the node's identity in the cluster is known (`join_cluster`).
+        cluster: None,
         listen: args
             .listen
             .or(file.listen)
@@ -736,18 +741,37 @@ fn reload(
     Ok(())
 }
 
-/// With `--coordinator`: registers the node and keeps heartbeating (`NodeAgent`).
-fn join_cluster(
-    args: &ServeArgs,
-    server: &Server,
-    data: &Path,
-) -> Result<Option<tessera_coordinator::client::NodeAgent>, String> {
+/// With `--coordinator`: the node's view of its cluster (placement through the coordinators,
+/// sessions with peers), before the server starts.
+fn cluster(args: &ServeArgs) -> Result<Option<Arc<Cluster>>, String> {
     if args.coordinator.is_empty() {
         return Ok(None);
     }
-    let token = args.coordinator_token.clone().ok_or(
-        "--coordinator needs an operator token: --coordinator-token or TESSERA_COORDINATOR_TOKEN",
+    let token = args.cluster_token.clone().ok_or(
+        "--coordinator needs a node token (tessera token --role node): --cluster-token or \
+         TESSERA_CLUSTER_TOKEN",
     )?;
+    let node_id = args.node_id.clone().unwrap_or_default();
+    tessera_coordinator::catalog::validate_node_id(&node_id).map_err(|e| e.to_string())?;
+    let metadata = Arc::new(tessera_coordinator::client::Coordinators::new(
+        args.coordinator.clone(),
+        token.clone(),
+    ));
+    Ok(Some(Arc::new(Cluster::new(node_id, token, metadata))))
+}
+
+/// With `--coordinator`: registers the node and keeps heartbeating (`NodeAgent`), which keeps
+/// the cluster's routing table current.
+fn join_cluster(
+    args: &ServeArgs,
+    cluster: Option<Arc<Cluster>>,
+    server: &Server,
+    data: &Path,
+) -> Result<Option<tessera_coordinator::client::NodeAgent>, String> {
+    let Some(cluster) = cluster else {
+        return Ok(None);
+    };
+    let token = args.cluster_token.clone().unwrap_or_default();
     let mut labels = std::collections::BTreeMap::new();
     for label in &args.labels {
         let (key, value) = label
@@ -781,6 +805,7 @@ fn join_cluster(
         token,
         registration,
         report,
+        Arc::new(move |routing| cluster.set_routing(routing)),
     )
     .map(Some)
     .map_err(|e| format!("starting the node agent: {e}"))
@@ -811,6 +836,8 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
             );
         }
     }
+    let cluster = cluster(args)?;
+    resolved.server.cluster = cluster.clone();
     let server = Server::start(engine, resolved.server.clone()).map_err(|e| e.to_string())?;
     // SAFETY: the handlers only store to atomics, which is async-signal-safe.
     unsafe {
@@ -826,7 +853,7 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         data.display(),
         server.address()
     );
-    let _agent = join_cluster(args, &server, &data)?;
+    let _agent = join_cluster(args, cluster, &server, &data)?;
     notifier.notify(&format!(
         "READY=1\nSTATUS=serving {} on {}",
         data.display(),

@@ -2,7 +2,10 @@
 //! embedded catalog or a real PostgreSQL, three `tessera serve --coordinator` nodes; nodes
 //! register and heartbeat, a node killed with SIGKILL is marked down, nodes keep serving with
 //! every coordinator down, a coordinator restarted loses nothing, and with two coordinators on
-//! PostgreSQL the standby takes the leader lease over when the leader is killed.
+//! PostgreSQL the standby takes the leader lease over when the leader is killed. Replication:
+//! a table placed on three nodes takes batches through any node (forwarded to its leader, sent
+//! on to its followers), every replica answers the same, a follower killed costs nothing, and
+//! with two of three replicas gone a write with a quorum of two fails clearly while reads go on.
 
 mod support;
 
@@ -30,6 +33,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     secret: PathBuf,
     operator: String,
+    /// The nodes' token (role node): for coordinators and peers.
+    node_token: String,
 }
 
 impl Cluster {
@@ -46,10 +51,14 @@ impl Cluster {
         ])
         .trim()
         .to_owned();
+        let node_token = ok(&["token", "--secret-file", path(&secret), "--role", "node"])
+            .trim()
+            .to_owned();
         Cluster {
             dir,
             secret,
             operator,
+            node_token,
         }
     }
 
@@ -77,10 +86,24 @@ impl Cluster {
                 .args(["--jwt-secret-file", path(&self.secret)])
                 .args(["--coordinator", coordinators, "--node-id", id])
                 .args(["--labels", &format!("host={id},rack={rack}")])
-                .env("TESSERA_COORDINATOR_TOKEN", &self.operator),
+                .env("TESSERA_CLUSTER_TOKEN", &self.node_token),
         );
         wait_for(&process, "tessera serving");
         process
+    }
+
+    fn tenant_token(&self, tenant: &str, role: &str) -> String {
+        ok(&[
+            "token",
+            "--secret-file",
+            path(&self.secret),
+            "--tenant",
+            tenant,
+            "--role",
+            role,
+        ])
+        .trim()
+        .to_owned()
     }
 
     fn status(&self, coordinators: &str) -> serde_json::Value {
@@ -177,46 +200,54 @@ fn membership(cluster: &Cluster, catalog: &[&str]) {
             ]
     });
 
-    // The coordinator killed and started again on the same catalog: every node is still
-    // known, the living ones heartbeat again (to the new process, on a new port).
+    // A table on the two nodes left (n1 and n3), then the coordinator killed: with no
+    // coordinator at all, writes into the table and queries go on from the routing the nodes
+    // hold; a new table waits for a coordinator and says so. Then the coordinator started
+    // again on the same catalog: every node is still known, the living ones heartbeat again.
     let port = address.rsplit_once(':').unwrap().1.to_owned();
+    let address_of = addresses(&cluster.status(&address));
+    let admin = cluster.tenant_token("acme", "admin");
+    let client = Clients::new(&admin);
+    client
+        .block_on(
+            client
+                .session(&address_of["n1"])
+                .create_replicated_table(events_spec(), 2, 2),
+        )
+        .unwrap();
+    // n3 learns the placement with its next heartbeat (before the coordinator goes).
+    n3.wait_for_line("n3 holding the placement", |l| {
+        l.contains("routing table updated")
+            && (l.contains("tables=1") || l.contains("\"tables\":1"))
+    });
     coordinator.kill();
-    // With no coordinator at all, a node keeps serving: an import and a query on n1.
-    let n1_address = n1_status["address"].as_str().unwrap().to_owned();
-    let token = ok(&[
-        "token",
-        "--secret-file",
-        path(&cluster.secret),
-        "--tenant",
-        "acme",
-        "--role",
-        "admin",
-    ])
-    .trim()
-    .to_owned();
+    let session = client.session(&address_of["n3"]);
+    let mut stream = client
+        .block_on(session.ingest_stream("events", "p"))
+        .unwrap();
+    for batch in 0..5 {
+        client
+            .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+            .unwrap();
+    }
+    for node in ["n1", "n3"] {
+        wait_for_rows(&address_of[node], &admin, (5000, sum_to(5000)));
+    }
     let input = cluster.dir.path().join(format!("events-{port}.parquet"));
-    ok(&["gen", "events", "--rows", "5000", "--out", path(&input)]);
-    ok(&[
+    ok(&["gen", "events", "--rows", "100", "--out", path(&input)]);
+    let refused = support::tessera(&[
         "import",
         "--addr",
-        &n1_address,
+        &address_of["n1"],
         "--token",
-        &token,
+        &admin,
         "--table",
-        "events",
+        "other",
         path(&input),
     ]);
-    let count = ok(&[
-        "sql",
-        "--addr",
-        &n1_address,
-        "--token",
-        &token,
-        "--format",
-        "csv",
-        "SELECT COUNT(*) FROM events",
-    ]);
-    assert_eq!(count.lines().nth(1), Some("5000"), "{count}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("metadata changes wait for one"), "{stderr}");
     let (_coordinator, again) = cluster.coordinator("c1", catalog, &format!("127.0.0.1:{port}"));
     assert_eq!(again, address);
     let status = cluster.wait_status(&address, "n1 and n3 back", |s| {
@@ -291,4 +322,211 @@ fn a_postgres_catalog_keeps_the_membership_and_a_standby_takes_over_from_a_kille
         .unwrap();
     assert_eq!(n4["state"], "up", "{status:#}");
     assert!(n4["last_seen_ms_ago"].as_i64().unwrap() < 1500, "{n4}");
+}
+
+/// Node addresses by id, from the coordinators' status.
+fn addresses(status: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node_id"].as_str().unwrap().to_owned(),
+                n["address"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Tenant sessions with nodes, on a runtime of the test's own.
+struct Clients {
+    runtime: tokio::runtime::Runtime,
+    token: String,
+}
+
+impl Clients {
+    fn new(token: &str) -> Clients {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Clients {
+            runtime,
+            token: token.to_owned(),
+        }
+    }
+
+    fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(future)
+    }
+
+    fn session(&self, address: &str) -> tessera_rpc::Session {
+        self.runtime.block_on(async {
+            let client = tessera_rpc::Client::connect(address).await.unwrap();
+            client.login(&self.token).await.unwrap()
+        })
+    }
+}
+
+/// `events (ts timestamp, v int64)`, partitioned by day of `ts`.
+fn events_spec() -> tessera_rpc::client::TableSpec {
+    let column = |name: &str, column_type: &str| tessera_rpc::client::ColumnInfo {
+        name: name.into(),
+        column_type: column_type.into(),
+        nullable: false,
+    };
+    tessera_rpc::client::TableSpec {
+        name: "events".into(),
+        columns: vec![column("ts", "timestamp"), column("v", "int64")],
+        time_column: Some("ts".into()),
+        ..Default::default()
+    }
+}
+
+/// A batch of `rows` events whose `v` runs from `first`.
+fn events(first: i64, rows: i64) -> arrow_array::RecordBatch {
+    use arrow_array::{ArrayRef, Int64Array, TimestampMicrosecondArray};
+    let ts: ArrayRef = std::sync::Arc::new(
+        TimestampMicrosecondArray::from_iter_values(
+            (first..first + rows).map(|v| 1_767_225_600_000_000 + v * 1_000_000),
+        )
+        .with_timezone("UTC"),
+    );
+    let v: ArrayRef = std::sync::Arc::new(Int64Array::from_iter_values(first..first + rows));
+    arrow_array::RecordBatch::try_from_iter([("ts", ts), ("v", v)]).unwrap()
+}
+
+/// `COUNT(*)` and `SUM(v)` of the events on the node at `address`.
+fn count_and_sum(address: &str, token: &str) -> Result<(i64, i64), String> {
+    let out = support::tessera(&[
+        "sql",
+        "--addr",
+        address,
+        "--token",
+        token,
+        "--format",
+        "csv",
+        "SELECT COUNT(*), SUM(v) FROM events",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let row = text.lines().nth(1).ok_or(text.clone())?;
+    let (count, sum) = row.split_once(',').ok_or(text.clone())?;
+    Ok((count.parse().unwrap(), sum.parse().unwrap_or(0)))
+}
+
+/// Waits until the node at `address` answers `expected` (replicas catch up within the
+/// replication timeout; a quorum acknowledges before every replica has a batch).
+fn wait_for_rows(address: &str, token: &str, expected: (i64, i64)) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = count_and_sum(address, token);
+        if got.as_ref() == Ok(&expected) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{address}: {got:?}, expected {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sum of `v` over batches 0..n of 1,000 rows each (v runs from 0).
+fn sum_to(rows: i64) -> i64 {
+    rows * (rows - 1) / 2
+}
+
+#[test]
+fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
+    let cluster = Cluster::new();
+    let catalog = cluster.dir.path().join("catalog");
+    let (_coordinator, coordinator) =
+        cluster.coordinator("c1", &["--catalog-dir", path(&catalog)], "127.0.0.1:0");
+    let mut nodes: std::collections::BTreeMap<String, Process> =
+        [("n1", "r1"), ("n2", "r2"), ("n3", "r3")]
+            .iter()
+            .map(|(id, rack)| (id.to_string(), cluster.node(id, &coordinator, rack)))
+            .collect();
+    let status = cluster.wait_status(&coordinator, "all up", |s| {
+        states(s) == all(&["n1", "n2", "n3"], "up")
+    });
+    let address = addresses(&status);
+    let admin = cluster.tenant_token("acme", "admin");
+    let clients = Clients::new(&admin);
+    let runtime = &clients.runtime;
+    let session = |node: &str| clients.session(&address[node]);
+    // Created through n1: placed on all three (RF 3), acknowledged by two (W 2).
+    runtime
+        .block_on(session("n1").create_replicated_table(events_spec(), 3, 2))
+        .unwrap();
+    let status = cluster.status(&coordinator);
+    let placed = &status["tables"][0];
+    assert_eq!(placed["table"], "events", "{status:#}");
+    assert_eq!(placed["healthy_replicas"], 3, "{status:#}");
+    let leader = placed["leader"].as_str().unwrap().to_owned();
+    let followers: Vec<String> = ["n1", "n2", "n3"]
+        .iter()
+        .filter(|n| **n != leader)
+        .map(|n| n.to_string())
+        .collect();
+
+    // Written through a follower: forwarded to the leader, which replicates.
+    let via = session(&followers[0]);
+    let mut stream = runtime
+        .block_on(via.ingest_stream("events", "producer-1"))
+        .unwrap();
+    for batch in 0..20 {
+        let ack = runtime
+            .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+            .unwrap();
+        assert!(ack.durable && !ack.duplicate && ack.rows == 1000, "{ack:?}");
+    }
+    // A batch sent again is applied once, wherever it lands.
+    let again = runtime
+        .block_on(stream.append(7, &events(7000, 1000)))
+        .unwrap();
+    assert!(again.duplicate, "{again:?}");
+    for node in ["n1", "n2", "n3"] {
+        wait_for_rows(&address[node], &admin, (20_000, sum_to(20_000)));
+    }
+
+    // A follower killed: writes go on with the leader and the other follower (W = 2).
+    nodes.remove(&followers[1]).unwrap().kill();
+    let direct = session(&leader);
+    let mut stream = runtime
+        .block_on(direct.ingest_stream("events", "producer-2"))
+        .unwrap();
+    for batch in 20..40 {
+        runtime
+            .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+            .unwrap();
+    }
+    for node in [&leader, &followers[0]] {
+        wait_for_rows(&address[node], &admin, (40_000, sum_to(40_000)));
+    }
+    cluster.wait_status(&coordinator, "the killed follower down", |s| {
+        s["tables"][0]["healthy_replicas"] == 2
+    });
+
+    // The second follower killed: a write needing two replicas fails and says why; reads
+    // still answer from the leader.
+    nodes.remove(&followers[0]).unwrap().kill();
+    let refused = runtime
+        .block_on(stream.append(40, &events(40_000, 1000)))
+        .unwrap_err();
+    let message = refused.to_string();
+    assert_eq!(refused.code(), "unavailable", "{message}");
+    assert!(message.contains("durable on 1 of 3 replicas"), "{message}");
+    assert!(message.contains("send it again with its key"), "{message}");
+    // The refused batch is durable on the leader (it is applied once when sent again).
+    wait_for_rows(&address[&leader], &admin, (41_000, sum_to(41_000)));
+    let resent = runtime
+        .block_on(stream.append(40, &events(40_000, 1000)))
+        .unwrap_err();
+    assert_eq!(resent.code(), "unavailable", "{resent}");
+    wait_for_rows(&address[&leader], &admin, (41_000, sum_to(41_000)));
 }

@@ -97,10 +97,140 @@ pub trait Catalog: Send + Sync {
     fn release_lease(&self, lease: &Lease) -> Result<bool>;
     /// The lease as stored, expired or not.
     fn lease(&self, name: &str) -> Result<Option<Lease>>;
+    /// Records `placement` for its table (leader epoch 1) and bumps the routing version,
+    /// unless the table already has a placement: then that one, unchanged. Only as `leader`.
+    fn place_table(&self, placement: &TablePlacement, leader: &Lease) -> Result<TablePlacement>;
+    /// Every table whose leader is on a down node gets its first up follower as leader (epoch
+    /// + 1; routing version + 1); the tables changed. Only as `leader`.
+    fn move_leaders(&self, leader: &Lease) -> Result<Vec<TablePlacement>>;
+    /// The routing table: its version and every table's placement, by tenant and table.
+    fn routing(&self) -> Result<Routing>;
+    /// The routing table's version alone (asked at every heartbeat).
+    fn routing_version(&self) -> Result<u64>;
+}
+
+/// Where a table lives: `replicas` are node ids, the leader first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TablePlacement {
+    pub tenant: String,
+    pub table: String,
+    pub replication_factor: u32,
+    pub write_quorum: u32,
+    pub epoch: u64,
+    pub replicas: Vec<String>,
+}
+
+impl TablePlacement {
+    pub fn leader(&self) -> &str {
+        self.replicas.first().map_or("", String::as_str)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routing {
+    pub version: u64,
+    pub tables: Vec<TablePlacement>,
+}
+
+/// One `placement` row joined with its table (and, for `move_leaders`, its node's state).
+#[derive(Clone, Debug)]
+pub(crate) struct PlacementRow {
+    pub tenant: String,
+    pub table: String,
+    pub replication_factor: i64,
+    pub write_quorum: i64,
+    pub node_id: String,
+    pub leader: bool,
+    pub epoch: i64,
+    pub node_up: bool,
+}
+
+/// The columns `PlacementRow` is read from, in order (`t` is `tables`, `p` is `placement`, `n`
+/// is `nodes`), ordered by table, leader first, then node id.
+pub(crate) const PLACEMENT_QUERY: &str = "SELECT t.tenant, t.name, t.replication_factor, \
+     t.write_quorum, p.node_id, p.role, p.epoch, COALESCE(n.state, 'down') \
+     FROM tables t JOIN placement p ON p.tenant = t.tenant AND p.table_name = t.name \
+     LEFT JOIN nodes n ON n.node_id = p.node_id";
+
+pub(crate) const PLACEMENT_ORDER: &str = " ORDER BY t.tenant, t.name, \
+     CASE WHEN p.role = 'leader' THEN 0 ELSE 1 END, p.node_id";
+
+/// Rows (ordered by `PLACEMENT_ORDER`) into placements.
+pub(crate) fn assemble(rows: &[PlacementRow]) -> Vec<TablePlacement> {
+    let mut tables: Vec<TablePlacement> = Vec::new();
+    for row in rows {
+        let same = tables
+            .last()
+            .is_some_and(|t| t.tenant == row.tenant && t.table == row.table);
+        if !same {
+            tables.push(TablePlacement {
+                tenant: row.tenant.clone(),
+                table: row.table.clone(),
+                replication_factor: row.replication_factor.clamp(0, 255) as u32,
+                write_quorum: row.write_quorum.clamp(0, 255) as u32,
+                epoch: row.epoch.max(0) as u64,
+                replicas: Vec::new(),
+            });
+        }
+        let table = tables.last_mut().expect("pushed above");
+        table.replicas.push(row.node_id.clone());
+    }
+    tables
+}
+
+/// For each table whose leader's node is down and that has an up follower: the new leader.
+pub(crate) fn leader_moves(rows: &[PlacementRow]) -> Vec<(String, String, String)> {
+    let mut moves = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let end = start
+            + rows[start..]
+                .iter()
+                .take_while(|r| r.tenant == rows[start].tenant && r.table == rows[start].table)
+                .count();
+        let table = &rows[start..end];
+        let leader_down = table.iter().any(|r| r.leader && !r.node_up);
+        if leader_down {
+            if let Some(next) = table.iter().find(|r| !r.leader && r.node_up) {
+                moves.push((
+                    next.tenant.clone(),
+                    next.table.clone(),
+                    next.node_id.clone(),
+                ));
+            }
+        }
+        start = end;
+    }
+    moves
+}
+
+/// Checks a placement before it is stored.
+pub(crate) fn validate_placement(placement: &TablePlacement) -> Result<()> {
+    let replicas = placement.replicas.len() as u32;
+    let mut distinct = placement.replicas.clone();
+    distinct.sort();
+    distinct.dedup();
+    if replicas == 0
+        || distinct.len() as u32 != replicas
+        || placement.write_quorum == 0
+        || placement.write_quorum > replicas
+    {
+        return Err(CatalogError::Invalid(format!(
+            "placement of {}/{}: {} distinct replicas and a write quorum of {} (1 to the replicas)",
+            placement.tenant,
+            placement.table,
+            distinct.len(),
+            placement.write_quorum
+        )));
+    }
+    Ok(())
 }
 
 /// The migrations, in order: version `i + 1` is `MIGRATIONS[i]`. Only ever appended to.
-pub const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_nodes_leases.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_nodes_leases.sql"),
+    include_str!("migrations/0002_routing.sql"),
+];
 
 /// Opens the catalog `spec` names: `postgres://…` / `postgresql://…`, or `sqlite:DIR` or a plain
 /// directory path for the embedded catalog.

@@ -56,6 +56,66 @@ fn lease_row(row: &Row) -> Lease {
     }
 }
 
+/// Checks, inside `tx`, that `leader` still holds its lease, and locks the lease row (no
+/// takeover can commit until `tx` ends); the catalog's time now.
+fn fence(tx: &mut ::postgres::Transaction<'_>, leader: &Lease) -> Result<i64> {
+    let held = tx
+        .query_opt(
+            "SELECT name, holder, epoch, expires_ms FROM leases WHERE name = $1 FOR UPDATE",
+            &[&leader.name],
+        )
+        .map_err(unavailable)?
+        .map(|row| lease_row(&row));
+    let now: i64 = tx
+        .query_one(&format!("SELECT {NOW_MS}"), &[])
+        .map_err(unavailable)?
+        .get(0);
+    super::sqlite::check_fence(held.as_ref(), leader, now)?;
+    Ok(now)
+}
+
+fn placement_rows(
+    client: &mut impl ::postgres::GenericClient,
+    table: Option<(&str, &str)>,
+) -> Result<Vec<PlacementRow>> {
+    let rows = match table {
+        Some((tenant, name)) => client.query(
+            &format!("{PLACEMENT_QUERY} WHERE t.tenant = $1 AND t.name = $2{PLACEMENT_ORDER}"),
+            &[&tenant, &name],
+        ),
+        None => client.query(&format!("{PLACEMENT_QUERY}{PLACEMENT_ORDER}"), &[]),
+    }
+    .map_err(unavailable)?;
+    Ok(rows
+        .iter()
+        .map(|row| PlacementRow {
+            tenant: row.get(0),
+            table: row.get(1),
+            replication_factor: row.get(2),
+            write_quorum: row.get(3),
+            node_id: row.get(4),
+            leader: row.get::<_, String>(5) == "leader",
+            epoch: row.get(6),
+            node_up: row.get::<_, String>(7) == "up",
+        })
+        .collect())
+}
+
+fn bump_routing(client: &mut impl ::postgres::GenericClient) -> Result<()> {
+    client
+        .execute("UPDATE routing SET version = version + 1 WHERE id = 1", &[])
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+fn routing_version(client: &mut impl ::postgres::GenericClient) -> Result<u64> {
+    let version: i64 = client
+        .query_one("SELECT version FROM routing WHERE id = 1", &[])
+        .map_err(unavailable)?
+        .get(0);
+    Ok(version.max(0) as u64)
+}
+
 impl PostgresCatalog {
     /// Connects to `url` (`postgres://USER@HOST:PORT/DB`).
     pub fn connect(url: &str) -> Result<PostgresCatalog> {
@@ -211,19 +271,7 @@ impl Catalog for PostgresCatalog {
     fn mark_down(&self, missed_ms: i64, leader: &Lease) -> Result<Vec<String>> {
         self.with(|client| {
             let mut tx = client.transaction().map_err(unavailable)?;
-            // The lease row locked: no takeover can commit until this transaction ends.
-            let held = tx
-                .query_opt(
-                    "SELECT name, holder, epoch, expires_ms FROM leases WHERE name = $1 FOR UPDATE",
-                    &[&leader.name],
-                )
-                .map_err(unavailable)?
-                .map(|row| lease_row(&row));
-            let now: i64 = tx
-                .query_one(&format!("SELECT {NOW_MS}"), &[])
-                .map_err(unavailable)?
-                .get(0);
-            super::sqlite::check_fence(held.as_ref(), leader, now)?;
+            let now = fence(&mut tx, leader)?;
             let mut down: Vec<String> = tx
                 .query(
                     "UPDATE nodes SET state = 'down' WHERE state = 'up' AND last_seen_ms < $1 \
@@ -238,6 +286,90 @@ impl Catalog for PostgresCatalog {
             down.sort();
             Ok(down)
         })
+    }
+
+    fn place_table(&self, placement: &TablePlacement, leader: &Lease) -> Result<TablePlacement> {
+        validate_placement(placement)?;
+        self.with(|client| {
+            let mut tx = client.transaction().map_err(unavailable)?;
+            let now = fence(&mut tx, leader)?;
+            let key = (placement.tenant.as_str(), placement.table.as_str());
+            if let Some(existing) = assemble(&placement_rows(&mut tx, Some(key))?).pop() {
+                return Ok(existing);
+            }
+            tx.execute(
+                "INSERT INTO tables (tenant, name, schema_json, partition_spec_json, \
+                 settings_json, replication_factor, write_quorum, created_ms) \
+                 VALUES ($1, $2, '{}', '{}', '{}', $3, $4, $5)",
+                &[
+                    &placement.tenant,
+                    &placement.table,
+                    &(placement.replication_factor as i64),
+                    &(placement.write_quorum as i64),
+                    &now,
+                ],
+            )
+            .map_err(unavailable)?;
+            for (i, node) in placement.replicas.iter().enumerate() {
+                let role = if i == 0 { "leader" } else { "follower" };
+                tx.execute(
+                    "INSERT INTO placement (tenant, table_name, partition_key, node_id, role, \
+                     epoch) VALUES ($1, $2, '', $3, $4, 1)",
+                    &[&placement.tenant, &placement.table, node, &role],
+                )
+                .map_err(unavailable)?;
+            }
+            bump_routing(&mut tx)?;
+            let stored = assemble(&placement_rows(&mut tx, Some(key))?).pop();
+            tx.commit().map_err(unavailable)?;
+            stored.ok_or_else(|| {
+                CatalogError::Unavailable("the placement just stored is gone".into())
+            })
+        })
+    }
+
+    fn move_leaders(&self, leader: &Lease) -> Result<Vec<TablePlacement>> {
+        self.with(|client| {
+            let mut tx = client.transaction().map_err(unavailable)?;
+            fence(&mut tx, leader)?;
+            let moves = leader_moves(&placement_rows(&mut tx, None)?);
+            let mut moved = Vec::new();
+            for (tenant, table, node) in &moves {
+                tx.execute(
+                    "UPDATE placement SET epoch = epoch + 1, \
+                     role = CASE WHEN node_id = $3 THEN 'leader' ELSE 'follower' END \
+                     WHERE tenant = $1 AND table_name = $2",
+                    &[tenant, table, node],
+                )
+                .map_err(unavailable)?;
+                moved.extend(assemble(&placement_rows(&mut tx, Some((tenant, table)))?));
+            }
+            if !moves.is_empty() {
+                bump_routing(&mut tx)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(moved)
+        })
+    }
+
+    fn routing(&self) -> Result<Routing> {
+        self.with(|client| {
+            // One snapshot: the version and the rows agree.
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(unavailable)?;
+            let version = routing_version(&mut tx)?;
+            let tables = assemble(&placement_rows(&mut tx, None)?);
+            tx.commit().map_err(unavailable)?;
+            Ok(Routing { version, tables })
+        })
+    }
+
+    fn routing_version(&self) -> Result<u64> {
+        self.with(routing_version)
     }
 
     fn nodes(&self) -> Result<Vec<NodeRecord>> {

@@ -184,17 +184,7 @@ impl Catalog for SqliteCatalog {
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
-            // Read with the write lock held: no lease change can come between.
-            let now = host_now_ms();
-            let held = tx
-                .query_row(
-                    "SELECT name, holder, epoch, expires_ms FROM leases WHERE name = ?1",
-                    params![leader.name],
-                    lease_row,
-                )
-                .optional()
-                .map_err(unavailable)?;
-            check_fence(held.as_ref(), leader, now)?;
+            let now = fence(&tx, leader)?;
             let mut statement = tx
                 .prepare(
                     "UPDATE nodes SET state = 'down' WHERE state = 'up' AND last_seen_ms < ?1 \
@@ -268,6 +258,104 @@ impl Catalog for SqliteCatalog {
         })
     }
 
+    fn place_table(&self, placement: &TablePlacement, leader: &Lease) -> Result<TablePlacement> {
+        validate_placement(placement)?;
+        self.with(|connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let now = fence(&tx, leader)?;
+            let key = (placement.tenant.as_str(), placement.table.as_str());
+            let existing = assemble(&placement_rows(&tx, Some(key))?);
+            if let Some(existing) = existing.into_iter().next() {
+                return Ok(existing);
+            }
+            tx.execute(
+                "INSERT INTO tables (tenant, name, schema_json, partition_spec_json, \
+                 settings_json, replication_factor, write_quorum, created_ms) \
+                 VALUES (?1, ?2, '{}', '{}', '{}', ?3, ?4, ?5)",
+                params![
+                    placement.tenant,
+                    placement.table,
+                    placement.replication_factor as i64,
+                    placement.write_quorum as i64,
+                    now
+                ],
+            )
+            .map_err(unavailable)?;
+            for (i, node) in placement.replicas.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO placement (tenant, table_name, partition_key, node_id, role, \
+                     epoch) VALUES (?1, ?2, '', ?3, ?4, 1)",
+                    params![
+                        placement.tenant,
+                        placement.table,
+                        node,
+                        if i == 0 { "leader" } else { "follower" }
+                    ],
+                )
+                .map_err(unavailable)?;
+            }
+            bump_routing(&tx)?;
+            let stored = assemble(&placement_rows(&tx, Some(key))?);
+            tx.commit().map_err(unavailable)?;
+            stored.into_iter().next().ok_or_else(|| {
+                CatalogError::Unavailable("the placement just stored is gone".into())
+            })
+        })
+    }
+
+    fn move_leaders(&self, leader: &Lease) -> Result<Vec<TablePlacement>> {
+        self.with(|connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            fence(&tx, leader)?;
+            let moves = leader_moves(&placement_rows(&tx, None)?);
+            let mut moved = Vec::new();
+            for (tenant, table, node) in &moves {
+                tx.execute(
+                    "UPDATE placement SET epoch = epoch + 1, \
+                     role = CASE WHEN node_id = ?3 THEN 'leader' ELSE 'follower' END \
+                     WHERE tenant = ?1 AND table_name = ?2",
+                    params![tenant, table, node],
+                )
+                .map_err(unavailable)?;
+                moved.extend(assemble(&placement_rows(&tx, Some((tenant, table)))?));
+            }
+            if !moves.is_empty() {
+                bump_routing(&tx)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(moved)
+        })
+    }
+
+    fn routing(&self) -> Result<Routing> {
+        self.with(|connection| {
+            // One read transaction: the version and the rows agree.
+            let tx = connection.transaction().map_err(unavailable)?;
+            let version: i64 = tx
+                .query_row("SELECT version FROM routing WHERE id = 1", [], |r| r.get(0))
+                .map_err(unavailable)?;
+            let tables = assemble(&placement_rows(&tx, None)?);
+            tx.commit().map_err(unavailable)?;
+            Ok(Routing {
+                version: version.max(0) as u64,
+                tables,
+            })
+        })
+    }
+
+    fn routing_version(&self) -> Result<u64> {
+        self.with(|connection| {
+            let version: i64 = connection
+                .query_row("SELECT version FROM routing WHERE id = 1", [], |r| r.get(0))
+                .map_err(unavailable)?;
+            Ok(version.max(0) as u64)
+        })
+    }
+
     fn lease(&self, name: &str) -> Result<Option<Lease>> {
         self.with(|connection| {
             connection
@@ -280,6 +368,65 @@ impl Catalog for SqliteCatalog {
                 .map_err(unavailable)
         })
     }
+}
+
+/// Checks, inside a write transaction (`BEGIN IMMEDIATE`: the database lock is held, so no lease
+/// change can come between), that `leader` still holds its lease; the time now.
+fn fence(tx: &rusqlite::Transaction<'_>, leader: &Lease) -> Result<i64> {
+    let now = host_now_ms();
+    let held = tx
+        .query_row(
+            "SELECT name, holder, epoch, expires_ms FROM leases WHERE name = ?1",
+            params![leader.name],
+            lease_row,
+        )
+        .optional()
+        .map_err(unavailable)?;
+    check_fence(held.as_ref(), leader, now)?;
+    Ok(now)
+}
+
+fn placement_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PlacementRow> {
+    Ok(PlacementRow {
+        tenant: row.get(0)?,
+        table: row.get(1)?,
+        replication_factor: row.get(2)?,
+        write_quorum: row.get(3)?,
+        node_id: row.get(4)?,
+        leader: row.get::<_, String>(5)? == "leader",
+        epoch: row.get(6)?,
+        node_up: row.get::<_, String>(7)? == "up",
+    })
+}
+
+/// Placement rows, optionally of one table.
+fn placement_rows(
+    connection: &Connection,
+    table: Option<(&str, &str)>,
+) -> Result<Vec<PlacementRow>> {
+    let filter = if table.is_some() {
+        " WHERE t.tenant = ?1 AND t.name = ?2"
+    } else {
+        ""
+    };
+    let mut statement = connection
+        .prepare(&format!("{PLACEMENT_QUERY}{filter}{PLACEMENT_ORDER}"))
+        .map_err(unavailable)?;
+    let rows = match table {
+        Some((tenant, name)) => statement.query_map(params![tenant, name], placement_row),
+        None => statement.query_map([], placement_row),
+    }
+    .map_err(unavailable)?
+    .collect::<rusqlite::Result<Vec<_>>>()
+    .map_err(unavailable)?;
+    Ok(rows)
+}
+
+fn bump_routing(connection: &Connection) -> Result<()> {
+    connection
+        .execute("UPDATE routing SET version = version + 1 WHERE id = 1", [])
+        .map_err(unavailable)?;
+    Ok(())
 }
 
 /// `Fenced` unless `held` is `leader`'s lease, same holder and epoch, unexpired at `now`.

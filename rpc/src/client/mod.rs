@@ -304,6 +304,44 @@ impl Client {
         })
     }
 
+    /// For cluster members: presents a node token and acts for `tenant` (role admin) on a peer
+    /// (`Gateway.peerLogin`): as the leader replicating to it (`forwarded` false: writes apply
+    /// on that node only), or forwarding a client's writes to it as the table's leader.
+    pub async fn peer_login(
+        &self,
+        token: &str,
+        tenant: &str,
+        forwarded: bool,
+    ) -> Result<Session, ClientError> {
+        let (token, tenant) = (token.to_owned(), tenant.to_owned());
+        let id = self
+            .run(move |connection| async move {
+                let mut request = connection.gateway.peer_login_request();
+                request.get().set_token(&token);
+                request.get().set_tenant(&tenant);
+                request.get().set_mode(if forwarded {
+                    tessera_schema::tessera_capnp::PeerMode::Forwarded
+                } else {
+                    tessera_schema::tessera_capnp::PeerMode::Replica
+                });
+                let response = request.send().promise.await?;
+                let id = connection.next_id.get();
+                connection.next_id.set(id + 1);
+                connection
+                    .tenants
+                    .borrow_mut()
+                    .insert(id, response.get()?.get_tenant()?);
+                Ok(id)
+            })
+            .await?;
+        Ok(Session {
+            client: self.clone(),
+            id,
+            role: Role::Admin,
+            next_tag: Arc::new(AtomicUsize::new(1)),
+        })
+    }
+
     /// Presents an operator token.
     pub async fn operator_login(&self, token: &str) -> Result<OperatorSession, ClientError> {
         let token = token.to_owned();
@@ -445,5 +483,6 @@ fn role_from_wire(role: WireRole) -> Role {
         WireRole::Writer => Role::Writer,
         WireRole::Admin => Role::Admin,
         WireRole::Operator => Role::Operator,
+        WireRole::Node => Role::Node,
     }
 }

@@ -317,6 +317,18 @@ impl Session {
 
     /// Creates a table (role admin).
     pub async fn create_table(&self, spec: TableSpec) -> Result<TableInfo, ClientError> {
+        self.create_replicated_table(spec, 0, 0).await
+    }
+
+    /// As `create_table`, on a node of a cluster: the table lives on `replication_factor` nodes
+    /// and a batch is acknowledged once `write_quorum` of them have it durable (0: the
+    /// cluster's defaults, 3 and a majority).
+    pub async fn create_replicated_table(
+        &self,
+        spec: TableSpec,
+        replication_factor: u8,
+        write_quorum: u8,
+    ) -> Result<TableInfo, ClientError> {
         self.admin(move |admin| async move {
             let mut request = admin.create_table_request();
             {
@@ -341,6 +353,8 @@ impl Session {
                     Compression::Zstd => WireCompression::Zstd,
                     Compression::None => WireCompression::None,
                 });
+                out.set_replication_factor(replication_factor);
+                out.set_write_quorum(write_quorum);
             }
             TableInfo::read(request.send().promise.await?.get()?.get_table()?)
         })

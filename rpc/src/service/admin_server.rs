@@ -6,6 +6,8 @@ pub(super) struct AdminServer {
     pub(super) connection: Rc<Connection>,
     pub(super) tenant: String,
     pub(super) identity: Identity,
+    /// A client's, or a peer's (`Gateway.peerLogin`: acts on this node only).
+    pub(super) origin: Origin,
 }
 
 /// A column type by name: `int64`, `decimal(15,2)`, `binary`, ... (`ColumnType::parse`).
@@ -166,6 +168,7 @@ impl admin::Server for AdminServer {
         }
         let (columns, time_column, partition_by) =
             validate_table_spec(&name, columns, &time_column, partition_by)?;
+        let replication = (spec.get_replication_factor(), spec.get_write_quorum());
         let compression = match spec.get_compression()? {
             WireCompression::Snappy => Compression::Snappy,
             WireCompression::Zstd => Compression::Zstd,
@@ -173,8 +176,8 @@ impl admin::Server for AdminServer {
         };
         let options = ImportOptions {
             partition: Some(PartitionSpec {
-                time_column,
-                columns: partition_by,
+                time_column: time_column.clone(),
+                columns: partition_by.clone(),
             }),
             writer: Some(WriterSettings {
                 compression,
@@ -182,46 +185,34 @@ impl admin::Server for AdminServer {
             }),
             ..ImportOptions::default()
         };
-        let data_dir = self.connection.data_dir().to_owned();
-        let tenant = self.tenant.clone();
-        let manifest = blocking(
-            &self.connection.shared,
-            move || -> tessera_storage_engine::Result<TableManifest> {
-                if manifest::load(&data_dir, &tenant, &name)?.is_some() {
-                    return Err(tessera_storage_engine::Error::Import(format!(
-                        "table {name} already exists"
-                    )));
+        if let Some(cluster) = self
+            .connection
+            .shared
+            .cluster
+            .clone()
+            .filter(|_| self.origin == Origin::Client)
+        {
+            let spec = crate::cluster::spec(
+                &name,
+                &columns,
+                time_column.clone(),
+                partition_by.clone(),
+                compression,
+            );
+            let local = create_local(&self.connection, &self.tenant, &name, &columns, &options);
+            let created =
+                create_replicated(&cluster, &self.tenant, spec, replication, local).await?;
+            match created {
+                Created::Here(manifest) => write_table_info(results.get().init_table(), &manifest),
+                Created::Elsewhere(info) => {
+                    write_peer_table_info(results.get().init_table(), &info)
                 }
-                let dir = manifest::table_dir(&data_dir, &tenant, &name);
-                let existed = dir.exists();
-                let schema = Schema::new(
-                    columns
-                        .iter()
-                        .map(|c| Field::new(&c.name, c.column_type.to_arrow(), c.nullable))
-                        .collect::<Vec<_>>(),
-                );
-                let created = TableWriter::open(&data_dir, &tenant, &name, &schema, &options)
-                    .and_then(|writer| writer.finish())
-                    .and_then(|_| manifest::load(&data_dir, &tenant, &name))
-                    .and_then(|loaded| {
-                        loaded.ok_or_else(|| {
-                            tessera_storage_engine::Error::Internal("table vanished".into())
-                        })
-                    });
-                // A failed create leaves nothing behind (no lock, no empty directory), unless the
-                // directory was there before or a manifest got published after all.
-                if created.is_err()
-                    && !existed
-                    && !dir.join(manifest::MANIFEST_FILE).exists()
-                    && std::fs::remove_dir_all(&dir).is_ok()
-                {
-                    let _ = manifest::sync_dir(&data_dir.join(&tenant));
-                }
-                created
-            },
-        )
-        .await?
-        .map_err(engine_error)?;
+            }
+            return Ok(());
+        }
+        let manifest = create_local(&self.connection, &self.tenant, &name, &columns, &options)
+            .await?
+            .map_err(engine_error)?;
         write_table_info(results.get().init_table(), &manifest);
         Ok(())
     }
@@ -235,6 +226,21 @@ impl admin::Server for AdminServer {
         check_expiry(&self.identity)?;
         let name = text(params.get()?.get_name()?)?;
         manifest::validate_name("table", &name).map_err(engine_error)?;
+        let replicated = self
+            .connection
+            .shared
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.placement(&self.tenant, &name).is_some());
+        if replicated {
+            return Err(error(
+                "invalid",
+                format!(
+                    "table {name} is replicated across the cluster; dropping a replicated table \
+                     is not supported yet"
+                ),
+            ));
+        }
         let data_dir = self.connection.data_dir().to_owned();
         let tenant = self.tenant.clone();
         let dropped = blocking(&self.connection.shared, move || {
@@ -312,4 +318,172 @@ impl admin::Server for AdminServer {
         }
         Ok(())
     }
+}
+
+/// Creates the table on this node: `Ok(Err(_))` when the engine refuses it (it exists, say).
+async fn create_local(
+    connection: &Rc<Connection>,
+    tenant: &str,
+    name: &str,
+    columns: &[ColumnDef],
+    options: &ImportOptions,
+) -> Result<tessera_storage_engine::Result<TableManifest>, Error> {
+    let data_dir = connection.data_dir().to_owned();
+    let (tenant, name, columns, options) = (
+        tenant.to_owned(),
+        name.to_owned(),
+        columns.to_vec(),
+        options.clone(),
+    );
+    blocking(
+        &connection.shared,
+        move || -> tessera_storage_engine::Result<TableManifest> {
+            if manifest::load(&data_dir, &tenant, &name)?.is_some() {
+                return Err(tessera_storage_engine::Error::Import(format!(
+                    "table {name} already exists"
+                )));
+            }
+            let dir = manifest::table_dir(&data_dir, &tenant, &name);
+            let existed = dir.exists();
+            let schema = Schema::new(
+                columns
+                    .iter()
+                    .map(|c| Field::new(&c.name, c.column_type.to_arrow(), c.nullable))
+                    .collect::<Vec<_>>(),
+            );
+            let created = TableWriter::open(&data_dir, &tenant, &name, &schema, &options)
+                .and_then(|writer| writer.finish())
+                .and_then(|_| manifest::load(&data_dir, &tenant, &name))
+                .and_then(|loaded| {
+                    loaded.ok_or_else(|| {
+                        tessera_storage_engine::Error::Internal("table vanished".into())
+                    })
+                });
+            // A failed create leaves nothing behind (no lock, no empty directory), unless the
+            // directory was there before or a manifest got published after all.
+            if created.is_err()
+                && !existed
+                && !dir.join(manifest::MANIFEST_FILE).exists()
+                && std::fs::remove_dir_all(&dir).is_ok()
+            {
+                let _ = manifest::sync_dir(&data_dir.join(&tenant));
+            }
+            created
+        },
+    )
+    .await
+}
+
+/// Where `create_replicated` describes the new table from.
+enum Created {
+    /// This node is one of its replicas.
+    Here(TableManifest),
+    /// Only peers hold it.
+    Elsewhere(crate::client::TableInfo),
+}
+
+/// Creates a table in a cluster: placed by the coordinators (`replication`: factor and write
+/// quorum, 0 for the defaults), then created on each replica: here by `local`, on peers through
+/// their sessions. A replica that has the table already counts as created, so a call that
+/// failed part way may be made again.
+async fn create_replicated(
+    cluster: &crate::cluster::Cluster,
+    tenant: &str,
+    spec: crate::client::TableSpec,
+    replication: (u8, u8),
+    local: impl std::future::Future<
+        Output = Result<tessera_storage_engine::Result<TableManifest>, Error>,
+    >,
+) -> Result<Created, Error> {
+    let placement = cluster
+        .place_table(tenant, &spec.name, replication.0, replication.1)
+        .await
+        .map_err(|e| error("unavailable", e))?;
+    let mut here = None;
+    let mut elsewhere = None;
+    let mut failures = Vec::new();
+    let mut local = Some(local);
+    for replica in &placement.replicas {
+        if replica.node_id == cluster.node_id() {
+            let created = local.take().expect("one replica per node").await?;
+            match created {
+                Ok(manifest) => here = Some(manifest),
+                Err(e) if e.to_string().contains("already exists") => {}
+                Err(e) => failures.push(format!("{}: {e}", replica.node_id)),
+            }
+            continue;
+        }
+        let created = async {
+            let session = cluster
+                .session(&replica.address, tenant, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            match session.create_table(spec.clone()).await {
+                Ok(info) => Ok(Some(info)),
+                Err(e) if e.to_string().contains("already exists") => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        .await;
+        match created {
+            Ok(info) => elsewhere = elsewhere.or(info),
+            Err(e) => {
+                cluster.forget_peer(&replica.address);
+                failures.push(format!("{}: {e}", replica.node_id));
+            }
+        }
+    }
+    if !failures.is_empty() {
+        return Err(error(
+            "unavailable",
+            format!(
+                "table {} is placed on {} but could not be created on every replica ({}); \
+                 call createTable again",
+                spec.name,
+                placement
+                    .replicas
+                    .iter()
+                    .map(|r| r.node_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                failures.join("; ")
+            ),
+        ));
+    }
+    match (here, elsewhere) {
+        (Some(manifest), _) => Ok(Created::Here(manifest)),
+        (None, Some(info)) => Ok(Created::Elsewhere(info)),
+        (None, None) => Err(error(
+            "invalid",
+            format!("table {} already exists", spec.name),
+        )),
+    }
+}
+
+/// A table's description as a peer gave it.
+fn write_peer_table_info(mut out: table_info::Builder<'_>, info: &crate::client::TableInfo) {
+    out.set_name(&info.name);
+    let mut columns = out.reborrow().init_columns(info.columns.len() as u32);
+    for (i, column) in info.columns.iter().enumerate() {
+        let mut c = columns.reborrow().get(i as u32);
+        c.set_name(&column.name);
+        c.set_type(&column.column_type);
+        c.set_nullable(column.nullable);
+    }
+    out.set_time_column(info.time_column.as_deref().unwrap_or(""));
+    let mut partition = out
+        .reborrow()
+        .init_partition_by(info.partition_by.len() as u32);
+    for (i, column) in info.partition_by.iter().enumerate() {
+        partition.set(i as u32, column);
+    }
+    out.set_compression(match info.compression {
+        crate::client::Compression::Snappy => WireCompression::Snappy,
+        crate::client::Compression::Zstd => WireCompression::Zstd,
+        crate::client::Compression::None => WireCompression::None,
+    });
+    out.set_rows(info.rows);
+    out.set_files(info.files);
+    out.set_bytes(info.bytes);
+    out.set_version(info.version);
 }

@@ -46,7 +46,51 @@ impl gateway::Server for GatewayServer {
             identity,
             running: RefCell::new(HashMap::new()),
             next_query: Cell::new(0),
+            origin: Origin::Client,
         }));
+        Ok(())
+    }
+
+    async fn peer_login(
+        self: Rc<Self>,
+        params: gateway::PeerLoginParams,
+        mut results: gateway::PeerLoginResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        let params = params.get()?;
+        let token = text(params.get_token()?)?;
+        let tenant = text(params.get_tenant()?)?;
+        let origin = match params.get_mode()? {
+            tessera_schema::tessera_capnp::PeerMode::Replica => Origin::Replica,
+            tessera_schema::tessera_capnp::PeerMode::Forwarded => Origin::Forwarded,
+        };
+        let identity = self.verify(&token)?;
+        if identity.role != Role::Node {
+            return Err(error(
+                "permission",
+                format!(
+                    "a {} token cannot act for a peer node; peers use node tokens",
+                    identity.role.name()
+                ),
+            ));
+        }
+        manifest::validate_name("tenant", &tenant).map_err(engine_error)?;
+        // The peer acts as the tenant's admin for this capability's lifetime, on this node only.
+        let identity = Identity {
+            tenant: Some(tenant.clone()),
+            role: Role::Admin,
+            ..identity
+        };
+        results
+            .get()
+            .set_tenant(capnp_rpc::new_client(TenantServer {
+                connection: self.connection.clone(),
+                tenant,
+                identity,
+                running: RefCell::new(HashMap::new()),
+                next_query: Cell::new(0),
+                origin,
+            }));
         Ok(())
     }
 

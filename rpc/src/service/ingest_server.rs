@@ -2,6 +2,8 @@
 //! fsync) by the producer's owner core before it is acknowledged (`CoreContext::ingest`).
 
 use super::*;
+use crate::client::IngestAck;
+use crate::cluster::{Cluster, Origin, Placement};
 use arrow_buffer::Buffer;
 use tessera_schema::tessera_capnp::ingest_stream;
 
@@ -19,7 +21,14 @@ pub(super) struct IngestStreamServer {
     raw: RefCell<Vec<Buffer>>,
     batches: RefCell<Vec<RecordBatch>>,
     failure: RefCell<Option<Error>>,
+    /// A client's, or a peer's (`Gateway.peerLogin`).
+    origin: Origin,
+    /// What creates the table on a follower that lacks it (read from the manifest once).
+    replica_spec: RefCell<Option<Arc<crate::client::TableSpec>>>,
 }
+
+/// The cluster and the table's placement in it.
+type Placed = (Arc<Cluster>, Arc<Placement>);
 
 impl IngestStreamServer {
     pub(super) fn new(
@@ -28,6 +37,7 @@ impl IngestStreamServer {
         tenant: String,
         table: String,
         producer: String,
+        origin: Origin,
     ) -> IngestStreamServer {
         let reader = IpcStreamReader::new(connection.shared.limits.ingest_batch_bytes);
         IngestStreamServer {
@@ -40,7 +50,178 @@ impl IngestStreamServer {
             raw: RefCell::default(),
             batches: RefCell::default(),
             failure: RefCell::new(None),
+            origin,
+            replica_spec: RefCell::new(None),
         }
+    }
+
+    /// In a cluster, for a table that has a placement: the cluster and the placement. None
+    /// for a leader's replicated batch (it applies here only). A forwarded batch must find
+    /// this node its leader: forwarded writes are never forwarded again.
+    fn placed(&self) -> Result<Option<Placed>, Error> {
+        let Some(cluster) = self.connection.shared.cluster.clone() else {
+            return Ok(None);
+        };
+        if self.origin == Origin::Replica {
+            return Ok(None);
+        }
+        let placement = cluster.placement(&self.tenant, &self.table);
+        if self.origin == Origin::Forwarded
+            && placement
+                .as_ref()
+                .is_none_or(|p| p.leader != cluster.node_id())
+        {
+            return Err(error(
+                "unavailable",
+                format!(
+                    "node {} does not lead table {} (its routing table is at version {})",
+                    cluster.node_id(),
+                    self.table,
+                    cluster.routing_version()
+                ),
+            ));
+        }
+        Ok(placement.map(|placement| (cluster, placement)))
+    }
+
+    /// Sends the batch to the table's leader and returns its answer.
+    async fn forward(
+        &self,
+        cluster: &Cluster,
+        placement: &Placement,
+        sequence: u64,
+        raw: &[Buffer],
+    ) -> Result<IngestAck, Error> {
+        let leader = placement
+            .leader_replica()
+            .filter(|r| !r.address.is_empty())
+            .ok_or_else(|| {
+                error(
+                    "unavailable",
+                    format!("table {} has no reachable leader now", self.table),
+                )
+            })?;
+        let pieces: Vec<Vec<u8>> = raw.iter().map(|piece| piece.to_vec()).collect();
+        let key = (
+            self.tenant.as_str(),
+            self.table.as_str(),
+            self.producer.as_str(),
+        );
+        cluster
+            .send_batch(&leader.address, key, sequence, &pieces, None)
+            .await
+            .map_err(|e| {
+                error(
+                    "unavailable",
+                    format!(
+                        "forwarding the batch to the table's leader {}: {e}; send it again with \
+                         its key",
+                        leader.node_id
+                    ),
+                )
+            })
+    }
+
+    /// As the table's leader: makes the batch durable here and on the followers at once, and
+    /// answers once the write quorum has it (the local log among them). Followers still
+    /// sending when the quorum is reached go on in the background.
+    async fn replicate(
+        &self,
+        cluster: Arc<Cluster>,
+        placement: &Placement,
+        sequence: u64,
+        batches: Vec<RecordBatch>,
+        raw: Vec<Buffer>,
+    ) -> Result<tessera_storage_engine::ingest::Ack, Error> {
+        let spec = self.replica_spec().await?;
+        let pieces: Arc<Vec<Vec<u8>>> = Arc::new(raw.iter().map(|piece| piece.to_vec()).collect());
+        let mut followers = futures::stream::FuturesUnordered::new();
+        for replica in placement
+            .replicas
+            .iter()
+            .filter(|r| r.node_id != cluster.node_id())
+        {
+            let (sender, receiver) = oneshot::channel();
+            let (cluster, pieces, spec) = (cluster.clone(), pieces.clone(), spec.clone());
+            let (address, node) = (replica.address.clone(), replica.node_id.clone());
+            let (tenant, table, producer) = (
+                self.tenant.clone(),
+                self.table.clone(),
+                self.producer.clone(),
+            );
+            runtime::spawn_local(async move {
+                let sent = if address.is_empty() {
+                    Err("the catalog has no address for it".to_string())
+                } else {
+                    let key = (tenant.as_str(), table.as_str(), producer.as_str());
+                    cluster
+                        .send_batch(&address, key, sequence, &pieces, Some(&spec))
+                        .await
+                };
+                let _ = sender.send(sent);
+            });
+            followers.push(async move {
+                let sent = receiver
+                    .await
+                    .unwrap_or_else(|_| Err("the replication task stopped".to_string()));
+                (node, sent)
+            });
+        }
+        let ack = self.ingest_here(sequence, batches, raw).await?;
+        let needed = placement.write_quorum.max(1) as usize;
+        let mut durable = 1;
+        let mut failures = Vec::new();
+        while durable < needed {
+            match futures::StreamExt::next(&mut followers).await {
+                Some((_, Ok(_))) => durable += 1,
+                Some((node, Err(e))) => failures.push(format!("{node}: {e}")),
+                None => break,
+            }
+        }
+        if durable < needed {
+            return Err(error(
+                "unavailable",
+                format!(
+                    "the batch is durable on {durable} of {} replicas of {} and {needed} are \
+                     needed ({}); send it again with its key (it is applied once)",
+                    placement.replicas.len(),
+                    self.table,
+                    failures.join("; ")
+                ),
+            ));
+        }
+        Ok(ack)
+    }
+
+    /// Makes the batch durable in this node's log (`CoreContext::ingest`).
+    async fn ingest_here(
+        &self,
+        sequence: u64,
+        batches: Vec<RecordBatch>,
+        raw: Vec<Buffer>,
+    ) -> Result<tessera_storage_engine::ingest::Ack, Error> {
+        self.connection
+            .context
+            .ingest(
+                &self.tenant,
+                &self.table,
+                &self.producer,
+                sequence,
+                batches,
+                raw,
+            )
+            .await
+            .map_err(engine_error)
+    }
+
+    async fn replica_spec(&self) -> Result<Arc<crate::client::TableSpec>, Error> {
+        if let Some(spec) = self.replica_spec.borrow().clone() {
+            return Ok(spec);
+        }
+        let manifest = load_table(self.connection.data_dir(), &self.tenant, &self.table).await?;
+        let spec = Arc::new(crate::cluster::table_spec(&manifest));
+        *self.replica_spec.borrow_mut() = Some(spec.clone());
+        Ok(spec)
     }
 
     fn receive(&self, bytes: &[u8]) -> Result<(), Error> {
@@ -132,19 +313,23 @@ impl ingest_stream::Server for IngestStreamServer {
             quotas.refused(&self.tenant, "ingest_bytes_per_second");
             runtime::sleep(wait).await;
         }
-        let ack = self
-            .connection
-            .context
-            .ingest(
-                &self.tenant,
-                &self.table,
-                &self.producer,
-                sequence,
-                batches,
-                raw,
-            )
-            .await
-            .map_err(engine_error)?;
+        let ack = match self.placed()? {
+            Some((cluster, placement)) if placement.leader != cluster.node_id() => {
+                // Not the leader: the leader acknowledges (and counts) the batch.
+                let ack = self.forward(&cluster, &placement, sequence, &raw).await?;
+                let mut out = results.get().init_ack();
+                out.set_rows(ack.rows);
+                out.set_durable(ack.durable);
+                out.set_duplicate(ack.duplicate);
+                out.set_sequence(sequence);
+                return Ok(());
+            }
+            Some((cluster, placement)) => {
+                self.replicate(cluster, &placement, sequence, batches, raw)
+                    .await?
+            }
+            None => self.ingest_here(sequence, batches, raw).await?,
+        };
         if !ack.duplicate {
             quotas.ingested(&self.tenant, bytes);
             let metrics = &self.connection.shared.metrics;

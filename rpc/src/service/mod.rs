@@ -4,6 +4,7 @@
 //! name from its parameters.
 
 use crate::auth::{self, Identity, Role};
+use crate::cluster::Origin;
 use crate::codes::{self, ErrorCode};
 use crate::ipc_frames::{Decoded, IpcStreamReader};
 use crate::node::Shared;
@@ -279,6 +280,7 @@ fn wire_role(role: Role) -> WireRole {
         Role::Writer => WireRole::Writer,
         Role::Admin => WireRole::Admin,
         Role::Operator => WireRole::Operator,
+        Role::Node => WireRole::Node,
     }
 }
 

@@ -13,6 +13,8 @@ pub(super) struct TenantServer {
     pub(super) running: RefCell<RunningQueries>,
     /// Identifies a query among those sharing its tag, so it can unregister itself.
     pub(super) next_query: Cell<u64>,
+    /// A client's, or a peer's (`Gateway.peerLogin`).
+    pub(super) origin: Origin,
 }
 
 /// Abort handles of running queries by client tag, each with the id of its query.
@@ -499,6 +501,22 @@ impl tenant::Server for TenantServer {
         let _guard = self.connection.enter()?;
         self.check()?;
         let table = text(params.get()?.get_table()?)?;
+        let replicated = self
+            .connection
+            .shared
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.placement(&self.tenant, &table).is_some());
+        if replicated {
+            // Bulk imports publish files on one node; replicas would diverge.
+            return Err(error(
+                "invalid",
+                format!(
+                    "table {table} is replicated across the cluster; write to it with streaming \
+                     ingestion (Tenant.ingest, tessera ingest), which every replica receives"
+                ),
+            ));
+        }
         let manifest = load_table(self.connection.data_dir(), &self.tenant, &table).await?;
         write_table_info(results.get().init_table(), &manifest);
         Ok(())
@@ -553,8 +571,21 @@ impl tenant::Server for TenantServer {
         let params = params.get()?;
         let (table, producer) = (text(params.get_table()?)?, text(params.get_producer()?)?);
         tessera_storage_engine::ingest::validate_producer(&producer).map_err(engine_error)?;
-        // The table must exist now; each batch checks it again (it may be dropped meanwhile).
-        load_table(self.connection.data_dir(), &self.tenant, &table).await?;
+        // The table must exist now (here, or on the replicas of its placement when this node
+        // holds none); each batch checks it again (it may be dropped meanwhile).
+        let mut elsewhere = false;
+        if let Some(cluster) = self.connection.shared.cluster.as_ref() {
+            if self.origin != Origin::Replica {
+                let placement = cluster
+                    .placement_now(&self.tenant, &table)
+                    .await
+                    .map_err(|e| error("unavailable", format!("the routing table: {e}")))?;
+                elsewhere = placement.is_some_and(|p| !p.holds(cluster.node_id()));
+            }
+        }
+        if !elsewhere {
+            load_table(self.connection.data_dir(), &self.tenant, &table).await?;
+        }
         results
             .get()
             .set_stream(capnp_rpc::new_client(IngestStreamServer::new(
@@ -563,6 +594,7 @@ impl tenant::Server for TenantServer {
                 self.tenant.clone(),
                 table,
                 producer,
+                self.origin,
             )));
         Ok(())
     }
@@ -597,6 +629,7 @@ impl tenant::Server for TenantServer {
             connection: self.connection.clone(),
             tenant: self.tenant.clone(),
             identity: self.identity.clone(),
+            origin: self.origin,
         }));
         Ok(())
     }

@@ -131,6 +131,7 @@ fn serve_with_cache(
             max_memory_bytes: 8 << 30,
             tls,
             result_cache,
+            cluster: None,
         },
     )
     .unwrap();

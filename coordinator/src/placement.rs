@@ -1,0 +1,111 @@
+//! Choosing the nodes of a new table: `replication_factor` nodes that are up, each in a failure
+//! domain not used yet where the labels allow (`rack`, then `host`), fewest bytes used first.
+//! The first chosen is the table's leader.
+
+use crate::catalog::{NodeRecord, NodeState};
+
+/// The failure-domain labels, widest first.
+const DOMAINS: &[&str] = &["rack", "host"];
+
+/// Node ids for a new table, or why there are not enough nodes.
+pub fn choose(nodes: &[NodeRecord], replication_factor: usize) -> Result<Vec<String>, String> {
+    let mut up: Vec<&NodeRecord> = nodes.iter().filter(|n| n.state == NodeState::Up).collect();
+    if up.len() < replication_factor {
+        return Err(format!(
+            "{} node(s) up, a replication factor of {replication_factor} needs {replication_factor}",
+            up.len()
+        ));
+    }
+    up.sort_by(|a, b| {
+        (a.report.disk_used_bytes, &a.registration.node_id)
+            .cmp(&(b.report.disk_used_bytes, &b.registration.node_id))
+    });
+    let domain = |node: &NodeRecord, key: &str| node.registration.labels.get(key).cloned();
+    let mut chosen: Vec<&NodeRecord> = Vec::new();
+    while chosen.len() < replication_factor {
+        // The least used node that shares the fewest failure domains with those chosen.
+        let clashes = |node: &NodeRecord| -> Vec<usize> {
+            DOMAINS
+                .iter()
+                .map(|key| {
+                    let Some(value) = domain(node, key) else {
+                        return 0;
+                    };
+                    chosen
+                        .iter()
+                        .filter(|c| domain(c, key).as_ref() == Some(&value))
+                        .count()
+                })
+                .collect()
+        };
+        let next = up
+            .iter()
+            .enumerate()
+            .min_by_key(|(order, node)| (clashes(node), *order))
+            .map(|(order, _)| order)
+            .expect("enough nodes checked above");
+        chosen.push(up.remove(next));
+    }
+    Ok(chosen
+        .into_iter()
+        .map(|n| n.registration.node_id.clone())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{NodeRegistration, NodeReport};
+
+    fn node(id: &str, used: u64, labels: &[(&str, &str)], up: bool) -> NodeRecord {
+        NodeRecord {
+            registration: NodeRegistration {
+                node_id: id.into(),
+                address: format!("{id}:1"),
+                http_address: None,
+                cores: 2,
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                version: "t".into(),
+            },
+            report: NodeReport {
+                disk_used_bytes: used,
+                ..NodeReport::default()
+            },
+            state: if up { NodeState::Up } else { NodeState::Down },
+            incarnation: 1,
+            last_seen_ms: 0,
+            registered_ms: 0,
+        }
+    }
+
+    #[test]
+    fn least_used_first_and_down_nodes_never() {
+        let nodes = [
+            node("a", 300, &[], true),
+            node("b", 100, &[], true),
+            node("c", 0, &[], false),
+            node("d", 200, &[], true),
+        ];
+        assert_eq!(choose(&nodes, 3).unwrap(), ["b", "d", "a"]);
+        assert_eq!(choose(&nodes, 1).unwrap(), ["b"]);
+        let error = choose(&nodes, 4).unwrap_err();
+        assert!(error.contains("3 node(s) up"), "{error}");
+    }
+
+    #[test]
+    fn spreads_over_racks_then_hosts() {
+        let nodes = [
+            node("a", 0, &[("rack", "r1"), ("host", "h1")], true),
+            node("b", 1, &[("rack", "r1"), ("host", "h2")], true),
+            node("c", 2, &[("rack", "r1"), ("host", "h1")], true),
+            node("d", 9, &[("rack", "r2"), ("host", "h3")], true),
+        ];
+        // d is the most used but the only other rack; then b, on another host than a.
+        assert_eq!(choose(&nodes, 3).unwrap(), ["a", "d", "b"]);
+        // Without the spare rack, the domain is shared only when it must be.
+        assert_eq!(choose(&nodes[..3], 3).unwrap(), ["a", "b", "c"]);
+    }
+}

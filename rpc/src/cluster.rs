@@ -1,0 +1,350 @@
+//! A node's part in a cluster (`tessera serve --coordinator`): the routing table it caches (which
+//! nodes hold each table, which of them leads), the way to place a new table (through the
+//! coordinators, `Metadata`), and its sessions with peer nodes (`Gateway.peerLogin`, role node),
+//! over which a table's leader replicates each ingested batch and other nodes forward writes.
+//! Coordinators are never in the data path: a batch goes from the client's node to the leader
+//! and from the leader to its followers, node to node.
+//!
+//! Peer calls go through the Rust client library, which runs each connection on a thread of its
+//! own; the maps of connections and streams below are behind mutexes, taken only to look up or
+//! replace an entry (never across an await), and only on the write path, never a query's.
+
+use crate::client::{ClientError, ColumnInfo, IngestAck, IngestStream, Session, TableSpec};
+use futures::lock::Mutex as AsyncMutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tessera_storage_engine::io::runtime;
+use tessera_storage_engine::table::manifest::{ColumnDef, Compression, TableManifest};
+
+/// One node holding a table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replica {
+    pub node_id: String,
+    /// Its RPC address ("" when the catalog no longer knows the node).
+    pub address: String,
+    pub up: bool,
+}
+
+/// Where a table lives: its replicas, the leader first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub tenant: String,
+    pub table: String,
+    pub replication_factor: u32,
+    pub write_quorum: u32,
+    pub leader: String,
+    /// Grows whenever the leader changes.
+    pub epoch: u64,
+    pub replicas: Vec<Replica>,
+}
+
+impl Placement {
+    pub fn holds(&self, node_id: &str) -> bool {
+        self.replicas.iter().any(|r| r.node_id == node_id)
+    }
+
+    pub fn leader_replica(&self) -> Option<&Replica> {
+        self.replicas.iter().find(|r| r.node_id == self.leader)
+    }
+}
+
+/// The routing table as a coordinator last gave it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routing {
+    pub version: u64,
+    pub tables: Vec<Placement>,
+}
+
+/// How a node reaches the catalog (implemented over the coordinators by `tessera serve`).
+pub trait Metadata: Send + Sync {
+    /// Places a new table (or returns the placement it has); blocks the calling thread.
+    fn place_table(
+        &self,
+        tenant: &str,
+        table: &str,
+        replication_factor: u8,
+        write_quorum: u8,
+    ) -> Result<Placement, String>;
+    /// The routing table as a coordinator has it now; blocks the calling thread.
+    fn routing(&self) -> Result<Routing, String>;
+}
+
+/// Who a tenant capability serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A client: in a cluster, writes go to the table's leader and are replicated.
+    Client,
+    /// A peer forwarding a client's writes: this node must lead the table.
+    Forwarded,
+    /// The table's leader replicating to this node: writes apply here only.
+    Replica,
+}
+
+/// Placements by (tenant, table).
+type Placements = HashMap<(String, String), Arc<Placement>>;
+/// (address, tenant, forwarded) of a peer session.
+type SessionKey = (String, String, bool);
+/// (address, tenant, table, producer, forwarded) of an ingest stream to a peer.
+type StreamKey = (String, String, String, String, bool);
+
+/// A node's view of its cluster and its sessions with peers.
+pub struct Cluster {
+    node_id: String,
+    /// A node token (role node), presented to coordinators and peers.
+    token: String,
+    metadata: Arc<dyn Metadata>,
+    routing: RwLock<Arc<Placements>>,
+    version: std::sync::atomic::AtomicU64,
+    sessions: Mutex<HashMap<SessionKey, Arc<Session>>>,
+    /// Open ingest streams to peers by (address, tenant, table, producer): a producer's batches
+    /// to one peer go one after the other.
+    streams: Mutex<HashMap<StreamKey, Arc<AsyncMutex<Option<IngestStream>>>>>,
+    /// How long a peer has to acknowledge a replicated batch.
+    pub replication_timeout: Duration,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .field("routing_version", &self.routing_version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    pub fn new(node_id: String, token: String, metadata: Arc<dyn Metadata>) -> Cluster {
+        Cluster {
+            node_id,
+            token,
+            metadata,
+            routing: RwLock::default(),
+            version: Default::default(),
+            sessions: Mutex::default(),
+            streams: Mutex::default(),
+            replication_timeout: Duration::from_secs(5),
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The version of the routing table held (0: none yet).
+    pub fn routing_version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Replaces the routing table with a newer one (an older one is ignored).
+    pub fn set_routing(&self, routing: Routing) {
+        let mut table = self.routing.write().unwrap_or_else(|p| p.into_inner());
+        if routing.version < self.routing_version() {
+            return;
+        }
+        let map = routing
+            .tables
+            .into_iter()
+            .map(|p| ((p.tenant.clone(), p.table.clone()), Arc::new(p)))
+            .collect();
+        *table = Arc::new(map);
+        self.version
+            .store(routing.version, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The table's placement, if it has one.
+    pub fn placement(&self, tenant: &str, table: &str) -> Option<Arc<Placement>> {
+        let routing = self.routing.read().unwrap_or_else(|p| p.into_inner());
+        routing.get(&(tenant.to_owned(), table.to_owned())).cloned()
+    }
+
+    /// The table's placement, asking the coordinators for the routing table first when this
+    /// node knows none (a table placed a moment ago by another node): a write to a replicated
+    /// table must never be taken as a lone node's. `Ok(None)`: the table is not replicated.
+    pub async fn placement_now(
+        &self,
+        tenant: &str,
+        table: &str,
+    ) -> Result<Option<Arc<Placement>>, String> {
+        if let Some(placement) = self.placement(tenant, table) {
+            return Ok(Some(placement));
+        }
+        let metadata = self.metadata.clone();
+        let routing = runtime::spawn_blocking(move || metadata.routing()).await?;
+        self.set_routing(routing);
+        Ok(self.placement(tenant, table))
+    }
+
+    /// Places a new table through the coordinators (or learns the placement it has), and
+    /// keeps it in the routing table until the next version replaces it.
+    pub async fn place_table(
+        &self,
+        tenant: &str,
+        table: &str,
+        replication_factor: u8,
+        write_quorum: u8,
+    ) -> Result<Arc<Placement>, String> {
+        let (sender, receiver) = futures::channel::oneshot::channel();
+        let (metadata, owner, name) = (self.metadata.clone(), tenant.to_owned(), table.to_owned());
+        std::thread::Builder::new()
+            .name("tessera-place".into())
+            .spawn(move || {
+                let _ = sender.send(metadata.place_table(
+                    &owner,
+                    &name,
+                    replication_factor,
+                    write_quorum,
+                ));
+            })
+            .map_err(|e| e.to_string())?;
+        let placement = Arc::new(
+            receiver
+                .await
+                .map_err(|_| "the placement call stopped".to_string())??,
+        );
+        let mut routing = self.routing.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = HashMap::clone(&routing);
+        map.insert((tenant.to_owned(), table.to_owned()), placement.clone());
+        *routing = Arc::new(map);
+        Ok(placement)
+    }
+
+    /// A session with the peer at `address` for `tenant` (cached): as its leader (writes
+    /// apply there only) or, `forwarded`, handing it a client's writes as the table's leader.
+    pub async fn session(
+        &self,
+        address: &str,
+        tenant: &str,
+        forwarded: bool,
+    ) -> Result<Arc<Session>, ClientError> {
+        let key = (address.to_owned(), tenant.to_owned(), forwarded);
+        if let Some(session) = lock(&self.sessions).get(&key) {
+            return Ok(session.clone());
+        }
+        let client = crate::client::Client::connect(address).await?;
+        let session = Arc::new(client.peer_login(&self.token, tenant, forwarded).await?);
+        lock(&self.sessions).insert(key, session.clone());
+        Ok(session)
+    }
+
+    /// Forgets every session and stream with the peer at `address` (after a failure: the next
+    /// call connects again).
+    pub fn forget_peer(&self, address: &str) {
+        lock(&self.sessions).retain(|(a, ..), _| a != address);
+        lock(&self.streams).retain(|(a, ..), _| a != address);
+    }
+
+    /// Sends one batch (its Arrow IPC pieces) under (producer, sequence) to the peer at
+    /// `address`: as a replica's write, with `create` making the table there first when the
+    /// peer lacks it; or, without `create`, forwarded to the table's leader. Waits at most
+    /// `replication_timeout`.
+    pub async fn send_batch(
+        &self,
+        address: &str,
+        key: (&str, &str, &str),
+        sequence: u64,
+        pieces: &[Vec<u8>],
+        create: Option<&TableSpec>,
+    ) -> Result<IngestAck, String> {
+        let (tenant, table, producer) = key;
+        let forwarded = create.is_none();
+        let slot = lock(&self.streams)
+            .entry((
+                address.to_owned(),
+                tenant.to_owned(),
+                table.to_owned(),
+                producer.to_owned(),
+                forwarded,
+            ))
+            .or_default()
+            .clone();
+        let work = async {
+            let mut guard = slot.lock().await;
+            // Out of its slot while in use: a send cut off half way (a cancelled call) leaves
+            // the slot empty, and the next batch opens a new stream.
+            let mut open = match guard.take() {
+                Some(open) => open,
+                None => {
+                    let session = self.session(address, tenant, forwarded).await?;
+                    let opened = match session.ingest_stream(table, producer).await {
+                        Err(error) if is_not_found(&error) && create.is_some() => {
+                            let spec = create.expect("checked above").clone();
+                            match session.create_table(spec).await {
+                                Ok(_) => {}
+                                Err(error) if error.to_string().contains("already exists") => {}
+                                Err(error) => return Err(error),
+                            }
+                            session.ingest_stream(table, producer).await
+                        }
+                        other => other,
+                    };
+                    opened?
+                }
+            };
+            for piece in pieces {
+                open.write_ipc(piece).await?;
+            }
+            let ack = open.end_batch(sequence).await?;
+            *guard = Some(open);
+            Ok(ack)
+        };
+        let outcome = match runtime::timeout(self.replication_timeout, work).await {
+            Some(result) => result.map_err(|e| e.to_string()),
+            None => Err(format!(
+                "no acknowledgement within {:?}",
+                self.replication_timeout
+            )),
+        };
+        if outcome.is_err() {
+            self.forget_peer(address);
+        }
+        outcome
+    }
+}
+
+fn is_not_found(error: &ClientError) -> bool {
+    error.error_code() == Some(crate::codes::ErrorCode::NotFound)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The spec that creates a table like the one `manifest` describes (on a replica lacking it).
+pub fn table_spec(manifest: &TableManifest) -> TableSpec {
+    spec(
+        &manifest.table,
+        &manifest.columns,
+        manifest.partition.time_column.clone(),
+        manifest.partition.columns.clone(),
+        manifest.writer.compression,
+    )
+}
+
+/// A table spec from its parts, as the client library sends it.
+pub fn spec(
+    name: &str,
+    columns: &[ColumnDef],
+    time_column: Option<String>,
+    partition_by: Vec<String>,
+    compression: Compression,
+) -> TableSpec {
+    TableSpec {
+        name: name.to_owned(),
+        columns: columns
+            .iter()
+            .map(|c| ColumnInfo {
+                name: c.name.clone(),
+                column_type: c.column_type.name().to_owned(),
+                nullable: c.nullable,
+            })
+            .collect(),
+        time_column,
+        partition_by,
+        compression: match compression {
+            Compression::Snappy => crate::client::Compression::Snappy,
+            Compression::Zstd => crate::client::Compression::Zstd,
+            Compression::None => crate::client::Compression::None,
+        },
+    }
+}
