@@ -393,6 +393,11 @@ interface Coordinator {
 
   routing @4 () -> (version :UInt64, tables :List(TablePlacement));
   # Every table's placement, and the version of this routing table (it grows at every change).
+
+  setInSync @5 (tenant :Text, table :Text, nodeId :Text, inSync :Bool, epoch :UInt64)
+      -> (placement :TablePlacement);
+  # For a table's leader at `epoch`: takes a replica out of the in-sync set before a batch is
+  # acknowledged without it, or puts it back. `unavailable` once the leadership moved on.
 }
 
 struct Replica {
@@ -410,6 +415,7 @@ struct TablePlacement {
   leader @4 :Text;                 # node id of the replica that takes writes
   epoch @5 :UInt64;                # grows whenever the leader changes
   replicas @6 :List(Replica);
+  inSync @7 :List(Text);           # node ids of the replicas holding every acknowledged batch
 }
 
 interface CoordinatorGateway {

@@ -172,6 +172,11 @@ fn read_placement(placement: table_placement::Reader<'_>) -> Result<Placement, c
         leader: text(placement.get_leader())?,
         epoch: placement.get_epoch(),
         replicas,
+        in_sync: placement
+            .get_in_sync()?
+            .iter()
+            .map(text)
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -250,6 +255,39 @@ impl Metadata for Coordinators {
 
     fn routing(&self) -> Result<Routing, String> {
         routing(&self.addresses, &self.token)
+    }
+
+    fn set_in_sync(
+        &self,
+        table: (&str, &str),
+        node: &str,
+        in_sync: bool,
+        epoch: u64,
+    ) -> Result<Placement, String> {
+        let mut errors = Vec::new();
+        for address in &self.addresses {
+            let changed = with_coordinator(address, &self.token, Duration::from_secs(5), |c| {
+                let mut request = c.set_in_sync_request();
+                let mut params = request.get();
+                params.set_tenant(table.0);
+                params.set_table(table.1);
+                params.set_node_id(node);
+                params.set_in_sync(in_sync);
+                params.set_epoch(epoch);
+                async move {
+                    let response = request.send().promise.await?;
+                    read_placement(response.get()?.get_placement()?)
+                }
+            });
+            match changed {
+                Ok(placement) => return Ok(placement),
+                Err(error) => errors.push(format!("{address}: {error}")),
+            }
+        }
+        Err(format!(
+            "no coordinator changed the in-sync replicas: {}",
+            errors.join("; ")
+        ))
     }
 }
 

@@ -496,15 +496,7 @@ impl coordinator::Server for CoordinatorServer {
             }
             n => n,
         };
-        let Some(lease) = lock(&self.shared.leadership).current() else {
-            return Err(fail(
-                ErrorCode::Unavailable,
-                format!(
-                    "coordinator {} does not lead; ask another coordinator",
-                    self.shared.config.id
-                ),
-            ));
-        };
+        let lease = self.leading()?;
         let (placement, nodes) = blocking(&self.shared, move |c| {
             let nodes = c.nodes()?;
             let routing = c.routing()?;
@@ -523,6 +515,7 @@ impl coordinator::Server for CoordinatorServer {
                         replication_factor,
                         write_quorum,
                         epoch: 1,
+                        in_sync: replicas.clone(),
                         replicas,
                     };
                     c.place_table(&placement, &lease)?
@@ -536,6 +529,33 @@ impl coordinator::Server for CoordinatorServer {
             table = %placement.table,
             replicas = ?placement.replicas,
             "table placed"
+        );
+        write_placement(results.get().init_placement(), &placement, &nodes);
+        Ok(())
+    }
+
+    async fn set_in_sync(
+        self: Rc<Self>,
+        params: coordinator::SetInSyncParams,
+        mut results: coordinator::SetInSyncResults,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let params = params.get()?;
+        let tenant = text(params.get_tenant()?)?;
+        let table = text(params.get_table()?)?;
+        let node = text(params.get_node_id()?)?;
+        let (in_sync, epoch) = (params.get_in_sync(), params.get_epoch());
+        let lease = self.leading()?;
+        let (placement, nodes) = blocking(&self.shared, move |c| {
+            let placement = c.set_in_sync((&tenant, &table), &node, in_sync, epoch, &lease)?;
+            Ok((placement, c.nodes()?))
+        })
+        .await?;
+        tracing::warn!(
+            tenant = %placement.tenant,
+            table = %placement.table,
+            in_sync = ?placement.in_sync,
+            "a table's in-sync replicas changed"
         );
         write_placement(results.get().init_placement(), &placement, &nodes);
         Ok(())
@@ -558,6 +578,21 @@ impl coordinator::Server for CoordinatorServer {
     }
 }
 
+impl CoordinatorServer {
+    /// The leader lease, or `unavailable` on a coordinator that does not lead.
+    fn leading(&self) -> Result<Lease, Error> {
+        lock(&self.shared.leadership).current().ok_or_else(|| {
+            fail(
+                ErrorCode::Unavailable,
+                format!(
+                    "coordinator {} does not lead; ask another coordinator",
+                    self.shared.config.id
+                ),
+            )
+        })
+    }
+}
+
 /// Replicas a table gets when its creator names none.
 pub const DEFAULT_REPLICATION_FACTOR: u32 = 3;
 
@@ -572,6 +607,10 @@ fn write_placement(
     out.set_write_quorum(placement.write_quorum.min(255) as u8);
     out.set_leader(placement.leader());
     out.set_epoch(placement.epoch);
+    let mut in_sync = out.reborrow().init_in_sync(placement.in_sync.len() as u32);
+    for (i, id) in placement.in_sync.iter().enumerate() {
+        in_sync.set(i as u32, id);
+    }
     let mut replicas = out.init_replicas(placement.replicas.len() as u32);
     for (i, id) in placement.replicas.iter().enumerate() {
         let mut replica = replicas.reborrow().get(i as u32);

@@ -146,6 +146,7 @@ fn placement(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease, deposed
         write_quorum: 2,
         epoch: 1,
         replicas: vec!["n2".into(), "n1".into()],
+        in_sync: vec!["n2".into(), "n1".into()],
     };
     let stored = catalog.place_table(&events, leader).unwrap();
     assert_eq!(stored, events);
@@ -186,11 +187,40 @@ fn placement(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease, deposed
     assert_eq!(routing.tables, std::slice::from_ref(&events));
     assert_eq!(other.routing_version().unwrap(), routing.version);
 
-    // n2, the leader, goes down: n1 leads at the next epoch, in a new routing version.
-    assert_eq!(catalog.move_leaders(leader).unwrap(), []);
+    // In-sync replicas: only the table's leader at its epoch changes them, never to drop
+    // itself; each change is a new routing version.
+    let key = ("acme", "events");
+    let behind = other.set_in_sync(key, "n1", false, 1, leader).unwrap();
+    assert_eq!(behind.in_sync, ["n2"]);
+    assert!(matches!(
+        catalog.set_in_sync(key, "n2", false, 1, leader),
+        Err(CatalogError::Invalid(_))
+    ));
+    assert!(matches!(
+        catalog.set_in_sync(key, "n1", true, 7, leader),
+        Err(CatalogError::Fenced(_))
+    ));
+    assert!(matches!(
+        catalog.set_in_sync(key, "n9", true, 1, leader),
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(matches!(
+        catalog.set_in_sync(key, "n1", true, 1, deposed),
+        Err(CatalogError::Fenced(_))
+    ));
+    assert_eq!(other.routing_version().unwrap(), routing.version + 1);
+    // n2, the leader, goes down while n1 is behind: leadership cannot move (n1 may lack
+    // acknowledged batches).
     std::thread::sleep(std::time::Duration::from_millis(60));
     catalog.heartbeat("n1", &NodeReport::default()).unwrap();
     assert_eq!(catalog.mark_down(50, leader).unwrap(), ["n2"]);
+    assert_eq!(catalog.move_leaders(leader).unwrap(), []);
+    // Back in sync (say the catalog was told before n2 went), it takes over.
+    let synced = catalog.set_in_sync(key, "n1", true, 1, leader).unwrap();
+    assert_eq!(synced.in_sync, ["n2", "n1"]);
+    let routing = catalog.routing().unwrap();
+
+    // n1 leads at the next epoch, in a new routing version.
     assert!(matches!(
         other.move_leaders(deposed),
         Err(CatalogError::Fenced(_))

@@ -37,6 +37,8 @@ pub struct Placement {
     /// Grows whenever the leader changes.
     pub epoch: u64,
     pub replicas: Vec<Replica>,
+    /// Node ids of the replicas holding every acknowledged batch (the leader among them).
+    pub in_sync: Vec<String>,
 }
 
 impl Placement {
@@ -46,6 +48,18 @@ impl Placement {
 
     pub fn leader_replica(&self) -> Option<&Replica> {
         self.replicas.iter().find(|r| r.node_id == self.leader)
+    }
+
+    pub fn is_in_sync(&self, node_id: &str) -> bool {
+        self.in_sync.iter().any(|n| n == node_id)
+    }
+
+    /// Replicas whose node is up and that hold every acknowledged batch.
+    pub fn healthy(&self) -> usize {
+        self.replicas
+            .iter()
+            .filter(|r| r.up && self.is_in_sync(&r.node_id))
+            .count()
     }
 }
 
@@ -68,6 +82,15 @@ pub trait Metadata: Send + Sync {
     ) -> Result<Placement, String>;
     /// The routing table as a coordinator has it now; blocks the calling thread.
     fn routing(&self) -> Result<Routing, String>;
+    /// For the table's leader at `epoch`: takes `node` out of its in-sync replicas or puts it
+    /// back; the placement after. Blocks the calling thread.
+    fn set_in_sync(
+        &self,
+        table: (&str, &str),
+        node: &str,
+        in_sync: bool,
+        epoch: u64,
+    ) -> Result<Placement, String>;
 }
 
 /// Who a tenant capability serves.
@@ -184,29 +207,47 @@ impl Cluster {
         replication_factor: u8,
         write_quorum: u8,
     ) -> Result<Arc<Placement>, String> {
-        let (sender, receiver) = futures::channel::oneshot::channel();
         let (metadata, owner, name) = (self.metadata.clone(), tenant.to_owned(), table.to_owned());
-        std::thread::Builder::new()
-            .name("tessera-place".into())
-            .spawn(move || {
-                let _ = sender.send(metadata.place_table(
-                    &owner,
-                    &name,
-                    replication_factor,
-                    write_quorum,
-                ));
-            })
-            .map_err(|e| e.to_string())?;
-        let placement = Arc::new(
-            receiver
-                .await
-                .map_err(|_| "the placement call stopped".to_string())??,
+        let placement = runtime::spawn_blocking(move || {
+            metadata.place_table(&owner, &name, replication_factor, write_quorum)
+        })
+        .await?;
+        Ok(self.keep(placement))
+    }
+
+    /// As the table's leader at `epoch`: takes `node` out of the table's in-sync replicas (or
+    /// puts it back) in the catalog, and keeps the placement that results.
+    pub async fn set_in_sync(
+        &self,
+        placement: &Placement,
+        node: &str,
+        in_sync: bool,
+    ) -> Result<Arc<Placement>, String> {
+        let (metadata, tenant, table, node, epoch) = (
+            self.metadata.clone(),
+            placement.tenant.clone(),
+            placement.table.clone(),
+            node.to_owned(),
+            placement.epoch,
         );
+        let placement = runtime::spawn_blocking(move || {
+            metadata.set_in_sync((&tenant, &table), &node, in_sync, epoch)
+        })
+        .await?;
+        Ok(self.keep(placement))
+    }
+
+    /// Puts one table's placement into the routing table (until the next version replaces it).
+    fn keep(&self, placement: Placement) -> Arc<Placement> {
+        let placement = Arc::new(placement);
         let mut routing = self.routing.write().unwrap_or_else(|p| p.into_inner());
         let mut map = HashMap::clone(&routing);
-        map.insert((tenant.to_owned(), table.to_owned()), placement.clone());
+        map.insert(
+            (placement.tenant.clone(), placement.table.clone()),
+            placement.clone(),
+        );
         *routing = Arc::new(map);
-        Ok(placement)
+        placement
     }
 
     /// A session with the peer at `address` for `tenant` (cached): as its leader (writes

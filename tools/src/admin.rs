@@ -322,8 +322,8 @@ fn node_status(remote: &RemoteArgs, json: bool) -> Result<(), String> {
 fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), String> {
     let status = tessera_coordinator::client::status(addresses, token)?;
     let routing = tessera_coordinator::client::routing(addresses, token)?;
-    // A replica is healthy while its node is up.
-    let healthy = |p: &tessera_rpc::cluster::Placement| p.replicas.iter().filter(|r| r.up).count();
+    // A replica is healthy while its node is up and it holds every acknowledged batch.
+    let healthy = tessera_rpc::cluster::Placement::healthy;
     if json {
         let tables: Vec<_> = routing
             .tables
@@ -333,7 +333,7 @@ fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), S
                     "tenant": p.tenant, "table": p.table, "leader": p.leader, "epoch": p.epoch,
                     "replication_factor": p.replication_factor, "write_quorum": p.write_quorum,
                     "replicas": p.replicas.iter().map(|r| serde_json::json!({
-                        "node_id": r.node_id, "up": r.up,
+                        "node_id": r.node_id, "up": r.up, "in_sync": p.is_in_sync(&r.node_id),
                     })).collect::<Vec<_>>(),
                     "healthy_replicas": healthy(p),
                 })
@@ -421,7 +421,14 @@ fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), S
             let replicas: Vec<String> = p
                 .replicas
                 .iter()
-                .map(|r| format!("{}{}", r.node_id, if r.up { "" } else { " (down)" }))
+                .map(|r| {
+                    let state = match (r.up, p.is_in_sync(&r.node_id)) {
+                        (true, true) => "",
+                        (true, false) => " (behind)",
+                        (false, _) => " (down)",
+                    };
+                    format!("{}{state}", r.node_id)
+                })
                 .collect();
             table.add_row([
                 p.tenant.clone(),

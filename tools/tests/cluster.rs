@@ -4,8 +4,9 @@
 //! every coordinator down, a coordinator restarted loses nothing, and with two coordinators on
 //! PostgreSQL the standby takes the leader lease over when the leader is killed. Replication:
 //! a table placed on three nodes takes batches through any node (forwarded to its leader, sent
-//! on to its followers), every replica answers the same, a follower killed costs nothing, and
-//! with two of three replicas gone a write with a quorum of two fails clearly while reads go on.
+//! on to its followers), every replica answers the same, a follower killed costs nothing, the
+//! leader killed hands over to the replica still in sync with every acknowledged row, and with
+//! two of three replicas gone a write with a quorum of two fails clearly while reads go on.
 
 mod support;
 
@@ -324,6 +325,11 @@ fn a_postgres_catalog_keeps_the_membership_and_a_standby_takes_over_from_a_kille
     assert!(n4["last_seen_ms_ago"].as_i64().unwrap() < 1500, "{n4}");
 }
 
+/// The one table's entry in the coordinators' status.
+fn status_table(cluster: &Cluster, coordinator: &str) -> serde_json::Value {
+    cluster.status(coordinator)["tables"][0].clone()
+}
+
 /// Node addresses by id, from the coordinators' status.
 fn addresses(status: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
     status["nodes"]
@@ -511,22 +517,56 @@ fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
     cluster.wait_status(&coordinator, "the killed follower down", |s| {
         s["tables"][0]["healthy_replicas"] == 2
     });
+    // The leader took it out of the in-sync set before acknowledging without it.
+    let table = status_table(&cluster, &coordinator);
+    let killed = table["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node_id"] == followers[1].as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(killed["in_sync"], false, "{table:#}");
 
-    // The second follower killed: a write needing two replicas fails and says why; reads
-    // still answer from the leader.
-    nodes.remove(&followers[0]).unwrap().kill();
-    let refused = runtime
-        .block_on(stream.append(40, &events(40_000, 1000)))
-        .unwrap_err();
-    let message = refused.to_string();
-    assert_eq!(refused.code(), "unavailable", "{message}");
-    assert!(message.contains("durable on 1 of 3 replicas"), "{message}");
+    // The leader killed: leadership moves to the follower still in sync, which holds every
+    // acknowledged batch. Writes needing two in-sync replicas now fail and say why; reads go on.
+    let epoch = status_table(&cluster, &coordinator)["epoch"]
+        .as_u64()
+        .unwrap();
+    nodes.remove(&leader).unwrap().kill();
+    let survivor = followers[0].clone();
+    let status = cluster.wait_status(&coordinator, "the survivor leading", |s| {
+        s["tables"][0]["leader"] == survivor.as_str()
+    });
+    assert!(
+        status["tables"][0]["epoch"].as_u64().unwrap() > epoch,
+        "{status:#}"
+    );
+    wait_for_rows(&address[&survivor], &admin, (40_000, sum_to(40_000)));
+    let direct = session(&survivor);
+    let mut stream = runtime
+        .block_on(direct.ingest_stream("events", "producer-3"))
+        .unwrap();
+    // Until the survivor's routing shows it leading, it forwards to the dead leader and fails.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let message = loop {
+        let refused = runtime
+            .block_on(stream.append(40, &events(40_000, 1000)))
+            .unwrap_err();
+        assert_eq!(refused.code(), "unavailable", "{refused}");
+        let message = refused.to_string();
+        if message.contains("durable on 1 of 3 replicas") {
+            break message;
+        }
+        assert!(Instant::now() < deadline, "{message}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(message.contains("send it again with its key"), "{message}");
-    // The refused batch is durable on the leader (it is applied once when sent again).
-    wait_for_rows(&address[&leader], &admin, (41_000, sum_to(41_000)));
+    // The refused batch is durable on the survivor (and applied once when sent again).
+    wait_for_rows(&address[&survivor], &admin, (41_000, sum_to(41_000)));
     let resent = runtime
         .block_on(stream.append(40, &events(40_000, 1000)))
         .unwrap_err();
     assert_eq!(resent.code(), "unavailable", "{resent}");
-    wait_for_rows(&address[&leader], &admin, (41_000, sum_to(41_000)));
+    wait_for_rows(&address[&survivor], &admin, (41_000, sum_to(41_000)));
 }

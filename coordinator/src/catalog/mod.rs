@@ -103,6 +103,17 @@ pub trait Catalog: Send + Sync {
     /// Every table whose leader is on a down node gets its first up follower as leader (epoch
     /// + 1; routing version + 1); the tables changed. Only as `leader`.
     fn move_leaders(&self, leader: &Lease) -> Result<Vec<TablePlacement>>;
+    /// Takes `node` out of the table's in-sync replicas (`in_sync` false) or puts it back, for
+    /// the table's leader at `table_epoch` (`Fenced` once the leadership moved on), and bumps
+    /// the routing version; the table's leader never leaves the set. Only as `leader`.
+    fn set_in_sync(
+        &self,
+        table: (&str, &str),
+        node: &str,
+        in_sync: bool,
+        table_epoch: u64,
+        leader: &Lease,
+    ) -> Result<TablePlacement>;
     /// The routing table: its version and every table's placement, by tenant and table.
     fn routing(&self) -> Result<Routing>;
     /// The routing table's version alone (asked at every heartbeat).
@@ -118,6 +129,8 @@ pub struct TablePlacement {
     pub write_quorum: u32,
     pub epoch: u64,
     pub replicas: Vec<String>,
+    /// The replicas holding every acknowledged batch (the leader always among them).
+    pub in_sync: Vec<String>,
 }
 
 impl TablePlacement {
@@ -143,12 +156,13 @@ pub(crate) struct PlacementRow {
     pub leader: bool,
     pub epoch: i64,
     pub node_up: bool,
+    pub in_sync: bool,
 }
 
 /// The columns `PlacementRow` is read from, in order (`t` is `tables`, `p` is `placement`, `n`
 /// is `nodes`), ordered by table, leader first, then node id.
 pub(crate) const PLACEMENT_QUERY: &str = "SELECT t.tenant, t.name, t.replication_factor, \
-     t.write_quorum, p.node_id, p.role, p.epoch, COALESCE(n.state, 'down') \
+     t.write_quorum, p.node_id, p.role, p.epoch, COALESCE(n.state, 'down'), p.in_sync \
      FROM tables t JOIN placement p ON p.tenant = t.tenant AND p.table_name = t.name \
      LEFT JOIN nodes n ON n.node_id = p.node_id";
 
@@ -170,15 +184,20 @@ pub(crate) fn assemble(rows: &[PlacementRow]) -> Vec<TablePlacement> {
                 write_quorum: row.write_quorum.clamp(0, 255) as u32,
                 epoch: row.epoch.max(0) as u64,
                 replicas: Vec::new(),
+                in_sync: Vec::new(),
             });
         }
         let table = tables.last_mut().expect("pushed above");
         table.replicas.push(row.node_id.clone());
+        if row.in_sync {
+            table.in_sync.push(row.node_id.clone());
+        }
     }
     tables
 }
 
-/// For each table whose leader's node is down and that has an up follower: the new leader.
+/// For each table whose leader's node is down and that has an up, in-sync follower: the new
+/// leader (it holds every acknowledged batch).
 pub(crate) fn leader_moves(rows: &[PlacementRow]) -> Vec<(String, String, String)> {
     let mut moves = Vec::new();
     let mut start = 0;
@@ -191,7 +210,7 @@ pub(crate) fn leader_moves(rows: &[PlacementRow]) -> Vec<(String, String, String
         let table = &rows[start..end];
         let leader_down = table.iter().any(|r| r.leader && !r.node_up);
         if leader_down {
-            if let Some(next) = table.iter().find(|r| !r.leader && r.node_up) {
+            if let Some(next) = table.iter().find(|r| !r.leader && r.node_up && r.in_sync) {
                 moves.push((
                     next.tenant.clone(),
                     next.table.clone(),
@@ -202,6 +221,39 @@ pub(crate) fn leader_moves(rows: &[PlacementRow]) -> Vec<(String, String, String
         start = end;
     }
     moves
+}
+
+/// Checks a change of `node`'s in-sync flag against the table's rows (`PLACEMENT_ORDER`).
+pub(crate) fn check_in_sync_change(
+    rows: &[PlacementRow],
+    table: (&str, &str),
+    node: &str,
+    in_sync: bool,
+    table_epoch: u64,
+) -> Result<()> {
+    let Some(first) = rows.first() else {
+        return Err(CatalogError::NotFound(format!(
+            "table {}/{} has no placement",
+            table.0, table.1
+        )));
+    };
+    if first.epoch.max(0) as u64 != table_epoch {
+        return Err(CatalogError::Fenced(format!(
+            "table {}/{} is led at epoch {} now, not {table_epoch}",
+            table.0, table.1, first.epoch
+        )));
+    }
+    match rows.iter().find(|r| r.node_id == node) {
+        None => Err(CatalogError::NotFound(format!(
+            "node {node} holds no replica of {}/{}",
+            table.0, table.1
+        ))),
+        Some(row) if row.leader && !in_sync => Err(CatalogError::Invalid(format!(
+            "node {node} leads {}/{}: the leader is always in sync",
+            table.0, table.1
+        ))),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Checks a placement before it is stored.
@@ -230,6 +282,7 @@ pub(crate) fn validate_placement(placement: &TablePlacement) -> Result<()> {
 pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_nodes_leases.sql"),
     include_str!("migrations/0002_routing.sql"),
+    include_str!("migrations/0003_in_sync.sql"),
 ];
 
 /// Opens the catalog `spec` names: `postgres://…` / `postgresql://…`, or `sqlite:DIR` or a plain

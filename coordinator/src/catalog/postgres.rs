@@ -97,6 +97,7 @@ fn placement_rows(
             leader: row.get::<_, String>(5) == "leader",
             epoch: row.get(6),
             node_up: row.get::<_, String>(7) == "up",
+            in_sync: row.get::<_, i64>(8) != 0,
         })
         .collect())
 }
@@ -349,6 +350,32 @@ impl Catalog for PostgresCatalog {
             }
             tx.commit().map_err(unavailable)?;
             Ok(moved)
+        })
+    }
+
+    fn set_in_sync(
+        &self,
+        table: (&str, &str),
+        node: &str,
+        in_sync: bool,
+        table_epoch: u64,
+        leader: &Lease,
+    ) -> Result<TablePlacement> {
+        self.with(|client| {
+            let mut tx = client.transaction().map_err(unavailable)?;
+            fence(&mut tx, leader)?;
+            let rows = placement_rows(&mut tx, Some(table))?;
+            check_in_sync_change(&rows, table, node, in_sync, table_epoch)?;
+            tx.execute(
+                "UPDATE placement SET in_sync = $4 \
+                 WHERE tenant = $1 AND table_name = $2 AND node_id = $3",
+                &[&table.0, &table.1, &node, &(in_sync as i64)],
+            )
+            .map_err(unavailable)?;
+            bump_routing(&mut tx)?;
+            let stored = assemble(&placement_rows(&mut tx, Some(table))?).pop();
+            tx.commit().map_err(unavailable)?;
+            stored.ok_or_else(|| CatalogError::Unavailable("the placement is gone".into()))
         })
     }
 

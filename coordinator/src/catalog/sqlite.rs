@@ -331,6 +331,34 @@ impl Catalog for SqliteCatalog {
         })
     }
 
+    fn set_in_sync(
+        &self,
+        table: (&str, &str),
+        node: &str,
+        in_sync: bool,
+        table_epoch: u64,
+        leader: &Lease,
+    ) -> Result<TablePlacement> {
+        self.with(|connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            fence(&tx, leader)?;
+            let rows = placement_rows(&tx, Some(table))?;
+            check_in_sync_change(&rows, table, node, in_sync, table_epoch)?;
+            tx.execute(
+                "UPDATE placement SET in_sync = ?4 \
+                 WHERE tenant = ?1 AND table_name = ?2 AND node_id = ?3",
+                params![table.0, table.1, node, in_sync as i64],
+            )
+            .map_err(unavailable)?;
+            bump_routing(&tx)?;
+            let stored = assemble(&placement_rows(&tx, Some(table))?).pop();
+            tx.commit().map_err(unavailable)?;
+            stored.ok_or_else(|| CatalogError::Unavailable("the placement is gone".into()))
+        })
+    }
+
     fn routing(&self) -> Result<Routing> {
         self.with(|connection| {
             // One read transaction: the version and the rows agree.
@@ -396,6 +424,7 @@ fn placement_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PlacementRow> {
         leader: row.get::<_, String>(5)? == "leader",
         epoch: row.get(6)?,
         node_up: row.get::<_, String>(7)? == "up",
+        in_sync: row.get::<_, i64>(8)? != 0,
     })
 }
 

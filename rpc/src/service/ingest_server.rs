@@ -122,9 +122,12 @@ impl IngestStreamServer {
             })
     }
 
-    /// As the table's leader: makes the batch durable here and on the followers at once, and
-    /// answers once the write quorum has it (the local log among them). Followers still
-    /// sending when the quorum is reached go on in the background.
+    /// As the table's leader: makes the batch durable here and sends it to every follower at
+    /// once. It is acknowledged once every in-sync follower has it durable, or has been taken
+    /// out of the in-sync set in the catalog (under this leader's epoch) after failing, and at
+    /// least `write_quorum` in-sync replicas (this one among them) have it: so any in-sync
+    /// replica, the only kind leadership moves to, holds every acknowledged batch. Followers
+    /// out of sync get the batch too, in the background, and are not waited for.
     async fn replicate(
         &self,
         cluster: Arc<Cluster>,
@@ -160,6 +163,9 @@ impl IngestStreamServer {
                 };
                 let _ = sender.send(sent);
             });
+            if !placement.is_in_sync(&replica.node_id) {
+                continue;
+            }
             followers.push(async move {
                 let sent = receiver
                     .await
@@ -171,12 +177,34 @@ impl IngestStreamServer {
         let needed = placement.write_quorum.max(1) as usize;
         let mut durable = 1;
         let mut failures = Vec::new();
-        while durable < needed {
-            match futures::StreamExt::next(&mut followers).await {
-                Some((_, Ok(_))) => durable += 1,
-                Some((node, Err(e))) => failures.push(format!("{node}: {e}")),
-                None => break,
+        let mut behind = Vec::new();
+        while let Some((node, sent)) = futures::StreamExt::next(&mut followers).await {
+            match sent {
+                Ok(_) => durable += 1,
+                Err(e) => {
+                    failures.push(format!("{node}: {e}"));
+                    behind.push(node);
+                }
             }
+        }
+        for node in behind {
+            // Before any acknowledgement without it (and whatever else fails: the batch is
+            // then not acknowledged at all).
+            cluster
+                .set_in_sync(placement, &node, false)
+                .await
+                .map_err(|e| {
+                    error(
+                        "unavailable",
+                        format!(
+                            "replica {node} of {} missed the batch and could not be marked \
+                             behind ({e}); the batch is not acknowledged: send it again with \
+                             its key (it is applied once)",
+                            self.table
+                        ),
+                    )
+                })?;
+            tracing::warn!(table = %self.table, node = %node, "a replica missed a batch: taken out of the in-sync set");
         }
         if durable < needed {
             return Err(error(
