@@ -480,6 +480,62 @@ fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
         .map(|n| n.to_string())
         .collect();
 
+    // A table on two of the three nodes: the third takes its writes (forwarded to the
+    // leader) and answers its queries (run on a replica, streamed on).
+    let pair = tessera_rpc::client::TableSpec {
+        name: "pair".into(),
+        ..events_spec()
+    };
+    runtime
+        .block_on(session("n1").create_replicated_table(pair, 2, 2))
+        .unwrap();
+    let status = cluster.status(&coordinator);
+    let pair_placement = status["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "pair")
+        .unwrap()
+        .clone();
+    let holders: Vec<&str> = pair_placement["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node_id"].as_str().unwrap())
+        .collect();
+    let outsider = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| !holders.contains(n))
+        .unwrap();
+    let via_outsider = session(outsider);
+    let mut stream = runtime
+        .block_on(via_outsider.ingest_stream("pair", "p"))
+        .unwrap();
+    for batch in 0..3 {
+        runtime
+            .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+            .unwrap();
+    }
+    let answer = runtime
+        .block_on(via_outsider.query_collect("SELECT COUNT(*), SUM(v) FROM pair"))
+        .unwrap();
+    let count = answer.batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow_array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(count, 3000);
+    let missing = runtime
+        .block_on(via_outsider.query_collect("SELECT nope FROM pair"))
+        .unwrap_err();
+    // The replica's own error, as it gave it.
+    assert_eq!(missing.code(), "sql", "{missing}");
+    assert!(
+        missing.to_string().contains("unknown column nope"),
+        "{missing}"
+    );
+
     // Written through a follower: forwarded to the leader, which replicates.
     let via = session(&followers[0]);
     let mut stream = runtime

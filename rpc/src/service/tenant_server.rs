@@ -67,6 +67,7 @@ impl TenantServer {
     async fn run_query(
         &self,
         statement: Statement,
+        sql: &str,
         sink: batch_sink::Client,
         arrival: Instant,
     ) -> Result<QueryStats, Error> {
@@ -75,6 +76,11 @@ impl TenantServer {
         let (Statement::Query(query) | Statement::Explain(query)) = &statement;
         if query.table == query_log::TABLE {
             return self.run_query_stats(statement, sink, arrival).await;
+        }
+        if let Some((cluster, placement)) = self.placed_elsewhere(&query.table) {
+            return self
+                .forward_query(&cluster, &placement, sql, sink, arrival)
+                .await;
         }
         // The parsed statement, normalised (spacing, case of keywords): part of the cache key.
         let normalised = shared
@@ -165,6 +171,94 @@ impl TenantServer {
 }
 
 impl TenantServer {
+    /// In a cluster, for a client's query of a replicated table this node holds no replica
+    /// of: the cluster and the table's placement.
+    fn placed_elsewhere(
+        &self,
+        table: &str,
+    ) -> Option<(Arc<crate::cluster::Cluster>, Arc<crate::cluster::Placement>)> {
+        if self.origin != Origin::Client {
+            return None;
+        }
+        let cluster = self.connection.shared.cluster.clone()?;
+        let placement = cluster.placement(&self.tenant, table)?;
+        (!placement.holds(cluster.node_id())).then_some((cluster, placement))
+    }
+
+    /// Runs the query on a replica that holds the table (the leader first, then the other
+    /// in-sync replicas that are up) and streams its result on; a replica that fails before
+    /// any of the result was sent is replaced by the next, and a failure after that fails the
+    /// query (never a partial answer presented as whole).
+    async fn forward_query(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        placement: &crate::cluster::Placement,
+        sql: &str,
+        sink: batch_sink::Client,
+        arrival: Instant,
+    ) -> Result<QueryStats, Error> {
+        let limits = &self.connection.shared.limits;
+        let mut out = PushSink::new(&sink, limits);
+        let started = Instant::now();
+        let mut candidates: Vec<&crate::cluster::Replica> = placement
+            .replicas
+            .iter()
+            .filter(|r| r.up && placement.is_in_sync(&r.node_id) && !r.address.is_empty())
+            .collect();
+        candidates.sort_by_key(|r| r.node_id != placement.leader);
+        let mut failures = Vec::new();
+        for replica in candidates {
+            let attempt = async {
+                let session = cluster
+                    .session(&replica.address, &self.tenant, false)
+                    .await?;
+                session.query(sql).await
+            }
+            .await;
+            let mut stream = match attempt {
+                Ok(stream) => stream,
+                Err(e) if e.error_code().is_none() => {
+                    // Not the replica's answer: it could not be reached. Try the next.
+                    cluster.forget_peer(&replica.address);
+                    failures.push(format!("{}: {e}", replica.node_id));
+                    continue;
+                }
+                // The replica's own answer (bad SQL, a limit): the client's answer too.
+                Err(e) => return Err(forwarded_error(e)),
+            };
+            while let Some(batch) = futures::StreamExt::next(&mut stream).await {
+                out.push_batch(batch.map_err(forwarded_error)?).await?;
+            }
+            let schema = stream
+                .schema()
+                .ok_or_else(|| error("internal", "a replica's result had no schema"))?;
+            out.finish(&schema).await?;
+            let remote = stream.stats().cloned().unwrap_or_default();
+            let stats = QueryStats {
+                rows_returned: out.rows,
+                scan: remote.scan,
+                elapsed_micros: started.elapsed().as_micros() as u64,
+                batches: out.batches,
+                ipc_bytes: out.bytes,
+                queued_micros: remote.queued_micros,
+            };
+            let _ = arrival;
+            return finish_call(&sink, stats, limits).await;
+        }
+        Err(error(
+            "unavailable",
+            format!(
+                "no replica of {} could answer ({})",
+                placement.table,
+                if failures.is_empty() {
+                    "none is up and in sync".to_owned()
+                } else {
+                    failures.join("; ")
+                }
+            ),
+        ))
+    }
+
     /// Runs a statement over the tenant's rows of the node's `query_stats` (its recent
     /// queries, in memory): no query slot, nothing read from disk.
     async fn run_query_stats(
@@ -391,9 +485,11 @@ impl tenant::Server for TenantServer {
             .check_serving()
             .and_then(|()| sql::parse(&sql).map_err(|e| engine_error(e.into())))
         {
-            Ok(statement) => Abortable::new(self.run_query(statement, sink, arrival), registration)
-                .await
-                .unwrap_or_else(|_| Err(error("cancelled", "the query was cancelled"))),
+            Ok(statement) => {
+                Abortable::new(self.run_query(statement, &sql, sink, arrival), registration)
+                    .await
+                    .unwrap_or_else(|_| Err(error("cancelled", "the query was cancelled")))
+            }
             Err(e) => Err(e),
         };
         let metrics = &shared.metrics;
@@ -644,5 +740,14 @@ impl tenant::Server for TenantServer {
         out.set_role(wire_role(self.identity.role));
         out.set_expires_at(self.identity.expires_at);
         Ok(())
+    }
+}
+
+/// A peer's error, passed on under its own code (`codes`), or `unavailable` when the peer
+/// could not be reached.
+fn forwarded_error(e: crate::client::ClientError) -> Error {
+    match e.error_code() {
+        Some(_) => Error::failed(e.to_string()),
+        None => error("unavailable", format!("a replica: {e}")),
     }
 }
