@@ -68,6 +68,7 @@ fn target() -> &'static Target {
                 max_memory_bytes: 1 << 30,
                 tls: None,
                 result_cache: None,
+                cluster: None,
             },
         )
         .unwrap();
