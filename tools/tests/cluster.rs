@@ -480,6 +480,27 @@ fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
         .map(|n| n.to_string())
         .collect();
 
+    // Described on a replica; a bulk import (one node's files) is refused, saying why.
+    let described = runtime
+        .block_on(session(&leader).describe("events"))
+        .unwrap();
+    assert_eq!(described.columns.len(), 2);
+    let input = cluster.dir.path().join("import.parquet");
+    ok(&["gen", "events", "--rows", "100", "--out", path(&input)]);
+    let refused = support::tessera(&[
+        "import",
+        "--addr",
+        &address[&leader],
+        "--token",
+        &admin,
+        "--table",
+        "events",
+        path(&input),
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("replicated across the cluster"), "{stderr}");
+
     // A table on two of the three nodes: the third takes its writes (forwarded to the
     // leader) and answers its queries (run on a replica, streamed on).
     let pair = tessera_rpc::client::TableSpec {

@@ -597,22 +597,6 @@ impl tenant::Server for TenantServer {
         let _guard = self.connection.enter()?;
         self.check()?;
         let table = text(params.get()?.get_table()?)?;
-        let replicated = self
-            .connection
-            .shared
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.placement(&self.tenant, &table).is_some());
-        if replicated {
-            // Bulk imports publish files on one node; replicas would diverge.
-            return Err(error(
-                "invalid",
-                format!(
-                    "table {table} is replicated across the cluster; write to it with streaming \
-                     ingestion (Tenant.ingest, tessera ingest), which every replica receives"
-                ),
-            ));
-        }
         let manifest = load_table(self.connection.data_dir(), &self.tenant, &table).await?;
         write_table_info(results.get().init_table(), &manifest);
         Ok(())
@@ -633,6 +617,22 @@ impl tenant::Server for TenantServer {
             ));
         }
         let table = text(params.get()?.get_table()?)?;
+        let replicated = self
+            .connection
+            .shared
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.placement(&self.tenant, &table).is_some());
+        if replicated {
+            // Bulk imports publish files on one node; replicas would diverge.
+            return Err(error(
+                "invalid",
+                format!(
+                    "table {table} is replicated across the cluster; write to it with streaming \
+                     ingestion (Tenant.ingest, tessera ingest), which every replica receives"
+                ),
+            ));
+        }
         let manifest = load_table(self.connection.data_dir(), &self.tenant, &table).await?;
         self.connection
             .shared
