@@ -50,6 +50,8 @@ for round in 1 2; do
             *) address=127.0.0.1:$(port "${target#*:}") ;;
         esac
         echo "== round $round: $target ($address)"
-        TESSERA_BENCH_TARGET=$address TESSERA_TOKEN=$ADMIN "$BIN" bench bench/jobs/cluster-ingest.fio
+        # A job with failed batches exits non-zero; its report (errors by code) still counts.
+        TESSERA_BENCH_TARGET=$address TESSERA_TOKEN=$ADMIN "$BIN" bench bench/jobs/cluster-ingest.fio ||
+            echo "(some batches failed: see the errors above)"
     done
 done

@@ -146,7 +146,7 @@ impl Cluster {
             version: Default::default(),
             sessions: Mutex::default(),
             streams: Mutex::default(),
-            replication_timeout: Duration::from_secs(5),
+            replication_timeout: Duration::from_secs(30),
         }
     }
 

@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// nodes (replication, forwarded writes).
     #[arg(long, env = "TESSERA_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,
+    /// How long a table's leader waits for an in-sync follower to acknowledge a batch before
+    /// it takes the follower out of the in-sync set (it stays out until it catches up).
+    #[arg(long, default_value_t = 30_000)]
+    pub replication_timeout_ms: u64,
 }
 
 /// The TOML file. Unknown keys are errors, so a typo never silently falls back to a default.
@@ -757,7 +761,9 @@ fn cluster(args: &ServeArgs) -> Result<Option<Arc<Cluster>>, String> {
         args.coordinator.clone(),
         token.clone(),
     ));
-    Ok(Some(Arc::new(Cluster::new(node_id, token, metadata))))
+    let mut cluster = Cluster::new(node_id, token, metadata);
+    cluster.replication_timeout = Duration::from_millis(args.replication_timeout_ms.max(1));
+    Ok(Some(Arc::new(cluster)))
 }
 
 /// With `--coordinator`: registers the node and keeps heartbeating (`NodeAgent`), which keeps

@@ -183,11 +183,11 @@ impl IngestStreamServer {
                 Ok(_) => durable += 1,
                 Err(e) => {
                     failures.push(format!("{node}: {e}"));
-                    behind.push(node);
+                    behind.push((node, e));
                 }
             }
         }
-        for node in behind {
+        for (node, reason) in behind {
             // Before any acknowledgement without it (and whatever else fails: the batch is
             // then not acknowledged at all).
             cluster
@@ -204,7 +204,12 @@ impl IngestStreamServer {
                         ),
                     )
                 })?;
-            tracing::warn!(table = %self.table, node = %node, "a replica missed a batch: taken out of the in-sync set");
+            tracing::warn!(
+                table = %self.table,
+                node = %node,
+                reason = %reason,
+                "a replica missed a batch: taken out of the in-sync set"
+            );
         }
         if durable < needed {
             return Err(error(
