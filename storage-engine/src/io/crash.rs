@@ -250,7 +250,7 @@ pub mod sim {
                         let durable = self.contents.get(&child).cloned().unwrap_or_default();
                         let now = current
                             .get(&child)
-                            .and_then(|p| std::fs::read(p).ok())
+                            .and_then(|p| read_if_same(p, child))
                             .unwrap_or_else(|| durable.clone());
                         let bytes = self.torn(&durable, &now);
                         std::fs::write(&path, bytes).unwrap();
@@ -283,6 +283,21 @@ pub mod sim {
             }
             bytes
         }
+    }
+
+    /// The bytes of the file `id` at `path`, if that is still the file there: writers go on
+    /// while the image is written, and a rename may have put another file at the path since
+    /// `collect_current` looked (reading it would mix two files' bytes). `None` then: the
+    /// file's writes since its last fsync count as lost, which a power loss may do.
+    fn read_if_same(path: &Path, id: FileId) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path).ok()?;
+        if file_id(&file.metadata().ok()?) != id {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).ok()?;
+        Some(bytes)
     }
 
     fn collect_current(dir: &Path, into: &mut HashMap<FileId, PathBuf>) {
