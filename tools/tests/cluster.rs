@@ -140,7 +140,8 @@ impl Cluster {
     }
 }
 
-fn states(status: &serde_json::Value) -> Vec<(String, String)> {
+/// (node id, `field`) of every node in the coordinators' status.
+fn node_field(status: &serde_json::Value, field: &str) -> Vec<(String, String)> {
     status["nodes"]
         .as_array()
         .unwrap()
@@ -148,10 +149,14 @@ fn states(status: &serde_json::Value) -> Vec<(String, String)> {
         .map(|n| {
             (
                 n["node_id"].as_str().unwrap().to_owned(),
-                n["state"].as_str().unwrap().to_owned(),
+                n[field].as_str().unwrap().to_owned(),
             )
         })
         .collect()
+}
+
+fn states(status: &serde_json::Value) -> Vec<(String, String)> {
+    node_field(status, "state")
 }
 
 fn all(ids: &[&str], state: &str) -> Vec<(String, String)> {
@@ -332,17 +337,7 @@ fn status_table(cluster: &Cluster, coordinator: &str) -> serde_json::Value {
 
 /// Node addresses by id, from the coordinators' status.
 fn addresses(status: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
-    status["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["node_id"].as_str().unwrap().to_owned(),
-                n["address"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    node_field(status, "address").into_iter().collect()
 }
 
 /// Tenant sessions with nodes, on a runtime of the test's own.
