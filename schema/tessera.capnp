@@ -187,6 +187,27 @@ interface Tenant {
   # producer: a client-chosen name (1 to 128 bytes) that, with each batch's sequence number,
   # is the batch's idempotency key. Several streams may use one producer name one after the
   # other (a reconnect, a retry after a server restart); two at once race for its keys.
+
+  installReplica @9 (table :Text) -> (installer :ReplicaInstaller);
+  # Cluster only, on a session a table's leader opened with `Gateway.peerLogin` (role node, mode
+  # replica): replaces this node's copy of `table` by the leader's (a follower catching up).
+  # The leader sends the files its manifest lists, then commits that manifest.
+}
+
+interface ReplicaInstaller {
+  # One copy of a table being installed on a replica: files are staged (never visible to
+  # queries), then `commit` swaps them in with one manifest publication.
+
+  put @0 (path :Text, offset :UInt64, data :Data) -> stream;
+  # Bytes of the file at `path` (relative to the table directory, as the manifest lists it),
+  # written at `offset`; pieces may arrive in any order.
+
+  commit @1 (manifest :Data) -> (files :UInt32, rows :UInt64);
+  # The leader's manifest (JSON) listing the files sent: each staged file must have the size
+  # and CRC-32 the manifest gives it (else `corrupt:`, nothing changes). The table then holds
+  # exactly these files and the producers' windows of the manifest, under a new incarnation:
+  # rows this node held before are gone, batches it receives later that the files already
+  # hold are acknowledged as duplicates.
 }
 
 struct IngestAck {

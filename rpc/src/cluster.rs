@@ -12,6 +12,7 @@
 use crate::client::{ClientError, ColumnInfo, IngestAck, IngestStream, Session, TableSpec};
 use futures::lock::Mutex as AsyncMutex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tessera_storage_engine::io::runtime;
@@ -123,6 +124,8 @@ pub struct Cluster {
     /// Open ingest streams to peers by (address, tenant, table, producer): a producer's batches
     /// to one peer go one after the other.
     streams: Mutex<HashMap<StreamKey, Arc<AsyncMutex<Option<IngestStream>>>>>,
+    /// Per led table: the writes in flight, and whether a catch-up holds new ones back.
+    gates: Mutex<HashMap<(String, String), Arc<WriteGate>>>,
     /// How long a peer has to acknowledge a replicated batch.
     pub replication_timeout: Duration,
 }
@@ -146,6 +149,7 @@ impl Cluster {
             version: Default::default(),
             sessions: Mutex::default(),
             streams: Mutex::default(),
+            gates: Mutex::default(),
             replication_timeout: Duration::from_secs(30),
         }
     }
@@ -179,6 +183,16 @@ impl Cluster {
     pub fn placement(&self, tenant: &str, table: &str) -> Option<Arc<Placement>> {
         let routing = self.routing.read().unwrap_or_else(|p| p.into_inner());
         routing.get(&(tenant.to_owned(), table.to_owned())).cloned()
+    }
+
+    /// The placements of the tables this node leads.
+    pub fn led_placements(&self) -> Vec<Arc<Placement>> {
+        let routing = self.routing.read().unwrap_or_else(|p| p.into_inner());
+        routing
+            .values()
+            .filter(|p| p.leader == self.node_id)
+            .cloned()
+            .collect()
     }
 
     /// The table's placement, asking the coordinators for the routing table first when this
@@ -340,6 +354,80 @@ impl Cluster {
             self.forget_peer(address);
         }
         outcome
+    }
+}
+
+/// Writes to one table a leader replicates, and a catch-up's pause of them (`Cluster::pass`,
+/// `Cluster::pause`): the pause waits for the writes in flight and holds new ones back, so the
+/// table's files then hold every batch the leader took.
+#[derive(Default)]
+struct WriteGate {
+    paused: AtomicBool,
+    writing: AtomicUsize,
+}
+
+/// How often a write held back or a pause waiting looks again.
+const GATE_POLL: Duration = Duration::from_millis(2);
+
+/// A write let through a table's gate; leaves it on drop.
+pub struct WritePass(Arc<WriteGate>);
+
+impl Drop for WritePass {
+    fn drop(&mut self) {
+        self.0.writing.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A table's writes held back; they go on when this is dropped.
+pub struct WritesPaused(Arc<WriteGate>);
+
+impl Drop for WritesPaused {
+    fn drop(&mut self) {
+        self.0.paused.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Cluster {
+    fn gate(&self, tenant: &str, table: &str) -> Arc<WriteGate> {
+        lock(&self.gates)
+            .entry((tenant.to_owned(), table.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// Lets one write to the table through, once no catch-up pauses its writes.
+    pub async fn pass(&self, tenant: &str, table: &str) -> WritePass {
+        let gate = self.gate(tenant, table);
+        loop {
+            while gate.paused.load(Ordering::SeqCst) {
+                runtime::sleep(GATE_POLL).await;
+            }
+            gate.writing.fetch_add(1, Ordering::SeqCst);
+            // A pause that began meanwhile waits for this write unless it backs off now.
+            if !gate.paused.load(Ordering::SeqCst) {
+                return WritePass(gate);
+            }
+            gate.writing.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Holds new writes to the table back and waits for those in flight (at most `wait`;
+    /// `None` when they did not finish in time, and writes go on).
+    pub async fn pause(&self, tenant: &str, table: &str, wait: Duration) -> Option<WritesPaused> {
+        let gate = self.gate(tenant, table);
+        while gate.paused.swap(true, Ordering::SeqCst) {
+            // Another catch-up of this table pauses it: wait for its end.
+            runtime::sleep(GATE_POLL).await;
+        }
+        let paused = WritesPaused(gate);
+        let deadline = std::time::Instant::now() + wait;
+        while paused.0.writing.load(Ordering::SeqCst) > 0 {
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            runtime::sleep(GATE_POLL).await;
+        }
+        Some(paused)
     }
 }
 

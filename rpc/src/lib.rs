@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod auth;
+mod catch_up;
 pub mod client;
 pub mod cluster;
 pub mod codes;

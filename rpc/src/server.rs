@@ -153,6 +153,13 @@ impl Server {
                     source,
                 })?;
         }
+        if shared.cluster.is_some() {
+            let shared = shared.clone();
+            futures::executor::block_on(engine.on_core(0, move |context| async move {
+                runtime::spawn_local(crate::catch_up::run(context, shared));
+            }))
+            .map_err(|e| ServerError::Config(format!("core 0 failed during start-up: {e:?}")))?;
+        }
         let http = match config.http {
             Some(http_address) => {
                 let probe: Arc<dyn NodeProbe> = Arc::new(Probe {

@@ -128,13 +128,29 @@ impl Cluster {
         what: &str,
         test: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
+        self.wait_status_of(coordinators, what, &Default::default(), test)
+    }
+
+    /// As `wait_status`, showing the nodes' logs when it never holds.
+    fn wait_status_of(
+        &self,
+        coordinators: &str,
+        what: &str,
+        nodes: &std::collections::BTreeMap<String, Process>,
+        test: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let status = self.status(coordinators);
             if test(&status) {
                 return status;
             }
-            assert!(Instant::now() < deadline, "never {what}: {status:#}");
+            if Instant::now() >= deadline {
+                for (id, node) in nodes {
+                    eprintln!("== node {id} said:\n{}", node.log());
+                }
+                panic!("never {what}: {status:#}");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -441,39 +457,85 @@ fn sum_to(rows: i64) -> i64 {
     rows * (rows - 1) / 2
 }
 
+/// Three nodes (racks r1..r3) on one coordinator over an embedded catalog, and `events` placed
+/// on all three (RF 3, W 2) through n1.
+struct ThreeNodes {
+    cluster: Cluster,
+    _coordinator: Process,
+    coordinator: String,
+    nodes: std::collections::BTreeMap<String, Process>,
+    /// RPC addresses by node id, as the nodes first registered.
+    address: std::collections::BTreeMap<String, String>,
+    /// The tenant's admin token, and sessions made with it.
+    admin: String,
+    clients: Clients,
+    leader: String,
+    followers: Vec<String>,
+}
+
+impl ThreeNodes {
+    fn start() -> ThreeNodes {
+        let cluster = Cluster::new();
+        let catalog = cluster.dir.path().join("catalog");
+        let (process, coordinator) =
+            cluster.coordinator("c1", &["--catalog-dir", path(&catalog)], "127.0.0.1:0");
+        let nodes: std::collections::BTreeMap<String, Process> =
+            [("n1", "r1"), ("n2", "r2"), ("n3", "r3")]
+                .iter()
+                .map(|(id, rack)| (id.to_string(), cluster.node(id, &coordinator, rack)))
+                .collect();
+        let status = cluster.wait_status(&coordinator, "all up", |s| {
+            states(s) == all(&["n1", "n2", "n3"], "up")
+        });
+        let address = addresses(&status);
+        let admin = cluster.tenant_token("acme", "admin");
+        let clients = Clients::new(&admin);
+        clients
+            .block_on(
+                clients
+                    .session(&address["n1"])
+                    .create_replicated_table(events_spec(), 3, 2),
+            )
+            .unwrap();
+        let status = cluster.status(&coordinator);
+        let placed = &status["tables"][0];
+        assert_eq!(placed["table"], "events", "{status:#}");
+        assert_eq!(placed["healthy_replicas"], 3, "{status:#}");
+        let leader = placed["leader"].as_str().unwrap().to_owned();
+        let followers = ["n1", "n2", "n3"]
+            .iter()
+            .filter(|n| **n != leader)
+            .map(|n| n.to_string())
+            .collect();
+        ThreeNodes {
+            cluster,
+            _coordinator: process,
+            coordinator,
+            nodes,
+            address,
+            admin,
+            clients,
+            leader,
+            followers,
+        }
+    }
+}
+
 #[test]
 fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
-    let cluster = Cluster::new();
-    let catalog = cluster.dir.path().join("catalog");
-    let (_coordinator, coordinator) =
-        cluster.coordinator("c1", &["--catalog-dir", path(&catalog)], "127.0.0.1:0");
-    let mut nodes: std::collections::BTreeMap<String, Process> =
-        [("n1", "r1"), ("n2", "r2"), ("n3", "r3")]
-            .iter()
-            .map(|(id, rack)| (id.to_string(), cluster.node(id, &coordinator, rack)))
-            .collect();
-    let status = cluster.wait_status(&coordinator, "all up", |s| {
-        states(s) == all(&["n1", "n2", "n3"], "up")
-    });
-    let address = addresses(&status);
-    let admin = cluster.tenant_token("acme", "admin");
-    let clients = Clients::new(&admin);
+    let ThreeNodes {
+        cluster,
+        _coordinator,
+        coordinator,
+        mut nodes,
+        address,
+        admin,
+        clients,
+        leader,
+        followers,
+    } = ThreeNodes::start();
     let runtime = &clients.runtime;
     let session = |node: &str| clients.session(&address[node]);
-    // Created through n1: placed on all three (RF 3), acknowledged by two (W 2).
-    runtime
-        .block_on(session("n1").create_replicated_table(events_spec(), 3, 2))
-        .unwrap();
-    let status = cluster.status(&coordinator);
-    let placed = &status["tables"][0];
-    assert_eq!(placed["table"], "events", "{status:#}");
-    assert_eq!(placed["healthy_replicas"], 3, "{status:#}");
-    let leader = placed["leader"].as_str().unwrap().to_owned();
-    let followers: Vec<String> = ["n1", "n2", "n3"]
-        .iter()
-        .filter(|n| **n != leader)
-        .map(|n| n.to_string())
-        .collect();
 
     // Described on a replica; a bulk import (one node's files) is refused, saying why.
     let described = runtime
@@ -641,4 +703,139 @@ fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
         .unwrap_err();
     assert_eq!(resent.code(), "unavailable", "{resent}");
     wait_for_rows(&address[&survivor], &admin, (41_000, sum_to(41_000)));
+}
+
+/// Appends batches of 1,000 events through `address` as `producer`, from `first` on, until
+/// `stop` is set; each batch is sent again until acknowledged (its key makes it apply once).
+/// Returns the number of batches acknowledged.
+fn write_until(
+    address: String,
+    token: String,
+    producer: &'static str,
+    first: i64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<i64> {
+    std::thread::spawn(move || {
+        let clients = Clients::new(&token);
+        let session = clients.session(&address);
+        let mut stream = clients
+            .block_on(session.ingest_stream("events", producer))
+            .unwrap();
+        let mut batch = first;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            match clients.block_on(stream.append(batch as u64, &events(batch * 1000, 1000))) {
+                Ok(ack) => {
+                    assert!(ack.durable, "{ack:?}");
+                    batch += 1;
+                }
+                Err(error) => {
+                    assert_eq!(error.code(), "unavailable", "{error}");
+                    assert!(Instant::now() < deadline, "{error}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        batch - first
+    })
+}
+
+#[test]
+fn a_follower_that_missed_batches_catches_up_and_holds_every_acknowledged_row() {
+    let ThreeNodes {
+        cluster,
+        _coordinator,
+        coordinator,
+        mut nodes,
+        address,
+        admin,
+        clients,
+        leader,
+        followers,
+    } = ThreeNodes::start();
+    let (behind, other) = (followers[0].clone(), followers[1].clone());
+    let session = clients.session(&address[&leader]);
+    let mut stream = clients
+        .block_on(session.ingest_stream("events", "before"))
+        .unwrap();
+    for batch in 0..10 {
+        clients
+            .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+            .unwrap();
+    }
+    // Flushed to files on every replica, then more batches only in the logs and buffers.
+    clients.block_on(stream.flush()).unwrap();
+    for batch in 10..15 {
+        clients
+            .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+            .unwrap();
+    }
+
+    // One follower killed: it misses batches and leaves the in-sync set.
+    nodes.remove(&behind).unwrap().kill();
+    for batch in 15..30 {
+        clients
+            .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+            .unwrap();
+    }
+    cluster.wait_status(&coordinator, "the killed follower out of sync", |s| {
+        s["tables"][0]["healthy_replicas"] == 2
+    });
+
+    // Back, with what it had before (files, logs): while a producer writes on, the leader
+    // copies the table to it and puts it back in sync.
+    nodes.insert(behind.clone(), cluster.node(&behind, &coordinator, "r9"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = write_until(
+        address[&leader].clone(),
+        admin.clone(),
+        "during",
+        30,
+        stop.clone(),
+    );
+    let status = cluster.wait_status_of(&coordinator, "the follower back in sync", &nodes, |s| {
+        s["tables"][0]["healthy_replicas"] == 3
+    });
+    let table = &status["tables"][0];
+    assert!(
+        table["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["in_sync"] == true),
+        "{status:#}"
+    );
+    // Writes go on a little with the follower in sync (each now waits for it too).
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let during = writer.join().unwrap();
+    assert!(
+        during > 0,
+        "no batch was acknowledged while the follower caught up"
+    );
+    let batches = 30 + during;
+    let expected = (batches * 1000, sum_to(batches * 1000));
+    let address = addresses(&cluster.status(&coordinator));
+    for node in ["n1", "n2", "n3"] {
+        wait_for_rows(&address[node], &admin, expected);
+    }
+
+    // The leader and the other follower killed: the caught-up follower is the one replica
+    // left, leads, and holds every acknowledged row exactly once.
+    nodes.remove(&leader).unwrap().kill();
+    nodes.remove(&other).unwrap().kill();
+    cluster.wait_status(&coordinator, "the caught-up follower leading", |s| {
+        s["tables"][0]["leader"] == behind.as_str()
+    });
+    wait_for_rows(&address[&behind], &admin, expected);
+    // It answers the same after a restart: its log and the installed files agree on what
+    // it holds (records of the replaced incarnation are skipped).
+    nodes.remove(&behind).unwrap().kill();
+    nodes.insert(behind.clone(), cluster.node(&behind, &coordinator, "r9"));
+    let before = address[&behind].clone();
+    let status = cluster.wait_status(&coordinator, "the follower registered again", |s| {
+        addresses(s)[&behind] != before
+    });
+    wait_for_rows(&addresses(&status)[&behind], &admin, expected);
 }

@@ -219,7 +219,8 @@ impl Catalog for PostgresCatalog {
     fn register_node(&self, node: &NodeRegistration) -> Result<NodeRecord> {
         validate_node_id(&node.node_id)?;
         self.with(|client| {
-            let row = client
+            let mut tx = client.transaction().map_err(unavailable)?;
+            let row = tx
                 .query_one(
                     &format!(
                         "INSERT INTO nodes ({NODE_COLUMNS}) \
@@ -241,13 +242,24 @@ impl Catalog for PostgresCatalog {
                     ],
                 )
                 .map_err(unavailable)?;
+            // Its address may have changed: nodes holding the routing table fetch it again.
+            bump_routing(&mut tx)?;
+            tx.commit().map_err(unavailable)?;
             node_row(&row).into_record()
         })
     }
 
     fn heartbeat(&self, node_id: &str, report: &NodeReport) -> Result<NodeRecord> {
         self.with(|client| {
-            let row = client
+            let mut tx = client.transaction().map_err(unavailable)?;
+            // A node coming back up changes what the routing table says of it.
+            tx.execute(
+                "UPDATE routing SET version = version + 1 WHERE id = 1 AND EXISTS \
+                 (SELECT 1 FROM nodes WHERE node_id = $1 AND state <> 'up')",
+                &[&node_id as Param],
+            )
+            .map_err(unavailable)?;
+            let row = tx
                 .query_opt(
                     &format!(
                         "UPDATE nodes SET state = 'up', last_seen_ms = {NOW_MS}, \
@@ -265,6 +277,7 @@ impl Catalog for PostgresCatalog {
                 .ok_or_else(|| {
                     CatalogError::NotFound(format!("node {node_id} is not registered"))
                 })?;
+            tx.commit().map_err(unavailable)?;
             node_row(&row).into_record()
         })
     }
@@ -283,6 +296,9 @@ impl Catalog for PostgresCatalog {
                 .iter()
                 .map(|row| row.get(0))
                 .collect();
+            if !down.is_empty() {
+                bump_routing(&mut tx)?;
+            }
             tx.commit().map_err(unavailable)?;
             down.sort();
             Ok(down)

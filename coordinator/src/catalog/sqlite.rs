@@ -125,7 +125,10 @@ impl Catalog for SqliteCatalog {
         validate_node_id(&node.node_id)?;
         let now = host_now_ms();
         self.with(|connection| {
-            connection
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let record = tx
                 .query_row(
                     &format!(
                         "INSERT INTO nodes ({NODE_COLUMNS}) \
@@ -149,14 +152,28 @@ impl Catalog for SqliteCatalog {
                     node_row,
                 )
                 .map_err(unavailable)?
-                .into_record()
+                .into_record()?;
+            // Its address may have changed: nodes holding the routing table fetch it again.
+            bump_routing(&tx)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(record)
         })
     }
 
     fn heartbeat(&self, node_id: &str, report: &NodeReport) -> Result<NodeRecord> {
         let now = host_now_ms();
         self.with(|connection| {
-            connection
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            // A node coming back up changes what the routing table says of it.
+            tx.execute(
+                "UPDATE routing SET version = version + 1 WHERE id = 1 AND EXISTS \
+                 (SELECT 1 FROM nodes WHERE node_id = ?1 AND state <> 'up')",
+                params![node_id],
+            )
+            .map_err(unavailable)?;
+            let record = tx
                 .query_row(
                     &format!(
                         "UPDATE nodes SET state = 'up', last_seen_ms = ?2, disk_used_bytes = ?3, \
@@ -175,7 +192,9 @@ impl Catalog for SqliteCatalog {
                 .optional()
                 .map_err(unavailable)?
                 .ok_or_else(|| CatalogError::NotFound(format!("node {node_id} is not registered")))?
-                .into_record()
+                .into_record()?;
+            tx.commit().map_err(unavailable)?;
+            Ok(record)
         })
     }
 
@@ -197,6 +216,9 @@ impl Catalog for SqliteCatalog {
                 .collect::<rusqlite::Result<_>>()
                 .map_err(unavailable)?;
             drop(statement);
+            if !down.is_empty() {
+                bump_routing(&tx)?;
+            }
             tx.commit().map_err(unavailable)?;
             down.sort();
             Ok(down)

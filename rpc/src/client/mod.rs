@@ -36,17 +36,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tessera_schema::tessera_capnp::{
-    admin, batch_sink, gateway, import_stream, ingest_stream, operator, table_info, tenant,
-    Compression as WireCompression, Role as WireRole,
+    admin, batch_sink, gateway, import_stream, ingest_stream, operator, replica_installer,
+    table_info, tenant, Compression as WireCompression, Role as WireRole,
 };
 
 mod ingest;
 mod operator_session;
+mod replica;
 mod session;
 mod stream;
 
 pub use ingest::{IngestAck, IngestStream};
 pub use operator_session::{MemoryArea, NodeStatus, OperatorSession, TableSize, TenantQuota};
+pub use replica::ReplicaInstaller;
 pub use session::{
     ColumnInfo, Compression, DroppedPartitions, ImportSummary, ImportWriter, QueryOutput, Session,
     TableInfo, TableSpec,
@@ -138,6 +140,7 @@ struct Connection {
     operators: RefCell<HashMap<u64, operator::Client>>,
     imports: RefCell<HashMap<u64, import_stream::Client>>,
     ingests: RefCell<HashMap<u64, ingest_stream::Client>>,
+    installers: RefCell<HashMap<u64, replica_installer::Client>>,
     next_id: Cell<u64>,
 }
 
@@ -156,6 +159,14 @@ impl Connection {
             .get(&id)
             .cloned()
             .ok_or_else(|| ClientError::Disconnected("ingest stream closed".into()))
+    }
+
+    fn installer(&self, id: u64) -> Result<replica_installer::Client, ClientError> {
+        self.installers
+            .borrow()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ClientError::Disconnected("replica installer closed".into()))
     }
 
     fn tenant(&self, id: u64) -> Result<tenant::Client, ClientError> {
@@ -424,6 +435,7 @@ fn drive(
             operators: RefCell::default(),
             imports: RefCell::default(),
             ingests: RefCell::default(),
+            installers: RefCell::default(),
             next_id: Cell::new(1),
         });
         let disconnector = rpc.get_disconnector();

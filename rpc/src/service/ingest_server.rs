@@ -358,6 +358,20 @@ impl ingest_stream::Server for IngestStreamServer {
                 return Ok(());
             }
             Some((cluster, placement)) => {
+                let _pass = cluster.pass(&self.tenant, &self.table).await;
+                // The placement as it is once let through (a catch-up may have changed it).
+                let placement = cluster
+                    .placement(&self.tenant, &self.table)
+                    .unwrap_or(placement);
+                if placement.leader != cluster.node_id() {
+                    return Err(error(
+                        "unavailable",
+                        format!(
+                            "the leadership of {} moved to {}; send the batch again with its key",
+                            self.table, placement.leader
+                        ),
+                    ));
+                }
                 self.replicate(cluster, &placement, sequence, batches, raw)
                     .await?
             }

@@ -39,6 +39,7 @@ mod gateway_server;
 mod import_server;
 mod ingest_server;
 mod operator_server;
+mod replica_server;
 mod tenant_server;
 
 use admin_server::AdminServer;
@@ -46,6 +47,7 @@ pub use gateway_server::gateway;
 use import_server::ImportStreamServer;
 use ingest_server::IngestStreamServer;
 use operator_server::OperatorServer;
+use replica_server::ReplicaInstallerServer;
 use tenant_server::TenantServer;
 
 /// An error whose description starts with one of the schema's `ErrorCode`s.

@@ -171,8 +171,8 @@ impl TenantServer {
 }
 
 impl TenantServer {
-    /// In a cluster, for a client's query of a replicated table this node holds no replica
-    /// of: the cluster and the table's placement.
+    /// In a cluster, for a client's query of a replicated table this node holds no in-sync
+    /// replica of: the cluster and the table's placement.
     fn placed_elsewhere(
         &self,
         table: &str,
@@ -182,7 +182,8 @@ impl TenantServer {
         }
         let cluster = self.connection.shared.cluster.clone()?;
         let placement = cluster.placement(&self.tenant, table)?;
-        (!placement.holds(cluster.node_id())).then_some((cluster, placement))
+        // A replica out of sync may lack acknowledged rows: it answers no client.
+        (!placement.is_in_sync(cluster.node_id())).then_some((cluster, placement))
     }
 
     /// Runs the query on a replica that holds the table (the leader first, then the other
@@ -692,6 +693,31 @@ impl tenant::Server for TenantServer {
                 producer,
                 self.origin,
             )));
+        Ok(())
+    }
+
+    async fn install_replica(
+        self: Rc<Self>,
+        params: tenant::InstallReplicaParams,
+        mut results: tenant::InstallReplicaResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        self.connection.check_serving()?;
+        // Replica sessions are opened with node tokens only (`Gateway.peerLogin`).
+        if self.origin != Origin::Replica {
+            return Err(error(
+                "permission",
+                "only a table's leader installs a copy of it, over a replica session",
+            ));
+        }
+        let table = text(params.get()?.get_table()?)?;
+        let installer =
+            ReplicaInstallerServer::start(self.connection.clone(), self.tenant.clone(), table)
+                .await?;
+        results
+            .get()
+            .set_installer(capnp_rpc::new_client(installer));
         Ok(())
     }
 

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::io::{host, runtime};
 use crate::table::maintenance::{self as table_maintenance, CompactionPolicy, Dropped, Job};
 use crate::table::manifest::{self, FileEntry, TableManifest};
+use crate::table::replica::ReplicaCopy;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -234,6 +235,36 @@ impl CoreContext {
             self.retire(&before, dropped.files.clone()).await;
         }
         Ok(dropped)
+    }
+
+    /// Installs a copy of a table received from another replica (`ReplicaCopy::install`, on
+    /// a thread of its own: it reads every copied file for its checksum), then makes every core
+    /// drop the rows it buffered for the replaced incarnation and its producers' windows, and
+    /// retires the replaced files. Returns the installed manifest.
+    pub async fn install_replica(
+        &self,
+        copy: ReplicaCopy,
+        source: TableManifest,
+    ) -> Result<TableManifest> {
+        let installed = runtime::spawn_thread("tessera-install", move || copy.install(&source))
+            .await
+            .map_err(|e| Error::Internal(format!("cannot start an install thread: {e}")))??;
+        let replaced = &installed.replaced;
+        let key = (
+            replaced.tenant.clone(),
+            replaced.table.clone(),
+            replaced.incarnation,
+        );
+        let calls = (0..self.peers.count()).map(|peer| {
+            let key = key.clone();
+            self.peers
+                .call(&self.state, peer, move |state, _| async move {
+                    state.ingest.forget_table(&key).await
+                })
+        });
+        futures::future::join_all(calls).await;
+        self.retire(replaced, replaced.files.clone()).await;
+        Ok(installed.installed)
     }
 
     /// Deletes retired files of `table` once no query registered before now is running, and

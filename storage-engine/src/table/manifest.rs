@@ -319,8 +319,14 @@ pub fn load(data_dir: &Path, tenant: &str, table: &str) -> Result<Option<TableMa
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(Error::io(path, error)),
     };
+    parse(&bytes, path).map(Some)
+}
+
+/// Parses and checks a manifest's JSON (`path`: where it comes from, for errors); pads the
+/// statistics of files older than columns added later.
+pub fn parse(bytes: &[u8], path: PathBuf) -> Result<TableManifest> {
     let manifest: TableManifest =
-        serde_json::from_slice(&bytes).map_err(|e| Error::CorruptManifest {
+        serde_json::from_slice(bytes).map_err(|e| Error::CorruptManifest {
             path: path.clone(),
             message: e.to_string(),
         })?;
@@ -359,10 +365,10 @@ pub fn load(data_dir: &Path, tenant: &str, table: &str) -> Result<Option<TableMa
         file.columns
             .resize(columns, crate::table::stats::ColumnStats::nulls(file.rows));
     }
-    Ok(Some(manifest))
+    Ok(manifest)
 }
 
-fn is_safe_relative_path(path: &str) -> bool {
+pub(crate) fn is_safe_relative_path(path: &str) -> bool {
     !path.is_empty()
         && !path.starts_with('/')
         && Path::new(path)

@@ -6,6 +6,7 @@ pub mod maintenance;
 pub mod manifest;
 pub mod quota;
 pub mod reader;
+pub mod replica;
 pub mod source;
 pub mod stats;
 pub mod verify;

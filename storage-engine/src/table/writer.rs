@@ -151,13 +151,13 @@ const STAGING_OWNER_FILE: &str = "_owner";
 const STAGING_NEW_PREFIX: &str = ".new-";
 
 /// One import's staging directory; removed (with whatever is left in it) when dropped.
-struct Staging {
-    dir: PathBuf,
+pub(crate) struct Staging {
+    pub(crate) dir: PathBuf,
     _owner: std::fs::File,
 }
 
 impl Staging {
-    fn create(table_dir: &Path) -> Result<Staging> {
+    pub(crate) fn create(table_dir: &Path) -> Result<Staging> {
         static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let root = table_dir.join(STAGING_DIR);
         let nanos = std::time::SystemTime::now()

@@ -167,6 +167,11 @@ impl Process {
         }
     }
 
+    /// Everything it said on stderr so far.
+    pub fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
     /// Kills it (SIGKILL) and waits for it.
     pub fn kill(self) {
         drop(self);

@@ -1,0 +1,258 @@
+//! A leader bringing its followers back into the in-sync set. A follower that missed a batch
+//! (down, slow, cut off) is taken out of the in-sync set before the batch is acknowledged
+//! (`IngestStreamServer::replicate`); it keeps receiving batches, but may lack some. Once it is
+//! up again, the table's leader replaces its copy of the table by its own, node to node:
+//!
+//! 1. flush the table's buffered rows, then send every file its manifest lists (writes go on);
+//! 2. hold the table's writes back (`Cluster::pause`: those in flight finish first), flush
+//!    again, send the files written meanwhile, and commit the manifest: the follower installs
+//!    the files under a new incarnation, dropping whatever it held (`ReplicaCopy`), with the
+//!    producers' windows of the manifest, so a batch it receives again is a duplicate;
+//! 3. put the follower back in sync in the catalog (fenced by this leader's epoch), and let
+//!    writes go on: from now on each waits for the follower too.
+//!
+//! Every file is checked on arrival against the size and CRC-32 its manifest entry gives.
+//! Runs on core 0 of every node of a cluster, one table and follower at a time; a failed
+//! attempt is retried later, backing off.
+
+use crate::client::{ClientError, ReplicaInstaller};
+use crate::cluster::{Cluster, Placement, Replica};
+use crate::node::Shared;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tessera_storage_engine::engine::CoreContext;
+use tessera_storage_engine::io::runtime;
+use tessera_storage_engine::table::manifest::{self, TableManifest};
+
+/// How often a leader looks for followers to bring back.
+const ROUND: Duration = Duration::from_secs(1);
+/// The first wait after a failed attempt; it doubles up to `RETRY_MAX`.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Bytes of a file per `ReplicaInstaller.put`.
+const PIECE_BYTES: u64 = 1 << 20;
+
+/// What one catch-up copied.
+#[derive(Debug, Default)]
+struct Copied {
+    files: u64,
+    bytes: u64,
+    rows: u64,
+}
+
+/// Brings this node's led tables' followers back in sync, for as long as the node runs.
+pub(crate) async fn run(context: CoreContext, shared: Arc<Shared>) {
+    let Some(cluster) = shared.cluster.clone() else {
+        return;
+    };
+    // (tenant, table, node) → (next attempt, wait after the next failure).
+    let mut retry: HashMap<(String, String, String), (Instant, Duration)> = HashMap::new();
+    loop {
+        runtime::sleep(ROUND).await;
+        if shared.draining() {
+            continue;
+        }
+        for placement in cluster.led_placements() {
+            for replica in placement
+                .replicas
+                .iter()
+                .filter(|r| r.up && !r.address.is_empty() && !placement.is_in_sync(&r.node_id))
+            {
+                let key = (
+                    placement.tenant.clone(),
+                    placement.table.clone(),
+                    replica.node_id.clone(),
+                );
+                if retry.get(&key).is_some_and(|(at, _)| Instant::now() < *at) {
+                    continue;
+                }
+                let started = Instant::now();
+                match catch_up(&context, &shared, &cluster, &placement, replica).await {
+                    Ok(copied) => {
+                        retry.remove(&key);
+                        tracing::info!(
+                            tenant = %placement.tenant,
+                            table = %placement.table,
+                            node = %replica.node_id,
+                            files = copied.files,
+                            bytes = copied.bytes,
+                            rows = copied.rows,
+                            seconds = started.elapsed().as_secs_f64(),
+                            "a follower caught up and is back in the in-sync set"
+                        );
+                    }
+                    Err(reason) => {
+                        let wait = retry
+                            .get(&key)
+                            .map_or(RETRY_MIN, |(_, wait)| (*wait * 2).min(RETRY_MAX));
+                        retry.insert(key, (Instant::now() + wait, wait));
+                        tracing::warn!(
+                            tenant = %placement.tenant,
+                            table = %placement.table,
+                            node = %replica.node_id,
+                            reason = %reason,
+                            retry_in_seconds = wait.as_secs_f64(),
+                            "catching a follower up failed"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn catch_up(
+    context: &CoreContext,
+    shared: &Shared,
+    cluster: &Cluster,
+    placement: &Placement,
+    replica: &Replica,
+) -> Result<Copied, String> {
+    let (tenant, table) = (placement.tenant.as_str(), placement.table.as_str());
+    let data_dir = shared.data_dir.as_path();
+    let installer = open_installer(cluster, data_dir, tenant, table, replica)
+        .await
+        .map_err(|e| format!("starting the copy on {}: {e}", replica.address))?;
+    let mut sent = HashSet::new();
+    let mut copied = Copied::default();
+    // 1. The table's files as they are now; writes go on.
+    let first = flushed_manifest(context, data_dir, tenant, table).await?;
+    send_files(&installer, data_dir, &first, &mut sent, &mut copied).await?;
+    // 2. The rest, with writes held back.
+    let wait = cluster.replication_timeout;
+    let Some(paused) = cluster.pause(tenant, table, wait).await else {
+        return Err(format!(
+            "the writes in flight did not finish within {wait:?}"
+        ));
+    };
+    let finish = async {
+        let last = flushed_manifest(context, data_dir, tenant, table).await?;
+        send_files(&installer, data_dir, &last, &mut sent, &mut copied).await?;
+        let json = serde_json::to_vec(&last).map_err(|e| e.to_string())?;
+        let (files, rows) = installer
+            .commit(json)
+            .await
+            .map_err(|e| format!("installing the copy: {e}"))?;
+        if u64::from(files) != last.files.len() as u64 || rows != last.total_rows() {
+            return Err(format!(
+                "the follower installed {files} files and {rows} rows, the copy has {} and {}",
+                last.files.len(),
+                last.total_rows()
+            ));
+        }
+        copied.rows = rows;
+        // 3. Back in sync, under this leader's epoch.
+        let now = cluster
+            .placement(tenant, table)
+            .filter(|p| p.leader == cluster.node_id())
+            .ok_or_else(|| "this node no longer leads the table".to_owned())?;
+        cluster
+            .set_in_sync(&now, &replica.node_id, true)
+            .await
+            .map_err(|e| format!("putting the follower back in sync: {e}"))?;
+        Ok::<_, String>(())
+    };
+    let finished = runtime::timeout(wait, finish).await;
+    drop(paused);
+    match finished {
+        Some(result) => result.map(|()| copied),
+        None => Err(format!(
+            "the copy's last part did not finish within {wait:?} (writes went on)"
+        )),
+    }
+}
+
+/// Starts a copy on the follower, creating the table there first if it lacks it.
+async fn open_installer(
+    cluster: &Cluster,
+    data_dir: &Path,
+    tenant: &str,
+    table: &str,
+    replica: &Replica,
+) -> Result<ReplicaInstaller, String> {
+    let session = cluster
+        .session(&replica.address, tenant, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    match session.install_replica(table).await {
+        Err(error) if error.error_code() == Some(crate::codes::ErrorCode::NotFound) => {
+            let manifest = load(data_dir, tenant, table).await?;
+            match session
+                .create_table(crate::cluster::table_spec(&manifest))
+                .await
+            {
+                Ok(_) => {}
+                Err(error) if error.to_string().contains("already exists") => {}
+                Err(error) => return Err(error.to_string()),
+            }
+            session.install_replica(table).await
+        }
+        other => other,
+    }
+    .map_err(|e: ClientError| e.to_string())
+}
+
+/// Flushes the table's buffered rows on every core, then reads its manifest.
+async fn flushed_manifest(
+    context: &CoreContext,
+    data_dir: &Path,
+    tenant: &str,
+    table: &str,
+) -> Result<TableManifest, String> {
+    context
+        .flush_ingest(tenant, table)
+        .await
+        .map_err(|e| format!("flushing the table: {e}"))?;
+    load(data_dir, tenant, table).await
+}
+
+async fn load(data_dir: &Path, tenant: &str, table: &str) -> Result<TableManifest, String> {
+    let (data_dir, owner, name) = (data_dir.to_owned(), tenant.to_owned(), table.to_owned());
+    runtime::spawn_blocking(move || manifest::load(&data_dir, &owner, &name))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("table {table} is gone from this node"))
+}
+
+/// Sends the files of `manifest` not sent yet.
+async fn send_files(
+    installer: &ReplicaInstaller,
+    data_dir: &Path,
+    manifest: &TableManifest,
+    sent: &mut HashSet<String>,
+    copied: &mut Copied,
+) -> Result<(), String> {
+    let table_dir = manifest::table_dir(data_dir, &manifest.tenant, &manifest.table);
+    for file in &manifest.files {
+        if !sent.insert(file.path.clone()) {
+            continue;
+        }
+        let path = Arc::new(table_dir.join(&file.path));
+        let mut offset = 0;
+        while offset < file.bytes {
+            let length = PIECE_BYTES.min(file.bytes - offset);
+            let source = path.clone();
+            let piece = runtime::spawn_blocking(move || {
+                let mut piece = vec![0u8; length as usize];
+                std::os::unix::fs::FileExt::read_exact_at(
+                    &std::fs::File::open(source.as_path())?,
+                    &mut piece,
+                    offset,
+                )?;
+                Ok::<_, std::io::Error>(piece)
+            })
+            .await
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            installer
+                .put(&file.path, offset, piece)
+                .await
+                .map_err(|e| format!("sending {}: {e}", file.path))?;
+            offset += length;
+        }
+        copied.files += 1;
+        copied.bytes += file.bytes;
+    }
+    Ok(())
+}

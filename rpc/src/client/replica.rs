@@ -1,0 +1,81 @@
+//! `ReplicaInstaller`: a table's leader sending its copy of the table to a follower (node to
+//! node, on a replica session).
+
+use super::*;
+
+/// One copy of a table being sent to a replica: `put` its files, then `commit` its manifest.
+pub struct ReplicaInstaller {
+    client: Client,
+    id: u64,
+}
+
+impl Session {
+    /// Starts replacing the peer's copy of `table` by this node's (role node, a session opened
+    /// with `peer_login` in replica mode).
+    pub async fn install_replica(&self, table: &str) -> Result<ReplicaInstaller, ClientError> {
+        let (table, id) = (table.to_owned(), self.id);
+        let installer_id = self
+            .client
+            .run(move |connection| async move {
+                let mut request = connection.tenant(id)?.install_replica_request();
+                request.get().set_table(&table);
+                let response = request.send().promise.await?;
+                let installer = response.get()?.get_installer()?;
+                let installer_id = connection.next_id.get();
+                connection.next_id.set(installer_id + 1);
+                connection
+                    .installers
+                    .borrow_mut()
+                    .insert(installer_id, installer);
+                Ok(installer_id)
+            })
+            .await?;
+        Ok(ReplicaInstaller {
+            client: self.client.clone(),
+            id: installer_id,
+        })
+    }
+}
+
+impl ReplicaInstaller {
+    /// Sends `data`, the bytes at `offset` of the table's file at `path` (as its manifest lists
+    /// it). Flow-controlled: resolves once the peer can take more.
+    pub async fn put(&self, path: &str, offset: u64, data: Vec<u8>) -> Result<(), ClientError> {
+        let (id, path) = (self.id, path.to_owned());
+        self.client
+            .run(move |connection| async move {
+                let mut request = connection.installer(id)?.put_request();
+                request.get().set_path(&path);
+                request.get().set_offset(offset);
+                request.get().set_data(&data);
+                Ok(request.send().await?)
+            })
+            .await
+    }
+
+    /// Installs the files sent as the table, described by `manifest` (its JSON); the files and
+    /// rows installed.
+    pub async fn commit(&self, manifest: Vec<u8>) -> Result<(u32, u64), ClientError> {
+        let id = self.id;
+        self.client
+            .run(move |connection| async move {
+                let mut request = connection.installer(id)?.commit_request();
+                request.get().set_manifest(&manifest);
+                let response = request.send().promise.await?;
+                let answer = response.get()?;
+                Ok((answer.get_files(), answer.get_rows()))
+            })
+            .await
+    }
+}
+
+impl Drop for ReplicaInstaller {
+    fn drop(&mut self) {
+        let id = self.id;
+        let job: Job = Box::new(move |connection| {
+            connection.installers.borrow_mut().remove(&id);
+            Box::pin(async {})
+        });
+        let _ = self.client.inner.jobs.unbounded_send(job);
+    }
+}
