@@ -20,36 +20,59 @@ pub fn choose(nodes: &[NodeRecord], replication_factor: usize) -> Result<Vec<Str
         (a.report.disk_used_bytes, &a.registration.node_id)
             .cmp(&(b.report.disk_used_bytes, &b.registration.node_id))
     });
-    let domain = |node: &NodeRecord, key: &str| node.registration.labels.get(key).cloned();
     let mut chosen: Vec<&NodeRecord> = Vec::new();
     while chosen.len() < replication_factor {
-        // The least used node that shares the fewest failure domains with those chosen.
-        let clashes = |node: &NodeRecord| -> Vec<usize> {
-            DOMAINS
-                .iter()
-                .map(|key| {
-                    let Some(value) = domain(node, key) else {
-                        return 0;
-                    };
-                    chosen
-                        .iter()
-                        .filter(|c| domain(c, key).as_ref() == Some(&value))
-                        .count()
-                })
-                .collect()
-        };
-        let next = up
-            .iter()
-            .enumerate()
-            .min_by_key(|(order, node)| (clashes(node), *order))
-            .map(|(order, _)| order)
-            .expect("enough nodes checked above");
+        let next = pick(&up, &chosen).expect("enough nodes checked above");
         chosen.push(up.remove(next));
     }
     Ok(chosen
         .into_iter()
         .map(|n| n.registration.node_id.clone())
         .collect())
+}
+
+/// The node to take over a replica of a table held by `holders` (the replica being replaced
+/// left out): an up node holding none, in the failure domains the holders use least, then the
+/// least used; `None` when every up node holds one.
+pub fn replacement(nodes: &[NodeRecord], holders: &[String]) -> Option<String> {
+    let mut candidates: Vec<&NodeRecord> = nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Up && !holders.contains(&n.registration.node_id))
+        .collect();
+    candidates.sort_by(|a, b| {
+        (a.report.disk_used_bytes, &a.registration.node_id)
+            .cmp(&(b.report.disk_used_bytes, &b.registration.node_id))
+    });
+    let kept: Vec<&NodeRecord> = nodes
+        .iter()
+        .filter(|n| holders.contains(&n.registration.node_id))
+        .collect();
+    pick(&candidates, &kept).map(|i| candidates[i].registration.node_id.clone())
+}
+
+/// Of `candidates` (least used first), the first sharing the fewest failure domains with
+/// `chosen`, widest domain first.
+fn pick(candidates: &[&NodeRecord], chosen: &[&NodeRecord]) -> Option<usize> {
+    let domain = |node: &NodeRecord, key: &str| node.registration.labels.get(key).cloned();
+    let clashes = |node: &NodeRecord| -> Vec<usize> {
+        DOMAINS
+            .iter()
+            .map(|key| {
+                let Some(value) = domain(node, key) else {
+                    return 0;
+                };
+                chosen
+                    .iter()
+                    .filter(|c| domain(c, key).as_ref() == Some(&value))
+                    .count()
+            })
+            .collect()
+    };
+    candidates
+        .iter()
+        .enumerate()
+        .min_by_key(|(order, node)| (clashes(node), *order))
+        .map(|(order, _)| order)
 }
 
 #[cfg(test)]
@@ -107,5 +130,25 @@ mod tests {
         assert_eq!(choose(&nodes, 3).unwrap(), ["a", "d", "b"]);
         // Without the spare rack, the domain is shared only when it must be.
         assert_eq!(choose(&nodes[..3], 3).unwrap(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_replacement_is_an_up_node_without_a_replica_in_another_domain() {
+        let nodes = [
+            node("a", 0, &[("rack", "r1")], true),
+            node("b", 0, &[("rack", "r2")], false),
+            node("c", 1, &[("rack", "r1")], true),
+            node("d", 5, &[("rack", "r2")], true),
+            node("e", 2, &[("rack", "r3")], true),
+        ];
+        // b (down, r2) is replaced for a table on a and b: not a, nor c (a's rack, though
+        // least used), but the least used of another rack.
+        let holders = ["a".to_owned()];
+        assert_eq!(replacement(&nodes, &holders).as_deref(), Some("e"));
+        let holders = ["a".to_owned(), "e".to_owned()];
+        assert_eq!(replacement(&nodes, &holders).as_deref(), Some("d"));
+        // Every up node holds one already.
+        let holders: Vec<String> = ["a", "c", "d", "e"].map(String::from).to_vec();
+        assert_eq!(replacement(&nodes, &holders), None);
     }
 }

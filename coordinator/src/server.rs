@@ -36,6 +36,9 @@ pub struct CoordinatorConfig {
     pub node_timeout: Duration,
     /// How often nodes send heartbeats.
     pub heartbeat: Duration,
+    /// A node down for this long (since its last heartbeat) has its replicas moved to other
+    /// nodes (re-replication), unless it leads a table no in-sync follower could take over.
+    pub rereplicate_after: Duration,
 }
 
 impl CoordinatorConfig {
@@ -47,6 +50,7 @@ impl CoordinatorConfig {
             lease: Duration::from_secs(3),
             node_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(1),
+            rereplicate_after: Duration::from_secs(300),
         }
     }
 }
@@ -232,6 +236,9 @@ fn lead(shared: Arc<Shared>) {
                 }
                 Err(error) => tracing::warn!("moving leaders off down nodes failed: {error}"),
             }
+            if let Err(error) = rereplicate(&shared, &lease) {
+                tracing::warn!("re-replication failed: {error}");
+            }
         }
         let pause = config.lease / 3;
         let deadline = Instant::now() + pause;
@@ -239,6 +246,54 @@ fn lead(shared: Arc<Shared>) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Moves each follower replica on a node down past `rereplicate_after` to an up node holding
+/// none of its table (`placement::replacement`); the table's leader then copies the table to
+/// it and puts it in sync. A table whose leader is down waits for its leadership to move.
+fn rereplicate(shared: &Shared, lease: &Lease) -> Result<(), crate::catalog::CatalogError> {
+    let catalog = &shared.catalog;
+    let now = catalog.now_ms()?;
+    let grace = shared.config.rereplicate_after.as_millis() as i64;
+    let nodes = catalog.nodes()?;
+    let gone: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Down && now - n.last_seen_ms >= grace)
+        .map(|n| n.registration.node_id.as_str())
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    for table in catalog.routing()?.tables {
+        let mut holders = table.replicas.clone();
+        for from in table.replicas.iter().skip(1) {
+            if !gone.contains(&from.as_str()) || gone.contains(&table.leader()) {
+                continue;
+            }
+            holders.retain(|h| h != from);
+            let Some(to) = crate::placement::replacement(&nodes, &holders) else {
+                tracing::warn!(
+                    tenant = %table.tenant,
+                    table = %table.table,
+                    node = %from,
+                    "a replica's node is gone and no other node can take it: the table runs \
+                     with fewer replicas"
+                );
+                holders.push(from.clone());
+                continue;
+            };
+            catalog.replace_replica((&table.tenant, &table.table), from, &to, lease)?;
+            tracing::warn!(
+                tenant = %table.tenant,
+                table = %table.table,
+                from = %from,
+                to = %to,
+                "re-replicating: a replica moves off a node down past the grace period"
+            );
+            holders.push(to);
+        }
+    }
+    Ok(())
 }
 
 /// The RPC thread: a current-thread tokio runtime serving every connection.

@@ -235,6 +235,30 @@ fn placement(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease, deposed
     // Nothing left to move (the old leader is a follower now, down).
     assert_eq!(catalog.move_leaders(leader).unwrap(), []);
     assert_eq!(catalog.routing_version().unwrap(), after.version);
+
+    // Re-replication: the down follower n2 is replaced by n3, out of sync until copied; the
+    // leader is never replaced, nor a replica by a node holding one.
+    for (from, to) in [("n1", "n3"), ("n2", "n1")] {
+        assert!(matches!(
+            catalog.replace_replica(key, from, to, leader),
+            Err(CatalogError::Invalid(_))
+        ));
+    }
+    assert!(matches!(
+        catalog.replace_replica(key, "n9", "n3", leader),
+        Err(CatalogError::NotFound(_))
+    ));
+    assert!(matches!(
+        other.replace_replica(key, "n2", "n3", deposed),
+        Err(CatalogError::Fenced(_))
+    ));
+    let replaced = other.replace_replica(key, "n2", "n3", leader).unwrap();
+    assert_eq!(replaced.replicas, ["n1", "n3"]);
+    assert_eq!(replaced.in_sync, ["n1"]);
+    assert_eq!(replaced.epoch, 2);
+    let routing = catalog.routing().unwrap();
+    assert_eq!(routing.version, after.version + 1);
+    assert_eq!(routing.tables, [replaced]);
 }
 
 /// Threads, each with its own connection, race for a lease many times: one winner a round,

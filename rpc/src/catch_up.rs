@@ -11,7 +11,10 @@
 //! 3. put the follower back in sync in the catalog (fenced by this leader's epoch), and let
 //!    writes go on: from now on each waits for the follower too.
 //!
-//! Every file is checked on arrival against the size and CRC-32 its manifest entry gives.
+//! Every file is checked on arrival against the size and CRC-32 its manifest entry gives. A
+//! replica the catalog moved to another node (re-replication, its node down past the grace
+//! period) is created there the same way, and removed from the node that comes back
+//! (`trim`) once a routing table fetched then says it no longer holds it.
 //! Runs on core 0 of every node of a cluster, one table and follower at a time; a failed
 //! attempt is retried later, backing off.
 
@@ -31,6 +34,8 @@ const ROUND: Duration = Duration::from_secs(1);
 /// The first wait after a failed attempt; it doubles up to `RETRY_MAX`.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Rounds between looks for local tables the catalog no longer places here.
+const TRIM_ROUNDS: u64 = 5;
 /// Bytes of a file per `ReplicaInstaller.put`.
 const PIECE_BYTES: u64 = 1 << 20;
 
@@ -49,10 +54,17 @@ pub(crate) async fn run(context: CoreContext, shared: Arc<Shared>) {
     };
     // (tenant, table, node) → (next attempt, wait after the next failure).
     let mut retry: HashMap<(String, String, String), (Instant, Duration)> = HashMap::new();
+    let mut rounds = 0u64;
     loop {
         runtime::sleep(ROUND).await;
         if shared.draining() {
             continue;
+        }
+        rounds += 1;
+        if rounds.is_multiple_of(TRIM_ROUNDS) {
+            if let Err(reason) = trim(&context, &shared, &cluster).await {
+                tracing::warn!(reason = %reason, "removing replicas moved elsewhere failed");
+            }
         }
         for placement in cluster.led_placements() {
             for replica in placement
@@ -101,6 +113,54 @@ pub(crate) async fn run(context: CoreContext, shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Removes this node's copies of tables whose replicas the catalog moved to other nodes while
+/// it was down (re-replication), once a routing table fetched now agrees.
+async fn trim(context: &CoreContext, shared: &Shared, cluster: &Cluster) -> Result<(), String> {
+    let data_dir = shared.data_dir.clone();
+    let local = runtime::spawn_blocking(move || {
+        let mut tables = Vec::new();
+        for tenant in manifest::list_tenants(&data_dir)? {
+            for table in manifest::list_tables(&data_dir, &tenant)? {
+                tables.push((tenant.clone(), table));
+            }
+        }
+        Ok::<_, tessera_storage_engine::Error>(tables)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let moved = |cluster: &Cluster| -> Vec<(String, String)> {
+        local
+            .iter()
+            .filter(|(tenant, table)| {
+                cluster
+                    .placement(tenant, table)
+                    .is_some_and(|p| !p.holds(cluster.node_id()))
+            })
+            .cloned()
+            .collect()
+    };
+    if moved(cluster).is_empty() {
+        return Ok(());
+    }
+    cluster.refresh_routing().await?;
+    for (tenant, table) in moved(cluster) {
+        let (data_dir, owner, name) = (shared.data_dir.clone(), tenant.clone(), table.clone());
+        let dropped =
+            runtime::spawn_blocking(move || manifest::drop_table(&data_dir, &owner, &name))
+                .await
+                .map_err(|e| e.to_string())?;
+        if let Some(dropped) = dropped {
+            context.forget_tables(&[dropped]).await;
+            tracing::info!(
+                tenant = %tenant,
+                table = %table,
+                "removed this node's copy of a table whose replica the catalog moved elsewhere"
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn catch_up(

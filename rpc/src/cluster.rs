@@ -206,10 +206,16 @@ impl Cluster {
         if let Some(placement) = self.placement(tenant, table) {
             return Ok(Some(placement));
         }
+        self.refresh_routing().await?;
+        Ok(self.placement(tenant, table))
+    }
+
+    /// Fetches the routing table from the coordinators now.
+    pub async fn refresh_routing(&self) -> Result<(), String> {
         let metadata = self.metadata.clone();
         let routing = runtime::spawn_blocking(move || metadata.routing()).await?;
         self.set_routing(routing);
-        Ok(self.placement(tenant, table))
+        Ok(())
     }
 
     /// Places a new table through the coordinators (or learns the placement it has), and

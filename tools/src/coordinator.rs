@@ -36,6 +36,10 @@ pub struct CoordinatorArgs {
     /// How often nodes send heartbeats, ms.
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_ms: u64,
+    /// A node down for this long (since its last heartbeat) has each of its replicas moved to
+    /// another node, which its table's leader then copies the table to, ms.
+    #[arg(long, default_value_t = 300_000)]
+    pub rereplicate_after_ms: u64,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -62,6 +66,7 @@ pub fn run(args: &CoordinatorArgs) -> Result<(), String> {
     config.lease = Duration::from_millis(args.lease_ms.max(100));
     config.node_timeout = Duration::from_millis(args.node_timeout_ms.max(100));
     config.heartbeat = Duration::from_millis(args.heartbeat_ms.max(50));
+    config.rereplicate_after = Duration::from_millis(args.rereplicate_after_ms);
     if config.id.is_empty() {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         config.id = format!("{}:{}", host.trim(), args.listen.port());

@@ -65,13 +65,25 @@ impl Cluster {
 
     /// A coordinator on `catalog` (`--catalog URL` or `--catalog-dir DIR`); its process and address.
     fn coordinator(&self, id: &str, catalog: &[&str], listen: &str) -> (Process, String) {
+        self.coordinator_with(id, catalog, listen, &[])
+    }
+
+    /// As `coordinator`, with `extra` arguments.
+    fn coordinator_with(
+        &self,
+        id: &str,
+        catalog: &[&str],
+        listen: &str,
+        extra: &[&str],
+    ) -> (Process, String) {
         let process = Process::spawn(
             Command::new(env!("CARGO_BIN_EXE_tessera"))
                 .args(["coordinator", "--listen", listen, "--id", id])
                 .args(catalog)
                 .args(["--jwt-secret-file", path(&self.secret)])
                 .args(["--lease-ms", "1500", "--node-timeout-ms", "2000"])
-                .args(["--heartbeat-ms", "200"]),
+                .args(["--heartbeat-ms", "200"])
+                .args(extra),
         );
         let line = wait_for(&process, "serving on");
         let address = address_in(&line);
@@ -457,9 +469,9 @@ fn sum_to(rows: i64) -> i64 {
     rows * (rows - 1) / 2
 }
 
-/// Three nodes (racks r1..r3) on one coordinator over an embedded catalog, and `events` placed
-/// on all three (RF 3, W 2) through n1.
-struct ThreeNodes {
+/// Nodes (n1, n2, ... in racks r1, r2, ...) on one coordinator over an embedded catalog, and
+/// `events` placed on three of them (RF 3, W 2) through n1.
+struct Replicated {
     cluster: Cluster,
     _coordinator: Process,
     coordinator: String,
@@ -473,20 +485,28 @@ struct ThreeNodes {
     followers: Vec<String>,
 }
 
-impl ThreeNodes {
-    fn start() -> ThreeNodes {
+impl Replicated {
+    fn start(count: usize, coordinator_args: &[&str]) -> Replicated {
         let cluster = Cluster::new();
         let catalog = cluster.dir.path().join("catalog");
-        let (process, coordinator) =
-            cluster.coordinator("c1", &["--catalog-dir", path(&catalog)], "127.0.0.1:0");
-        let nodes: std::collections::BTreeMap<String, Process> =
-            [("n1", "r1"), ("n2", "r2"), ("n3", "r3")]
-                .iter()
-                .map(|(id, rack)| (id.to_string(), cluster.node(id, &coordinator, rack)))
-                .collect();
-        let status = cluster.wait_status(&coordinator, "all up", |s| {
-            states(s) == all(&["n1", "n2", "n3"], "up")
-        });
+        let (process, coordinator) = cluster.coordinator_with(
+            "c1",
+            &["--catalog-dir", path(&catalog)],
+            "127.0.0.1:0",
+            coordinator_args,
+        );
+        let ids: Vec<String> = (1..=count).map(|i| format!("n{i}")).collect();
+        let nodes: std::collections::BTreeMap<String, Process> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let rack = format!("r{}", i + 1);
+                (id.clone(), cluster.node(id, &coordinator, &rack))
+            })
+            .collect();
+        let names: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let status =
+            cluster.wait_status(&coordinator, "all up", |s| states(s) == all(&names, "up"));
         let address = addresses(&status);
         let admin = cluster.tenant_token("acme", "admin");
         let clients = Clients::new(&admin);
@@ -502,12 +522,11 @@ impl ThreeNodes {
         assert_eq!(placed["table"], "events", "{status:#}");
         assert_eq!(placed["healthy_replicas"], 3, "{status:#}");
         let leader = placed["leader"].as_str().unwrap().to_owned();
-        let followers = ["n1", "n2", "n3"]
-            .iter()
-            .filter(|n| **n != leader)
-            .map(|n| n.to_string())
+        let followers = replica_ids(placed)
+            .into_iter()
+            .filter(|n| *n != leader)
             .collect();
-        ThreeNodes {
+        Replicated {
             cluster,
             _coordinator: process,
             coordinator,
@@ -521,9 +540,19 @@ impl ThreeNodes {
     }
 }
 
+/// The node ids of a table's replicas in the coordinators' status.
+fn replica_ids(table: &serde_json::Value) -> Vec<String> {
+    table["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[test]
 fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
-    let ThreeNodes {
+    let Replicated {
         cluster,
         _coordinator,
         coordinator,
@@ -533,7 +562,7 @@ fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
         clients,
         leader,
         followers,
-    } = ThreeNodes::start();
+    } = Replicated::start(3, &[]);
     let runtime = &clients.runtime;
     let session = |node: &str| clients.session(&address[node]);
 
@@ -743,7 +772,7 @@ fn write_until(
 
 #[test]
 fn a_follower_that_missed_batches_catches_up_and_holds_every_acknowledged_row() {
-    let ThreeNodes {
+    let Replicated {
         cluster,
         _coordinator,
         coordinator,
@@ -753,7 +782,7 @@ fn a_follower_that_missed_batches_catches_up_and_holds_every_acknowledged_row() 
         clients,
         leader,
         followers,
-    } = ThreeNodes::start();
+    } = Replicated::start(3, &[]);
     let (behind, other) = (followers[0].clone(), followers[1].clone());
     let session = clients.session(&address[&leader]);
     let mut stream = clients
@@ -838,4 +867,84 @@ fn a_follower_that_missed_batches_catches_up_and_holds_every_acknowledged_row() 
         addresses(s)[&behind] != before
     });
     wait_for_rows(&addresses(&status)[&behind], &admin, expected);
+}
+
+#[test]
+fn a_node_down_past_the_grace_period_has_its_replica_copied_elsewhere_and_trimmed_on_return() {
+    let Replicated {
+        cluster,
+        _coordinator,
+        coordinator,
+        mut nodes,
+        address,
+        admin,
+        clients,
+        leader,
+        followers,
+    } = Replicated::start(4, &["--rereplicate-after-ms", "1500"]);
+    let gone = followers[0].clone();
+    let spare = ["n1", "n2", "n3", "n4"]
+        .into_iter()
+        .find(|n| *n != leader && !followers.contains(&n.to_string()))
+        .unwrap()
+        .to_owned();
+    let session = clients.session(&address[&leader]);
+    let mut stream = clients
+        .block_on(session.ingest_stream("events", "p"))
+        .unwrap();
+    for batch in 0..20 {
+        clients
+            .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+            .unwrap();
+        if batch == 9 {
+            clients.block_on(stream.flush()).unwrap();
+        }
+    }
+    nodes.remove(&gone).unwrap().kill();
+    for batch in 20..30 {
+        clients
+            .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+            .unwrap();
+    }
+    // Down past the grace period: its replica moves to the spare node, which the leader
+    // copies the table to; three healthy replicas again.
+    let status =
+        cluster.wait_status_of(&coordinator, "the replica moved and in sync", &nodes, |s| {
+            let table = &s["tables"][0];
+            let replicas = replica_ids(table);
+            table["healthy_replicas"] == 3 && replicas.contains(&spare) && !replicas.contains(&gone)
+        });
+    assert_eq!(status["tables"][0]["leader"], leader.as_str(), "{status:#}");
+    let expected = (30_000, sum_to(30_000));
+    for node in [&leader, &followers[1], &spare] {
+        wait_for_rows(&address[node], &admin, expected);
+    }
+    // Writes wait for the new replica too.
+    for batch in 30..35 {
+        clients
+            .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+            .unwrap();
+    }
+    let expected = (35_000, sum_to(35_000));
+    wait_for_rows(&address[&spare], &admin, expected);
+
+    // The node back: its copy is removed (the catalog placed the replica elsewhere), and it
+    // answers through a replica.
+    nodes.insert(gone.clone(), cluster.node(&gone, &coordinator, "r9"));
+    let table_dir = cluster.dir.path().join(&gone).join("acme").join("events");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while table_dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the returned node kept its copy:\n{}",
+            nodes[&gone].log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = cluster.status(&coordinator);
+    wait_for_rows(&addresses(&status)[&gone], &admin, expected);
+    assert!(
+        !replica_ids(&status["tables"][0]).contains(&gone),
+        "{status:#}"
+    );
 }

@@ -114,6 +114,16 @@ pub trait Catalog: Send + Sync {
         table_epoch: u64,
         leader: &Lease,
     ) -> Result<TablePlacement>;
+    /// Re-replication: replaces the follower on `from` (a node down past the grace period) by
+    /// `to`, out of sync until its leader has copied the table to it; bumps the routing
+    /// version. Only as `leader`.
+    fn replace_replica(
+        &self,
+        table: (&str, &str),
+        from: &str,
+        to: &str,
+        leader: &Lease,
+    ) -> Result<TablePlacement>;
     /// The routing table: its version and every table's placement, by tenant and table.
     fn routing(&self) -> Result<Routing>;
     /// The routing table's version alone (asked at every heartbeat).
@@ -221,6 +231,32 @@ pub(crate) fn leader_moves(rows: &[PlacementRow]) -> Vec<(String, String, String
         start = end;
     }
     moves
+}
+
+/// Checks that the follower on `from` may be replaced by `to` (a node holding no replica of
+/// the table yet); the table's leader is never replaced (leadership moves first).
+pub(crate) fn check_replacement(
+    rows: &[PlacementRow],
+    table: (&str, &str),
+    from: &str,
+    to: &str,
+) -> Result<()> {
+    validate_node_id(to)?;
+    match rows.iter().find(|r| r.node_id == from) {
+        None => Err(CatalogError::NotFound(format!(
+            "node {from} holds no replica of {}/{}",
+            table.0, table.1
+        ))),
+        Some(row) if row.leader => Err(CatalogError::Invalid(format!(
+            "node {from} leads {}/{}: its leadership moves before it is replaced",
+            table.0, table.1
+        ))),
+        Some(_) if rows.iter().any(|r| r.node_id == to) => Err(CatalogError::Invalid(format!(
+            "node {to} already holds a replica of {}/{}",
+            table.0, table.1
+        ))),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Checks a change of `node`'s in-sync flag against the table's rows (`PLACEMENT_ORDER`).

@@ -395,6 +395,31 @@ impl Catalog for PostgresCatalog {
         })
     }
 
+    fn replace_replica(
+        &self,
+        table: (&str, &str),
+        from: &str,
+        to: &str,
+        leader: &Lease,
+    ) -> Result<TablePlacement> {
+        self.with(|client| {
+            let mut tx = client.transaction().map_err(unavailable)?;
+            fence(&mut tx, leader)?;
+            let rows = placement_rows(&mut tx, Some(table))?;
+            check_replacement(&rows, table, from, to)?;
+            tx.execute(
+                "UPDATE placement SET node_id = $4, in_sync = 0 \
+                 WHERE tenant = $1 AND table_name = $2 AND node_id = $3",
+                &[&table.0, &table.1, &from, &to],
+            )
+            .map_err(unavailable)?;
+            bump_routing(&mut tx)?;
+            let stored = assemble(&placement_rows(&mut tx, Some(table))?).pop();
+            tx.commit().map_err(unavailable)?;
+            stored.ok_or_else(|| CatalogError::Unavailable("the placement is gone".into()))
+        })
+    }
+
     fn routing(&self) -> Result<Routing> {
         self.with(|client| {
             // One snapshot: the version and the rows agree.

@@ -381,6 +381,33 @@ impl Catalog for SqliteCatalog {
         })
     }
 
+    fn replace_replica(
+        &self,
+        table: (&str, &str),
+        from: &str,
+        to: &str,
+        leader: &Lease,
+    ) -> Result<TablePlacement> {
+        self.with(|connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            fence(&tx, leader)?;
+            let rows = placement_rows(&tx, Some(table))?;
+            check_replacement(&rows, table, from, to)?;
+            tx.execute(
+                "UPDATE placement SET node_id = ?4, in_sync = 0 \
+                 WHERE tenant = ?1 AND table_name = ?2 AND node_id = ?3",
+                params![table.0, table.1, from, to],
+            )
+            .map_err(unavailable)?;
+            bump_routing(&tx)?;
+            let stored = assemble(&placement_rows(&tx, Some(table))?).pop();
+            tx.commit().map_err(unavailable)?;
+            stored.ok_or_else(|| CatalogError::Unavailable("the placement is gone".into()))
+        })
+    }
+
     fn routing(&self) -> Result<Routing> {
         self.with(|connection| {
             // One read transaction: the version and the rows agree.
