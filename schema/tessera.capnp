@@ -182,16 +182,20 @@ interface Tenant {
   whoami @7 () -> (tenant :Text, role :Role, expiresAt :Int64);
   # What this capability is bound to; `expiresAt` is the token's expiry in Unix seconds.
 
-  ingest @8 (table :Text, producer :Text) -> (stream :IngestStream);
+  ingest @8 (table :Text, producer :Text, leaderEpoch :UInt64) -> (stream :IngestStream);
   # Opens durable streaming ingestion into an existing table (role writer or admin) for one
   # producer: a client-chosen name (1 to 128 bytes) that, with each batch's sequence number,
   # is the batch's idempotency key. Several streams may use one producer name one after the
   # other (a reconnect, a retry after a server restart); two at once race for its keys.
+  # `leaderEpoch`: set by a table's leader replicating to a follower (a replica session), the
+  # table's leader epoch it leads at; a follower that knows a later epoch refuses the stream's
+  # batches (`unavailable: fenced`), so a deposed leader cannot have them acknowledged.
 
-  installReplica @9 (table :Text) -> (installer :ReplicaInstaller);
+  installReplica @9 (table :Text, leaderEpoch :UInt64) -> (installer :ReplicaInstaller);
   # Cluster only, on a session a table's leader opened with `Gateway.peerLogin` (role node, mode
   # replica): replaces this node's copy of `table` by the leader's (a follower catching up).
-  # The leader sends the files its manifest lists, then commits that manifest.
+  # The leader sends the files its manifest lists, then commits that manifest; a follower
+  # knowing a later leader epoch than `leaderEpoch` refuses the copy (`unavailable: fenced`).
 }
 
 interface ReplicaInstaller {

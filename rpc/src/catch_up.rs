@@ -172,7 +172,7 @@ async fn catch_up(
 ) -> Result<Copied, String> {
     let (tenant, table) = (placement.tenant.as_str(), placement.table.as_str());
     let data_dir = shared.data_dir.as_path();
-    let installer = open_installer(cluster, data_dir, tenant, table, replica)
+    let installer = open_installer(cluster, data_dir, placement, replica)
         .await
         .map_err(|e| format!("starting the copy on {}: {e}", replica.address))?;
     let mut sent = HashSet::new();
@@ -228,15 +228,15 @@ async fn catch_up(
 async fn open_installer(
     cluster: &Cluster,
     data_dir: &Path,
-    tenant: &str,
-    table: &str,
+    placement: &Placement,
     replica: &Replica,
 ) -> Result<ReplicaInstaller, String> {
+    let (tenant, table, epoch) = (&placement.tenant, &placement.table, placement.epoch);
     let session = cluster
         .session(&replica.address, tenant, false)
         .await
         .map_err(|e| e.to_string())?;
-    match session.install_replica(table).await {
+    match session.install_replica(table, epoch).await {
         Err(error) if error.error_code() == Some(crate::codes::ErrorCode::NotFound) => {
             let manifest = load(data_dir, tenant, table).await?;
             match session
@@ -247,7 +247,7 @@ async fn open_installer(
                 Err(error) if error.to_string().contains("already exists") => {}
                 Err(error) => return Err(error.to_string()),
             }
-            session.install_replica(table).await
+            session.install_replica(table, epoch).await
         }
         other => other,
     }

@@ -109,8 +109,9 @@ pub enum Origin {
 type Placements = HashMap<(String, String), Arc<Placement>>;
 /// (address, tenant, forwarded) of a peer session.
 type SessionKey = (String, String, bool);
-/// (address, tenant, table, producer, forwarded) of an ingest stream to a peer.
-type StreamKey = (String, String, String, String, bool);
+/// (address, tenant, table, producer, leader epoch: 0 when forwarded) of an ingest stream to
+/// a peer.
+type StreamKey = (String, String, String, String, u64);
 
 /// A node's view of its cluster and its sessions with peers.
 pub struct Cluster {
@@ -210,6 +211,19 @@ impl Cluster {
         Ok(self.placement(tenant, table))
     }
 
+    /// Checks a batch or copy sent by a table's leader at `epoch` (0: not a leader's): refused
+    /// once this node knows a later leader epoch of the table (the sender was deposed).
+    pub fn check_leader_epoch(&self, tenant: &str, table: &str, epoch: u64) -> Result<(), String> {
+        match self.placement(tenant, table) {
+            Some(placement) if epoch > 0 && placement.epoch > epoch => Err(format!(
+                "fenced: table {table} is led by {} at epoch {}, the sender led it at epoch \
+                 {epoch}",
+                placement.leader, placement.epoch
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Fetches the routing table from the coordinators now.
     pub async fn refresh_routing(&self) -> Result<(), String> {
         let metadata = self.metadata.clone();
@@ -296,8 +310,9 @@ impl Cluster {
     }
 
     /// Sends one batch (its Arrow IPC pieces) under (producer, sequence) to the peer at
-    /// `address`: as a replica's write, with `create` making the table there first when the
-    /// peer lacks it; or, without `create`, forwarded to the table's leader. Waits at most
+    /// `address`: as the table's leader at an epoch to a follower, with `create` = (the spec
+    /// making the table there first when the peer lacks it, the epoch); or, without `create`,
+    /// forwarded to the table's leader. Waits at most
     /// `replication_timeout`.
     pub async fn send_batch(
         &self,
@@ -305,17 +320,18 @@ impl Cluster {
         key: (&str, &str, &str),
         sequence: u64,
         pieces: &[Vec<u8>],
-        create: Option<&TableSpec>,
+        create: Option<(&TableSpec, u64)>,
     ) -> Result<IngestAck, String> {
         let (tenant, table, producer) = key;
         let forwarded = create.is_none();
+        let epoch = create.map_or(0, |(_, epoch)| epoch);
         let slot = lock(&self.streams)
             .entry((
                 address.to_owned(),
                 tenant.to_owned(),
                 table.to_owned(),
                 producer.to_owned(),
-                forwarded,
+                epoch,
             ))
             .or_default()
             .clone();
@@ -327,15 +343,15 @@ impl Cluster {
                 Some(open) => open,
                 None => {
                     let session = self.session(address, tenant, forwarded).await?;
-                    let opened = match session.ingest_stream(table, producer).await {
+                    let opened = match session.replica_stream(table, producer, epoch).await {
                         Err(error) if is_not_found(&error) && create.is_some() => {
-                            let spec = create.expect("checked above").clone();
-                            match session.create_table(spec).await {
+                            let (spec, _) = create.expect("checked above");
+                            match session.create_table(spec.clone()).await {
                                 Ok(_) => {}
                                 Err(error) if error.to_string().contains("already exists") => {}
                                 Err(error) => return Err(error),
                             }
-                            session.ingest_stream(table, producer).await
+                            session.replica_stream(table, producer, epoch).await
                         }
                         other => other,
                     };

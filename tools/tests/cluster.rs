@@ -732,6 +732,29 @@ fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
         .unwrap_err();
     assert_eq!(resent.code(), "unavailable", "{resent}");
     wait_for_rows(&address[&survivor], &admin, (41_000, sum_to(41_000)));
+
+    // A deposed leader (an older epoch) cannot have a replica take its batches.
+    let epoch = status_table(&cluster, &coordinator)["epoch"]
+        .as_u64()
+        .unwrap();
+    let peer = runtime.block_on(async {
+        let client = tessera_rpc::Client::connect(&address[&survivor])
+            .await
+            .unwrap();
+        client
+            .peer_login(&cluster.node_token, "acme", false)
+            .await
+            .unwrap()
+    });
+    let mut deposed = runtime
+        .block_on(peer.replica_stream("events", "deposed", epoch - 1))
+        .unwrap();
+    let fenced = runtime
+        .block_on(deposed.append(0, &events(0, 10)))
+        .unwrap_err();
+    assert_eq!(fenced.code(), "unavailable", "{fenced}");
+    assert!(fenced.to_string().contains("fenced"), "{fenced}");
+    wait_for_rows(&address[&survivor], &admin, (41_000, sum_to(41_000)));
 }
 
 /// Appends batches of 1,000 events through `address` as `producer`, from `first` on, until

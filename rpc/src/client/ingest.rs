@@ -30,6 +30,27 @@ impl Session {
         table: &str,
         producer: &str,
     ) -> Result<IngestStream, ClientError> {
+        self.open_ingest(table, producer, 0).await
+    }
+
+    /// As `ingest_stream`, for a table's leader replicating to a follower (a session opened
+    /// with `peer_login` in replica mode) at its leader epoch `epoch`: the follower refuses
+    /// the batches once it knows a later epoch.
+    pub async fn replica_stream(
+        &self,
+        table: &str,
+        producer: &str,
+        epoch: u64,
+    ) -> Result<IngestStream, ClientError> {
+        self.open_ingest(table, producer, epoch).await
+    }
+
+    async fn open_ingest(
+        &self,
+        table: &str,
+        producer: &str,
+        leader_epoch: u64,
+    ) -> Result<IngestStream, ClientError> {
         let (table, producer, id) = (table.to_owned(), producer.to_owned(), self.id);
         let stream_id = self
             .client
@@ -37,6 +58,7 @@ impl Session {
                 let mut request = connection.tenant(id)?.ingest_request();
                 request.get().set_table(&table);
                 request.get().set_producer(&producer);
+                request.get().set_leader_epoch(leader_epoch);
                 let response = request.send().promise.await?;
                 let stream = response.get()?.get_stream()?;
                 let stream_id = connection.next_id.get();

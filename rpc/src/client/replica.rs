@@ -11,14 +11,19 @@ pub struct ReplicaInstaller {
 
 impl Session {
     /// Starts replacing the peer's copy of `table` by this node's (role node, a session opened
-    /// with `peer_login` in replica mode).
-    pub async fn install_replica(&self, table: &str) -> Result<ReplicaInstaller, ClientError> {
+    /// with `peer_login` in replica mode), as the table's leader at `epoch`.
+    pub async fn install_replica(
+        &self,
+        table: &str,
+        epoch: u64,
+    ) -> Result<ReplicaInstaller, ClientError> {
         let (table, id) = (table.to_owned(), self.id);
         let installer_id = self
             .client
             .run(move |connection| async move {
                 let mut request = connection.tenant(id)?.install_replica_request();
                 request.get().set_table(&table);
+                request.get().set_leader_epoch(epoch);
                 let response = request.send().promise.await?;
                 let installer = response.get()?.get_installer()?;
                 let installer_id = connection.next_id.get();

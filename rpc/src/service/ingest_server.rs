@@ -23,6 +23,8 @@ pub(super) struct IngestStreamServer {
     failure: RefCell<Option<Error>>,
     /// A client's, or a peer's (`Gateway.peerLogin`).
     origin: Origin,
+    /// On a replica session: the leader epoch the table's leader sends at (0: none given).
+    leader_epoch: u64,
     /// What creates the table on a follower that lacks it (read from the manifest once).
     replica_spec: RefCell<Option<Arc<crate::client::TableSpec>>>,
 }
@@ -38,6 +40,7 @@ impl IngestStreamServer {
         table: String,
         producer: String,
         origin: Origin,
+        leader_epoch: u64,
     ) -> IngestStreamServer {
         let reader = IpcStreamReader::new(connection.shared.limits.ingest_batch_bytes);
         IngestStreamServer {
@@ -51,6 +54,7 @@ impl IngestStreamServer {
             batches: RefCell::default(),
             failure: RefCell::new(None),
             origin,
+            leader_epoch,
             replica_spec: RefCell::new(None),
         }
     }
@@ -63,6 +67,9 @@ impl IngestStreamServer {
             return Ok(None);
         };
         if self.origin == Origin::Replica {
+            cluster
+                .check_leader_epoch(&self.tenant, &self.table, self.leader_epoch)
+                .map_err(|e| error("unavailable", e))?;
             return Ok(None);
         }
         let placement = cluster.placement(&self.tenant, &self.table);
@@ -146,6 +153,7 @@ impl IngestStreamServer {
         {
             let (sender, receiver) = oneshot::channel();
             let (cluster, pieces, spec) = (cluster.clone(), pieces.clone(), spec.clone());
+            let epoch = placement.epoch;
             let (address, node) = (replica.address.clone(), replica.node_id.clone());
             let (tenant, table, producer) = (
                 self.tenant.clone(),
@@ -158,7 +166,7 @@ impl IngestStreamServer {
                 } else {
                     let key = (tenant.as_str(), table.as_str(), producer.as_str());
                     cluster
-                        .send_batch(&address, key, sequence, &pieces, Some(&spec))
+                        .send_batch(&address, key, sequence, &pieces, Some((&spec, epoch)))
                         .await
                 };
                 let _ = sender.send(sent);

@@ -13,6 +13,8 @@ pub(super) struct ReplicaInstallerServer {
     connection: Rc<Connection>,
     tenant: String,
     table: String,
+    /// The leader epoch of the table's leader sending the copy.
+    epoch: u64,
     /// Shared with the writes in flight; taken by `commit`.
     copy: RefCell<Option<Arc<ReplicaCopy>>>,
     /// The first failed write: the copy is then refused at `commit`.
@@ -24,7 +26,9 @@ impl ReplicaInstallerServer {
         connection: Rc<Connection>,
         tenant: String,
         table: String,
+        epoch: u64,
     ) -> Result<ReplicaInstallerServer, Error> {
+        check_epoch(&connection, &tenant, &table, epoch)?;
         let (data_dir, owner, name) = (
             connection.data_dir().to_owned(),
             tenant.clone(),
@@ -37,6 +41,7 @@ impl ReplicaInstallerServer {
             connection,
             tenant,
             table,
+            epoch,
             copy: RefCell::new(Some(Arc::new(copy))),
             failure: Rc::default(),
         })
@@ -101,6 +106,7 @@ impl replica_installer::Server for ReplicaInstallerServer {
                 format!("a file of the copy could not be written ({failure}); nothing changed"),
             ));
         }
+        check_epoch(&self.connection, &self.tenant, &self.table, self.epoch)?;
         let installed = self
             .connection
             .context
@@ -118,5 +124,20 @@ impl replica_installer::Server for ReplicaInstallerServer {
         out.set_files(installed.files.len() as u32);
         out.set_rows(installed.total_rows());
         Ok(())
+    }
+}
+
+/// Refuses a copy from a leader this node knows was deposed.
+fn check_epoch(
+    connection: &Connection,
+    tenant: &str,
+    table: &str,
+    epoch: u64,
+) -> Result<(), Error> {
+    match connection.shared.cluster.as_ref() {
+        Some(cluster) => cluster
+            .check_leader_epoch(tenant, table, epoch)
+            .map_err(|e| error("unavailable", e)),
+        None => Ok(()),
     }
 }

@@ -667,6 +667,7 @@ impl tenant::Server for TenantServer {
         }
         let params = params.get()?;
         let (table, producer) = (text(params.get_table()?)?, text(params.get_producer()?)?);
+        let leader_epoch = params.get_leader_epoch();
         tessera_storage_engine::ingest::validate_producer(&producer).map_err(engine_error)?;
         // The table must exist now (here, or on the replicas of its placement when this node
         // holds none); each batch checks it again (it may be dropped meanwhile).
@@ -692,6 +693,7 @@ impl tenant::Server for TenantServer {
                 table,
                 producer,
                 self.origin,
+                leader_epoch,
             )));
         Ok(())
     }
@@ -711,10 +713,15 @@ impl tenant::Server for TenantServer {
                 "only a table's leader installs a copy of it, over a replica session",
             ));
         }
-        let table = text(params.get()?.get_table()?)?;
-        let installer =
-            ReplicaInstallerServer::start(self.connection.clone(), self.tenant.clone(), table)
-                .await?;
+        let params = params.get()?;
+        let (table, epoch) = (text(params.get_table()?)?, params.get_leader_epoch());
+        let installer = ReplicaInstallerServer::start(
+            self.connection.clone(),
+            self.tenant.clone(),
+            table,
+            epoch,
+        )
+        .await?;
         results
             .get()
             .set_installer(capnp_rpc::new_client(installer));
