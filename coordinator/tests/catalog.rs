@@ -259,6 +259,20 @@ fn placement(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease, deposed
     let routing = catalog.routing().unwrap();
     assert_eq!(routing.version, after.version + 1);
     assert_eq!(routing.tables, [replaced]);
+
+    // A leader whose copy is damaged steps down by leaving the in-sync set: only to an up,
+    // in-sync follower, which leads at the next epoch.
+    assert!(matches!(
+        catalog.set_in_sync(key, "n1", false, 2, leader),
+        Err(CatalogError::Invalid(_))
+    ));
+    catalog.register_node(&registration("n3", "r3")).unwrap();
+    catalog.set_in_sync(key, "n3", true, 2, leader).unwrap();
+    let stepped = other.set_in_sync(key, "n1", false, 2, leader).unwrap();
+    assert_eq!(stepped.leader(), "n3");
+    assert_eq!(stepped.epoch, 3);
+    assert_eq!(stepped.in_sync, ["n3"]);
+    assert_eq!(catalog.routing().unwrap().tables, [stepped]);
 }
 
 /// Threads, each with its own connection, race for a lease many times: one winner a round,
@@ -332,7 +346,7 @@ fn sqlite_catalog() {
         reopened.migrate().unwrap(),
         catalog::MIGRATIONS.len() as u32
     );
-    assert_eq!(reopened.nodes().unwrap().len(), 2);
+    assert_eq!(reopened.nodes().unwrap().len(), 3);
     assert_eq!(reopened.lease("leader").unwrap().unwrap().holder, "c3");
 
     // A catalog written by a newer binary is refused, not rewritten.

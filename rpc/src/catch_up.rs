@@ -14,7 +14,8 @@
 //! Every file is checked on arrival against the size and CRC-32 its manifest entry gives. A
 //! replica the catalog moved to another node (re-replication, its node down past the grace
 //! period) is created there the same way, and removed from the node that comes back
-//! (`trim`) once a routing table fetched then says it no longer holds it.
+//! (`trim`) once a routing table fetched then says it no longer holds it. A replica whose
+//! files fail their checksums (`scrub`) takes itself out of sync to be copied again.
 //! Runs on core 0 of every node of a cluster, one table and follower at a time; a failed
 //! attempt is retried later, backing off.
 
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use tessera_storage_engine::engine::CoreContext;
 use tessera_storage_engine::io::runtime;
 use tessera_storage_engine::table::manifest::{self, TableManifest};
+use tessera_storage_engine::table::verify;
 
 /// How often a leader looks for followers to bring back.
 const ROUND: Duration = Duration::from_secs(1);
@@ -55,6 +57,7 @@ pub(crate) async fn run(context: CoreContext, shared: Arc<Shared>) {
     // (tenant, table, node) → (next attempt, wait after the next failure).
     let mut retry: HashMap<(String, String, String), (Instant, Duration)> = HashMap::new();
     let mut rounds = 0u64;
+    let mut last_scrub = Instant::now();
     loop {
         runtime::sleep(ROUND).await;
         if shared.draining() {
@@ -66,7 +69,17 @@ pub(crate) async fn run(context: CoreContext, shared: Arc<Shared>) {
                 tracing::warn!(reason = %reason, "removing replicas moved elsewhere failed");
             }
         }
-        for placement in cluster.led_placements() {
+        if last_scrub.elapsed() >= cluster.scrub_interval {
+            last_scrub = Instant::now();
+            if let Err(reason) = scrub(&shared, &cluster).await {
+                tracing::warn!(reason = %reason, "checking this node's replicas failed");
+            }
+        }
+        let led = cluster
+            .held_placements()
+            .into_iter()
+            .filter(|p| p.leader == cluster.node_id());
+        for placement in led {
             for replica in placement
                 .replicas
                 .iter()
@@ -113,6 +126,67 @@ pub(crate) async fn run(context: CoreContext, shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Reads every file of this node's in-sync replicas against the size and CRC-32 its manifest
+/// gives (and decodes it: `verify_table`), on a thread of its own at a lower priority. A
+/// replica with a damaged file leaves the in-sync set (a leader steps down to an in-sync
+/// follower): its table's leader then copies the table to it again.
+async fn scrub(shared: &Shared, cluster: &Cluster) -> Result<(), String> {
+    let held = cluster
+        .held_placements()
+        .into_iter()
+        .filter(|p| p.is_in_sync(cluster.node_id()));
+    for placement in held {
+        let (data_dir, tenant, table) = (
+            shared.data_dir.clone(),
+            placement.tenant.clone(),
+            placement.table.clone(),
+        );
+        let damaged = runtime::spawn_thread("tessera-scrub", move || {
+            damaged_files(&data_dir, &tenant, &table)
+        })
+        .await
+        .map_err(|e| format!("cannot start a scrub thread: {e}"))??;
+        if damaged.is_empty() {
+            continue;
+        }
+        tracing::error!(
+            tenant = %placement.tenant,
+            table = %placement.table,
+            damage = %damaged.join("; "),
+            "a replica's files are damaged: it leaves the in-sync set to be copied again"
+        );
+        cluster
+            .set_in_sync(&placement, cluster.node_id(), false)
+            .await
+            .map_err(|e| format!("taking the damaged replica out of sync: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The damaged files of a table here, each with what is wrong. Blocking.
+fn damaged_files(data_dir: &Path, tenant: &str, table: &str) -> Result<Vec<String>, String> {
+    tessera_storage_engine::io::host::lower_thread_priority();
+    let (_, problems) = match verify::verify_table(data_dir, tenant, table) {
+        Ok(checked) => checked,
+        Err(tessera_storage_engine::Error::NoSuchTable { .. }) => return Ok(Vec::new()),
+        Err(error) => return Err(error.to_string()),
+    };
+    if problems.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A file compaction retired meanwhile is gone, not damaged.
+    let table_dir = manifest::table_dir(data_dir, tenant, table);
+    let listed: HashSet<std::path::PathBuf> = manifest::load(data_dir, tenant, table)
+        .map_err(|e| e.to_string())?
+        .map(|m| m.files.iter().map(|f| table_dir.join(&f.path)).collect())
+        .unwrap_or_default();
+    Ok(problems
+        .into_iter()
+        .filter(|p| listed.contains(&p.path))
+        .map(|p| format!("{}: {}", p.path.display(), p.message))
+        .collect())
 }
 
 /// Removes this node's copies of tables whose replicas the catalog moved to other nodes while

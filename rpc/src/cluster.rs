@@ -129,6 +129,8 @@ pub struct Cluster {
     gates: Mutex<HashMap<(String, String), Arc<WriteGate>>>,
     /// How long a peer has to acknowledge a replicated batch.
     pub replication_timeout: Duration,
+    /// How often the files of this node's in-sync replicas are checked (`catch_up::scrub`).
+    pub scrub_interval: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -152,6 +154,7 @@ impl Cluster {
             streams: Mutex::default(),
             gates: Mutex::default(),
             replication_timeout: Duration::from_secs(30),
+            scrub_interval: Duration::from_secs(6 * 3600),
         }
     }
 
@@ -186,12 +189,12 @@ impl Cluster {
         routing.get(&(tenant.to_owned(), table.to_owned())).cloned()
     }
 
-    /// The placements of the tables this node leads.
-    pub fn led_placements(&self) -> Vec<Arc<Placement>> {
+    /// The placements of the tables this node holds a replica of.
+    pub fn held_placements(&self) -> Vec<Arc<Placement>> {
         let routing = self.routing.read().unwrap_or_else(|p| p.into_inner());
         routing
             .values()
-            .filter(|p| p.leader == self.node_id)
+            .filter(|p| p.holds(&self.node_id))
             .cloned()
             .collect()
     }

@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// it takes the follower out of the in-sync set (it stays out until it catches up).
     #[arg(long, default_value_t = 30_000)]
     pub replication_timeout_ms: u64,
+    /// How often the node reads every file of its in-sync replicas against their CRC-32 (a
+    /// damaged copy leaves the in-sync set and is copied again from the table's leader), s.
+    #[arg(long, default_value_t = 21_600)]
+    pub scrub_interval_s: u64,
 }
 
 /// The TOML file. Unknown keys are errors, so a typo never silently falls back to a default.
@@ -763,6 +767,7 @@ fn cluster(args: &ServeArgs) -> Result<Option<Arc<Cluster>>, String> {
     ));
     let mut cluster = Cluster::new(node_id, token, metadata);
     cluster.replication_timeout = Duration::from_millis(args.replication_timeout_ms.max(1));
+    cluster.scrub_interval = Duration::from_secs(args.scrub_interval_s.max(1));
     Ok(Some(Arc::new(cluster)))
 }
 

@@ -91,6 +91,11 @@ impl Cluster {
     }
 
     fn node(&self, id: &str, coordinators: &str, rack: &str) -> Process {
+        self.node_with(id, coordinators, rack, &[])
+    }
+
+    /// As `node`, with `extra` arguments.
+    fn node_with(&self, id: &str, coordinators: &str, rack: &str, extra: &[&str]) -> Process {
         let data = self.dir.path().join(id);
         let process = Process::spawn(
             Command::new(env!("CARGO_BIN_EXE_tessera"))
@@ -99,6 +104,7 @@ impl Cluster {
                 .args(["--jwt-secret-file", path(&self.secret)])
                 .args(["--coordinator", coordinators, "--node-id", id])
                 .args(["--labels", &format!("host={id},rack={rack}")])
+                .args(extra)
                 .env("TESSERA_CLUSTER_TOKEN", &self.node_token),
         );
         wait_for(&process, "tessera serving");
@@ -487,6 +493,10 @@ struct Replicated {
 
 impl Replicated {
     fn start(count: usize, coordinator_args: &[&str]) -> Replicated {
+        Replicated::start_with(count, coordinator_args, &[])
+    }
+
+    fn start_with(count: usize, coordinator_args: &[&str], node_args: &[&str]) -> Replicated {
         let cluster = Cluster::new();
         let catalog = cluster.dir.path().join("catalog");
         let (process, coordinator) = cluster.coordinator_with(
@@ -501,7 +511,10 @@ impl Replicated {
             .enumerate()
             .map(|(i, id)| {
                 let rack = format!("r{}", i + 1);
-                (id.clone(), cluster.node(id, &coordinator, &rack))
+                (
+                    id.clone(),
+                    cluster.node_with(id, &coordinator, &rack, node_args),
+                )
             })
             .collect();
         let names: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -970,4 +983,80 @@ fn a_node_down_past_the_grace_period_has_its_replica_copied_elsewhere_and_trimme
         !replica_ids(&status["tables"][0]).contains(&gone),
         "{status:#}"
     );
+}
+
+/// Flips a byte in the middle of the first data file `node`'s manifest of `events` lists.
+fn damage_a_file(cluster: &Cluster, node: &str) {
+    let table = cluster.dir.path().join(node).join("acme").join("events");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(table.join("_manifest.json")).unwrap()).unwrap();
+    let file = table.join(manifest["files"][0]["path"].as_str().unwrap());
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&file, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_replica_file_is_found_by_its_checksum_and_copied_again() {
+    let Replicated {
+        cluster,
+        _coordinator,
+        coordinator,
+        nodes,
+        address,
+        admin,
+        clients,
+        leader,
+        followers,
+    } = Replicated::start_with(3, &[], &["--scrub-interval-s", "1"]);
+    let session = clients.session(&address[&leader]);
+    let mut stream = clients
+        .block_on(session.ingest_stream("events", "p"))
+        .unwrap();
+    for batch in 0..10 {
+        clients
+            .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+            .unwrap();
+    }
+    let expected = (10_000, sum_to(10_000));
+    for node in ["n1", "n2", "n3"] {
+        wait_for_rows(&address[node], &admin, expected);
+        // Each replica's buffered rows into its own files (as a peer: on that node only).
+        clients.block_on(async {
+            let client = tessera_rpc::Client::connect(&address[node]).await.unwrap();
+            let peer = client
+                .peer_login(&cluster.node_token, "acme", false)
+                .await
+                .unwrap();
+            let stream = peer.replica_stream("events", "flush", 0).await.unwrap();
+            stream.flush().await.unwrap();
+        });
+    }
+
+    // A follower's file damaged: its scrub finds it, it leaves the in-sync set, and the leader
+    // copies the table to it again.
+    damage_a_file(&cluster, &followers[0]);
+    wait_for(&nodes[&followers[0]], "a replica's files are damaged");
+    wait_for(&nodes[&leader], "a follower caught up");
+    cluster.wait_status_of(&coordinator, "the follower repaired", &nodes, |s| {
+        s["tables"][0]["healthy_replicas"] == 3
+    });
+    wait_for_rows(&address[&followers[0]], &admin, expected);
+
+    // The leader's file damaged: it steps down to an in-sync follower, which copies the table
+    // back to it.
+    damage_a_file(&cluster, &leader);
+    wait_for(&nodes[&leader], "a replica's files are damaged");
+    let status = cluster.wait_status_of(
+        &coordinator,
+        "the leader stepped down and repaired",
+        &nodes,
+        |s| s["tables"][0]["leader"] != leader.as_str() && s["tables"][0]["healthy_replicas"] == 3,
+    );
+    let new_leader = status["tables"][0]["leader"].as_str().unwrap().to_owned();
+    wait_for(&nodes[&new_leader], "a follower caught up");
+    for node in ["n1", "n2", "n3"] {
+        wait_for_rows(&address[node], &admin, expected);
+    }
 }

@@ -105,7 +105,9 @@ pub trait Catalog: Send + Sync {
     fn move_leaders(&self, leader: &Lease) -> Result<Vec<TablePlacement>>;
     /// Takes `node` out of the table's in-sync replicas (`in_sync` false) or puts it back, for
     /// the table's leader at `table_epoch` (`Fenced` once the leadership moved on), and bumps
-    /// the routing version; the table's leader never leaves the set. Only as `leader`.
+    /// the routing version. The leader leaving the set steps down (its copy is damaged): the
+    /// first up in-sync follower leads at the next epoch; with none, `Invalid`. Only as
+    /// `leader`.
     fn set_in_sync(
         &self,
         table: (&str, &str),
@@ -259,14 +261,16 @@ pub(crate) fn check_replacement(
     }
 }
 
-/// Checks a change of `node`'s in-sync flag against the table's rows (`PLACEMENT_ORDER`).
+/// Checks a change of `node`'s in-sync flag against the table's rows (`PLACEMENT_ORDER`). The
+/// leader leaving the set steps down: the first up in-sync follower takes over, returned here
+/// (`None` for any other change).
 pub(crate) fn check_in_sync_change(
     rows: &[PlacementRow],
     table: (&str, &str),
     node: &str,
     in_sync: bool,
     table_epoch: u64,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let Some(first) = rows.first() else {
         return Err(CatalogError::NotFound(format!(
             "table {}/{} has no placement",
@@ -284,11 +288,18 @@ pub(crate) fn check_in_sync_change(
             "node {node} holds no replica of {}/{}",
             table.0, table.1
         ))),
-        Some(row) if row.leader && !in_sync => Err(CatalogError::Invalid(format!(
-            "node {node} leads {}/{}: the leader is always in sync",
-            table.0, table.1
-        ))),
-        Some(_) => Ok(()),
+        Some(row) if row.leader && !in_sync => rows
+            .iter()
+            .find(|r| !r.leader && r.node_up && r.in_sync)
+            .map(|next| Some(next.node_id.clone()))
+            .ok_or_else(|| {
+                CatalogError::Invalid(format!(
+                    "node {node} leads {}/{} and no in-sync follower is up to take over: the \
+                     leader stays in sync",
+                    table.0, table.1
+                ))
+            }),
+        Some(_) => Ok(None),
     }
 }
 

@@ -14,6 +14,11 @@ type Param<'a> = &'a (dyn ToSql + Sync);
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// Hands a table's leadership to node $3 ($1 tenant, $2 table) at the next epoch.
+const HAND_OVER: &str = "UPDATE placement SET epoch = epoch + 1, \
+     role = CASE WHEN node_id = $3 THEN 'leader' ELSE 'follower' END \
+     WHERE tenant = $1 AND table_name = $2";
+
 /// The catalog's clock in ms since the Unix epoch, as SQL.
 const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
@@ -352,13 +357,8 @@ impl Catalog for PostgresCatalog {
             let moves = leader_moves(&placement_rows(&mut tx, None)?);
             let mut moved = Vec::new();
             for (tenant, table, node) in &moves {
-                tx.execute(
-                    "UPDATE placement SET epoch = epoch + 1, \
-                     role = CASE WHEN node_id = $3 THEN 'leader' ELSE 'follower' END \
-                     WHERE tenant = $1 AND table_name = $2",
-                    &[tenant, table, node],
-                )
-                .map_err(unavailable)?;
+                tx.execute(HAND_OVER, &[tenant, table, node])
+                    .map_err(unavailable)?;
                 moved.extend(assemble(&placement_rows(&mut tx, Some((tenant, table)))?));
             }
             if !moves.is_empty() {
@@ -381,7 +381,10 @@ impl Catalog for PostgresCatalog {
             let mut tx = client.transaction().map_err(unavailable)?;
             fence(&mut tx, leader)?;
             let rows = placement_rows(&mut tx, Some(table))?;
-            check_in_sync_change(&rows, table, node, in_sync, table_epoch)?;
+            if let Some(next) = check_in_sync_change(&rows, table, node, in_sync, table_epoch)? {
+                tx.execute(HAND_OVER, &[&table.0, &table.1, &next])
+                    .map_err(unavailable)?;
+            }
             tx.execute(
                 "UPDATE placement SET in_sync = $4 \
                  WHERE tenant = $1 AND table_name = $2 AND node_id = $3",

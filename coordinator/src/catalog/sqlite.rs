@@ -8,6 +8,11 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// Hands a table's leadership to node ?3 (?1 tenant, ?2 table) at the next epoch.
+const HAND_OVER: &str = "UPDATE placement SET epoch = epoch + 1, \
+     role = CASE WHEN node_id = ?3 THEN 'leader' ELSE 'follower' END \
+     WHERE tenant = ?1 AND table_name = ?2";
+
 pub struct SqliteCatalog {
     path: PathBuf,
     connection: Mutex<Connection>,
@@ -336,13 +341,8 @@ impl Catalog for SqliteCatalog {
             let moves = leader_moves(&placement_rows(&tx, None)?);
             let mut moved = Vec::new();
             for (tenant, table, node) in &moves {
-                tx.execute(
-                    "UPDATE placement SET epoch = epoch + 1, \
-                     role = CASE WHEN node_id = ?3 THEN 'leader' ELSE 'follower' END \
-                     WHERE tenant = ?1 AND table_name = ?2",
-                    params![tenant, table, node],
-                )
-                .map_err(unavailable)?;
+                tx.execute(HAND_OVER, params![tenant, table, node])
+                    .map_err(unavailable)?;
                 moved.extend(assemble(&placement_rows(&tx, Some((tenant, table)))?));
             }
             if !moves.is_empty() {
@@ -367,7 +367,10 @@ impl Catalog for SqliteCatalog {
                 .map_err(unavailable)?;
             fence(&tx, leader)?;
             let rows = placement_rows(&tx, Some(table))?;
-            check_in_sync_change(&rows, table, node, in_sync, table_epoch)?;
+            if let Some(next) = check_in_sync_change(&rows, table, node, in_sync, table_epoch)? {
+                tx.execute(HAND_OVER, params![table.0, table.1, next])
+                    .map_err(unavailable)?;
+            }
             tx.execute(
                 "UPDATE placement SET in_sync = ?4 \
                  WHERE tenant = ?1 AND table_name = ?2 AND node_id = ?3",
