@@ -222,6 +222,18 @@ impl Coordinators {
 }
 
 impl Metadata for Coordinators {
+    fn nodes(&self) -> Result<Vec<tessera_rpc::cluster::Member>, String> {
+        Ok(status(&self.addresses, &self.token)?
+            .nodes
+            .into_iter()
+            .map(|n| tessera_rpc::cluster::Member {
+                node_id: n.node_id,
+                address: n.address,
+                up: n.up,
+            })
+            .collect())
+    }
+
     fn place_table(
         &self,
         tenant: &str,

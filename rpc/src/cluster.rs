@@ -71,8 +71,18 @@ pub struct Routing {
     pub tables: Vec<Placement>,
 }
 
+/// A node of the cluster as the catalog knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub node_id: String,
+    pub address: String,
+    pub up: bool,
+}
+
 /// How a node reaches the catalog (implemented over the coordinators by `tessera serve`).
 pub trait Metadata: Send + Sync {
+    /// The cluster's nodes; blocks the calling thread.
+    fn nodes(&self) -> Result<Vec<Member>, String>;
     /// Places a new table (or returns the placement it has); blocks the calling thread.
     fn place_table(
         &self,
@@ -127,6 +137,8 @@ pub struct Cluster {
     streams: Mutex<HashMap<StreamKey, Arc<AsyncMutex<Option<IngestStream>>>>>,
     /// Per led table: the writes in flight, and whether a catch-up holds new ones back.
     gates: Mutex<HashMap<(String, String), Arc<WriteGate>>>,
+    /// The cluster's nodes as last fetched (used while no coordinator answers).
+    members: Mutex<Vec<Member>>,
     /// How long a peer has to acknowledge a replicated batch.
     pub replication_timeout: Duration,
     /// How often the files of this node's in-sync replicas are checked (`catch_up::scrub`).
@@ -153,6 +165,7 @@ impl Cluster {
             sessions: Mutex::default(),
             streams: Mutex::default(),
             gates: Mutex::default(),
+            members: Mutex::default(),
             replication_timeout: Duration::from_secs(30),
             scrub_interval: Duration::from_secs(6 * 3600),
         }
@@ -224,6 +237,26 @@ impl Cluster {
                 placement.leader, placement.epoch
             )),
             _ => Ok(()),
+        }
+    }
+
+    /// The cluster's nodes: as the coordinators say now, or as they last said while none
+    /// answers.
+    pub async fn members(&self) -> Result<Vec<Member>, String> {
+        let metadata = self.metadata.clone();
+        match runtime::spawn_blocking(move || metadata.nodes()).await {
+            Ok(members) => {
+                *lock(&self.members) = members.clone();
+                Ok(members)
+            }
+            Err(error) => {
+                let known = lock(&self.members).clone();
+                if known.is_empty() {
+                    Err(error)
+                } else {
+                    Ok(known)
+                }
+            }
         }
     }
 

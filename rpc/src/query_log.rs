@@ -48,10 +48,13 @@ pub struct QueryLog {
     boot: u32,
     next: AtomicU64,
     ring: Mutex<VecDeque<Arc<QueryRecord>>>,
+    /// The node the queries ran on, as the `node` column shows it (its cluster node id, or
+    /// the address it serves on).
+    node: String,
 }
 
 impl QueryLog {
-    pub fn new(capacity: usize, slow: Duration) -> QueryLog {
+    pub fn new(capacity: usize, slow: Duration, node: String) -> QueryLog {
         let boot = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
@@ -61,6 +64,7 @@ impl QueryLog {
             boot,
             next: AtomicU64::new(1),
             ring: Mutex::new(VecDeque::new()),
+            node,
         }
     }
 
@@ -152,6 +156,7 @@ impl QueryLog {
             column("partitions_pruned", ColumnType::Int64),
             column("status", ColumnType::Utf8),
             column("error", ColumnType::Utf8),
+            column("node", ColumnType::Utf8),
         ]
     }
 
@@ -191,6 +196,9 @@ impl QueryLog {
             Arc::new(StringArray::from_iter(
                 records.iter().map(|r| r.error.as_deref()),
             )),
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|_| self.node.as_str()),
+            )),
         ];
         let fields: Vec<Field> = Self::columns()
             .iter()
@@ -225,7 +233,7 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_records_and_shows_a_tenant_only_its_own() {
-        let log = QueryLog::new(3, Duration::from_secs(1));
+        let log = QueryLog::new(3, Duration::from_secs(1), "n1".into());
         for i in 0..5 {
             log.record(record(&log, if i % 2 == 0 { "a" } else { "b" }, i as f64));
         }
@@ -239,6 +247,13 @@ mod tests {
             .downcast_ref::<Float64Array>()
             .unwrap();
         assert_eq!(times.values(), &[2.0, 4.0]);
+        let nodes = a
+            .column_by_name("node")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert!(nodes.iter().all(|n| n == Some("n1")));
         assert_eq!(log.table("b").num_rows(), 1);
         assert_eq!(log.table("c").num_rows(), 0);
         log.configure(1, Duration::from_secs(1));
@@ -250,7 +265,7 @@ mod tests {
 
     #[test]
     fn ids_are_unique() {
-        let log = QueryLog::new(10, Duration::from_secs(1));
+        let log = QueryLog::new(10, Duration::from_secs(1), "n1".into());
         assert_ne!(log.next_id(), log.next_id());
     }
 }

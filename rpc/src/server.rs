@@ -113,6 +113,10 @@ impl Server {
             query_log: crate::query_log::QueryLog::new(
                 config.limits.query_stats_capacity,
                 config.limits.slow_query,
+                config
+                    .cluster
+                    .as_ref()
+                    .map_or_else(|| address.to_string(), |c| c.node_id().to_owned()),
             ),
             draining: std::sync::atomic::AtomicBool::new(false),
             metrics: metrics.clone(),

@@ -675,6 +675,30 @@ fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
     for node in ["n1", "n2", "n3"] {
         wait_for_rows(&address[node], &admin, (20_000, sum_to(20_000)));
     }
+    // query_stats through any node holds every node's queries, each once, named by node.
+    let stats = runtime
+        .block_on(session("n1").query_collect(
+            "SELECT node, COUNT(*) AS queries FROM query_stats \
+             WHERE sql = 'SELECT COUNT(*), SUM(v) FROM events' GROUP BY node ORDER BY node",
+        ))
+        .unwrap();
+    let asked = arrow_array::cast::AsArray::as_string::<i32>(stats.batches[0].column(0));
+    assert_eq!(
+        asked.iter().map(Option::unwrap).collect::<Vec<_>>(),
+        ["n1", "n2", "n3"],
+        "{:?}",
+        stats.batches
+    );
+    // The nodes' reads of each other's query_stats are not queries of the tenant's.
+    let peer_reads = runtime
+        .block_on(session("n2").query_collect(
+            "SELECT COUNT(*) FROM query_stats WHERE sql = 'SELECT * FROM query_stats'",
+        ))
+        .unwrap();
+    let count = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(
+        peer_reads.batches[0].column(0),
+    );
+    assert_eq!(count.value(0), 0);
 
     // A follower killed: writes go on with the leader and the other follower (W = 2).
     nodes.remove(&followers[1]).unwrap().kill();

@@ -262,6 +262,59 @@ impl TenantServer {
 
     /// Runs a statement over the tenant's rows of the node's `query_stats` (its recent
     /// queries, in memory): no query slot, nothing read from disk.
+    /// The tenant's `query_stats` rows: this node's, and for a client's query in a cluster
+    /// every other up node's too (each read over a peer session, which answers with its own).
+    async fn query_stats_rows(&self) -> Result<RecordBatch, Error> {
+        let shared = &self.connection.shared;
+        let local = shared.query_log.table(&self.tenant);
+        let Some(cluster) = shared
+            .cluster
+            .as_ref()
+            .filter(|_| self.origin == Origin::Client)
+        else {
+            return Ok(local);
+        };
+        let members = cluster.members().await.map_err(|e| {
+            error(
+                "unavailable",
+                format!("the cluster's nodes are unknown (no coordinator answers): {e}"),
+            )
+        })?;
+        let mut parts = vec![local];
+        for member in members
+            .iter()
+            .filter(|m| m.up && m.node_id != cluster.node_id())
+        {
+            let read = async {
+                let session = cluster
+                    .session(&member.address, &self.tenant, false)
+                    .await?;
+                session
+                    .query_collect(&format!("SELECT * FROM {}", query_log::TABLE))
+                    .await
+            };
+            let answer = read.await.map_err(|e| {
+                cluster.forget_peer(&member.address);
+                error(
+                    "unavailable",
+                    format!(
+                        "the queries of node {} could not be read ({e}); query_stats answers \
+                         only with every up node's",
+                        member.node_id
+                    ),
+                )
+            })?;
+            parts.extend(answer.batches);
+        }
+        let schema = parts[0].schema();
+        arrow_select::concat::concat_batches(&schema, &parts).map_err(|e| {
+            error(
+                "internal",
+                format!("the nodes' query_stats differ in their columns: {e}"),
+            )
+        })
+    }
+
     async fn run_query_stats(
         &self,
         statement: Statement,
@@ -280,7 +333,7 @@ impl TenantServer {
             out.quota = Some((self.tenant.as_str(), quota.result_bytes, &shared.quotas));
         }
         let started = Instant::now();
-        let rows = shared.query_log.table(&self.tenant);
+        let rows = self.query_stats_rows().await?;
         let result = match self
             .connection
             .context
@@ -548,7 +601,11 @@ impl tenant::Server for TenantServer {
             }
         };
         drop(tenant_errors);
-        shared.query_log.record(record);
+        // A query run for a peer (forwarded, or reading this node's query_stats) is recorded
+        // once, on the node the client asked.
+        if self.origin == Origin::Client {
+            shared.query_log.record(record);
+        }
         outcome
     }
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Queries on a replicated table vs one node, in one run on this machine: starts an
+# embedded-catalog coordinator, four nodes and a lone node (release build), loads the same
+# generated events into the lone node (import) and into a table the cluster places on three of
+# the four nodes (ingest: RF 3, W 2), waits for every replica to flush its buffered rows to
+# files, then runs bench/jobs/cluster-query.fio against the lone node, a replica (it reads its
+# own copy) and the fourth node (it runs each query on a replica and streams the result on),
+# in turn, twice. The replica-vs-fourth-node difference is what distribution adds to a query;
+# the lone node's table is imported (a few large files), the cluster's ingested (files of one
+# flush each), so lone-vs-replica also compares two layouts of the same rows.
+# Usage: bench/cluster/query.sh [WORKDIR]   (TESSERA_BIN, TESSERA_BENCH_ROWS, _RUNTIME)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${TESSERA_BIN:-target/release/tessera}
+ROWS=${TESSERA_BENCH_ROWS:-4000000}
+export TESSERA_BENCH_ROWS=$ROWS
+WORK=${1:-$(mktemp -d)}
+mkdir -p "$WORK"
+printf 'a benchmark secret that is long enough!!\n' > "$WORK/secret"
+token() { "$BIN" token --secret-file "$WORK/secret" "$@"; }
+OPERATOR=$(token --role operator)
+export TESSERA_CLUSTER_TOKEN; TESSERA_CLUSTER_TOKEN=$(token --role node)
+ADMIN=$(token --tenant bench --role admin)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+
+"$BIN" coordinator --listen 127.0.0.1:7590 --catalog-dir "$WORK/catalog" \
+    --jwt-secret-file "$WORK/secret" --heartbeat-ms 200 > "$WORK/coordinator.log" 2>&1 &
+pids+=($!)
+sleep 1
+for i in 1 2 3 4; do
+    "$BIN" serve --data "$WORK/n$i" --listen "127.0.0.1:759$i" --http off --cores 1 \
+        --jwt-secret-file "$WORK/secret" --coordinator 127.0.0.1:7590 --node-id "n$i" \
+        --labels "host=n$i" > "$WORK/n$i.log" 2>&1 &
+    pids+=($!)
+done
+"$BIN" serve --data "$WORK/lone" --listen 127.0.0.1:7599 --http off --cores 1 \
+    --jwt-secret-file "$WORK/secret" > "$WORK/lone.log" 2>&1 &
+pids+=($!)
+sleep 3
+
+"$BIN" gen events --rows "$ROWS" --seed 42 --out "$WORK/events.parquet" > /dev/null
+"$BIN" import --addr 127.0.0.1:7599 --token "$ADMIN" --table events "$WORK/events.parquet" \
+    > /dev/null
+"$BIN" ingest --addr 127.0.0.1:7591 --token "$ADMIN" --table events --workers 4 \
+    --batch-mb 16 "$WORK/events.parquet" | tail -1
+status=$("$BIN" admin cluster status --addr 127.0.0.1:7590 --token "$OPERATOR" --json)
+read -r leader outsider < <(python3 -c '
+import json, sys
+status = json.loads(sys.argv[1])
+table = status["tables"][0]
+held = [r["node_id"] for r in table["replicas"]]
+print(table["leader"], [n["node_id"] for n in status["nodes"] if n["node_id"] not in held][0])
+' "$status")
+echo "events on three nodes, led by $leader; $outsider holds no replica"
+# Buffered rows reach files after the flush age (30 s) on every replica.
+sleep 35
+port() { echo "759${1#n}"; }
+
+for round in 1 2; do
+    for target in lone "replica:$leader" "no-replica:$outsider"; do
+        case $target in
+            lone) address=127.0.0.1:7599 ;;
+            *) address=127.0.0.1:$(port "${target#*:}") ;;
+        esac
+        echo "== round $round: $target ($address)"
+        TESSERA_BENCH_TARGET=$address TESSERA_TOKEN=$ADMIN "$BIN" bench bench/jobs/cluster-query.fio
+    done
+done
