@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod client;
+pub mod metrics;
 pub mod placement;
 pub mod server;
 #[cfg(feature = "testing")]

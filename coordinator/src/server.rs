@@ -39,6 +39,8 @@ pub struct CoordinatorConfig {
     /// A node down for this long (since its last heartbeat) has its replicas moved to other
     /// nodes (re-replication), unless it leads a table no in-sync follower could take over.
     pub rereplicate_after: Duration,
+    /// Where to serve `/metrics` and `/health` (`None`: nowhere).
+    pub http: Option<SocketAddr>,
 }
 
 impl CoordinatorConfig {
@@ -51,6 +53,7 @@ impl CoordinatorConfig {
             node_timeout: Duration::from_secs(10),
             heartbeat: Duration::from_secs(1),
             rereplicate_after: Duration::from_secs(300),
+            http: None,
         }
     }
 }
@@ -85,6 +88,22 @@ pub struct Coordinator {
     shared: Arc<Shared>,
     address: SocketAddr,
     threads: Vec<std::thread::JoinHandle<()>>,
+    http: Option<tessera_rpc::metrics::HttpServer>,
+}
+
+/// The side port's answers, from the catalog at request time.
+struct Probe(Arc<Shared>);
+
+impl tessera_rpc::metrics::HttpProbe for Probe {
+    fn metrics(&self) -> String {
+        let leading = lock(&self.0.leadership).current();
+        crate::metrics::render(self.0.catalog.as_ref(), leading.as_ref())
+    }
+
+    fn health(&self) -> (bool, String) {
+        let leading = lock(&self.0.leadership).current();
+        crate::metrics::health(self.0.catalog.as_ref(), &self.0.config.id, leading.as_ref())
+    }
 }
 
 fn fail(code: ErrorCode, message: impl std::fmt::Display) -> Error {
@@ -145,15 +164,28 @@ impl Coordinator {
             .name("tessera-coordinator-lease".into())
             .spawn(move || lead(leading))
             .map_err(|e| e.to_string())?;
+        let http = match shared.config.http {
+            Some(at) => Some(
+                tessera_rpc::metrics::HttpServer::serve(at, Arc::new(Probe(shared.clone())))
+                    .map_err(|e| format!("cannot serve HTTP on {at}: {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Coordinator {
             shared,
             address,
             threads: vec![server, leader],
+            http,
         })
     }
 
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where `/metrics` and `/health` are served, if anywhere.
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.address())
     }
 
     /// The leader lease this coordinator may act on now, if it holds it.

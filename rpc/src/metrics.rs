@@ -406,6 +406,31 @@ pub trait NodeProbe: Send + Sync + 'static {
     fn health(&self) -> (bool, String);
 }
 
+/// What the HTTP side port answers, asked at request time (a node's, a coordinator's).
+pub trait HttpProbe: Send + Sync + 'static {
+    /// The OpenMetrics text exposition.
+    fn metrics(&self) -> String;
+    /// Whether the process serves, and one line of JSON describing it.
+    fn health(&self) -> (bool, String);
+}
+
+/// A node's metrics and probe, answering the side port.
+struct NodeHttp {
+    metrics: Arc<Metrics>,
+    probe: Arc<dyn NodeProbe>,
+}
+
+impl HttpProbe for NodeHttp {
+    fn metrics(&self) -> String {
+        self.probe.refresh(&self.metrics);
+        self.metrics.render()
+    }
+
+    fn health(&self) -> (bool, String) {
+        self.probe.health()
+    }
+}
+
 /// The HTTP side port: one thread answering `/metrics` and `/health`.
 pub struct HttpServer {
     server: Arc<tiny_http::Server>,
@@ -418,6 +443,14 @@ impl HttpServer {
         address: std::net::SocketAddr,
         metrics: Arc<Metrics>,
         probe: Arc<dyn NodeProbe>,
+    ) -> std::io::Result<HttpServer> {
+        HttpServer::serve(address, Arc::new(NodeHttp { metrics, probe }))
+    }
+
+    /// Serves `probe`'s answers on `address`.
+    pub fn serve(
+        address: std::net::SocketAddr,
+        probe: Arc<dyn HttpProbe>,
     ) -> std::io::Result<HttpServer> {
         let server = tiny_http::Server::http(address)
             .map_err(|e| std::io::Error::other(format!("HTTP port {address}: {e}")))?;
@@ -432,10 +465,7 @@ impl HttpServer {
             .spawn(move || {
                 for request in serving.incoming_requests() {
                     let (status, content_type, body) = match request.url() {
-                        "/metrics" => {
-                            probe.refresh(&metrics);
-                            (200, Metrics::CONTENT_TYPE, metrics.render())
-                        }
+                        "/metrics" => (200, Metrics::CONTENT_TYPE, probe.metrics()),
                         "/health" => {
                             let (serving, body) = probe.health();
                             (if serving { 200 } else { 503 }, "application/json", body)

@@ -40,6 +40,9 @@ pub struct CoordinatorArgs {
     /// another node, which its table's leader then copies the table to, ms.
     #[arg(long, default_value_t = 300_000)]
     pub rereplicate_after_ms: u64,
+    /// Serve Prometheus `/metrics` and `/health` on this address (e.g. 0.0.0.0:9465).
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -67,6 +70,7 @@ pub fn run(args: &CoordinatorArgs) -> Result<(), String> {
     config.node_timeout = Duration::from_millis(args.node_timeout_ms.max(100));
     config.heartbeat = Duration::from_millis(args.heartbeat_ms.max(50));
     config.rereplicate_after = Duration::from_millis(args.rereplicate_after_ms);
+    config.http = args.http;
     if config.id.is_empty() {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         config.id = format!("{}:{}", host.trim(), args.listen.port());
@@ -82,6 +86,9 @@ pub fn run(args: &CoordinatorArgs) -> Result<(), String> {
         config.id,
         coordinator.address()
     );
+    if let Some(http) = coordinator.http_address() {
+        tracing::info!("metrics and health on http://{http}/metrics and /health");
+    }
     let notifier = crate::systemd::Notifier::from_env();
     notifier.notify("READY=1");
     let mut last_ping = std::time::Instant::now();

@@ -172,7 +172,7 @@ fn promtool_accepts_the_config_and_the_rules_and_their_tests_pass() {
         &["check", "rules", "tessera-alerts.yml"],
         dir.path(),
     );
-    assert!(rules.contains("6 rules found"), "{rules}");
+    assert!(rules.contains("8 rules found"), "{rules}");
     let tested = run(
         "promtool",
         &["test", "rules", "tessera-alerts.test.yml"],
@@ -217,11 +217,33 @@ fn a_real_prometheus_scrapes_a_node_and_every_dashboard_expression_has_data() {
     .trim()
     .to_owned();
 
-    // The shipped scrape config, pointed at this node and scraping every second.
+    // A coordinator serving its own /metrics (an embedded catalog, no nodes of its own).
+    let coordinator = support::Process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args([
+                "coordinator",
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .args(["--catalog-dir", path(&dir.path().join("catalog"))])
+            .args(["--jwt-secret-file", path(&secret)]),
+    );
+    let line = coordinator.wait_for_line("with its HTTP address", |l| l.contains("http://"));
+    let coordinator_http = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+
+    // The shipped scrape config, pointed at this node and coordinator, scraping every second.
     let shipped = std::fs::read_to_string(deploy("prometheus/prometheus.yml")).unwrap();
     for expected in [
         "          - node1.example:9464\n",
         "          - node2.example:9464\n",
+        "          - coord1.example:9465\n",
         "  scrape_interval: 15s\n",
         "  evaluation_interval: 15s\n",
     ] {
@@ -232,6 +254,7 @@ fn a_real_prometheus_scrapes_a_node_and_every_dashboard_expression_has_data() {
     }
     let config = shipped
         .replace("node1.example:9464", &http)
+        .replace("coord1.example:9465", &coordinator_http)
         .replace("          - node2.example:9464\n", "")
         .replace("scrape_interval: 15s", "scrape_interval: 1s")
         .replace("evaluation_interval: 15s", "evaluation_interval: 1s");
@@ -266,6 +289,15 @@ fn a_real_prometheus_scrapes_a_node_and_every_dashboard_expression_has_data() {
     }
     let up = prometheus.wait_for_data("up{job=\"tessera\"} == 1", deadline);
     assert_eq!(up[0]["metric"]["instance"], http.as_str());
+    // The coordinator: scraped, its catalog answering, leading (the only one).
+    let leading = prometheus.wait_for_data(
+        "tessera_coordinator_leader * on (instance) tessera_coordinator_catalog_up == 1",
+        deadline,
+    );
+    assert_eq!(leading[0]["metric"]["instance"], coordinator_http.as_str());
+    let (status, body) = get(&coordinator_http, "/health").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"catalog\":\"ok\""), "{body}");
 
     // Some work for the node: an import, queries (cold, then warm from the pool) and an error.
     let input = dir.path().join("events.parquet");
@@ -330,8 +362,11 @@ fn a_real_prometheus_scrapes_a_node_and_every_dashboard_expression_has_data() {
     );
 
     // Every metric the dashboard and the alert rules name is one the node exports.
-    let (status, exported) = get(&http, "/metrics").unwrap();
+    let (status, node_metrics) = get(&http, "/metrics").unwrap();
     assert_eq!(status, 200);
+    let (status, coordinator_metrics) = get(&coordinator_http, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let exported = node_metrics + &coordinator_metrics;
     let exported: Vec<String> = exported
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -345,7 +380,8 @@ fn a_real_prometheus_scrapes_a_node_and_every_dashboard_expression_has_data() {
     for name in &named {
         assert!(
             exported.contains(name),
-            "{name} is named by the dashboard or the rules but not exported by the node"
+            "{name} is named by the dashboard or the rules but exported by neither the node \
+             nor the coordinator"
         );
     }
 
@@ -366,7 +402,9 @@ fn a_real_prometheus_scrapes_a_node_and_every_dashboard_expression_has_data() {
             "TesseraMemoryHigh",
             "TesseraQueryErrorRate",
             "TesseraDiskFull",
-            "TesseraIngestionLag"
+            "TesseraIngestionLag",
+            "TesseraTablesUnderReplicated",
+            "TesseraNoCoordinatorLeader"
         ]
     );
 }
