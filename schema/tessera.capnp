@@ -423,6 +423,10 @@ interface Coordinator {
       -> (placement :TablePlacement);
   # For a table's leader at `epoch`: takes a replica out of the in-sync set before a batch is
   # acknowledged without it, or puts it back. `unavailable` once the leadership moved on.
+
+  dropTable @6 (tenant :Text, table :Text) -> (dropped :Bool);
+  # Removes a table's placement (a node calls it once every replica dropped its copy); false
+  # when the table had none. Only the leading coordinator changes it (`unavailable` elsewhere).
 }
 
 struct Replica {

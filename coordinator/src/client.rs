@@ -269,6 +269,29 @@ impl Metadata for Coordinators {
         routing(&self.addresses, &self.token)
     }
 
+    fn drop_table(&self, tenant: &str, table: &str) -> Result<bool, String> {
+        let mut errors = Vec::new();
+        for address in &self.addresses {
+            let dropped = with_coordinator(address, &self.token, Duration::from_secs(10), |c| {
+                let mut request = c.drop_table_request();
+                request.get().set_tenant(tenant);
+                request.get().set_table(table);
+                async move {
+                    let response = request.send().promise.await?;
+                    Ok(response.get()?.get_dropped())
+                }
+            });
+            match dropped {
+                Ok(dropped) => return Ok(dropped),
+                Err(error) => errors.push(format!("{address}: {error}")),
+            }
+        }
+        Err(format!(
+            "no coordinator could drop the table's placement (metadata changes wait for one): {}",
+            errors.join("; ")
+        ))
+    }
+
     fn set_in_sync(
         &self,
         table: (&str, &str),

@@ -648,6 +648,28 @@ impl coordinator::Server for CoordinatorServer {
         Ok(())
     }
 
+    async fn drop_table(
+        self: Rc<Self>,
+        params: coordinator::DropTableParams,
+        mut results: coordinator::DropTableResults,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let params = params.get()?;
+        let tenant = text(params.get_tenant()?)?;
+        let table = text(params.get_table()?)?;
+        let lease = self.leading()?;
+        let (owner, name) = (tenant.clone(), table.clone());
+        let dropped = blocking(&self.shared, move |c| {
+            c.drop_placement((&owner, &name), &lease)
+        })
+        .await?;
+        if dropped {
+            tracing::info!(tenant = %tenant, table = %table, "a table's placement was dropped");
+        }
+        results.get().set_dropped(dropped);
+        Ok(())
+    }
+
     async fn routing(
         self: Rc<Self>,
         _: coordinator::RoutingParams,

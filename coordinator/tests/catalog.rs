@@ -273,6 +273,19 @@ fn placement(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease, deposed
     assert_eq!(stepped.epoch, 3);
     assert_eq!(stepped.in_sync, ["n3"]);
     assert_eq!(catalog.routing().unwrap().tables, [stepped]);
+
+    // Dropped: gone from the routing table in a new version; a second drop finds nothing.
+    assert!(matches!(
+        other.drop_placement(key, deposed),
+        Err(CatalogError::Fenced(_))
+    ));
+    let before = catalog.routing_version().unwrap();
+    assert!(other.drop_placement(key, leader).unwrap());
+    let routing = catalog.routing().unwrap();
+    assert_eq!(routing.tables, []);
+    assert_eq!(routing.version, before + 1);
+    assert!(!catalog.drop_placement(key, leader).unwrap());
+    assert_eq!(catalog.routing_version().unwrap(), before + 1);
 }
 
 /// Threads, each with its own connection, race for a lease many times: one winner a round,

@@ -93,6 +93,9 @@ pub trait Metadata: Send + Sync {
     ) -> Result<Placement, String>;
     /// The routing table as a coordinator has it now; blocks the calling thread.
     fn routing(&self) -> Result<Routing, String>;
+    /// Removes a table's placement (every replica dropped it); false if it had none. Blocks
+    /// the calling thread.
+    fn drop_table(&self, tenant: &str, table: &str) -> Result<bool, String>;
     /// For the table's leader at `epoch`: takes `node` out of its in-sync replicas or puts it
     /// back; the placement after. Blocks the calling thread.
     fn set_in_sync(
@@ -283,6 +286,17 @@ impl Cluster {
         })
         .await?;
         Ok(self.keep(placement))
+    }
+
+    /// Removes a table's placement through the coordinators, and from the routing table.
+    pub async fn drop_table(&self, tenant: &str, table: &str) -> Result<bool, String> {
+        let (metadata, owner, name) = (self.metadata.clone(), tenant.to_owned(), table.to_owned());
+        let dropped = runtime::spawn_blocking(move || metadata.drop_table(&owner, &name)).await?;
+        let mut routing = self.routing.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = HashMap::clone(&routing);
+        map.remove(&(tenant.to_owned(), table.to_owned()));
+        *routing = Arc::new(map);
+        Ok(dropped)
     }
 
     /// As the table's leader at `epoch`: takes `node` out of the table's in-sync replicas (or

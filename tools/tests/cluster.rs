@@ -655,6 +655,25 @@ fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
         missing.to_string().contains("unknown column nope"),
         "{missing}"
     );
+    // Dropped through the outsider: gone from both replicas and from the catalog.
+    assert!(runtime.block_on(via_outsider.drop_table("pair")).unwrap());
+    let status = cluster.status(&coordinator);
+    assert!(
+        status["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["table"] != "pair"),
+        "{status:#}"
+    );
+    for holder in &holders {
+        let copy = cluster.dir.path().join(holder).join("acme").join("pair");
+        assert!(!copy.exists(), "{holder} kept its copy");
+    }
+    let gone = runtime
+        .block_on(via_outsider.query_collect("SELECT COUNT(*) FROM pair"))
+        .unwrap_err();
+    assert_eq!(gone.code(), "not_found", "{gone}");
 
     // Written through a follower: forwarded to the leader, which replicates.
     let via = session(&followers[0]);
@@ -792,6 +811,19 @@ fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
     assert_eq!(fenced.code(), "unavailable", "{fenced}");
     assert!(fenced.to_string().contains("fenced"), "{fenced}");
     wait_for_rows(&address[&survivor], &admin, (41_000, sum_to(41_000)));
+
+    // A replicated table is dropped only once every replica has dropped its copy: two are
+    // down, so it stays placed (the survivor's copy is gone; dropping again finishes it).
+    let refused = runtime
+        .block_on(session(&survivor).drop_table("events"))
+        .unwrap_err();
+    assert_eq!(refused.code(), "unavailable", "{refused}");
+    assert!(
+        refused.to_string().contains("not dropped on every replica"),
+        "{refused}"
+    );
+    let status = cluster.status(&coordinator);
+    assert_eq!(status["tables"][0]["table"], "events", "{status:#}");
 }
 
 /// Appends batches of 1,000 events through `address` as `producer`, from `first` on, until

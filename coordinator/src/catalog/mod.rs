@@ -126,6 +126,9 @@ pub trait Catalog: Send + Sync {
         to: &str,
         leader: &Lease,
     ) -> Result<TablePlacement>;
+    /// Removes a table's placement and catalog entry (its replicas dropped it); false if it
+    /// had none. Bumps the routing version. Only as `leader`.
+    fn drop_placement(&self, table: (&str, &str), leader: &Lease) -> Result<bool>;
     /// The routing table: its version and every table's placement, by tenant and table.
     fn routing(&self) -> Result<Routing>;
     /// The routing table's version alone (asked at every heartbeat).

@@ -423,6 +423,29 @@ impl Catalog for PostgresCatalog {
         })
     }
 
+    fn drop_placement(&self, table: (&str, &str), leader: &Lease) -> Result<bool> {
+        self.with(|client| {
+            let mut tx = client.transaction().map_err(unavailable)?;
+            fence(&mut tx, leader)?;
+            let removed = tx
+                .execute(
+                    "DELETE FROM placement WHERE tenant = $1 AND table_name = $2",
+                    &[&table.0, &table.1],
+                )
+                .map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM tables WHERE tenant = $1 AND name = $2",
+                &[&table.0, &table.1],
+            )
+            .map_err(unavailable)?;
+            if removed > 0 {
+                bump_routing(&mut tx)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(removed > 0)
+        })
+    }
+
     fn routing(&self) -> Result<Routing> {
         self.with(|client| {
             // One snapshot: the version and the rows agree.

@@ -411,6 +411,31 @@ impl Catalog for SqliteCatalog {
         })
     }
 
+    fn drop_placement(&self, table: (&str, &str), leader: &Lease) -> Result<bool> {
+        self.with(|connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            fence(&tx, leader)?;
+            let removed = tx
+                .execute(
+                    "DELETE FROM placement WHERE tenant = ?1 AND table_name = ?2",
+                    params![table.0, table.1],
+                )
+                .map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM tables WHERE tenant = ?1 AND name = ?2",
+                params![table.0, table.1],
+            )
+            .map_err(unavailable)?;
+            if removed > 0 {
+                bump_routing(&tx)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(removed > 0)
+        })
+    }
+
     fn routing(&self) -> Result<Routing> {
         self.with(|connection| {
             // One read transaction: the version and the rows agree.

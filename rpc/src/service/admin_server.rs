@@ -226,32 +226,17 @@ impl admin::Server for AdminServer {
         check_expiry(&self.identity)?;
         let name = text(params.get()?.get_name()?)?;
         manifest::validate_name("table", &name).map_err(engine_error)?;
-        let replicated = self
+        let placed = self
             .connection
             .shared
             .cluster
             .as_ref()
-            .is_some_and(|c| c.placement(&self.tenant, &name).is_some());
-        if replicated {
-            return Err(error(
-                "invalid",
-                format!(
-                    "table {name} is replicated across the cluster; dropping a replicated table \
-                     is not supported yet"
-                ),
-            ));
-        }
-        let data_dir = self.connection.data_dir().to_owned();
-        let tenant = self.tenant.clone();
-        let dropped = blocking(&self.connection.shared, move || {
-            manifest::drop_table(&data_dir, &tenant, &name)
-        })
-        .await?
-        .map_err(engine_error)?;
-        let existed = dropped.is_some();
-        if let Some(manifest) = dropped {
-            self.connection.context.forget_tables(&[manifest]).await;
-        }
+            .filter(|_| self.origin == Origin::Client)
+            .and_then(|c| Some((c.clone(), c.placement(&self.tenant, &name)?)));
+        let existed = match placed {
+            Some((cluster, placement)) => self.drop_replicated(&cluster, &placement).await?,
+            None => self.drop_here(&name).await?,
+        };
         results.get().set_existed(existed);
         Ok(())
     }
@@ -486,4 +471,69 @@ fn write_peer_table_info(mut out: table_info::Builder<'_>, info: &crate::client:
     out.set_files(info.files);
     out.set_bytes(info.bytes);
     out.set_version(info.version);
+}
+
+impl AdminServer {
+    /// Drops this node's copy of the table; whether it had one.
+    async fn drop_here(&self, name: &str) -> Result<bool, Error> {
+        let (data_dir, tenant, name) = (
+            self.connection.data_dir().to_owned(),
+            self.tenant.clone(),
+            name.to_owned(),
+        );
+        let dropped = blocking(&self.connection.shared, move || {
+            manifest::drop_table(&data_dir, &tenant, &name)
+        })
+        .await?
+        .map_err(engine_error)?;
+        let existed = dropped.is_some();
+        if let Some(manifest) = dropped {
+            self.connection.context.forget_tables(&[manifest]).await;
+        }
+        Ok(existed)
+    }
+
+    /// Drops a replicated table: every replica drops its copy (over peer sessions), then the
+    /// coordinators remove its placement. A replica that cannot be reached fails the drop,
+    /// naming it (the others' copies are gone; dropping again finishes it): a copy left on a
+    /// node the catalog no longer places the table on would answer as a table of its own.
+    async fn drop_replicated(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        placement: &crate::cluster::Placement,
+    ) -> Result<bool, Error> {
+        let table = placement.table.as_str();
+        let mut failures = Vec::new();
+        for replica in &placement.replicas {
+            if replica.node_id == cluster.node_id() {
+                self.drop_here(table).await?;
+                continue;
+            }
+            let dropped = async {
+                let session = cluster
+                    .session(&replica.address, &self.tenant, false)
+                    .await?;
+                session.drop_table(table).await
+            };
+            if let Err(e) = dropped.await {
+                cluster.forget_peer(&replica.address);
+                failures.push(format!("{}: {e}", replica.node_id));
+            }
+        }
+        if !failures.is_empty() {
+            return Err(error(
+                "unavailable",
+                format!(
+                    "table {table} is not dropped on every replica ({}); drop it again once \
+                     they answer",
+                    failures.join("; ")
+                ),
+            ));
+        }
+        cluster
+            .drop_table(&self.tenant, table)
+            .await
+            .map_err(|e| error("unavailable", e))?;
+        Ok(true)
+    }
 }
