@@ -134,7 +134,7 @@ impl IngestStreamServer {
     /// out of the in-sync set in the catalog (under this leader's epoch) after failing, and at
     /// least `write_quorum` in-sync replicas (this one among them) have it: so any in-sync
     /// replica, the only kind leadership moves to, holds every acknowledged batch. Followers
-    /// out of sync get the batch too, in the background, and are not waited for.
+    /// out of sync are sent nothing: the leader copies the table to them (`catch_up`).
     async fn replicate(
         &self,
         cluster: Arc<Cluster>,
@@ -149,7 +149,7 @@ impl IngestStreamServer {
         for replica in placement
             .replicas
             .iter()
-            .filter(|r| r.node_id != cluster.node_id())
+            .filter(|r| r.node_id != cluster.node_id() && placement.is_in_sync(&r.node_id))
         {
             let (sender, receiver) = oneshot::channel();
             let (cluster, pieces, spec) = (cluster.clone(), pieces.clone(), spec.clone());
@@ -171,9 +171,6 @@ impl IngestStreamServer {
                 };
                 let _ = sender.send(sent);
             });
-            if !placement.is_in_sync(&replica.node_id) {
-                continue;
-            }
             followers.push(async move {
                 let sent = receiver
                     .await
