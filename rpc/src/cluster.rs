@@ -55,6 +55,17 @@ impl Placement {
         self.in_sync.iter().any(|n| n == node_id)
     }
 
+    /// The replicas that may answer for the table: up and in sync, the leader first.
+    pub fn answering(&self) -> Vec<&Replica> {
+        let mut answering: Vec<&Replica> = self
+            .replicas
+            .iter()
+            .filter(|r| r.up && self.is_in_sync(&r.node_id) && !r.address.is_empty())
+            .collect();
+        answering.sort_by_key(|r| r.node_id != self.leader);
+        answering
+    }
+
     /// Replicas whose node is up and that hold every acknowledged batch.
     pub fn healthy(&self) -> usize {
         self.replicas
@@ -205,14 +216,17 @@ impl Cluster {
         routing.get(&(tenant.to_owned(), table.to_owned())).cloned()
     }
 
+    /// Every table's placement.
+    pub fn placements(&self) -> Vec<Arc<Placement>> {
+        let routing = self.routing.read().unwrap_or_else(|p| p.into_inner());
+        routing.values().cloned().collect()
+    }
+
     /// The placements of the tables this node holds a replica of.
     pub fn held_placements(&self) -> Vec<Arc<Placement>> {
-        let routing = self.routing.read().unwrap_or_else(|p| p.into_inner());
-        routing
-            .values()
-            .filter(|p| p.holds(&self.node_id))
-            .cloned()
-            .collect()
+        let mut placements = self.placements();
+        placements.retain(|p| p.holds(&self.node_id));
+        placements
     }
 
     /// The table's placement, asking the coordinators for the routing table first when this

@@ -681,6 +681,13 @@ fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
         missing.to_string().contains("unknown column nope"),
         "{missing}"
     );
+    // Described and listed through the outsider, as a replica sees the table.
+    let described = runtime.block_on(via_outsider.describe("pair")).unwrap();
+    assert_eq!(described.columns.len(), 2);
+    let listed = runtime.block_on(via_outsider.tables()).unwrap();
+    let mut names: Vec<&str> = listed.iter().map(|t| t.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["events", "pair"]);
     // Dropped through the outsider: gone from both replicas and from the catalog.
     assert!(runtime.block_on(via_outsider.drop_table("pair")).unwrap());
     let status = cluster.status(&coordinator);

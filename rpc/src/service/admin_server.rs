@@ -445,34 +445,6 @@ async fn create_replicated(
     }
 }
 
-/// A table's description as a peer gave it.
-fn write_peer_table_info(mut out: table_info::Builder<'_>, info: &crate::client::TableInfo) {
-    out.set_name(&info.name);
-    let mut columns = out.reborrow().init_columns(info.columns.len() as u32);
-    for (i, column) in info.columns.iter().enumerate() {
-        let mut c = columns.reborrow().get(i as u32);
-        c.set_name(&column.name);
-        c.set_type(&column.column_type);
-        c.set_nullable(column.nullable);
-    }
-    out.set_time_column(info.time_column.as_deref().unwrap_or(""));
-    let mut partition = out
-        .reborrow()
-        .init_partition_by(info.partition_by.len() as u32);
-    for (i, column) in info.partition_by.iter().enumerate() {
-        partition.set(i as u32, column);
-    }
-    out.set_compression(match info.compression {
-        crate::client::Compression::Snappy => WireCompression::Snappy,
-        crate::client::Compression::Zstd => WireCompression::Zstd,
-        crate::client::Compression::None => WireCompression::None,
-    });
-    out.set_rows(info.rows);
-    out.set_files(info.files);
-    out.set_bytes(info.bytes);
-    out.set_version(info.version);
-}
-
 impl AdminServer {
     /// Drops this node's copy of the table; whether it had one.
     async fn drop_here(&self, name: &str) -> Result<bool, Error> {

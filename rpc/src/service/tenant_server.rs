@@ -201,14 +201,8 @@ impl TenantServer {
         let limits = &self.connection.shared.limits;
         let mut out = PushSink::new(&sink, limits);
         let started = Instant::now();
-        let mut candidates: Vec<&crate::cluster::Replica> = placement
-            .replicas
-            .iter()
-            .filter(|r| r.up && placement.is_in_sync(&r.node_id) && !r.address.is_empty())
-            .collect();
-        candidates.sort_by_key(|r| r.node_id != placement.leader);
         let mut failures = Vec::new();
-        for replica in candidates {
+        for replica in placement.answering() {
             let attempt = async {
                 let session = cluster
                     .session(&replica.address, &self.tenant, false)
@@ -246,18 +240,34 @@ impl TenantServer {
             let _ = arrival;
             return finish_call(&sink, stats, limits).await;
         }
-        Err(error(
-            "unavailable",
-            format!(
-                "no replica of {} could answer ({})",
-                placement.table,
-                if failures.is_empty() {
-                    "none is up and in sync".to_owned()
-                } else {
-                    failures.join("; ")
+        Err(no_replica_answered(placement, &failures))
+    }
+
+    /// A table's description from a replica that holds it (the leader first, then the other
+    /// in-sync replicas that are up; the next when one cannot be reached).
+    async fn describe_elsewhere(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        placement: &crate::cluster::Placement,
+    ) -> Result<crate::client::TableInfo, Error> {
+        let mut failures = Vec::new();
+        for replica in placement.answering() {
+            let attempt = async {
+                let session = cluster
+                    .session(&replica.address, &self.tenant, false)
+                    .await?;
+                session.describe(&placement.table).await
+            };
+            match attempt.await {
+                Ok(info) => return Ok(info),
+                Err(e) if e.error_code().is_none() => {
+                    cluster.forget_peer(&replica.address);
+                    failures.push(format!("{}: {e}", replica.node_id));
                 }
-            ),
-        ))
+                Err(e) => return Err(forwarded_error(e)),
+            }
+        }
+        Err(no_replica_answered(placement, &failures))
     }
 
     /// Runs a statement over the tenant's rows of the node's `query_stats` (its recent
@@ -639,10 +649,29 @@ impl tenant::Server for TenantServer {
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
         self.check()?;
-        let manifests = load_tables(self.connection.data_dir(), &self.tenant).await?;
-        let mut list = results.get().init_tables(manifests.len() as u32);
+        let mut manifests = load_tables(self.connection.data_dir(), &self.tenant).await?;
+        // In a cluster, the tenant's replicated tables this node does not serve, as a replica
+        // that does describes them.
+        let mut elsewhere = Vec::new();
+        if let Some(cluster) = self.connection.shared.cluster.as_ref() {
+            for placement in cluster.placements() {
+                if placement.tenant != self.tenant {
+                    continue;
+                }
+                if let Some((cluster, placement)) = self.placed_elsewhere(&placement.table) {
+                    manifests.retain(|m| m.table != placement.table);
+                    elsewhere.push(self.describe_elsewhere(&cluster, &placement).await?);
+                }
+            }
+        }
+        let mut list = results
+            .get()
+            .init_tables((manifests.len() + elsewhere.len()) as u32);
         for (i, manifest) in manifests.iter().enumerate() {
             write_table_info(list.reborrow().get(i as u32), manifest);
+        }
+        for (i, info) in elsewhere.iter().enumerate() {
+            write_peer_table_info(list.reborrow().get((manifests.len() + i) as u32), info);
         }
         Ok(())
     }
@@ -655,6 +684,11 @@ impl tenant::Server for TenantServer {
         let _guard = self.connection.enter()?;
         self.check()?;
         let table = text(params.get()?.get_table()?)?;
+        if let Some((cluster, placement)) = self.placed_elsewhere(&table) {
+            let info = self.describe_elsewhere(&cluster, &placement).await?;
+            write_peer_table_info(results.get().init_table(), &info);
+            return Ok(());
+        }
         let manifest = load_table(self.connection.data_dir(), &self.tenant, &table).await?;
         write_table_info(results.get().init_table(), &manifest);
         Ok(())
@@ -840,4 +874,20 @@ fn forwarded_error(e: crate::client::ClientError) -> Error {
         Some(_) => Error::failed(e.to_string()),
         None => error("unavailable", format!("a replica: {e}")),
     }
+}
+
+/// No replica of the table could answer: why, per replica tried.
+fn no_replica_answered(placement: &crate::cluster::Placement, failures: &[String]) -> Error {
+    error(
+        "unavailable",
+        format!(
+            "no replica of {} could answer ({})",
+            placement.table,
+            if failures.is_empty() {
+                "none is up and in sync".to_owned()
+            } else {
+                failures.join("; ")
+            }
+        ),
+    )
 }
