@@ -7,7 +7,10 @@
 # own copy) and the fourth node (it runs each query on a replica and streams the result on),
 # in turn, twice. The replica-vs-fourth-node difference is what distribution adds to a query;
 # the lone node's table is imported (a few large files), the cluster's ingested (files of one
-# flush each), so lone-vs-replica also compares two layouts of the same rows.
+# flush each), so lone-vs-replica also compares two layouts of the same rows. Last,
+# re-replication under load: the query mix runs against the leader while a follower is killed;
+# once it is down past the grace period (3 s here) the coordinator moves its replica to the
+# fourth node and the leader copies the table there (its log gives bytes and seconds).
 # Usage: bench/cluster/query.sh [WORKDIR]   (TESSERA_BIN, TESSERA_BENCH_ROWS, _RUNTIME)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,10 +25,12 @@ OPERATOR=$(token --role operator)
 export TESSERA_CLUSTER_TOKEN; TESSERA_CLUSTER_TOKEN=$(token --role node)
 ADMIN=$(token --tenant bench --role admin)
 pids=()
+declare -a node_pid
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 "$BIN" coordinator --listen 127.0.0.1:7590 --catalog-dir "$WORK/catalog" \
-    --jwt-secret-file "$WORK/secret" --heartbeat-ms 200 > "$WORK/coordinator.log" 2>&1 &
+    --jwt-secret-file "$WORK/secret" --heartbeat-ms 200 --node-timeout-ms 2000 \
+    --rereplicate-after-ms 3000 > "$WORK/coordinator.log" 2>&1 &
 pids+=($!)
 sleep 1
 for i in 1 2 3 4; do
@@ -33,6 +38,7 @@ for i in 1 2 3 4; do
         --jwt-secret-file "$WORK/secret" --coordinator 127.0.0.1:7590 --node-id "n$i" \
         --labels "host=n$i" > "$WORK/n$i.log" 2>&1 &
     pids+=($!)
+    node_pid[i]=$!
 done
 "$BIN" serve --data "$WORK/lone" --listen 127.0.0.1:7599 --http off --cores 1 \
     --jwt-secret-file "$WORK/secret" > "$WORK/lone.log" 2>&1 &
@@ -45,12 +51,13 @@ sleep 3
 "$BIN" ingest --addr 127.0.0.1:7591 --token "$ADMIN" --table events --workers 4 \
     --batch-mb 16 "$WORK/events.parquet" | tail -1
 status=$("$BIN" admin cluster status --addr 127.0.0.1:7590 --token "$OPERATOR" --json)
-read -r leader outsider < <(python3 -c '
+read -r leader outsider follower < <(python3 -c '
 import json, sys
 status = json.loads(sys.argv[1])
 table = status["tables"][0]
 held = [r["node_id"] for r in table["replicas"]]
-print(table["leader"], [n["node_id"] for n in status["nodes"] if n["node_id"] not in held][0])
+print(table["leader"], [n["node_id"] for n in status["nodes"] if n["node_id"] not in held][0],
+      [n for n in held if n != table["leader"]][0])
 ' "$status")
 echo "events on three nodes, led by $leader; $outsider holds no replica"
 # Buffered rows reach files after the flush age (30 s) on every replica.
@@ -67,3 +74,24 @@ for round in 1 2; do
         TESSERA_BENCH_TARGET=$address TESSERA_TOKEN=$ADMIN "$BIN" bench bench/jobs/cluster-query.fio
     done
 done
+
+echo "== re-replication: query mix against $leader; $follower killed after 3 s"
+TESSERA_BENCH_TARGET=127.0.0.1:$(port "$leader") TESSERA_TOKEN=$ADMIN "$BIN" bench \
+    bench/jobs/cluster-query.fio --section query-mix > "$WORK/rereplication.txt" &
+bench=$!
+sleep 3
+kill -9 "${node_pid[${follower#n}]}"
+wait "$bench"
+cat "$WORK/rereplication.txt"
+for _ in $(seq 60); do
+    grep -q "a follower caught up" "$WORK/$leader.log" && break
+    sleep 1
+done
+grep "a follower caught up" "$WORK/$leader.log" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    e = json.loads(line)
+    mib, seconds = e["bytes"] / 2**20, e["seconds"]
+    print("copied to %s: %d files, %.1f MiB in %.2f s = %.1f MiB/s"
+          % (e["node"], e["files"], mib, seconds, mib / seconds))
+'
