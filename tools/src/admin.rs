@@ -424,7 +424,7 @@ fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), S
                 .map(|r| {
                     let state = match (r.up, p.is_in_sync(&r.node_id)) {
                         (true, true) => "",
-                        (true, false) => " (behind)",
+                        (true, false) => " (catching up)",
                         (false, _) => " (down)",
                     };
                     format!("{}{state}", r.node_id)
