@@ -563,3 +563,128 @@ pub fn spec(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A catalog that is never reached.
+    struct Unreachable;
+
+    impl Metadata for Unreachable {
+        fn nodes(&self) -> Result<Vec<Member>, String> {
+            Err("unreachable".into())
+        }
+        fn place_table(&self, _: &str, _: &str, _: u8, _: u8) -> Result<Placement, String> {
+            Err("unreachable".into())
+        }
+        fn routing(&self) -> Result<Routing, String> {
+            Err("unreachable".into())
+        }
+        fn drop_table(&self, _: &str, _: &str) -> Result<bool, String> {
+            Err("unreachable".into())
+        }
+        fn set_in_sync(
+            &self,
+            _: (&str, &str),
+            _: &str,
+            _: bool,
+            _: u64,
+        ) -> Result<Placement, String> {
+            Err("unreachable".into())
+        }
+    }
+
+    fn cluster() -> Arc<Cluster> {
+        Arc::new(Cluster::new(
+            "n1".into(),
+            "token".into(),
+            Arc::new(Unreachable),
+        ))
+    }
+
+    fn on_executor(
+        test: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send + 'static,
+    ) {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(test)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn a_pause_waits_for_the_writes_in_flight_and_holds_new_ones_back() {
+        on_executor(|| {
+            Box::pin(async {
+                let cluster = cluster();
+                let pass = cluster.pass("acme", "events").await;
+                // A write in flight: the pause gives up after its wait, and writes go on.
+                let waited = cluster
+                    .pause("acme", "events", Duration::from_millis(20))
+                    .await;
+                assert!(waited.is_none());
+                drop(cluster.pass("acme", "events").await);
+                // The write ends while the pause waits: the pause holds.
+                let passed = std::rc::Rc::new(std::cell::Cell::new(false));
+                let ending = {
+                    let (cluster, passed) = (cluster.clone(), passed.clone());
+                    glommio::spawn_local(async move {
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                        drop(pass);
+                        drop(cluster.pass("acme", "events").await);
+                        passed.set(true);
+                    })
+                };
+                let paused = cluster
+                    .pause("acme", "events", Duration::from_secs(5))
+                    .await
+                    .expect("the write in flight ended");
+                // Held back meanwhile; another table's writes are not.
+                drop(cluster.pass("acme", "other").await);
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                assert!(!passed.get());
+                drop(paused);
+                ending.await;
+                assert!(passed.get());
+            })
+        });
+    }
+
+    #[test]
+    fn a_batch_from_an_older_leader_epoch_is_refused() {
+        let cluster = cluster();
+        let replica = |node: &str| Replica {
+            node_id: node.into(),
+            address: format!("{node}:1"),
+            up: true,
+        };
+        cluster.set_routing(Routing {
+            version: 3,
+            tables: vec![Placement {
+                tenant: "acme".into(),
+                table: "events".into(),
+                replication_factor: 2,
+                write_quorum: 2,
+                leader: "n2".into(),
+                epoch: 4,
+                replicas: vec![replica("n2"), replica("n1")],
+                in_sync: vec!["n2".into(), "n1".into()],
+            }],
+        });
+        let refused = cluster.check_leader_epoch("acme", "events", 3).unwrap_err();
+        assert!(refused.starts_with("fenced: "), "{refused}");
+        assert!(refused.contains("led by n2 at epoch 4"), "{refused}");
+        for epoch in [0, 4, 5] {
+            cluster.check_leader_epoch("acme", "events", epoch).unwrap();
+        }
+        // A table the routing does not place: nothing to check against.
+        cluster.check_leader_epoch("acme", "other", 1).unwrap();
+        // An older routing table is ignored.
+        cluster.set_routing(Routing {
+            version: 2,
+            tables: Vec::new(),
+        });
+        assert!(cluster.check_leader_epoch("acme", "events", 3).is_err());
+    }
+}
