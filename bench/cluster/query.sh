@@ -14,43 +14,18 @@
 # Usage: bench/cluster/query.sh [WORKDIR]   (TESSERA_BIN, TESSERA_BENCH_ROWS, _RUNTIME)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BIN=${TESSERA_BIN:-target/release/tessera}
 ROWS=${TESSERA_BENCH_ROWS:-4000000}
 export TESSERA_BENCH_ROWS=$ROWS
-WORK=${1:-$(mktemp -d)}
-mkdir -p "$WORK"
-printf 'a benchmark secret that is long enough!!\n' > "$WORK/secret"
-token() { "$BIN" token --secret-file "$WORK/secret" "$@"; }
-OPERATOR=$(token --role operator)
-export TESSERA_CLUSTER_TOKEN; TESSERA_CLUSTER_TOKEN=$(token --role node)
-ADMIN=$(token --tenant bench --role admin)
-pids=()
-declare -a node_pid
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-
-"$BIN" coordinator --listen 127.0.0.1:7590 --catalog-dir "$WORK/catalog" \
-    --jwt-secret-file "$WORK/secret" --heartbeat-ms 200 --node-timeout-ms 2000 \
-    --rereplicate-after-ms 3000 > "$WORK/coordinator.log" 2>&1 &
-pids+=($!)
-sleep 1
-for i in 1 2 3 4; do
-    "$BIN" serve --data "$WORK/n$i" --listen "127.0.0.1:759$i" --http off --cores 1 \
-        --jwt-secret-file "$WORK/secret" --coordinator 127.0.0.1:7590 --node-id "n$i" \
-        --labels "host=n$i" > "$WORK/n$i.log" 2>&1 &
-    pids+=($!)
-    node_pid[i]=$!
-done
-"$BIN" serve --data "$WORK/lone" --listen 127.0.0.1:7599 --http off --cores 1 \
-    --jwt-secret-file "$WORK/secret" > "$WORK/lone.log" 2>&1 &
-pids+=($!)
-sleep 3
+# shellcheck source=bench/cluster/common.sh
+source bench/cluster/common.sh
+start_cluster 759 4 --node-timeout-ms 2000 --rereplicate-after-ms 3000
 
 "$BIN" gen events --rows "$ROWS" --seed 42 --out "$WORK/events.parquet" > /dev/null
 "$BIN" import --addr 127.0.0.1:7599 --token "$ADMIN" --table events "$WORK/events.parquet" \
     > /dev/null
 "$BIN" ingest --addr 127.0.0.1:7591 --token "$ADMIN" --table events --workers 4 \
     --batch-mb 16 "$WORK/events.parquet" | tail -1
-status=$("$BIN" admin cluster status --addr 127.0.0.1:7590 --token "$OPERATOR" --json)
+status=$(cluster_status)
 read -r leader outsider follower < <(python3 -c '
 import json, sys
 status = json.loads(sys.argv[1])
@@ -62,7 +37,6 @@ print(table["leader"], [n["node_id"] for n in status["nodes"] if n["node_id"] no
 echo "events on three nodes, led by $leader; $outsider holds no replica"
 # Buffered rows reach files after the flush age (30 s) on every replica.
 sleep 35
-port() { echo "759${1#n}"; }
 
 for round in 1 2; do
     for target in lone "replica:$leader" "no-replica:$outsider"; do
