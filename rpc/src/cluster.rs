@@ -129,6 +129,9 @@ pub enum Origin {
     Replica,
 }
 
+/// How long connecting and logging in to a peer may take.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Placements by (tenant, table).
 type Placements = HashMap<(String, String), Arc<Placement>>;
 /// (address, tenant, forwarded) of a peer session.
@@ -360,8 +363,21 @@ impl Cluster {
         if let Some(session) = lock(&self.sessions).get(&key) {
             return Ok(session.clone());
         }
-        let client = crate::client::Client::connect(address).await?;
-        let session = Arc::new(client.peer_login(&self.token, tenant, forwarded).await?);
+        let connect = async {
+            let client = crate::client::Client::connect(address).await?;
+            client.peer_login(&self.token, tenant, forwarded).await
+        };
+        // A peer whose host is cut off drops the connection attempt silently: give up early,
+        // so a query or write moves on to another replica within the time.
+        let session = match runtime::timeout(PEER_CONNECT_TIMEOUT, connect).await {
+            Some(session) => Arc::new(session?),
+            None => {
+                return Err(ClientError::Connect {
+                    address: address.to_owned(),
+                    message: format!("no answer within {PEER_CONNECT_TIMEOUT:?}"),
+                })
+            }
+        };
         lock(&self.sessions).insert(key, session.clone());
         Ok(session)
     }
