@@ -394,6 +394,8 @@ struct ClusterNode {
   diskUsedBytes @10 :UInt64;
   diskCapacityBytes @11 :UInt64;
   queriesRunning @12 :UInt32;
+  copying @13 :Text;               # what it copies to other nodes now: JSON, a list of
+                                   # {tenant, table, to, bytes, total} ("" when nothing)
 }
 
 interface Coordinator {
@@ -402,7 +404,7 @@ interface Coordinator {
   # Inserts or replaces the node's registration (up, a new incarnation); the node then sends a
   # heartbeat every `heartbeatMillis`.
   heartbeat @1 (nodeId :Text, diskUsedBytes :UInt64, diskCapacityBytes :UInt64,
-                queriesRunning :UInt32) -> (routingVersion :UInt64);
+                queriesRunning :UInt32, copying :Text) -> (routingVersion :UInt64);
   # `not_found` when the catalog does not know the node: register again. `routingVersion` is
   # the routing table's version: a node whose copy is older asks for `routing`.
   status @2 () -> (nodes :List(ClusterNode), leader :Text, leaderEpoch :UInt64,

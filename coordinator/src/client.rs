@@ -28,6 +28,8 @@ pub struct ClusterNode {
     pub disk_used_bytes: u64,
     pub disk_capacity_bytes: u64,
     pub queries_running: u32,
+    /// What it copies to other nodes now (JSON, `Cluster::copying`; "" when nothing).
+    pub copying: String,
 }
 
 /// What `status` reports.
@@ -136,6 +138,7 @@ pub fn status(addresses: &[String], token: &str) -> Result<ClusterStatus, String
                     disk_used_bytes: node.get_disk_used_bytes(),
                     disk_capacity_bytes: node.get_disk_capacity_bytes(),
                     queries_running: node.get_queries_running(),
+                    copying: text(node.get_copying())?,
                 });
             }
             Ok(ClusterStatus {
@@ -460,6 +463,7 @@ async fn serve_session(
             params.set_disk_used_bytes(now.disk_used_bytes);
             params.set_disk_capacity_bytes(now.disk_capacity_bytes);
             params.set_queries_running(now.queries_running);
+            params.set_copying(&now.copying);
         }
         let response = tokio::time::timeout(call_timeout, request.send().promise)
             .await

@@ -463,6 +463,7 @@ fn write_node(mut out: cluster_node::Builder<'_>, node: &NodeRecord, up: bool) {
     out.set_disk_used_bytes(node.report.disk_used_bytes);
     out.set_disk_capacity_bytes(node.report.disk_capacity_bytes);
     out.set_queries_running(node.report.queries_running);
+    out.set_copying(&node.report.copying);
     let mut labels = out.init_labels(registration.labels.len() as u32);
     for (i, (key, value)) in registration.labels.iter().enumerate() {
         let mut label = labels.reborrow().get(i as u32);
@@ -517,6 +518,7 @@ impl coordinator::Server for CoordinatorServer {
             disk_used_bytes: params.get_disk_used_bytes(),
             disk_capacity_bytes: params.get_disk_capacity_bytes(),
             queries_running: params.get_queries_running(),
+            copying: text(params.get_copying()?)?,
         };
         let version = blocking(&self.shared, move |c| {
             c.heartbeat(&node_id, &report)?;

@@ -38,6 +38,7 @@ fn contract(catalog: &dyn Catalog, other: &dyn Catalog) {
         disk_used_bytes: 5 << 30,
         disk_capacity_bytes: u64::MAX,
         queries_running: 3,
+        copying: r#"[{"tenant":"acme","table":"events","to":"n1","bytes":5,"total":9}]"#.into(),
     };
     let beat = catalog.heartbeat("n2", &report).unwrap();
     assert_eq!(beat.report.disk_used_bytes, 5 << 30);
@@ -56,6 +57,8 @@ fn contract(catalog: &dyn Catalog, other: &dyn Catalog) {
     );
     assert_eq!(nodes[0].registration, registration("n1", "r1"));
     assert_eq!(nodes[1].report.queries_running, 3);
+    assert_eq!(nodes[1].report.copying, report.copying);
+    assert_eq!(nodes[0].report.copying, "", "nothing reported yet");
     assert!(matches!(
         catalog.heartbeat("n9", &report),
         Err(CatalogError::NotFound(_))

@@ -49,6 +49,29 @@ struct Copied {
     rows: u64,
 }
 
+/// A copy's progress as the node reports it (`Cluster::copy_progress`), cleared on drop.
+struct Progress<'a> {
+    cluster: &'a Cluster,
+    table: (&'a str, &'a str),
+    to: &'a str,
+    /// Bytes of the files known to need sending.
+    total: u64,
+}
+
+impl Progress<'_> {
+    fn report(&self, sent: u64) {
+        let total = self.total.max(sent);
+        self.cluster
+            .copy_progress(self.table, self.to, Some((sent, total)));
+    }
+}
+
+impl Drop for Progress<'_> {
+    fn drop(&mut self) {
+        self.cluster.copy_progress(self.table, self.to, None);
+    }
+}
+
 /// Brings this node's led tables' followers back in sync, for as long as the node runs.
 pub(crate) async fn run(context: CoreContext, shared: Arc<Shared>) {
     let Some(cluster) = shared.cluster.clone() else {
@@ -253,7 +276,22 @@ async fn catch_up(
     let mut copied = Copied::default();
     // 1. The table's files as they are now; writes go on.
     let first = flushed_manifest(context, data_dir, tenant, table).await?;
-    send_files(&installer, data_dir, &first, &mut sent, &mut copied).await?;
+    let mut progress = Progress {
+        cluster,
+        table: (tenant, table),
+        to: &replica.node_id,
+        total: first.total_bytes(),
+    };
+    progress.report(0);
+    send_files(
+        &installer,
+        data_dir,
+        &first,
+        &mut sent,
+        &mut copied,
+        &progress,
+    )
+    .await?;
     // 2. The rest, with writes held back.
     let wait = cluster.replication_timeout;
     let Some(paused) = cluster.pause(tenant, table, wait).await else {
@@ -263,7 +301,22 @@ async fn catch_up(
     };
     let finish = async {
         let last = flushed_manifest(context, data_dir, tenant, table).await?;
-        send_files(&installer, data_dir, &last, &mut sent, &mut copied).await?;
+        progress.total = copied.bytes
+            + last
+                .files
+                .iter()
+                .filter(|f| !sent.contains(&f.path))
+                .map(|f| f.bytes)
+                .sum::<u64>();
+        send_files(
+            &installer,
+            data_dir,
+            &last,
+            &mut sent,
+            &mut copied,
+            &progress,
+        )
+        .await?;
         let json = serde_json::to_vec(&last).map_err(|e| e.to_string())?;
         let (files, rows) = installer
             .commit(json)
@@ -357,6 +410,7 @@ async fn send_files(
     manifest: &TableManifest,
     sent: &mut HashSet<String>,
     copied: &mut Copied,
+    progress: &Progress<'_>,
 ) -> Result<(), String> {
     let table_dir = manifest::table_dir(data_dir, &manifest.tenant, &manifest.table);
     for file in &manifest.files {
@@ -384,6 +438,7 @@ async fn send_files(
                 .await
                 .map_err(|e| format!("sending {}: {e}", file.path))?;
             offset += length;
+            progress.report(copied.bytes + offset);
         }
         copied.files += 1;
         copied.bytes += file.bytes;

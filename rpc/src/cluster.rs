@@ -129,6 +129,9 @@ pub enum Origin {
     Replica,
 }
 
+/// (tenant, table, to node) → (bytes sent, bytes to send) of the copies a node sends.
+type Copies = std::collections::BTreeMap<(String, String, String), (u64, u64)>;
+
 /// How long connecting and logging in to a peer may take.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -156,6 +159,8 @@ pub struct Cluster {
     gates: Mutex<HashMap<(String, String), Arc<WriteGate>>>,
     /// The cluster's nodes as last fetched (used while no coordinator answers).
     members: Mutex<Vec<Member>>,
+    /// Copies of tables this node sends now.
+    copies: Mutex<Copies>,
     /// How long a peer has to acknowledge a replicated batch.
     pub replication_timeout: Duration,
     /// How often the files of this node's in-sync replicas are checked (`catch_up::scrub`).
@@ -183,6 +188,7 @@ impl Cluster {
             streams: Mutex::default(),
             gates: Mutex::default(),
             members: Mutex::default(),
+            copies: Mutex::default(),
             replication_timeout: Duration::from_secs(30),
             scrub_interval: Duration::from_secs(6 * 3600),
         }
@@ -278,6 +284,34 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Records how far a copy of a table to `to` has got (`None`: it ended).
+    pub fn copy_progress(&self, table: (&str, &str), to: &str, progress: Option<(u64, u64)>) {
+        let key = (table.0.to_owned(), table.1.to_owned(), to.to_owned());
+        let mut copies = lock(&self.copies);
+        match progress {
+            Some(progress) => copies.insert(key, progress),
+            None => copies.remove(&key),
+        };
+    }
+
+    /// The copies this node sends now, as JSON (`[{tenant, table, to, bytes, total}]`; "" when
+    /// none), reported to the coordinators at each heartbeat.
+    pub fn copying(&self) -> String {
+        let copies = lock(&self.copies);
+        if copies.is_empty() {
+            return String::new();
+        }
+        let list: Vec<serde_json::Value> = copies
+            .iter()
+            .map(|((tenant, table, to), (bytes, total))| {
+                serde_json::json!({
+                    "tenant": tenant, "table": table, "to": to, "bytes": bytes, "total": total,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(list).to_string()
     }
 
     /// Fetches the routing table from the coordinators now.
@@ -665,6 +699,22 @@ mod tests {
                 assert!(passed.get());
             })
         });
+    }
+
+    #[test]
+    fn copies_in_progress_are_reported_until_they_end() {
+        let cluster = cluster();
+        assert_eq!(cluster.copying(), "");
+        cluster.copy_progress(("acme", "events"), "n3", Some((1 << 20, 5 << 20)));
+        let copying: serde_json::Value = serde_json::from_str(&cluster.copying()).unwrap();
+        assert_eq!(
+            copying,
+            serde_json::json!([
+                {"tenant": "acme", "table": "events", "to": "n3", "bytes": 1 << 20, "total": 5 << 20}
+            ])
+        );
+        cluster.copy_progress(("acme", "events"), "n3", None);
+        assert_eq!(cluster.copying(), "");
     }
 
     #[test]

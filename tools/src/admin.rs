@@ -324,6 +324,21 @@ fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), S
     let routing = tessera_coordinator::client::routing(addresses, token)?;
     // A replica is healthy while its node is up and it holds every acknowledged batch.
     let healthy = tessera_rpc::cluster::Placement::healthy;
+    // The copies the nodes report sending now (a leader catching a replica up).
+    let copies: Vec<serde_json::Value> = status
+        .nodes
+        .iter()
+        .filter(|n| !n.copying.is_empty())
+        .filter_map(|n| serde_json::from_str::<Vec<serde_json::Value>>(&n.copying).ok())
+        .flatten()
+        .collect();
+    let copies_of = |p: &tessera_rpc::cluster::Placement| -> Vec<serde_json::Value> {
+        copies
+            .iter()
+            .filter(|c| c["tenant"] == p.tenant.as_str() && c["table"] == p.table.as_str())
+            .cloned()
+            .collect()
+    };
     if json {
         let tables: Vec<_> = routing
             .tables
@@ -336,6 +351,7 @@ fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), S
                         "node_id": r.node_id, "up": r.up, "in_sync": p.is_in_sync(&r.node_id),
                     })).collect::<Vec<_>>(),
                     "healthy_replicas": healthy(p),
+                    "copies": copies_of(p),
                 })
             })
             .collect();
@@ -422,10 +438,18 @@ fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), S
                 .replicas
                 .iter()
                 .map(|r| {
-                    let state = match (r.up, p.is_in_sync(&r.node_id)) {
-                        (true, true) => "",
-                        (true, false) => " (catching up)",
-                        (false, _) => " (down)",
+                    let copy = copies_of(p)
+                        .into_iter()
+                        .find(|c| c["to"] == r.node_id.as_str());
+                    let state = match (r.up, p.is_in_sync(&r.node_id), copy) {
+                        (true, true, _) => String::new(),
+                        (true, false, Some(copy)) => format!(
+                            " (copying: {} of {})",
+                            size(copy["bytes"].as_u64().unwrap_or(0)),
+                            size(copy["total"].as_u64().unwrap_or(0))
+                        ),
+                        (true, false, None) => " (catching up)".to_owned(),
+                        (false, _, _) => " (down)".to_owned(),
                     };
                     format!("{}{state}", r.node_id)
                 })

@@ -803,12 +803,14 @@ fn join_cluster(
     };
     let metrics = server.shared_metrics();
     let data = data.to_owned();
+    let copies = cluster.clone();
     let report = std::sync::Arc::new(move || {
         let (used, capacity) = tessera_rpc::metrics::disk_usage(&data).unwrap_or((0, 0));
         tessera_coordinator::catalog::NodeReport {
             disk_used_bytes: used,
             disk_capacity_bytes: capacity,
             queries_running: metrics.queries_running.get().max(0) as u32,
+            copying: copies.copying(),
         }
     });
     tessera_coordinator::client::NodeAgent::start(

@@ -42,6 +42,9 @@ pub struct NodeReport {
     pub disk_used_bytes: u64,
     pub disk_capacity_bytes: u64,
     pub queries_running: u32,
+    /// The tables the node is copying to others (JSON, `rpc::cluster::Cluster::copying`; ""
+    /// when none).
+    pub copying: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -333,6 +336,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_nodes_leases.sql"),
     include_str!("migrations/0002_routing.sql"),
     include_str!("migrations/0003_in_sync.sql"),
+    include_str!("migrations/0004_copying.sql"),
 ];
 
 /// Opens the catalog `spec` names: `postgres://…` / `postgresql://…`, or `sqlite:DIR` or a plain
@@ -375,7 +379,7 @@ fn labels_from_json(text: &str) -> Result<std::collections::BTreeMap<String, Str
 /// A `nodes` row's columns, read by either back end in this order.
 pub(crate) const NODE_COLUMNS: &str = "node_id, address, http_address, cores, labels, version, \
      state, incarnation, registered_ms, last_seen_ms, disk_used_bytes, disk_capacity_bytes, \
-     queries_running";
+     queries_running, copying";
 
 /// A `nodes` row, whichever back end read it.
 pub(crate) struct NodeRow {
@@ -392,6 +396,7 @@ pub(crate) struct NodeRow {
     pub disk_used_bytes: i64,
     pub disk_capacity_bytes: i64,
     pub queries_running: i64,
+    pub copying: String,
 }
 
 impl NodeRow {
@@ -409,6 +414,7 @@ impl NodeRow {
                 disk_used_bytes: self.disk_used_bytes.max(0) as u64,
                 disk_capacity_bytes: self.disk_capacity_bytes.max(0) as u64,
                 queries_running: self.queries_running.clamp(0, u32::MAX as i64) as u32,
+                copying: self.copying,
             },
             state: if self.state == "up" {
                 NodeState::Up
