@@ -165,6 +165,8 @@ pub struct Cluster {
     pub replication_timeout: Duration,
     /// How often the files of this node's in-sync replicas are checked (`catch_up::scrub`).
     pub scrub_interval: Duration,
+    /// The most bytes a second one copy of a table to another node sends (0: no limit).
+    pub copy_bytes_per_second: u64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -191,6 +193,7 @@ impl Cluster {
             copies: Mutex::default(),
             replication_timeout: Duration::from_secs(30),
             scrub_interval: Duration::from_secs(6 * 3600),
+            copy_bytes_per_second: 256 << 20,
         }
     }
 
@@ -653,51 +656,52 @@ mod tests {
         ))
     }
 
-    fn on_executor(
-        test: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send + 'static,
-    ) {
-        glommio::LocalExecutorBuilder::default()
-            .spawn(test)
-            .unwrap()
-            .join()
-            .unwrap();
+    /// Runs `test` on a core of a one-core pool (the runtime's timers and tasks work there).
+    fn on_a_core<F, Fut>(test: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        let pool = runtime::CorePool::start(&runtime::CoreOptions::unpinned(1), |_| ())
+            .expect("pool starts");
+        futures::executor::block_on(pool.run_on(0, move |_, _| test())).unwrap();
     }
 
     #[test]
     fn a_pause_waits_for_the_writes_in_flight_and_holds_new_ones_back() {
-        on_executor(|| {
-            Box::pin(async {
-                let cluster = cluster();
-                let pass = cluster.pass("acme", "events").await;
-                // A write in flight: the pause gives up after its wait, and writes go on.
-                let waited = cluster
-                    .pause("acme", "events", Duration::from_millis(20))
-                    .await;
-                assert!(waited.is_none());
-                drop(cluster.pass("acme", "events").await);
-                // The write ends while the pause waits: the pause holds.
-                let passed = std::rc::Rc::new(std::cell::Cell::new(false));
-                let ending = {
-                    let (cluster, passed) = (cluster.clone(), passed.clone());
-                    glommio::spawn_local(async move {
-                        glommio::timer::sleep(Duration::from_millis(10)).await;
-                        drop(pass);
-                        drop(cluster.pass("acme", "events").await);
-                        passed.set(true);
-                    })
-                };
-                let paused = cluster
-                    .pause("acme", "events", Duration::from_secs(5))
-                    .await
-                    .expect("the write in flight ended");
-                // Held back meanwhile; another table's writes are not.
-                drop(cluster.pass("acme", "other").await);
-                glommio::timer::sleep(Duration::from_millis(20)).await;
-                assert!(!passed.get());
-                drop(paused);
-                ending.await;
-                assert!(passed.get());
-            })
+        on_a_core(|| async {
+            let cluster = cluster();
+            let pass = cluster.pass("acme", "events").await;
+            // A write in flight: the pause gives up after its wait, and writes go on.
+            let waited = cluster
+                .pause("acme", "events", Duration::from_millis(20))
+                .await;
+            assert!(waited.is_none());
+            drop(cluster.pass("acme", "events").await);
+            // The write ends while the pause waits: the pause holds.
+            let passed = std::rc::Rc::new(std::cell::Cell::new(false));
+            let (ended, ending) = futures::channel::oneshot::channel();
+            {
+                let (cluster, passed) = (cluster.clone(), passed.clone());
+                runtime::spawn_local(async move {
+                    runtime::sleep(Duration::from_millis(10)).await;
+                    drop(pass);
+                    drop(cluster.pass("acme", "events").await);
+                    passed.set(true);
+                    let _ = ended.send(());
+                });
+            }
+            let paused = cluster
+                .pause("acme", "events", Duration::from_secs(5))
+                .await
+                .expect("the write in flight ended");
+            // Held back meanwhile; another table's writes are not.
+            drop(cluster.pass("acme", "other").await);
+            runtime::sleep(Duration::from_millis(20)).await;
+            assert!(!passed.get());
+            drop(paused);
+            ending.await.unwrap();
+            assert!(passed.get());
         });
     }
 
