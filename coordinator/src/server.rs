@@ -271,6 +271,9 @@ fn lead(shared: Arc<Shared>) {
             if let Err(error) = rereplicate(&shared, &lease) {
                 tracing::warn!("re-replication failed: {error}");
             }
+            if let Err(error) = rebalance(&shared, &lease) {
+                tracing::warn!("moving replicas between nodes failed: {error}");
+            }
         }
         let pause = config.lease / 3;
         let deadline = Instant::now() + pause;
@@ -314,7 +317,7 @@ fn rereplicate(shared: &Shared, lease: &Lease) -> Result<(), crate::catalog::Cat
                 holders.push(from.clone());
                 continue;
             };
-            catalog.replace_replica((&table.tenant, &table.table), from, &to, lease)?;
+            catalog.change_replica((&table.tenant, &table.table), Some(from), Some(&to), lease)?;
             tracing::warn!(
                 tenant = %table.tenant,
                 table = %table.table,
@@ -325,6 +328,98 @@ fn rereplicate(shared: &Shared, lease: &Lease) -> Result<(), crate::catalog::Cat
             holders.push(to);
         }
     }
+    Ok(())
+}
+
+/// Moves replicas onto nodes holding fewer (a node added to the cluster), one at a time
+/// cluster-wide and only while every node is up and every table healthy: a replica is added
+/// on the node holding fewest, out of sync (its table's leader copies the table to it, at the
+/// node's copy-rate limit), and once it is in sync the follower on the node holding most of
+/// them is removed (that node then deletes its copy). Balance is by replica count.
+fn rebalance(shared: &Shared, lease: &Lease) -> Result<(), crate::catalog::CatalogError> {
+    let catalog = &shared.catalog;
+    let nodes = catalog.nodes()?;
+    if nodes.is_empty() || nodes.iter().any(|n| n.state != NodeState::Up) {
+        return Ok(());
+    }
+    let routing = catalog.routing()?;
+    let mut held: std::collections::BTreeMap<&str, usize> = nodes
+        .iter()
+        .map(|n| (n.registration.node_id.as_str(), 0))
+        .collect();
+    for table in &routing.tables {
+        for replica in &table.replicas {
+            *held.entry(replica.as_str()).or_default() += 1;
+        }
+    }
+    // A move under way: end it once the new replica is in sync.
+    if let Some(table) = routing
+        .tables
+        .iter()
+        .find(|t| t.replicas.len() as u32 > t.replication_factor)
+    {
+        if table.in_sync.len() < table.replicas.len() {
+            return Ok(());
+        }
+        let from = table
+            .replicas
+            .iter()
+            .skip(1)
+            .max_by_key(|r| (held.get(r.as_str()).copied().unwrap_or(0), r.as_str()))
+            .expect("more replicas than the factor: followers exist");
+        catalog.change_replica((&table.tenant, &table.table), Some(from), None, lease)?;
+        tracing::info!(
+            tenant = %table.tenant,
+            table = %table.table,
+            from = %from,
+            "a replica moved: the copy on the new node is in sync, the old one is removed"
+        );
+        return Ok(());
+    }
+    if routing
+        .tables
+        .iter()
+        .any(|t| t.in_sync.len() < t.replicas.len())
+    {
+        return Ok(());
+    }
+    let Some((fewest, low)) = held
+        .iter()
+        .map(|(&id, &n)| (id, n))
+        .min_by_key(|&(id, n)| (n, id))
+    else {
+        return Ok(());
+    };
+    // From the node holding most that follows a table the emptiest node lacks (a leader's
+    // replica stays: leadership is not moved for balance).
+    let mut donors: Vec<(&str, usize)> = held.iter().map(|(&id, &n)| (id, n)).collect();
+    donors.sort_by_key(|&(id, n)| std::cmp::Reverse((n, id)));
+    let Some((most, table)) =
+        donors
+            .iter()
+            .take_while(|&&(_, n)| n >= low + 2)
+            .find_map(|&(donor, _)| {
+                routing
+                    .tables
+                    .iter()
+                    .find(|t| {
+                        t.leader() != donor
+                            && t.replicas.iter().any(|r| r == donor)
+                            && !t.replicas.iter().any(|r| r == fewest)
+                    })
+                    .map(|t| (donor, t))
+            })
+    else {
+        return Ok(());
+    };
+    catalog.change_replica((&table.tenant, &table.table), None, Some(fewest), lease)?;
+    tracing::info!(
+        tenant = %table.tenant,
+        table = %table.table,
+        from = %most,
+        to = %fewest,
+        "moving a replica onto a node holding fewer"
+    );
     Ok(())
 }
 

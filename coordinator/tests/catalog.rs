@@ -241,27 +241,49 @@ fn placement(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease, deposed
 
     // Re-replication: the down follower n2 is replaced by n3, out of sync until copied; the
     // leader is never replaced, nor a replica by a node holding one.
-    for (from, to) in [("n1", "n3"), ("n2", "n1")] {
+    for (from, to) in [
+        (Some("n1"), Some("n3")),
+        (Some("n2"), Some("n1")),
+        (Some("n2"), None),
+        (None, None),
+    ] {
         assert!(matches!(
-            catalog.replace_replica(key, from, to, leader),
+            catalog.change_replica(key, from, to, leader),
             Err(CatalogError::Invalid(_))
         ));
     }
     assert!(matches!(
-        catalog.replace_replica(key, "n9", "n3", leader),
+        catalog.change_replica(key, Some("n9"), Some("n3"), leader),
         Err(CatalogError::NotFound(_))
     ));
     assert!(matches!(
-        other.replace_replica(key, "n2", "n3", deposed),
+        other.change_replica(key, Some("n2"), Some("n3"), deposed),
         Err(CatalogError::Fenced(_))
     ));
-    let replaced = other.replace_replica(key, "n2", "n3", leader).unwrap();
+    let replaced = other
+        .change_replica(key, Some("n2"), Some("n3"), leader)
+        .unwrap();
     assert_eq!(replaced.replicas, ["n1", "n3"]);
     assert_eq!(replaced.in_sync, ["n1"]);
     assert_eq!(replaced.epoch, 2);
     let routing = catalog.routing().unwrap();
     assert_eq!(routing.version, after.version + 1);
     assert_eq!(routing.tables, [replaced]);
+    // A move onto another node: added out of sync (one replica over the factor), then the
+    // replica it takes over from removed; never below the factor.
+    let grown = catalog
+        .change_replica(key, None, Some("n4"), leader)
+        .unwrap();
+    assert_eq!(grown.replicas, ["n1", "n3", "n4"]);
+    assert_eq!(grown.in_sync, ["n1"]);
+    assert_eq!(grown.epoch, 2);
+    let moved = other.change_replica(key, Some("n4"), None, leader).unwrap();
+    assert_eq!(moved.replicas, ["n1", "n3"]);
+    assert!(matches!(
+        catalog.change_replica(key, Some("n3"), None, leader),
+        Err(CatalogError::Invalid(_))
+    ));
+    assert_eq!(catalog.routing().unwrap().version, after.version + 3);
 
     // A leader whose copy is damaged steps down by leaving the in-sync set: only to an up,
     // in-sync follower, which leads at the next epoch.

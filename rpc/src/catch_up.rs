@@ -49,20 +49,30 @@ struct Copied {
     rows: u64,
 }
 
-/// A copy's progress as the node reports it (`Cluster::copy_progress`), cleared on drop.
+/// A copy's progress as the node reports it (`Cluster::copy_progress`), cleared on drop; and
+/// its pace (`Cluster::copy_bytes_per_second`).
 struct Progress<'a> {
     cluster: &'a Cluster,
     table: (&'a str, &'a str),
     to: &'a str,
     /// Bytes of the files known to need sending.
     total: u64,
+    started: Instant,
 }
 
 impl Progress<'_> {
-    fn report(&self, sent: u64) {
+    /// Records `sent` bytes, and waits as long as the copy runs ahead of its rate.
+    async fn report(&self, sent: u64) {
         let total = self.total.max(sent);
         self.cluster
             .copy_progress(self.table, self.to, Some((sent, total)));
+        let rate = self.cluster.copy_bytes_per_second;
+        if rate > 0 {
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+                runtime::sleep(ahead).await;
+            }
+        }
     }
 }
 
@@ -281,8 +291,9 @@ async fn catch_up(
         table: (tenant, table),
         to: &replica.node_id,
         total: first.total_bytes(),
+        started: Instant::now(),
     };
-    progress.report(0);
+    progress.report(0).await;
     send_files(
         &installer,
         data_dir,
@@ -438,7 +449,7 @@ async fn send_files(
                 .await
                 .map_err(|e| format!("sending {}: {e}", file.path))?;
             offset += length;
-            progress.report(copied.bytes + offset);
+            progress.report(copied.bytes + offset).await;
         }
         copied.files += 1;
         copied.bytes += file.bytes;

@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// damaged copy leaves the in-sync set and is copied again from the table's leader), s.
     #[arg(long, default_value_t = 21_600)]
     pub scrub_interval_s: u64,
+    /// The most MiB a second a copy of a table to another node sends (catching a follower up,
+    /// re-replication, moving a replica onto a new node); 0: no limit.
+    #[arg(long, default_value_t = 256)]
+    pub copy_mib_per_s: u64,
 }
 
 /// The TOML file. Unknown keys are errors, so a typo never silently falls back to a default.
@@ -768,6 +772,7 @@ fn cluster(args: &ServeArgs) -> Result<Option<Arc<Cluster>>, String> {
     let mut cluster = Cluster::new(node_id, token, metadata);
     cluster.replication_timeout = Duration::from_millis(args.replication_timeout_ms.max(1));
     cluster.scrub_interval = Duration::from_secs(args.scrub_interval_s.max(1));
+    cluster.copy_bytes_per_second = args.copy_mib_per_s << 20;
     Ok(Some(Arc::new(cluster)))
 }
 

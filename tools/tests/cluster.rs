@@ -1370,3 +1370,100 @@ fn a_leader_cut_off_by_a_network_partition_acknowledges_nothing_and_rejoins_afte
         wait_for_rows(&address[node], &admin, expected);
     }
 }
+
+/// `COUNT(*)` and `SUM(v)` of `table` through `session`.
+fn count_and_sum_in(clients: &Clients, session: &tessera_rpc::Session, table: &str) -> (i64, i64) {
+    let answer = clients
+        .block_on(session.query_collect(&format!("SELECT COUNT(*), SUM(v) FROM {table}")))
+        .unwrap();
+    let value = |i: usize| {
+        arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(
+            answer.batches[0].column(i),
+        )
+        .value(0)
+    };
+    (value(0), value(1))
+}
+
+#[test]
+fn a_node_added_to_the_cluster_takes_replicas_over_one_at_a_time() {
+    let Replicated {
+        cluster,
+        _coordinator,
+        coordinator,
+        mut nodes,
+        address,
+        clients,
+        ..
+    } = Replicated::start(3, &[]);
+    let tables = ["events", "second", "third"];
+    let session = clients.session(&address["n1"]);
+    for table in &tables[1..] {
+        let spec = tessera_rpc::client::TableSpec {
+            name: table.to_string(),
+            ..events_spec()
+        };
+        clients
+            .block_on(session.create_replicated_table(spec, 3, 2))
+            .unwrap();
+    }
+    for table in tables {
+        let mut stream = clients.block_on(session.ingest_stream(table, "p")).unwrap();
+        for batch in 0..5 {
+            clients
+                .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+                .unwrap();
+        }
+    }
+    // Nine replicas on three nodes; a fourth node joins: replicas move onto it one at a time
+    // (added, copied, in sync, then removed from a node holding most) until the counts differ
+    // by at most one: n4 ends with two.
+    nodes.insert("n4".into(), cluster.node("n4", &coordinator, "r4"));
+    let status = cluster.wait_status_of(&coordinator, "two replicas on n4", &nodes, |s| {
+        let tables = s["tables"].as_array().unwrap();
+        let on_n4 = tables
+            .iter()
+            .filter(|t| replica_ids(t).contains(&"n4".to_owned()))
+            .count();
+        on_n4 == 2
+            && tables
+                .iter()
+                .all(|t| t["healthy_replicas"] == 3 && replica_ids(t).len() == 3)
+    });
+    let address = addresses(&status);
+    let mut held: std::collections::BTreeMap<String, usize> = Default::default();
+    for table in status["tables"].as_array().unwrap() {
+        for node in replica_ids(table) {
+            *held.entry(node).or_default() += 1;
+        }
+    }
+    assert_eq!(held.len(), 4, "{held:?}");
+    assert_eq!(held.values().sum::<usize>(), 9);
+    assert!(held.values().all(|&n| (2..=3).contains(&n)), "{held:?}");
+    // Every table answers all its rows through the new node; each node keeps copies of only
+    // the tables placed on it.
+    let through_n4 = clients.session(&address["n4"]);
+    for table in tables {
+        assert_eq!(
+            count_and_sum_in(&clients, &through_n4, table),
+            (5000, sum_to(5000)),
+            "{table}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for placed in status["tables"].as_array().unwrap() {
+        let table = placed["table"].as_str().unwrap();
+        for node in ["n1", "n2", "n3", "n4"] {
+            let copy = cluster.dir.path().join(node).join("acme").join(table);
+            let holds = replica_ids(placed).contains(&node.to_owned());
+            while copy.exists() != holds {
+                assert!(
+                    Instant::now() < deadline,
+                    "{node} {table}: copy {}",
+                    copy.exists()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}

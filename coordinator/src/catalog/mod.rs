@@ -119,14 +119,16 @@ pub trait Catalog: Send + Sync {
         table_epoch: u64,
         leader: &Lease,
     ) -> Result<TablePlacement>;
-    /// Re-replication: replaces the follower on `from` (a node down past the grace period) by
-    /// `to`, out of sync until its leader has copied the table to it; bumps the routing
-    /// version. Only as `leader`.
-    fn replace_replica(
+    /// Moves replicas: removes the follower on `from` and/or adds one on `to`, out of sync
+    /// until its leader has copied the table to it; bumps the routing version. Both:
+    /// re-replication (`from` down past the grace period); `to` alone: a move onto a node with
+    /// fewer replicas begins; `from` alone: it ends (the table keeps its replication factor).
+    /// Only as `leader`.
+    fn change_replica(
         &self,
         table: (&str, &str),
-        from: &str,
-        to: &str,
+        from: Option<&str>,
+        to: Option<&str>,
         leader: &Lease,
     ) -> Result<TablePlacement>;
     /// Removes a table's placement and catalog entry (its replicas dropped it); false if it
@@ -241,28 +243,49 @@ pub(crate) fn leader_moves(rows: &[PlacementRow]) -> Vec<(String, String, String
     moves
 }
 
-/// Checks that the follower on `from` may be replaced by `to` (a node holding no replica of
-/// the table yet); the table's leader is never replaced (leadership moves first).
-pub(crate) fn check_replacement(
+/// Checks a replica change (`Catalog::change_replica`) against the table's rows: `from` a
+/// follower (the leader is never removed: leadership moves first), `to` a node holding no
+/// replica of the table yet, and a removal alone keeps at least the replication factor.
+pub(crate) fn check_replica_change(
     rows: &[PlacementRow],
     table: (&str, &str),
-    from: &str,
-    to: &str,
+    from: Option<&str>,
+    to: Option<&str>,
 ) -> Result<()> {
-    validate_node_id(to)?;
-    match rows.iter().find(|r| r.node_id == from) {
-        None => Err(CatalogError::NotFound(format!(
+    if rows.is_empty() {
+        return Err(CatalogError::NotFound(format!(
+            "table {}/{} has no placement",
+            table.0, table.1
+        )));
+    }
+    if let Some(to) = to {
+        validate_node_id(to)?;
+        if rows.iter().any(|r| r.node_id == to) {
+            return Err(CatalogError::Invalid(format!(
+                "node {to} already holds a replica of {}/{}",
+                table.0, table.1
+            )));
+        }
+    }
+    match from.map(|from| (from, rows.iter().find(|r| r.node_id == from))) {
+        None if to.is_none() => Err(CatalogError::Invalid("nothing to change".into())),
+        None => Ok(()),
+        Some((from, None)) => Err(CatalogError::NotFound(format!(
             "node {from} holds no replica of {}/{}",
             table.0, table.1
         ))),
-        Some(row) if row.leader => Err(CatalogError::Invalid(format!(
+        Some((from, Some(row))) if row.leader => Err(CatalogError::Invalid(format!(
             "node {from} leads {}/{}: its leadership moves before it is replaced",
             table.0, table.1
         ))),
-        Some(_) if rows.iter().any(|r| r.node_id == to) => Err(CatalogError::Invalid(format!(
-            "node {to} already holds a replica of {}/{}",
-            table.0, table.1
-        ))),
+        Some((from, Some(row)))
+            if to.is_none() && (rows.len() as i64) <= row.replication_factor =>
+        {
+            Err(CatalogError::Invalid(format!(
+                "removing node {from} would leave {}/{} with fewer than its {} replicas",
+                table.0, table.1, row.replication_factor
+            )))
+        }
         Some(_) => Ok(()),
     }
 }

@@ -386,11 +386,11 @@ impl Catalog for SqliteCatalog {
         })
     }
 
-    fn replace_replica(
+    fn change_replica(
         &self,
         table: (&str, &str),
-        from: &str,
-        to: &str,
+        from: Option<&str>,
+        to: Option<&str>,
         leader: &Lease,
     ) -> Result<TablePlacement> {
         self.with(|connection| {
@@ -399,13 +399,22 @@ impl Catalog for SqliteCatalog {
                 .map_err(unavailable)?;
             fence(&tx, leader)?;
             let rows = placement_rows(&tx, Some(table))?;
-            check_replacement(&rows, table, from, to)?;
-            tx.execute(
-                "UPDATE placement SET node_id = ?4, in_sync = 0 \
-                 WHERE tenant = ?1 AND table_name = ?2 AND node_id = ?3",
-                params![table.0, table.1, from, to],
-            )
-            .map_err(unavailable)?;
+            check_replica_change(&rows, table, from, to)?;
+            if let Some(from) = from {
+                tx.execute(
+                    "DELETE FROM placement WHERE tenant = ?1 AND table_name = ?2 AND node_id = ?3",
+                    params![table.0, table.1, from],
+                )
+                .map_err(unavailable)?;
+            }
+            if let Some(to) = to {
+                tx.execute(
+                    "INSERT INTO placement (tenant, table_name, partition_key, node_id, role, \
+                     epoch, in_sync) VALUES (?1, ?2, '', ?3, 'follower', ?4, 0)",
+                    params![table.0, table.1, to, rows[0].epoch],
+                )
+                .map_err(unavailable)?;
+            }
             bump_routing(&tx)?;
             let stored = assemble(&placement_rows(&tx, Some(table))?).pop();
             tx.commit().map_err(unavailable)?;
