@@ -456,3 +456,40 @@ async fn send_files(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_keeps_to_its_rate_and_reports_its_progress_until_it_ends() {
+        let mut cluster = crate::cluster::tests::cluster_without_catalog();
+        cluster.copy_bytes_per_second = 4 << 20;
+        let cluster = Arc::new(cluster);
+        let pool = runtime::CorePool::start(&runtime::CoreOptions::unpinned(1), |_| ())
+            .expect("pool starts");
+        let seen = futures::executor::block_on(pool.run_on(0, move |_, _| async move {
+            let started = Instant::now();
+            let progress = Progress {
+                cluster: &cluster,
+                table: ("acme", "events"),
+                to: "n2",
+                total: 8 << 20,
+                started,
+            };
+            // 2 MiB at 4 MiB/s: due half a second after the start.
+            progress.report(2 << 20).await;
+            let paced = started.elapsed();
+            let reported = cluster.copying();
+            drop(progress);
+            (paced, reported, cluster.copying())
+        }))
+        .unwrap();
+        let (paced, reported, after) = seen;
+        assert!(paced >= Duration::from_millis(450), "{paced:?}");
+        let reported: serde_json::Value = serde_json::from_str(&reported).unwrap();
+        assert_eq!(reported[0]["bytes"], 2 << 20);
+        assert_eq!(reported[0]["total"], 8 << 20);
+        assert_eq!(after, "", "an ended copy is no longer reported");
+    }
+}

@@ -618,7 +618,7 @@ pub fn spec(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A catalog that is never reached.
@@ -648,12 +648,13 @@ mod tests {
         }
     }
 
+    /// A node n1 whose coordinators are never reached.
+    pub(crate) fn cluster_without_catalog() -> Cluster {
+        Cluster::new("n1".into(), "token".into(), Arc::new(Unreachable))
+    }
+
     fn cluster() -> Arc<Cluster> {
-        Arc::new(Cluster::new(
-            "n1".into(),
-            "token".into(),
-            Arc::new(Unreachable),
-        ))
+        Arc::new(cluster_without_catalog())
     }
 
     /// Runs `test` on a core of a one-core pool (the runtime's timers and tasks work there).
