@@ -346,10 +346,9 @@ impl Cluster {
     pub async fn drop_table(&self, tenant: &str, table: &str) -> Result<bool, String> {
         let (metadata, owner, name) = (self.metadata.clone(), tenant.to_owned(), table.to_owned());
         let dropped = runtime::spawn_blocking(move || metadata.drop_table(&owner, &name)).await?;
-        let mut routing = self.routing.write().unwrap_or_else(|p| p.into_inner());
-        let mut map = HashMap::clone(&routing);
-        map.remove(&(tenant.to_owned(), table.to_owned()));
-        *routing = Arc::new(map);
+        self.edit_routing(|map| {
+            map.remove(&(tenant.to_owned(), table.to_owned()));
+        });
         Ok(dropped)
     }
 
@@ -378,14 +377,21 @@ impl Cluster {
     /// Puts one table's placement into the routing table (until the next version replaces it).
     fn keep(&self, placement: Placement) -> Arc<Placement> {
         let placement = Arc::new(placement);
+        self.edit_routing(|map| {
+            map.insert(
+                (placement.tenant.clone(), placement.table.clone()),
+                placement.clone(),
+            );
+        });
+        placement
+    }
+
+    /// Changes the routing table held (a copy: queries hold the one they read).
+    fn edit_routing(&self, edit: impl FnOnce(&mut Placements)) {
         let mut routing = self.routing.write().unwrap_or_else(|p| p.into_inner());
         let mut map = HashMap::clone(&routing);
-        map.insert(
-            (placement.tenant.clone(), placement.table.clone()),
-            placement.clone(),
-        );
+        edit(&mut map);
         *routing = Arc::new(map);
-        placement
     }
 
     /// A session with the peer at `address` for `tenant` (cached): as its leader (writes
