@@ -196,6 +196,14 @@ interface Tenant {
   # replica): replaces this node's copy of `table` by the leader's (a follower catching up).
   # The leader sends the files its manifest lists, then commits that manifest; a follower
   # knowing a later leader epoch than `leaderEpoch` refuses the copy (`unavailable: fenced`).
+
+  queryPartial @10 (sql :Text, partition :Text, sink :BatchSink, tag :UInt64)
+      -> (stats :QueryStats);
+  # Cluster only, on a peer session: runs `sql` (a SELECT of a partitioned table) on this node's
+  # replica of one of its partitions (`partition`, e.g. `events.p3`) and streams its *partial*
+  # result: group keys with aggregate states, or row values (hidden ORDER BY columns included),
+  # which the node the client asked merges with the other partitions' (tessera-storage-engine
+  # `query::partial` defines the columns). `not_found` when this node holds no in-sync replica.
 }
 
 interface ReplicaInstaller {
@@ -260,6 +268,10 @@ struct TableSpec {
   replicationFactor @5 :UInt8;     # in a cluster: nodes holding the table (0: the default, 3)
   writeQuorum @6 :UInt8;           # in a cluster: replicas that must have a batch durable
                                    # before it is acknowledged (0: a majority)
+  clusterPartitions @7 :UInt32;    # in a cluster: hash partitions, each on its own replica set
+                                   # (0 or 1: the table is placed whole)
+  clusterPartitionKey @8 :Text;    # the column whose hash picks a row's partition (an integer
+                                   # or string column; needed with more than one partition)
 }
 
 interface Admin {
@@ -412,11 +424,16 @@ interface Coordinator {
   # Every node; the coordinator holding the leader lease, its fencing epoch and expiry; which
   # catalog; which coordinator answered; the catalog's clock.
 
-  placeTable @3 (tenant :Text, table :Text, replicationFactor :UInt8, writeQuorum :UInt8)
+  placeTable @3 (tenant :Text, table :Text, replicationFactor :UInt8, writeQuorum :UInt8,
+                 partitionOf :Text, partition :UInt32, partitions :UInt32, partitionKey :Text,
+                 partitionKeyType :Text)
       -> (placement :TablePlacement);
   # Places a new table on `replicationFactor` nodes that are up (distinct failure domains where
   # the labels allow, fewest bytes used first; the first is its leader), or returns the
   # placement it already has. Only the leading coordinator places (`unavailable` elsewhere).
+  # A partition of a partitioned table is placed as a table named `<partitionOf>.p<partition>`
+  # (the node places each in turn); nodes holding fewest replicas, then fewest leaderships, are
+  # chosen first, so partitions spread over the cluster.
 
   routing @4 () -> (version :UInt64, tables :List(TablePlacement));
   # Every table's placement, and the version of this routing table (it grows at every change).
@@ -447,6 +464,12 @@ struct TablePlacement {
   epoch @5 :UInt64;                # grows whenever the leader changes
   replicas @6 :List(Replica);
   inSync @7 :List(Text);           # node ids of the replicas holding every acknowledged batch
+  partitionOf @8 :Text;            # this is one hash partition of table `partitionOf` ("" when
+                                   # the table is placed whole); its name is `<partitionOf>.p<i>`
+  partition @9 :UInt32;            # its index i, from 0
+  partitions @10 :UInt32;          # the table's partitions
+  partitionKey @11 :Text;          # the column whose hash picks a row's partition
+  partitionKeyType @12 :Text;      # that column's type: "int" or "string"
 }
 
 interface CoordinatorGateway {

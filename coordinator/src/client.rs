@@ -7,7 +7,7 @@ use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera_rpc::cluster::{Metadata, Placement, Replica, Routing};
+use tessera_rpc::cluster::{Metadata, PartitionOf, Placement, Replica, Routing};
 use tessera_schema::tessera_capnp::{coordinator, coordinator_gateway, table_placement};
 
 /// Called with each newer routing table a node agent fetches.
@@ -180,6 +180,16 @@ fn read_placement(placement: table_placement::Reader<'_>) -> Result<Placement, c
             .iter()
             .map(text)
             .collect::<Result<_, _>>()?,
+        partition: match text(placement.get_partition_of())? {
+            of if of.is_empty() => None,
+            of => Some(PartitionOf {
+                table: of,
+                index: placement.get_partition(),
+                count: placement.get_partitions(),
+                key: text(placement.get_partition_key())?,
+                key_type: text(placement.get_partition_key_type())?,
+            }),
+        },
     })
 }
 
@@ -243,6 +253,7 @@ impl Metadata for Coordinators {
         table: &str,
         replication_factor: u8,
         write_quorum: u8,
+        partition: Option<&PartitionOf>,
     ) -> Result<Placement, String> {
         let mut errors = Vec::new();
         for address in &self.addresses {
@@ -252,6 +263,13 @@ impl Metadata for Coordinators {
                 request.get().set_table(table);
                 request.get().set_replication_factor(replication_factor);
                 request.get().set_write_quorum(write_quorum);
+                if let Some(partition) = partition {
+                    request.get().set_partition_of(&partition.table);
+                    request.get().set_partition(partition.index);
+                    request.get().set_partitions(partition.count);
+                    request.get().set_partition_key(&partition.key);
+                    request.get().set_partition_key_type(&partition.key_type);
+                }
                 async move {
                     let response = request.send().promise.await?;
                     read_placement(response.get()?.get_placement()?)

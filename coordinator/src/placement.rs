@@ -1,14 +1,20 @@
 //! Choosing the nodes of a new table: `replication_factor` nodes that are up, each in a failure
 //! domain not used yet where the labels allow (`rack`, then `host`), fewest bytes used first.
-//! The first chosen is the table's leader.
+//! The first chosen is the table's leader. The partitions of one table spread: a node holding
+//! fewer of its partitions' replicas comes first, and the one leading fewest of them leads.
 
-use crate::catalog::{NodeRecord, NodeState};
+use crate::catalog::{NodeRecord, NodeState, TablePlacement};
 
 /// The failure-domain labels, widest first.
 const DOMAINS: &[&str] = &["rack", "host"];
 
-/// Node ids for a new table, or why there are not enough nodes.
-pub fn choose(nodes: &[NodeRecord], replication_factor: usize) -> Result<Vec<String>, String> {
+/// Node ids for a new table (the leader first), or why there are not enough nodes. `siblings`
+/// are the placements of the other partitions of its table, if it is one.
+pub fn choose(
+    nodes: &[NodeRecord],
+    replication_factor: usize,
+    siblings: &[&TablePlacement],
+) -> Result<Vec<String>, String> {
     let mut up: Vec<&NodeRecord> = nodes.iter().filter(|n| n.state == NodeState::Up).collect();
     if up.len() < replication_factor {
         return Err(format!(
@@ -16,19 +22,32 @@ pub fn choose(nodes: &[NodeRecord], replication_factor: usize) -> Result<Vec<Str
             up.len()
         ));
     }
+    let held = |node: &NodeRecord| {
+        let id = &node.registration.node_id;
+        siblings.iter().filter(|s| s.replicas.contains(id)).count()
+    };
+    let leads = |id: &str| siblings.iter().filter(|s| s.leader() == id).count();
     up.sort_by(|a, b| {
-        (a.report.disk_used_bytes, &a.registration.node_id)
-            .cmp(&(b.report.disk_used_bytes, &b.registration.node_id))
+        (held(a), a.report.disk_used_bytes, &a.registration.node_id).cmp(&(
+            held(b),
+            b.report.disk_used_bytes,
+            &b.registration.node_id,
+        ))
     });
     let mut chosen: Vec<&NodeRecord> = Vec::new();
     while chosen.len() < replication_factor {
         let next = pick(&up, &chosen).expect("enough nodes checked above");
         chosen.push(up.remove(next));
     }
-    Ok(chosen
+    let mut ids: Vec<String> = chosen
         .into_iter()
         .map(|n| n.registration.node_id.clone())
-        .collect())
+        .collect();
+    // The chosen node leading fewest partitions of the table leads (the first on a tie).
+    if let Some(leader) = (0..ids.len()).min_by_key(|&i| (leads(&ids[i]), i)) {
+        ids[..=leader].rotate_right(1);
+    }
+    Ok(ids)
 }
 
 /// The node to take over a replica of a table held by `holders` (the replica being replaced
@@ -112,9 +131,9 @@ mod tests {
             node("c", 0, &[], false),
             node("d", 200, &[], true),
         ];
-        assert_eq!(choose(&nodes, 3).unwrap(), ["b", "d", "a"]);
-        assert_eq!(choose(&nodes, 1).unwrap(), ["b"]);
-        let error = choose(&nodes, 4).unwrap_err();
+        assert_eq!(choose(&nodes, 3, &[]).unwrap(), ["b", "d", "a"]);
+        assert_eq!(choose(&nodes, 1, &[]).unwrap(), ["b"]);
+        let error = choose(&nodes, 4, &[]).unwrap_err();
         assert!(error.contains("3 node(s) up"), "{error}");
     }
 
@@ -127,9 +146,41 @@ mod tests {
             node("d", 9, &[("rack", "r2"), ("host", "h3")], true),
         ];
         // d is the most used but the only other rack; then b, on another host than a.
-        assert_eq!(choose(&nodes, 3).unwrap(), ["a", "d", "b"]);
+        assert_eq!(choose(&nodes, 3, &[]).unwrap(), ["a", "d", "b"]);
         // Without the spare rack, the domain is shared only when it must be.
-        assert_eq!(choose(&nodes[..3], 3).unwrap(), ["a", "b", "c"]);
+        assert_eq!(choose(&nodes[..3], 3, &[]).unwrap(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn partitions_of_a_table_spread_their_replicas_and_leaders() {
+        let nodes: Vec<NodeRecord> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|id| node(id, 0, &[], true))
+            .collect();
+        let mut placed: Vec<TablePlacement> = Vec::new();
+        for index in 0..4 {
+            let siblings: Vec<&TablePlacement> = placed.iter().collect();
+            let replicas = choose(&nodes, 2, &siblings).unwrap();
+            placed.push(TablePlacement {
+                tenant: "t".into(),
+                table: format!("events.p{index}"),
+                replication_factor: 2,
+                write_quorum: 2,
+                epoch: 1,
+                in_sync: replicas.clone(),
+                replicas,
+                partition: None,
+            });
+        }
+        // Four partitions of two replicas on four nodes: two replicas and one leadership each.
+        for id in ["a", "b", "c", "d"] {
+            let id = id.to_owned();
+            assert_eq!(
+                placed.iter().filter(|p| p.replicas.contains(&id)).count(),
+                2
+            );
+            assert_eq!(placed.iter().filter(|p| p.leader() == id).count(), 1);
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! soon as it cannot renew within the lease's time.
 
 use crate::catalog::{
-    Catalog, CatalogError, Lease, NodeRecord, NodeRegistration, NodeReport, NodeState,
+    Catalog, CatalogError, Lease, NodeRecord, NodeRegistration, NodeReport, NodeState, PartitionOf,
     TablePlacement,
 };
 use capnp::Error;
@@ -680,19 +680,52 @@ impl coordinator::Server for CoordinatorServer {
             }
             n => n,
         };
+        let partition_of = text(params.get_partition_of()?)?;
+        let partition = if partition_of.is_empty() {
+            None
+        } else {
+            let partition = PartitionOf {
+                table: partition_of,
+                index: params.get_partition(),
+                count: params.get_partitions(),
+                key: text(params.get_partition_key()?)?,
+                key_type: text(params.get_partition_key_type()?)?,
+            };
+            if partition.index >= partition.count || partition.name() != table {
+                return Err(fail(
+                    ErrorCode::Invalid,
+                    format!(
+                        "partition {} of {} partitions of {} cannot be named {table}",
+                        partition.index, partition.count, partition.table
+                    ),
+                ));
+            }
+            Some(partition)
+        };
         let lease = self.leading()?;
         let (placement, nodes) = blocking(&self.shared, move |c| {
             let nodes = c.nodes()?;
             let routing = c.routing()?;
+            let siblings: Vec<&TablePlacement> = routing
+                .tables
+                .iter()
+                .filter(|t| {
+                    t.tenant == tenant
+                        && t.partition.as_ref().map(|p| &p.table)
+                            == partition.as_ref().map(|p| &p.table)
+                        && partition.is_some()
+                })
+                .collect();
             let placement = match routing
                 .tables
-                .into_iter()
+                .iter()
                 .find(|t| t.tenant == tenant && t.table == table)
             {
-                Some(existing) => existing,
+                Some(existing) => existing.clone(),
                 None => {
-                    let replicas = crate::placement::choose(&nodes, replication_factor as usize)
-                        .map_err(CatalogError::Unavailable)?;
+                    let replicas =
+                        crate::placement::choose(&nodes, replication_factor as usize, &siblings)
+                            .map_err(CatalogError::Unavailable)?;
                     let placement = TablePlacement {
                         tenant,
                         table,
@@ -701,6 +734,7 @@ impl coordinator::Server for CoordinatorServer {
                         epoch: 1,
                         in_sync: replicas.clone(),
                         replicas,
+                        partition,
                     };
                     c.place_table(&placement, &lease)?
                 }
@@ -813,6 +847,13 @@ fn write_placement(
     out.set_write_quorum(placement.write_quorum.min(255) as u8);
     out.set_leader(placement.leader());
     out.set_epoch(placement.epoch);
+    if let Some(partition) = &placement.partition {
+        out.set_partition_of(&partition.table);
+        out.set_partition(partition.index);
+        out.set_partitions(partition.count);
+        out.set_partition_key(&partition.key);
+        out.set_partition_key_type(&partition.key_type);
+    }
     let mut in_sync = out.reborrow().init_in_sync(placement.in_sync.len() as u32);
     for (i, id) in placement.in_sync.iter().enumerate() {
         in_sync.set(i as u32, id);

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 use tessera_coordinator::catalog::{
-    self, Catalog, CatalogError, Lease, NodeRegistration, NodeReport, NodeState, TablePlacement,
+    self, Catalog, CatalogError, Lease, NodeRegistration, NodeReport, NodeState, PartitionOf,
+    TablePlacement,
 };
 use tessera_coordinator::testing::PostgresServer;
 
@@ -150,6 +151,7 @@ fn placement(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease, deposed
         epoch: 1,
         replicas: vec!["n2".into(), "n1".into()],
         in_sync: vec!["n2".into(), "n1".into()],
+        partition: None,
     };
     let stored = catalog.place_table(&events, leader).unwrap();
     assert_eq!(stored, events);
@@ -311,6 +313,23 @@ fn placement(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease, deposed
     assert_eq!(routing.version, before + 1);
     assert!(!catalog.drop_placement(key, leader).unwrap());
     assert_eq!(catalog.routing_version().unwrap(), before + 1);
+
+    // A partition of a partitioned table keeps what it is a partition of, and is dropped as
+    // any table.
+    let partition = TablePlacement {
+        table: "clicks.p1".into(),
+        partition: Some(PartitionOf {
+            table: "clicks".into(),
+            index: 1,
+            count: 4,
+            key: "user_id".into(),
+            key_type: "int".into(),
+        }),
+        ..events.clone()
+    };
+    assert_eq!(catalog.place_table(&partition, leader).unwrap(), partition);
+    assert_eq!(other.routing().unwrap().tables, [partition]);
+    assert!(other.drop_placement(("acme", "clicks.p1"), leader).unwrap());
 }
 
 /// Threads, each with its own connection, race for a lease many times: one winner a round,

@@ -40,6 +40,31 @@ pub struct Placement {
     pub replicas: Vec<Replica>,
     /// Node ids of the replicas holding every acknowledged batch (the leader among them).
     pub in_sync: Vec<String>,
+    /// Set when this is one hash partition of a partitioned table.
+    pub partition: Option<PartitionOf>,
+}
+
+/// One hash partition of a table: placed, replicated, led and stored as a table of its own
+/// named `<table>.p<index>` (`partition_name`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionOf {
+    pub table: String,
+    pub index: u32,
+    pub count: u32,
+    /// The column whose hash (`tessera_storage_engine::value::partition_of`) picks a row's
+    /// partition, and its kind (`KEY_INT` or `KEY_STRING`).
+    pub key: String,
+    pub key_type: String,
+}
+
+/// The kinds of partition key: integer columns (every width, dates and timestamps hash as the
+/// same integer) and string columns.
+pub const KEY_INT: &str = "int";
+pub const KEY_STRING: &str = "string";
+
+/// The name partition `index` of `table` is placed and stored under.
+pub fn partition_name(table: &str, index: u32) -> String {
+    format!("{table}.p{index}")
 }
 
 impl Placement {
@@ -94,13 +119,15 @@ pub struct Member {
 pub trait Metadata: Send + Sync {
     /// The cluster's nodes; blocks the calling thread.
     fn nodes(&self) -> Result<Vec<Member>, String>;
-    /// Places a new table (or returns the placement it has); blocks the calling thread.
+    /// Places a new table, or one partition of one (or returns the placement it has); blocks
+    /// the calling thread.
     fn place_table(
         &self,
         tenant: &str,
         table: &str,
         replication_factor: u8,
         write_quorum: u8,
+        partition: Option<&PartitionOf>,
     ) -> Result<Placement, String>;
     /// The routing table as a coordinator has it now; blocks the calling thread.
     fn routing(&self) -> Result<Routing, String>;
@@ -161,6 +188,10 @@ pub struct Cluster {
     members: Mutex<Vec<Member>>,
     /// Copies of tables this node sends now.
     copies: Mutex<Copies>,
+    /// Fragments of partitioned queries running on each node, as this node sent them.
+    fragments: Arc<Mutex<HashMap<String, usize>>>,
+    /// How long a fragment may run on one replica before another is asked too.
+    pub hedge_after: Duration,
     /// How long a peer has to acknowledge a replicated batch.
     pub replication_timeout: Duration,
     /// How often the files of this node's in-sync replicas are checked (`catch_up::scrub`).
@@ -191,6 +222,8 @@ impl Cluster {
             gates: Mutex::default(),
             members: Mutex::default(),
             copies: Mutex::default(),
+            fragments: Arc::default(),
+            hedge_after: Duration::from_millis(500),
             replication_timeout: Duration::from_secs(30),
             scrub_interval: Duration::from_secs(6 * 3600),
             copy_bytes_per_second: 256 << 20,
@@ -226,6 +259,50 @@ impl Cluster {
     pub fn placement(&self, tenant: &str, table: &str) -> Option<Arc<Placement>> {
         let routing = self.routing.read().unwrap_or_else(|p| p.into_inner());
         routing.get(&(tenant.to_owned(), table.to_owned())).cloned()
+    }
+
+    /// The placements of a partitioned table's partitions, by index; `Ok(None)` when the table
+    /// is not partitioned. An error when the routing table lacks some partition (it is being
+    /// created or dropped).
+    pub fn partitions(
+        &self,
+        tenant: &str,
+        table: &str,
+    ) -> Result<Option<Vec<Arc<Placement>>>, String> {
+        let parts = self.partition_placements(tenant, table);
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let count = parts[0].partition.as_ref().map_or(0, |of| of.count) as usize;
+        let complete = parts.len() == count
+            && parts.iter().enumerate().all(|(i, p)| {
+                p.partition
+                    .as_ref()
+                    .is_some_and(|of| of.index as usize == i)
+            });
+        if !complete {
+            return Err(format!(
+                "the routing table (version {}) holds {} of the {count} partitions of {table}: \
+                 it is being created or dropped",
+                self.routing_version(),
+                parts.len()
+            ));
+        }
+        Ok(Some(parts))
+    }
+
+    /// The placements of the partitions of `table` the routing table holds, by index (all of
+    /// them unless it is being created or dropped).
+    pub fn partition_placements(&self, tenant: &str, table: &str) -> Vec<Arc<Placement>> {
+        let mut parts: Vec<Arc<Placement>> = self
+            .placements()
+            .into_iter()
+            .filter(|p| {
+                p.tenant == tenant && p.partition.as_ref().is_some_and(|of| of.table == table)
+            })
+            .collect();
+        parts.sort_by_key(|p| p.partition.as_ref().map_or(0, |of| of.index));
+        parts
     }
 
     /// Every table's placement.
@@ -333,10 +410,17 @@ impl Cluster {
         table: &str,
         replication_factor: u8,
         write_quorum: u8,
+        partition: Option<PartitionOf>,
     ) -> Result<Arc<Placement>, String> {
         let (metadata, owner, name) = (self.metadata.clone(), tenant.to_owned(), table.to_owned());
         let placement = runtime::spawn_blocking(move || {
-            metadata.place_table(&owner, &name, replication_factor, write_quorum)
+            metadata.place_table(
+                &owner,
+                &name,
+                replication_factor,
+                write_quorum,
+                partition.as_ref(),
+            )
         })
         .await?;
         Ok(self.keep(placement))
@@ -584,6 +668,72 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Counts a fragment running on a node until dropped (`Cluster::fragment_started`).
+pub struct FragmentLoad {
+    fragments: Arc<Mutex<HashMap<String, usize>>>,
+    node: String,
+}
+
+impl Drop for FragmentLoad {
+    fn drop(&mut self) {
+        let mut fragments = lock(&self.fragments);
+        if let Some(count) = fragments.get_mut(&self.node) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                fragments.remove(&self.node);
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// The replicas to run a fragment of `part` on, in the order to try them: this node's if
+    /// it is in sync, then the other up, in-sync replicas running fewest fragments sent by
+    /// this node (the leader first on a tie). (node id, address).
+    pub fn fragment_order(&self, part: &Placement) -> Vec<(String, String)> {
+        let fragments = lock(&self.fragments);
+        let mut order: Vec<(bool, usize, usize, &Replica)> = part
+            .answering()
+            .into_iter()
+            .enumerate()
+            .map(|(rank, r)| {
+                let load = fragments.get(&r.node_id).copied().unwrap_or(0);
+                (r.node_id != self.node_id, load, rank, r)
+            })
+            .collect();
+        order.sort_by_key(|(remote, load, rank, _)| (*remote, *load, *rank));
+        order
+            .into_iter()
+            .map(|(_, _, _, r)| (r.node_id.clone(), r.address.clone()))
+            .collect()
+    }
+
+    /// Counts a fragment on `node` until the guard is dropped.
+    pub fn fragment_started(&self, node: &str) -> FragmentLoad {
+        *lock(&self.fragments).entry(node.to_owned()).or_default() += 1;
+        FragmentLoad {
+            fragments: self.fragments.clone(),
+            node: node.to_owned(),
+        }
+    }
+}
+
+/// A table's description from its manifest, as a peer would send it.
+pub fn table_info(manifest: &TableManifest) -> crate::client::TableInfo {
+    let spec = table_spec(manifest);
+    crate::client::TableInfo {
+        name: spec.name,
+        columns: spec.columns,
+        time_column: spec.time_column,
+        partition_by: spec.partition_by,
+        compression: spec.compression,
+        rows: manifest.total_rows(),
+        files: manifest.files.len() as u64,
+        bytes: manifest.total_bytes(),
+        version: manifest.version,
+    }
+}
+
 /// The spec that creates a table like the one `manifest` describes (on a replica lacking it).
 pub fn table_spec(manifest: &TableManifest) -> TableSpec {
     spec(
@@ -634,7 +784,14 @@ pub(crate) mod tests {
         fn nodes(&self) -> Result<Vec<Member>, String> {
             Err("unreachable".into())
         }
-        fn place_table(&self, _: &str, _: &str, _: u8, _: u8) -> Result<Placement, String> {
+        fn place_table(
+            &self,
+            _: &str,
+            _: &str,
+            _: u8,
+            _: u8,
+            _: Option<&PartitionOf>,
+        ) -> Result<Placement, String> {
             Err("unreachable".into())
         }
         fn routing(&self) -> Result<Routing, String> {
@@ -747,6 +904,7 @@ pub(crate) mod tests {
                 epoch: 4,
                 replicas: vec![replica("n2"), replica("n1")],
                 in_sync: vec!["n2".into(), "n1".into()],
+                partition: None,
             }],
         });
         let refused = cluster.check_leader_epoch("acme", "events", 3).unwrap_err();

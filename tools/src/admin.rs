@@ -352,6 +352,9 @@ fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), S
                     })).collect::<Vec<_>>(),
                     "healthy_replicas": healthy(p),
                     "copies": copies_of(p),
+                    "partition": p.partition.as_ref().map(|of| serde_json::json!({
+                        "of": of.table, "index": of.index, "count": of.count, "key": of.key,
+                    })),
                 })
             })
             .collect();

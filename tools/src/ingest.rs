@@ -66,6 +66,21 @@ pub struct IngestArgs {
     /// partitioned by date); with false a missing table is an error.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     create: bool,
+    /// In a cluster, for a table created here: the nodes holding each partition (0: the
+    /// cluster's default, 3).
+    #[arg(long, default_value_t = 0)]
+    replication_factor: u8,
+    /// In a cluster, for a table created here: replicas that must have a batch durable before
+    /// it is acknowledged (0: a majority).
+    #[arg(long, default_value_t = 0)]
+    write_quorum: u8,
+    /// In a cluster, for a table created here: hash partitions, each on its own replicas (1:
+    /// the table is placed whole); needs --partition-key.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: u32,
+    /// The column whose hash picks a row's partition (an integer or string column).
+    #[arg(long, default_value = "")]
+    partition_key: String,
     /// Seconds to keep sending a batch again after a lost connection or an `unavailable` or
     /// `overloaded` answer (reconnecting, backing off from 100 ms to 5 s); a call unanswered
     /// this long (at least 10 s) counts as a lost connection.
@@ -88,6 +103,7 @@ pub fn run(args: &IngestArgs) -> Result<(), String> {
         .call(&runtime, target.session())
         .map_err(|e| e.to_string())?;
     let startup = Startup {
+        args,
         target: &target,
         runtime: &runtime,
         session: &session,
@@ -269,6 +285,7 @@ fn survey(paths: Vec<PathBuf>) -> Result<(Vec<Input>, SchemaRef), String> {
 
 /// The start-up session, before the workers connect.
 struct Startup<'a> {
+    args: &'a IngestArgs,
     target: &'a Target,
     runtime: &'a Runtime,
     session: &'a Session,
@@ -296,7 +313,15 @@ impl Startup<'_> {
             partition_by: Vec::new(),
             compression: Compression::Snappy,
         };
-        if let Err(e) = target.call(self.runtime, self.session.create_table(spec)) {
+        let args = self.args;
+        let create = self.session.create_partitioned_table(
+            spec,
+            args.replication_factor,
+            args.write_quorum,
+            args.partitions,
+            &args.partition_key,
+        );
+        if let Err(e) = target.call(self.runtime, create) {
             // Another ingest may have created it meanwhile.
             if target
                 .call(self.runtime, self.session.describe(table))

@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// re-replication, moving a replica onto a new node); 0: no limit.
     #[arg(long, default_value_t = 256)]
     pub copy_mib_per_s: u64,
+    /// How long a fragment of a query over a partitioned table may run on one replica before
+    /// the same fragment is also sent to another (the first answer is used), ms.
+    #[arg(long, default_value_t = 500)]
+    pub hedge_after_ms: u64,
 }
 
 /// The TOML file. Unknown keys are errors, so a typo never silently falls back to a default.
@@ -773,6 +777,7 @@ fn cluster(args: &ServeArgs) -> Result<Option<Arc<Cluster>>, String> {
     cluster.replication_timeout = Duration::from_millis(args.replication_timeout_ms.max(1));
     cluster.scrub_interval = Duration::from_secs(args.scrub_interval_s.max(1));
     cluster.copy_bytes_per_second = args.copy_mib_per_s << 20;
+    cluster.hedge_after = Duration::from_millis(args.hedge_after_ms.max(1));
     Ok(Some(Arc::new(cluster)))
 }
 

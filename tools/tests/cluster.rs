@@ -1467,3 +1467,290 @@ fn a_node_added_to_the_cluster_takes_replicas_over_one_at_a_time() {
         }
     }
 }
+
+/// `clicks (ts timestamp, user_id int64, region string, v int64)`.
+fn clicks_spec() -> tessera_rpc::client::TableSpec {
+    let column = |name: &str, column_type: &str, nullable: bool| tessera_rpc::client::ColumnInfo {
+        name: name.into(),
+        column_type: column_type.into(),
+        nullable,
+    };
+    tessera_rpc::client::TableSpec {
+        name: "clicks".into(),
+        columns: vec![
+            column("ts", "timestamp", false),
+            column("user_id", "int64", false),
+            column("region", "string", true),
+            column("v", "int64", false),
+        ],
+        time_column: Some("ts".into()),
+        ..Default::default()
+    }
+}
+
+/// One click row: (user, region, v) of row `i`, and the batch of rows `first..first + rows`.
+fn click(i: i64) -> (i64, Option<&'static str>, i64) {
+    let regions = [Some("eu"), Some("us"), None, Some("apac")];
+    let v = if i % 101 == 0 {
+        i64::MAX / 4096
+    } else {
+        i - 500
+    };
+    (i % 97, regions[(i % 7 % 4) as usize], v)
+}
+
+fn clicks(first: i64, rows: i64) -> arrow_array::RecordBatch {
+    use arrow_array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+    let range = first..first + rows;
+    let ts: ArrayRef = std::sync::Arc::new(
+        TimestampMicrosecondArray::from_iter_values(
+            range
+                .clone()
+                .map(|i| 1_767_225_600_000_000 + i * 60_000_000),
+        )
+        .with_timezone("UTC"),
+    );
+    let user: ArrayRef = std::sync::Arc::new(Int64Array::from_iter_values(
+        range.clone().map(|i| click(i).0),
+    ));
+    let region: ArrayRef =
+        std::sync::Arc::new(range.clone().map(|i| click(i).1).collect::<StringArray>());
+    let v: ArrayRef = std::sync::Arc::new(Int64Array::from_iter_values(range.map(|i| click(i).2)));
+    arrow_array::RecordBatch::try_from_iter([
+        ("ts", ts),
+        ("user_id", user),
+        ("region", region),
+        ("v", v),
+    ])
+    .unwrap()
+}
+
+/// A query's rows as text lines (`tessera sql --format csv` through `address`), header first.
+fn sql_lines(address: &str, token: &str, sql: &str) -> Vec<String> {
+    let out = support::tessera(&[
+        "sql", "--addr", address, "--token", token, "--format", "csv", sql,
+    ]);
+    assert!(
+        out.status.success(),
+        "{sql} through {address}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The answers a partitioned table holding rows `rows` (row numbers, see `click`) must give,
+/// computed here row by row: (SQL, expected CSV lines after the header).
+fn click_answers(rows: &[i64]) -> Vec<(String, Vec<String>)> {
+    let all: Vec<(i64, Option<&str>, i64)> = rows.iter().map(|&i| click(i)).collect();
+    let mut answers = Vec::new();
+    let sum: i128 = all.iter().map(|r| r.2 as i128).sum();
+    answers.push((
+        "SELECT COUNT(*), SUM(v), MIN(v), MAX(v) FROM clicks".to_owned(),
+        vec![format!(
+            "{},{},{},{}",
+            all.len(),
+            sum,
+            all.iter().map(|r| r.2).min().unwrap(),
+            all.iter().map(|r| r.2).max().unwrap()
+        )],
+    ));
+    // Groups spread over every partition (region is not the key), then top groups by a sum.
+    let mut by_region: std::collections::BTreeMap<Option<&str>, (i64, i128)> = Default::default();
+    for r in &all {
+        let entry = by_region.entry(r.1).or_default();
+        entry.0 += 1;
+        entry.1 += r.2 as i128;
+    }
+    let mut lines: Vec<(i128, String)> = by_region
+        .iter()
+        .map(|(region, (n, s))| (*s, format!("{},{n},{s}", region.unwrap_or(""))))
+        .collect();
+    lines.sort_by_key(|line| std::cmp::Reverse(line.0));
+    answers.push((
+        "SELECT region, COUNT(*) AS n, SUM(v) AS s FROM clicks GROUP BY region ORDER BY s DESC \
+         LIMIT 3"
+            .to_owned(),
+        lines.into_iter().take(3).map(|(_, l)| l).collect(),
+    ));
+    // One user: one partition is read, the others pruned.
+    let user: Vec<&(i64, Option<&str>, i64)> = all.iter().filter(|r| r.0 == 42).collect();
+    answers.push((
+        "SELECT COUNT(*), SUM(v) FROM clicks WHERE user_id = 42".to_owned(),
+        vec![format!(
+            "{},{}",
+            user.len(),
+            user.iter().map(|r| r.2 as i128).sum::<i128>()
+        )],
+    ));
+    // Rows sorted across partitions, cut by a LIMIT.
+    let mut values: Vec<i64> = all.iter().filter(|r| r.0 < 10).map(|r| r.2).collect();
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    answers.push((
+        "SELECT v FROM clicks WHERE user_id < 10 ORDER BY v DESC LIMIT 5".to_owned(),
+        values.iter().take(5).map(|v| v.to_string()).collect(),
+    ));
+    answers
+}
+
+#[test]
+fn a_partitioned_table_spreads_over_the_cluster_and_answers_as_one() {
+    let cluster = Cluster::new();
+    let catalog = cluster.dir.path().join("catalog");
+    let (_coordinator, coordinator) =
+        cluster.coordinator("c1", &["--catalog-dir", path(&catalog)], "127.0.0.1:0");
+    let ids = ["n1", "n2", "n3", "n4"];
+    let mut nodes: std::collections::BTreeMap<String, Process> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let rack = format!("r{}", i + 1);
+            (id.to_string(), cluster.node(id, &coordinator, &rack))
+        })
+        .collect();
+    let status = cluster.wait_status(&coordinator, "all up", |s| states(s) == all(&ids, "up"));
+    let address = addresses(&status);
+    let admin = cluster.tenant_token("acme", "admin");
+    let clients = Clients::new(&admin);
+    let session = clients.session(&address["n1"]);
+    // Four partitions of two replicas on four nodes: each node holds two and leads one.
+    let info = clients
+        .block_on(session.create_partitioned_table(clicks_spec(), 2, 2, 4, "user_id"))
+        .unwrap();
+    assert_eq!(info.name, "clicks");
+    let status = cluster.status(&coordinator);
+    let tables = status["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 4, "{status:#}");
+    for id in ids {
+        let holds = tables
+            .iter()
+            .filter(|t| replica_ids(t).contains(&id.to_owned()))
+            .count();
+        let leads = tables.iter().filter(|t| t["leader"] == id).count();
+        assert_eq!((holds, leads), (2, 1), "{id}: {status:#}");
+    }
+    // A name with '.' is kept for partitions.
+    let refused = clients
+        .block_on(session.create_replicated_table(
+            tessera_rpc::client::TableSpec {
+                name: "clicks.p9".into(),
+                ..clicks_spec()
+            },
+            2,
+            2,
+        ))
+        .unwrap_err();
+    assert!(refused.to_string().contains("partitions"), "{refused}");
+
+    // Batches through two nodes, each split by user and sent to the partitions' leaders; a
+    // batch sent again is a duplicate in every partition.
+    let rows = 20_000;
+    for (node, producer, range) in [("n2", "a", 0..10), ("n3", "b", 10..20)] {
+        let mut stream = clients
+            .block_on(
+                clients
+                    .session(&address[node])
+                    .ingest_stream("clicks", producer),
+            )
+            .unwrap();
+        for batch in range {
+            let ack = clients
+                .block_on(stream.append(batch as u64, &clicks(batch * 1000, 1000)))
+                .unwrap();
+            assert_eq!((ack.rows, ack.duplicate), (1000, false));
+        }
+        let again = clients
+            .block_on(stream.append(19, &clicks(19_000, 1000)))
+            .unwrap();
+        assert_eq!(again.duplicate, producer == "b", "{again:?}");
+    }
+    // Producer a's sequence 19 was new: rows 19,000..20,000 are there twice.
+    let held: Vec<i64> = (0..rows).chain(19_000..20_000).collect();
+    let answers = click_answers(&held);
+
+    // Every node answers every query as one table: the oracle's answer.
+    for id in ids {
+        for (sql, expected) in &answers {
+            let lines = sql_lines(&address[id], &admin, sql);
+            assert_eq!(&lines[1..], &expected[..], "{sql} through {id}");
+        }
+    }
+    // A point query on the key reads one partition and prunes the other three.
+    let point = clients
+        .block_on(session.query_collect("SELECT COUNT(*) FROM clicks WHERE user_id = 42"))
+        .unwrap();
+    assert_eq!(point.stats.scan.partitions_pruned, 3, "{:?}", point.stats);
+    let described = clients.block_on(session.describe("clicks")).unwrap();
+    assert_eq!(
+        (described.name.as_str(), described.columns.len()),
+        ("clicks", 4)
+    );
+    let listed = clients.block_on(session.tables()).unwrap();
+    assert_eq!(
+        listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["clicks"]
+    );
+
+    // A node frozen (SIGSTOP): fragments it was given are hedged onto the other replica
+    // after half a second, and every answer stays right. Asked through a node holding no
+    // replica of the partition n4 leads, whose fragment goes to n4 first.
+    let led_by_n4 = tables.iter().find(|t| t["leader"] == "n4").unwrap();
+    let asked = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|id| !replica_ids(led_by_n4).contains(&id.to_string()))
+        .unwrap();
+    let frozen = &nodes["n4"];
+    let pid = frozen.child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    for (sql, expected) in &answers {
+        let lines = sql_lines(&address[asked], &admin, sql);
+        assert_eq!(&lines[1..], &expected[..], "{sql} with n4 frozen");
+    }
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    nodes[asked].wait_for_line("a hedged fragment", |l| l.contains("fragment hedged"));
+    // A node killed: its partitions answer from their other replica.
+    nodes.remove("n4").unwrap().kill();
+    for (sql, expected) in &answers {
+        let lines = sql_lines(&address["n2"], &admin, sql);
+        assert_eq!(&lines[1..], &expected[..], "{sql} with n4 killed");
+    }
+
+    // Dropped: every partition, everywhere. n4 restarted on a new port: until n1 has fetched
+    // the routing table with its new address, the drop fails naming it, and dropping again
+    // finishes it.
+    nodes.insert("n4".into(), cluster.node("n4", &coordinator, "r4"));
+    cluster.wait_status(&coordinator, "all up", |s| states(s) == all(&ids, "up"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match clients.block_on(session.drop_table("clicks")) {
+            Ok(existed) => break assert!(existed),
+            Err(e) => {
+                assert!(e.to_string().contains("drop it again"), "{e}");
+                assert!(Instant::now() < deadline, "{e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    let status = cluster.wait_status(&coordinator, "no tables", |s| {
+        s["tables"].as_array().is_some_and(|t| t.is_empty())
+    });
+    drop(status);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in ids {
+        for index in 0..4 {
+            let copy = cluster
+                .dir
+                .path()
+                .join(id)
+                .join("acme")
+                .join(format!("clicks.p{index}"));
+            while copy.exists() {
+                assert!(Instant::now() < deadline, "{} is left", copy.display());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}

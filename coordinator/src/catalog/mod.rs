@@ -151,11 +151,59 @@ pub struct TablePlacement {
     pub replicas: Vec<String>,
     /// The replicas holding every acknowledged batch (the leader always among them).
     pub in_sync: Vec<String>,
+    /// Set when this is one hash partition of a partitioned table (stored in
+    /// `tables.partition_spec_json`).
+    pub partition: Option<PartitionOf>,
 }
 
 impl TablePlacement {
     pub fn leader(&self) -> &str {
         self.replicas.first().map_or("", String::as_str)
+    }
+}
+
+/// One hash partition of a table: placed, replicated and led as a table of its own, named
+/// `<table>.p<index>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionOf {
+    pub table: String,
+    pub index: u32,
+    pub count: u32,
+    /// The column whose hash picks a row's partition, and its kind ("int" or "string").
+    pub key: String,
+    pub key_type: String,
+}
+
+impl PartitionOf {
+    /// The name the partition is placed and stored under.
+    pub fn name(&self) -> String {
+        format!("{}.p{}", self.table, self.index)
+    }
+
+    /// As stored in `tables.partition_spec_json` (`{}` for a table placed whole).
+    pub fn to_json(partition: Option<&PartitionOf>) -> String {
+        match partition {
+            None => "{}".into(),
+            Some(p) => serde_json::json!({
+                "of": p.table, "index": p.index, "count": p.count,
+                "key": p.key, "key_type": p.key_type,
+            })
+            .to_string(),
+        }
+    }
+
+    /// Read back from `to_json` (anything else: placed whole).
+    pub fn from_json(text: &str) -> Option<PartitionOf> {
+        let value: serde_json::Value = serde_json::from_str(text).ok()?;
+        let text = |key: &str| value.get(key)?.as_str().map(str::to_owned);
+        let number = |key: &str| value.get(key)?.as_u64().map(|n| n as u32);
+        Some(PartitionOf {
+            table: text("of")?,
+            index: number("index")?,
+            count: number("count")?,
+            key: text("key")?,
+            key_type: text("key_type")?,
+        })
     }
 }
 
@@ -177,13 +225,14 @@ pub(crate) struct PlacementRow {
     pub epoch: i64,
     pub node_up: bool,
     pub in_sync: bool,
+    pub partition_spec_json: String,
 }
 
 /// The columns `PlacementRow` is read from, in order (`t` is `tables`, `p` is `placement`, `n`
 /// is `nodes`), ordered by table, leader first, then node id.
 pub(crate) const PLACEMENT_QUERY: &str = "SELECT t.tenant, t.name, t.replication_factor, \
-     t.write_quorum, p.node_id, p.role, p.epoch, COALESCE(n.state, 'down'), p.in_sync \
-     FROM tables t JOIN placement p ON p.tenant = t.tenant AND p.table_name = t.name \
+     t.write_quorum, p.node_id, p.role, p.epoch, COALESCE(n.state, 'down'), p.in_sync, \
+     t.partition_spec_json FROM tables t JOIN placement p ON p.tenant = t.tenant AND p.table_name = t.name \
      LEFT JOIN nodes n ON n.node_id = p.node_id";
 
 pub(crate) const PLACEMENT_ORDER: &str = " ORDER BY t.tenant, t.name, \
@@ -205,6 +254,7 @@ pub(crate) fn assemble(rows: &[PlacementRow]) -> Vec<TablePlacement> {
                 epoch: row.epoch.max(0) as u64,
                 replicas: Vec::new(),
                 in_sync: Vec::new(),
+                partition: PartitionOf::from_json(&row.partition_spec_json),
             });
         }
         let table = tables.last_mut().expect("pushed above");

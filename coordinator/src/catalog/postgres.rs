@@ -104,6 +104,7 @@ fn placement_rows(
             epoch: row.get(6),
             node_up: row.get::<_, String>(7) == "up",
             in_sync: row.get::<_, i64>(8) != 0,
+            partition_spec_json: row.get(9),
         })
         .collect())
 }
@@ -325,13 +326,14 @@ impl Catalog for PostgresCatalog {
             tx.execute(
                 "INSERT INTO tables (tenant, name, schema_json, partition_spec_json, \
                  settings_json, replication_factor, write_quorum, created_ms) \
-                 VALUES ($1, $2, '{}', '{}', '{}', $3, $4, $5)",
+                 VALUES ($1, $2, '{}', $6, '{}', $3, $4, $5)",
                 &[
                     &placement.tenant,
                     &placement.table,
                     &(placement.replication_factor as i64),
                     &(placement.write_quorum as i64),
                     &now,
+                    &PartitionOf::to_json(placement.partition.as_ref()),
                 ],
             )
             .map_err(unavailable)?;

@@ -302,13 +302,14 @@ impl Catalog for SqliteCatalog {
             tx.execute(
                 "INSERT INTO tables (tenant, name, schema_json, partition_spec_json, \
                  settings_json, replication_factor, write_quorum, created_ms) \
-                 VALUES (?1, ?2, '{}', '{}', '{}', ?3, ?4, ?5)",
+                 VALUES (?1, ?2, '{}', ?6, '{}', ?3, ?4, ?5)",
                 params![
                     placement.tenant,
                     placement.table,
                     placement.replication_factor as i64,
                     placement.write_quorum as i64,
-                    now
+                    now,
+                    PartitionOf::to_json(placement.partition.as_ref())
                 ],
             )
             .map_err(unavailable)?;
@@ -513,6 +514,7 @@ fn placement_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PlacementRow> {
         epoch: row.get(6)?,
         node_up: row.get::<_, String>(7)? == "up",
         in_sync: row.get::<_, i64>(8)? != 0,
+        partition_spec_json: row.get(9)?,
     })
 }
 

@@ -140,17 +140,51 @@ impl Session {
 
     /// As `query`, with a tag that `cancel` can name.
     pub async fn query_tagged(&self, sql: &str, tag: u64) -> Result<QueryStream, ClientError> {
+        self.start_query(sql, None, tag).await
+    }
+
+    /// Between nodes of a cluster (a peer session): the partial result of `sql` over this
+    /// node's replica of one partition of a partitioned table (`Tenant.queryPartial`), to be
+    /// merged with the other partitions' (`tessera_storage_engine::engine::Merger`).
+    pub async fn query_partial(
+        &self,
+        sql: &str,
+        partition: &str,
+    ) -> Result<QueryStream, ClientError> {
+        let tag = self.next_tag.fetch_add(1, Ordering::Relaxed) as u64;
+        self.start_query(sql, Some(partition.to_owned()), tag).await
+    }
+
+    async fn start_query(
+        &self,
+        sql: &str,
+        partition: Option<String>,
+        tag: u64,
+    ) -> Result<QueryStream, ClientError> {
+        use futures::FutureExt as _;
         let sql = sql.to_owned();
         let id = self.id;
         let (sink, stream) = result_stream();
         self.client
             .run(move |connection| async move {
                 let tenant = connection.tenant(id)?;
-                let mut request = tenant.query_request();
-                request.get().set_sql(&sql);
-                request.get().set_sink(sink.client());
-                request.get().set_tag(tag);
-                let promise = request.send().promise;
+                let promise = match partition {
+                    None => {
+                        let mut request = tenant.query_request();
+                        request.get().set_sql(&sql);
+                        request.get().set_sink(sink.client());
+                        request.get().set_tag(tag);
+                        request.send().promise.map(|r| r.map(drop)).boxed_local()
+                    }
+                    Some(partition) => {
+                        let mut request = tenant.query_partial_request();
+                        request.get().set_sql(&sql);
+                        request.get().set_partition(&partition);
+                        request.get().set_sink(sink.client());
+                        request.get().set_tag(tag);
+                        request.send().promise.map(|r| r.map(drop)).boxed_local()
+                    }
+                };
                 // Success ends the stream at the sink's `done`, which arrives after every push
                 // (calls on one capability are delivered in order); the call's own return may be
                 // processed before the last pushes are, so it only reports failures.
@@ -329,6 +363,22 @@ impl Session {
         replication_factor: u8,
         write_quorum: u8,
     ) -> Result<TableInfo, ClientError> {
+        self.create_partitioned_table(spec, replication_factor, write_quorum, 0, "")
+            .await
+    }
+
+    /// As `create_replicated_table`, split into `partitions` hash partitions by the value of
+    /// column `partition_key`, each on its own `replication_factor` nodes: queries run on every
+    /// partition the WHERE clause may need, and their results are merged.
+    pub async fn create_partitioned_table(
+        &self,
+        spec: TableSpec,
+        replication_factor: u8,
+        write_quorum: u8,
+        partitions: u32,
+        partition_key: &str,
+    ) -> Result<TableInfo, ClientError> {
+        let partition_key = partition_key.to_owned();
         self.admin(move |admin| async move {
             let mut request = admin.create_table_request();
             {
@@ -355,6 +405,8 @@ impl Session {
                 });
                 out.set_replication_factor(replication_factor);
                 out.set_write_quorum(write_quorum);
+                out.set_cluster_partitions(partitions);
+                out.set_cluster_partition_key(&partition_key);
             }
             TableInfo::read(request.send().promise.await?.get()?.get_table()?)
         })

@@ -169,6 +169,16 @@ impl admin::Server for AdminServer {
         let (columns, time_column, partition_by) =
             validate_table_spec(&name, columns, &time_column, partition_by)?;
         let replication = (spec.get_replication_factor(), spec.get_write_quorum());
+        let partitions = spec.get_cluster_partitions();
+        let partition_key = text(spec.get_cluster_partition_key()?)?.to_lowercase();
+        if self.origin == Origin::Client && name.contains('.') {
+            return Err(error(
+                "invalid",
+                format!(
+                    "table name {name:?}: '.' is kept for the partitions of partitioned tables"
+                ),
+            ));
+        }
         let compression = match spec.get_compression()? {
             WireCompression::Snappy => Compression::Snappy,
             WireCompression::Zstd => Compression::Zstd,
@@ -199,9 +209,46 @@ impl admin::Server for AdminServer {
                 partition_by.clone(),
                 compression,
             );
+            if partitions > 1 {
+                let key_type = partition_key_type(&columns, &partition_key, partitions)?;
+                let mut described = None;
+                for index in 0..partitions {
+                    let of = crate::cluster::PartitionOf {
+                        table: name.clone(),
+                        index,
+                        count: partitions,
+                        key: partition_key.clone(),
+                        key_type: key_type.to_owned(),
+                    };
+                    let part = crate::cluster::partition_name(&name, index);
+                    let spec = crate::client::TableSpec {
+                        name: part.clone(),
+                        ..spec.clone()
+                    };
+                    let local =
+                        create_local(&self.connection, &self.tenant, &part, &columns, &options);
+                    let created = create_replicated(
+                        &cluster,
+                        &self.tenant,
+                        spec,
+                        replication,
+                        Some(of),
+                        local,
+                    )
+                    .await?;
+                    described.get_or_insert(created);
+                }
+                let mut info = match described.expect("two partitions or more") {
+                    Created::Here(manifest) => crate::cluster::table_info(&manifest),
+                    Created::Elsewhere(info) => info,
+                };
+                info.name = name;
+                write_peer_table_info(results.get().init_table(), &info);
+                return Ok(());
+            }
             let local = create_local(&self.connection, &self.tenant, &name, &columns, &options);
             let created =
-                create_replicated(&cluster, &self.tenant, spec, replication, local).await?;
+                create_replicated(&cluster, &self.tenant, spec, replication, None, local).await?;
             match created {
                 Created::Here(manifest) => write_table_info(results.get().init_table(), &manifest),
                 Created::Elsewhere(info) => {
@@ -226,13 +273,25 @@ impl admin::Server for AdminServer {
         check_expiry(&self.identity)?;
         let name = text(params.get()?.get_name()?)?;
         manifest::validate_name("table", &name).map_err(engine_error)?;
-        let placed = self
+        let cluster = self
             .connection
             .shared
             .cluster
             .as_ref()
-            .filter(|_| self.origin == Origin::Client)
-            .and_then(|c| Some((c.clone(), c.placement(&self.tenant, &name)?)));
+            .filter(|_| self.origin == Origin::Client);
+        if let Some(cluster) = cluster {
+            let parts = cluster.partition_placements(&self.tenant, &name);
+            if !parts.is_empty() {
+                // Every partition, each on all its replicas; a drop that fails part way is
+                // finished by dropping again.
+                for part in parts {
+                    self.drop_replicated(cluster, &part).await?;
+                }
+                results.get().set_existed(true);
+                return Ok(());
+            }
+        }
+        let placed = cluster.and_then(|c| Some((c.clone(), c.placement(&self.tenant, &name)?)));
         let existed = match placed {
             Some((cluster, placement)) => self.drop_replicated(&cluster, &placement).await?,
             None => self.drop_here(&name).await?,
@@ -359,6 +418,45 @@ async fn create_local(
     .await
 }
 
+/// The kind of a partition key column (`cluster::KEY_INT` or `KEY_STRING`), checked: a
+/// partitioned table needs a key column of an integer or string type.
+fn partition_key_type(
+    columns: &[ColumnDef],
+    key: &str,
+    partitions: u32,
+) -> Result<&'static str, Error> {
+    const PARTITIONS_MAX: u32 = 1024;
+    if partitions > PARTITIONS_MAX {
+        return Err(error(
+            "invalid",
+            format!("{partitions} partitions; a table has at most {PARTITIONS_MAX}"),
+        ));
+    }
+    if key.is_empty() {
+        return Err(error(
+            "invalid",
+            "a partitioned table needs a partition key column (clusterPartitionKey)",
+        ));
+    }
+    let column = columns
+        .iter()
+        .find(|c| c.name == key)
+        .ok_or_else(|| error("invalid", format!("partition key {key} is not a column")))?;
+    match column.column_type {
+        ColumnType::Int64 | ColumnType::Int32 | ColumnType::Date | ColumnType::Timestamp => {
+            Ok(crate::cluster::KEY_INT)
+        }
+        ColumnType::Utf8 => Ok(crate::cluster::KEY_STRING),
+        other => Err(error(
+            "invalid",
+            format!(
+                "partition key {key} is {}: use an integer, date, timestamp or string column",
+                other.name()
+            ),
+        )),
+    }
+}
+
 /// Where `create_replicated` describes the new table from.
 enum Created {
     /// This node is one of its replicas.
@@ -376,12 +474,13 @@ async fn create_replicated(
     tenant: &str,
     spec: crate::client::TableSpec,
     replication: (u8, u8),
+    partition: Option<crate::cluster::PartitionOf>,
     local: impl std::future::Future<
         Output = Result<tessera_storage_engine::Result<TableManifest>, Error>,
     >,
 ) -> Result<Created, Error> {
     let placement = cluster
-        .place_table(tenant, &spec.name, replication.0, replication.1)
+        .place_table(tenant, &spec.name, replication.0, replication.1, partition)
         .await
         .map_err(|e| error("unavailable", e))?;
     let mut here = None;

@@ -91,6 +91,81 @@ impl IngestStreamServer {
         Ok(placement.map(|placement| (cluster, placement)))
     }
 
+    /// For a client's batch into a partitioned table: the cluster and its partitions.
+    fn partitioned(&self) -> Result<Option<super::partitioned::Partitioned>, Error> {
+        super::partitioned::partitioned(&self.connection, self.origin, &self.tenant, &self.table)
+    }
+
+    /// Splits the batch by the hash of its partition key and sends each part, under the
+    /// batch's key, to its partition's leader, all at once. Acknowledged once every part is;
+    /// a part that fails fails the batch, and sending it again applies each part once (each
+    /// partition keeps the producer's window of its own).
+    async fn append_partitioned(
+        &self,
+        cluster: &Arc<Cluster>,
+        parts: &[Arc<Placement>],
+        sequence: u64,
+        batches: &[RecordBatch],
+    ) -> Result<IngestAck, Error> {
+        let of = parts[0].partition.clone().expect("a partition");
+        let split = super::partitioned::split_batch(&of, batches)?;
+        // A batch of no rows sends nothing and is no duplicate.
+        let any = !split.is_empty();
+        let sends = split.into_iter().map(|(index, bytes)| {
+            let part = parts[index as usize].clone();
+            async move {
+                let leader = part
+                    .leader_replica()
+                    .filter(|r| !r.address.is_empty())
+                    .ok_or_else(|| {
+                        format!("partition {} has no reachable leader now", part.table)
+                    })?;
+                let key = (
+                    self.tenant.as_str(),
+                    part.table.as_str(),
+                    self.producer.as_str(),
+                );
+                cluster
+                    .send_batch(&leader.address, key, sequence, &[bytes], None)
+                    .await
+                    .map_err(|e| {
+                        format!("partition {} (leader {}): {e}", part.table, leader.node_id)
+                    })
+            }
+        });
+        let mut ack = IngestAck {
+            rows: 0,
+            durable: true,
+            duplicate: any,
+            sequence,
+        };
+        let mut failures = Vec::new();
+        for sent in futures::future::join_all(sends).await {
+            match sent {
+                Ok(part) => {
+                    ack.rows += part.rows;
+                    ack.duplicate &= part.duplicate;
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(error(
+                "unavailable",
+                format!(
+                    "the batch is not acknowledged ({}); send it again with its key (the parts \
+                     already durable are applied once)",
+                    failures.join("; ")
+                ),
+            ));
+        }
+        if !ack.duplicate {
+            let metrics = &self.connection.shared.metrics;
+            metrics.ingested_rows.inc_by(ack.rows);
+        }
+        Ok(ack)
+    }
+
     /// Sends the batch to the table's leader and returns its answer.
     async fn forward(
         &self,
@@ -351,15 +426,18 @@ impl ingest_stream::Server for IngestStreamServer {
             quotas.refused(&self.tenant, "ingest_bytes_per_second");
             runtime::sleep(wait).await;
         }
+        if let Some((cluster, parts)) = self.partitioned()? {
+            let ack = self
+                .append_partitioned(&cluster, &parts, sequence, &batches)
+                .await?;
+            write_ack(results.get().init_ack(), &ack);
+            return Ok(());
+        }
         let ack = match self.placed()? {
             Some((cluster, placement)) if placement.leader != cluster.node_id() => {
                 // Not the leader: the leader acknowledges (and counts) the batch.
                 let ack = self.forward(&cluster, &placement, sequence, &raw).await?;
-                let mut out = results.get().init_ack();
-                out.set_rows(ack.rows);
-                out.set_durable(ack.durable);
-                out.set_duplicate(ack.duplicate);
-                out.set_sequence(sequence);
+                write_ack(results.get().init_ack(), &IngestAck { sequence, ..ack });
                 return Ok(());
             }
             Some((cluster, placement)) => {
@@ -403,13 +481,33 @@ impl ingest_stream::Server for IngestStreamServer {
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
         check_expiry(&self.identity)?;
-        let files = self
-            .connection
-            .context
-            .flush_ingest(&self.tenant, &self.table)
-            .await
-            .map_err(engine_error)?;
+        // A partitioned table: this node's replicas of its partitions.
+        let tables = match self.partitioned()? {
+            Some((cluster, parts)) => parts
+                .iter()
+                .filter(|p| p.holds(cluster.node_id()))
+                .map(|p| p.table.clone())
+                .collect(),
+            None => vec![self.table.clone()],
+        };
+        let mut files = 0;
+        for table in tables {
+            files += self
+                .connection
+                .context
+                .flush_ingest(&self.tenant, &table)
+                .await
+                .map_err(engine_error)?;
+        }
         results.get().set_files(files);
         Ok(())
     }
+}
+
+/// An acknowledgement another node (or every partition's leader) gave, as this one gives it.
+fn write_ack(mut out: tessera_schema::tessera_capnp::ingest_ack::Builder<'_>, ack: &IngestAck) {
+    out.set_rows(ack.rows);
+    out.set_durable(ack.durable);
+    out.set_duplicate(ack.duplicate);
+    out.set_sequence(ack.sequence);
 }

@@ -39,6 +39,7 @@ mod gateway_server;
 mod import_server;
 mod ingest_server;
 mod operator_server;
+mod partitioned;
 mod replica_server;
 mod tenant_server;
 

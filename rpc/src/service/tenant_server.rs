@@ -77,6 +77,21 @@ impl TenantServer {
         if query.table == query_log::TABLE {
             return self.run_query_stats(statement, sink, arrival).await;
         }
+        if let Some((cluster, parts)) = self.partitioned(&query.table)? {
+            let Statement::Query(query) = statement else {
+                return Err(error(
+                    "invalid",
+                    format!(
+                        "EXPLAIN of {}, a partitioned table: each partition is planned on a \
+                         node holding it; EXPLAIN a partition there instead",
+                        query.table
+                    ),
+                ));
+            };
+            return self
+                .query_partitioned(&cluster, &parts, query, sql, sink)
+                .await;
+        }
         if let Some((cluster, placement)) = self.placed_elsewhere(&query.table) {
             return self
                 .forward_query(&cluster, &placement, sql, sink, arrival)
@@ -171,6 +186,15 @@ impl TenantServer {
 }
 
 impl TenantServer {
+    /// In a cluster, for a client's call naming a partitioned table: the cluster and the
+    /// table's partitions.
+    pub(super) fn partitioned(
+        &self,
+        table: &str,
+    ) -> Result<Option<super::partitioned::Partitioned>, Error> {
+        super::partitioned::partitioned(&self.connection, self.origin, &self.tenant, table)
+    }
+
     /// In a cluster, for a client's query of a replicated table this node holds no in-sync
     /// replica of: the cluster and the table's placement.
     fn placed_elsewhere(
@@ -245,7 +269,7 @@ impl TenantServer {
 
     /// A table's description from a replica that holds it (the leader first, then the other
     /// in-sync replicas that are up; the next when one cannot be reached).
-    async fn describe_elsewhere(
+    pub(super) async fn describe_elsewhere(
         &self,
         cluster: &crate::cluster::Cluster,
         placement: &crate::cluster::Placement,
@@ -369,7 +393,7 @@ impl TenantServer {
 /// Tells the client the result is complete. `done` follows every push (calls on one capability
 /// are delivered in order); its reply confirms the client took the whole result before the
 /// query call returns.
-async fn finish_call(
+pub(super) async fn finish_call(
     sink: &batch_sink::Client,
     stats: QueryStats,
     limits: &crate::node::Limits,
@@ -396,23 +420,23 @@ fn stalled(limits: &crate::node::Limits) -> Error {
 /// Streams a result into the client's `BatchSink` as Arrow IPC, about `push_bytes` per push,
 /// waiting for flow control between pushes (a slow client slows the query, not the server's
 /// memory).
-struct PushSink<'a> {
+pub(super) struct PushSink<'a> {
     sink: &'a batch_sink::Client,
     limits: &'a crate::node::Limits,
     writer: Option<StreamWriter<Vec<u8>>>,
-    batches: u64,
-    bytes: u64,
-    rows: u64,
-    failure: Option<Error>,
+    pub(super) batches: u64,
+    pub(super) bytes: u64,
+    pub(super) rows: u64,
+    pub(super) failure: Option<Error>,
     /// The tenant and its quota of result bytes, if it has one.
-    quota: Option<(&'a str, u64, &'a crate::quota::Quotas)>,
+    pub(super) quota: Option<(&'a str, u64, &'a crate::quota::Quotas)>,
     /// A copy of the bytes sent, for the result cache, while they stay within `record_max`.
     record: Option<Vec<u8>>,
     record_max: usize,
 }
 
 impl<'a> PushSink<'a> {
-    fn new(sink: &'a batch_sink::Client, limits: &'a crate::node::Limits) -> Self {
+    pub(super) fn new(sink: &'a batch_sink::Client, limits: &'a crate::node::Limits) -> Self {
         PushSink {
             sink,
             limits,
@@ -436,7 +460,7 @@ impl<'a> PushSink<'a> {
         Ok(self.writer.as_mut().expect("set above"))
     }
 
-    async fn push_batch(&mut self, batch: RecordBatch) -> Result<(), Error> {
+    pub(super) async fn push_batch(&mut self, batch: RecordBatch) -> Result<(), Error> {
         let held = batch.get_array_memory_size() as u64;
         if held > self.limits.query_memory_bytes {
             return Err(error(
@@ -476,7 +500,7 @@ impl<'a> PushSink<'a> {
     }
 
     /// Ends the IPC stream (a result without rows still sends its schema).
-    async fn finish(&mut self, schema: &SchemaRef) -> Result<(), Error> {
+    pub(super) async fn finish(&mut self, schema: &SchemaRef) -> Result<(), Error> {
         let writer = self.writer(schema)?;
         writer.finish().map_err(ipc_error)?;
         let tail = std::mem::take(writer.get_mut());
@@ -619,6 +643,29 @@ impl tenant::Server for TenantServer {
         outcome
     }
 
+    async fn query_partial(
+        self: Rc<Self>,
+        params: tenant::QueryPartialParams,
+        mut results: tenant::QueryPartialResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        self.connection.check_serving()?;
+        let params = params.get()?;
+        let sql = text(params.get_sql()?)?;
+        let partition = text(params.get_partition()?)?;
+        let sink = params.get_sink()?;
+        let (handle, registration) = AbortHandle::new_pair();
+        // Cancelled with its tag, or when the asking node drops the call.
+        let _registered =
+            Running::register(&self.running, &self.next_query, params.get_tag(), handle);
+        let stats = Abortable::new(self.serve_partial(&sql, &partition, sink), registration)
+            .await
+            .unwrap_or_else(|_| Err(error("cancelled", "the fragment was cancelled")))?;
+        stats.write(results.get().init_stats());
+        Ok(())
+    }
+
     async fn explain(
         self: Rc<Self>,
         params: tenant::ExplainParams,
@@ -654,13 +701,27 @@ impl tenant::Server for TenantServer {
         // that does describes them.
         let mut elsewhere = Vec::new();
         if let Some(cluster) = self.connection.shared.cluster.as_ref() {
+            let mut partitioned = std::collections::BTreeSet::new();
             for placement in cluster.placements() {
                 if placement.tenant != self.tenant {
+                    continue;
+                }
+                if let Some(of) = &placement.partition {
+                    // Listed once, as the table they are partitions of.
+                    manifests.retain(|m| m.table != placement.table);
+                    if self.origin == Origin::Client {
+                        partitioned.insert(of.table.clone());
+                    }
                     continue;
                 }
                 if let Some((cluster, placement)) = self.placed_elsewhere(&placement.table) {
                     manifests.retain(|m| m.table != placement.table);
                     elsewhere.push(self.describe_elsewhere(&cluster, &placement).await?);
+                }
+            }
+            for table in partitioned {
+                if let Some((cluster, parts)) = self.partitioned(&table)? {
+                    elsewhere.push(self.describe_partitioned(&cluster, &parts).await?);
                 }
             }
         }
@@ -684,6 +745,11 @@ impl tenant::Server for TenantServer {
         let _guard = self.connection.enter()?;
         self.check()?;
         let table = text(params.get()?.get_table()?)?;
+        if let Some((cluster, parts)) = self.partitioned(&table)? {
+            let info = self.describe_partitioned(&cluster, &parts).await?;
+            write_peer_table_info(results.get().init_table(), &info);
+            return Ok(());
+        }
         if let Some((cluster, placement)) = self.placed_elsewhere(&table) {
             let info = self.describe_elsewhere(&cluster, &placement).await?;
             write_peer_table_info(results.get().init_table(), &info);
@@ -709,12 +775,10 @@ impl tenant::Server for TenantServer {
             ));
         }
         let table = text(params.get()?.get_table()?)?;
-        let replicated = self
-            .connection
-            .shared
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.placement(&self.tenant, &table).is_some());
+        let replicated = self.connection.shared.cluster.as_ref().is_some_and(|c| {
+            c.placement(&self.tenant, &table).is_some()
+                || matches!(c.partitions(&self.tenant, &table), Ok(Some(_)) | Err(_))
+        });
         if replicated {
             // Bulk imports publish files on one node; replicas would diverge.
             return Err(error(
@@ -769,7 +833,9 @@ impl tenant::Server for TenantServer {
                     .placement_now(&self.tenant, &table)
                     .await
                     .map_err(|e| error("unavailable", format!("the routing table: {e}")))?;
-                elsewhere = placement.is_some_and(|p| !p.holds(cluster.node_id()));
+                // A partitioned table's batches go to its partitions' leaders.
+                elsewhere = placement.is_some_and(|p| !p.holds(cluster.node_id()))
+                    || self.partitioned(&table)?.is_some();
             }
         }
         if !elsewhere {

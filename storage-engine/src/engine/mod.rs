@@ -2,10 +2,13 @@
 //! bind, prune files by manifest statistics), sends each core its share of the files, and merges
 //! the cores' partial results (groups merged by key, rows concatenated, then ORDER BY and LIMIT).
 //! Files go to cores by a stable hash of the file, so the same pages always land in the same
-//! core's buffer pool.
+//! core's buffer pool. A query of a partitioned table runs here as fragments, one per partition,
+//! merged by the node that was asked (`fragment`).
 
+mod fragment;
 mod maintenance;
 
+pub use fragment::Merger;
 pub use maintenance::{CompactionConfig, CompactionReport, TenantCompaction};
 
 use crate::error::{Error, Result};
@@ -990,12 +993,7 @@ impl CoreContext {
             _epoch,
         } = prepared;
         let schema = output_schema(&plan);
-        let buffered = Arc::new(exec::BufferedScan {
-            tenant: manifest.tenant.clone(),
-            table: manifest.table.clone(),
-            incarnation: manifest.incarnation,
-            marks: manifest.ingest.logs.clone(),
-        });
+        let buffered = buffered_scan(&manifest);
         let streaming =
             !explain && plan.order_by.is_empty() && matches!(plan.mode, Mode::Rows { .. });
         let memory = self.memory.reserve();
@@ -1004,8 +1002,16 @@ impl CoreContext {
         let (batch, mut scan) = if streaming {
             (
                 None,
-                self.stream_on_cores(lane, &plan, &schema, tasks, &buffered, sink, &memory)
-                    .await?,
+                self.stream_on_cores(
+                    lane,
+                    &plan,
+                    &|chunk| row_batch(&plan, &schema, chunk),
+                    tasks,
+                    &buffered,
+                    sink,
+                    &memory,
+                )
+                .await?,
             )
         } else {
             // Scanning, merging and sorting run in the query's class on every core.
@@ -1017,10 +1023,7 @@ impl CoreContext {
             })
             .await?
         };
-        scan.files_total += pruning.files;
-        scan.files_pruned += pruning.files;
-        scan.partitions_total = pruning.partitions_total;
-        scan.partitions_pruned = pruning.partitions_pruned;
+        pruning.add_to(&mut scan);
         let mut result = QueryResult {
             schema,
             batches: Vec::new(),
@@ -1085,6 +1088,21 @@ impl CoreContext {
         outputs: Vec<CoreOutput>,
         memory: &Arc<Reservation>,
     ) -> Result<RecordBatch> {
+        let chunks = self
+            .on_partitions(plan, outputs, memory, finish_partition)
+            .await?;
+        sorted_batch(plan, chunks, &(0..plan.outputs.len()).collect::<Vec<_>>())
+    }
+
+    /// Runs `job` on every core `p` over partition `p` of the grouped `outputs` (split by key
+    /// hash, `CoreOutput::Partitioned`), the parts in core order; its answers in core order.
+    async fn on_partitions<T: Send + 'static>(
+        &self,
+        plan: &Arc<Plan>,
+        outputs: Vec<CoreOutput>,
+        memory: &Arc<Reservation>,
+        job: fn(&Plan, Vec<GroupRows>, &Reservation) -> Result<T>,
+    ) -> Result<Vec<T>> {
         let count = self.peers.count();
         let mut parts: Vec<Vec<GroupRows>> = (0..count).map(|_| Vec::new()).collect();
         // `outputs` are in core order, so each partition's parts are too.
@@ -1108,32 +1126,33 @@ impl CoreContext {
         let calls = parts.into_iter().map(|(peer, rows)| {
             let (plan, memory) = (plan.clone(), memory.clone());
             async move {
-                let columns = self
+                let answer = self
                     .peers
                     .call(&self.state, peer, move |_, _| async move {
-                        finish_partition(&plan, rows, &memory)
+                        job(&plan, rows, &memory)
                     })
                     .await;
-                (peer, columns)
+                (peer, answer)
             }
         });
         let mut results = futures::future::join_all(calls).await;
         results.sort_by_key(|(peer, _)| *peer);
-        let mut chunks = Vec::with_capacity(results.len());
-        for (_, columns) in results {
-            chunks.push(columns??);
+        let mut answers = Vec::with_capacity(results.len());
+        for (_, answer) in results {
+            answers.push(answer??);
         }
-        sorted_batch(plan, chunks, &(0..plan.outputs.len()).collect::<Vec<_>>())
+        Ok(answers)
     }
 
     /// Row mode without ORDER BY: every core streams chunks here as it scans; each becomes a
-    /// batch for `sink`, until the LIMIT is met or the sink refuses (which stops the cores).
+    /// batch for `sink` (`batch_of`), until the LIMIT is met or the sink refuses (which stops
+    /// the cores).
     #[allow(clippy::too_many_arguments)]
     async fn stream_on_cores<S: BatchSink>(
         &self,
         lane: (TaskClass, runtime::Group),
         plan: &Arc<Plan>,
-        schema: &SchemaRef,
+        batch_of: &dyn Fn(Vec<ArrayRef>) -> Result<RecordBatch>,
         tasks: Vec<FileTask>,
         buffered: &Arc<exec::BufferedScan>,
         sink: &mut S,
@@ -1154,7 +1173,7 @@ impl CoreContext {
                 let Some(chunk) = receiver.next().await else {
                     break;
                 };
-                let mut batch = row_batch(plan, schema, chunk)?;
+                let mut batch = batch_of(chunk)?;
                 if batch.num_rows() as u64 > remaining {
                     batch = batch.slice(0, remaining as usize);
                 }
@@ -1306,6 +1325,26 @@ struct Pruning {
     /// whose files is left to read.
     partitions_total: u64,
     partitions_pruned: u64,
+}
+
+impl Pruning {
+    /// Counts what the manifest's statistics pruned into a query's scan counters.
+    fn add_to(&self, scan: &mut ScanStats) {
+        scan.files_total += self.files;
+        scan.files_pruned += self.files;
+        scan.partitions_total = self.partitions_total;
+        scan.partitions_pruned = self.partitions_pruned;
+    }
+}
+
+/// The buffered rows of a table a query reads on each core (those above its manifest's marks).
+fn buffered_scan(manifest: &TableManifest) -> Arc<exec::BufferedScan> {
+    Arc::new(exec::BufferedScan {
+        tenant: manifest.tenant.clone(),
+        table: manifest.table.clone(),
+        incarnation: manifest.incarnation,
+        marks: manifest.ingest.logs.clone(),
+    })
 }
 
 fn file_tasks(
@@ -1502,7 +1541,6 @@ fn row_batch(plan: &Plan, schema: &SchemaRef, chunk: Vec<ArrayRef>) -> Result<Re
 /// The merged groups and the rows concatenated for sorting are charged to the query's `memory`.
 /// (Groups with GROUP BY keys are merged on every core instead: `CoreContext::merge_partitions`.)
 fn finish(plan: &Plan, outputs: Vec<CoreOutput>, memory: &Reservation) -> Result<RecordBatch> {
-    let internal = |e: arrow_schema::ArrowError| Error::Internal(e.to_string());
     // `columns` are the pre-output columns the sort keys index.
     let (columns, outputs_from): (Vec<ArrayRef>, Vec<usize>) = match &plan.mode {
         Mode::Groups { .. } => {
@@ -1523,49 +1561,61 @@ fn finish(plan: &Plan, outputs: Vec<CoreOutput>, memory: &Reservation) -> Result
                 (0..plan.outputs.len()).collect(),
             )
         }
-        Mode::Rows { values } => {
-            let mut per_column: Vec<Vec<ArrayRef>> = vec![Vec::new(); values.len()];
-            for output in outputs {
-                if let CoreOutput::Rows(chunks) = output {
-                    for chunk in chunks {
-                        for (i, array) in chunk.into_iter().enumerate() {
-                            per_column[i].push(array);
-                        }
-                    }
-                }
-            }
-            // Concatenation copies every collected row once more.
-            let copied = per_column
-                .iter()
-                .flatten()
-                .map(|a| a.get_array_memory_size() as u64)
-                .sum();
-            memory.grow(copied)?;
-            let mut columns = Vec::with_capacity(values.len());
-            for (i, value) in values.iter().enumerate() {
-                let target = value_type(plan, value);
-                let parts: Vec<ArrayRef> = per_column[i]
-                    .iter()
-                    .map(|a| {
-                        if a.data_type() == &target {
-                            Ok(a.clone())
-                        } else {
-                            arrow_cast::cast(a, &target)
-                        }
-                    })
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(internal)?;
-                let refs: Vec<&dyn arrow_array::Array> = parts.iter().map(|a| a.as_ref()).collect();
-                columns.push(if refs.is_empty() {
-                    arrow_array::new_empty_array(&target)
-                } else {
-                    arrow_select::concat::concat(&refs).map_err(internal)?
-                });
-            }
-            (columns, value_sources(plan))
-        }
+        Mode::Rows { .. } => (row_columns(plan, outputs, memory)?, value_sources(plan)),
     };
     sorted_batch(plan, vec![columns], &outputs_from)
+}
+
+/// The value columns of row-mode core outputs concatenated (each in its value's type), charged
+/// to the query's `memory`.
+fn row_columns(
+    plan: &Plan,
+    outputs: Vec<CoreOutput>,
+    memory: &Reservation,
+) -> Result<Vec<ArrayRef>> {
+    let Mode::Rows { values } = &plan.mode else {
+        return Err(Error::Internal("rows in group mode".into()));
+    };
+    let internal = |e: arrow_schema::ArrowError| Error::Internal(e.to_string());
+    let mut per_column: Vec<Vec<ArrayRef>> = vec![Vec::new(); values.len()];
+    for output in outputs {
+        if let CoreOutput::Rows(chunks) = output {
+            for chunk in chunks {
+                for (i, array) in chunk.into_iter().enumerate() {
+                    per_column[i].push(array);
+                }
+            }
+        }
+    }
+    // Concatenation copies every collected row once more.
+    let copied = per_column
+        .iter()
+        .flatten()
+        .map(|a| a.get_array_memory_size() as u64)
+        .sum();
+    memory.grow(copied)?;
+    let mut columns = Vec::with_capacity(values.len());
+    for (i, value) in values.iter().enumerate() {
+        let target = value_type(plan, value);
+        let parts: Vec<ArrayRef> = per_column[i]
+            .iter()
+            .map(|a| {
+                if a.data_type() == &target {
+                    Ok(a.clone())
+                } else {
+                    arrow_cast::cast(a, &target)
+                }
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map_err(internal)?;
+        let refs: Vec<&dyn arrow_array::Array> = parts.iter().map(|a| a.as_ref()).collect();
+        columns.push(if refs.is_empty() {
+            arrow_array::new_empty_array(&target)
+        } else {
+            arrow_select::concat::concat(&refs).map_err(internal)?
+        });
+    }
+    Ok(columns)
 }
 
 /// ORDER BY and LIMIT over pre-output column chunks, then the output columns (`outputs_from`

@@ -236,6 +236,18 @@ impl GroupRows {
         }
     }
 
+    /// Groups from their columns (`keys[k][g]`, `states[a]`), all `len` long: a partial result
+    /// decoded (`partial::decode_groups`).
+    pub(crate) fn from_parts(
+        keys: Vec<Vec<KeyValue>>,
+        states: Vec<Accumulator>,
+        len: usize,
+    ) -> GroupRows {
+        debug_assert!(keys.iter().all(|k| k.len() == len));
+        debug_assert!(states.iter().all(|s| s.len() == len));
+        GroupRows { keys, states, len }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

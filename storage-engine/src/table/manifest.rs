@@ -159,10 +159,23 @@ pub fn validate_name(kind: &str, name: &str) -> Result<()> {
             "{name:?} is a system table (the node's recent queries): choose another table name"
         )));
     }
-    let valid = !name.is_empty()
+    // A partition of a partitioned table in a cluster is stored as `<table>.p<index>`.
+    let base = match name.rsplit_once(".p") {
+        Some((base, index))
+            if kind == "table"
+                && !index.is_empty()
+                && index.len() <= 5
+                && index.bytes().all(|b| b.is_ascii_digit())
+                && (index == "0" || !index.starts_with('0')) =>
+        {
+            base
+        }
+        _ => name,
+    };
+    let valid = !base.is_empty()
         && name.len() <= 128
-        && !name.starts_with(['.', '_', '-'])
-        && name
+        && !base.starts_with(['.', '_', '-'])
+        && base
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if valid {
@@ -653,4 +666,30 @@ pub fn list_tables(data_dir: &Path, tenant: &str) -> Result<Vec<String>> {
     }
     tables.sort();
     Ok(tables)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_name;
+
+    #[test]
+    fn a_partition_of_a_table_has_a_name_of_its_own_and_nothing_else_with_a_dot_passes() {
+        for good in ["events", "events.p0", "events.p17", "a-b_c.p99999"] {
+            assert!(validate_name("table", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "events.p",
+            "events.p01",
+            "events.p123456",
+            "events.x1",
+            ".p1",
+            "events.p1.p2",
+            "Events.p1",
+            "events.p-1",
+        ] {
+            assert!(validate_name("table", bad).is_err(), "{bad}");
+        }
+        // Tenants have no partitions.
+        assert!(validate_name("tenant", "acme.p1").is_err());
+    }
 }
