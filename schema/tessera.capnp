@@ -161,8 +161,11 @@ interface Tenant {
   # tag (the default when unset), so queries sent without a tag are all cancelled by cancel(0). Dropping the call (or
   # the connection) cancels the query; so does a sink that fails.
 
-  explain @1 (sql :Text) -> (plan :Text);
-  # The plan of a SELECT and what pruning would skip, without reading data pages.
+  explain @1 (sql :Text, partition :Text) -> (plan :Text);
+  # The plan of a SELECT and what pruning would skip, without reading data pages. For a
+  # partitioned table in a cluster: which partitions the key prunes, then each partition's plan
+  # on the replica that would run it. `partition`: between nodes (a peer session), the plan of
+  # one partition (e.g. `events.p3`) of the table the SELECT names, on this node's replica.
 
   tables @2 () -> (tables :List(TableInfo));
   # The tenant's tables.

@@ -192,6 +192,8 @@ pub struct Cluster {
     fragments: Arc<Mutex<HashMap<String, usize>>>,
     /// How long a fragment may run on one replica before another is asked too.
     pub hedge_after: Duration,
+    /// The columns of partitioned tables as a replica last described them, by (tenant, table).
+    described: Mutex<HashMap<(String, String), Arc<Vec<ColumnDef>>>>,
     /// How long a peer has to acknowledge a replicated batch.
     pub replication_timeout: Duration,
     /// How often the files of this node's in-sync replicas are checked (`catch_up::scrub`).
@@ -224,6 +226,7 @@ impl Cluster {
             copies: Mutex::default(),
             fragments: Arc::default(),
             hedge_after: Duration::from_millis(500),
+            described: Mutex::default(),
             replication_timeout: Duration::from_secs(30),
             scrub_interval: Duration::from_secs(6 * 3600),
             copy_bytes_per_second: 256 << 20,
@@ -706,6 +709,25 @@ impl Cluster {
             .into_iter()
             .map(|(_, _, _, r)| (r.node_id.clone(), r.address.clone()))
             .collect()
+    }
+
+    /// A partitioned table's columns as a replica last described them.
+    pub fn described_columns(&self, tenant: &str, table: &str) -> Option<Arc<Vec<ColumnDef>>> {
+        lock(&self.described)
+            .get(&(tenant.to_owned(), table.to_owned()))
+            .cloned()
+    }
+
+    /// Keeps a partitioned table's columns as a replica described them now.
+    pub fn keep_described_columns(
+        &self,
+        tenant: &str,
+        table: &str,
+        columns: Vec<ColumnDef>,
+    ) -> Arc<Vec<ColumnDef>> {
+        let columns = Arc::new(columns);
+        lock(&self.described).insert((tenant.to_owned(), table.to_owned()), columns.clone());
+        columns
     }
 
     /// Counts a fragment on `node` until the guard is dropped.

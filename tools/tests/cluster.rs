@@ -1683,6 +1683,29 @@ fn a_partitioned_table_spreads_over_the_cluster_and_answers_as_one() {
         .block_on(session.query_collect("SELECT COUNT(*) FROM clicks WHERE user_id = 42"))
         .unwrap();
     assert_eq!(point.stats.scan.partitions_pruned, 3, "{:?}", point.stats);
+    // EXPLAIN says so, with the plan of the one partition left from the node that holds it;
+    // without the key, every partition's plan.
+    let plan = clients
+        .block_on(session.explain("SELECT COUNT(*) FROM clicks WHERE user_id = 42"))
+        .unwrap();
+    assert!(
+        plan.contains("4 partitions by the hash of user_id, 3 pruned"),
+        "{plan}"
+    );
+    assert_eq!(plan.matches("partition clicks.p").count(), 1, "{plan}");
+    let lines = sql_lines(
+        &address["n4"],
+        &admin,
+        "EXPLAIN SELECT COUNT(*) FROM clicks",
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("partition clicks.p"))
+            .count(),
+        4,
+        "{lines:?}"
+    );
     let described = clients.block_on(session.describe("clicks")).unwrap();
     assert_eq!(
         (described.name.as_str(), described.columns.len()),

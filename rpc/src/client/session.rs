@@ -230,11 +230,22 @@ impl Session {
     }
 
     pub async fn explain(&self, sql: &str) -> Result<String, ClientError> {
-        let (sql, id) = (sql.to_owned(), self.id);
+        self.explain_partition(sql, "").await
+    }
+
+    /// Between nodes of a cluster (a peer session): the plan of `sql` over this node's
+    /// replica of one partition (e.g. `events.p3`) of the partitioned table it names.
+    pub async fn explain_partition(
+        &self,
+        sql: &str,
+        partition: &str,
+    ) -> Result<String, ClientError> {
+        let (sql, partition, id) = (sql.to_owned(), partition.to_owned(), self.id);
         self.client
             .run(move |connection| async move {
                 let mut request = connection.tenant(id)?.explain_request();
                 request.get().set_sql(&sql);
+                request.get().set_partition(&partition);
                 text(request.send().promise.await?.get()?.get_plan())
             })
             .await

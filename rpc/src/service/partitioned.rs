@@ -67,12 +67,7 @@ impl TenantServer {
     ) -> Result<QueryStats, Error> {
         let started = Instant::now();
         let shared = &self.connection.shared;
-        let columns = self.partition_columns(cluster, &parts[0]).await?;
-        let merger = self
-            .connection
-            .context
-            .merger(&query, &columns)
-            .map_err(engine_error)?;
+        let merger = self.merger(cluster, parts, &query).await?;
         let of = parts[0].partition.clone().expect("a partition");
         let chosen: Vec<&Arc<Placement>> = match merger.partitions(&of.key, of.count) {
             Some(indexes) => parts
@@ -142,26 +137,142 @@ impl TenantServer {
         finish_call(&sink, stats, &shared.limits).await
     }
 
-    /// The columns of a partitioned table, as one of its partitions has them.
+    /// EXPLAIN of a partitioned table: the partitions the key prunes, then each partition's
+    /// plan on the replica a query would run it on (this node's first), fetched at once.
+    pub(super) async fn explain_partitioned(
+        &self,
+        cluster: &Arc<Cluster>,
+        parts: &Partitions,
+        query: Query,
+        sql: &str,
+    ) -> Result<String, Error> {
+        let merger = self.merger(cluster, parts, &query).await?;
+        let of = parts[0].partition.clone().expect("a partition");
+        let chosen = merger.partitions(&of.key, of.count);
+        let kept: Vec<&Arc<Placement>> = parts
+            .iter()
+            .filter(|p| {
+                let index = p.partition.as_ref().map_or(0, |o| o.index);
+                chosen.as_ref().is_none_or(|c| c.contains(&index))
+            })
+            .collect();
+        let mut text = format!(
+            "partitioned table {}: {} partitions by the hash of {}, {} pruned by it\n",
+            of.table,
+            of.count,
+            of.key,
+            parts.len() - kept.len()
+        );
+        let plans = futures::future::join_all(kept.iter().map(|part| async move {
+            let Some((node, address)) = cluster.fragment_order(part).into_iter().next() else {
+                return Err(no_replica(part, &[]));
+            };
+            let plan = if node == cluster.node_id() {
+                let (Statement::Query(query) | Statement::Explain(query)) =
+                    partition_statement(sql, &part.table)?;
+                let result = self
+                    .connection
+                    .context
+                    .execute(&self.tenant, Statement::Explain(query))
+                    .await
+                    .map_err(engine_error)?;
+                result.explain.unwrap_or_default()
+            } else {
+                let session = cluster
+                    .session(&address, &self.tenant, false)
+                    .await
+                    .map_err(|e| error("unavailable", format!("{node}: {e}")))?;
+                session
+                    .explain_partition(sql, &part.table)
+                    .await
+                    .map_err(|e| error("unavailable", format!("{node}: {e}")))?
+            };
+            Ok::<_, Error>((part.table.clone(), node, plan))
+        }))
+        .await;
+        for plan in plans {
+            let (table, node, plan) = plan?;
+            text.push_str(&format!("partition {table} on {node}:\n"));
+            for line in plan.lines() {
+                text.push_str(&format!("  {line}\n"));
+            }
+        }
+        Ok(text)
+    }
+
+    /// An EXPLAIN's text as a query result: one `plan` column, a row per line.
+    pub(super) async fn send_plan(
+        &self,
+        text: &str,
+        sink: batch_sink::Client,
+    ) -> Result<QueryStats, Error> {
+        let started = Instant::now();
+        let limits = &self.connection.shared.limits;
+        let schema = Arc::new(Schema::new(vec![Field::new("plan", DataType::Utf8, false)]));
+        let lines: arrow_array::StringArray = text.lines().map(Some).collect();
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(lines)])
+            .map_err(|e| error("internal", e.to_string()))?;
+        let mut out = PushSink::new(&sink, limits);
+        out.push_batch(batch).await?;
+        out.finish(&schema).await?;
+        let stats = QueryStats {
+            rows_returned: out.rows,
+            elapsed_micros: started.elapsed().as_micros() as u64,
+            batches: out.batches,
+            ipc_bytes: out.bytes,
+            ..Default::default()
+        };
+        finish_call(&sink, stats, limits).await
+    }
+
+    /// The columns of a partitioned table, as one of its partitions has them: one held here
+    /// in sync (its parsed manifest, cached by the engine), else as a replica last described
+    /// them (cached in `Cluster`; `fresh` asks again, after a query naming a column the cached
+    /// list lacks).
     async fn partition_columns(
         &self,
         cluster: &Arc<Cluster>,
-        part: &Placement,
-    ) -> Result<Vec<ColumnDef>, Error> {
-        if part.is_in_sync(cluster.node_id()) {
-            let manifest = load_table(self.connection.data_dir(), &self.tenant, &part.table).await;
-            if let Ok(manifest) = manifest {
-                return Ok(manifest.columns.clone());
+        parts: &Partitions,
+        fresh: bool,
+    ) -> Result<Arc<Vec<ColumnDef>>, Error> {
+        let data_dir = self.connection.data_dir();
+        for part in parts.iter().filter(|p| p.is_in_sync(cluster.node_id())) {
+            let manifest = match manifest::cached_unchanged(data_dir, &self.tenant, &part.table) {
+                Some(manifest) => Some(manifest),
+                None => {
+                    let (dir, tenant, table) =
+                        (data_dir.to_owned(), self.tenant.clone(), part.table.clone());
+                    runtime::spawn_blocking(move || manifest::load_cached(&dir, &tenant, &table))
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            };
+            if let Some(manifest) = manifest {
+                return Ok(Arc::new(manifest.columns.clone()));
             }
         }
-        let info = self.describe_elsewhere(cluster, part).await?;
-        info.columns
+        let table = parts[0]
+            .partition
+            .as_ref()
+            .map_or("", |of| of.table.as_str());
+        if !fresh {
+            if let Some(columns) = cluster.described_columns(&self.tenant, table) {
+                return Ok(columns);
+            }
+        }
+        let info = self.describe_elsewhere(cluster, &parts[0]).await?;
+        let columns = info
+            .columns
             .iter()
             .map(|c| {
                 let column_type = ColumnType::parse(&c.column_type).ok_or_else(|| {
                     error(
                         "internal",
-                        format!("partition {}: column type {:?}", part.table, c.column_type),
+                        format!(
+                            "partition {}: column type {:?}",
+                            parts[0].table, c.column_type
+                        ),
                     )
                 })?;
                 Ok(ColumnDef {
@@ -170,7 +281,27 @@ impl TenantServer {
                     nullable: c.nullable,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(cluster.keep_described_columns(&self.tenant, table, columns))
+    }
+
+    /// The merger of `query`'s fragments: bound against the partitions' columns, asked again
+    /// once when a cached column list does not bind.
+    async fn merger(
+        &self,
+        cluster: &Arc<Cluster>,
+        parts: &Partitions,
+        query: &Query,
+    ) -> Result<Merger, Error> {
+        let context = &self.connection.context;
+        let columns = self.partition_columns(cluster, parts, false).await?;
+        match context.merger(query, &columns) {
+            Ok(merger) => Ok(merger),
+            Err(_) => {
+                let columns = self.partition_columns(cluster, parts, true).await?;
+                context.merger(query, &columns).map_err(engine_error)
+            }
+        }
     }
 
     /// A partitioned table described as one: the columns of the partition that has most (they
@@ -391,10 +522,22 @@ async fn prepare_fragment(
     partition: &str,
     sql: &str,
 ) -> Result<(PreparedQuery, QuerySlot), Error> {
-    let statement = sql::parse(sql).map_err(|e| engine_error(e.into()))?;
-    let Statement::Query(mut query) = statement else {
+    let Statement::Query(query) = partition_statement(sql, partition)? else {
         return Err(error("invalid", "EXPLAIN is not a fragment"));
     };
+    let prepared = connection
+        .context
+        .prepare(tenant, Statement::Query(query))
+        .await
+        .map_err(engine_error)?;
+    let slot = admit(&connection.shared, prepared.class(), tenant).await?;
+    Ok((prepared, slot))
+}
+
+/// `sql`, a statement on a partitioned table, made a statement on its partition `partition`.
+pub(super) fn partition_statement(sql: &str, partition: &str) -> Result<Statement, Error> {
+    let mut statement = sql::parse(sql).map_err(|e| engine_error(e.into()))?;
+    let (Statement::Query(query) | Statement::Explain(query)) = &mut statement;
     let of = partition.rsplit_once(".p").map(|(table, _)| table);
     if of != Some(query.table.as_str()) {
         return Err(error(
@@ -403,13 +546,7 @@ async fn prepare_fragment(
         ));
     }
     query.table = partition.to_owned();
-    let prepared = connection
-        .context
-        .prepare(tenant, Statement::Query(query))
-        .await
-        .map_err(engine_error)?;
-    let slot = admit(&connection.shared, prepared.class(), tenant).await?;
-    Ok((prepared, slot))
+    Ok(statement)
 }
 
 /// Checks that a fragment's batches have the partial columns this node's plan expects: a

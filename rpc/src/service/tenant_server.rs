@@ -78,19 +78,18 @@ impl TenantServer {
             return self.run_query_stats(statement, sink, arrival).await;
         }
         if let Some((cluster, parts)) = self.partitioned(&query.table)? {
-            let Statement::Query(query) = statement else {
-                return Err(error(
-                    "invalid",
-                    format!(
-                        "EXPLAIN of {}, a partitioned table: each partition is planned on a \
-                         node holding it; EXPLAIN a partition there instead",
-                        query.table
-                    ),
-                ));
+            return match statement {
+                Statement::Query(query) => {
+                    self.query_partitioned(&cluster, &parts, query, sql, sink)
+                        .await
+                }
+                Statement::Explain(query) => {
+                    let text = self
+                        .explain_partitioned(&cluster, &parts, query, sql)
+                        .await?;
+                    self.send_plan(&text, sink).await
+                }
             };
-            return self
-                .query_partitioned(&cluster, &parts, query, sql, sink)
-                .await;
         }
         if let Some((cluster, placement)) = self.placed_elsewhere(&query.table) {
             return self
@@ -673,10 +672,28 @@ impl tenant::Server for TenantServer {
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
         self.check()?;
-        let sql = text(params.get()?.get_sql()?)?;
-        let statement = match sql::parse(&sql).map_err(|e| engine_error(e.into()))? {
-            Statement::Query(query) | Statement::Explain(query) => Statement::Explain(query),
+        let params = params.get()?;
+        let sql = text(params.get_sql()?)?;
+        let partition = text(params.get_partition()?)?;
+        let statement = if partition.is_empty() {
+            sql::parse(&sql).map_err(|e| engine_error(e.into()))?
+        } else if self.origin == Origin::Client {
+            return Err(error(
+                "permission",
+                "a partition's plan is for the nodes of a cluster (a peer session)",
+            ));
+        } else {
+            super::partitioned::partition_statement(&sql, &partition)?
         };
+        let (Statement::Query(query) | Statement::Explain(query)) = statement;
+        if let Some((cluster, parts)) = self.partitioned(&query.table)? {
+            let plan = self
+                .explain_partitioned(&cluster, &parts, query, &sql)
+                .await?;
+            results.get().set_plan(&plan);
+            return Ok(());
+        }
+        let statement = Statement::Explain(query);
         let result = self
             .connection
             .context
