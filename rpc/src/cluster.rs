@@ -162,6 +162,8 @@ type Copies = std::collections::BTreeMap<(String, String, String), (u64, u64)>;
 /// How long connecting and logging in to a peer may take.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A table's columns, shared.
+type Columns = Arc<Vec<ColumnDef>>;
 /// Placements by (tenant, table).
 type Placements = HashMap<(String, String), Arc<Placement>>;
 /// (address, tenant, forwarded) of a peer session.
@@ -193,7 +195,7 @@ pub struct Cluster {
     /// How long a fragment may run on one replica before another is asked too.
     pub hedge_after: Duration,
     /// The columns of partitioned tables as a replica last described them, by (tenant, table).
-    described: Mutex<HashMap<(String, String), Arc<Vec<ColumnDef>>>>,
+    described: Mutex<HashMap<(String, String), Columns>>,
     /// How long a peer has to acknowledge a replicated batch.
     pub replication_timeout: Duration,
     /// How often the files of this node's in-sync replicas are checked (`catch_up::scrub`).
