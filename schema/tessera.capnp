@@ -347,8 +347,9 @@ struct TenantQuota {
 }
 
 interface Operator {
-  # Cluster-wide operations (role operator). Never exposes any tenant's rows; `nodes` names
-  # tables with their sizes, for capacity planning.
+  # Cluster-wide operations (role operator). Never exposes any tenant's table rows; `nodes`
+  # names tables with their sizes, for capacity planning; `queryStats` shows every tenant's
+  # recent queries.
   createTenant @0 (name :Text) -> (created :Bool);
   dropTenant @1 (name :Text) -> (existed :Bool);
   listTenants @2 () -> (tenants :List(Text));
@@ -358,6 +359,12 @@ interface Operator {
   # imports and ingestion that start from then on.
   getQuota @5 (tenant :Text) -> (quota :TenantQuota, storageBytesUsed :UInt64);
   # The tenant's quota object and the bytes its table files hold now.
+  queryStats @6 (sql :Text, sink :BatchSink, local :Bool) -> (stats :QueryStats);
+  # A SELECT over `query_stats` with every tenant's recent queries (their SQL text, counters and
+  # outcome; the `tenant` column says whose), streamed into `sink`. In a cluster, every up
+  # node's records (an up node that does not answer fails it, naming it). `local`: this node's
+  # records only: what a node asks its peers, with its node token (the one call a node token
+  # may make here).
 }
 
 interface Gateway {

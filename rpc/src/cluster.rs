@@ -514,6 +514,26 @@ impl Cluster {
         Ok(session)
     }
 
+    /// `sql` over the `query_stats` records of the peer at `address`, every tenant's (an
+    /// operator login with this node's token, on a connection of its own).
+    pub async fn operator_query(
+        &self,
+        address: &str,
+        sql: &str,
+    ) -> Result<crate::client::QueryOutput, ClientError> {
+        let connect = async {
+            let client = crate::client::Client::connect(address).await?;
+            client.operator_login(&self.token).await
+        };
+        let session = runtime::timeout(PEER_CONNECT_TIMEOUT, connect)
+            .await
+            .ok_or_else(|| ClientError::Connect {
+                address: address.to_owned(),
+                message: format!("no answer within {PEER_CONNECT_TIMEOUT:?}"),
+            })??;
+        session.query_stats(sql, true).await
+    }
+
     /// Forgets every session and stream with the peer at `address` (after a failure: the next
     /// call connects again).
     pub fn forget_peer(&self, address: &str) {

@@ -160,12 +160,13 @@ impl QueryLog {
         ]
     }
 
-    /// `tenant`'s records, oldest first, as the system table's rows.
-    pub fn table(&self, tenant: &str) -> RecordBatch {
+    /// `tenant`'s records (every tenant's for `None`: an operator's view), oldest first, as
+    /// the system table's rows.
+    pub fn table(&self, tenant: Option<&str>) -> RecordBatch {
         let records: Vec<Arc<QueryRecord>> = self
             .lock()
             .iter()
-            .filter(|r| r.tenant == tenant)
+            .filter(|r| tenant.is_none_or(|t| r.tenant == t))
             .cloned()
             .collect();
         let int = |f: fn(&QueryRecord) -> u64| -> ArrayRef {
@@ -238,7 +239,7 @@ mod tests {
             log.record(record(&log, if i % 2 == 0 { "a" } else { "b" }, i as f64));
         }
         // Kept: queries 2, 3, 4 (tenants a, b, a).
-        let a = log.table("a");
+        let a = log.table(Some("a"));
         assert_eq!(a.num_rows(), 2);
         let times = a
             .column_by_name("execution_time")
@@ -254,13 +255,15 @@ mod tests {
             .downcast_ref::<StringArray>()
             .unwrap();
         assert!(nodes.iter().all(|n| n == Some("n1")));
-        assert_eq!(log.table("b").num_rows(), 1);
-        assert_eq!(log.table("c").num_rows(), 0);
+        assert_eq!(log.table(Some("b")).num_rows(), 1);
+        assert_eq!(log.table(Some("c")).num_rows(), 0);
+        // An operator sees every tenant's.
+        assert_eq!(log.table(None).num_rows(), 3);
         log.configure(1, Duration::from_secs(1));
-        assert_eq!(log.table("a").num_rows(), 1);
+        assert_eq!(log.table(Some("a")).num_rows(), 1);
         log.configure(0, Duration::from_secs(1));
         log.record(record(&log, "a", 1.0));
-        assert_eq!(log.table("a").num_rows(), 0);
+        assert_eq!(log.table(Some("a")).num_rows(), 0);
     }
 
     #[test]

@@ -219,6 +219,10 @@ enum Command {
         remote: RemoteArgs,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// With --addr and an operator token: the query reads `query_stats` with every
+        /// tenant's recent queries (every node's, in a cluster).
+        #[arg(long, requires = "addr")]
+        operator: bool,
         sql: String,
     },
     /// Check every file of a table: present, same size and CRC-32 as its manifest entry, and
@@ -381,10 +385,23 @@ fn main() -> ExitCode {
                 }
             }),
         Command::Sql {
+            remote,
+            format,
+            operator: true,
+            sql,
+            ..
+        } => remote.operator_session().and_then(|session| {
+            let session = session.ok_or("--operator needs --addr")?;
+            let output = futures::executor::block_on(session.query_stats(&sql, false))
+                .map_err(|e| e.to_string())?;
+            print_output(&output, format)
+        }),
+        Command::Sql {
             engine,
             tenant,
             remote,
             format,
+            operator: false,
             sql,
         } => match (remote.session(), tenant) {
             (Err(e), _) => Err(e),
@@ -476,6 +493,11 @@ fn run_token(
 fn run_remote_sql(session: &tessera_rpc::Session, format: Format, sql: &str) -> Result<(), String> {
     let output =
         futures::executor::block_on(session.query_collect(sql)).map_err(|e| e.to_string())?;
+    print_output(&output, format)
+}
+
+/// Prints a result received from a server, with its counters below it.
+fn print_output(output: &tessera_rpc::client::QueryOutput, format: Format) -> Result<(), String> {
     let s = &output.stats;
     let footer = footer(
         s.rows_returned,

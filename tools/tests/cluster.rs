@@ -751,6 +751,49 @@ fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
         peer_reads.batches[0].column(0),
     );
     assert_eq!(count.value(0), 0);
+    // Another tenant's query is its own; an operator sees every tenant's, from every node.
+    let other = cluster.tenant_token("other", "reader");
+    sql_lines(&address["n3"], &other, "SELECT COUNT(*) FROM query_stats");
+    let mine = sql_lines(
+        &address["n1"],
+        &admin,
+        "SELECT COUNT(*) FROM query_stats WHERE tenant <> 'acme'",
+    );
+    assert_eq!(mine[1], "0", "{mine:?}");
+    let seen = ok(&[
+        "sql",
+        "--addr",
+        &address["n2"],
+        "--token",
+        &cluster.operator,
+        "--operator",
+        "--format",
+        "csv",
+        "SELECT tenant, node FROM query_stats WHERE sql LIKE 'SELECT COUNT(*)%' GROUP BY \
+         tenant, node ORDER BY tenant, node",
+    ]);
+    let seen: Vec<&str> = seen.lines().skip(1).collect();
+    assert_eq!(
+        seen,
+        ["acme,n1", "acme,n2", "acme,n3", "other,n3"],
+        "{seen:?}"
+    );
+    // A node token reads a node's own records only; an operator's view is for operators.
+    let refused = support::tessera(&[
+        "sql",
+        "--addr",
+        &address["n2"],
+        "--token",
+        &cluster.node_token,
+        "--operator",
+        "SELECT COUNT(*) FROM query_stats",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("permission"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     // A follower killed: writes go on with the leader and the other follower (W = 2).
     nodes.remove(&followers[1]).unwrap().kill();

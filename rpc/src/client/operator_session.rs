@@ -49,6 +49,29 @@ impl OperatorSession {
             .await
     }
 
+    /// A SELECT over every tenant's recent queries (`query_stats`), cluster-wide unless
+    /// `local` (this node's only), collected.
+    pub async fn query_stats(&self, sql: &str, local: bool) -> Result<QueryOutput, ClientError> {
+        let sql = sql.to_owned();
+        let (sink, stream) = result_stream();
+        self.run(move |operator| async move {
+            let mut request = operator.query_stats_request();
+            request.get().set_sql(&sql);
+            request.get().set_sink(sink.client());
+            request.get().set_local(local);
+            let promise = request.send().promise;
+            // As `Session::query`: success ends the stream at the sink's `done`.
+            tokio::task::spawn_local(async move {
+                if let Err(e) = promise.await {
+                    sink.fail(e.into());
+                }
+            });
+            Ok(())
+        })
+        .await?;
+        stream.collect().await
+    }
+
     pub async fn create_tenant(&self, name: &str) -> Result<bool, ClientError> {
         let name = name.to_owned();
         self.run(move |operator| async move {

@@ -201,20 +201,7 @@ impl Session {
 
     /// Runs a query and collects its whole result.
     pub async fn query_collect(&self, sql: &str) -> Result<QueryOutput, ClientError> {
-        let mut stream = self.query(sql).await?;
-        let mut batches = Vec::new();
-        while let Some(batch) = stream.next().await {
-            batches.push(batch?);
-        }
-        let schema = stream
-            .schema()
-            .ok_or_else(|| data_error("the result carried no schema"))?;
-        let stats = stream.stats().cloned().unwrap_or_default();
-        Ok(QueryOutput {
-            schema,
-            batches,
-            stats,
-        })
+        self.query(sql).await?.collect().await
     }
 
     /// Cancels this session's running queries with `tag`; false if none was running.

@@ -151,6 +151,23 @@ pub struct QueryStream {
 }
 
 impl QueryStream {
+    /// The whole result, once it has all arrived.
+    pub async fn collect(mut self) -> Result<QueryOutput, ClientError> {
+        let mut batches = Vec::new();
+        while let Some(batch) = self.next().await {
+            batches.push(batch?);
+        }
+        let schema = self
+            .schema()
+            .ok_or_else(|| data_error("the result carried no schema"))?;
+        let stats = self.stats().cloned().unwrap_or_default();
+        Ok(QueryOutput {
+            schema,
+            batches,
+            stats,
+        })
+    }
+
     /// The result's schema, once the first message has arrived.
     pub fn schema(&self) -> Option<SchemaRef> {
         self.schema.clone()

@@ -9,14 +9,112 @@ pub(super) struct OperatorServer {
 }
 
 impl OperatorServer {
-    fn tenant_dir(&self, name: &str) -> Result<std::path::PathBuf, Error> {
+    /// An operator's token, unexpired (a node token may only read query_stats, `local`).
+    fn check(&self) -> Result<(), Error> {
         check_expiry(&self.identity)?;
+        if self.identity.role != Role::Operator {
+            return Err(error(
+                "permission",
+                format!(
+                    "a {} token may only read a node's own query_stats here",
+                    self.identity.role.name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn tenant_dir(&self, name: &str) -> Result<std::path::PathBuf, Error> {
+        self.check()?;
         manifest::validate_name("tenant", name).map_err(engine_error)?;
         Ok(self.connection.data_dir().join(name))
     }
 }
 
+impl OperatorServer {
+    /// Every tenant's query_stats records: this node's, and unless `local`, every other up
+    /// node's in a cluster (asked over an operator connection with the node token).
+    async fn all_query_stats(&self, local: bool) -> Result<RecordBatch, Error> {
+        let shared = &self.connection.shared;
+        let mut parts = vec![shared.query_log.table(None)];
+        let Some(cluster) = shared.cluster.as_ref().filter(|_| !local) else {
+            return Ok(parts.remove(0));
+        };
+        let members = cluster.members().await.map_err(|e| {
+            error(
+                "unavailable",
+                format!("the cluster's nodes are unknown (no coordinator answers): {e}"),
+            )
+        })?;
+        for member in members
+            .iter()
+            .filter(|m| m.up && m.node_id != cluster.node_id())
+        {
+            let answer = cluster
+                .operator_query(&member.address, "SELECT * FROM query_stats")
+                .await
+                .map_err(|e| {
+                    error(
+                        "unavailable",
+                        format!(
+                            "the queries of node {} could not be read ({e}); query_stats \
+                             answers only with every up node's",
+                            member.node_id
+                        ),
+                    )
+                })?;
+            parts.extend(answer.batches);
+        }
+        let schema = parts[0].schema();
+        arrow_select::concat::concat_batches(&schema, &parts).map_err(|e| {
+            error(
+                "internal",
+                format!("the nodes' query_stats differ in their columns: {e}"),
+            )
+        })
+    }
+}
+
 impl operator::Server for OperatorServer {
+    async fn query_stats(
+        self: Rc<Self>,
+        params: operator::QueryStatsParams,
+        mut results: operator::QueryStatsResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        check_expiry(&self.identity)?;
+        let params = params.get()?;
+        let local = params.get_local();
+        if !local {
+            self.check()?;
+        }
+        let sql = text(params.get_sql()?)?;
+        let sink = params.get_sink()?;
+        let statement = sql::parse(&sql).map_err(|e| engine_error(e.into()))?;
+        let (Statement::Query(query) | Statement::Explain(query)) = &statement;
+        if query.table != crate::query_log::TABLE {
+            return Err(error(
+                "invalid",
+                format!(
+                    "an operator reads {} only; a tenant's tables are read with its token",
+                    crate::query_log::TABLE
+                ),
+            ));
+        }
+        let arrival = self.connection.arrival();
+        let rows = self.all_query_stats(local).await?;
+        let stats = super::tenant_server::query_stats_into(
+            &self.connection,
+            statement,
+            rows,
+            sink,
+            (None, arrival),
+        )
+        .await?;
+        stats.write(results.get().init_stats());
+        Ok(())
+    }
+
     async fn create_tenant(
         self: Rc<Self>,
         params: operator::CreateTenantParams,
@@ -67,7 +165,7 @@ impl operator::Server for OperatorServer {
         mut results: operator::ListTenantsResults,
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
-        check_expiry(&self.identity)?;
+        self.check()?;
         let data_dir = self.connection.data_dir().to_owned();
         let tenants = runtime::spawn_blocking(move || manifest::list_tenants(&data_dir))
             .await
@@ -85,7 +183,7 @@ impl operator::Server for OperatorServer {
         mut results: operator::NodesResults,
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
-        check_expiry(&self.identity)?;
+        self.check()?;
         let shared = self.connection.shared.clone();
         let (memory, pool_hits, pool_misses) = self
             .connection

@@ -299,7 +299,7 @@ impl TenantServer {
     /// every other up node's too (each read over a peer session, which answers with its own).
     async fn query_stats_rows(&self) -> Result<RecordBatch, Error> {
         let shared = &self.connection.shared;
-        let local = shared.query_log.table(&self.tenant);
+        let local = shared.query_log.table(Some(&self.tenant));
         let Some(cluster) = shared
             .cluster
             .as_ref()
@@ -355,38 +355,51 @@ impl TenantServer {
         arrival: Instant,
     ) -> Result<QueryStats, Error> {
         let shared = &self.connection.shared;
-        let limits = &shared.limits;
         let quota = shared
             .quotas
             .get(&self.tenant)
             .await
             .map_err(engine_error)?;
-        let mut out = PushSink::new(&sink, limits);
-        if quota.result_bytes > 0 {
-            out.quota = Some((self.tenant.as_str(), quota.result_bytes, &shared.quotas));
-        }
-        let started = Instant::now();
+        let limit = (quota.result_bytes > 0).then_some((self.tenant.as_str(), quota.result_bytes));
         let rows = self.query_stats_rows().await?;
-        let result = match self
-            .connection
-            .context
-            .execute_rows(statement, &QueryLog::columns(), rows, &mut out)
-            .await
-        {
-            Ok(result) => result,
-            Err(e) => return Err(out.failure.take().unwrap_or_else(|| engine_error(e))),
-        };
-        out.finish(&result.schema).await?;
-        let stats = QueryStats {
-            rows_returned: out.rows,
-            scan: result.stats.scan,
-            elapsed_micros: started.elapsed().as_micros() as u64,
-            batches: out.batches,
-            ipc_bytes: out.bytes,
-            queued_micros: started.duration_since(arrival).as_micros() as u64,
-        };
-        finish_call(&sink, stats, limits).await
+        query_stats_into(&self.connection, statement, rows, sink, (limit, arrival)).await
     }
+}
+
+/// Runs `statement` over `rows` of the `query_stats` table into `sink`, within the tenant's
+/// quota of result bytes if one is given.
+pub(super) async fn query_stats_into(
+    connection: &Connection,
+    statement: Statement,
+    rows: RecordBatch,
+    sink: batch_sink::Client,
+    (quota, arrival): (Option<(&str, u64)>, Instant),
+) -> Result<QueryStats, Error> {
+    let shared = &connection.shared;
+    let limits = &shared.limits;
+    let mut out = PushSink::new(&sink, limits);
+    if let Some((tenant, bytes)) = quota {
+        out.quota = Some((tenant, bytes, &shared.quotas));
+    }
+    let started = Instant::now();
+    let result = match connection
+        .context
+        .execute_rows(statement, &QueryLog::columns(), rows, &mut out)
+        .await
+    {
+        Ok(result) => result,
+        Err(e) => return Err(out.failure.take().unwrap_or_else(|| engine_error(e))),
+    };
+    out.finish(&result.schema).await?;
+    let stats = QueryStats {
+        rows_returned: out.rows,
+        scan: result.stats.scan,
+        elapsed_micros: started.elapsed().as_micros() as u64,
+        batches: out.batches,
+        ipc_bytes: out.bytes,
+        queued_micros: started.duration_since(arrival).as_micros() as u64,
+    };
+    finish_call(&sink, stats, limits).await
 }
 
 /// Tells the client the result is complete. `done` follows every push (calls on one capability
