@@ -1583,6 +1583,27 @@ fn clicks(first: i64, rows: i64) -> arrow_array::RecordBatch {
     .unwrap()
 }
 
+/// Click rows `rows` (row numbers, see `click`) with a column the table lacks, `note`.
+fn clicks_noted(rows: &[i64]) -> arrow_array::RecordBatch {
+    use arrow_array::{Array, ArrayRef, StringArray};
+    let first = clicks(rows[0], 1);
+    let each: Vec<arrow_array::RecordBatch> = rows.iter().map(|&i| clicks(i, 1)).collect();
+    let batch = arrow_select::concat::concat_batches(&first.schema(), &each).unwrap();
+    let note: ArrayRef = std::sync::Arc::new(StringArray::from_iter_values(
+        rows.iter().map(|i| format!("note {i}")),
+    ));
+    assert_eq!(note.len(), batch.num_rows());
+    let mut fields: Vec<(String, ArrayRef)> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| (f.name().clone(), c.clone()))
+        .collect();
+    fields.push(("note".into(), note));
+    arrow_array::RecordBatch::try_from_iter(fields).unwrap()
+}
+
 /// A query's rows as text lines (`tessera sql --format csv` through `address`), header first.
 fn sql_lines(address: &str, token: &str, sql: &str) -> Vec<String> {
     let out = support::tessera(&[
@@ -1774,6 +1795,36 @@ fn a_partitioned_table_spreads_over_the_cluster_and_answers_as_one() {
         listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         ["clicks"]
     );
+
+    // A batch with a new column, all its rows in one partition: every partition gets the
+    // column (the others with no rows), so every query naming it or `*` binds everywhere.
+    let noted: Vec<i64> = (0..20).map(|k| 42 + 97 * (100_000 + k)).collect();
+    let mut stream = clients
+        .block_on(
+            clients
+                .session(&address["n3"])
+                .ingest_stream("clicks", "noted"),
+        )
+        .unwrap();
+    let ack = clients
+        .block_on(stream.append(0, &clicks_noted(&noted)))
+        .unwrap();
+    assert_eq!((ack.rows, ack.duplicate), (20, false));
+    let again = clients
+        .block_on(stream.append(0, &clicks_noted(&noted)))
+        .unwrap();
+    assert!(again.duplicate, "{again:?}");
+    let held: Vec<i64> = held.into_iter().chain(noted.iter().copied()).collect();
+    let answers = click_answers(&held);
+    for id in ids {
+        let lines = sql_lines(&address[id], &admin, "SELECT COUNT(note) FROM clicks");
+        assert_eq!(lines[1], "20", "through {id}");
+        let lines = sql_lines(&address[id], &admin, "SELECT * FROM clicks LIMIT 2");
+        assert_eq!(lines[0], "ts,user_id,region,v,note", "through {id}");
+        assert_eq!(lines.len(), 3, "through {id}: {lines:?}");
+    }
+    let described = clients.block_on(session.describe("clicks")).unwrap();
+    assert_eq!(described.columns.len(), 5);
 
     // A node frozen (SIGSTOP): fragments it was given are hedged onto the other replica
     // after half a second, and every answer stays right. Asked through a node holding no

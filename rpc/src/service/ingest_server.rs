@@ -20,11 +20,16 @@ pub(super) struct IngestStreamServer {
     stream: RefCell<IpcStreamReader>,
     raw: RefCell<Vec<Buffer>>,
     batches: RefCell<Vec<RecordBatch>>,
+    /// The schema the batch being received declared.
+    schema: RefCell<Option<SchemaRef>>,
     failure: RefCell<Option<Error>>,
     /// A client's, or a peer's (`Gateway.peerLogin`).
     origin: Origin,
     /// On a replica session: the leader epoch the table's leader sends at (0: none given).
     leader_epoch: u64,
+    /// Partitioned tables: the columns of the last batch sent to every partition (a batch
+    /// with other columns goes to every partition, with no rows for some, so each has them).
+    sent_columns: RefCell<Option<Vec<String>>>,
     /// What creates the table on a follower that lacks it (read from the manifest once).
     replica_spec: RefCell<Option<Arc<crate::client::TableSpec>>>,
 }
@@ -52,9 +57,11 @@ impl IngestStreamServer {
             stream: RefCell::new(reader),
             raw: RefCell::default(),
             batches: RefCell::default(),
+            schema: RefCell::default(),
             failure: RefCell::new(None),
             origin,
             leader_epoch,
+            sent_columns: RefCell::new(None),
             replica_spec: RefCell::new(None),
         }
     }
@@ -108,47 +115,64 @@ impl IngestStreamServer {
         batches: &[RecordBatch],
     ) -> Result<IngestAck, Error> {
         let of = parts[0].partition.clone().expect("a partition");
-        let split = super::partitioned::split_batch(&of, batches)?;
-        // A batch of no rows sends nothing and is no duplicate.
-        let any = !split.is_empty();
-        let sends = split.into_iter().map(|(index, bytes)| {
-            let part = parts[index as usize].clone();
+        let columns: Option<Vec<String>> = batches.first().map(|b| {
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().to_lowercase())
+                .collect()
+        });
+        let to_all = columns.is_some() && *self.sent_columns.borrow() != columns;
+        let split = super::partitioned::split_batch(&of, batches, to_all)?;
+        let sends = split.into_iter().map(|part| {
+            let placement = parts[part.partition as usize].clone();
             async move {
-                let leader = part
+                let leader = placement
                     .leader_replica()
                     .filter(|r| !r.address.is_empty())
                     .ok_or_else(|| {
-                        format!("partition {} has no reachable leader now", part.table)
+                        format!("partition {} has no reachable leader now", placement.table)
                     })?;
                 let key = (
                     self.tenant.as_str(),
-                    part.table.as_str(),
+                    placement.table.as_str(),
                     self.producer.as_str(),
                 );
-                cluster
-                    .send_batch(&leader.address, key, sequence, &[bytes], None)
+                let ack = cluster
+                    .send_batch(&leader.address, key, sequence, &[part.ipc], None)
                     .await
                     .map_err(|e| {
-                        format!("partition {} (leader {}): {e}", part.table, leader.node_id)
-                    })
+                        format!(
+                            "partition {} (leader {}): {e}",
+                            placement.table, leader.node_id
+                        )
+                    })?;
+                Ok::<_, String>((part.rows, ack))
             }
         });
+        // A duplicate when every part holding rows was (parts carrying only the columns do
+        // not count); a batch of no rows is none.
         let mut ack = IngestAck {
             rows: 0,
             durable: true,
-            duplicate: any,
+            duplicate: false,
             sequence,
         };
+        let mut row_parts = 0;
+        let mut duplicates = 0;
         let mut failures = Vec::new();
         for sent in futures::future::join_all(sends).await {
             match sent {
-                Ok(part) => {
+                Ok((true, part)) => {
                     ack.rows += part.rows;
-                    ack.duplicate &= part.duplicate;
+                    row_parts += 1;
+                    duplicates += part.duplicate as usize;
                 }
+                Ok((false, _)) => {}
                 Err(e) => failures.push(e),
             }
         }
+        ack.duplicate = row_parts > 0 && duplicates == row_parts;
         if !failures.is_empty() {
             return Err(error(
                 "unavailable",
@@ -158,6 +182,9 @@ impl IngestStreamServer {
                     failures.join("; ")
                 ),
             ));
+        }
+        if to_all {
+            *self.sent_columns.borrow_mut() = columns;
         }
         if !ack.duplicate {
             let metrics = &self.connection.shared.metrics;
@@ -357,6 +384,9 @@ impl IngestStreamServer {
             .map_err(|e| error("invalid", e))?;
         self.raw.borrow_mut().push(piece);
         for item in decoded {
+            if let Decoded::Schema(schema) = &item {
+                *self.schema.borrow_mut() = Some(schema.clone());
+            }
             if let Decoded::Batch(batch) = item {
                 if batch.num_rows() > 0 {
                     self.batches.borrow_mut().push(batch);
@@ -373,7 +403,14 @@ impl IngestStreamServer {
             IpcStreamReader::new(self.connection.shared.limits.ingest_batch_bytes),
         );
         let raw = std::mem::take(&mut *self.raw.borrow_mut());
-        let batches = std::mem::take(&mut *self.batches.borrow_mut());
+        let mut batches = std::mem::take(&mut *self.batches.borrow_mut());
+        // A batch of no rows still declares its columns (a partitioned table's leader sends
+        // one to partitions a batch with a new column has no rows for: every partition grows).
+        if let Some(schema) = self.schema.borrow_mut().take() {
+            if batches.is_empty() && !schema.fields().is_empty() {
+                batches.push(RecordBatch::new_empty(schema));
+            }
+        }
         if let Some(failure) = self.failure.borrow_mut().take() {
             return Err(failure);
         }

@@ -592,12 +592,15 @@ fn no_replica(part: &Placement, failures: &[String]) -> Error {
 }
 
 /// Splits a client's batch by its partition key: for each partition holding rows, the rows as
-/// one Arrow IPC stream. A missing key column puts every row in partition 0 (its rows are NULL
-/// there); a key column of another kind than the table's is refused.
+/// one Arrow IPC stream; with `to_all`, every other partition too gets the batch's columns with
+/// no rows (so columns the batch adds reach every partition). A missing key column puts every
+/// row in partition 0 (its rows are NULL there); a key column of another kind than the
+/// table's is refused.
 pub(super) fn split_batch(
     of: &PartitionOf,
     batches: &[RecordBatch],
-) -> Result<Vec<(u32, Vec<u8>)>, Error> {
+    to_all: bool,
+) -> Result<Vec<SplitPart>, Error> {
     let count = of.count.max(1);
     let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); count as usize];
     for batch in batches {
@@ -633,9 +636,14 @@ pub(super) fn split_batch(
         }
     }
     let mut out = Vec::new();
-    for (p, part) in parts.into_iter().enumerate() {
-        if part.is_empty() {
-            continue;
+    for (p, mut part) in parts.into_iter().enumerate() {
+        let rows = !part.is_empty();
+        match batches.first() {
+            Some(first) if part.is_empty() && to_all => {
+                part.push(RecordBatch::new_empty(first.schema()))
+            }
+            _ if part.is_empty() => continue,
+            _ => {}
         }
         let mut writer = StreamWriter::try_new(Vec::new(), &part[0].schema())
             .map_err(|e| error("internal", format!("encoding a batch: {e}")))?;
@@ -647,9 +655,23 @@ pub(super) fn split_batch(
         let bytes = writer
             .into_inner()
             .map_err(|e| error("internal", format!("encoding a batch: {e}")))?;
-        out.push((p as u32, bytes));
+        out.push(SplitPart {
+            partition: p as u32,
+            ipc: bytes,
+            rows,
+        });
     }
     Ok(out)
+}
+
+/// One partition's part of a split batch.
+#[derive(Debug)]
+pub(super) struct SplitPart {
+    pub partition: u32,
+    /// An Arrow IPC stream.
+    pub ipc: Vec<u8>,
+    /// False for a part that only carries the batch's columns.
+    pub rows: bool,
 }
 
 /// The key column must be of the table's key kind: an integer column's values hash as
@@ -707,15 +729,21 @@ mod tests {
     }
 
     /// The rows of each part, decoded.
-    fn parts(split: Vec<(u32, Vec<u8>)>) -> Vec<(u32, Vec<RecordBatch>)> {
+    fn parts(split: Vec<SplitPart>) -> Vec<(u32, Vec<RecordBatch>)> {
         split
             .into_iter()
-            .map(|(p, bytes)| {
-                let reader =
-                    arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
-                        .unwrap();
-                (p, reader.map(Result::unwrap).collect())
-            })
+            .map(
+                |SplitPart {
+                     partition: p,
+                     ipc: bytes,
+                     ..
+                 }| {
+                    let reader =
+                        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+                            .unwrap();
+                    (p, reader.map(Result::unwrap).collect())
+                },
+            )
             .collect()
     }
 
@@ -728,7 +756,7 @@ mod tests {
         ));
         let batch = RecordBatch::try_from_iter([("k", key), ("v", v)]).unwrap();
         let mut seen = 0;
-        for (p, batches) in parts(split_batch(&of(KEY_INT), &[batch]).unwrap()) {
+        for (p, batches) in parts(split_batch(&of(KEY_INT), &[batch], false).unwrap()) {
             for batch in batches {
                 let column = batch
                     .column(0)
@@ -749,7 +777,7 @@ mod tests {
         let millis = [1_767_225_600_123i64, 0, -5];
         let key: ArrayRef = Arc::new(TimestampMillisecondArray::from(millis.to_vec()));
         let batch = RecordBatch::try_from_iter([("k", key)]).unwrap();
-        let split = parts(split_batch(&of(KEY_INT), &[batch]).unwrap());
+        let split = parts(split_batch(&of(KEY_INT), &[batch], false).unwrap());
         let rows: usize = split
             .iter()
             .flat_map(|(_, b)| b)
@@ -774,11 +802,11 @@ mod tests {
     fn a_key_of_the_other_kind_is_refused_and_a_missing_key_is_partition_zero() {
         let key: ArrayRef = Arc::new(StringArray::from(vec!["1"]));
         let batch = RecordBatch::try_from_iter([("k", key)]).unwrap();
-        let refused = split_batch(&of(KEY_INT), &[batch]).unwrap_err();
+        let refused = split_batch(&of(KEY_INT), &[batch], false).unwrap_err();
         assert!(refused.to_string().contains("partition key"), "{refused}");
         let v: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
         let batch = RecordBatch::try_from_iter([("v", v)]).unwrap();
-        let split = split_batch(&of(KEY_STRING), &[batch]).unwrap();
-        assert_eq!(split.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [0]);
+        let split = split_batch(&of(KEY_STRING), &[batch], false).unwrap();
+        assert_eq!(split.iter().map(|p| p.partition).collect::<Vec<_>>(), [0]);
     }
 }

@@ -838,7 +838,9 @@ impl CoreContext {
             .await?;
             manifest = runtime::spawn_blocking(load).await?.ok_or_else(missing)?;
         }
-        let prepared = ingest::prepare(&manifest.columns, &batches)?;
+        let mut prepared = ingest::prepare(&manifest.columns, &batches)?;
+        // A batch of no rows only declared its columns.
+        prepared.retain(|b| b.num_rows() > 0);
         drop(batches);
         let core = ingest::owner_core(tenant, table, producer, self.peers.count());
         let producer = producer.to_owned();
