@@ -1675,25 +1675,62 @@ fn click_answers(rows: &[i64]) -> Vec<(String, Vec<String>)> {
     answers
 }
 
+/// Four nodes n1..n4 (racks r1..r4) on one coordinator over an embedded catalog, all up.
+struct FourNodes {
+    cluster: Cluster,
+    _coordinator: Process,
+    coordinator: String,
+    nodes: std::collections::BTreeMap<String, Process>,
+    /// RPC addresses by node id.
+    address: std::collections::BTreeMap<String, String>,
+    /// Tenant acme's admin token, and sessions made with it.
+    admin: String,
+    clients: Clients,
+}
+
+impl FourNodes {
+    const IDS: [&'static str; 4] = ["n1", "n2", "n3", "n4"];
+
+    fn start() -> FourNodes {
+        let cluster = Cluster::new();
+        let catalog = cluster.dir.path().join("catalog");
+        let (process, coordinator) =
+            cluster.coordinator("c1", &["--catalog-dir", path(&catalog)], "127.0.0.1:0");
+        let ids = FourNodes::IDS;
+        let nodes = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let rack = format!("r{}", i + 1);
+                (id.to_string(), cluster.node(id, &coordinator, &rack))
+            })
+            .collect();
+        let status = cluster.wait_status(&coordinator, "all up", |s| states(s) == all(&ids, "up"));
+        let admin = cluster.tenant_token("acme", "admin");
+        FourNodes {
+            address: addresses(&status),
+            clients: Clients::new(&admin),
+            admin,
+            nodes,
+            coordinator,
+            _coordinator: process,
+            cluster,
+        }
+    }
+}
+
 #[test]
 fn a_partitioned_table_spreads_over_the_cluster_and_answers_as_one() {
-    let cluster = Cluster::new();
-    let catalog = cluster.dir.path().join("catalog");
-    let (_coordinator, coordinator) =
-        cluster.coordinator("c1", &["--catalog-dir", path(&catalog)], "127.0.0.1:0");
-    let ids = ["n1", "n2", "n3", "n4"];
-    let mut nodes: std::collections::BTreeMap<String, Process> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let rack = format!("r{}", i + 1);
-            (id.to_string(), cluster.node(id, &coordinator, &rack))
-        })
-        .collect();
-    let status = cluster.wait_status(&coordinator, "all up", |s| states(s) == all(&ids, "up"));
-    let address = addresses(&status);
-    let admin = cluster.tenant_token("acme", "admin");
-    let clients = Clients::new(&admin);
+    let FourNodes {
+        cluster,
+        _coordinator,
+        coordinator,
+        mut nodes,
+        address,
+        admin,
+        clients,
+    } = FourNodes::start();
+    let ids = FourNodes::IDS;
     let session = clients.session(&address["n1"]);
     // Four partitions of two replicas on four nodes: each node holds two and leads one.
     let info = clients
@@ -1889,23 +1926,15 @@ fn a_partitioned_table_spreads_over_the_cluster_and_answers_as_one() {
 
 #[test]
 fn a_node_killed_while_a_partitioned_table_takes_writes_loses_no_acknowledged_row() {
-    let cluster = Cluster::new();
-    let catalog = cluster.dir.path().join("catalog");
-    let (_coordinator, coordinator) =
-        cluster.coordinator("c1", &["--catalog-dir", path(&catalog)], "127.0.0.1:0");
-    let ids = ["n1", "n2", "n3", "n4"];
-    let mut nodes: std::collections::BTreeMap<String, Process> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let rack = format!("r{}", i + 1);
-            (id.to_string(), cluster.node(id, &coordinator, &rack))
-        })
-        .collect();
-    let status = cluster.wait_status(&coordinator, "all up", |s| states(s) == all(&ids, "up"));
-    let address = addresses(&status);
-    let admin = cluster.tenant_token("acme", "admin");
-    let clients = Clients::new(&admin);
+    let FourNodes {
+        cluster,
+        _coordinator,
+        coordinator,
+        mut nodes,
+        address,
+        admin,
+        clients,
+    } = FourNodes::start();
     let session = clients.session(&address["n1"]);
     clients
         .block_on(session.create_partitioned_table(clicks_spec(), 3, 2, 4, "user_id"))

@@ -36,42 +36,15 @@ impl OperatorServer {
     /// node's in a cluster (asked over an operator connection with the node token).
     async fn all_query_stats(&self, local: bool) -> Result<RecordBatch, Error> {
         let shared = &self.connection.shared;
-        let mut parts = vec![shared.query_log.table(None)];
+        let rows = shared.query_log.table(None);
         let Some(cluster) = shared.cluster.as_ref().filter(|_| !local) else {
-            return Ok(parts.remove(0));
+            return Ok(rows);
         };
-        let members = cluster.members().await.map_err(|e| {
-            error(
-                "unavailable",
-                format!("the cluster's nodes are unknown (no coordinator answers): {e}"),
-            )
-        })?;
-        for member in members
-            .iter()
-            .filter(|m| m.up && m.node_id != cluster.node_id())
-        {
-            let answer = cluster
-                .operator_query(&member.address, "SELECT * FROM query_stats")
-                .await
-                .map_err(|e| {
-                    error(
-                        "unavailable",
-                        format!(
-                            "the queries of node {} could not be read ({e}); query_stats \
-                             answers only with every up node's",
-                            member.node_id
-                        ),
-                    )
-                })?;
-            parts.extend(answer.batches);
-        }
-        let schema = parts[0].schema();
-        arrow_select::concat::concat_batches(&schema, &parts).map_err(|e| {
-            error(
-                "internal",
-                format!("the nodes' query_stats differ in their columns: {e}"),
-            )
+        super::tenant_server::gather_query_stats(cluster, rows, |address| async move {
+            let sql = format!("SELECT * FROM {}", crate::query_log::TABLE);
+            cluster.operator_query(&address, &sql).await
         })
+        .await
     }
 }
 

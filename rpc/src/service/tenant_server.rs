@@ -307,45 +307,12 @@ impl TenantServer {
         else {
             return Ok(local);
         };
-        let members = cluster.members().await.map_err(|e| {
-            error(
-                "unavailable",
-                format!("the cluster's nodes are unknown (no coordinator answers): {e}"),
-            )
-        })?;
-        let mut parts = vec![local];
-        for member in members
-            .iter()
-            .filter(|m| m.up && m.node_id != cluster.node_id())
-        {
-            let read = async {
-                let session = cluster
-                    .session(&member.address, &self.tenant, false)
-                    .await?;
-                session
-                    .query_collect(&format!("SELECT * FROM {}", query_log::TABLE))
-                    .await
-            };
-            let answer = read.await.map_err(|e| {
-                cluster.forget_peer(&member.address);
-                error(
-                    "unavailable",
-                    format!(
-                        "the queries of node {} could not be read ({e}); query_stats answers \
-                         only with every up node's",
-                        member.node_id
-                    ),
-                )
-            })?;
-            parts.extend(answer.batches);
-        }
-        let schema = parts[0].schema();
-        arrow_select::concat::concat_batches(&schema, &parts).map_err(|e| {
-            error(
-                "internal",
-                format!("the nodes' query_stats differ in their columns: {e}"),
-            )
+        gather_query_stats(cluster, local, |address| async move {
+            let session = cluster.session(&address, &self.tenant, false).await?;
+            let sql = format!("SELECT * FROM {}", query_log::TABLE);
+            session.query_collect(&sql).await
         })
+        .await
     }
 
     async fn run_query_stats(
@@ -364,6 +331,52 @@ impl TenantServer {
         let rows = self.query_stats_rows().await?;
         query_stats_into(&self.connection, statement, rows, sink, (limit, arrival)).await
     }
+}
+
+/// `local` query_stats rows and every other up node's in the cluster, read by `read` (given a
+/// node's address); an up node that does not answer fails it, naming the node.
+pub(super) async fn gather_query_stats<F, Fut>(
+    cluster: &crate::cluster::Cluster,
+    local: RecordBatch,
+    read: F,
+) -> Result<RecordBatch, Error>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<
+        Output = Result<crate::client::QueryOutput, crate::client::ClientError>,
+    >,
+{
+    let members = cluster.members().await.map_err(|e| {
+        error(
+            "unavailable",
+            format!("the cluster's nodes are unknown (no coordinator answers): {e}"),
+        )
+    })?;
+    let mut parts = vec![local];
+    for member in members
+        .iter()
+        .filter(|m| m.up && m.node_id != cluster.node_id())
+    {
+        let answer = read(member.address.clone()).await.map_err(|e| {
+            cluster.forget_peer(&member.address);
+            error(
+                "unavailable",
+                format!(
+                    "the queries of node {} could not be read ({e}); query_stats answers only \
+                     with every up node's",
+                    member.node_id
+                ),
+            )
+        })?;
+        parts.extend(answer.batches);
+    }
+    let schema = parts[0].schema();
+    arrow_select::concat::concat_batches(&schema, &parts).map_err(|e| {
+        error(
+            "internal",
+            format!("the nodes' query_stats differ in their columns: {e}"),
+        )
+    })
 }
 
 /// Runs `statement` over `rows` of the `query_stats` table into `sink`, within the tenant's
