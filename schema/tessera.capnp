@@ -418,6 +418,8 @@ struct ClusterNode {
   queriesRunning @12 :UInt32;
   copying @13 :Text;               # what it copies to other nodes now: JSON, a list of
                                    # {tenant, table, to, bytes, total} ("" when nothing)
+  tableBytes @14 :Text;            # the sizes of the tables it leads: JSON, a list of
+                                   # {tenant, table, bytes} ("" when none)
 }
 
 interface Coordinator {
@@ -426,7 +428,10 @@ interface Coordinator {
   # Inserts or replaces the node's registration (up, a new incarnation); the node then sends a
   # heartbeat every `heartbeatMillis`.
   heartbeat @1 (nodeId :Text, diskUsedBytes :UInt64, diskCapacityBytes :UInt64,
-                queriesRunning :UInt32, copying :Text) -> (routingVersion :UInt64);
+                queriesRunning :UInt32, copying :Text, tableBytes :Text)
+      -> (routingVersion :UInt64);
+  # `tableBytes`: the bytes of the files of each table the node leads (JSON, a list of
+  # {tenant, table, bytes}), which rebalancing weighs replicas by.
   # `not_found` when the catalog does not know the node: register again. `routingVersion` is
   # the routing table's version: a node whose copy is older asks for `routing`.
   status @2 () -> (nodes :List(ClusterNode), leader :Text, leaderEpoch :UInt64,

@@ -30,6 +30,8 @@ pub struct ClusterNode {
     pub queries_running: u32,
     /// What it copies to other nodes now (JSON, `Cluster::copying`; "" when nothing).
     pub copying: String,
+    /// The sizes of the tables it leads (JSON, `catalog::table_bytes_json`).
+    pub table_bytes: String,
 }
 
 /// What `status` reports.
@@ -139,6 +141,7 @@ pub fn status(addresses: &[String], token: &str) -> Result<ClusterStatus, String
                     disk_capacity_bytes: node.get_disk_capacity_bytes(),
                     queries_running: node.get_queries_running(),
                     copying: text(node.get_copying())?,
+                    table_bytes: text(node.get_table_bytes())?,
                 });
             }
             Ok(ClusterStatus {
@@ -482,6 +485,7 @@ async fn serve_session(
             params.set_disk_capacity_bytes(now.disk_capacity_bytes);
             params.set_queries_running(now.queries_running);
             params.set_copying(&now.copying);
+            params.set_table_bytes(&now.table_bytes);
         }
         let response = tokio::time::timeout(call_timeout, request.send().promise)
             .await

@@ -94,6 +94,107 @@ fn pick(candidates: &[&NodeRecord], chosen: &[&NodeRecord]) -> Option<usize> {
         .map(|(order, _)| order)
 }
 
+/// How much each replica weighs when balancing: the bytes its table's leader reports, once
+/// every table has reported a size; until then one per replica (counts: a table whose rows
+/// are all still in the write-ahead log reports none, and would weigh nothing).
+pub struct Weights {
+    /// Sizes by (tenant, table); `None`: count replicas.
+    bytes: Option<std::collections::HashMap<(String, String), u64>>,
+}
+
+impl Weights {
+    /// From the nodes' reports (`NodeReport::table_bytes`) for `tables`.
+    pub fn new(nodes: &[NodeRecord], tables: &[TablePlacement]) -> Weights {
+        let bytes: std::collections::HashMap<(String, String), u64> = nodes
+            .iter()
+            .flat_map(|n| crate::catalog::table_bytes_from_json(&n.report.table_bytes))
+            .map(|(tenant, table, bytes)| ((tenant, table), bytes))
+            .collect();
+        let known = tables.iter().all(|t| {
+            bytes
+                .get(&(t.tenant.clone(), t.table.clone()))
+                .is_some_and(|&b| b > 0)
+        });
+        Weights {
+            bytes: known.then_some(bytes),
+        }
+    }
+
+    fn of(&self, table: &TablePlacement) -> u64 {
+        match &self.bytes {
+            None => 1,
+            Some(bytes) => {
+                let key = (table.tenant.clone(), table.table.clone());
+                bytes.get(&key).copied().unwrap_or(1).max(1)
+            }
+        }
+    }
+
+    /// Each node's load: the weights of the replicas it holds (every node listed, by id).
+    pub fn loads(
+        &self,
+        nodes: &[NodeRecord],
+        tables: &[TablePlacement],
+    ) -> std::collections::BTreeMap<String, u64> {
+        let mut loads: std::collections::BTreeMap<String, u64> = nodes
+            .iter()
+            .map(|n| (n.registration.node_id.clone(), 0))
+            .collect();
+        for table in tables {
+            for replica in &table.replicas {
+                *loads.entry(replica.clone()).or_default() += self.of(table);
+            }
+        }
+        loads
+    }
+
+    /// The next move for balance: a follower replica of a table (its index in `tables`) to add
+    /// on the least loaded node (returned), taken later from the most loaded holder. Only while
+    /// the move narrows the gap: the most loaded donor's load exceeds the least loaded node's
+    /// by more than 1.5 times the replica's weight (with counts: by two replicas or more), the
+    /// heaviest such replica first. A leader's replica stays (leadership is not moved for
+    /// balance).
+    pub fn next_move(
+        &self,
+        loads: &std::collections::BTreeMap<String, u64>,
+        tables: &[TablePlacement],
+    ) -> Option<(usize, String)> {
+        let (lightest, low) = loads.iter().min_by_key(|(id, load)| (**load, *id))?;
+        let mut donors: Vec<(&String, u64)> = loads.iter().map(|(id, &l)| (id, l)).collect();
+        donors.sort_by_key(|&(id, load)| std::cmp::Reverse((load, id)));
+        donors.into_iter().find_map(|(donor, load)| {
+            let gap = load.saturating_sub(*low);
+            tables
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| {
+                    let weight = self.of(t);
+                    t.leader() != donor.as_str()
+                        && t.replicas.contains(donor)
+                        && !t.replicas.contains(lightest)
+                        && weight > 0
+                        && gap.saturating_mul(2) > weight.saturating_mul(3)
+                })
+                .max_by_key(|(i, t)| (self.of(t), std::cmp::Reverse(*i)))
+                .map(|(i, _)| (i, lightest.clone()))
+        })
+    }
+
+    /// Of a table holding one replica more than its factor (a move under way), the follower to
+    /// remove: on the most loaded node.
+    pub fn surplus<'t>(
+        &self,
+        loads: &std::collections::BTreeMap<String, u64>,
+        table: &'t TablePlacement,
+    ) -> Option<&'t String> {
+        table
+            .replicas
+            .iter()
+            .skip(1)
+            .max_by_key(|r| (loads.get(*r).copied().unwrap_or(0), r.as_str()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +250,82 @@ mod tests {
         assert_eq!(choose(&nodes, 3, &[]).unwrap(), ["a", "d", "b"]);
         // Without the spare rack, the domain is shared only when it must be.
         assert_eq!(choose(&nodes[..3], 3, &[]).unwrap(), ["a", "b", "c"]);
+    }
+
+    fn table(name: &str, replicas: &[&str], bytes: u64) -> (TablePlacement, NodeRecord) {
+        let mut leader = node(replicas[0], 0, &[], true);
+        leader.report.table_bytes =
+            crate::catalog::table_bytes_json(&[("t".into(), name.into(), bytes)]);
+        let replicas: Vec<String> = replicas.iter().map(|r| r.to_string()).collect();
+        let placement = TablePlacement {
+            tenant: "t".into(),
+            table: name.into(),
+            replication_factor: 2,
+            write_quorum: 2,
+            epoch: 1,
+            in_sync: replicas.clone(),
+            replicas,
+            partition: None,
+        };
+        (placement, leader)
+    }
+
+    #[test]
+    fn balance_moves_the_heaviest_replica_that_narrows_the_gap_by_bytes() {
+        // a and b hold two big tables and a small one; c joins empty.
+        let (big1, mut a) = table("big1", &["a", "b"], 1000);
+        let (big2, b) = table("big2", &["b", "a"], 1000);
+        let (small, _) = table("small", &["a", "b"], 10);
+        // a reports both tables it leads.
+        a.report.table_bytes = crate::catalog::table_bytes_json(&[
+            ("t".into(), "big1".into(), 1000),
+            ("t".into(), "small".into(), 10),
+        ]);
+        let nodes = [a, b, node("c", 0, &[], true)];
+        let tables = [big1, big2, small];
+        let weights = Weights::new(&nodes, &tables);
+        let loads = weights.loads(&nodes, &tables);
+        assert_eq!(loads.values().copied().collect::<Vec<_>>(), [2010, 2010, 0]);
+        // A big follower moves to c (the small one would barely help).
+        assert_eq!(weights.next_move(&loads, &tables), Some((0, "c".into())));
+        // Then a 2010, b 1010, c 1000: moving a 1000-byte replica would not narrow a gap of
+        // 1010 enough (it must exceed 1.5 times the replica), so nothing moves.
+        let moved = TablePlacement {
+            replicas: vec!["a".into(), "c".into()],
+            ..tables[0].clone()
+        };
+        let tables = [moved, tables[1].clone(), tables[2].clone()];
+        let loads = weights.loads(&nodes, &tables);
+        assert_eq!(
+            loads.values().copied().collect::<Vec<_>>(),
+            [2010, 1010, 1000]
+        );
+        assert_eq!(weights.next_move(&loads, &tables), None);
+    }
+
+    #[test]
+    fn without_sizes_balance_counts_replicas() {
+        let nodes: Vec<NodeRecord> = ["a", "b", "c"]
+            .iter()
+            .map(|id| node(id, 0, &[], true))
+            .collect();
+        let tables: Vec<TablePlacement> = (0..3)
+            .map(|i| table(&format!("t{i}"), &["a", "b"], 0).0)
+            .collect();
+        let weights = Weights::new(&nodes, &tables);
+        let loads = weights.loads(&nodes, &tables);
+        // a and b hold three each, c none: a follower on b moves (leaders stay).
+        let (index, to) = weights.next_move(&loads, &tables).unwrap();
+        assert_eq!(to, "c");
+        assert_eq!(tables[index].leader(), "a");
+        let surplus = TablePlacement {
+            replicas: vec!["a".into(), "b".into(), "c".into()],
+            ..tables[index].clone()
+        };
+        assert_eq!(
+            weights.surplus(&loads, &surplus).map(String::as_str),
+            Some("b")
+        );
     }
 
     #[test]

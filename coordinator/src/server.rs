@@ -335,7 +335,8 @@ fn rereplicate(shared: &Shared, lease: &Lease) -> Result<(), crate::catalog::Cat
 /// cluster-wide and only while every node is up and every table healthy: a replica is added
 /// on the node holding fewest, out of sync (its table's leader copies the table to it, at the
 /// node's copy-rate limit), and once it is in sync the follower on the node holding most of
-/// them is removed (that node then deletes its copy). Balance is by replica count.
+/// them is removed (that node then deletes its copy). Replicas weigh their table's bytes once
+/// every table's leader has reported its size, else one each (`placement::Weights`).
 fn rebalance(shared: &Shared, lease: &Lease) -> Result<(), crate::catalog::CatalogError> {
     let catalog = &shared.catalog;
     let nodes = catalog.nodes()?;
@@ -343,15 +344,8 @@ fn rebalance(shared: &Shared, lease: &Lease) -> Result<(), crate::catalog::Catal
         return Ok(());
     }
     let routing = catalog.routing()?;
-    let mut held: std::collections::BTreeMap<&str, usize> = nodes
-        .iter()
-        .map(|n| (n.registration.node_id.as_str(), 0))
-        .collect();
-    for table in &routing.tables {
-        for replica in &table.replicas {
-            *held.entry(replica.as_str()).or_default() += 1;
-        }
-    }
+    let weights = crate::placement::Weights::new(&nodes, &routing.tables);
+    let loads = weights.loads(&nodes, &routing.tables);
     // A move under way: end it once the new replica is in sync.
     if let Some(table) = routing
         .tables
@@ -361,11 +355,8 @@ fn rebalance(shared: &Shared, lease: &Lease) -> Result<(), crate::catalog::Catal
         if table.in_sync.len() < table.replicas.len() {
             return Ok(());
         }
-        let from = table
-            .replicas
-            .iter()
-            .skip(1)
-            .max_by_key(|r| (held.get(r.as_str()).copied().unwrap_or(0), r.as_str()))
+        let from = weights
+            .surplus(&loads, table)
             .expect("more replicas than the factor: followers exist");
         catalog.change_replica((&table.tenant, &table.table), Some(from), None, lease)?;
         tracing::info!(
@@ -383,42 +374,16 @@ fn rebalance(shared: &Shared, lease: &Lease) -> Result<(), crate::catalog::Catal
     {
         return Ok(());
     }
-    let Some((fewest, low)) = held
-        .iter()
-        .map(|(&id, &n)| (id, n))
-        .min_by_key(|&(id, n)| (n, id))
-    else {
+    let Some((index, to)) = weights.next_move(&loads, &routing.tables) else {
         return Ok(());
     };
-    // From the node holding most that follows a table the emptiest node lacks (a leader's
-    // replica stays: leadership is not moved for balance).
-    let mut donors: Vec<(&str, usize)> = held.iter().map(|(&id, &n)| (id, n)).collect();
-    donors.sort_by_key(|&(id, n)| std::cmp::Reverse((n, id)));
-    let Some((most, table)) =
-        donors
-            .iter()
-            .take_while(|&&(_, n)| n >= low + 2)
-            .find_map(|&(donor, _)| {
-                routing
-                    .tables
-                    .iter()
-                    .find(|t| {
-                        t.leader() != donor
-                            && t.replicas.iter().any(|r| r == donor)
-                            && !t.replicas.iter().any(|r| r == fewest)
-                    })
-                    .map(|t| (donor, t))
-            })
-    else {
-        return Ok(());
-    };
-    catalog.change_replica((&table.tenant, &table.table), None, Some(fewest), lease)?;
+    let table = &routing.tables[index];
+    catalog.change_replica((&table.tenant, &table.table), None, Some(&to), lease)?;
     tracing::info!(
         tenant = %table.tenant,
         table = %table.table,
-        from = %most,
-        to = %fewest,
-        "moving a replica onto a node holding fewer"
+        to = %to,
+        "moving a replica onto the node holding least"
     );
     Ok(())
 }
@@ -559,6 +524,7 @@ fn write_node(mut out: cluster_node::Builder<'_>, node: &NodeRecord, up: bool) {
     out.set_disk_capacity_bytes(node.report.disk_capacity_bytes);
     out.set_queries_running(node.report.queries_running);
     out.set_copying(&node.report.copying);
+    out.set_table_bytes(&node.report.table_bytes);
     let mut labels = out.init_labels(registration.labels.len() as u32);
     for (i, (key, value)) in registration.labels.iter().enumerate() {
         let mut label = labels.reborrow().get(i as u32);
@@ -614,6 +580,7 @@ impl coordinator::Server for CoordinatorServer {
             disk_capacity_bytes: params.get_disk_capacity_bytes(),
             queries_running: params.get_queries_running(),
             copying: text(params.get_copying()?)?,
+            table_bytes: text(params.get_table_bytes()?)?,
         };
         let version = blocking(&self.shared, move |c| {
             c.heartbeat(&node_id, &report)?;

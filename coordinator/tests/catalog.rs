@@ -40,6 +40,7 @@ fn contract(catalog: &dyn Catalog, other: &dyn Catalog) {
         disk_capacity_bytes: u64::MAX,
         queries_running: 3,
         copying: r#"[{"tenant":"acme","table":"events","to":"n1","bytes":5,"total":9}]"#.into(),
+        table_bytes: catalog::table_bytes_json(&[("acme".into(), "events".into(), 123)]),
     };
     let beat = catalog.heartbeat("n2", &report).unwrap();
     assert_eq!(beat.report.disk_used_bytes, 5 << 30);
@@ -58,6 +59,10 @@ fn contract(catalog: &dyn Catalog, other: &dyn Catalog) {
     );
     assert_eq!(nodes[0].registration, registration("n1", "r1"));
     assert_eq!(nodes[1].report.queries_running, 3);
+    assert_eq!(
+        catalog::table_bytes_from_json(&nodes[1].report.table_bytes),
+        [("acme".to_owned(), "events".to_owned(), 123)]
+    );
     assert_eq!(nodes[1].report.copying, report.copying);
     assert_eq!(nodes[0].report.copying, "", "nothing reported yet");
     assert!(matches!(

@@ -339,6 +339,15 @@ fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), S
             .cloned()
             .collect()
     };
+    let sizes: std::collections::HashMap<(String, String), u64> = status
+        .nodes
+        .iter()
+        .flat_map(|n| tessera_coordinator::catalog::table_bytes_from_json(&n.table_bytes))
+        .map(|(tenant, table, bytes)| ((tenant, table), bytes))
+        .collect();
+    let size_of = |p: &tessera_rpc::cluster::Placement| {
+        sizes.get(&(p.tenant.clone(), p.table.clone())).copied()
+    };
     if json {
         let tables: Vec<_> = routing
             .tables
@@ -352,6 +361,7 @@ fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), S
                     })).collect::<Vec<_>>(),
                     "healthy_replicas": healthy(p),
                     "copies": copies_of(p),
+                    "bytes": size_of(p),
                     "partition": p.partition.as_ref().map(|of| serde_json::json!({
                         "of": of.table, "index": of.index, "count": of.count, "key": of.key,
                     })),

@@ -821,6 +821,7 @@ fn join_cluster(
             disk_capacity_bytes: capacity,
             queries_running: metrics.queries_running.get().max(0) as u32,
             copying: copies.copying(),
+            table_bytes: led_table_bytes(&copies, &data),
         }
     });
     tessera_coordinator::client::NodeAgent::start(
@@ -832,6 +833,23 @@ fn join_cluster(
     )
     .map(Some)
     .map_err(|e| format!("starting the node agent: {e}"))
+}
+
+/// The bytes of the files of each table this node leads (its manifest's), as a heartbeat
+/// reports them (`catalog::table_bytes_json`).
+fn led_table_bytes(cluster: &Cluster, data: &Path) -> String {
+    let led: Vec<(String, String, u64)> = cluster
+        .held_placements()
+        .iter()
+        .filter(|p| p.leader == cluster.node_id())
+        .filter_map(|p| {
+            let manifest =
+                tessera_storage_engine::table::manifest::load_cached(data, &p.tenant, &p.table)
+                    .ok()??;
+            Some((p.tenant.clone(), p.table.clone(), manifest.total_bytes()))
+        })
+        .collect();
+    tessera_coordinator::catalog::table_bytes_json(&led)
 }
 
 pub fn run(args: &ServeArgs) -> Result<(), String> {

@@ -978,6 +978,10 @@ fn a_follower_that_missed_batches_catches_up_and_holds_every_acknowledged_row() 
     }
     // Flushed to files on every replica, then more batches only in the logs and buffers.
     clients.block_on(stream.flush()).unwrap();
+    // Its leader reports the files' size with its heartbeats (rebalancing weighs by it).
+    cluster.wait_status(&coordinator, "the table's size reported", |s| {
+        s["tables"][0]["bytes"].as_u64().is_some_and(|b| b > 0)
+    });
     for batch in 10..15 {
         clients
             .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))

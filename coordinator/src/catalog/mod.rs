@@ -45,6 +45,41 @@ pub struct NodeReport {
     /// The tables the node is copying to others (JSON, `rpc::cluster::Cluster::copying`; ""
     /// when none).
     pub copying: String,
+    /// The bytes of each table the node leads (JSON, `table_bytes_json`; "" when none).
+    pub table_bytes: String,
+}
+
+/// A node's led tables' sizes as its heartbeat carries them: (tenant, table, bytes) as JSON.
+pub fn table_bytes_json(tables: &[(String, String, u64)]) -> String {
+    if tables.is_empty() {
+        return String::new();
+    }
+    serde_json::Value::Array(
+        tables
+            .iter()
+            .map(|(tenant, table, bytes)| {
+                serde_json::json!({"tenant": tenant, "table": table, "bytes": bytes})
+            })
+            .collect(),
+    )
+    .to_string()
+}
+
+/// `table_bytes_json` read back; anything unreadable counts as nothing.
+pub fn table_bytes_from_json(text: &str) -> Vec<(String, String, u64)> {
+    let Ok(serde_json::Value::Array(items)) = serde_json::from_str(text) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            Some((
+                item.get("tenant")?.as_str()?.to_owned(),
+                item.get("table")?.as_str()?.to_owned(),
+                item.get("bytes")?.as_u64()?,
+            ))
+        })
+        .collect()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -410,6 +445,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_routing.sql"),
     include_str!("migrations/0003_in_sync.sql"),
     include_str!("migrations/0004_copying.sql"),
+    include_str!("migrations/0005_table_bytes.sql"),
 ];
 
 /// Opens the catalog `spec` names: `postgres://…` / `postgresql://…`, or `sqlite:DIR` or a plain
@@ -452,7 +488,7 @@ fn labels_from_json(text: &str) -> Result<std::collections::BTreeMap<String, Str
 /// A `nodes` row's columns, read by either back end in this order.
 pub(crate) const NODE_COLUMNS: &str = "node_id, address, http_address, cores, labels, version, \
      state, incarnation, registered_ms, last_seen_ms, disk_used_bytes, disk_capacity_bytes, \
-     queries_running, copying";
+     queries_running, copying, table_bytes";
 
 /// A `nodes` row, whichever back end read it.
 pub(crate) struct NodeRow {
@@ -470,6 +506,7 @@ pub(crate) struct NodeRow {
     pub disk_capacity_bytes: i64,
     pub queries_running: i64,
     pub copying: String,
+    pub table_bytes: String,
 }
 
 impl NodeRow {
@@ -488,6 +525,7 @@ impl NodeRow {
                 disk_capacity_bytes: self.disk_capacity_bytes.max(0) as u64,
                 queries_running: self.queries_running.clamp(0, u32::MAX as i64) as u32,
                 copying: self.copying,
+                table_bytes: self.table_bytes,
             },
             state: if self.state == "up" {
                 NodeState::Up

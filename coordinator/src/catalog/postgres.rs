@@ -50,6 +50,7 @@ fn node_row(row: &Row) -> NodeRow {
         disk_capacity_bytes: row.get(11),
         queries_running: row.get(12),
         copying: row.get(13),
+        table_bytes: row.get(14),
     }
 }
 
@@ -231,7 +232,7 @@ impl Catalog for PostgresCatalog {
                 .query_one(
                     &format!(
                         "INSERT INTO nodes ({NODE_COLUMNS}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, 'up', 1, {NOW_MS}, {NOW_MS}, 0, 0, 0, '') \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'up', 1, {NOW_MS}, {NOW_MS}, 0, 0, 0, '', '') \
                          ON CONFLICT (node_id) DO UPDATE SET address = EXCLUDED.address, \
                          http_address = EXCLUDED.http_address, cores = EXCLUDED.cores, \
                          labels = EXCLUDED.labels, version = EXCLUDED.version, state = 'up', \
@@ -271,7 +272,7 @@ impl Catalog for PostgresCatalog {
                     &format!(
                         "UPDATE nodes SET state = 'up', last_seen_ms = {NOW_MS}, \
                          disk_used_bytes = $2, disk_capacity_bytes = $3, queries_running = $4, \
-                         copying = $5 \
+                         copying = $5, table_bytes = $6 \
                          WHERE node_id = $1 RETURNING {NODE_COLUMNS}"
                     ),
                     &[
@@ -280,6 +281,7 @@ impl Catalog for PostgresCatalog {
                         &big(report.disk_capacity_bytes),
                         &(report.queries_running as i64),
                         &report.copying,
+                        &report.table_bytes,
                     ],
                 )
                 .map_err(unavailable)?

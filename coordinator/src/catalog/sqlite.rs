@@ -44,6 +44,7 @@ fn node_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRow> {
         disk_capacity_bytes: row.get(11)?,
         queries_running: row.get(12)?,
         copying: row.get(13)?,
+        table_bytes: row.get(14)?,
     })
 }
 
@@ -138,7 +139,7 @@ impl Catalog for SqliteCatalog {
                 .query_row(
                     &format!(
                         "INSERT INTO nodes ({NODE_COLUMNS}) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'up', 1, ?7, ?7, 0, 0, 0, '') \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'up', 1, ?7, ?7, 0, 0, 0, '', '') \
                          ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, \
                          http_address = excluded.http_address, cores = excluded.cores, \
                          labels = excluded.labels, version = excluded.version, state = 'up', \
@@ -183,7 +184,8 @@ impl Catalog for SqliteCatalog {
                 .query_row(
                     &format!(
                         "UPDATE nodes SET state = 'up', last_seen_ms = ?2, disk_used_bytes = ?3, \
-                         disk_capacity_bytes = ?4, queries_running = ?5, copying = ?6 WHERE node_id = ?1 \
+                         disk_capacity_bytes = ?4, queries_running = ?5, copying = ?6, table_bytes = ?7 \
+                         WHERE node_id = ?1 \
                          RETURNING {NODE_COLUMNS}"
                     ),
                     params![
@@ -192,7 +194,8 @@ impl Catalog for SqliteCatalog {
                         big(report.disk_used_bytes),
                         big(report.disk_capacity_bytes),
                         report.queries_running as i64,
-                        report.copying
+                        report.copying,
+                        report.table_bytes
                     ],
                     node_row,
                 )
