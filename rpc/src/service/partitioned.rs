@@ -492,25 +492,12 @@ impl TenantServer {
         let (prepared, _slot) =
             prepare_fragment(&self.connection, &self.tenant, partition, sql).await?;
         let mut out = PushSink::new(&sink, limits);
-        let result = match self
+        let outcome = self
             .connection
             .context
             .run_partial_into(prepared, &mut out)
-            .await
-        {
-            Ok(result) => result,
-            Err(e) => return Err(out.failure.take().unwrap_or_else(|| engine_error(e))),
-        };
-        out.finish(&result.schema).await?;
-        let stats = QueryStats {
-            rows_returned: out.rows,
-            scan: result.stats.scan,
-            elapsed_micros: started.elapsed().as_micros() as u64,
-            batches: out.batches,
-            ipc_bytes: out.bytes,
-            queued_micros: 0,
-        };
-        finish_call(&sink, stats, limits).await
+            .await;
+        out.conclude(outcome, started, 0).await
     }
 }
 

@@ -395,24 +395,12 @@ pub(super) async fn query_stats_into(
         out.quota = Some((tenant, bytes, &shared.quotas));
     }
     let started = Instant::now();
-    let result = match connection
+    let outcome = connection
         .context
         .execute_rows(statement, &QueryLog::columns(), rows, &mut out)
-        .await
-    {
-        Ok(result) => result,
-        Err(e) => return Err(out.failure.take().unwrap_or_else(|| engine_error(e))),
-    };
-    out.finish(&result.schema).await?;
-    let stats = QueryStats {
-        rows_returned: out.rows,
-        scan: result.stats.scan,
-        elapsed_micros: started.elapsed().as_micros() as u64,
-        batches: out.batches,
-        ipc_bytes: out.bytes,
-        queued_micros: started.duration_since(arrival).as_micros() as u64,
-    };
-    finish_call(&sink, stats, limits).await
+        .await;
+    let queued = started.duration_since(arrival).as_micros() as u64;
+    out.conclude(outcome, started, queued).await
 }
 
 /// Tells the client the result is complete. `done` follows every push (calls on one capability
@@ -461,6 +449,31 @@ pub(super) struct PushSink<'a> {
 }
 
 impl<'a> PushSink<'a> {
+    /// Ends a call that ran the engine into this sink: the engine's outcome (a failure of the
+    /// sink itself explains itself better than the engine's "cancelled"), the stream finished,
+    /// the counters sent with `done`.
+    pub(super) async fn conclude(
+        &mut self,
+        outcome: tessera_storage_engine::Result<tessera_storage_engine::QueryResult>,
+        started: Instant,
+        queued_micros: u64,
+    ) -> Result<QueryStats, Error> {
+        let result = match outcome {
+            Ok(result) => result,
+            Err(e) => return Err(self.failure.take().unwrap_or_else(|| engine_error(e))),
+        };
+        self.finish(&result.schema).await?;
+        let stats = QueryStats {
+            rows_returned: self.rows,
+            scan: result.stats.scan,
+            elapsed_micros: started.elapsed().as_micros() as u64,
+            batches: self.batches,
+            ipc_bytes: self.bytes,
+            queued_micros,
+        };
+        finish_call(self.sink, stats, self.limits).await
+    }
+
     pub(super) fn new(sink: &'a batch_sink::Client, limits: &'a crate::node::Limits) -> Self {
         PushSink {
             sink,
