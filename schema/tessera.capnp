@@ -207,6 +207,14 @@ interface Tenant {
   # result: group keys with aggregate states, or row values (hidden ORDER BY columns included),
   # which the node the client asked merges with the other partitions' (tessera-storage-engine
   # `query::partial` defines the columns). `not_found` when this node holds no in-sync replica.
+
+  replicaSummary @11 (table :Text, leaderEpoch :UInt64) -> (summary :Text);
+  # Cluster only, on a session a table's leader opened with `Gateway.peerLogin` (mode replica):
+  # what this node's copy of `table` holds, for anti-entropy: JSON `{"rows": N, "columns":
+  # {name: {"values": N, "min": text, "max": text}}}` (values: the non-NULL count; min and max
+  # rendered as text, absent for a type without an order). The leader asks with the table's
+  # writes held back, so every in-sync replica answers for the same batches; a follower knowing
+  # a later leader epoch than `leaderEpoch` refuses (`unavailable: fenced`).
 }
 
 interface ReplicaInstaller {

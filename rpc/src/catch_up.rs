@@ -91,6 +91,7 @@ pub(crate) async fn run(context: CoreContext, shared: Arc<Shared>) {
     let mut retry: HashMap<(String, String, String), (Instant, Duration)> = HashMap::new();
     let mut rounds = 0u64;
     let mut last_scrub = Instant::now();
+    let mut last_comparison = Instant::now();
     loop {
         runtime::sleep(ROUND).await;
         if shared.draining() {
@@ -107,6 +108,10 @@ pub(crate) async fn run(context: CoreContext, shared: Arc<Shared>) {
             if let Err(reason) = scrub(&shared, &cluster).await {
                 tracing::warn!(reason = %reason, "checking this node's replicas failed");
             }
+        }
+        if last_comparison.elapsed() >= cluster.anti_entropy_interval {
+            last_comparison = Instant::now();
+            crate::anti_entropy::round(&context, &shared, &cluster).await;
         }
         let led = cluster
             .held_placements()

@@ -200,6 +200,8 @@ pub struct Cluster {
     pub replication_timeout: Duration,
     /// How often the files of this node's in-sync replicas are checked (`catch_up::scrub`).
     pub scrub_interval: Duration,
+    /// How often this node compares the replicas of the tables it leads (`anti_entropy`).
+    pub anti_entropy_interval: Duration,
     /// The most bytes a second one copy of a table to another node sends (0: no limit).
     pub copy_bytes_per_second: u64,
 }
@@ -231,6 +233,7 @@ impl Cluster {
             described: Mutex::default(),
             replication_timeout: Duration::from_secs(30),
             scrub_interval: Duration::from_secs(6 * 3600),
+            anti_entropy_interval: Duration::from_secs(600),
             copy_bytes_per_second: 256 << 20,
         }
     }

@@ -3,6 +3,7 @@
 //! itself lives in `tessera-schema`.
 
 pub mod admission;
+mod anti_entropy;
 pub mod auth;
 mod catch_up;
 pub mod client;

@@ -66,6 +66,10 @@ pub struct Metrics {
     /// Rows of streaming ingestion buffered and not yet in files, and the age of the oldest.
     pub ingest_buffered_bytes: Gauge,
     pub ingest_oldest_buffered_seconds: Gauge<f64, AtomicU64>,
+    /// Anti-entropy (`anti_entropy`): comparisons of a led table's replicas, and replicas found
+    /// holding other rows than the rest (each then copied again).
+    pub replica_comparisons: Counter,
+    pub replica_differences: Counter,
     /// 1, labelled with the node's software version.
     pub build_info: Family<Labels, Gauge>,
 }
@@ -119,6 +123,8 @@ impl Metrics {
             memory_used_bytes: Family::default(),
             ingest_buffered_bytes: Gauge::default(),
             ingest_oldest_buffered_seconds: Gauge::default(),
+            replica_comparisons: Counter::default(),
+            replica_differences: Counter::default(),
             build_info: Family::default(),
             registry: Registry::default(),
         };
@@ -137,6 +143,16 @@ impl Metrics {
             "queries_rejected_overloaded",
             "Queries refused because CONCURRENT_QUERIES were running",
             metrics.queries_rejected_overloaded.clone(),
+        );
+        r.register(
+            "replica_comparisons",
+            "Comparisons of the replicas of a table this node leads (anti-entropy)",
+            metrics.replica_comparisons.clone(),
+        );
+        r.register(
+            "replica_differences",
+            "Replicas found holding other rows than the rest, each then copied again",
+            metrics.replica_differences.clone(),
         );
         r.register(
             "query_duration_seconds",

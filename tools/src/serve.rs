@@ -87,6 +87,11 @@ pub struct ServeArgs {
     /// damaged copy leaves the in-sync set and is copied again from the table's leader), s.
     #[arg(long, default_value_t = 21_600)]
     pub scrub_interval_s: u64,
+    /// How often a table's leader compares what its in-sync replicas hold (rows, and each
+    /// column's values, minimum and maximum, with the table's writes held back for the moment
+    /// it takes); a replica that differs is copied again, s.
+    #[arg(long, default_value_t = 600)]
+    pub anti_entropy_interval_s: u64,
     /// The most MiB a second a copy of a table to another node sends (catching a follower up,
     /// re-replication, moving a replica onto a new node); 0: no limit.
     #[arg(long, default_value_t = 256)]
@@ -776,6 +781,7 @@ fn cluster(args: &ServeArgs) -> Result<Option<Arc<Cluster>>, String> {
     let mut cluster = Cluster::new(node_id, token, metadata);
     cluster.replication_timeout = Duration::from_millis(args.replication_timeout_ms.max(1));
     cluster.scrub_interval = Duration::from_secs(args.scrub_interval_s.max(1));
+    cluster.anti_entropy_interval = Duration::from_secs(args.anti_entropy_interval_s.max(1));
     cluster.copy_bytes_per_second = args.copy_mib_per_s << 20;
     cluster.hedge_after = Duration::from_millis(args.hedge_after_ms.max(1));
     Ok(Some(Arc::new(cluster)))

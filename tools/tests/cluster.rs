@@ -128,6 +128,8 @@ impl Cluster {
                 .args(["--jwt-secret-file", path(&self.secret)])
                 .args(["--coordinator", coordinators, "--node-id", id])
                 .args(["--labels", &format!("host={id},rack={rack}")])
+                // Replicas compared every second: a false difference would show as a copy.
+                .args(["--anti-entropy-interval-s", "1"])
                 .args(extra)
                 .env("TESSERA_CLUSTER_TOKEN", &self.node_token),
         );
@@ -1136,6 +1138,29 @@ fn a_node_down_past_the_grace_period_has_its_replica_copied_elsewhere_and_trimme
     );
 }
 
+/// Waits for every replica of `events` to hold `expected`, then flushes each one's buffered
+/// rows into its own files (as a peer: on that node only).
+fn flush_every_replica(
+    cluster: &Cluster,
+    clients: &Clients,
+    address: &std::collections::BTreeMap<String, String>,
+    token: &str,
+    expected: (i64, i64),
+) {
+    for node in ["n1", "n2", "n3"] {
+        wait_for_rows(&address[node], token, expected);
+        clients.block_on(async {
+            let client = tessera_rpc::Client::connect(&address[node]).await.unwrap();
+            let peer = client
+                .peer_login(&cluster.node_token, "acme", false)
+                .await
+                .unwrap();
+            let stream = peer.replica_stream("events", "flush", 0).await.unwrap();
+            stream.flush().await.unwrap();
+        });
+    }
+}
+
 /// Flips a byte in the middle of the first data file `node`'s manifest of `events` lists.
 fn damage_a_file(cluster: &Cluster, node: &str) {
     let table = cluster.dir.path().join(node).join("acme").join("events");
@@ -1171,19 +1196,7 @@ fn a_damaged_replica_file_is_found_by_its_checksum_and_copied_again() {
             .unwrap();
     }
     let expected = (10_000, sum_to(10_000));
-    for node in ["n1", "n2", "n3"] {
-        wait_for_rows(&address[node], &admin, expected);
-        // Each replica's buffered rows into its own files (as a peer: on that node only).
-        clients.block_on(async {
-            let client = tessera_rpc::Client::connect(&address[node]).await.unwrap();
-            let peer = client
-                .peer_login(&cluster.node_token, "acme", false)
-                .await
-                .unwrap();
-            let stream = peer.replica_stream("events", "flush", 0).await.unwrap();
-            stream.flush().await.unwrap();
-        });
-    }
+    flush_every_replica(&cluster, &clients, &address, &admin, expected);
 
     // A follower's file damaged: its scrub finds it, it leaves the in-sync set, and the leader
     // copies the table to it again.
@@ -1210,6 +1223,94 @@ fn a_damaged_replica_file_is_found_by_its_checksum_and_copied_again() {
     for node in ["n1", "n2", "n3"] {
         wait_for_rows(&address[node], &admin, expected);
     }
+}
+
+/// Takes the first file out of `node`'s manifest of `events` and deletes it, as a lost file or a
+/// bug in a flush would: the manifest stays consistent, so no checksum finds the loss.
+fn lose_a_file(cluster: &Cluster, node: &str) {
+    let table = cluster.dir.path().join(node).join("acme").join("events");
+    let path = table.join("_manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let lost = manifest["files"].as_array_mut().unwrap().remove(0);
+    let temp = table.join("_manifest.json.edited");
+    std::fs::write(&temp, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    std::fs::rename(&temp, &path).unwrap();
+    std::fs::remove_file(table.join(lost["path"].as_str().unwrap())).unwrap();
+}
+
+#[test]
+fn a_replica_missing_rows_is_found_by_comparing_replicas_and_copied_again() {
+    let Replicated {
+        cluster,
+        _coordinator,
+        coordinator,
+        nodes,
+        address,
+        admin,
+        clients,
+        leader,
+        followers,
+    } = Replicated::start(3, &[]);
+    let session = clients.session(&address[&leader]);
+    let mut stream = clients
+        .block_on(session.ingest_stream("events", "p"))
+        .unwrap();
+    for batch in 0..10 {
+        clients
+            .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+            .unwrap();
+    }
+    let expected = (10_000, sum_to(10_000));
+    flush_every_replica(&cluster, &clients, &address, &admin, expected);
+
+    // A follower loses a file: the leader's comparison finds it short of rows, takes it out of
+    // sync and copies the table to it again.
+    lose_a_file(&cluster, &followers[0]);
+    let found = wait_for(
+        &nodes[&leader],
+        "a follower's copy differs from the leader's",
+    );
+    assert!(
+        found.contains(&followers[0]) && found.contains("rows against"),
+        "{found}"
+    );
+    wait_for(&nodes[&leader], "a follower caught up");
+    cluster.wait_status_of(&coordinator, "the follower repaired", &nodes, |s| {
+        s["tables"][0]["healthy_replicas"] == 3
+    });
+    wait_for_rows(&address[&followers[0]], &admin, expected);
+
+    // The leader loses a file: both followers agree with each other, not with it, so it leaves
+    // the in-sync set, leadership moves, and the new leader copies the table back to it.
+    lose_a_file(&cluster, &leader);
+    wait_for(
+        &nodes[&leader],
+        "this leader's copy differs from every follower's",
+    );
+    let status = cluster.wait_status_of(
+        &coordinator,
+        "the leader stepped down and repaired",
+        &nodes,
+        |s| s["tables"][0]["leader"] != leader.as_str() && s["tables"][0]["healthy_replicas"] == 3,
+    );
+    let new_leader = status["tables"][0]["leader"].as_str().unwrap().to_owned();
+    wait_for(&nodes[&new_leader], "a follower caught up");
+    for node in ["n1", "n2", "n3"] {
+        wait_for_rows(&address[node], &admin, expected);
+    }
+    // Writes go on through the comparisons.
+    for batch in 10..12 {
+        clients
+            .block_on(stream.append(batch as u64, &events(batch * 1000, 1000)))
+            .unwrap();
+    }
+    for node in ["n1", "n2", "n3"] {
+        wait_for_rows(&address[node], &admin, (12_000, sum_to(12_000)));
+    }
+    assert!(!nodes[&new_leader]
+        .log()
+        .contains("comparing a table's replicas failed"));
 }
 
 /// Network namespaces, each joined to a bridge in this namespace by a veth pair (needs root and

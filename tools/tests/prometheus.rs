@@ -172,7 +172,7 @@ fn promtool_accepts_the_config_and_the_rules_and_their_tests_pass() {
         &["check", "rules", "tessera-alerts.yml"],
         dir.path(),
     );
-    assert!(rules.contains("8 rules found"), "{rules}");
+    assert!(rules.contains("9 rules found"), "{rules}");
     let tested = run(
         "promtool",
         &["test", "rules", "tessera-alerts.test.yml"],
@@ -404,6 +404,7 @@ fn a_real_prometheus_scrapes_a_node_and_every_dashboard_expression_has_data() {
             "TesseraDiskFull",
             "TesseraIngestionLag",
             "TesseraTablesUnderReplicated",
+            "TesseraReplicaDiffered",
             "TesseraNoCoordinatorLeader"
         ]
     );

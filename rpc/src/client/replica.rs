@@ -42,6 +42,26 @@ impl Session {
     }
 }
 
+impl Session {
+    /// What the peer's copy of `table` holds, as JSON (`Tenant.replicaSummary`), asked by the
+    /// table's leader at `epoch` over a replica session (anti-entropy).
+    pub async fn replica_summary(&self, table: &str, epoch: u64) -> Result<String, ClientError> {
+        let (table, id) = (table.to_owned(), self.id);
+        self.client
+            .run(move |connection| async move {
+                let mut request = connection.tenant(id)?.replica_summary_request();
+                request.get().set_table(&table);
+                request.get().set_leader_epoch(epoch);
+                let response = request.send().promise.await?;
+                let summary = response.get()?.get_summary()?;
+                summary
+                    .to_string()
+                    .map_err(|e| ClientError::Data(e.to_string()))
+            })
+            .await
+    }
+}
+
 impl ReplicaInstaller {
     /// Sends `data`, the bytes at `offset` of the table's file at `path` (as its manifest lists
     /// it). Flow-controlled: resolves once the peer can take more.

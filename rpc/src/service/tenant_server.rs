@@ -941,6 +941,40 @@ impl tenant::Server for TenantServer {
         Ok(())
     }
 
+    async fn replica_summary(
+        self: Rc<Self>,
+        params: tenant::ReplicaSummaryParams,
+        mut results: tenant::ReplicaSummaryResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        self.connection.check_serving()?;
+        if self.origin != Origin::Replica {
+            return Err(error(
+                "permission",
+                "only a table's leader asks for a replica's summary, over a replica session",
+            ));
+        }
+        let params = params.get()?;
+        let (table, epoch) = (text(params.get_table()?)?, params.get_leader_epoch());
+        if let Some(cluster) = self.connection.shared.cluster.as_ref() {
+            cluster
+                .check_leader_epoch(&self.tenant, &table, epoch)
+                .map_err(|e| error("unavailable", e))?;
+        }
+        let summary = crate::anti_entropy::summarise(
+            &self.connection.context,
+            &self.connection.shared,
+            &self.tenant,
+            &table,
+        )
+        .await
+        .map_err(engine_error)?;
+        let json = serde_json::to_string(&summary).map_err(|e| error("internal", e))?;
+        results.get().set_summary(&json);
+        Ok(())
+    }
+
     async fn cancel(
         self: Rc<Self>,
         params: tenant::CancelParams,
