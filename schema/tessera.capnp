@@ -469,6 +469,36 @@ interface Coordinator {
   dropTable @6 (tenant :Text, table :Text) -> (dropped :Bool);
   # Removes a table's placement (a node calls it once every replica dropped its copy); false
   # when the table had none. Only the leading coordinator changes it (`unavailable` elsewhere).
+
+  reportFiles @7 (nodeId :Text, tenant :Text, table :Text, epoch :UInt64,
+                  manifestVersion :UInt64, files :List(CatalogFile)) -> ();
+  # For a table's leader at `epoch`, whenever its manifest changes: the files it lists, which
+  # replace those the catalog holds for the table (`unavailable: fenced` from a node that does
+  # not lead it at that epoch; a report older than the stored one changes nothing).
+
+  tableFiles @8 (tenant :Text, table :Text) -> (tables :List(TableFiles));
+  # The files of one table as its leader last reported them (with `files`); with an empty
+  # `table`, every table's counts (without).
+}
+
+struct CatalogFile {
+  path @0 :Text;                   # relative to the table's directory on its leader
+  bytes @1 :UInt64;
+  rows @2 :UInt64;
+  crc32 @3 :Int64;                 # CRC-32 of the whole file; -1 when unknown
+  entry @4 :Text;                  # the manifest's entry (JSON): per-column min, max, NULL count
+}
+
+struct TableFiles {
+  tenant @0 :Text;
+  table @1 :Text;
+  node @2 :Text;                   # the leader that reported them ("" before any report)
+  epoch @3 :UInt64;                # at this leader epoch
+  manifestVersion @4 :UInt64;      # from this version of its manifest
+  fileCount @5 :UInt64;
+  rows @6 :UInt64;
+  bytes @7 :UInt64;
+  files @8 :List(CatalogFile);
 }
 
 struct Replica {

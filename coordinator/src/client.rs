@@ -2,8 +2,9 @@
 //! node agent a `tessera serve --coordinator` runs (register, then heartbeat; on any failure try
 //! the next coordinator of the list, so the node follows whichever is up).
 
-use crate::catalog::{NodeRegistration, NodeReport};
+use crate::catalog::{CatalogFile, NodeRegistration, NodeReport, TableFiles};
 use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +13,25 @@ use tessera_schema::tessera_capnp::{coordinator, coordinator_gateway, table_plac
 
 /// Called with each newer routing table a node agent fetches.
 pub type OnRouting = Arc<dyn Fn(Routing) + Send + Sync>;
+
+/// The files of a table a node leads, as its manifest lists them now.
+#[derive(Clone, Debug)]
+pub struct FilesReport {
+    pub tenant: String,
+    pub table: String,
+    /// The leader epoch the node leads the table at.
+    pub epoch: u64,
+    pub manifest_version: u64,
+    pub files: Arc<Vec<CatalogFile>>,
+}
+
+/// What a node agent sends before each heartbeat's wait: the node's state, and the files of
+/// the tables it leads (each sent to the catalog only when its manifest changed).
+#[derive(Clone, Debug, Default)]
+pub struct Beat {
+    pub report: NodeReport,
+    pub files: Vec<FilesReport>,
+}
 
 /// A node as `status` reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -155,6 +175,55 @@ pub fn status(addresses: &[String], token: &str) -> Result<ClusterStatus, String
         });
         match answer {
             Ok(status) => return Ok(status),
+            Err(error) => errors.push(format!("{address}: {error}")),
+        }
+    }
+    Err(format!("no coordinator answered: {}", errors.join("; ")))
+}
+
+/// The files of `tenant`'s `table` as its leader last reported them to the catalog (each with
+/// its manifest entry); with `table` `None`, every table's counts.
+pub fn table_files(
+    addresses: &[String],
+    token: &str,
+    table: Option<(&str, &str)>,
+) -> Result<Vec<TableFiles>, String> {
+    let mut errors = Vec::new();
+    let (tenant, name) = table.unwrap_or_default();
+    for address in addresses {
+        let answer = with_coordinator(address, token, Duration::from_secs(10), |c| async move {
+            let mut request = c.table_files_request();
+            request.get().set_tenant(tenant);
+            request.get().set_table(name);
+            let response = request.send().promise.await?;
+            let mut tables = Vec::new();
+            for one in response.get()?.get_tables()? {
+                let mut files = Vec::new();
+                for file in one.get_files()? {
+                    files.push(CatalogFile {
+                        path: text(file.get_path())?,
+                        bytes: file.get_bytes(),
+                        rows: file.get_rows(),
+                        crc32: u32::try_from(file.get_crc32()).ok(),
+                        entry_json: text(file.get_entry())?,
+                    });
+                }
+                tables.push(TableFiles {
+                    tenant: text(one.get_tenant())?,
+                    table: text(one.get_table())?,
+                    node: text(one.get_node())?,
+                    epoch: one.get_epoch(),
+                    manifest_version: one.get_manifest_version(),
+                    file_count: one.get_file_count(),
+                    rows: one.get_rows(),
+                    bytes: one.get_bytes(),
+                    files,
+                });
+            }
+            Ok(tables)
+        });
+        match answer {
+            Ok(tables) => return Ok(tables),
             Err(error) => errors.push(format!("{address}: {error}")),
         }
     }
@@ -363,7 +432,7 @@ impl NodeAgent {
         addresses: Vec<String>,
         token: String,
         registration: NodeRegistration,
-        report: Arc<dyn Fn() -> NodeReport + Send + Sync>,
+        report: Arc<dyn Fn() -> Beat + Send + Sync>,
         on_routing: OnRouting,
     ) -> std::io::Result<NodeAgent> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -399,7 +468,7 @@ struct Agent {
     addresses: Vec<String>,
     token: String,
     registration: NodeRegistration,
-    report: Arc<dyn Fn() -> NodeReport + Send + Sync>,
+    report: Arc<dyn Fn() -> Beat + Send + Sync>,
     on_routing: OnRouting,
 }
 
@@ -420,10 +489,12 @@ fn run_agent(agent: Agent, stop: Arc<AtomicBool>) {
         let mut failing_since: Option<Instant> = None;
         // The routing version last handed to `on_routing`, across coordinators.
         let mut known = None;
+        // (tenant, table) → the (epoch, manifest version) of the files the catalog has.
+        let mut reported = HashMap::new();
         while !stop.load(Ordering::SeqCst) {
             let address = &agent.addresses[next % agent.addresses.len()];
             next += 1;
-            let session = serve_session(&agent, address, &mut known, &stop).await;
+            let session = serve_session(&agent, address, &mut known, &mut reported, &stop).await;
             if let Err(error) = session {
                 // One line per outage, not per attempt.
                 if failing_since.is_none() {
@@ -436,12 +507,69 @@ fn run_agent(agent: Agent, stop: Arc<AtomicBool>) {
     });
 }
 
+/// Sends the catalog the files of each led table whose manifest changed since the last report
+/// it took. A report the catalog refuses as fenced or for a table it does not know (the
+/// leadership moved on) is not sent again for that manifest version.
+async fn report_files(
+    coordinator: &coordinator::Client,
+    node: &str,
+    files: Vec<FilesReport>,
+    reported: &mut HashMap<(String, String), (u64, u64)>,
+) -> Result<(), String> {
+    reported.retain(|(tenant, table), _| {
+        files
+            .iter()
+            .any(|f| f.tenant == *tenant && f.table == *table)
+    });
+    for report in files {
+        let key = (report.tenant.clone(), report.table.clone());
+        let at = (report.epoch, report.manifest_version);
+        if reported.get(&key) == Some(&at) {
+            continue;
+        }
+        let mut request = coordinator.report_files_request();
+        {
+            let mut params = request.get();
+            params.set_node_id(node);
+            params.set_tenant(&report.tenant);
+            params.set_table(&report.table);
+            params.set_epoch(report.epoch);
+            params.set_manifest_version(report.manifest_version);
+            let mut list = params.init_files(report.files.len() as u32);
+            for (i, file) in report.files.iter().enumerate() {
+                let mut out = list.reborrow().get(i as u32);
+                out.set_path(&file.path);
+                out.set_bytes(file.bytes);
+                out.set_rows(file.rows);
+                out.set_crc32(file.crc32.map_or(-1, i64::from));
+                out.set_entry(&file.entry_json);
+            }
+        }
+        let sent = tokio::time::timeout(Duration::from_secs(10), request.send().promise)
+            .await
+            .map_err(|_| "reporting files timed out".to_string())?;
+        match sent {
+            Ok(_) => {}
+            Err(error) => {
+                let text = error_text(&error);
+                if !(text.starts_with("unavailable: fenced") || text.starts_with("not_found")) {
+                    return Err(format!("reporting the files of {}: {text}", report.table));
+                }
+                tracing::debug!(table = %report.table, reason = %text, "files report refused");
+            }
+        }
+        reported.insert(key, at);
+    }
+    Ok(())
+}
+
 /// Registers with one coordinator and heartbeats until that fails or the agent stops; fetches
 /// the routing table whenever a heartbeat shows a version other than `known`.
 async fn serve_session(
     agent: &Agent,
     address: &str,
     known: &mut Option<u64>,
+    reported: &mut HashMap<(String, String), (u64, u64)>,
     stop: &AtomicBool,
 ) -> Result<(), String> {
     let registration = &agent.registration;
@@ -476,7 +604,7 @@ async fn serve_session(
     tracing::info!(coordinator = %address, incarnation, "registered with the coordinator");
     let interval = Duration::from_millis(u64::from(heartbeat_ms.max(100)));
     while !stop.load(Ordering::SeqCst) {
-        let now = (agent.report)();
+        let Beat { report: now, files } = (agent.report)();
         let mut request = coordinator.heartbeat_request();
         {
             let mut params = request.get();
@@ -508,6 +636,7 @@ async fn serve_session(
             );
             (agent.on_routing)(routing);
         }
+        report_files(&coordinator, &registration.node_id, files, reported).await?;
         let deadline = Instant::now() + interval;
         while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -5,8 +5,8 @@
 //! soon as it cannot renew within the lease's time.
 
 use crate::catalog::{
-    Catalog, CatalogError, Lease, NodeRecord, NodeRegistration, NodeReport, NodeState, PartitionOf,
-    TablePlacement,
+    Catalog, CatalogError, CatalogFile, Lease, NodeRecord, NodeRegistration, NodeReport, NodeState,
+    PartitionOf, TablePlacement,
 };
 use capnp::Error;
 use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
@@ -765,6 +765,74 @@ impl coordinator::Server for CoordinatorServer {
             tracing::info!(tenant = %tenant, table = %table, "a table's placement was dropped");
         }
         results.get().set_dropped(dropped);
+        Ok(())
+    }
+
+    async fn report_files(
+        self: Rc<Self>,
+        params: coordinator::ReportFilesParams,
+        _: coordinator::ReportFilesResults,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let params = params.get()?;
+        let (node, tenant, table) = (
+            text(params.get_node_id()?)?,
+            text(params.get_tenant()?)?,
+            text(params.get_table()?)?,
+        );
+        let (epoch, version) = (params.get_epoch(), params.get_manifest_version());
+        let files = params
+            .get_files()?
+            .iter()
+            .map(|f| {
+                Ok(CatalogFile {
+                    path: text(f.get_path()?)?,
+                    bytes: f.get_bytes(),
+                    rows: f.get_rows(),
+                    crc32: u32::try_from(f.get_crc32()).ok(),
+                    entry_json: text(f.get_entry()?)?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        blocking(&self.shared, move |c| {
+            c.report_files((&tenant, &table), &node, epoch, version, &files)
+        })
+        .await
+    }
+
+    async fn table_files(
+        self: Rc<Self>,
+        params: coordinator::TableFilesParams,
+        mut results: coordinator::TableFilesResults,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let params = params.get()?;
+        let (tenant, table) = (text(params.get_tenant()?)?, text(params.get_table()?)?);
+        let tables = blocking(&self.shared, move |c| {
+            c.files((!table.is_empty()).then_some((tenant.as_str(), table.as_str())))
+        })
+        .await?;
+        let mut list = results.get().init_tables(tables.len() as u32);
+        for (i, one) in tables.iter().enumerate() {
+            let mut out = list.reborrow().get(i as u32);
+            out.set_tenant(&one.tenant);
+            out.set_table(&one.table);
+            out.set_node(&one.node);
+            out.set_epoch(one.epoch);
+            out.set_manifest_version(one.manifest_version);
+            out.set_file_count(one.file_count);
+            out.set_rows(one.rows);
+            out.set_bytes(one.bytes);
+            let mut files = out.init_files(one.files.len() as u32);
+            for (j, file) in one.files.iter().enumerate() {
+                let mut f = files.reborrow().get(j as u32);
+                f.set_path(&file.path);
+                f.set_bytes(file.bytes);
+                f.set_rows(file.rows);
+                f.set_crc32(file.crc32.map_or(-1, i64::from));
+                f.set_entry(&file.entry_json);
+            }
+        }
         Ok(())
     }
 

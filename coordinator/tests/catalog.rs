@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 use tessera_coordinator::catalog::{
-    self, Catalog, CatalogError, Lease, NodeRegistration, NodeReport, NodeState, PartitionOf,
-    TablePlacement,
+    self, Catalog, CatalogError, CatalogFile, Lease, NodeRegistration, NodeReport, NodeState,
+    PartitionOf, TablePlacement,
 };
 use tessera_coordinator::testing::PostgresServer;
 
@@ -140,6 +140,96 @@ fn contract(catalog: &dyn Catalog, other: &dyn Catalog) {
     assert_eq!(third.epoch, 3);
     assert!(catalog.now_ms().unwrap() > 1_700_000_000_000);
     placement(catalog, other, &third, &taken);
+    files(catalog, other, &third);
+}
+
+fn file(path: &str, rows: u64) -> CatalogFile {
+    CatalogFile {
+        path: path.into(),
+        bytes: rows * 10,
+        rows,
+        crc32: Some(7),
+        entry_json: format!("{{\"path\": \"{path}\"}}"),
+    }
+}
+
+/// Files: only a table's leader at its epoch reports them; a later report replaces an earlier
+/// one (a file listed no more is gone), an older one changes nothing; a new leader's list
+/// replaces the old leader's whole; a drop removes them.
+fn files(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease) {
+    let logs = TablePlacement {
+        tenant: "acme".into(),
+        table: "logs".into(),
+        replication_factor: 2,
+        write_quorum: 1,
+        epoch: 1,
+        replicas: vec!["n2".into(), "n3".into()],
+        in_sync: vec!["n2".into(), "n3".into()],
+        partition: None,
+    };
+    catalog.place_table(&logs, leader).unwrap();
+    let key = ("acme", "logs");
+    let version = catalog.routing_version().unwrap();
+    let listed = catalog.files(Some(key)).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].node.as_str(), listed[0].file_count), ("", 0));
+
+    let first = [
+        file("date=2026-01-01/part-1.parquet", 5),
+        file("date=2026-01-02/part-2.parquet", 7),
+    ];
+    catalog.report_files(key, "n2", 1, 10, &first).unwrap();
+    let listed = other.files(Some(key)).unwrap().pop().unwrap();
+    assert_eq!(
+        (listed.node.as_str(), listed.epoch, listed.manifest_version),
+        ("n2", 1, 10)
+    );
+    assert_eq!((listed.file_count, listed.rows, listed.bytes), (2, 12, 120));
+    assert_eq!(listed.files, first);
+    assert_eq!(
+        catalog.routing_version().unwrap(),
+        version,
+        "routing unchanged"
+    );
+
+    // A follower, or the leader at another epoch, is fenced.
+    for (node, epoch) in [("n3", 1), ("n2", 2)] {
+        assert!(matches!(
+            catalog.report_files(key, node, epoch, 11, &first),
+            Err(CatalogError::Fenced(_))
+        ));
+    }
+    assert!(matches!(
+        catalog.report_files(("acme", "nothing"), "n2", 1, 1, &first),
+        Err(CatalogError::NotFound(_))
+    ));
+    // Compacted: two files become one.
+    let compacted = [file("date=2026-01-01/part-3.parquet", 12)];
+    other.report_files(key, "n2", 1, 12, &compacted).unwrap();
+    // A late report of an earlier version changes nothing.
+    catalog.report_files(key, "n2", 1, 11, &first).unwrap();
+    let listed = catalog.files(Some(key)).unwrap().pop().unwrap();
+    assert_eq!(listed.files, compacted);
+    assert_eq!((listed.manifest_version, listed.rows), (12, 12));
+
+    // A new leader's files replace the old leader's, whatever their manifest versions.
+    let moved = catalog.set_in_sync(key, "n2", false, 1, leader).unwrap();
+    assert_eq!((moved.leader(), moved.epoch), ("n3", 2));
+    let theirs = [file("date=2026-01-01/part-1.parquet", 12)];
+    catalog.report_files(key, "n3", 2, 3, &theirs).unwrap();
+    let listed = other.files(Some(key)).unwrap().pop().unwrap();
+    assert_eq!((listed.node.as_str(), listed.epoch), ("n3", 2));
+    assert_eq!(listed.files, theirs);
+
+    // Every table's counts, no lists.
+    let all = catalog.files(None).unwrap();
+    let logs_counts = all.iter().find(|t| t.table == "logs").unwrap();
+    assert_eq!((logs_counts.file_count, logs_counts.rows), (1, 12));
+    assert!(logs_counts.files.is_empty());
+
+    assert!(catalog.drop_placement(key, leader).unwrap());
+    assert!(other.files(Some(key)).unwrap().is_empty());
+    assert!(!other.files(None).unwrap().iter().any(|t| t.table == "logs"));
 }
 
 /// Placement: stored once (the first placement of a table wins), every change bumps the

@@ -56,6 +56,26 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The tables' files as the catalog holds them (each table's leader reports its files
+    /// whenever its manifest changes): per table its leader, manifest version, files, rows and
+    /// bytes; with --tenant and --table, each file with its size, rows, CRC-32 and (--json)
+    /// per-column minimum, maximum and NULL count.
+    Files {
+        /// Coordinator addresses, HOST:PORT[,HOST:PORT...] (the first that answers).
+        #[arg(long, value_delimiter = ',', required = true)]
+        addr: Vec<String>,
+        /// An operator token.
+        #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long, requires = "table")]
+        tenant: Option<String>,
+        /// A table, or one partition of a partitioned table (`events.p3`).
+        #[arg(long, requires = "tenant")]
+        table: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -319,6 +339,89 @@ fn node_status(remote: &RemoteArgs, json: bool) -> Result<(), String> {
     Ok(())
 }
 
+fn cluster_files(
+    addresses: &[String],
+    token: &str,
+    table: Option<(&str, &str)>,
+    json: bool,
+) -> Result<(), String> {
+    let tables = tessera_coordinator::client::table_files(addresses, token, table)?;
+    if let Some((tenant, name)) = table {
+        if tables.is_empty() {
+            return Err(format!("the catalog has no table {tenant}/{name}"));
+        }
+    }
+    if json {
+        let value: Vec<_> = tables
+            .iter()
+            .map(|t| {
+                let mut one = serde_json::json!({
+                    "tenant": t.tenant, "table": t.table, "leader": t.node, "epoch": t.epoch,
+                    "manifest_version": t.manifest_version, "files": t.file_count,
+                    "rows": t.rows, "bytes": t.bytes,
+                });
+                if table.is_some() {
+                    one["file_list"] = t
+                        .files
+                        .iter()
+                        .map(|f| {
+                            serde_json::from_str(&f.entry_json)
+                                .unwrap_or_else(|_| serde_json::json!({"path": f.path}))
+                        })
+                        .collect();
+                }
+                one
+            })
+            .collect();
+        println!("{:#}", serde_json::Value::Array(value));
+        return Ok(());
+    }
+    let mut out = comfy_table::Table::new();
+    out.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    match (table, tables.first()) {
+        (Some(_), Some(one)) => {
+            println!(
+                "{}/{}: {} files, {} rows, {} as leader {} (epoch {}) reported manifest version {}",
+                one.tenant,
+                one.table,
+                one.file_count,
+                one.rows,
+                size(one.bytes),
+                if one.node.is_empty() { "-" } else { &one.node },
+                one.epoch,
+                one.manifest_version
+            );
+            out.set_header(["path", "rows", "size", "crc32"]);
+            for file in &one.files {
+                out.add_row([
+                    file.path.clone(),
+                    file.rows.to_string(),
+                    size(file.bytes),
+                    file.crc32.map_or("-".into(), |c| format!("{c:08x}")),
+                ]);
+            }
+        }
+        _ => {
+            out.set_header([
+                "tenant", "table", "leader", "manifest", "files", "rows", "size",
+            ]);
+            for t in &tables {
+                out.add_row([
+                    t.tenant.clone(),
+                    t.table.clone(),
+                    t.node.clone(),
+                    t.manifest_version.to_string(),
+                    t.file_count.to_string(),
+                    t.rows.to_string(),
+                    size(t.bytes),
+                ]);
+            }
+        }
+    }
+    println!("{out}");
+    Ok(())
+}
+
 fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), String> {
     let status = tessera_coordinator::client::status(addresses, token)?;
     let routing = tessera_coordinator::client::routing(addresses, token)?;
@@ -349,6 +452,14 @@ fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), S
         sizes.get(&(p.tenant.clone(), p.table.clone())).copied()
     };
     if json {
+        let counts: std::collections::HashMap<(String, String), (u64, u64)> =
+            tessera_coordinator::client::table_files(addresses, token, None)?
+                .into_iter()
+                .map(|t| ((t.tenant, t.table), (t.file_count, t.rows)))
+                .collect();
+        let counts_of = |p: &tessera_rpc::cluster::Placement| {
+            counts.get(&(p.tenant.clone(), p.table.clone())).copied()
+        };
         let tables: Vec<_> = routing
             .tables
             .iter()
@@ -362,6 +473,8 @@ fn cluster_status(addresses: &[String], token: &str, json: bool) -> Result<(), S
                     "healthy_replicas": healthy(p),
                     "copies": copies_of(p),
                     "bytes": size_of(p),
+                    "files": counts_of(p).map(|c| c.0),
+                    "rows_in_files": counts_of(p).map(|c| c.1),
                     "partition": p.partition.as_ref().map(|of| serde_json::json!({
                         "of": of.table, "index": of.index, "count": of.count, "key": of.key,
                     })),
@@ -485,6 +598,16 @@ pub fn run(command: &AdminCommand) -> Result<(), String> {
         AdminCommand::Cluster {
             command: ClusterCommand::Status { addr, token, json },
         } => cluster_status(addr, token, *json),
+        AdminCommand::Cluster {
+            command:
+                ClusterCommand::Files {
+                    addr,
+                    token,
+                    tenant,
+                    table,
+                    json,
+                },
+        } => cluster_files(addr, token, tenant.as_deref().zip(table.as_deref()), *json),
         AdminCommand::Node {
             command: NodeCommand::Status { remote, json },
         } => node_status(remote, *json),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_coordinator::catalog::CatalogFile;
 use tessera_rpc::auth::{AuthConfig, KeyKind, KeySpec};
 use tessera_rpc::cluster::Cluster;
 use tessera_rpc::{Limits, Server, ServerConfig, TlsFiles};
@@ -820,14 +821,19 @@ fn join_cluster(
     let metrics = server.shared_metrics();
     let data = data.to_owned();
     let copies = cluster.clone();
+    let listed = FileLists::default();
     let report = std::sync::Arc::new(move || {
         let (used, capacity) = tessera_rpc::metrics::disk_usage(&data).unwrap_or((0, 0));
-        tessera_coordinator::catalog::NodeReport {
-            disk_used_bytes: used,
-            disk_capacity_bytes: capacity,
-            queries_running: metrics.queries_running.get().max(0) as u32,
-            copying: copies.copying(),
-            table_bytes: led_table_bytes(&copies, &data),
+        let (table_bytes, files) = led_tables(&copies, &data, &listed);
+        tessera_coordinator::client::Beat {
+            report: tessera_coordinator::catalog::NodeReport {
+                disk_used_bytes: used,
+                disk_capacity_bytes: capacity,
+                queries_running: metrics.queries_running.get().max(0) as u32,
+                copying: copies.copying(),
+                table_bytes,
+            },
+            files,
         }
     });
     tessera_coordinator::client::NodeAgent::start(
@@ -841,21 +847,68 @@ fn join_cluster(
     .map_err(|e| format!("starting the node agent: {e}"))
 }
 
-/// The bytes of the files of each table this node leads (its manifest's), as a heartbeat
-/// reports them (`catalog::table_bytes_json`).
-fn led_table_bytes(cluster: &Cluster, data: &Path) -> String {
-    let led: Vec<(String, String, u64)> = cluster
-        .held_placements()
-        .iter()
-        .filter(|p| p.leader == cluster.node_id())
-        .filter_map(|p| {
-            let manifest =
-                tessera_storage_engine::table::manifest::load_cached(data, &p.tenant, &p.table)
-                    .ok()??;
-            Some((p.tenant.clone(), p.table.clone(), manifest.total_bytes()))
-        })
-        .collect();
-    tessera_coordinator::catalog::table_bytes_json(&led)
+/// The catalog's form of the files of each led table's manifest, by (tenant, table), with the
+/// manifest's (incarnation, version): made again only when the manifest changes.
+type FileLists = std::sync::Mutex<
+    std::collections::HashMap<(String, String), ((u64, u64), Arc<Vec<CatalogFile>>)>,
+>;
+
+/// For each table this node leads, from its manifest: the bytes of its files, as a heartbeat
+/// reports them (`catalog::table_bytes_json`), and its files for the catalog.
+fn led_tables(
+    cluster: &Cluster,
+    data: &Path,
+    lists: &FileLists,
+) -> (String, Vec<tessera_coordinator::client::FilesReport>) {
+    let mut lists = lists.lock().unwrap_or_else(|p| p.into_inner());
+    let mut bytes = Vec::new();
+    let mut files = Vec::new();
+    let mut led = std::collections::HashSet::new();
+    for placement in cluster.held_placements() {
+        if placement.leader != cluster.node_id() {
+            continue;
+        }
+        let (tenant, table) = (&placement.tenant, &placement.table);
+        let Ok(Some(manifest)) =
+            tessera_storage_engine::table::manifest::load_cached(data, tenant, table)
+        else {
+            continue;
+        };
+        let key = (tenant.clone(), table.clone());
+        let version = (manifest.incarnation, manifest.version);
+        let list = match lists.get(&key) {
+            Some((at, list)) if *at == version => list.clone(),
+            _ => {
+                let list = Arc::new(manifest.files.iter().map(catalog_file).collect());
+                lists.insert(key.clone(), (version, Arc::clone(&list)));
+                list
+            }
+        };
+        bytes.push((tenant.clone(), table.clone(), manifest.total_bytes()));
+        files.push(tessera_coordinator::client::FilesReport {
+            tenant: tenant.clone(),
+            table: table.clone(),
+            epoch: placement.epoch,
+            manifest_version: manifest.version,
+            files: list,
+        });
+        led.insert(key);
+    }
+    lists.retain(|key, _| led.contains(key));
+    (
+        tessera_coordinator::catalog::table_bytes_json(&bytes),
+        files,
+    )
+}
+
+fn catalog_file(entry: &tessera_storage_engine::table::manifest::FileEntry) -> CatalogFile {
+    CatalogFile {
+        path: entry.path.clone(),
+        bytes: entry.bytes,
+        rows: entry.rows,
+        crc32: entry.crc32,
+        entry_json: serde_json::to_string(entry).unwrap_or_default(),
+    }
 }
 
 pub fn run(args: &ServeArgs) -> Result<(), String> {

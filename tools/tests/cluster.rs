@@ -165,6 +165,39 @@ impl Cluster {
         serde_json::from_str(&out).unwrap()
     }
 
+    /// `tessera admin cluster files --json` for one of acme's tables: as its leader reported it.
+    fn wait_files(
+        &self,
+        coordinators: &str,
+        table: &str,
+        what: &str,
+        test: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = ok(&[
+                "admin",
+                "cluster",
+                "files",
+                "--addr",
+                coordinators,
+                "--token",
+                &self.operator,
+                "--tenant",
+                "acme",
+                "--table",
+                table,
+                "--json",
+            ]);
+            let files: serde_json::Value = serde_json::from_str(&out).unwrap();
+            if test(&files[0]) {
+                return files[0].clone();
+            }
+            assert!(Instant::now() < deadline, "never {what}: {files:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until `test` holds for the status; the status.
     fn wait_status(
         &self,
@@ -1263,6 +1296,22 @@ fn a_replica_missing_rows_is_found_by_comparing_replicas_and_copied_again() {
     }
     let expected = (10_000, sum_to(10_000));
     flush_every_replica(&cluster, &clients, &address, &admin, expected);
+    // The leader reports its files to the catalog, with their statistics.
+    let files = cluster.wait_files(&coordinator, "events", "the leader's files", |f| {
+        f["leader"] == leader.as_str() && f["rows"] == 10_000
+    });
+    let first = &files["file_list"][0];
+    assert!(
+        first["path"].as_str().unwrap().ends_with(".parquet"),
+        "{files:#}"
+    );
+    assert_eq!(
+        first["columns"][1]["min"],
+        serde_json::json!({"int": 0}),
+        "{files:#}"
+    );
+    let status = cluster.status(&coordinator);
+    assert_eq!(status["tables"][0]["rows_in_files"], 10_000, "{status:#}");
 
     // A follower loses a file: the leader's comparison finds it short of rows, takes it out of
     // sync and copies the table to it again.
@@ -1299,6 +1348,10 @@ fn a_replica_missing_rows_is_found_by_comparing_replicas_and_copied_again() {
     for node in ["n1", "n2", "n3"] {
         wait_for_rows(&address[node], &admin, expected);
     }
+    // The new leader's files replace the old leader's in the catalog.
+    cluster.wait_files(&coordinator, "events", "the new leader's files", |f| {
+        f["leader"] == new_leader.as_str() && f["rows"] == 10_000
+    });
     // Writes go on through the comparisons.
     for batch in 10..12 {
         clients

@@ -173,7 +173,90 @@ pub trait Catalog: Send + Sync {
     fn routing(&self) -> Result<Routing>;
     /// The routing table's version alone (asked at every heartbeat).
     fn routing_version(&self) -> Result<u64>;
+    /// Replaces `table`'s files by `files`, as manifest version `manifest_version` of `node`
+    /// lists them: `Fenced` unless `node` leads the table at leader epoch `epoch`. A report
+    /// older than the one stored (an earlier epoch, or the same epoch and an earlier manifest
+    /// version) changes nothing. The routing version is not bumped.
+    fn report_files(
+        &self,
+        table: (&str, &str),
+        node: &str,
+        epoch: u64,
+        manifest_version: u64,
+        files: &[CatalogFile],
+    ) -> Result<()>;
+    /// The files of `table` as last reported, every file with its entry; or, without a table,
+    /// every table's counts (no file lists).
+    fn files(&self, table: Option<(&str, &str)>) -> Result<Vec<TableFiles>>;
 }
+
+/// One file of a table as its leader's manifest lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogFile {
+    /// Relative to the table's directory on the leader.
+    pub path: String,
+    pub bytes: u64,
+    pub rows: u64,
+    pub crc32: Option<u32>,
+    /// The manifest's entry for the file, with per-column minimum, maximum and NULL count.
+    pub entry_json: String,
+}
+
+/// A table's files as its leader last reported them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableFiles {
+    pub tenant: String,
+    pub table: String,
+    /// The leader that reported them ("" before any report), its epoch and manifest version.
+    pub node: String,
+    pub epoch: u64,
+    pub manifest_version: u64,
+    pub file_count: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Each file, when one table's files were asked for.
+    pub files: Vec<CatalogFile>,
+}
+
+/// Whether a files report at (`epoch`, `version`) is newer than the stored one.
+pub(crate) fn newer_files(reported: (u64, u64), stored: (i64, i64)) -> bool {
+    let stored = (stored.0.max(0) as u64, stored.1.max(0) as u64);
+    reported > stored
+}
+
+/// `Fenced` unless `node` leads the table of `rows` (its placement) at `epoch`.
+pub(crate) fn check_files_reporter(
+    rows: &[PlacementRow],
+    table: (&str, &str),
+    node: &str,
+    epoch: u64,
+) -> Result<()> {
+    let Some(placement) = assemble(rows).pop() else {
+        return Err(CatalogError::NotFound(format!(
+            "table {}/{} has no placement",
+            table.0, table.1
+        )));
+    };
+    if placement.leader() != node || placement.epoch != epoch {
+        return Err(CatalogError::Fenced(format!(
+            "{node} at epoch {epoch} does not lead {}/{} (its leader is {} at epoch {})",
+            table.0,
+            table.1,
+            placement.leader(),
+            placement.epoch
+        )));
+    }
+    Ok(())
+}
+
+/// The columns of a `TableFiles` header, from `tables t` left-joined with its `files f`,
+/// grouped by table (the caller adds WHERE and GROUP BY / ORDER BY).
+pub(crate) const FILES_SUMMARY: &str = "SELECT t.tenant, t.name, t.files_node, t.files_epoch, \
+     t.files_version, COUNT(f.path), CAST(COALESCE(SUM(f.rows), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(f.bytes), 0) AS BIGINT) \
+     FROM tables t LEFT JOIN files f ON f.tenant = t.tenant AND f.table_name = t.name";
+pub(crate) const FILES_GROUP: &str = " GROUP BY t.tenant, t.name, t.files_node, t.files_epoch, \
+     t.files_version ORDER BY t.tenant, t.name";
 
 /// Where a table lives: `replicas` are node ids, the leader first.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -446,6 +529,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_in_sync.sql"),
     include_str!("migrations/0004_copying.sql"),
     include_str!("migrations/0005_table_bytes.sql"),
+    include_str!("migrations/0006_files.sql"),
 ];
 
 /// Opens the catalog `spec` names: `postgres://…` / `postgresql://…`, or `sqlite:DIR` or a plain

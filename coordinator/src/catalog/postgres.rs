@@ -110,6 +110,21 @@ fn placement_rows(
         .collect())
 }
 
+fn files_header(row: &Row) -> TableFiles {
+    let count = |i: usize| row.get::<_, i64>(i).max(0) as u64;
+    TableFiles {
+        tenant: row.get(0),
+        table: row.get(1),
+        node: row.get(2),
+        epoch: count(3),
+        manifest_version: count(4),
+        file_count: count(5),
+        rows: count(6),
+        bytes: count(7),
+        files: Vec::new(),
+    }
+}
+
 fn bump_routing(client: &mut impl ::postgres::GenericClient) -> Result<()> {
     client
         .execute("UPDATE routing SET version = version + 1 WHERE id = 1", &[])
@@ -449,16 +464,156 @@ impl Catalog for PostgresCatalog {
                     &[&table.0, &table.1],
                 )
                 .map_err(unavailable)?;
-            tx.execute(
+            for statement in [
+                "DELETE FROM files WHERE tenant = $1 AND table_name = $2",
                 "DELETE FROM tables WHERE tenant = $1 AND name = $2",
-                &[&table.0, &table.1],
-            )
-            .map_err(unavailable)?;
+            ] {
+                tx.execute(statement, &[&table.0, &table.1])
+                    .map_err(unavailable)?;
+            }
             if removed > 0 {
                 bump_routing(&mut tx)?;
             }
             tx.commit().map_err(unavailable)?;
             Ok(removed > 0)
+        })
+    }
+
+    fn report_files(
+        &self,
+        table: (&str, &str),
+        node: &str,
+        epoch: u64,
+        manifest_version: u64,
+        files: &[CatalogFile],
+    ) -> Result<()> {
+        self.with(|client| {
+            let mut tx = client.transaction().map_err(unavailable)?;
+            // The table's row locked first: reports of one table are serialized.
+            let stored = tx
+                .query_opt(
+                    "SELECT files_node, files_epoch, files_version FROM tables \
+                     WHERE tenant = $1 AND name = $2 FOR UPDATE",
+                    &[&table.0, &table.1],
+                )
+                .map_err(unavailable)?;
+            check_files_reporter(&placement_rows(&mut tx, Some(table))?, table, node, epoch)?;
+            let Some(stored) = stored else {
+                return Err(CatalogError::NotFound(format!(
+                    "table {}/{}",
+                    table.0, table.1
+                )));
+            };
+            let (stored_node, stored_epoch, stored_version): (String, i64, i64) =
+                (stored.get(0), stored.get(1), stored.get(2));
+            if !newer_files((epoch, manifest_version), (stored_epoch, stored_version)) {
+                return Ok(());
+            }
+            // The same leader's files never change under a path: keep those still listed. A
+            // new leader's paths name its own files: replace them all.
+            let keep: std::collections::HashSet<String> =
+                if stored_node == node && stored_epoch == big(epoch) {
+                    tx.query(
+                        "SELECT path FROM files WHERE tenant = $1 AND table_name = $2",
+                        &[&table.0, &table.1],
+                    )
+                    .map_err(unavailable)?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect()
+                } else {
+                    Default::default()
+                };
+            let reported: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+            if keep.is_empty() {
+                tx.execute(
+                    "DELETE FROM files WHERE tenant = $1 AND table_name = $2",
+                    &[&table.0, &table.1],
+                )
+                .map_err(unavailable)?;
+            } else {
+                tx.execute(
+                    "DELETE FROM files WHERE tenant = $1 AND table_name = $2 \
+                     AND NOT (path = ANY($3))",
+                    &[&table.0, &table.1, &reported],
+                )
+                .map_err(unavailable)?;
+            }
+            let insert = tx
+                .prepare(
+                    "INSERT INTO files (tenant, table_name, path, bytes, rows, crc32, entry_json) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .map_err(unavailable)?;
+            for file in files.iter().filter(|f| !keep.contains(&f.path)) {
+                tx.execute(
+                    &insert,
+                    &[
+                        &table.0,
+                        &table.1,
+                        &file.path,
+                        &big(file.bytes),
+                        &big(file.rows),
+                        &file.crc32.map_or(-1, i64::from),
+                        &file.entry_json,
+                    ],
+                )
+                .map_err(unavailable)?;
+            }
+            tx.execute(
+                "UPDATE tables SET files_node = $3, files_epoch = $4, files_version = $5 \
+                 WHERE tenant = $1 AND name = $2",
+                &[
+                    &table.0,
+                    &table.1,
+                    &node,
+                    &big(epoch),
+                    &big(manifest_version),
+                ],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        })
+    }
+
+    fn files(&self, table: Option<(&str, &str)>) -> Result<Vec<TableFiles>> {
+        self.with(|client| {
+            // One snapshot: the counts and the list agree.
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(unavailable)?;
+            let headers = match table {
+                Some((tenant, name)) => tx.query(
+                    &format!("{FILES_SUMMARY} WHERE t.tenant = $1 AND t.name = $2{FILES_GROUP}"),
+                    &[&tenant, &name],
+                ),
+                None => tx.query(&format!("{FILES_SUMMARY}{FILES_GROUP}"), &[]),
+            }
+            .map_err(unavailable)?;
+            let mut tables: Vec<TableFiles> = headers.iter().map(files_header).collect();
+            if let (Some((tenant, name)), Some(one)) = (table, tables.first_mut()) {
+                one.files = tx
+                    .query(
+                        "SELECT path, bytes, rows, crc32, entry_json FROM files \
+                         WHERE tenant = $1 AND table_name = $2 ORDER BY path",
+                        &[&tenant, &name],
+                    )
+                    .map_err(unavailable)?
+                    .iter()
+                    .map(|r| CatalogFile {
+                        path: r.get(0),
+                        bytes: r.get::<_, i64>(1).max(0) as u64,
+                        rows: r.get::<_, i64>(2).max(0) as u64,
+                        crc32: u32::try_from(r.get::<_, i64>(3)).ok(),
+                        entry_json: r.get(4),
+                    })
+                    .collect();
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(tables)
         })
     }
 

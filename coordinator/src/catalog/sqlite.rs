@@ -438,16 +438,144 @@ impl Catalog for SqliteCatalog {
                     params![table.0, table.1],
                 )
                 .map_err(unavailable)?;
-            tx.execute(
+            for statement in [
+                "DELETE FROM files WHERE tenant = ?1 AND table_name = ?2",
                 "DELETE FROM tables WHERE tenant = ?1 AND name = ?2",
-                params![table.0, table.1],
-            )
-            .map_err(unavailable)?;
+            ] {
+                tx.execute(statement, params![table.0, table.1])
+                    .map_err(unavailable)?;
+            }
             if removed > 0 {
                 bump_routing(&tx)?;
             }
             tx.commit().map_err(unavailable)?;
             Ok(removed > 0)
+        })
+    }
+
+    fn report_files(
+        &self,
+        table: (&str, &str),
+        node: &str,
+        epoch: u64,
+        manifest_version: u64,
+        files: &[CatalogFile],
+    ) -> Result<()> {
+        self.with(|connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            check_files_reporter(&placement_rows(&tx, Some(table))?, table, node, epoch)?;
+            let stored: (String, i64, i64) = tx
+                .query_row(
+                    "SELECT files_node, files_epoch, files_version FROM tables \
+                     WHERE tenant = ?1 AND name = ?2",
+                    params![table.0, table.1],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .map_err(unavailable)?;
+            if !newer_files((epoch, manifest_version), (stored.1, stored.2)) {
+                return Ok(());
+            }
+            // The same leader's files never change under a path: keep those still listed. A
+            // new leader's paths name its own files: replace them all.
+            let keep: std::collections::HashSet<String> =
+                if stored.0 == node && stored.1 == big(epoch) {
+                    let mut listed = tx
+                        .prepare("SELECT path FROM files WHERE tenant = ?1 AND table_name = ?2")
+                        .map_err(unavailable)?;
+                    let paths = listed
+                        .query_map(params![table.0, table.1], |r| r.get::<_, String>(0))
+                        .map_err(unavailable)?
+                        .collect::<rusqlite::Result<_>>()
+                        .map_err(unavailable)?;
+                    paths
+                } else {
+                    Default::default()
+                };
+            let reported: std::collections::HashSet<&str> =
+                files.iter().map(|f| f.path.as_str()).collect();
+            for path in keep.iter().filter(|p| !reported.contains(p.as_str())) {
+                tx.execute(
+                    "DELETE FROM files WHERE tenant = ?1 AND table_name = ?2 AND path = ?3",
+                    params![table.0, table.1, path],
+                )
+                .map_err(unavailable)?;
+            }
+            if keep.is_empty() {
+                tx.execute(
+                    "DELETE FROM files WHERE tenant = ?1 AND table_name = ?2",
+                    params![table.0, table.1],
+                )
+                .map_err(unavailable)?;
+            }
+            for file in files.iter().filter(|f| !keep.contains(&f.path)) {
+                tx.execute(
+                    "INSERT INTO files (tenant, table_name, path, bytes, rows, crc32, entry_json) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        table.0,
+                        table.1,
+                        file.path,
+                        big(file.bytes),
+                        big(file.rows),
+                        file.crc32.map_or(-1, i64::from),
+                        file.entry_json
+                    ],
+                )
+                .map_err(unavailable)?;
+            }
+            tx.execute(
+                "UPDATE tables SET files_node = ?3, files_epoch = ?4, files_version = ?5 \
+                 WHERE tenant = ?1 AND name = ?2",
+                params![table.0, table.1, node, big(epoch), big(manifest_version)],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        })
+    }
+
+    fn files(&self, table: Option<(&str, &str)>) -> Result<Vec<TableFiles>> {
+        self.with(|connection| {
+            let tx = connection.transaction().map_err(unavailable)?;
+            let mut tables: Vec<TableFiles> = match table {
+                Some((tenant, name)) => tx
+                    .prepare(&format!(
+                        "{FILES_SUMMARY} WHERE t.tenant = ?1 AND t.name = ?2{FILES_GROUP}"
+                    ))
+                    .map_err(unavailable)?
+                    .query_map(params![tenant, name], files_header)
+                    .map_err(unavailable)?
+                    .collect::<rusqlite::Result<_>>(),
+                None => tx
+                    .prepare(&format!("{FILES_SUMMARY}{FILES_GROUP}"))
+                    .map_err(unavailable)?
+                    .query_map([], files_header)
+                    .map_err(unavailable)?
+                    .collect::<rusqlite::Result<_>>(),
+            }
+            .map_err(unavailable)?;
+            if let (Some((tenant, name)), Some(one)) = (table, tables.first_mut()) {
+                one.files = tx
+                    .prepare(
+                        "SELECT path, bytes, rows, crc32, entry_json FROM files \
+                         WHERE tenant = ?1 AND table_name = ?2 ORDER BY path",
+                    )
+                    .map_err(unavailable)?
+                    .query_map(params![tenant, name], |r| {
+                        Ok(CatalogFile {
+                            path: r.get(0)?,
+                            bytes: r.get::<_, i64>(1)?.max(0) as u64,
+                            rows: r.get::<_, i64>(2)?.max(0) as u64,
+                            crc32: u32::try_from(r.get::<_, i64>(3)?).ok(),
+                            entry_json: r.get(4)?,
+                        })
+                    })
+                    .map_err(unavailable)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(unavailable)?;
+            }
+            Ok(tables)
         })
     }
 
@@ -522,6 +650,21 @@ fn placement_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PlacementRow> {
 }
 
 /// Placement rows, optionally of one table.
+fn files_header(row: &rusqlite::Row<'_>) -> rusqlite::Result<TableFiles> {
+    let count = |i: usize| row.get::<_, i64>(i).map(|v| v.max(0) as u64);
+    Ok(TableFiles {
+        tenant: row.get(0)?,
+        table: row.get(1)?,
+        node: row.get(2)?,
+        epoch: count(3)?,
+        manifest_version: count(4)?,
+        file_count: count(5)?,
+        rows: count(6)?,
+        bytes: count(7)?,
+        files: Vec::new(),
+    })
+}
+
 fn placement_rows(
     connection: &Connection,
     table: Option<(&str, &str)>,
