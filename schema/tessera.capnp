@@ -471,10 +471,12 @@ interface Coordinator {
   # when the table had none. Only the leading coordinator changes it (`unavailable` elsewhere).
 
   reportFiles @7 (nodeId :Text, tenant :Text, table :Text, epoch :UInt64,
-                  manifestVersion :UInt64, files :List(CatalogFile)) -> ();
-  # For a table's leader at `epoch`, whenever its manifest changes: the files it lists, which
-  # replace those the catalog holds for the table (`unavailable: fenced` from a node that does
-  # not lead it at that epoch; a report older than the stored one changes nothing).
+                  manifestVersion :UInt64, files :List(CatalogFile), schema :Text,
+                  settings :Text) -> ();
+  # For a table's leader at `epoch`, whenever its manifest changes: the files it lists, and
+  # the table's schema (columns, time partitioning, sort column) and writer settings (JSON),
+  # which replace those the catalog holds for the table (`unavailable: fenced` from a node
+  # that does not lead it at that epoch; a report older than the stored one changes nothing).
 
   tableFiles @8 (tenant :Text, table :Text) -> (tables :List(TableFiles));
   # The files of one table as its leader last reported them (with `files`); with an empty
@@ -499,6 +501,8 @@ struct TableFiles {
   rows @6 :UInt64;
   bytes @7 :UInt64;
   files @8 :List(CatalogFile);
+  schema @9 :Text;                 # JSON: columns, time partitioning, sort column
+  settings @10 :Text;              # JSON: writer settings
 }
 
 struct Replica {

@@ -2,7 +2,7 @@
 //! node agent a `tessera serve --coordinator` runs (register, then heartbeat; on any failure try
 //! the next coordinator of the list, so the node follows whichever is up).
 
-use crate::catalog::{CatalogFile, NodeRegistration, NodeReport, TableFiles};
+use crate::catalog::{CatalogFile, FilesReport, NodeRegistration, NodeReport, TableFiles};
 use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,15 +14,12 @@ use tessera_schema::tessera_capnp::{coordinator, coordinator_gateway, table_plac
 /// Called with each newer routing table a node agent fetches.
 pub type OnRouting = Arc<dyn Fn(Routing) + Send + Sync>;
 
-/// The files of a table a node leads, as its manifest lists them now.
+/// A table a node leads, with its files as its manifest lists them now.
 #[derive(Clone, Debug)]
-pub struct FilesReport {
+pub struct LedFiles {
     pub tenant: String,
     pub table: String,
-    /// The leader epoch the node leads the table at.
-    pub epoch: u64,
-    pub manifest_version: u64,
-    pub files: Arc<Vec<CatalogFile>>,
+    pub report: Arc<FilesReport>,
 }
 
 /// What a node agent sends before each heartbeat's wait: the node's state, and the files of
@@ -30,7 +27,7 @@ pub struct FilesReport {
 #[derive(Clone, Debug, Default)]
 pub struct Beat {
     pub report: NodeReport,
-    pub files: Vec<FilesReport>,
+    pub files: Vec<LedFiles>,
 }
 
 /// A node as `status` reports it.
@@ -218,6 +215,8 @@ pub fn table_files(
                     rows: one.get_rows(),
                     bytes: one.get_bytes(),
                     files,
+                    schema_json: text(one.get_schema())?,
+                    settings_json: text(one.get_settings())?,
                 });
             }
             Ok(tables)
@@ -513,7 +512,7 @@ fn run_agent(agent: Agent, stop: Arc<AtomicBool>) {
 async fn report_files(
     coordinator: &coordinator::Client,
     node: &str,
-    files: Vec<FilesReport>,
+    files: Vec<LedFiles>,
     reported: &mut HashMap<(String, String), (u64, u64)>,
 ) -> Result<(), String> {
     reported.retain(|(tenant, table), _| {
@@ -521,8 +520,13 @@ async fn report_files(
             .iter()
             .any(|f| f.tenant == *tenant && f.table == *table)
     });
-    for report in files {
-        let key = (report.tenant.clone(), report.table.clone());
+    for LedFiles {
+        tenant,
+        table,
+        report,
+    } in files
+    {
+        let key = (tenant.clone(), table.clone());
         let at = (report.epoch, report.manifest_version);
         if reported.get(&key) == Some(&at) {
             continue;
@@ -531,10 +535,12 @@ async fn report_files(
         {
             let mut params = request.get();
             params.set_node_id(node);
-            params.set_tenant(&report.tenant);
-            params.set_table(&report.table);
+            params.set_tenant(&tenant);
+            params.set_table(&table);
             params.set_epoch(report.epoch);
             params.set_manifest_version(report.manifest_version);
+            params.set_schema(&report.schema_json);
+            params.set_settings(&report.settings_json);
             let mut list = params.init_files(report.files.len() as u32);
             for (i, file) in report.files.iter().enumerate() {
                 let mut out = list.reborrow().get(i as u32);
@@ -553,9 +559,9 @@ async fn report_files(
             Err(error) => {
                 let text = error_text(&error);
                 if !(text.starts_with("unavailable: fenced") || text.starts_with("not_found")) {
-                    return Err(format!("reporting the files of {}: {text}", report.table));
+                    return Err(format!("reporting the files of {table}: {text}"));
                 }
-                tracing::debug!(table = %report.table, reason = %text, "files report refused");
+                tracing::debug!(table = %table, reason = %text, "files report refused");
             }
         }
         reported.insert(key, at);

@@ -5,8 +5,8 @@
 //! soon as it cannot renew within the lease's time.
 
 use crate::catalog::{
-    Catalog, CatalogError, CatalogFile, Lease, NodeRecord, NodeRegistration, NodeReport, NodeState,
-    PartitionOf, TablePlacement,
+    Catalog, CatalogError, CatalogFile, FilesReport, Lease, NodeRecord, NodeRegistration,
+    NodeReport, NodeState, PartitionOf, TablePlacement,
 };
 use capnp::Error;
 use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
@@ -780,8 +780,14 @@ impl coordinator::Server for CoordinatorServer {
             text(params.get_tenant()?)?,
             text(params.get_table()?)?,
         );
-        let (epoch, version) = (params.get_epoch(), params.get_manifest_version());
-        let files = params
+        let mut report = FilesReport {
+            epoch: params.get_epoch(),
+            manifest_version: params.get_manifest_version(),
+            schema_json: text(params.get_schema()?)?,
+            settings_json: text(params.get_settings()?)?,
+            files: Vec::new(),
+        };
+        report.files = params
             .get_files()?
             .iter()
             .map(|f| {
@@ -795,7 +801,7 @@ impl coordinator::Server for CoordinatorServer {
             })
             .collect::<Result<Vec<_>, Error>>()?;
         blocking(&self.shared, move |c| {
-            c.report_files((&tenant, &table), &node, epoch, version, &files)
+            c.report_files((&tenant, &table), &node, &report)
         })
         .await
     }
@@ -823,6 +829,8 @@ impl coordinator::Server for CoordinatorServer {
             out.set_file_count(one.file_count);
             out.set_rows(one.rows);
             out.set_bytes(one.bytes);
+            out.set_schema(&one.schema_json);
+            out.set_settings(&one.settings_json);
             let mut files = out.init_files(one.files.len() as u32);
             for (j, file) in one.files.iter().enumerate() {
                 let mut f = files.reborrow().get(j as u32);

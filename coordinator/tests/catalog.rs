@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 use tessera_coordinator::catalog::{
-    self, Catalog, CatalogError, CatalogFile, Lease, NodeRegistration, NodeReport, NodeState,
-    PartitionOf, TablePlacement,
+    self, Catalog, CatalogError, CatalogFile, FilesReport, Lease, NodeRegistration, NodeReport,
+    NodeState, PartitionOf, TablePlacement,
 };
 use tessera_coordinator::testing::PostgresServer;
 
@@ -153,6 +153,16 @@ fn file(path: &str, rows: u64) -> CatalogFile {
     }
 }
 
+fn report(epoch: u64, manifest_version: u64, files: &[CatalogFile]) -> FilesReport {
+    FilesReport {
+        epoch,
+        manifest_version,
+        schema_json: format!("{{\"version\": {manifest_version}}}"),
+        settings_json: "{\"compression\": \"zstd\"}".into(),
+        files: files.to_vec(),
+    }
+}
+
 /// Files: only a table's leader at its epoch reports them; a later report replaces an earlier
 /// one (a file listed no more is gone), an older one changes nothing; a new leader's list
 /// replaces the old leader's whole; a drop removes them.
@@ -173,12 +183,15 @@ fn files(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease) {
     let listed = catalog.files(Some(key)).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0].node.as_str(), listed[0].file_count), ("", 0));
+    assert_eq!(listed[0].schema_json, "{}");
 
     let first = [
         file("date=2026-01-01/part-1.parquet", 5),
         file("date=2026-01-02/part-2.parquet", 7),
     ];
-    catalog.report_files(key, "n2", 1, 10, &first).unwrap();
+    catalog
+        .report_files(key, "n2", &report(1, 10, &first))
+        .unwrap();
     let listed = other.files(Some(key)).unwrap().pop().unwrap();
     assert_eq!(
         (listed.node.as_str(), listed.epoch, listed.manifest_version),
@@ -186,6 +199,8 @@ fn files(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease) {
     );
     assert_eq!((listed.file_count, listed.rows, listed.bytes), (2, 12, 120));
     assert_eq!(listed.files, first);
+    assert_eq!(listed.schema_json, "{\"version\": 10}");
+    assert_eq!(listed.settings_json, "{\"compression\": \"zstd\"}");
     assert_eq!(
         catalog.routing_version().unwrap(),
         version,
@@ -195,19 +210,23 @@ fn files(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease) {
     // A follower, or the leader at another epoch, is fenced.
     for (node, epoch) in [("n3", 1), ("n2", 2)] {
         assert!(matches!(
-            catalog.report_files(key, node, epoch, 11, &first),
+            catalog.report_files(key, node, &report(epoch, 11, &first)),
             Err(CatalogError::Fenced(_))
         ));
     }
     assert!(matches!(
-        catalog.report_files(("acme", "nothing"), "n2", 1, 1, &first),
+        catalog.report_files(("acme", "nothing"), "n2", &report(1, 1, &first)),
         Err(CatalogError::NotFound(_))
     ));
     // Compacted: two files become one.
     let compacted = [file("date=2026-01-01/part-3.parquet", 12)];
-    other.report_files(key, "n2", 1, 12, &compacted).unwrap();
+    other
+        .report_files(key, "n2", &report(1, 12, &compacted))
+        .unwrap();
     // A late report of an earlier version changes nothing.
-    catalog.report_files(key, "n2", 1, 11, &first).unwrap();
+    catalog
+        .report_files(key, "n2", &report(1, 11, &first))
+        .unwrap();
     let listed = catalog.files(Some(key)).unwrap().pop().unwrap();
     assert_eq!(listed.files, compacted);
     assert_eq!((listed.manifest_version, listed.rows), (12, 12));
@@ -216,7 +235,9 @@ fn files(catalog: &dyn Catalog, other: &dyn Catalog, leader: &Lease) {
     let moved = catalog.set_in_sync(key, "n2", false, 1, leader).unwrap();
     assert_eq!((moved.leader(), moved.epoch), ("n3", 2));
     let theirs = [file("date=2026-01-01/part-1.parquet", 12)];
-    catalog.report_files(key, "n3", 2, 3, &theirs).unwrap();
+    catalog
+        .report_files(key, "n3", &report(2, 3, &theirs))
+        .unwrap();
     let listed = other.files(Some(key)).unwrap().pop().unwrap();
     assert_eq!((listed.node.as_str(), listed.epoch), ("n3", 2));
     assert_eq!(listed.files, theirs);

@@ -361,6 +361,10 @@ fn cluster_files(
                     "rows": t.rows, "bytes": t.bytes,
                 });
                 if table.is_some() {
+                    let parse =
+                        |text: &str| serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+                    one["schema"] = parse(&t.schema_json);
+                    one["writer"] = parse(&t.settings_json);
                     one["file_list"] = t
                         .files
                         .iter()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_coordinator::catalog::CatalogFile;
+use tessera_coordinator::catalog::{CatalogFile, FilesReport};
 use tessera_rpc::auth::{AuthConfig, KeyKind, KeySpec};
 use tessera_rpc::cluster::Cluster;
 use tessera_rpc::{Limits, Server, ServerConfig, TlsFiles};
@@ -847,10 +847,11 @@ fn join_cluster(
     .map_err(|e| format!("starting the node agent: {e}"))
 }
 
-/// The catalog's form of the files of each led table's manifest, by (tenant, table), with the
-/// manifest's (incarnation, version): made again only when the manifest changes.
+/// The report of each led table's manifest for the catalog, by (tenant, table), with the
+/// (incarnation, manifest version, leader epoch) it was made at: made again only when the
+/// manifest or the leadership changes.
 type FileLists = std::sync::Mutex<
-    std::collections::HashMap<(String, String), ((u64, u64), Arc<Vec<CatalogFile>>)>,
+    std::collections::HashMap<(String, String), ((u64, u64, u64), Arc<FilesReport>)>,
 >;
 
 /// For each table this node leads, from its manifest: the bytes of its files, as a heartbeat
@@ -859,7 +860,7 @@ fn led_tables(
     cluster: &Cluster,
     data: &Path,
     lists: &FileLists,
-) -> (String, Vec<tessera_coordinator::client::FilesReport>) {
+) -> (String, Vec<tessera_coordinator::client::LedFiles>) {
     let mut lists = lists.lock().unwrap_or_else(|p| p.into_inner());
     let mut bytes = Vec::new();
     let mut files = Vec::new();
@@ -875,22 +876,20 @@ fn led_tables(
             continue;
         };
         let key = (tenant.clone(), table.clone());
-        let version = (manifest.incarnation, manifest.version);
-        let list = match lists.get(&key) {
-            Some((at, list)) if *at == version => list.clone(),
+        let version = (manifest.incarnation, manifest.version, placement.epoch);
+        let report = match lists.get(&key) {
+            Some((at, report)) if *at == version => report.clone(),
             _ => {
-                let list = Arc::new(manifest.files.iter().map(catalog_file).collect());
-                lists.insert(key.clone(), (version, Arc::clone(&list)));
-                list
+                let report = Arc::new(files_report(&manifest, placement.epoch));
+                lists.insert(key.clone(), (version, Arc::clone(&report)));
+                report
             }
         };
         bytes.push((tenant.clone(), table.clone(), manifest.total_bytes()));
-        files.push(tessera_coordinator::client::FilesReport {
+        files.push(tessera_coordinator::client::LedFiles {
             tenant: tenant.clone(),
             table: table.clone(),
-            epoch: placement.epoch,
-            manifest_version: manifest.version,
-            files: list,
+            report,
         });
         led.insert(key);
     }
@@ -901,13 +900,33 @@ fn led_tables(
     )
 }
 
-fn catalog_file(entry: &tessera_storage_engine::table::manifest::FileEntry) -> CatalogFile {
-    CatalogFile {
-        path: entry.path.clone(),
-        bytes: entry.bytes,
-        rows: entry.rows,
-        crc32: entry.crc32,
-        entry_json: serde_json::to_string(entry).unwrap_or_default(),
+/// What the catalog keeps of a manifest: its files with their statistics, the table's schema
+/// and writer settings.
+fn files_report(
+    manifest: &tessera_storage_engine::table::manifest::TableManifest,
+    epoch: u64,
+) -> FilesReport {
+    let schema = serde_json::json!({
+        "columns": manifest.columns,
+        "partition": manifest.partition,
+        "sort_column": manifest.sort_column,
+    });
+    FilesReport {
+        epoch,
+        manifest_version: manifest.version,
+        schema_json: schema.to_string(),
+        settings_json: serde_json::to_string(&manifest.writer).unwrap_or_default(),
+        files: manifest
+            .files
+            .iter()
+            .map(|entry| CatalogFile {
+                path: entry.path.clone(),
+                bytes: entry.bytes,
+                rows: entry.rows,
+                crc32: entry.crc32,
+                entry_json: serde_json::to_string(entry).unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 

@@ -1310,6 +1310,13 @@ fn a_replica_missing_rows_is_found_by_comparing_replicas_and_copied_again() {
         serde_json::json!({"int": 0}),
         "{files:#}"
     );
+    // And the table's schema and writer settings.
+    assert_eq!(files["schema"]["columns"][0]["name"], "ts", "{files:#}");
+    assert_eq!(
+        files["schema"]["partition"]["time_column"], "ts",
+        "{files:#}"
+    );
+    assert!(files["writer"]["compression"].is_string(), "{files:#}");
     let status = cluster.status(&coordinator);
     assert_eq!(status["tables"][0]["rows_in_files"], 10_000, "{status:#}");
 

@@ -173,18 +173,12 @@ pub trait Catalog: Send + Sync {
     fn routing(&self) -> Result<Routing>;
     /// The routing table's version alone (asked at every heartbeat).
     fn routing_version(&self) -> Result<u64>;
-    /// Replaces `table`'s files by `files`, as manifest version `manifest_version` of `node`
-    /// lists them: `Fenced` unless `node` leads the table at leader epoch `epoch`. A report
-    /// older than the one stored (an earlier epoch, or the same epoch and an earlier manifest
-    /// version) changes nothing. The routing version is not bumped.
-    fn report_files(
-        &self,
-        table: (&str, &str),
-        node: &str,
-        epoch: u64,
-        manifest_version: u64,
-        files: &[CatalogFile],
-    ) -> Result<()>;
+    /// Replaces `table`'s files by `report.files`, and its schema and writer settings by the
+    /// report's, as manifest version `report.manifest_version` of `node` has them: `Fenced`
+    /// unless `node` leads the table at leader epoch `report.epoch`. A report older than the
+    /// one stored (an earlier epoch, or the same epoch and an earlier manifest version)
+    /// changes nothing. The routing version is not bumped.
+    fn report_files(&self, table: (&str, &str), node: &str, report: &FilesReport) -> Result<()>;
     /// The files of `table` as last reported, every file with its entry; or, without a table,
     /// every table's counts (no file lists).
     fn files(&self, table: Option<(&str, &str)>) -> Result<Vec<TableFiles>>;
@@ -202,6 +196,19 @@ pub struct CatalogFile {
     pub entry_json: String,
 }
 
+/// What a table's leader reports whenever its manifest changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FilesReport {
+    /// The leader epoch the node leads the table at.
+    pub epoch: u64,
+    pub manifest_version: u64,
+    /// The table's columns, time partitioning and sort column (JSON).
+    pub schema_json: String,
+    /// Its writer settings (JSON).
+    pub settings_json: String,
+    pub files: Vec<CatalogFile>,
+}
+
 /// A table's files as its leader last reported them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TableFiles {
@@ -214,8 +221,11 @@ pub struct TableFiles {
     pub file_count: u64,
     pub rows: u64,
     pub bytes: u64,
-    /// Each file, when one table's files were asked for.
+    /// Each file, and the table's schema and writer settings (JSON; `{}` before any report),
+    /// when one table's files were asked for.
     pub files: Vec<CatalogFile>,
+    pub schema_json: String,
+    pub settings_json: String,
 }
 
 /// Whether a files report at (`epoch`, `version`) is newer than the stored one.

@@ -122,6 +122,7 @@ fn files_header(row: &Row) -> TableFiles {
         rows: count(6),
         bytes: count(7),
         files: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -341,6 +342,11 @@ impl Catalog for PostgresCatalog {
                 return Ok(existing);
             }
             tx.execute(
+                "INSERT INTO tenants (name, created_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&placement.tenant, &now],
+            )
+            .map_err(unavailable)?;
+            tx.execute(
                 "INSERT INTO tables (tenant, name, schema_json, partition_spec_json, \
                  settings_json, replication_factor, write_quorum, created_ms) \
                  VALUES ($1, $2, '{}', $6, '{}', $3, $4, $5)",
@@ -479,14 +485,9 @@ impl Catalog for PostgresCatalog {
         })
     }
 
-    fn report_files(
-        &self,
-        table: (&str, &str),
-        node: &str,
-        epoch: u64,
-        manifest_version: u64,
-        files: &[CatalogFile],
-    ) -> Result<()> {
+    fn report_files(&self, table: (&str, &str), node: &str, report: &FilesReport) -> Result<()> {
+        let (epoch, manifest_version, files) =
+            (report.epoch, report.manifest_version, &report.files);
         self.with(|client| {
             let mut tx = client.transaction().map_err(unavailable)?;
             // The table's row locked first: reports of one table are serialized.
@@ -561,14 +562,16 @@ impl Catalog for PostgresCatalog {
                 .map_err(unavailable)?;
             }
             tx.execute(
-                "UPDATE tables SET files_node = $3, files_epoch = $4, files_version = $5 \
-                 WHERE tenant = $1 AND name = $2",
+                "UPDATE tables SET files_node = $3, files_epoch = $4, files_version = $5, \
+                 schema_json = $6, settings_json = $7 WHERE tenant = $1 AND name = $2",
                 &[
                     &table.0,
                     &table.1,
                     &node,
                     &big(epoch),
                     &big(manifest_version),
+                    &report.schema_json,
+                    &report.settings_json,
                 ],
             )
             .map_err(unavailable)?;
@@ -595,6 +598,14 @@ impl Catalog for PostgresCatalog {
             .map_err(unavailable)?;
             let mut tables: Vec<TableFiles> = headers.iter().map(files_header).collect();
             if let (Some((tenant, name)), Some(one)) = (table, tables.first_mut()) {
+                let meta = tx
+                    .query_one(
+                        "SELECT schema_json, settings_json FROM tables \
+                         WHERE tenant = $1 AND name = $2",
+                        &[&tenant, &name],
+                    )
+                    .map_err(unavailable)?;
+                (one.schema_json, one.settings_json) = (meta.get(0), meta.get(1));
                 one.files = tx
                     .query(
                         "SELECT path, bytes, rows, crc32, entry_json FROM files \

@@ -303,6 +303,11 @@ impl Catalog for SqliteCatalog {
                 return Ok(existing);
             }
             tx.execute(
+                "INSERT INTO tenants (name, created_ms) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![placement.tenant, now],
+            )
+            .map_err(unavailable)?;
+            tx.execute(
                 "INSERT INTO tables (tenant, name, schema_json, partition_spec_json, \
                  settings_json, replication_factor, write_quorum, created_ms) \
                  VALUES (?1, ?2, '{}', ?6, '{}', ?3, ?4, ?5)",
@@ -453,14 +458,9 @@ impl Catalog for SqliteCatalog {
         })
     }
 
-    fn report_files(
-        &self,
-        table: (&str, &str),
-        node: &str,
-        epoch: u64,
-        manifest_version: u64,
-        files: &[CatalogFile],
-    ) -> Result<()> {
+    fn report_files(&self, table: (&str, &str), node: &str, report: &FilesReport) -> Result<()> {
+        let (epoch, manifest_version, files) =
+            (report.epoch, report.manifest_version, &report.files);
         self.with(|connection| {
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -526,9 +526,17 @@ impl Catalog for SqliteCatalog {
                 .map_err(unavailable)?;
             }
             tx.execute(
-                "UPDATE tables SET files_node = ?3, files_epoch = ?4, files_version = ?5 \
-                 WHERE tenant = ?1 AND name = ?2",
-                params![table.0, table.1, node, big(epoch), big(manifest_version)],
+                "UPDATE tables SET files_node = ?3, files_epoch = ?4, files_version = ?5, \
+                 schema_json = ?6, settings_json = ?7 WHERE tenant = ?1 AND name = ?2",
+                params![
+                    table.0,
+                    table.1,
+                    node,
+                    big(epoch),
+                    big(manifest_version),
+                    report.schema_json,
+                    report.settings_json
+                ],
             )
             .map_err(unavailable)?;
             tx.commit().map_err(unavailable)
@@ -556,6 +564,14 @@ impl Catalog for SqliteCatalog {
             }
             .map_err(unavailable)?;
             if let (Some((tenant, name)), Some(one)) = (table, tables.first_mut()) {
+                (one.schema_json, one.settings_json) = tx
+                    .query_row(
+                        "SELECT schema_json, settings_json FROM tables \
+                         WHERE tenant = ?1 AND name = ?2",
+                        params![tenant, name],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(unavailable)?;
                 one.files = tx
                     .prepare(
                         "SELECT path, bytes, rows, crc32, entry_json FROM files \
@@ -662,6 +678,7 @@ fn files_header(row: &rusqlite::Row<'_>) -> rusqlite::Result<TableFiles> {
         rows: count(6)?,
         bytes: count(7)?,
         files: Vec::new(),
+        ..Default::default()
     })
 }
 
