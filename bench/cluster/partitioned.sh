@@ -39,4 +39,30 @@ for round in 1 2; do
         echo "== round $round: $target ($address)"
         TESSERA_BENCH_TARGET=$address TESSERA_TOKEN=$ADMIN "$BIN" bench bench/jobs/cluster-query.fio
     done
+    # The same 16 users spread over the three nodes (6, 5 and 5), as clients that connect to
+    # any node are: each node plans and merges its own users' queries.
+    echo "== round $round: partitioned, users spread over n1, n2, n3"
+    benches=()
+    for node in n1 n2 n3; do
+        users=5; [ "$node" = n1 ] && users=6
+        TESSERA_BENCH_TARGET=127.0.0.1:$(port $node) TESSERA_TOKEN=$ADMIN \
+            TESSERA_BENCH_USERS=$users "$BIN" bench --section query-mix --no-progress \
+            --output-format json --output "$WORK/spread-$node.json" \
+            bench/jobs/cluster-query.fio &
+        benches+=($!)
+    done
+    wait "${benches[@]}"
+    python3 - "$WORK"/spread-n1.json "$WORK"/spread-n2.json "$WORK"/spread-n3.json <<'PY'
+import json, sys
+total = 0.0
+for path in sys.argv[1:]:
+    report = json.load(open(path))
+    job = report["jobs"][0]
+    total += job["ops_per_s"]
+    lat = job["lat_us"]["percentiles"]
+    print("%s: %s users, %.0f ops/s, %d errors, p50 %.2f ms, p95 %.2f ms" % (
+        path.rsplit("-", 1)[1][:-5], job["settings"].get("users", "?"), job["ops_per_s"],
+        job["errors"], lat["50"] / 1000, lat["95"] / 1000))
+print("spread over three nodes: %.0f ops/s in all" % total)
+PY
 done

@@ -40,6 +40,10 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 pub struct Summary {
     pub rows: u64,
     pub columns: BTreeMap<String, ColumnSummary>,
+    /// The content digest of every row (`table::digest`, hex); absent while a file written
+    /// before digests existed is listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,10 +57,16 @@ pub struct ColumnSummary {
 }
 
 impl Summary {
-    /// The first difference from `other`, in words; `None` when they are equal.
+    /// The first difference from `other`, in words; `None` when they are equal (digests are
+    /// compared when both have one).
     pub fn difference(&self, other: &Summary) -> Option<String> {
         if self.rows != other.rows {
             return Some(format!("{} rows against {}", self.rows, other.rows));
+        }
+        if let (Some(mine), Some(theirs)) = (&self.digest, &other.digest) {
+            if mine != theirs {
+                return Some(format!("content digest {mine} against {theirs}"));
+            }
         }
         let names = self.columns.keys().chain(other.columns.keys());
         for name in names {
@@ -151,8 +161,11 @@ pub(crate) async fn summarise(
         tessera_storage_engine::Error::Internal(format!("summarising table {table}: {e}"))
     };
     let statement = statement(table, &manifest.columns).map_err(internal)?;
-    let result = context.execute(tenant, statement).await?;
-    let batches: Vec<RecordBatch> = result.batches;
+    // One snapshot for the digest and the statement (the prepared query holds it).
+    let prepared = context.prepare(tenant, statement).await?;
+    let (_, digest) = context.content_digest(&prepared).await?;
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    let result = context.run_into(prepared, &mut batches).await?;
     let batch = arrow_select::concat::concat_batches(&result.schema, &batches)
         .map_err(|e| internal(e.to_string()))?;
     if batch.num_rows() != 1 {
@@ -166,6 +179,7 @@ pub(crate) async fn summarise(
     let mut summary = Summary {
         rows: count(next().as_ref()).map_err(internal)?,
         columns: BTreeMap::new(),
+        digest: digest.map(|d| format!("{d:016x}")),
     };
     for column in &manifest.columns {
         let mut one = ColumnSummary {
@@ -228,6 +242,22 @@ async fn compare(
 ) -> Result<(), String> {
     let (tenant, table) = (placement.tenant.as_str(), placement.table.as_str());
     let followers = followers(cluster, placement);
+    // Once with writes going on, answers unused: every replica hashes the rows buffered since
+    // it last did, so the summaries taken with writes held back hash only what came since.
+    let ask = |replica: &Replica| {
+        let address = replica.address.clone();
+        async move {
+            let summary = async {
+                let session = cluster.session(&address, tenant, false).await?;
+                session.replica_summary(table, placement.epoch).await
+            };
+            runtime::timeout(ANSWER_WITHIN, summary).await
+        }
+    };
+    let _ = futures::join!(
+        futures::future::join_all(followers.iter().map(|r| ask(r))),
+        summarise(context, shared, tenant, table)
+    );
     let wait = cluster.replication_timeout;
     let Some(paused) = cluster.pause(tenant, table, wait).await else {
         return Err(format!(
@@ -244,11 +274,7 @@ async fn compare(
         return Ok(());
     }
     let asked = futures::future::join_all(followers.iter().map(|replica| async move {
-        let summary = async {
-            let session = cluster.session(&replica.address, tenant, false).await?;
-            session.replica_summary(table, placement.epoch).await
-        };
-        let answer = match runtime::timeout(ANSWER_WITHIN, summary).await {
+        let answer = match ask(replica).await {
             Some(Ok(json)) => serde_json::from_str::<Summary>(&json)
                 .map_err(|e| Answer::Unusable(format!("an unreadable summary: {e}"))),
             Some(Err(e)) => Err(Answer::from_error(e)),
@@ -370,7 +396,11 @@ mod tests {
                 max: Some("9".to_owned()),
             },
         );
-        Summary { rows, columns }
+        Summary {
+            rows,
+            columns,
+            digest: Some("00ff".into()),
+        }
     }
 
     #[test]
@@ -384,6 +414,15 @@ mod tests {
             summary(3, "1").difference(&summary(3, "0")).unwrap(),
             "column v: 3 values, min 1, max 9 against 3 values, min 0, max 9"
         );
+        let mut other = summary(3, "1");
+        other.digest = Some("0100".into());
+        assert_eq!(
+            summary(3, "1").difference(&other).unwrap(),
+            "content digest 00ff against 0100"
+        );
+        // A replica with a file older than digests is compared by the rest.
+        other.digest = None;
+        assert_eq!(summary(3, "1").difference(&other), None);
         let mut missing = summary(3, "1");
         missing.columns.clear();
         assert!(summary(3, "1")

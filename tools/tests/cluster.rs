@@ -1272,6 +1272,56 @@ fn lose_a_file(cluster: &Cluster, node: &str) {
     std::fs::remove_file(table.join(lost["path"].as_str().unwrap())).unwrap();
 }
 
+/// Rewrites the first file `node`'s manifest of `events` lists with one value of `v` changed
+/// (not its smallest or largest) and updates the entry's size, CRC-32 and content digest to
+/// match, as a replica that applied a batch wrongly would hold it: its manifest is consistent
+/// and its statistics are unchanged, so neither the scrub nor rows, minimum and maximum tell.
+fn change_a_value(cluster: &Cluster, node: &str) {
+    let table = cluster.dir.path().join(node).join("acme").join("events");
+    let path = table.join("_manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let entry = &mut manifest["files"][0];
+    let file = table.join(entry["path"].as_str().unwrap());
+    let batches: Vec<arrow_array::RecordBatch> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&file).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let batch = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let v = batch.schema().index_of("v").unwrap();
+    let mut values: Vec<i64> = batch
+        .column(v)
+        .as_any()
+        .downcast_ref::<arrow_array::Int64Array>()
+        .unwrap()
+        .values()
+        .to_vec();
+    values[batch.num_rows() / 2] += 1;
+    let mut columns = batch.columns().to_vec();
+    columns[v] = std::sync::Arc::new(arrow_array::Int64Array::from(values));
+    let changed = arrow_array::RecordBatch::try_new(batch.schema(), columns).unwrap();
+    let mut bytes = Vec::new();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut bytes, changed.schema(), None).unwrap();
+    writer.write(&changed).unwrap();
+    writer.close().unwrap();
+    std::fs::write(&file, &bytes).unwrap();
+    entry["bytes"] = bytes.len().into();
+    entry["crc32"] = crc32fast::hash(&bytes).into();
+    entry["digest"] = tessera_storage_engine::table::digest::rows(&changed)
+        .unwrap()
+        .into();
+    manifest["version"] = (manifest["version"].as_u64().unwrap() + 1).into();
+    let temp = table.join("_manifest.json.edited");
+    std::fs::write(&temp, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    std::fs::rename(&temp, &path).unwrap();
+}
+
 #[test]
 fn a_replica_missing_rows_is_found_by_comparing_replicas_and_copied_again() {
     let Replicated {
@@ -1371,6 +1421,27 @@ fn a_replica_missing_rows_is_found_by_comparing_replicas_and_copied_again() {
     assert!(!nodes[&new_leader]
         .log()
         .contains("comparing a table's replicas failed"));
+
+    // A follower holding the right number of rows, with one value other than the leader's
+    // (its manifest consistent, its statistics unchanged): the content digests differ.
+    flush_every_replica(
+        &cluster,
+        &clients,
+        &address,
+        &admin,
+        (12_000, sum_to(12_000)),
+    );
+    let follower = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != new_leader)
+        .unwrap();
+    change_a_value(&cluster, follower);
+    let found = wait_for(&nodes[&new_leader], "content digest");
+    assert!(found.contains(follower), "{found}");
+    cluster.wait_status_of(&coordinator, "the changed follower repaired", &nodes, |s| {
+        s["tables"][0]["healthy_replicas"] == 3
+    });
+    wait_for_rows(&address[follower], &admin, (12_000, sum_to(12_000)));
 }
 
 /// Network namespaces, each joined to a bridge in this namespace by a veth pair (needs root and

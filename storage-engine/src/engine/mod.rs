@@ -765,6 +765,42 @@ impl CoreContext {
         Ok(version)
     }
 
+    /// The rows and content digest (`table::digest`) of everything the prepared query reads:
+    /// its manifest's files (the digests their entries record: `None` when a file has none)
+    /// and every core's buffered chunks above the manifest's marks, as one snapshot.
+    pub async fn content_digest(&self, prepared: &PreparedQuery) -> Result<(u64, Option<u64>)> {
+        let manifest = &prepared.manifest;
+        let marks = Arc::new(manifest.ingest.logs.clone());
+        let (tenant, table, incarnation) = (
+            Arc::<str>::from(manifest.tenant.as_str()),
+            Arc::<str>::from(manifest.table.as_str()),
+            manifest.incarnation,
+        );
+        let calls = (0..self.peers.count())
+            .filter(|&peer| self.state.ingest.core_holds_rows(peer))
+            .map(|peer| {
+                let (marks, tenant, table) = (marks.clone(), tenant.clone(), table.clone());
+                self.peers
+                    .call(&self.state, peer, move |state, _| async move {
+                        state
+                            .ingest
+                            .buffered_digest(&tenant, &table, incarnation, &marks)
+                            .await
+                    })
+            });
+        let mut rows = manifest.total_rows();
+        let mut digest = manifest
+            .files
+            .iter()
+            .try_fold(0u64, |sum, file| Some(sum.wrapping_add(file.digest?)));
+        for buffered in futures::future::join_all(calls).await {
+            let (buffered_rows, buffered_digest) = buffered??;
+            rows += buffered_rows;
+            digest = digest.map(|d| d.wrapping_add(buffered_digest));
+        }
+        Ok((rows, digest))
+    }
+
     /// `Engine::memory_report`, from inside a core, with the buffer pools' hits and misses
     /// summed over every core.
     pub async fn memory_report(&self) -> Result<(MemoryReport, u64, u64)> {

@@ -295,6 +295,8 @@ pub struct MemChunk {
     pub id: u64,
     /// When it was buffered (acknowledged, or replayed at start): how far flushing is behind.
     pub arrived: Instant,
+    /// Its rows' content digest (`table::digest`), made when first asked for.
+    digest: std::sync::OnceLock<u64>,
 }
 
 /// The next `MemChunk::id`.
@@ -316,7 +318,17 @@ impl MemChunk {
             bytes,
             id: NEXT_CHUNK_ID.fetch_add(1, Ordering::Relaxed),
             arrived: Instant::now(),
+            digest: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The content digest of the chunk's rows (`table::digest::rows`), made once.
+    pub fn digest(&self) -> Result<u64> {
+        if let Some(digest) = self.digest.get() {
+            return Ok(*digest);
+        }
+        let digest = crate::table::digest::rows(&self.batch)?;
+        Ok(*self.digest.get_or_init(|| digest))
     }
 }
 
@@ -715,6 +727,24 @@ impl IngestCore {
             .filter(|c| marks.get(&*c.log).is_none_or(|&mark| c.lsn > mark))
             .cloned()
             .collect()
+    }
+
+    /// The rows and content digest of the table's buffered chunks that `snapshot` with these
+    /// marks would return (each chunk's digest made once, then kept with it).
+    pub async fn buffered_digest(
+        &self,
+        tenant: &str,
+        table: &str,
+        incarnation: u64,
+        marks: &BTreeMap<String, Lsn>,
+    ) -> Result<(u64, u64)> {
+        let (mut rows, mut digest) = (0u64, 0u64);
+        for chunk in self.snapshot(tenant, table, incarnation, marks) {
+            rows += chunk.batch.num_rows() as u64;
+            digest = digest.wrapping_add(chunk.digest()?);
+            runtime::yield_if_needed().await;
+        }
+        Ok((rows, digest))
     }
 
     /// Per log, the highest LSN of the table's buffered chunks that `snapshot` with these marks

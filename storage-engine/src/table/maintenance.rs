@@ -268,6 +268,7 @@ mod tests {
             bytes,
             crc32: None,
             columns: Vec::<ColumnStats>::new(),
+            digest: None,
         }
     }
 

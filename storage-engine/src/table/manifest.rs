@@ -95,6 +95,10 @@ pub struct FileEntry {
     pub crc32: Option<u32>,
     /// One entry per schema column, in schema order.
     pub columns: Vec<ColumnStats>,
+    /// The content digest of the file's rows (`table::digest`), written with the file; absent
+    /// from files written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

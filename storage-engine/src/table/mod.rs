@@ -2,6 +2,7 @@
 //! writer, input sources, column statistics, verification, and rewriting files in place
 //! (compaction and retention).
 
+pub mod digest;
 pub mod maintenance;
 pub mod manifest;
 pub mod quota;

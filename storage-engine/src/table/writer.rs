@@ -1151,6 +1151,7 @@ fn write_file(
         bytes,
         crc32: Some(crc32),
         columns,
+        digest: Some(crate::table::digest::rows(&batch.slice(start, rows))?),
     };
     Ok((entry, rows))
 }
