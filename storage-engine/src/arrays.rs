@@ -103,26 +103,18 @@ pub fn combine_with_validity(
 /// bytes), NULL in partition 0. Integers and strings take no allocation per row; a dictionary
 /// hashes each of its values once. An unsupported type is an error naming it.
 pub fn partition_rows(array: &ArrayRef, partitions: u32) -> Result<Vec<u32>> {
-    let nulls = array.logical_nulls().filter(|n| n.null_count() > 0);
-    let hashes = value_hashes(array)?;
-    Ok(hashes
-        .into_iter()
-        .enumerate()
-        .map(|(i, hash)| match &nulls {
-            Some(n) if n.is_null(i) => 0,
-            _ => partition_index(hash, partitions),
-        })
-        .collect())
-}
-
-/// `value::partition_hash` of every row's value of `array` (what a NULL row holds is
-/// unspecified: check `logical_nulls`). It decides where rows live (`partition_rows`), so it
-/// never changes; a dictionary hashes each of its values once.
-pub fn value_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
     use arrow_array::types::*;
     use arrow_schema::TimeUnit;
     let len = array.len();
-    let each = |hash: &dyn Fn(usize) -> u64| -> Vec<u64> { (0..len).map(hash).collect() };
+    let nulls = array.logical_nulls().filter(|n| n.null_count() > 0);
+    let each = |hash: &dyn Fn(usize) -> u64| -> Vec<u32> {
+        (0..len)
+            .map(|i| match &nulls {
+                Some(n) if n.is_null(i) => 0,
+                _ => partition_index(hash(i), partitions),
+            })
+            .collect()
+    };
     fn raw<T>(array: &ArrayRef) -> &[T::Native]
     where
         T: arrow_array::ArrowPrimitiveType,
@@ -205,8 +197,8 @@ pub fn value_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
             each(&|i| hash_bytes(&v[i].to_le_bytes()))
         }
         DataType::Dictionary(_, _) => {
-            // Every dictionary value's hash once, then each row's by its key (a row whose key
-            // or value is NULL is in the logical nulls).
+            // Every dictionary value's partition once, then each row's by its key. A row whose
+            // key or value is NULL is in `nulls` (logical nulls), so partition 0.
             let Some(dictionary) = array.as_any_dictionary_opt() else {
                 return Err(unsupported(array.data_type()));
             };
@@ -215,10 +207,13 @@ pub fn value_hashes(array: &ArrayRef) -> Result<Vec<u64>> {
                 // No row can name a value: every row is NULL.
                 return Ok(vec![0; len]);
             }
-            let of_values = value_hashes(values)?;
+            let of_values = partition_rows(values, partitions)?;
             let keys = dictionary.normalized_keys();
             (0..len)
-                .map(|i| of_values.get(keys[i]).copied().unwrap_or(0))
+                .map(|i| match &nulls {
+                    Some(n) if n.is_null(i) => 0,
+                    _ => of_values[keys[i]],
+                })
                 .collect()
         }
         other => return Err(unsupported(other)),

@@ -318,12 +318,12 @@ pub fn partition_hash(value: &Scalar) -> u64 {
 }
 
 /// `partition_hash` of an integer.
-pub fn hash_int(value: i64) -> u64 {
+pub(crate) fn hash_int(value: i64) -> u64 {
     mix64(value as u64)
 }
 
 /// `partition_hash` of a string's bytes (or of a fixed byte encoding).
-pub fn hash_bytes(bytes: &[u8]) -> u64 {
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     mix64(fnv1a(bytes))
 }
 
