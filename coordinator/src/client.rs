@@ -507,8 +507,12 @@ fn run_agent(agent: Agent, stop: Arc<AtomicBool>) {
 }
 
 /// Sends the catalog the files of each led table whose manifest changed since the last report
-/// it took. A report the catalog refuses as fenced or for a table it does not know (the
-/// leadership moved on) is not sent again for that manifest version.
+/// it took, for at most `REPORT_BUDGET` (the rest after the next heartbeat, so heartbeats stay
+/// on time however many tables changed). A report the catalog refuses as fenced or for a table
+/// it does not know (the leadership moved on) is not sent again for that manifest version.
+/// How long one heartbeat's files reports may take.
+const REPORT_BUDGET: Duration = Duration::from_millis(300);
+
 async fn report_files(
     coordinator: &coordinator::Client,
     node: &str,
@@ -520,6 +524,7 @@ async fn report_files(
             .iter()
             .any(|f| f.tenant == *tenant && f.table == *table)
     });
+    let started = Instant::now();
     for LedFiles {
         tenant,
         table,
@@ -530,6 +535,9 @@ async fn report_files(
         let at = (report.epoch, report.manifest_version);
         if reported.get(&key) == Some(&at) {
             continue;
+        }
+        if started.elapsed() >= REPORT_BUDGET {
+            break;
         }
         let mut request = coordinator.report_files_request();
         {
@@ -551,7 +559,7 @@ async fn report_files(
                 out.set_entry(&file.entry_json);
             }
         }
-        let sent = tokio::time::timeout(Duration::from_secs(10), request.send().promise)
+        let sent = tokio::time::timeout(Duration::from_secs(3), request.send().promise)
             .await
             .map_err(|_| "reporting files timed out".to_string())?;
         match sent {
