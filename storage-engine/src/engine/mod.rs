@@ -247,6 +247,15 @@ pub struct Engine {
     compaction_rounds: AtomicUsize,
 }
 
+/// A table as `ask_buffering_cores` hands it to each core: tenant, table, incarnation, and
+/// the marks of the manifest read (per log, the highest LSN in files).
+type BufferedTable = (
+    Arc<str>,
+    Arc<str>,
+    u64,
+    Arc<std::collections::BTreeMap<String, ingest::wal::Lsn>>,
+);
+
 /// The engine as seen from inside one of its cores: queries started here are coordinated by this
 /// core (it merges the partial results) and fan out to every core over the core mesh. The RPC
 /// server runs on each core and uses this, so a query never leaves the core that owns its
@@ -735,28 +744,15 @@ impl CoreContext {
     /// this call is in the version, so a result cached under it is never stale.
     pub async fn data_version(&self, prepared: &PreparedQuery) -> Result<String> {
         let manifest = &prepared.manifest;
-        let marks = Arc::new(manifest.ingest.logs.clone());
-        let (tenant, table, incarnation) = (
-            Arc::<str>::from(manifest.tenant.as_str()),
-            Arc::<str>::from(manifest.table.as_str()),
-            manifest.incarnation,
-        );
-        // A core holding no buffered rows of any table has nothing to add (see `scatter`).
-        let calls = (0..self.peers.count())
-            .filter(|&peer| self.state.ingest.core_holds_rows(peer))
-            .map(|peer| {
-                let (marks, tenant, table) = (marks.clone(), tenant.clone(), table.clone());
-                self.peers
-                    .call(&self.state, peer, move |state, _| async move {
-                        state
-                            .ingest
-                            .buffered_high(&tenant, &table, incarnation, &marks)
-                    })
-            });
-        let mut highs: Vec<(Arc<str>, ingest::wal::Lsn)> = Vec::new();
-        for high in futures::future::join_all(calls).await {
-            highs.extend(high?);
-        }
+        let answers = self
+            .ask_buffering_cores(
+                manifest,
+                |ingest, (tenant, table, incarnation, marks)| async move {
+                    Ok(ingest.buffered_high(&tenant, &table, incarnation, &marks))
+                },
+            )
+            .await?;
+        let mut highs: Vec<(Arc<str>, ingest::wal::Lsn)> = answers.into_iter().flatten().collect();
         highs.sort();
         let mut version = format!("{}.{}", manifest.incarnation, manifest.version);
         for (log, lsn) in highs {
@@ -770,35 +766,60 @@ impl CoreContext {
     /// and every core's buffered chunks above the manifest's marks, as one snapshot.
     pub async fn content_digest(&self, prepared: &PreparedQuery) -> Result<(u64, Option<u64>)> {
         let manifest = &prepared.manifest;
-        let marks = Arc::new(manifest.ingest.logs.clone());
-        let (tenant, table, incarnation) = (
-            Arc::<str>::from(manifest.tenant.as_str()),
-            Arc::<str>::from(manifest.table.as_str()),
-            manifest.incarnation,
-        );
-        let calls = (0..self.peers.count())
-            .filter(|&peer| self.state.ingest.core_holds_rows(peer))
-            .map(|peer| {
-                let (marks, tenant, table) = (marks.clone(), tenant.clone(), table.clone());
-                self.peers
-                    .call(&self.state, peer, move |state, _| async move {
-                        state
-                            .ingest
-                            .buffered_digest(&tenant, &table, incarnation, &marks)
-                            .await
-                    })
-            });
+        let buffered = self
+            .ask_buffering_cores(
+                manifest,
+                |ingest, (tenant, table, incarnation, marks)| async move {
+                    ingest
+                        .buffered_digest(&tenant, &table, incarnation, &marks)
+                        .await
+                },
+            )
+            .await?;
         let mut rows = manifest.total_rows();
         let mut digest = manifest
             .files
             .iter()
             .try_fold(0u64, |sum, file| Some(sum.wrapping_add(file.digest?)));
-        for buffered in futures::future::join_all(calls).await {
-            let (buffered_rows, buffered_digest) = buffered??;
+        for (buffered_rows, buffered_digest) in buffered {
             rows += buffered_rows;
             digest = digest.map(|d| d.wrapping_add(buffered_digest));
         }
         Ok((rows, digest))
+    }
+
+    /// Runs `job` on every core that may hold buffered rows (`Epochs::holds_rows`; the others
+    /// have nothing to add, see `scatter`) with that core's ingestion state and the manifest's
+    /// table (tenant, table, incarnation, marks); the answers.
+    async fn ask_buffering_cores<F, Fut, T>(
+        &self,
+        manifest: &TableManifest,
+        job: F,
+    ) -> Result<Vec<T>>
+    where
+        F: FnOnce(Rc<ingest::IngestCore>, BufferedTable) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<T>> + 'static,
+        T: Send + 'static,
+    {
+        let table: BufferedTable = (
+            Arc::from(manifest.tenant.as_str()),
+            Arc::from(manifest.table.as_str()),
+            manifest.incarnation,
+            Arc::new(manifest.ingest.logs.clone()),
+        );
+        let calls = (0..self.peers.count())
+            .filter(|&peer| self.state.ingest.core_holds_rows(peer))
+            .map(|peer| {
+                let (job, table) = (job.clone(), table.clone());
+                self.peers.call(&self.state, peer, move |state, _| {
+                    job(state.ingest.clone(), table)
+                })
+            });
+        let mut answers = Vec::new();
+        for answer in futures::future::join_all(calls).await {
+            answers.push(answer??);
+        }
+        Ok(answers)
     }
 
     /// `Engine::memory_report`, from inside a core, with the buffer pools' hits and misses
