@@ -276,21 +276,14 @@ impl GroupRows {
 
     /// Estimated bytes held: key values (with string bytes) and states.
     pub fn memory_bytes(&self) -> u64 {
-        let keys: usize = self
-            .keys
-            .iter()
-            .flatten()
-            .map(|key| {
-                std::mem::size_of::<KeyValue>()
-                    + match key {
-                        KeyValue::Str(s) => s.len(),
-                        KeyValue::Bytes(b) => b.len(),
-                        _ => 0,
-                    }
-            })
-            .sum();
+        let keys: usize = self.keys.iter().flatten().map(key_bytes).sum();
+        (keys + self.state_bytes()) as u64
+    }
+
+    /// Estimated bytes of the states.
+    fn state_bytes(&self) -> usize {
         let states: usize = self.states.iter().map(|s| s.group_bytes()).sum();
-        (keys + self.len * states) as u64
+        self.len * states
     }
 
     fn hash_group(&self, hasher: &impl BuildHasher, g: usize) -> u64 {
@@ -319,6 +312,16 @@ impl GroupRows {
     }
 }
 
+/// Estimated bytes of a key value (with its string's bytes).
+fn key_bytes(key: &KeyValue) -> usize {
+    std::mem::size_of::<KeyValue>()
+        + match key {
+            KeyValue::Str(s) => s.len(),
+            KeyValue::Bytes(b) => b.len(),
+            _ => 0,
+        }
+}
+
 /// Folds group results into one in the order they are added: groups in first-seen order, the
 /// states of equal keys combined in that order (so float sums come out the same whenever the
 /// parts are added in the same order). Each group is hashed once; a first part is taken whole.
@@ -331,6 +334,9 @@ pub struct GroupMerger {
     hasher: hashbrown::DefaultHashBuilder,
     /// Where each group of the part being added goes.
     targets: Vec<u32>,
+    /// `key_bytes` of every key of `merged`, kept as keys come (so `memory_bytes`, asked after
+    /// every part, does not walk every group).
+    key_bytes: usize,
 }
 
 impl GroupMerger {
@@ -342,6 +348,7 @@ impl GroupMerger {
             self.merged = part;
             self.table.clear();
             self.indexed = 0;
+            self.key_bytes = self.merged.keys.iter().flatten().map(key_bytes).sum();
             return;
         }
         self.add_shared(&part);
@@ -357,6 +364,7 @@ impl GroupMerger {
             self.merged = part.clone();
             self.table.clear();
             self.indexed = 0;
+            self.key_bytes = self.merged.keys.iter().flatten().map(key_bytes).sum();
             return;
         }
         self.index(part.len());
@@ -374,6 +382,7 @@ impl GroupMerger {
                 None => {
                     let i = merged.len as u32;
                     for (column, from) in merged.keys.iter_mut().zip(&part.keys) {
+                        self.key_bytes += key_bytes(&from[g]);
                         column.push(from[g].clone());
                     }
                     merged.len += 1;
@@ -414,8 +423,10 @@ impl GroupMerger {
 
     /// Estimated bytes held.
     pub fn memory_bytes(&self) -> u64 {
-        self.merged.memory_bytes()
-            + (self.table.capacity() * 16 + self.targets.capacity() * 4) as u64
+        (self.key_bytes
+            + self.merged.state_bytes()
+            + self.table.capacity() * 16
+            + self.targets.capacity() * 4) as u64
     }
 }
 
@@ -549,6 +560,23 @@ mod tests {
             count_rows(&[(7, 1), (3, 4), (9, 9)]),
         ]);
         assert_eq!(as_pairs(&merged), vec![(3, 5), (1, 12), (7, 6), (9, 9)]);
+    }
+
+    #[test]
+    fn a_mergers_memory_estimate_kept_as_keys_come_is_the_one_its_groups_give() {
+        let mut merger = GroupMerger::default();
+        for part in [
+            count_rows(&[(3, 1), (1, 2)]),
+            count_rows(&[(1, 10), (7, 5)]),
+            count_rows(&[(7, 1), (3, 4), (9, 9)]),
+        ] {
+            merger.add_shared(&part);
+            let overhead = merger.table.capacity() * 16 + merger.targets.capacity() * 4;
+            assert_eq!(
+                merger.memory_bytes(),
+                merger.rows().memory_bytes() + overhead as u64
+            );
+        }
     }
 
     #[test]
