@@ -151,7 +151,8 @@ pub(crate) async fn summarise(
     table: &str,
 ) -> Result<Summary, tessera_storage_engine::Error> {
     let (data_dir, owner, name) = (shared.data_dir.clone(), tenant.to_owned(), table.to_owned());
-    let manifest = runtime::spawn_blocking(move || manifest::load(&data_dir, &owner, &name))
+    // The engine's parsed copy (a stat when unchanged), which `prepare` below reads again.
+    let manifest = runtime::spawn_blocking(move || manifest::load_cached(&data_dir, &owner, &name))
         .await?
         .ok_or_else(|| tessera_storage_engine::Error::NoSuchTable {
             tenant: tenant.to_owned(),
@@ -282,7 +283,7 @@ async fn compare(
                 "no answer within {ANSWER_WITHIN:?}"
             ))),
         };
-        (replica.node_id.clone(), answer)
+        (*replica, answer)
     }));
     let own = summarise(context, shared, tenant, table);
     let (own, answers) = futures::join!(own, asked);
@@ -291,12 +292,12 @@ async fn compare(
     shared.metrics.replica_comparisons.inc();
 
     let mut differing = Vec::new();
-    let mut agreeing = 0;
     let mut summaries = Vec::new();
-    for (node, answer) in answers {
+    for (replica, answer) in answers {
+        let node = replica.node_id.clone();
         match answer {
             Ok(summary) => match own.difference(&summary) {
-                None => agreeing += 1,
+                None => {}
                 Some(difference) => {
                     summaries.push(summary);
                     differing.push((node, difference));
@@ -311,22 +312,16 @@ async fn compare(
                     reason = %reason,
                     "a replica gave no summary to compare"
                 );
-                cluster.forget_peer(
-                    &followers
-                        .iter()
-                        .find(|r| r.node_id == node)
-                        .map_or(String::new(), |r| r.address.clone()),
-                );
+                cluster.forget_peer(&replica.address);
             }
         }
     }
     if differing.is_empty() {
         return Ok(());
     }
-    // Two or more followers, all answering alike and none like the leader: the leader differs.
-    let leader_odd = agreeing == 0
-        && differing.len() == followers.len()
-        && followers.len() >= 2
+    // Two or more followers, every one differing from the leader and all alike: the leader
+    // differs.
+    let leader_odd = followers.len() >= 2
         && summaries.len() == followers.len()
         && summaries.windows(2).all(|w| w[0] == w[1]);
     let placement = now.expect("checked above");
