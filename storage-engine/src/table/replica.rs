@@ -55,28 +55,7 @@ impl ReplicaCopy {
     /// Writes `bytes` at `offset` of the staged file `path` (relative to the table directory,
     /// as the manifest lists it). Pieces may come in any order. Blocking.
     pub fn put(&self, path: &str, offset: u64, bytes: &[u8]) -> Result<()> {
-        if !manifest::is_safe_relative_path(path) || !path.ends_with(".parquet") {
-            return Err(Error::Import(format!(
-                "{path:?} is not a data file's path in a table"
-            )));
-        }
-        if offset.saturating_add(bytes.len() as u64) > FILE_BYTES_MAX {
-            return Err(Error::Import(format!(
-                "{path}: a copied file may have at most {FILE_BYTES_MAX} bytes"
-            )));
-        }
-        let target = self.staging.dir.join(path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&target)
-            .map_err(|e| Error::io(&target, e))?;
-        file.write_all_at(bytes, offset)
-            .map_err(|e| Error::io(&target, e))
+        put_piece(&self.staging.dir, path, offset, bytes)
     }
 
     /// Checks every file `source` lists against its staged copy (size, CRC-32), moves them
@@ -90,7 +69,7 @@ impl ReplicaCopy {
             )));
         }
         for file in &source.files {
-            self.check_staged(file)?;
+            check_staged(&self.staging.dir, file)?;
         }
         let _lock = TableLock::acquire(&self.data_dir, &self.tenant, &self.table)?;
         let Some(current) = manifest::load(&self.data_dir, &self.tenant, &self.table)? else {
@@ -135,45 +114,72 @@ impl ReplicaCopy {
             installed,
         })
     }
+}
 
-    /// Checks a staged file against its manifest entry and makes it durable.
-    fn check_staged(&self, entry: &FileEntry) -> Result<()> {
-        let path = self.staging.dir.join(&entry.path);
-        let corrupt = |message: String| Error::CorruptFile {
-            path: path.clone(),
-            message,
-        };
-        let mut file = std::fs::File::open(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                corrupt("the copy lacks this file".to_owned())
-            } else {
-                Error::io(&path, e)
+/// Checks a staged file against its manifest entry and makes it durable.
+pub(crate) fn check_staged(dir: &Path, entry: &FileEntry) -> Result<()> {
+    let path = dir.join(&entry.path);
+    let corrupt = |message: String| Error::CorruptFile {
+        path: path.clone(),
+        message,
+    };
+    let mut file = std::fs::File::open(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            corrupt("the copy lacks this file".to_owned())
+        } else {
+            Error::io(&path, e)
+        }
+    })?;
+    let size = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+    if size != entry.bytes {
+        return Err(corrupt(format!(
+            "{size} bytes copied, the manifest says {}",
+            entry.bytes
+        )));
+    }
+    if let Some(expected) = entry.crc32 {
+        let mut hasher = crc32fast::Hasher::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let read = file.read(&mut buffer).map_err(|e| Error::io(&path, e))?;
+            if read == 0 {
+                break;
             }
-        })?;
-        let size = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        if size != entry.bytes {
+            hasher.update(&buffer[..read]);
+        }
+        let actual = hasher.finalize();
+        if actual != expected {
             return Err(corrupt(format!(
-                "{size} bytes copied, the manifest says {}",
-                entry.bytes
+                "CRC-32 of the copy is {actual:08x}, the manifest says {expected:08x}"
             )));
         }
-        if let Some(expected) = entry.crc32 {
-            let mut hasher = crc32fast::Hasher::new();
-            let mut buffer = vec![0u8; 1 << 20];
-            loop {
-                let read = file.read(&mut buffer).map_err(|e| Error::io(&path, e))?;
-                if read == 0 {
-                    break;
-                }
-                hasher.update(&buffer[..read]);
-            }
-            let actual = hasher.finalize();
-            if actual != expected {
-                return Err(corrupt(format!(
-                    "CRC-32 of the copy is {actual:08x}, the manifest says {expected:08x}"
-                )));
-            }
-        }
-        file.sync_all().map_err(|e| Error::io(&path, e))
     }
+    file.sync_all().map_err(|e| Error::io(&path, e))
+}
+
+/// Writes `bytes` at `offset` of the file `path` (relative, ending in `.parquet`) in the staging
+/// directory `dir`. Pieces may come in any order. Blocking.
+pub fn put_piece(dir: &Path, path: &str, offset: u64, bytes: &[u8]) -> Result<()> {
+    if !manifest::is_safe_relative_path(path) || !path.ends_with(".parquet") {
+        return Err(Error::Import(format!(
+            "{path:?} is not a data file's path in a table"
+        )));
+    }
+    if offset.saturating_add(bytes.len() as u64) > FILE_BYTES_MAX {
+        return Err(Error::Import(format!(
+            "{path}: a copied file may have at most {FILE_BYTES_MAX} bytes"
+        )));
+    }
+    let target = dir.join(path);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&target)
+        .map_err(|e| Error::io(&target, e))?;
+    file.write_all_at(bytes, offset)
+        .map_err(|e| Error::io(&target, e))
 }

@@ -110,6 +110,16 @@ struct PartitionBuffer {
     bytes: u64,
 }
 
+/// A file an import wrote and has not published: what a replicated import's leader sends its
+/// followers.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StagedFile {
+    /// The partition directory it goes to, relative to the table directory ("" for none).
+    pub directory: String,
+    /// Its entry; `path` is its name in the staging directory until it is published.
+    pub entry: FileEntry,
+}
+
 /// What an import did.
 #[derive(Clone, Debug, Default)]
 pub struct ImportSummary {
@@ -484,11 +494,7 @@ impl TableWriter {
     /// Writes every buffered partition, then, under the table lock, moves the new files into the
     /// table and publishes the manifest listing them.
     pub fn finish(mut self) -> Result<ImportSummary> {
-        let mut keys: Vec<PartitionKey> = self.buffers.keys().cloned().collect();
-        keys.sort_by(|a, b| (a.day, &a.values).cmp(&(b.day, &b.values)));
-        for key in keys {
-            self.flush_partition(&key)?;
-        }
+        self.flush_all()?;
         let (tenant, table) = (&self.manifest.tenant, &self.manifest.table);
         let _lock = TableLock::acquire(&self.data_dir, tenant, table)?;
         let changed = |what: &str| {
@@ -594,6 +600,90 @@ impl TableWriter {
         crate::table::maintenance::retire(summary.replaced.iter().map(|f| table_dir.join(&f.path)));
         manifest::publish(&self.data_dir, &current)?;
         Ok(summary)
+    }
+
+    /// Writes every buffered partition to staged files.
+    fn flush_all(&mut self) -> Result<()> {
+        let mut keys: Vec<PartitionKey> = self.buffers.keys().cloned().collect();
+        keys.sort_by(|a, b| (a.day, &a.values).cmp(&(b.day, &b.values)));
+        for key in keys {
+            self.flush_partition(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every buffered row to staged files (fsynced, as every file written) and lists
+    /// every file staged so far, for a replicated import's leader to send to its followers
+    /// before it publishes (`finish`). The files are in `staging_dir`, named by their entries.
+    pub fn stage(&mut self) -> Result<Vec<StagedFile>> {
+        self.flush_all()?;
+        Ok(self
+            .staged
+            .iter()
+            .map(|(directory, entry)| StagedFile {
+                directory: directory.to_string_lossy().into_owned(),
+                entry: entry.clone(),
+            })
+            .collect())
+    }
+
+    /// Where this import's files wait until it publishes.
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging.dir
+    }
+
+    /// Opens `tenant/table`, which must exist, for an import whose files another replica wrote
+    /// and sends: they are put into `staging_dir` (`replica::put_piece`), then `adopt`ed.
+    pub fn open_for_copies(data_dir: &Path, tenant: &str, table: &str) -> Result<TableWriter> {
+        let Some(existing) = manifest::load(data_dir, tenant, table)? else {
+            return Err(Error::NoSuchTable {
+                tenant: tenant.to_owned(),
+                table: table.to_owned(),
+            });
+        };
+        let schema = arrow_schema(&existing.columns);
+        let mut writer = TableWriter::open(data_dir, tenant, table, &schema, &Default::default())?;
+        if writer.creates_table {
+            // Dropped between the two reads: never create it here.
+            return Err(Error::NoSuchTable {
+                tenant: tenant.to_owned(),
+                table: table.to_owned(),
+            });
+        }
+        writer.creates_table = false;
+        Ok(writer)
+    }
+
+    /// Takes files another replica staged and sent into this import, each checked against its
+    /// entry's size and CRC-32 and made durable; `finish` then publishes them with the table's
+    /// next file ids. Nothing is taken when one fails.
+    pub fn adopt(&mut self, files: Vec<StagedFile>) -> Result<()> {
+        let columns = self.manifest.columns.len();
+        let mut adopted = Vec::with_capacity(files.len());
+        for file in files {
+            let StagedFile { directory, entry } = file;
+            let name_is_plain = Path::new(&entry.path).components().count() == 1;
+            if !name_is_plain
+                || !manifest::is_safe_relative_path(&entry.path)
+                || !(directory.is_empty() || manifest::is_safe_relative_path(&directory))
+                || entry.columns.len() != columns
+                || adopted
+                    .iter()
+                    .any(|(_, e): &(PathBuf, FileEntry)| e.path == entry.path)
+                || self.staged.iter().any(|(_, e)| e.path == entry.path)
+            {
+                return Err(Error::Import(format!(
+                    "staged file {:?} in {directory:?} is inconsistent with table {}/{}",
+                    entry.path, self.manifest.tenant, self.manifest.table
+                )));
+            }
+            crate::table::replica::check_staged(&self.staging.dir, &entry)?;
+            adopted.push((PathBuf::from(directory), entry));
+        }
+        manifest::sync_dir(&self.staging.dir)?;
+        self.rows += adopted.iter().map(|(_, e)| e.rows).sum::<u64>();
+        self.staged.append(&mut adopted);
+        Ok(())
     }
 
     /// Converts a batch to the table's types; `rows_before` is the number of rows of this import
