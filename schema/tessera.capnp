@@ -149,7 +149,17 @@ interface ImportStream {
 
   commit @1 () -> (rows :UInt64, files :UInt64, bytes :UInt64, version :UInt64);
   # Writes the rows as Parquet files and publishes them atomically; after it returns they are
-  # durable and visible to every later query.
+  # durable and visible to every later query. In a cluster, a replicated table's import is
+  # published on its leader once `writeQuorum` of its in-sync replicas hold the files durable
+  # (each follower publishes them too; one that fails leaves the in-sync set and is copied the
+  # table again); a partitioned table's, on every partition it has rows for.
+
+  prepare @2 () -> ();
+  # Optional, before `commit`: writes and stages everything written so far (on a replicated
+  # table, on `writeQuorum` of its replicas), so `commit` only publishes. An error means nothing
+  # was imported. A partitioned table's node prepares every partition's import before it commits
+  # any, so an import is published on every partition or on none (short of a node failing
+  # between two partitions' commits, which the error then names).
 }
 
 interface Tenant {
@@ -215,6 +225,30 @@ interface Tenant {
   # rendered as text, absent for a type without an order). The leader asks with the table's
   # writes held back, so every in-sync replica answers for the same batches; a follower knowing
   # a later leader epoch than `leaderEpoch` refuses (`unavailable: fenced`).
+
+  stageImport @12 (table :Text, leaderEpoch :UInt64) -> (stager :ImportReplica);
+  # Cluster only, on a session a table's leader opened with `Gateway.peerLogin` (mode replica):
+  # receives an import's files the leader wrote, to publish beside this node's files of `table`
+  # once the leader has them staged on enough replicas. Dropping `stager` before `publish`
+  # discards them. Fenced by `leaderEpoch` as `installReplica`.
+}
+
+interface ImportReplica {
+  # One import's files on a follower: staged (never visible to queries) until `publish`.
+
+  put @0 (name :Text, offset :UInt64, data :Data) -> stream;
+  # Bytes of the staged file `name` (a plain file name ending in `.parquet`) at `offset`;
+  # pieces may arrive in any order.
+
+  prepare @1 (files :Data) -> (rows :UInt64);
+  # JSON list of the files sent, `[{"directory": "date=2024-01-01", "entry": {...}}]` (entry: a
+  # manifest file entry, `path` its name): each must have the size and CRC-32 its entry gives it
+  # (else `corrupt:`). They are then durable here, not yet visible.
+
+  publish @2 () -> (rows :UInt64, files :UInt32, version :UInt64);
+  # Moves the prepared files into the table under this node's next file ids and publishes its
+  # manifest listing them. Refused (`unavailable: fenced`) once this node knows a later leader
+  # epoch than the stager's.
 }
 
 interface ReplicaInstaller {

@@ -437,18 +437,7 @@ async fn send_files(
         let mut offset = 0;
         while offset < file.bytes {
             let length = PIECE_BYTES.min(file.bytes - offset);
-            let source = path.clone();
-            let piece = runtime::spawn_blocking(move || {
-                let mut piece = vec![0u8; length as usize];
-                std::os::unix::fs::FileExt::read_exact_at(
-                    &std::fs::File::open(source.as_path())?,
-                    &mut piece,
-                    offset,
-                )?;
-                Ok::<_, std::io::Error>(piece)
-            })
-            .await
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let piece = read_piece(path.clone(), offset, length).await?;
             installer
                 .put(&file.path, offset, piece)
                 .await
@@ -460,6 +449,26 @@ async fn send_files(
         copied.bytes += file.bytes;
     }
     Ok(())
+}
+
+/// `length` bytes at `offset` of the file at `path`, read on a blocking thread.
+pub(crate) async fn read_piece(
+    path: Arc<std::path::PathBuf>,
+    offset: u64,
+    length: u64,
+) -> Result<Vec<u8>, String> {
+    let source = path.clone();
+    runtime::spawn_blocking(move || {
+        let mut piece = vec![0u8; length as usize];
+        std::os::unix::fs::FileExt::read_exact_at(
+            &std::fs::File::open(source.as_path())?,
+            &mut piece,
+            offset,
+        )?;
+        Ok::<_, std::io::Error>(piece)
+    })
+    .await
+    .map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -640,26 +640,11 @@ fn a_table_on_three_nodes_replicates_every_batch_and_a_quorum_decides() {
     let runtime = &clients.runtime;
     let session = |node: &str| clients.session(&address[node]);
 
-    // Described on a replica; a bulk import (one node's files) is refused, saying why.
+    // Described on a replica.
     let described = runtime
         .block_on(session(&leader).describe("events"))
         .unwrap();
     assert_eq!(described.columns.len(), 2);
-    let input = cluster.dir.path().join("import.parquet");
-    ok(&["gen", "events", "--rows", "100", "--out", path(&input)]);
-    let refused = support::tessera(&[
-        "import",
-        "--addr",
-        &address[&leader],
-        "--token",
-        &admin,
-        "--table",
-        "events",
-        path(&input),
-    ]);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success());
-    assert!(stderr.contains("replicated across the cluster"), "{stderr}");
 
     // A table on two of the three nodes: the third takes its writes (forwarded to the
     // leader) and answers its queries (run on a replica, streamed on).
@@ -986,6 +971,143 @@ fn write_batches_until(
         }
         batch - first
     })
+}
+
+/// Writes `events(first, rows)` to a Parquet file (another writer than the engine's).
+fn events_file(dir: &Path, name: &str, first: i64, rows: i64) -> PathBuf {
+    let file = dir.join(name);
+    let batch = events(first, rows);
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&file).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    file
+}
+
+/// `tessera import` of `file` into events through the node at `address`.
+fn import_through(address: &str, token: &str, file: &Path) -> std::process::Output {
+    support::tessera(&[
+        "import",
+        "--addr",
+        address,
+        "--token",
+        token,
+        "--table",
+        "events",
+        path(file),
+    ])
+}
+
+#[test]
+fn a_bulk_import_into_a_replicated_table_reaches_every_replica_or_none() {
+    let Replicated {
+        cluster,
+        _coordinator,
+        coordinator,
+        mut nodes,
+        address,
+        admin,
+        clients,
+        leader,
+        followers,
+    } = Replicated::start(3, &[]);
+    let dir = cluster.dir.path();
+
+    // Through a follower (forwarded to the leader as it comes), then through the leader: both
+    // imports are on every replica, each answering from its own copy, once committed.
+    let first = events_file(dir, "first.parquet", 0, 40_000);
+    let out = import_through(&address[&followers[0]], &admin, &first);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for node in ["n1", "n2", "n3"] {
+        assert_eq!(
+            count_and_sum(&address[node], &admin),
+            Ok((40_000, sum_to(40_000))),
+            "{node}"
+        );
+    }
+    let session = clients.session(&address[&leader]);
+    let summary = clients
+        .block_on(session.import("events", vec![events(40_000, 20_000)]))
+        .unwrap();
+    assert_eq!(summary.rows, 20_000);
+    let both = (60_000, sum_to(60_000));
+    for node in ["n1", "n2", "n3"] {
+        assert_eq!(count_and_sum(&address[node], &admin), Ok(both), "{node}");
+    }
+    // Streaming ingestion goes on beside imports.
+    let mut stream = clients
+        .block_on(session.ingest_stream("events", "p"))
+        .unwrap();
+    clients
+        .block_on(stream.append(0, &events(60_000, 1000)))
+        .unwrap();
+
+    // Every replica holds files of its own with the same rows: comparing replicas (every
+    // second here) finds nothing to copy, and every replica stays in sync.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = cluster.status(&coordinator);
+    assert_eq!(status["tables"][0]["healthy_replicas"], 3, "{status:#}");
+    let log = nodes[&leader].log();
+    assert!(!log.contains("differs from"), "{log}");
+    assert!(!log.contains("caught up"), "{log}");
+
+    // A stream that is not the table's shape: refused with the leader's error, through a
+    // follower too, and nothing imported.
+    let wrong = dir.join("wrong.parquet");
+    ok(&["gen", "events", "--rows", "100", "--out", path(&wrong)]);
+    let out = import_through(&address[&followers[1]], &admin, &wrong);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("schema mismatch") || stderr.contains("does not match"),
+        "{stderr}"
+    );
+
+    // One follower down: two of three replicas take the import (W = 2), and the one that
+    // missed it leaves the in-sync set.
+    let (down, last) = (followers[0].clone(), followers[1].clone());
+    nodes.remove(&down).unwrap().kill();
+    let third = events_file(dir, "third.parquet", 61_000, 9_000);
+    let out = import_through(&address[&leader], &admin, &third);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = (70_000, sum_to(70_000));
+    assert_eq!(count_and_sum(&address[&last], &admin), Ok(all));
+    let status = cluster.status(&coordinator);
+    assert_eq!(status["tables"][0]["healthy_replicas"], 2, "{status:#}");
+
+    // Two down: the import is durable on the leader alone, so nothing is imported anywhere.
+    nodes.remove(&last).unwrap().kill();
+    let fourth = events_file(dir, "fourth.parquet", 70_000, 5_000);
+    let out = import_through(&address[&leader], &admin, &fourth);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("durable on 1 of 3 replicas"), "{stderr}");
+    assert!(stderr.contains("nothing was imported"), "{stderr}");
+    assert_eq!(count_and_sum(&address[&leader], &admin), Ok(all));
+
+    // Both back: the leader copies them the table, and every replica answers the same.
+    for (node, rack) in [(&down, "r8"), (&last, "r9")] {
+        nodes.insert(node.clone(), cluster.node(node, &coordinator, rack));
+    }
+    let status = cluster.wait_status_of(&coordinator, "every replica back in sync", &nodes, |s| {
+        s["tables"][0]["healthy_replicas"] == 3
+    });
+    let address = addresses(&status);
+    for node in ["n1", "n2", "n3"] {
+        wait_for_rows(&address[node], &admin, all);
+    }
 }
 
 #[test]

@@ -36,8 +36,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tessera_schema::tessera_capnp::{
-    admin, batch_sink, gateway, import_stream, ingest_stream, operator, replica_installer,
-    table_info, tenant, Compression as WireCompression, Role as WireRole,
+    admin, batch_sink, gateway, import_replica, import_stream, ingest_stream, operator,
+    replica_installer, table_info, tenant, Compression as WireCompression, Role as WireRole,
 };
 
 mod ingest;
@@ -48,7 +48,7 @@ mod stream;
 
 pub use ingest::{IngestAck, IngestStream};
 pub use operator_session::{MemoryArea, NodeStatus, OperatorSession, TableSize, TenantQuota};
-pub use replica::ReplicaInstaller;
+pub use replica::{ImportStager, ReplicaInstaller};
 pub use session::{
     ColumnInfo, Compression, DroppedPartitions, ImportSummary, ImportWriter, QueryOutput, Session,
     TableInfo, TableSpec,
@@ -141,6 +141,7 @@ struct Connection {
     imports: RefCell<HashMap<u64, import_stream::Client>>,
     ingests: RefCell<HashMap<u64, ingest_stream::Client>>,
     installers: RefCell<HashMap<u64, replica_installer::Client>>,
+    stagers: RefCell<HashMap<u64, import_replica::Client>>,
     next_id: Cell<u64>,
 }
 
@@ -167,6 +168,14 @@ impl Connection {
             .get(&id)
             .cloned()
             .ok_or_else(|| ClientError::Disconnected("replica installer closed".into()))
+    }
+
+    fn stager(&self, id: u64) -> Result<import_replica::Client, ClientError> {
+        self.stagers
+            .borrow()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ClientError::Disconnected("import stager closed".into()))
     }
 
     fn tenant(&self, id: u64) -> Result<tenant::Client, ClientError> {
@@ -436,6 +445,7 @@ fn drive(
             imports: RefCell::default(),
             ingests: RefCell::default(),
             installers: RefCell::default(),
+            stagers: RefCell::default(),
             next_id: Cell::new(1),
         });
         let disconnector = rpc.get_disconnector();

@@ -532,13 +532,34 @@ impl ImportWriter {
             .await
     }
 
-    /// Publishes everything written; returns what was committed.
-    pub async fn commit(mut self) -> Result<ImportSummary, ClientError> {
+    /// Ends the IPC stream (once).
+    async fn end_stream(&mut self) -> Result<(), ClientError> {
         if let Some(mut writer) = self.writer.take() {
             writer.finish().map_err(data_error)?;
             let tail = std::mem::take(writer.get_mut());
             self.send(tail).await?;
         }
+        Ok(())
+    }
+
+    /// Writes and stages everything sent so far (on a replicated table, on enough of its
+    /// replicas), so that `commit` only publishes; an error means nothing was imported.
+    /// Optional: `commit` prepares what is not prepared yet.
+    pub async fn prepare(&mut self) -> Result<(), ClientError> {
+        self.end_stream().await?;
+        let id = self.id;
+        self.client
+            .run(move |connection| async move {
+                let stream = connection.import(id)?;
+                stream.prepare_request().send().promise.await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Publishes everything written; returns what was committed.
+    pub async fn commit(mut self) -> Result<ImportSummary, ClientError> {
+        self.end_stream().await?;
         let id = self.id;
         self.client
             .run(move |connection| async move {

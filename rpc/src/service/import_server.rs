@@ -1,7 +1,10 @@
 //! `ImportStream`: one import's Arrow IPC stream, decoded as it arrives, written off the core and
-//! published whole at `commit` (or not at all).
+//! published whole at `commit` (or not at all). In a cluster, this node leads the table and
+//! replicates the import (`replicated_import`).
 
+use super::replicated_import::{self, Prepared};
 use super::*;
+use crate::cluster::Cluster;
 
 /// Rows of one `importBatches` call. Each write is checked (`ipc_frames`: whole stream-format
 /// messages, the table's schema) and decoded when the call is dispatched, so batches queue in the
@@ -22,6 +25,11 @@ pub(super) struct ImportStreamServer {
     pub(super) writer: RefCell<Option<TableWriter>>,
     pub(super) failure: RefCell<Option<Error>>,
     pub(super) committed: Cell<bool>,
+    /// A replicated table this node leads: the import reaches its followers too.
+    replicated: Option<Arc<Cluster>>,
+    /// Set by `prepare`: the files are written and staged (on the followers too); no more
+    /// writes.
+    prepared: RefCell<Option<Prepared>>,
 }
 
 impl ImportStreamServer {
@@ -29,6 +37,7 @@ impl ImportStreamServer {
         connection: Rc<Connection>,
         identity: Identity,
         table: TableManifest,
+        replicated: Option<Arc<Cluster>>,
     ) -> ImportStreamServer {
         let message_bytes_max = connection.shared.limits.import_buffer_bytes;
         ImportStreamServer {
@@ -41,6 +50,8 @@ impl ImportStreamServer {
             writer: RefCell::new(None),
             failure: RefCell::new(None),
             committed: Cell::new(false),
+            replicated,
+            prepared: RefCell::new(None),
         }
     }
 
@@ -64,6 +75,9 @@ impl ImportStreamServer {
     /// Checks and decodes a write's bytes into the ordered queue.
     fn decode(&self, params: &import_stream::WriteParams) -> Result<(), Error> {
         self.check_open()?;
+        if self.prepared.borrow().is_some() {
+            return Err(error("invalid", "this import is prepared: no more writes"));
+        }
         let bytes = params.get()?.get_ipc()?;
         self.decode_bytes(bytes).map_err(|e| self.fail(e))
     }
@@ -162,20 +176,55 @@ impl ImportStreamServer {
     }
 }
 
+impl ImportStreamServer {
+    /// Writes and stages every row written (on a replicated table, on its followers too), once;
+    /// a failure fails the import.
+    async fn prepare_once(&self) -> Result<(), Error> {
+        if self.prepared.borrow().is_some() {
+            return Ok(());
+        }
+        let whole = self.stream.borrow().finish();
+        whole.map_err(|e| self.fail(error("invalid", format!("{e}; nothing was imported"))))?;
+        self.drain().await?;
+        let prepared = self.stage().await.map_err(|e| self.fail(e))?;
+        *self.prepared.borrow_mut() = Some(prepared);
+        Ok(())
+    }
+
+    async fn stage(&self) -> Result<Prepared, Error> {
+        let Some(mut writer) = self.writer.borrow_mut().take() else {
+            return Ok(Prepared::default());
+        };
+        // Measured again: other imports may have committed since this one began.
+        self.connection
+            .shared
+            .quotas
+            .check_storage(&self.table.tenant)
+            .await
+            .map_err(engine_error)?;
+        let (writer, files) = blocking(&self.connection.shared, move || {
+            writer.stage().map(|files| (writer, files))
+        })
+        .await?
+        .map_err(engine_error)?;
+        let staging_dir = writer.staging_dir().to_owned();
+        *self.writer.borrow_mut() = Some(writer);
+        match &self.replicated {
+            Some(cluster) => {
+                let table = (self.table.tenant.as_str(), self.table.table.as_str());
+                replicated_import::stage_on_followers(cluster, table, &files, &staging_dir).await
+            }
+            None => Ok(Prepared::default()),
+        }
+    }
+}
+
 impl Drop for ImportStreamServer {
     fn drop(&mut self) {
         // Dropped without a commit: the writer's staged files are removed, off the core when a
         // blocking thread is free.
-        let Some(writer) = self.writer.get_mut().take() else {
-            return;
-        };
-        if let Some(slot) = BlockingSlot::try_acquire(&self.connection.shared) {
-            let _ = std::thread::Builder::new()
-                .name("tessera-blocking".into())
-                .spawn(move || {
-                    drop(writer);
-                    drop(slot);
-                });
+        if let Some(writer) = self.writer.get_mut().take() {
+            drop_blocking(&self.connection.shared, writer);
         }
     }
 }
@@ -193,6 +242,16 @@ impl import_stream::Server for ImportStreamServer {
         }
     }
 
+    async fn prepare(
+        self: Rc<Self>,
+        _: import_stream::PrepareParams,
+        _: import_stream::PrepareResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check_open()?;
+        self.prepare_once().await
+    }
+
     async fn commit(
         self: Rc<Self>,
         _: import_stream::CommitParams,
@@ -201,19 +260,9 @@ impl import_stream::Server for ImportStreamServer {
         let _guard = self.connection.enter()?;
         self.check_open()?;
         self.committed.set(true);
-        let whole = self.stream.borrow().finish();
-        whole.map_err(|e| self.fail(error("invalid", format!("{e}; nothing was imported"))))?;
-        self.drain().await?;
+        self.prepare_once().await?;
+        let prepared = self.prepared.borrow_mut().take().unwrap_or_default();
         let writer = self.writer.borrow_mut().take();
-        if writer.is_some() {
-            // Measured again: other imports may have committed since this one began.
-            self.connection
-                .shared
-                .quotas
-                .check_storage(&self.table.tenant)
-                .await
-                .map_err(|e| self.fail(engine_error(e)))?;
-        }
         let Some(writer) = writer else {
             // No rows: nothing to write; report the table as it is.
             let manifest = load_table(
@@ -225,10 +274,20 @@ impl import_stream::Server for ImportStreamServer {
             results.get().set_version(manifest.version);
             return Ok(());
         };
-        let summary = blocking(&self.connection.shared, move || writer.finish())
-            .await
-            .map_err(|e| self.fail(e))?
-            .map_err(|e| self.fail(engine_error(e)))?;
+        let shared = self.connection.shared.clone();
+        let publish_here = async move {
+            blocking(&shared, move || writer.finish())
+                .await?
+                .map_err(engine_error)
+        };
+        let summary = match &self.replicated {
+            Some(cluster) => {
+                let table = (self.table.tenant.as_str(), self.table.table.as_str());
+                replicated_import::publish_everywhere(cluster, table, prepared, publish_here).await
+            }
+            None => publish_here.await,
+        }
+        .map_err(|e| self.fail(e))?;
         self.connection
             .shared
             .metrics

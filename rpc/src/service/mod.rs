@@ -41,6 +41,7 @@ mod ingest_server;
 mod operator_server;
 mod partitioned;
 mod replica_server;
+mod replicated_import;
 mod tenant_server;
 
 use admin_server::AdminServer;
@@ -48,7 +49,7 @@ pub use gateway_server::gateway;
 use import_server::ImportStreamServer;
 use ingest_server::IngestStreamServer;
 use operator_server::OperatorServer;
-use replica_server::ReplicaInstallerServer;
+use replica_server::{ImportReplicaServer, ReplicaInstallerServer};
 use tenant_server::TenantServer;
 
 /// An error whose description starts with one of the schema's `ErrorCode`s.
@@ -275,6 +276,19 @@ async fn blocking<T: Send + 'static>(
     receiver
         .await
         .map_err(|_| error("internal", "a worker thread died"))
+}
+
+/// Drops `value` (an import's writer: its staging directory goes) on a blocking thread when one
+/// is free, else here.
+fn drop_blocking<T: Send + 'static>(shared: &Arc<Shared>, value: T) {
+    if let Some(slot) = BlockingSlot::try_acquire(shared) {
+        let _ = std::thread::Builder::new()
+            .name("tessera-blocking".into())
+            .spawn(move || {
+                drop(value);
+                drop(slot);
+            });
+    }
 }
 
 fn wire_role(role: Role) -> WireRole {

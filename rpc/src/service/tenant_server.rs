@@ -831,19 +831,62 @@ impl tenant::Server for TenantServer {
             ));
         }
         let table = text(params.get()?.get_table()?)?;
-        let replicated = self.connection.shared.cluster.as_ref().is_some_and(|c| {
-            c.placement(&self.tenant, &table).is_some()
-                || matches!(c.partitions(&self.tenant, &table), Ok(Some(_)) | Err(_))
-        });
-        if replicated {
-            // Bulk imports publish files on one node; replicas would diverge.
-            return Err(error(
-                "invalid",
-                format!(
-                    "table {table} is replicated across the cluster; write to it with streaming \
-                     ingestion (Tenant.ingest, tessera ingest), which every replica receives"
-                ),
-            ));
+        let mut replicated = None;
+        if let Some(cluster) = self.connection.shared.cluster.as_ref() {
+            if self.partitioned(&table)?.is_some() {
+                return Err(error(
+                    "invalid",
+                    format!(
+                        "table {table} is partitioned across the cluster; write to it with \
+                         streaming ingestion (Tenant.ingest, tessera ingest), which sends each \
+                         row to its partition's replicas"
+                    ),
+                ));
+            }
+            let placement = match self.origin {
+                Origin::Replica => None,
+                _ => cluster
+                    .placement_now(&self.tenant, &table)
+                    .await
+                    .map_err(|e| error("unavailable", format!("the routing table: {e}")))?,
+            };
+            match placement {
+                Some(placement) if placement.leader == cluster.node_id() => {
+                    replicated = Some(cluster.clone());
+                }
+                Some(placement) if self.origin == Origin::Client => {
+                    // The leader imports (and replicates) it; this node forwards the stream.
+                    let forwarded = super::replicated_import::ForwardedImportServer::open(
+                        self.connection.clone(),
+                        self.identity.clone(),
+                        cluster,
+                        &placement,
+                    )
+                    .await?;
+                    results.get().set_stream(capnp_rpc::new_client(forwarded));
+                    return Ok(());
+                }
+                Some(placement) => {
+                    return Err(error(
+                        "unavailable",
+                        format!(
+                            "node {} does not lead table {table} ({} does, as of routing \
+                             version {})",
+                            cluster.node_id(),
+                            placement.leader,
+                            cluster.routing_version()
+                        ),
+                    ))
+                }
+                None if self.origin == Origin::Replica => {
+                    return Err(error(
+                        "permission",
+                        "a replica session does not import; a table's leader sends an \
+                         import's files (stageImport)",
+                    ))
+                }
+                None => {}
+            }
         }
         let manifest = load_table(self.connection.data_dir(), &self.tenant, &table).await?;
         self.connection
@@ -858,6 +901,7 @@ impl tenant::Server for TenantServer {
                 self.connection.clone(),
                 self.identity.clone(),
                 manifest,
+                replicated,
             )));
         Ok(())
     }
@@ -938,6 +982,29 @@ impl tenant::Server for TenantServer {
         results
             .get()
             .set_installer(capnp_rpc::new_client(installer));
+        Ok(())
+    }
+
+    async fn stage_import(
+        self: Rc<Self>,
+        params: tenant::StageImportParams,
+        mut results: tenant::StageImportResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check()?;
+        self.connection.check_serving()?;
+        if self.origin != Origin::Replica {
+            return Err(error(
+                "permission",
+                "only a table's leader sends an import's files, over a replica session",
+            ));
+        }
+        let params = params.get()?;
+        let (table, epoch) = (text(params.get_table()?)?, params.get_leader_epoch());
+        let stager =
+            ImportReplicaServer::start(self.connection.clone(), self.tenant.clone(), table, epoch)
+                .await?;
+        results.get().set_stager(capnp_rpc::new_client(stager));
         Ok(())
     }
 

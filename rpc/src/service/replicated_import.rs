@@ -1,0 +1,404 @@
+//! Imports into a replicated table. The leader writes the files (`ImportStreamServer`), then:
+//!
+//! 1. **prepare**: sends them to every in-sync follower, which checks each against its entry
+//!    (size, CRC-32) and makes it durable, staged (`Tenant.stageImport`, `ImportReplica`);
+//!    with fewer than `write_quorum` replicas holding them, nothing is imported;
+//! 2. **publish**, as one write of the table (`Cluster::pass`: a catch-up or a comparison of
+//!    replicas sees the import on every in-sync replica or on none): the followers that
+//!    missed the import leave the in-sync set first (the leader copies them the table later),
+//!    then the leader publishes, then each follower does; one that fails leaves the in-sync set.
+//!
+//! A client may send its import to any node: one that does not lead the table forwards the
+//! stream to the leader as it comes (`ForwardedImportServer`).
+
+use super::*;
+use crate::client::{ImportStager, ImportWriter};
+use crate::cluster::{Cluster, Placement};
+use tessera_storage_engine::table::writer::StagedFile;
+
+/// Bytes of a file per `ImportReplica.put`.
+const PIECE_BYTES: u64 = 1 << 20;
+
+/// A replicated import's files, staged on the followers that took them.
+#[derive(Default)]
+pub(super) struct Prepared {
+    /// The leader epoch they were sent under; 0 when the table is not replicated.
+    epoch: u64,
+    stagers: Vec<(String, ImportStager)>,
+    /// In-sync followers that did not take them, and why.
+    missed: Vec<(String, String)>,
+}
+
+/// Where a leader's import stands, for its errors: `table` and what the replicas hold.
+fn quorum_error(placement: &Placement, durable: usize, needed: usize, why: &[String]) -> Error {
+    error(
+        "unavailable",
+        format!(
+            "the import's files are durable on {durable} of {} replicas of {} and {needed} are \
+             needed ({}); nothing was imported",
+            placement.replicas.len(),
+            placement.table,
+            why.join("; ")
+        ),
+    )
+}
+
+/// The table's placement, as long as this node leads it at `epoch` (any epoch when 0).
+fn led(cluster: &Cluster, tenant: &str, table: &str, epoch: u64) -> Result<Arc<Placement>, Error> {
+    match cluster.placement(tenant, table) {
+        Some(p) if p.leader == cluster.node_id() && (epoch == 0 || p.epoch == epoch) => Ok(p),
+        Some(p) => Err(error(
+            "unavailable",
+            format!(
+                "the leadership of {table} moved to {} during the import; nothing was imported",
+                p.leader
+            ),
+        )),
+        None => Err(error(
+            "not_found",
+            format!("table {table} is no longer placed in the cluster; nothing was imported"),
+        )),
+    }
+}
+
+/// Sends the staged `files` (in `staging_dir`) to every in-sync follower of the table at once
+/// and has each prepare them. Fails, with nothing imported anywhere, unless `write_quorum`
+/// replicas (this one among them) then hold them.
+pub(super) async fn stage_on_followers(
+    cluster: &Arc<Cluster>,
+    (tenant, table): (&str, &str),
+    files: &[StagedFile],
+    staging_dir: &std::path::Path,
+) -> Result<Prepared, Error> {
+    let placement = led(cluster, tenant, table, 0)?;
+    let list = serde_json::to_vec(files).map_err(|e| error("internal", e))?;
+    let followers = placement
+        .replicas
+        .iter()
+        .filter(|r| r.node_id != cluster.node_id() && placement.is_in_sync(&r.node_id));
+    let placement = &placement;
+    let list = &list;
+    let sends = followers.map(|replica| async move {
+        let sent = send_files(
+            cluster,
+            placement,
+            &replica.address,
+            files,
+            staging_dir,
+            list,
+        )
+        .await;
+        if sent.is_err() {
+            cluster.forget_peer(&replica.address);
+        }
+        (replica.node_id.clone(), sent)
+    });
+    let mut prepared = Prepared {
+        epoch: placement.epoch,
+        ..Default::default()
+    };
+    for (node, sent) in futures::future::join_all(sends).await {
+        match sent {
+            Ok(stager) => prepared.stagers.push((node, stager)),
+            Err(why) => prepared.missed.push((node, why)),
+        }
+    }
+    let needed = placement.write_quorum.max(1) as usize;
+    let durable = 1 + prepared.stagers.len();
+    if durable < needed {
+        let why: Vec<String> = prepared
+            .missed
+            .iter()
+            .map(|(node, why)| format!("{node}: {why}"))
+            .collect();
+        return Err(quorum_error(placement, durable, needed, &why));
+    }
+    Ok(prepared)
+}
+
+/// Sends every staged file to one follower and has it prepare them.
+async fn send_files(
+    cluster: &Cluster,
+    placement: &Placement,
+    address: &str,
+    files: &[StagedFile],
+    staging_dir: &std::path::Path,
+    list: &[u8],
+) -> Result<ImportStager, String> {
+    if address.is_empty() {
+        return Err("the catalog has no address for it".into());
+    }
+    let wait = cluster.replication_timeout;
+    let session = cluster
+        .session(address, &placement.tenant, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    let stager = runtime::timeout(
+        wait,
+        session.stage_import(&placement.table, placement.epoch),
+    )
+    .await;
+    let stager = answered("starting the import", wait, stager)?;
+    for file in files {
+        let path = Arc::new(staging_dir.join(&file.entry.path));
+        let mut offset = 0;
+        while offset < file.entry.bytes {
+            let length = PIECE_BYTES.min(file.entry.bytes - offset);
+            let piece = crate::catch_up::read_piece(path.clone(), offset, length).await?;
+            let put = runtime::timeout(wait, stager.put(&file.entry.path, offset, piece)).await;
+            answered("sending a file", wait, put)?;
+            offset += length;
+        }
+    }
+    let prepared = runtime::timeout(wait, stager.prepare(list.to_vec())).await;
+    answered("preparing the import", wait, prepared)?;
+    Ok(stager)
+}
+
+/// A peer's answer within `wait`, or why there is none.
+fn answered<T>(
+    what: &str,
+    wait: std::time::Duration,
+    answer: Option<Result<T, crate::client::ClientError>>,
+) -> Result<T, String> {
+    match answer {
+        Some(answer) => answer.map_err(|e| format!("{what}: {e}")),
+        None => Err(format!("{what}: no answer within {wait:?}")),
+    }
+}
+
+/// Publishes a prepared import on this node (`publish_here`) and on every follower that took
+/// it, as one write of the table; see the module's description. The summary is this node's.
+pub(super) async fn publish_everywhere<F>(
+    cluster: &Arc<Cluster>,
+    (tenant, table): (&str, &str),
+    prepared: Prepared,
+    publish_here: F,
+) -> Result<tessera_storage_engine::table::writer::ImportSummary, Error>
+where
+    F: std::future::Future<
+        Output = Result<tessera_storage_engine::table::writer::ImportSummary, Error>,
+    >,
+{
+    let _pass = cluster.pass(tenant, table).await;
+    let placement = led(cluster, tenant, table, prepared.epoch)?;
+    // Followers in sync now without the import's files (they missed them, or a catch-up put
+    // them back meanwhile) leave the in-sync set before it is published.
+    let staged: Vec<&str> = prepared.stagers.iter().map(|(n, _)| n.as_str()).collect();
+    let mut placement = placement;
+    for replica in &placement.clone().replicas {
+        let node = replica.node_id.as_str();
+        if node == cluster.node_id() || !placement.is_in_sync(node) || staged.contains(&node) {
+            continue;
+        }
+        let why = prepared
+            .missed
+            .iter()
+            .find(|(n, _)| n == node)
+            .map_or("it was put back in sync during the import", |(_, why)| {
+                why.as_str()
+            });
+        placement = cluster
+            .set_in_sync(&placement, node, false)
+            .await
+            .map_err(|e| {
+                error(
+                    "unavailable",
+                    format!(
+                        "replica {node} of {table} missed the import and could not be marked \
+                     behind ({e}); nothing was imported"
+                    ),
+                )
+            })?;
+        tracing::warn!(table = %table, node = %node, reason = %why, "a replica missed an import: taken out of the in-sync set");
+    }
+    let summary = publish_here.await?;
+    let wait = cluster.replication_timeout;
+    let publishes = prepared.stagers.iter().map(|(node, stager)| async move {
+        let published = match runtime::timeout(wait, stager.publish()).await {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err(format!("no answer within {wait:?}")),
+        };
+        (node.as_str(), published)
+    });
+    let mut durable = 1;
+    let mut failures = Vec::new();
+    for (node, published) in futures::future::join_all(publishes).await {
+        match published {
+            Ok(()) => durable += 1,
+            Err(why) => {
+                tracing::warn!(table = %table, node = %node, reason = %why, "a replica failed to publish an import: taken out of the in-sync set");
+                failures.push(format!("{node}: {why}"));
+                if let Err(e) = cluster.set_in_sync(&placement, node, false).await {
+                    failures.push(format!("{node} could not be marked behind: {e}"));
+                }
+            }
+        }
+    }
+    let needed = placement.write_quorum.max(1) as usize;
+    if durable < needed {
+        return Err(error(
+            "unavailable",
+            format!(
+                "the import is published on this node, the leader of {table}, but on {durable} \
+                 of {} replicas where {needed} are needed ({}); its rows are visible: check the \
+                 table before importing them again",
+                placement.replicas.len(),
+                failures.join("; ")
+            ),
+        ));
+    }
+    Ok(summary)
+}
+
+/// A client's import into a replicated table this node does not lead: forwarded as it comes
+/// to the leader's `ImportStream` (over a forwarded peer session), which checks, writes and
+/// replicates it.
+pub(super) struct ForwardedImportServer {
+    connection: Rc<Connection>,
+    identity: Identity,
+    /// Writes not yet forwarded, in arrival order.
+    queue: RefCell<std::collections::VecDeque<Vec<u8>>>,
+    /// The leader's import; `None` once committed or failed.
+    leader: futures::lock::Mutex<Option<ImportWriter>>,
+    leader_id: String,
+    failure: RefCell<Option<Error>>,
+}
+
+impl ForwardedImportServer {
+    /// Opens the import on the table's leader.
+    pub(super) async fn open(
+        connection: Rc<Connection>,
+        identity: Identity,
+        cluster: &Cluster,
+        placement: &Placement,
+    ) -> Result<ForwardedImportServer, Error> {
+        let leader = placement
+            .leader_replica()
+            .filter(|r| !r.address.is_empty())
+            .ok_or_else(|| {
+                error(
+                    "unavailable",
+                    format!("table {} has no reachable leader now", placement.table),
+                )
+            })?;
+        let opened = async {
+            let session = cluster
+                .session(&leader.address, &placement.tenant, true)
+                .await?;
+            session.import_writer(&placement.table).await
+        };
+        let writer = opened.await.map_err(|e| {
+            cluster.forget_peer(&leader.address);
+            forwarded_error(&leader.node_id, e)
+        })?;
+        Ok(ForwardedImportServer {
+            connection,
+            identity,
+            queue: RefCell::default(),
+            leader: futures::lock::Mutex::new(Some(writer)),
+            leader_id: leader.node_id.clone(),
+            failure: RefCell::new(None),
+        })
+    }
+
+    fn fail(&self, failure: Error) -> Error {
+        self.failure.borrow_mut().get_or_insert(failure).clone()
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        check_expiry(&self.identity)?;
+        match self.failure.borrow().as_ref() {
+            Some(failure) => Err(failure.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Forwards the queued writes in order; one forwarder at a time.
+    async fn forward(&self, leader: &mut Option<ImportWriter>) -> Result<(), Error> {
+        let writer = leader
+            .as_mut()
+            .ok_or_else(|| error("invalid", "this import stream is already committed"))?;
+        loop {
+            let Some(bytes) = self.queue.borrow_mut().pop_front() else {
+                return Ok(());
+            };
+            writer
+                .write_ipc(bytes)
+                .await
+                .map_err(|e| self.fail(forwarded_error(&self.leader_id, e)))?;
+        }
+    }
+}
+
+/// The leader's answer as it gave it; failing to reach it, an error naming it.
+fn forwarded_error(leader: &str, e: crate::client::ClientError) -> Error {
+    match e.error_code() {
+        Some(code) => fail(code, e.to_string().split_once(": ").map_or("", |(_, m)| m)),
+        None => error(
+            "unavailable",
+            format!(
+                "forwarding the import to the table's leader {leader}: {e}; nothing was imported"
+            ),
+        ),
+    }
+}
+
+impl import_stream::Server for ForwardedImportServer {
+    fn write(
+        self: Rc<Self>,
+        params: import_stream::WriteParams,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + 'static {
+        // Queued when dispatched, so writes keep their order.
+        let queued = self.connection.enter().and_then(|guard| {
+            self.check_open()?;
+            let bytes = params.get()?.get_ipc()?.to_vec();
+            self.queue.borrow_mut().push_back(bytes);
+            Ok(guard)
+        });
+        async move {
+            let _guard = queued?;
+            let mut leader = self.leader.lock().await;
+            self.forward(&mut leader).await
+        }
+    }
+
+    async fn prepare(
+        self: Rc<Self>,
+        _: import_stream::PrepareParams,
+        _: import_stream::PrepareResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check_open()?;
+        let mut leader = self.leader.lock().await;
+        self.forward(&mut leader).await?;
+        let writer = leader.as_mut().expect("forward checked it");
+        writer
+            .prepare()
+            .await
+            .map_err(|e| self.fail(forwarded_error(&self.leader_id, e)))
+    }
+
+    async fn commit(
+        self: Rc<Self>,
+        _: import_stream::CommitParams,
+        mut results: import_stream::CommitResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check_open()?;
+        let mut leader = self.leader.lock().await;
+        self.forward(&mut leader).await?;
+        let writer = leader.take().expect("forward checked it");
+        let summary = writer
+            .commit()
+            .await
+            .map_err(|e| self.fail(forwarded_error(&self.leader_id, e)))?;
+        let mut out = results.get();
+        out.set_rows(summary.rows);
+        out.set_files(summary.files);
+        out.set_bytes(summary.bytes);
+        out.set_version(summary.version);
+        Ok(())
+    }
+}
