@@ -74,6 +74,9 @@ fn a_batch_adds_a_nullable_column_that_earlier_rows_read_as_null_everywhere() {
         .ingest("acme", "t", "p", 1, ipc(&batch(1, 1000, 50, None)))
         .unwrap();
     assert!(engine.sql("acme", "SELECT region FROM t").is_err());
+    // The imported file read once: its metadata is cached for the table's two columns.
+    let before: i64 = (0..100).chain(1000..1050).sum();
+    assert_eq!(scalar(&engine, "SELECT SUM(user_id) FROM t"), before);
 
     let ack = engine
         .ingest("acme", "t", "p", 2, ipc(&batch(1, 5000, 30, Some("eu"))))
@@ -88,6 +91,12 @@ fn a_batch_adds_a_nullable_column_that_earlier_rows_read_as_null_everywhere() {
     let eu_sum: i64 = (5000..5030).sum();
     // Old file, old buffered rows and new buffered rows together.
     assert_eq!(regions(&engine), (150, 30, eu_sum));
+    // The old file read again for the new column (NULL in every row of it).
+    assert_eq!(scalar(&engine, "SELECT COUNT(region) FROM t"), 30);
+    assert_eq!(
+        scalar(&engine, "SELECT SUM(user_id) FROM t WHERE region IS NULL"),
+        before
+    );
     let grouped = engine
         .sql(
             "acme",

@@ -965,16 +965,19 @@ async fn open_meta(
     columns: &[ColumnDef],
     stats: &mut ScanStats,
 ) -> Result<(Rc<FileMeta>, Rc<DirectFile>)> {
-    if let Some(cached) = state.metadata.get(task.cache_id) {
+    // A file's metadata describes the table's columns when it was loaded (those the file
+    // lacks read as NULL): once the table gains a column, the file is loaded again.
+    let key = task.cache_id ^ (columns.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    if let Some(cached) = state.metadata.get(key) {
         return Ok(cached);
     }
     // Another scan on this core may be reading this file's metadata now: wait for it rather
     // than read it twice.
-    let _guard = match state.metadata.start_load(task.cache_id) {
+    let _guard = match state.metadata.start_load(key) {
         Ok(guard) => Some(guard),
         Err(loaded) => {
             let _ = loaded.await;
-            if let Some(cached) = state.metadata.get(task.cache_id) {
+            if let Some(cached) = state.metadata.get(key) {
                 return Ok(cached);
             }
             // Its load failed or was cancelled, or the entry did not fit: read it here.
@@ -987,9 +990,7 @@ async fn open_meta(
         .map_err(|e| Error::io(&path, e))?;
     let meta = reader::load_file_meta(&file, &path, columns, &mut stats.bytes_read).await?;
     let (meta, file) = (Rc::new(meta), Rc::new(file));
-    state
-        .metadata
-        .insert(task.cache_id, meta.clone(), file.clone());
+    state.metadata.insert(key, meta.clone(), file.clone());
     Ok((meta, file))
 }
 
