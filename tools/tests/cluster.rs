@@ -973,23 +973,22 @@ fn write_batches_until(
     })
 }
 
-/// Writes `events(first, rows)` to a Parquet file (another writer than the engine's).
-fn events_file(dir: &Path, name: &str, first: i64, rows: i64) -> PathBuf {
+/// Writes `batch` to a Parquet file in `dir` (another writer than the engine's).
+fn parquet_file(dir: &Path, name: &str, batch: &arrow_array::RecordBatch) -> PathBuf {
     let file = dir.join(name);
-    let batch = events(first, rows);
     let mut writer = parquet::arrow::ArrowWriter::try_new(
         std::fs::File::create(&file).unwrap(),
         batch.schema(),
         None,
     )
     .unwrap();
-    writer.write(&batch).unwrap();
+    writer.write(batch).unwrap();
     writer.close().unwrap();
     file
 }
 
-/// `tessera import` of `file` into events through the node at `address`.
-fn import_through(address: &str, token: &str, file: &Path) -> std::process::Output {
+/// `tessera import` of `file` into `table` through the node at `address`.
+fn import_into(table: &str, address: &str, token: &str, file: &Path) -> std::process::Output {
     support::tessera(&[
         "import",
         "--addr",
@@ -997,7 +996,7 @@ fn import_through(address: &str, token: &str, file: &Path) -> std::process::Outp
         "--token",
         token,
         "--table",
-        "events",
+        table,
         path(file),
     ])
 }
@@ -1019,8 +1018,8 @@ fn a_bulk_import_into_a_replicated_table_reaches_every_replica_or_none() {
 
     // Through a follower (forwarded to the leader as it comes), then through the leader: both
     // imports are on every replica, each answering from its own copy, once committed.
-    let first = events_file(dir, "first.parquet", 0, 40_000);
-    let out = import_through(&address[&followers[0]], &admin, &first);
+    let first = parquet_file(dir, "first.parquet", &events(0, 40_000));
+    let out = import_into("events", &address[&followers[0]], &admin, &first);
     assert!(
         out.status.success(),
         "{}",
@@ -1063,7 +1062,7 @@ fn a_bulk_import_into_a_replicated_table_reaches_every_replica_or_none() {
     // follower too, and nothing imported.
     let wrong = dir.join("wrong.parquet");
     ok(&["gen", "events", "--rows", "100", "--out", path(&wrong)]);
-    let out = import_through(&address[&followers[1]], &admin, &wrong);
+    let out = import_into("events", &address[&followers[1]], &admin, &wrong);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -1075,8 +1074,8 @@ fn a_bulk_import_into_a_replicated_table_reaches_every_replica_or_none() {
     // missed it leaves the in-sync set.
     let (down, last) = (followers[0].clone(), followers[1].clone());
     nodes.remove(&down).unwrap().kill();
-    let third = events_file(dir, "third.parquet", 61_000, 9_000);
-    let out = import_through(&address[&leader], &admin, &third);
+    let third = parquet_file(dir, "third.parquet", &events(61_000, 9_000));
+    let out = import_into("events", &address[&leader], &admin, &third);
     assert!(
         out.status.success(),
         "{}",
@@ -1089,8 +1088,8 @@ fn a_bulk_import_into_a_replicated_table_reaches_every_replica_or_none() {
 
     // Two down: the import is durable on the leader alone, so nothing is imported anywhere.
     nodes.remove(&last).unwrap().kill();
-    let fourth = events_file(dir, "fourth.parquet", 70_000, 5_000);
-    let out = import_through(&address[&leader], &admin, &fourth);
+    let fourth = parquet_file(dir, "fourth.parquet", &events(70_000, 5_000));
+    let out = import_into("events", &address[&leader], &admin, &fourth);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("durable on 1 of 3 replicas"), "{stderr}");
@@ -2141,8 +2140,24 @@ fn a_partitioned_table_spreads_over_the_cluster_and_answers_as_one() {
             .unwrap();
         assert_eq!(again.duplicate, producer == "b", "{again:?}");
     }
+    // A bulk import through a fourth node: split by user, each part imported (and replicated)
+    // by its partition's leader, every partition's prepared before any is published.
+    let dir = cluster.dir.path();
+    let imported = parquet_file(dir, "clicks.parquet", &clicks(rows, 10_000));
+    let out = import_into("clicks", &address["n4"], &admin, &imported);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the partition key column: refused, nothing imported.
+    let keyless = parquet_file(dir, "keyless.parquet", &events(0, 10));
+    let out = import_into("clicks", &address["n2"], &admin, &keyless);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no column user_id"), "{stderr}");
     // Producer a's sequence 19 was new: rows 19,000..20,000 are there twice.
-    let held: Vec<i64> = (0..rows).chain(19_000..20_000).collect();
+    let held: Vec<i64> = (0..rows + 10_000).chain(19_000..20_000).collect();
     let answers = click_answers(&held);
 
     // Every node answers every query as one table: the oracle's answer.

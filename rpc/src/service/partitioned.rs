@@ -595,31 +595,8 @@ pub(super) fn split_batch(
             parts[0].push(batch.clone());
             continue;
         };
-        let mut array = batch.column(index).clone();
-        check_key_type(of, array.data_type())?;
-        // Timestamps are stored in microseconds: the hash must see the value stored.
-        if let DataType::Timestamp(unit, zone) = array.data_type() {
-            if *unit != arrow_schema::TimeUnit::Microsecond {
-                let stored = DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, zone.clone());
-                array = arrow_cast::cast(&array, &stored)
-                    .map_err(|e| error("invalid", format!("partition key {}: {e}", of.key)))?;
-            }
-        }
-        let rows =
-            tessera_storage_engine::arrays::partition_rows(&array, count).map_err(engine_error)?;
-        for (p, part) in parts.iter_mut().enumerate() {
-            let indices: arrow_array::UInt32Array = rows
-                .iter()
-                .enumerate()
-                .filter(|(_, &r)| r as usize == p)
-                .map(|(i, _)| i as u32)
-                .collect();
-            if indices.is_empty() {
-                continue;
-            }
-            let taken = arrow_select::take::take_record_batch(batch, &indices)
-                .map_err(|e| error("internal", format!("splitting a batch: {e}")))?;
-            part.push(taken);
+        for (p, rows) in split_rows(of, batch, index)?.into_iter().enumerate() {
+            parts[p].extend(rows);
         }
     }
     let mut out = Vec::new();
@@ -649,6 +626,46 @@ pub(super) fn split_batch(
         });
     }
     Ok(out)
+}
+
+/// The rows of `batch` in each partition (`None`: none), by the key in column `index`.
+pub(super) fn split_rows(
+    of: &PartitionOf,
+    batch: &RecordBatch,
+    index: usize,
+) -> Result<Vec<Option<RecordBatch>>, Error> {
+    let count = of.count.max(1);
+    let mut array = batch.column(index).clone();
+    check_key_type(of, array.data_type())?;
+    // Timestamps are stored in microseconds: the hash must see the value stored.
+    if let DataType::Timestamp(unit, zone) = array.data_type() {
+        if *unit != arrow_schema::TimeUnit::Microsecond {
+            let stored = DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, zone.clone());
+            array = arrow_cast::cast(&array, &stored)
+                .map_err(|e| error("invalid", format!("partition key {}: {e}", of.key)))?;
+        }
+    }
+    let rows =
+        tessera_storage_engine::arrays::partition_rows(&array, count).map_err(engine_error)?;
+    let mut indices: Vec<Vec<u32>> = vec![Vec::new(); count as usize];
+    for (i, &p) in rows.iter().enumerate() {
+        indices[p as usize].push(i as u32);
+    }
+    indices
+        .into_iter()
+        .map(|rows| {
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            if rows.len() == batch.num_rows() {
+                return Ok(Some(batch.clone()));
+            }
+            let indices = arrow_array::UInt32Array::from(rows);
+            arrow_select::take::take_record_batch(batch, &indices)
+                .map(Some)
+                .map_err(|e| error("internal", format!("splitting a batch: {e}")))
+        })
+        .collect()
 }
 
 /// One partition's part of a split batch.

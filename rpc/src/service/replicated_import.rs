@@ -402,3 +402,300 @@ impl import_stream::Server for ForwardedImportServer {
         Ok(())
     }
 }
+
+/// A client's import into a partitioned table: each batch split by the hash of its partition
+/// key and each part sent, as it comes, to an import of its own on the partition's leader
+/// (over forwarded peer sessions; each leader checks, writes and replicates its part). At
+/// `commit` every partition's import is prepared (staged on a quorum of its replicas) before
+/// any is published, so a failure before then imports nothing anywhere.
+pub(super) struct PartitionedImportServer {
+    connection: Rc<Connection>,
+    identity: Identity,
+    cluster: Arc<Cluster>,
+    parts: super::partitioned::Partitions,
+    stream: RefCell<IpcStreamReader>,
+    /// The partition key's column in the stream (known from its schema).
+    key: Cell<Option<usize>>,
+    /// Decoded batches not yet sent, in arrival order.
+    queue: RefCell<std::collections::VecDeque<RecordBatch>>,
+    /// Per partition, its leader's import once it has rows; taken at `commit`.
+    imports: futures::lock::Mutex<Vec<Option<(String, ImportWriter)>>>,
+    failure: RefCell<Option<Error>>,
+    prepared: Cell<bool>,
+    committed: Cell<bool>,
+}
+
+impl PartitionedImportServer {
+    pub(super) fn new(
+        connection: Rc<Connection>,
+        identity: Identity,
+        (cluster, parts): super::partitioned::Partitioned,
+    ) -> PartitionedImportServer {
+        let message_bytes_max = connection.shared.limits.import_buffer_bytes;
+        let count = parts.len();
+        PartitionedImportServer {
+            connection,
+            identity,
+            cluster,
+            parts,
+            stream: RefCell::new(IpcStreamReader::new(message_bytes_max)),
+            key: Cell::new(None),
+            queue: RefCell::default(),
+            imports: futures::lock::Mutex::new((0..count).map(|_| None).collect()),
+            failure: RefCell::new(None),
+            prepared: Cell::new(false),
+            committed: Cell::new(false),
+        }
+    }
+
+    fn fail(&self, failure: Error) -> Error {
+        self.failure.borrow_mut().get_or_insert(failure).clone()
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        check_expiry(&self.identity)?;
+        if let Some(failure) = self.failure.borrow().as_ref() {
+            return Err(failure.clone());
+        }
+        if self.committed.get() || self.prepared.get() {
+            return Err(error(
+                "invalid",
+                "this import stream is prepared or committed",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The partitioned table's spec (key column, count) and its name.
+    fn of(&self) -> &crate::cluster::PartitionOf {
+        self.parts[0].partition.as_ref().expect("a partition")
+    }
+
+    /// Checks and decodes a write's bytes into the ordered queue.
+    fn decode(&self, bytes: &[u8]) -> Result<(), Error> {
+        let decoded = self
+            .stream
+            .borrow_mut()
+            .push(bytes)
+            .map_err(|e| error("invalid", e))?;
+        for item in decoded {
+            match item {
+                Decoded::Schema(schema) => {
+                    let key = &self.of().key;
+                    let index = schema
+                        .fields()
+                        .iter()
+                        .position(|f| f.name().eq_ignore_ascii_case(key))
+                        .ok_or_else(|| {
+                            error(
+                                "invalid",
+                                format!(
+                                    "the import has no column {key}, the partition key of table \
+                                     {}; nothing was imported",
+                                    self.of().table
+                                ),
+                            )
+                        })?;
+                    self.key.set(Some(index));
+                }
+                Decoded::Batch(batch) if batch.num_rows() > 0 => {
+                    self.queue.borrow_mut().push_back(batch)
+                }
+                Decoded::Batch(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the queued batches' parts to their partitions' imports, in order; one sender at
+    /// a time (the caller holds `imports`).
+    async fn send(&self, imports: &mut [Option<(String, ImportWriter)>]) -> Result<(), Error> {
+        loop {
+            let Some(batch) = self.queue.borrow_mut().pop_front() else {
+                return Ok(());
+            };
+            let index = self
+                .key
+                .get()
+                .ok_or_else(|| error("internal", "no schema"))?;
+            let split = super::partitioned::split_rows(self.of(), &batch, index)?;
+            for (p, rows) in split.iter().enumerate() {
+                if rows.is_some() && imports[p].is_none() {
+                    imports[p] = Some(self.open(p).await?);
+                }
+            }
+            let sends = imports
+                .iter_mut()
+                .zip(split)
+                .filter_map(|(import, rows)| Some((import.as_mut()?, rows?)))
+                .map(|((leader, import), rows)| async move {
+                    import
+                        .write(&rows)
+                        .await
+                        .map_err(|e| forwarded_error(leader, e))
+                });
+            for sent in futures::future::join_all(sends).await {
+                sent?;
+            }
+        }
+    }
+
+    /// Opens an import of partition `p` on its leader.
+    async fn open(&self, p: usize) -> Result<(String, ImportWriter), Error> {
+        let placement = &self.parts[p];
+        let leader = placement
+            .leader_replica()
+            .filter(|r| !r.address.is_empty())
+            .ok_or_else(|| {
+                error(
+                    "unavailable",
+                    format!(
+                        "partition {} has no reachable leader now; nothing was imported",
+                        placement.table
+                    ),
+                )
+            })?;
+        let opened = async {
+            let session = self
+                .cluster
+                .session(&leader.address, &placement.tenant, true)
+                .await?;
+            session.import_writer(&placement.table).await
+        };
+        match opened.await {
+            Ok(import) => Ok((leader.node_id.clone(), import)),
+            Err(e) => {
+                self.cluster.forget_peer(&leader.address);
+                Err(forwarded_error(&leader.node_id, e))
+            }
+        }
+    }
+
+    /// Sends what is queued, then prepares every partition's import at once; once.
+    async fn prepare_all(
+        &self,
+        imports: &mut [Option<(String, ImportWriter)>],
+    ) -> Result<(), Error> {
+        if self.prepared.get() {
+            return Ok(());
+        }
+        let whole = self.stream.borrow().finish();
+        whole.map_err(|e| error("invalid", format!("{e}; nothing was imported")))?;
+        self.send(imports).await?;
+        let prepares = imports
+            .iter_mut()
+            .flatten()
+            .map(|(leader, import)| async move {
+                import
+                    .prepare()
+                    .await
+                    .map_err(|e| forwarded_error(leader, e))
+            });
+        for prepared in futures::future::join_all(prepares).await {
+            prepared?;
+        }
+        self.prepared.set(true);
+        Ok(())
+    }
+}
+
+impl import_stream::Server for PartitionedImportServer {
+    fn write(
+        self: Rc<Self>,
+        params: import_stream::WriteParams,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + 'static {
+        // Decoded when dispatched, so batches keep their order.
+        let decoded = self.connection.enter().and_then(|guard| {
+            self.check_open()?;
+            let bytes = params.get()?.get_ipc()?;
+            self.decode(bytes).map_err(|e| self.fail(e))?;
+            Ok(guard)
+        });
+        async move {
+            let _guard = decoded?;
+            let mut imports = self.imports.lock().await;
+            self.send(&mut imports).await.map_err(|e| self.fail(e))
+        }
+    }
+
+    async fn prepare(
+        self: Rc<Self>,
+        _: import_stream::PrepareParams,
+        _: import_stream::PrepareResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        self.check_open()?;
+        let mut imports = self.imports.lock().await;
+        self.prepare_all(&mut imports)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    async fn commit(
+        self: Rc<Self>,
+        _: import_stream::CommitParams,
+        mut results: import_stream::CommitResults,
+    ) -> Result<(), Error> {
+        let _guard = self.connection.enter()?;
+        check_expiry(&self.identity)?;
+        if let Some(failure) = self.failure.borrow().as_ref() {
+            return Err(failure.clone());
+        }
+        if self.committed.replace(true) {
+            return Err(error("invalid", "this import stream is already committed"));
+        }
+        let mut imports = self.imports.lock().await;
+        self.prepare_all(&mut imports)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let commits = imports
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(p, import)| Some((p, import.take()?)))
+            .map(|(p, (leader, import))| async move {
+                (
+                    p,
+                    import
+                        .commit()
+                        .await
+                        .map_err(|e| forwarded_error(&leader, e)),
+                )
+            });
+        let (mut done, mut failed) = (Vec::new(), Vec::new());
+        let mut out = results.get();
+        let (mut rows, mut files, mut bytes, mut version) = (0, 0, 0, 0);
+        for (p, committed) in futures::future::join_all(commits).await {
+            let name = self.parts[p].table.clone();
+            match committed {
+                Ok(summary) => {
+                    rows += summary.rows;
+                    files += summary.files;
+                    bytes += summary.bytes;
+                    version = version.max(summary.version);
+                    done.push(name);
+                }
+                Err(e) => failed.push(format!("{name}: {e}")),
+            }
+        }
+        if !failed.is_empty() {
+            let published = if done.is_empty() {
+                "nothing was imported".to_owned()
+            } else {
+                format!(
+                    "the import is published on partitions {} only: check the table before \
+                     importing its rows again",
+                    done.join(", ")
+                )
+            };
+            return Err(self.fail(error(
+                "unavailable",
+                format!("{} ({published})", failed.join("; ")),
+            )));
+        }
+        out.set_rows(rows);
+        out.set_files(files);
+        out.set_bytes(bytes);
+        out.set_version(version);
+        Ok(())
+    }
+}

@@ -833,15 +833,14 @@ impl tenant::Server for TenantServer {
         let table = text(params.get()?.get_table()?)?;
         let mut replicated = None;
         if let Some(cluster) = self.connection.shared.cluster.as_ref() {
-            if self.partitioned(&table)?.is_some() {
-                return Err(error(
-                    "invalid",
-                    format!(
-                        "table {table} is partitioned across the cluster; write to it with \
-                         streaming ingestion (Tenant.ingest, tessera ingest), which sends each \
-                         row to its partition's replicas"
-                    ),
-                ));
+            if let Some(partitioned) = self.partitioned(&table)? {
+                let server = super::replicated_import::PartitionedImportServer::new(
+                    self.connection.clone(),
+                    self.identity.clone(),
+                    partitioned,
+                );
+                results.get().set_stream(capnp_rpc::new_client(server));
+                return Ok(());
             }
             let placement = match self.origin {
                 Origin::Replica => None,
