@@ -47,6 +47,26 @@ const DIRECTORY_DEPTH_MAX: usize = 64;
 const MB: f64 = (1u64 << 20) as f64;
 
 /// `tessera ingest`: what the user asked for.
+/// How a table created in a cluster (by `ingest` or `import --addr`) is placed.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterTableArgs {
+    /// In a cluster, for a table created here: the nodes holding each partition (0: the
+    /// cluster's default, 3).
+    #[arg(long, default_value_t = 0)]
+    pub replication_factor: u8,
+    /// In a cluster, for a table created here: replicas that must have a batch durable before
+    /// it is acknowledged (0: a majority).
+    #[arg(long, default_value_t = 0)]
+    pub write_quorum: u8,
+    /// In a cluster, for a table created here: hash partitions, each on its own replicas (1:
+    /// the table is placed whole); needs --partition-key.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
+    /// The column whose hash picks a row's partition (an integer or string column).
+    #[arg(long, default_value = "")]
+    pub partition_key: String,
+}
+
 #[derive(clap::Args)]
 #[command(mut_arg("addr", |a| a.required(true).help("Server address (HOST:PORT)")))]
 pub struct IngestArgs {
@@ -66,21 +86,8 @@ pub struct IngestArgs {
     /// partitioned by date); with false a missing table is an error.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     create: bool,
-    /// In a cluster, for a table created here: the nodes holding each partition (0: the
-    /// cluster's default, 3).
-    #[arg(long, default_value_t = 0)]
-    replication_factor: u8,
-    /// In a cluster, for a table created here: replicas that must have a batch durable before
-    /// it is acknowledged (0: a majority).
-    #[arg(long, default_value_t = 0)]
-    write_quorum: u8,
-    /// In a cluster, for a table created here: hash partitions, each on its own replicas (1:
-    /// the table is placed whole); needs --partition-key.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    partitions: u32,
-    /// The column whose hash picks a row's partition (an integer or string column).
-    #[arg(long, default_value = "")]
-    partition_key: String,
+    #[command(flatten)]
+    placement: ClusterTableArgs,
     /// Seconds to keep sending a batch again after a lost connection or an `unavailable` or
     /// `overloaded` answer (reconnecting, backing off from 100 ms to 5 s); a call unanswered
     /// this long (at least 10 s) counts as a lost connection.
@@ -316,10 +323,10 @@ impl Startup<'_> {
         let args = self.args;
         let create = self.session.create_partitioned_table(
             spec,
-            args.replication_factor,
-            args.write_quorum,
-            args.partitions,
-            &args.partition_key,
+            args.placement.replication_factor,
+            args.placement.write_quorum,
+            args.placement.partitions,
+            &args.placement.partition_key,
         );
         if let Err(e) = target.call(self.runtime, create) {
             // Another ingest may have created it meanwhile.

@@ -190,6 +190,8 @@ enum Command {
         /// Target file size in MiB (new tables only; default 500; not with --addr).
         #[arg(long)]
         file_mib: Option<u64>,
+        #[command(flatten)]
+        placement: ingest::ClusterTableArgs,
         /// Row group size in MiB (new tables only; default 128; not with --addr).
         #[arg(long)]
         row_group_mib: Option<u64>,
@@ -335,6 +337,7 @@ fn main() -> ExitCode {
             row_group_mib,
             page_kib,
             page_rows,
+            placement,
             files,
         } => compression
             .parse::<Compression>()
@@ -354,6 +357,15 @@ fn main() -> ExitCode {
                     page_rows_max: page_rows.unwrap_or(20_000).max(1),
                     dictionary: true,
                 };
+                let placed = placement.replication_factor != 0
+                    || placement.write_quorum != 0
+                    || placement.partitions != 1
+                    || !placement.partition_key.is_empty();
+                if remote.addr.is_none() && placed {
+                    return Err("--replication-factor, --write-quorum, --partitions and \
+                                --partition-key place a table in a cluster: they need --addr"
+                        .into());
+                }
                 if remote.addr.is_some() {
                     // createTable's spec has no size settings: refuse rather than ignore them.
                     if let Some((flag, _)) = sizes.iter().find(|(_, value)| value.is_some()) {
@@ -368,6 +380,7 @@ fn main() -> ExitCode {
                             time_column: time_column.map(|c| c.to_lowercase()),
                             partition_by,
                             compression,
+                            placement,
                         };
                         run_remote_import(&session, &table, &spec, &files)
                     }
@@ -540,6 +553,7 @@ struct RemoteTableSpec {
     time_column: Option<String>,
     partition_by: Vec<String>,
     compression: Compression,
+    placement: ingest::ClusterTableArgs,
 }
 
 fn run_remote_import(
@@ -569,18 +583,26 @@ fn run_remote_import(
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| e.to_string())?;
+            let placement = &spec.placement;
+            let table_spec = tessera_rpc::client::TableSpec {
+                name: table.to_owned(),
+                columns,
+                time_column: spec.time_column.clone(),
+                partition_by: spec.partition_by.clone(),
+                compression: match spec.compression {
+                    Compression::Snappy => tessera_rpc::client::Compression::Snappy,
+                    Compression::Zstd => tessera_rpc::client::Compression::Zstd,
+                    Compression::None => tessera_rpc::client::Compression::None,
+                },
+            };
             session
-                .create_table(tessera_rpc::client::TableSpec {
-                    name: table.to_owned(),
-                    columns,
-                    time_column: spec.time_column.clone(),
-                    partition_by: spec.partition_by.clone(),
-                    compression: match spec.compression {
-                        Compression::Snappy => tessera_rpc::client::Compression::Snappy,
-                        Compression::Zstd => tessera_rpc::client::Compression::Zstd,
-                        Compression::None => tessera_rpc::client::Compression::None,
-                    },
-                })
+                .create_partitioned_table(
+                    table_spec,
+                    placement.replication_factor,
+                    placement.write_quorum,
+                    placement.partitions,
+                    &placement.partition_key,
+                )
                 .await
                 .map_err(|e| format!("table {table} does not exist and cannot be created: {e}"))?;
             eprintln!(

@@ -1070,6 +1070,46 @@ fn a_bulk_import_into_a_replicated_table_reaches_every_replica_or_none() {
         "{stderr}"
     );
 
+    // A new table created by the import: split into three partitions by `v`, two replicas
+    // each, every row once whichever node answers.
+    let out = support::tessera(&[
+        "import",
+        "--addr",
+        &address[&followers[1]],
+        "--token",
+        &admin,
+        "--table",
+        "split",
+        "--partitions",
+        "3",
+        "--partition-key",
+        "v",
+        "--replication-factor",
+        "2",
+        path(&first),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = cluster.status(&coordinator);
+    let parts: Vec<&serde_json::Value> = status["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["table"].as_str().unwrap().starts_with("split.p"))
+        .collect();
+    assert_eq!(parts.len(), 3, "{status:#}");
+    assert!(
+        parts.iter().all(|t| replica_ids(t).len() == 2),
+        "{status:#}"
+    );
+    for node in ["n1", "n2", "n3"] {
+        let lines = sql_lines(&address[node], &admin, "SELECT COUNT(*), SUM(v) FROM split");
+        assert_eq!(lines[1], format!("40000,{}", sum_to(40_000)), "{node}");
+    }
+
     // One follower down: two of three replicas take the import (W = 2), and the one that
     // missed it leaves the in-sync set.
     let (down, last) = (followers[0].clone(), followers[1].clone());
