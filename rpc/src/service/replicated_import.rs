@@ -224,6 +224,9 @@ where
     });
     let mut durable = 1;
     let mut failures = Vec::new();
+    // A replica without the import still in sync could lead without it: then the import is
+    // not acknowledged.
+    let mut in_sync_without = false;
     for (node, published) in futures::future::join_all(publishes).await {
         match published {
             Ok(()) => durable += 1,
@@ -232,18 +235,19 @@ where
                 failures.push(format!("{node}: {why}"));
                 if let Err(e) = cluster.set_in_sync(&placement, node, false).await {
                     failures.push(format!("{node} could not be marked behind: {e}"));
+                    in_sync_without = true;
                 }
             }
         }
     }
     let needed = placement.write_quorum.max(1) as usize;
-    if durable < needed {
+    if durable < needed || in_sync_without {
         return Err(error(
             "unavailable",
             format!(
-                "the import is published on this node, the leader of {table}, but on {durable} \
-                 of {} replicas where {needed} are needed ({}); its rows are visible: check the \
-                 table before importing them again",
+                "the import is published on this node, the leader of {table}, and on {durable} \
+                 of {} replicas ({needed} needed), but it is not acknowledged ({}); its rows are \
+                 visible: check the table before importing them again",
                 placement.replicas.len(),
                 failures.join("; ")
             ),
