@@ -99,8 +99,9 @@ impl IngestStreamServer {
     }
 
     /// For a client's batch into a partitioned table: the cluster and its partitions.
-    fn partitioned(&self) -> Result<Option<super::partitioned::Partitioned>, Error> {
+    async fn partitioned(&self) -> Result<Option<super::partitioned::Partitioned>, Error> {
         super::partitioned::partitioned(&self.connection, self.origin, &self.tenant, &self.table)
+            .await
     }
 
     /// Splits the batch by the hash of its partition key and sends each part, under the
@@ -463,7 +464,7 @@ impl ingest_stream::Server for IngestStreamServer {
             quotas.refused(&self.tenant, "ingest_bytes_per_second");
             runtime::sleep(wait).await;
         }
-        if let Some((cluster, parts)) = self.partitioned()? {
+        if let Some((cluster, parts)) = self.partitioned().await? {
             let ack = self
                 .append_partitioned(&cluster, &parts, sequence, &batches)
                 .await?;
@@ -519,7 +520,7 @@ impl ingest_stream::Server for IngestStreamServer {
         let _guard = self.connection.enter()?;
         check_expiry(&self.identity)?;
         // A partitioned table: this node's replicas of its partitions.
-        let tables = match self.partitioned()? {
+        let tables = match self.partitioned().await? {
             Some((cluster, parts)) => parts
                 .iter()
                 .filter(|p| p.holds(cluster.node_id()))

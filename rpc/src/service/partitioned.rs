@@ -24,8 +24,11 @@ pub(super) type Partitions = Vec<Arc<Placement>>;
 pub(super) type Partitioned = (Arc<Cluster>, Partitions);
 
 /// In a cluster, for a client's call naming a partitioned table: the cluster and the
-/// table's partitions (`unavailable` while the routing table holds only some of them).
-pub(super) fn partitioned(
+/// table's partitions (`unavailable` while the routing table holds only some of them). A
+/// table just created through another node reaches this node's routing table with the next
+/// heartbeat: one the routing table lacks, or holds only some partitions of, and that this
+/// node does not hold either, is looked up again in the catalog first.
+pub(super) async fn partitioned(
     connection: &Connection,
     origin: Origin,
     tenant: &str,
@@ -37,9 +40,30 @@ pub(super) fn partitioned(
     let Some(cluster) = connection.shared.cluster.clone() else {
         return Ok(None);
     };
-    let parts = cluster
-        .partitions(tenant, table)
-        .map_err(|e| error("unavailable", e))?;
+    let unknown = || {
+        cluster.placement(tenant, table).is_none()
+            && manifest::validate_name("table", table).is_ok()
+            && !manifest::table_dir(connection.data_dir(), tenant, table).is_dir()
+    };
+    let parts = match cluster.partitions(tenant, table) {
+        Ok(None) if unknown() => match cluster.refresh_routing().await {
+            // Without a catalog to ask (coordinators down), the table is as this node knows it.
+            Err(_) => None,
+            Ok(()) => cluster
+                .partitions(tenant, table)
+                .map_err(|e| error("unavailable", e))?,
+        },
+        Ok(parts) => parts,
+        Err(incomplete) => {
+            cluster
+                .refresh_routing()
+                .await
+                .map_err(|e| error("unavailable", format!("{incomplete}; the catalog: {e}")))?;
+            cluster
+                .partitions(tenant, table)
+                .map_err(|e| error("unavailable", e))?
+        }
+    };
     Ok(parts.map(|parts| (cluster, parts)))
 }
 

@@ -77,7 +77,7 @@ impl TenantServer {
         if query.table == query_log::TABLE {
             return self.run_query_stats(statement, sink, arrival).await;
         }
-        if let Some((cluster, parts)) = self.partitioned(&query.table)? {
+        if let Some((cluster, parts)) = self.partitioned(&query.table).await? {
             return match statement {
                 Statement::Query(query) => {
                     self.query_partitioned(&cluster, &parts, query, sql, sink)
@@ -187,11 +187,11 @@ impl TenantServer {
 impl TenantServer {
     /// In a cluster, for a client's call naming a partitioned table: the cluster and the
     /// table's partitions.
-    pub(super) fn partitioned(
+    pub(super) async fn partitioned(
         &self,
         table: &str,
     ) -> Result<Option<super::partitioned::Partitioned>, Error> {
-        super::partitioned::partitioned(&self.connection, self.origin, &self.tenant, table)
+        super::partitioned::partitioned(&self.connection, self.origin, &self.tenant, table).await
     }
 
     /// In a cluster, for a client's query of a replicated table this node holds no in-sync
@@ -725,7 +725,7 @@ impl tenant::Server for TenantServer {
             super::partitioned::partition_statement(&sql, &partition)?
         };
         let (Statement::Query(query) | Statement::Explain(query)) = statement;
-        if let Some((cluster, parts)) = self.partitioned(&query.table)? {
+        if let Some((cluster, parts)) = self.partitioned(&query.table).await? {
             let plan = self
                 .explain_partitioned(&cluster, &parts, query, &sql)
                 .await?;
@@ -776,7 +776,7 @@ impl tenant::Server for TenantServer {
                 }
             }
             for table in partitioned {
-                if let Some((cluster, parts)) = self.partitioned(&table)? {
+                if let Some((cluster, parts)) = self.partitioned(&table).await? {
                     elsewhere.push(self.describe_partitioned(&cluster, &parts).await?);
                 }
             }
@@ -801,7 +801,7 @@ impl tenant::Server for TenantServer {
         let _guard = self.connection.enter()?;
         self.check()?;
         let table = text(params.get()?.get_table()?)?;
-        if let Some((cluster, parts)) = self.partitioned(&table)? {
+        if let Some((cluster, parts)) = self.partitioned(&table).await? {
             let info = self.describe_partitioned(&cluster, &parts).await?;
             write_peer_table_info(results.get().init_table(), &info);
             return Ok(());
@@ -833,7 +833,7 @@ impl tenant::Server for TenantServer {
         let table = text(params.get()?.get_table()?)?;
         let mut replicated = None;
         if let Some(cluster) = self.connection.shared.cluster.as_ref() {
-            if let Some(partitioned) = self.partitioned(&table)? {
+            if let Some(partitioned) = self.partitioned(&table).await? {
                 let server = super::replicated_import::PartitionedImportServer::new(
                     self.connection.clone(),
                     self.identity.clone(),
@@ -934,7 +934,7 @@ impl tenant::Server for TenantServer {
                     .map_err(|e| error("unavailable", format!("the routing table: {e}")))?;
                 // A partitioned table's batches go to its partitions' leaders.
                 elsewhere = placement.is_some_and(|p| !p.holds(cluster.node_id()))
-                    || self.partitioned(&table)?.is_some();
+                    || self.partitioned(&table).await?.is_some();
             }
         }
         if !elsewhere {

@@ -66,6 +66,11 @@ impl FileMeta {
         column >= self.present
     }
 
+    /// The table's columns when the file was loaded (those it lacks included).
+    pub fn columns(&self) -> usize {
+        self.types.len()
+    }
+
     /// `rows` NULLs of `column`'s type.
     pub fn nulls(&self, column: usize, rows: usize) -> arrow_array::ArrayRef {
         arrow_array::new_null_array(&self.types[column], rows)

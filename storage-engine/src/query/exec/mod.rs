@@ -121,6 +121,14 @@ impl MetadataCache {
         self.inner.borrow().entries.get(&id).cloned()
     }
 
+    fn remove(&self, id: u64) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some((removed, _)) = inner.entries.remove(&id) {
+            inner.bytes -= removed.bytes;
+            inner.order.retain(|&o| o != id);
+        }
+    }
+
     fn insert(&self, id: u64, meta: Rc<FileMeta>, file: Rc<DirectFile>) {
         let mut inner = self.inner.borrow_mut();
         inner.counters.loads += 1;
@@ -965,11 +973,15 @@ async fn open_meta(
     columns: &[ColumnDef],
     stats: &mut ScanStats,
 ) -> Result<(Rc<FileMeta>, Rc<DirectFile>)> {
+    let key = task.cache_id;
     // A file's metadata describes the table's columns when it was loaded (those the file
     // lacks read as NULL): once the table gains a column, the file is loaded again.
-    let key = task.cache_id ^ (columns.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let current = |cached: &(Rc<FileMeta>, Rc<DirectFile>)| cached.0.columns() == columns.len();
     if let Some(cached) = state.metadata.get(key) {
-        return Ok(cached);
+        if current(&cached) {
+            return Ok(cached);
+        }
+        state.metadata.remove(key);
     }
     // Another scan on this core may be reading this file's metadata now: wait for it rather
     // than read it twice.
@@ -977,7 +989,7 @@ async fn open_meta(
         Ok(guard) => Some(guard),
         Err(loaded) => {
             let _ = loaded.await;
-            if let Some(cached) = state.metadata.get(key) {
+            if let Some(cached) = state.metadata.get(key).filter(current) {
                 return Ok(cached);
             }
             // Its load failed or was cancelled, or the entry did not fit: read it here.
