@@ -1149,6 +1149,112 @@ fn a_bulk_import_into_a_replicated_table_reaches_every_replica_or_none() {
     }
 }
 
+/// Whether `dir` (a table's `_staging`) holds any Parquet file, at any depth.
+fn holds_parquet(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let path = entry.path();
+        path.is_dir() && holds_parquet(&path) || path.extension().is_some_and(|e| e == "parquet")
+    })
+}
+
+#[test]
+fn an_import_interrupted_by_a_killed_replica_is_published_whole_or_not_at_all() {
+    let Replicated {
+        cluster,
+        _coordinator,
+        coordinator,
+        mut nodes,
+        address,
+        admin,
+        clients,
+        leader,
+        followers,
+    } = Replicated::start(3, &[]);
+    let staging = |node: &str| cluster.dir.path().join(node).join("acme/events/_staging");
+    let session = clients.session(&address[&leader]);
+    clients
+        .block_on(session.import("events", vec![events(0, 10_000)]))
+        .unwrap();
+    let before = (10_000, sum_to(10_000));
+
+    // Staged on every replica (prepared), then the leader killed before it publishes: the
+    // followers discard the files, and nothing of the import is anywhere.
+    let mut import = clients.block_on(session.import_writer("events")).unwrap();
+    clients
+        .block_on(import.write(&events(10_000, 30_000)))
+        .unwrap();
+    clients.block_on(import.prepare()).unwrap();
+    for follower in &followers {
+        assert!(
+            holds_parquet(&staging(follower)),
+            "{follower} staged nothing"
+        );
+    }
+    nodes.remove(&leader).unwrap().kill();
+    assert!(clients.block_on(import.commit()).is_err());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while followers.iter().any(|f| holds_parquet(&staging(f))) {
+        assert!(
+            Instant::now() < deadline,
+            "a follower kept the staged import"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.wait_status(&coordinator, "a new leader", |s| {
+        s["tables"][0]["leader"] != leader.as_str()
+    });
+    for follower in &followers {
+        assert_eq!(
+            count_and_sum(&address[follower], &admin),
+            Ok(before),
+            "{follower}"
+        );
+    }
+
+    // The old leader back, then a follower killed once the import is staged: the leader and
+    // the other replica publish it (W 2) and acknowledge; the killed one leaves the in-sync set
+    // and, back, is copied the table with the import.
+    nodes.insert(leader.clone(), cluster.node(&leader, &coordinator, "r8"));
+    let status = cluster.wait_status_of(&coordinator, "three replicas in sync", &nodes, |s| {
+        s["tables"][0]["healthy_replicas"] == 3
+    });
+    let address = addresses(&status);
+    // (Leadership may have moved back meanwhile.)
+    let new_leader = status["tables"][0]["leader"].as_str().unwrap().to_owned();
+    let victim = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != new_leader)
+        .unwrap()
+        .to_owned();
+    let other = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != new_leader && *n != victim)
+        .unwrap();
+    let session = clients.session(&address[&new_leader]);
+    let mut import = clients.block_on(session.import_writer("events")).unwrap();
+    clients
+        .block_on(import.write(&events(10_000, 30_000)))
+        .unwrap();
+    clients.block_on(import.prepare()).unwrap();
+    nodes.remove(&victim).unwrap().kill();
+    let summary = clients.block_on(import.commit()).unwrap();
+    assert_eq!(summary.rows, 30_000);
+    let after = (40_000, sum_to(40_000));
+    assert_eq!(count_and_sum(&address[&new_leader], &admin), Ok(after));
+    assert_eq!(count_and_sum(&address[other], &admin), Ok(after));
+    nodes.insert(victim.clone(), cluster.node(&victim, &coordinator, "r9"));
+    let status = cluster.wait_status_of(&coordinator, "the killed follower copied", &nodes, |s| {
+        s["tables"][0]["healthy_replicas"] == 3
+    });
+    let address = addresses(&status);
+    for node in ["n1", "n2", "n3"] {
+        wait_for_rows(&address[node], &admin, after);
+    }
+}
+
 #[test]
 fn a_follower_that_missed_batches_catches_up_and_holds_every_acknowledged_row() {
     let Replicated {

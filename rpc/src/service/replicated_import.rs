@@ -271,40 +271,34 @@ pub(super) struct ForwardedImportServer {
 }
 
 impl ForwardedImportServer {
-    /// Opens the import on the table's leader.
+    /// Opens the import on the table's leader; when it cannot be reached, once more after
+    /// fetching the routing table again (leadership or its address may have changed). `None`
+    /// when this node turns out to lead the table now: the import is this node's to take.
     pub(super) async fn open(
         connection: Rc<Connection>,
         identity: Identity,
         cluster: &Cluster,
         placement: &Placement,
-    ) -> Result<ForwardedImportServer, Error> {
-        let leader = placement
-            .leader_replica()
-            .filter(|r| !r.address.is_empty())
-            .ok_or_else(|| {
-                error(
-                    "unavailable",
-                    format!("table {} has no reachable leader now", placement.table),
-                )
-            })?;
-        let opened = async {
-            let session = cluster
-                .session(&leader.address, &placement.tenant, true)
-                .await?;
-            session.import_writer(&placement.table).await
+    ) -> Result<Option<ForwardedImportServer>, Error> {
+        let opened = match open_on_leader(cluster, placement).await {
+            Err(e) if cluster.refresh_routing().await.is_ok() => {
+                match cluster.placement(&placement.tenant, &placement.table) {
+                    Some(now) if now.leader == cluster.node_id() => return Ok(None),
+                    Some(now) => open_on_leader(cluster, &now).await,
+                    None => Err(e),
+                }
+            }
+            other => other,
         };
-        let writer = opened.await.map_err(|e| {
-            cluster.forget_peer(&leader.address);
-            forwarded_error(&leader.node_id, e)
-        })?;
-        Ok(ForwardedImportServer {
+        let (leader_id, writer) = opened?;
+        Ok(Some(ForwardedImportServer {
             connection,
             identity,
             queue: RefCell::default(),
             leader: futures::lock::Mutex::new(Some(writer)),
-            leader_id: leader.node_id.clone(),
+            leader_id,
             failure: RefCell::new(None),
-        })
+        }))
     }
 
     fn fail(&self, failure: Error) -> Error {
@@ -332,6 +326,35 @@ impl ForwardedImportServer {
                 .write_ipc(bytes)
                 .await
                 .map_err(|e| self.fail(forwarded_error(&self.leader_id, e)))?;
+        }
+    }
+}
+
+/// An import of the table on its leader (as the placement gives it), over a forwarded session.
+async fn open_on_leader(
+    cluster: &Cluster,
+    placement: &Placement,
+) -> Result<(String, ImportWriter), Error> {
+    let leader = placement
+        .leader_replica()
+        .filter(|r| !r.address.is_empty())
+        .ok_or_else(|| {
+            error(
+                "unavailable",
+                format!("table {} has no reachable leader now", placement.table),
+            )
+        })?;
+    let opened = async {
+        let session = cluster
+            .session(&leader.address, &placement.tenant, true)
+            .await?;
+        session.import_writer(&placement.table).await
+    };
+    match opened.await {
+        Ok(writer) => Ok((leader.node_id.clone(), writer)),
+        Err(e) => {
+            cluster.forget_peer(&leader.address);
+            Err(forwarded_error(&leader.node_id, e))
         }
     }
 }

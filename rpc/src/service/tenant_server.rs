@@ -862,8 +862,14 @@ impl tenant::Server for TenantServer {
                         &placement,
                     )
                     .await?;
-                    results.get().set_stream(capnp_rpc::new_client(forwarded));
-                    return Ok(());
+                    match forwarded {
+                        Some(forwarded) => {
+                            results.get().set_stream(capnp_rpc::new_client(forwarded));
+                            return Ok(());
+                        }
+                        // This node leads it now (its routing table was behind).
+                        None => replicated = Some(cluster.clone()),
+                    }
                 }
                 Some(placement) => {
                     return Err(error(
