@@ -1,6 +1,7 @@
 //! `Admin`: table creation (the whole spec validated up front) and removal.
 
 use super::*;
+use crate::client::DroppedPartitions;
 
 pub(super) struct AdminServer {
     pub(super) connection: Rc<Connection>,
@@ -311,14 +312,42 @@ impl admin::Server for AdminServer {
         let name = text(params.get_table()?)?;
         let before = text(params.get_before()?)?;
         manifest::validate_name("table", &name).map_err(engine_error)?;
-        let dropped = self
-            .connection
-            .context
-            .drop_partitions_before(&self.tenant, &name, &before)
-            .await
-            .map_err(engine_error)?;
+        let cluster = self.connection.shared.cluster.clone();
+        let placements = match cluster.as_ref() {
+            Some(cluster) if self.origin != Origin::Replica => {
+                match super::partitioned::partitioned(
+                    &self.connection,
+                    self.origin,
+                    &self.tenant,
+                    &name,
+                )
+                .await?
+                {
+                    Some((_, parts)) => parts,
+                    None => cluster.placement(&self.tenant, &name).into_iter().collect(),
+                }
+            }
+            _ => Vec::new(),
+        };
+        let dropped = match cluster {
+            Some(cluster) if !placements.is_empty() => {
+                let mut total = DroppedPartitions::default();
+                for placement in &placements {
+                    let part = self
+                        .drop_partitions_placed(&cluster, placement, &before)
+                        .await?;
+                    total.files += part.files;
+                    total.rows += part.rows;
+                    total.dates.extend(part.dates);
+                }
+                total.dates.sort();
+                total.dates.dedup();
+                total
+            }
+            _ => self.drop_partitions_here(&name, &before).await?,
+        };
         let mut results = results.get();
-        results.set_files(dropped.files.len() as u64);
+        results.set_files(dropped.files);
         results.set_rows(dropped.rows);
         let mut dates = results.init_dates(dropped.dates.len() as u32);
         for (i, date) in dropped.dates.iter().enumerate() {
@@ -568,6 +597,126 @@ impl AdminServer {
     /// coordinators remove its placement. A replica that cannot be reached fails the drop,
     /// naming it (the others' copies are gone; dropping again finishes it): a copy left on a
     /// node the catalog no longer places the table on would answer as a table of its own.
+    /// Drops the date partitions before `before` of this node's copy of `table`.
+    async fn drop_partitions_here(
+        &self,
+        table: &str,
+        before: &str,
+    ) -> Result<DroppedPartitions, Error> {
+        let dropped = self
+            .connection
+            .context
+            .drop_partitions_before(&self.tenant, table, before)
+            .await
+            .map_err(engine_error)?;
+        Ok(DroppedPartitions {
+            dates: dropped.dates,
+            files: dropped.files.len() as u64,
+            rows: dropped.rows,
+        })
+    }
+
+    /// Drops the date partitions before `before` of a replicated table (or one partition) on
+    /// every in-sync replica: as its leader, here and on each follower under one write pass
+    /// (so a comparison of replicas sees the drop everywhere or nowhere), a follower that
+    /// fails leaving the in-sync set (it is copied the table later); elsewhere, through the
+    /// leader. The rows dropped are this replica's (the leader's).
+    async fn drop_partitions_placed(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        placement: &crate::cluster::Placement,
+        before: &str,
+    ) -> Result<DroppedPartitions, Error> {
+        let table = placement.table.as_str();
+        if placement.leader != cluster.node_id() {
+            if self.origin == Origin::Forwarded {
+                return Err(error(
+                    "unavailable",
+                    format!(
+                        "node {} does not lead table {table} (routing version {})",
+                        cluster.node_id(),
+                        cluster.routing_version()
+                    ),
+                ));
+            }
+            let leader = placement
+                .leader_replica()
+                .filter(|r| !r.address.is_empty())
+                .ok_or_else(|| {
+                    error(
+                        "unavailable",
+                        format!("table {table} has no reachable leader now"),
+                    )
+                })?;
+            let dropped = async {
+                let session = cluster.session(&leader.address, &self.tenant, true).await?;
+                session.drop_partitions_before(table, before).await
+            };
+            return dropped.await.map_err(|e| {
+                cluster.forget_peer(&leader.address);
+                match e.error_code() {
+                    Some(code) => fail(code, e.to_string().split_once(": ").map_or("", |(_, m)| m)),
+                    None => error(
+                        "unavailable",
+                        format!("the table's leader {}: {e}", leader.node_id),
+                    ),
+                }
+            });
+        }
+        let _pass = cluster.pass(&self.tenant, table).await;
+        let placement = cluster
+            .placement(&self.tenant, table)
+            .filter(|p| p.leader == cluster.node_id())
+            .ok_or_else(|| {
+                error(
+                    "unavailable",
+                    format!("the leadership of {table} moved; nothing was dropped"),
+                )
+            })?;
+        let dropped = self.drop_partitions_here(table, before).await?;
+        let wait = cluster.replication_timeout;
+        let followers = placement
+            .replicas
+            .iter()
+            .filter(|r| r.node_id != cluster.node_id() && placement.is_in_sync(&r.node_id));
+        let drops = followers.map(|replica| async move {
+            let drop = async {
+                let session = cluster
+                    .session(&replica.address, &self.tenant, false)
+                    .await?;
+                session.drop_partitions_before(table, before).await
+            };
+            let outcome = match runtime::timeout(wait, drop).await {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err(format!("no answer within {wait:?}")),
+            };
+            if outcome.is_err() {
+                cluster.forget_peer(&replica.address);
+            }
+            (replica.node_id.as_str(), outcome)
+        });
+        let mut unmarked = Vec::new();
+        for (node, outcome) in futures::future::join_all(drops).await {
+            let Err(why) = outcome else { continue };
+            tracing::warn!(table = %table, node = %node, reason = %why, "a replica failed to drop partitions: taken out of the in-sync set");
+            if let Err(e) = cluster.set_in_sync(&placement, node, false).await {
+                unmarked.push(format!("{node}: {why}; it could not be marked behind: {e}"));
+            }
+        }
+        if !unmarked.is_empty() {
+            return Err(error(
+                "unavailable",
+                format!(
+                    "the partitions of {table} before {before} are dropped on its leader but not \
+                     on every in-sync replica ({}); drop them again",
+                    unmarked.join("; ")
+                ),
+            ));
+        }
+        Ok(dropped)
+    }
+
     async fn drop_replicated(
         &self,
         cluster: &crate::cluster::Cluster,
