@@ -1163,6 +1163,27 @@ fn a_bulk_import_into_a_replicated_table_reaches_every_replica_or_none() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Compacted through a follower: every replica compacts its own copy, partitions too.
+    for table in ["events", "split"] {
+        ok(&[
+            "admin",
+            "compact",
+            "--addr",
+            &address[follower],
+            "--token",
+            &admin,
+            "--table",
+            table,
+        ]);
+    }
+    let with_next_day = (80_000, sum_to(70_000) + (100_000..110_000).sum::<i64>());
+    for node in ["n1", "n2", "n3"] {
+        assert_eq!(
+            count_and_sum(&address[node], &admin),
+            Ok(with_next_day),
+            "{node}"
+        );
+    }
     for table in ["events", "split"] {
         let dropped = ok(&[
             "admin",

@@ -365,15 +365,67 @@ impl admin::Server for AdminServer {
         check_expiry(&self.identity)?;
         let name = text(params.get()?.get_table()?)?;
         manifest::validate_name("table", &name).map_err(engine_error)?;
-        let report = self
-            .connection
-            .context
-            .compact_table(&self.tenant, &name)
-            .await
-            .map_err(engine_error)?;
+        // In a cluster: every up replica of the table (of each partition) compacts its copy.
+        let cluster = self.connection.shared.cluster.clone();
+        let placements = match cluster.as_ref() {
+            Some(cluster) if self.origin == Origin::Client => {
+                match super::partitioned::partitioned(
+                    &self.connection,
+                    self.origin,
+                    &self.tenant,
+                    &name,
+                )
+                .await?
+                {
+                    Some((_, parts)) => parts,
+                    None => cluster.placement(&self.tenant, &name).into_iter().collect(),
+                }
+            }
+            _ => Vec::new(),
+        };
+        let (mut removed, mut written) = (0, 0);
+        match cluster {
+            Some(cluster) if !placements.is_empty() => {
+                let mut failures = Vec::new();
+                for placement in &placements {
+                    for replica in placement.answering() {
+                        let table = placement.table.as_str();
+                        let compacted = if replica.node_id == cluster.node_id() {
+                            self.compact_here(table).await
+                        } else {
+                            let remote = async {
+                                let session = cluster
+                                    .session(&replica.address, &self.tenant, false)
+                                    .await?;
+                                session.compact(table).await
+                            };
+                            remote.await.map_err(|e| {
+                                cluster.forget_peer(&replica.address);
+                                error("unavailable", e)
+                            })
+                        };
+                        match compacted {
+                            Ok((r, w)) => (removed, written) = (removed + r, written + w),
+                            Err(e) => failures.push(format!("{table} on {}: {e}", replica.node_id)),
+                        }
+                    }
+                }
+                if !failures.is_empty() {
+                    return Err(error(
+                        "unavailable",
+                        format!(
+                            "not every replica compacted ({}); the others removed {removed} \
+                             files and wrote {written}",
+                            failures.join("; ")
+                        ),
+                    ));
+                }
+            }
+            _ => (removed, written) = self.compact_here(&name).await?,
+        }
         let mut results = results.get();
-        results.set_files_removed(report.files_removed);
-        results.set_files_written(report.files_written);
+        results.set_files_removed(removed);
+        results.set_files_written(written);
         Ok(())
     }
 
@@ -597,6 +649,17 @@ impl AdminServer {
     /// coordinators remove its placement. A replica that cannot be reached fails the drop,
     /// naming it (the others' copies are gone; dropping again finishes it): a copy left on a
     /// node the catalog no longer places the table on would answer as a table of its own.
+    /// Compacts this node's copy of `table`: (files removed, files written).
+    async fn compact_here(&self, table: &str) -> Result<(u64, u64), Error> {
+        let report = self
+            .connection
+            .context
+            .compact_table(&self.tenant, table)
+            .await
+            .map_err(engine_error)?;
+        Ok((report.files_removed, report.files_written))
+    }
+
     /// Drops the date partitions before `before` of this node's copy of `table`.
     async fn drop_partitions_here(
         &self,
