@@ -1209,6 +1209,21 @@ fn a_bulk_import_into_a_replicated_table_reaches_every_replica_or_none() {
     std::thread::sleep(Duration::from_secs(2));
     let log = nodes[&leader].log();
     assert!(!log.contains("differs from"), "{log}");
+
+    // A tenant whose tables are placed in the cluster is not dropped on one node.
+    let refused = clients
+        .block_on(async {
+            let client = tessera_rpc::Client::connect(&address[follower]).await?;
+            let operator = client.operator_login(&cluster.operator).await?;
+            operator.drop_tenant("acme").await
+        })
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("placed in the cluster (events, split)"),
+        "{refused}"
+    );
 }
 
 /// Whether `dir` (a table's `_staging`) holds any Parquet file, at any depth.

@@ -114,6 +114,33 @@ impl operator::Server for OperatorServer {
         let _guard = self.connection.enter()?;
         let name = text(params.get()?.get_name()?)?;
         self.tenant_dir(&name)?;
+        // In a cluster, a tenant's placed tables live on other nodes too: dropping its data
+        // here alone would leave their replicas short of a copy.
+        if let Some(cluster) = self.connection.shared.cluster.as_ref() {
+            let mut placed: Vec<String> = cluster
+                .placements()
+                .iter()
+                .filter(|p| p.tenant == name)
+                .map(|p| {
+                    p.partition
+                        .as_ref()
+                        .map_or(&p.table, |of| &of.table)
+                        .clone()
+                })
+                .collect();
+            placed.sort();
+            placed.dedup();
+            if !placed.is_empty() {
+                return Err(error(
+                    "invalid",
+                    format!(
+                        "tenant {name} has tables placed in the cluster ({}): drop them first \
+                         (Admin.dropTable drops every replica)",
+                        placed.join(", ")
+                    ),
+                ));
+            }
+        }
         let data_dir = self.connection.data_dir().to_owned();
         let dropping = name.clone();
         let dropped = blocking(&self.connection.shared, move || {
