@@ -324,6 +324,8 @@ interface Admin {
   createTable @0 (spec :TableSpec) -> (table :TableInfo);
   dropTable @1 (name :Text) -> (existed :Bool);
   listTables @2 () -> (tables :List(TableInfo));
+  # The tables this node holds a copy of (in a cluster, partitions by their own names,
+  # `events.p3`); `Tenant.tables` lists the tenant's tables as clients see them.
 
   dropPartitionsBefore @3 (table :Text, before :Text)
       -> (dates :List(Text), files :UInt64, rows :UInt64);
@@ -331,11 +333,13 @@ interface Admin {
   # atomic publication, after flushing the table's buffered rows (rows acknowledged before the
   # call go with their partitions). Returns the dates dropped, oldest first. The files are
   # deleted once no query that could still read them runs. A table without date partitions
-  # is `invalid:`.
+  # is `invalid:`. In a cluster, through the table's leader (each partition's), on every
+  # in-sync replica; the counts are the leaders' copies'.
 
   compact @4 (table :Text) -> (filesRemoved :UInt64, filesWritten :UInt64);
   # Merges the table's small files now, as background compaction does (without its budget):
-  # every partition with more files than the node's target. Answers never change.
+  # every partition with more files than the node's target. Answers never change. In a
+  # cluster, on every up, in-sync replica of the table (of each of its partitions).
 }
 
 struct NodeInfo {
@@ -394,6 +398,8 @@ interface Operator {
   # recent queries.
   createTenant @0 (name :Text) -> (created :Bool);
   dropTenant @1 (name :Text) -> (existed :Bool);
+  # Deletes the tenant's data on this node. In a cluster, `invalid:` while any of its tables
+  # is placed (drop those first: `Admin.dropTable` drops every replica).
   listTenants @2 () -> (tenants :List(Text));
   nodes @3 () -> (nodes :List(NodeInfo));
   setQuota @4 (tenant :Text, quota :TenantQuota) -> ();
