@@ -181,6 +181,8 @@ pub struct Cluster {
     routing: RwLock<Arc<Placements>>,
     version: std::sync::atomic::AtomicU64,
     sessions: Mutex<HashMap<SessionKey, Arc<Session>>>,
+    /// When the routing table was last fetched on demand (`look_up_routing`).
+    looked_up: Mutex<Option<std::time::Instant>>,
     /// Open ingest streams to peers by (address, tenant, table, producer): a producer's batches
     /// to one peer go one after the other.
     streams: Mutex<HashMap<StreamKey, Arc<AsyncMutex<Option<IngestStream>>>>>,
@@ -224,6 +226,7 @@ impl Cluster {
             routing: RwLock::default(),
             version: Default::default(),
             sessions: Mutex::default(),
+            looked_up: Mutex::default(),
             streams: Mutex::default(),
             gates: Mutex::default(),
             members: Mutex::default(),
@@ -408,6 +411,21 @@ impl Cluster {
         let routing = runtime::spawn_blocking(move || metadata.routing()).await?;
         self.set_routing(routing);
         Ok(())
+    }
+
+    /// Fetches the routing table for a table it may lack (just created through another node),
+    /// unless it was fetched so within the last quarter second: a client naming a table that
+    /// does not exist, again and again, does not put a catalog read behind each call.
+    pub async fn look_up_routing(&self) -> Result<(), String> {
+        const FRESH: Duration = Duration::from_millis(250);
+        {
+            let mut last = lock(&self.looked_up);
+            if last.is_some_and(|at| at.elapsed() < FRESH) {
+                return Ok(());
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        self.refresh_routing().await
     }
 
     /// Places a new table through the coordinators (or learns the placement it has), and

@@ -46,7 +46,7 @@ pub(super) async fn partitioned(
             && !manifest::table_dir(connection.data_dir(), tenant, table).is_dir()
     };
     let parts = match cluster.partitions(tenant, table) {
-        Ok(None) if unknown() => match cluster.refresh_routing().await {
+        Ok(None) if unknown() => match cluster.look_up_routing().await {
             // Without a catalog to ask (coordinators down), the table is as this node knows it.
             Err(_) => None,
             Ok(()) => cluster
