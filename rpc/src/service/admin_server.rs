@@ -313,22 +313,7 @@ impl admin::Server for AdminServer {
         let before = text(params.get_before()?)?;
         manifest::validate_name("table", &name).map_err(engine_error)?;
         let cluster = self.connection.shared.cluster.clone();
-        let placements = match cluster.as_ref() {
-            Some(cluster) if self.origin != Origin::Replica => {
-                match super::partitioned::partitioned(
-                    &self.connection,
-                    self.origin,
-                    &self.tenant,
-                    &name,
-                )
-                .await?
-                {
-                    Some((_, parts)) => parts,
-                    None => cluster.placement(&self.tenant, &name).into_iter().collect(),
-                }
-            }
-            _ => Vec::new(),
-        };
+        let placements = self.placements(&name).await?;
         let dropped = match cluster {
             Some(cluster) if !placements.is_empty() => {
                 let mut total = DroppedPartitions::default();
@@ -367,22 +352,7 @@ impl admin::Server for AdminServer {
         manifest::validate_name("table", &name).map_err(engine_error)?;
         // In a cluster: every up replica of the table (of each partition) compacts its copy.
         let cluster = self.connection.shared.cluster.clone();
-        let placements = match cluster.as_ref() {
-            Some(cluster) if self.origin == Origin::Client => {
-                match super::partitioned::partitioned(
-                    &self.connection,
-                    self.origin,
-                    &self.tenant,
-                    &name,
-                )
-                .await?
-                {
-                    Some((_, parts)) => parts,
-                    None => cluster.placement(&self.tenant, &name).into_iter().collect(),
-                }
-            }
-            _ => Vec::new(),
-        };
+        let placements = self.placements(&name).await?;
         let (mut removed, mut written) = (0, 0);
         match cluster {
             Some(cluster) if !placements.is_empty() => {
@@ -649,6 +619,24 @@ impl AdminServer {
     /// coordinators remove its placement. A replica that cannot be reached fails the drop,
     /// naming it (the others' copies are gone; dropping again finishes it): a copy left on a
     /// node the catalog no longer places the table on would answer as a table of its own.
+    /// In a cluster, unless this is a leader's replica session: the placements of `table`'s
+    /// partitions, or of the table itself; none for a table the cluster does not place.
+    async fn placements(&self, table: &str) -> Result<Vec<Arc<crate::cluster::Placement>>, Error> {
+        let Some(cluster) = self.connection.shared.cluster.as_ref() else {
+            return Ok(Vec::new());
+        };
+        if self.origin == Origin::Replica {
+            return Ok(Vec::new());
+        }
+        let partitioned =
+            super::partitioned::partitioned(&self.connection, self.origin, &self.tenant, table)
+                .await?;
+        Ok(match partitioned {
+            Some((_, parts)) => parts,
+            None => cluster.placement(&self.tenant, table).into_iter().collect(),
+        })
+    }
+
     /// Compacts this node's copy of `table`: (files removed, files written).
     async fn compact_here(&self, table: &str) -> Result<(u64, u64), Error> {
         let report = self
@@ -717,13 +705,7 @@ impl AdminServer {
             };
             return dropped.await.map_err(|e| {
                 cluster.forget_peer(&leader.address);
-                match e.error_code() {
-                    Some(code) => fail(code, e.to_string().split_once(": ").map_or("", |(_, m)| m)),
-                    None => error(
-                        "unavailable",
-                        format!("the table's leader {}: {e}", leader.node_id),
-                    ),
-                }
+                passed_on(e, |e| format!("the table's leader {}: {e}", leader.node_id))
             });
         }
         let _pass = cluster.pass(&self.tenant, table).await;

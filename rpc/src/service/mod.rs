@@ -68,6 +68,19 @@ pub fn error(code: &str, message: impl std::fmt::Display) -> Error {
     fail(parsed.unwrap_or(ErrorCode::Internal), message)
 }
 
+/// A peer's error passed on as it gave it (its code kept); a peer that could not be reached
+/// (no code) is `unavailable`, as `unreachable` describes it.
+fn passed_on(
+    e: crate::client::ClientError,
+    unreachable: impl FnOnce(&crate::client::ClientError) -> String,
+) -> Error {
+    match e.error_code() {
+        // `code: message`, as the peer wrote it.
+        Some(_) => Error::failed(e.to_string()),
+        None => error("unavailable", unreachable(&e)),
+    }
+}
+
 fn engine_error(e: tessera_storage_engine::Error) -> Error {
     error(e.code(), e)
 }

@@ -361,15 +361,9 @@ async fn open_on_leader(
 
 /// The leader's answer as it gave it; failing to reach it, an error naming it.
 fn forwarded_error(leader: &str, e: crate::client::ClientError) -> Error {
-    match e.error_code() {
-        Some(code) => fail(code, e.to_string().split_once(": ").map_or("", |(_, m)| m)),
-        None => error(
-            "unavailable",
-            format!(
-                "forwarding the import to the table's leader {leader}: {e}; nothing was imported"
-            ),
-        ),
-    }
+    passed_on(e, |e| {
+        format!("forwarding the import to the table's leader {leader}: {e}; nothing was imported")
+    })
 }
 
 impl import_stream::Server for ForwardedImportServer {

@@ -62,6 +62,17 @@ impl TenantServer {
         check_expiry(&self.identity)
     }
 
+    /// For a call only a table's leader makes, over a replica session (opened with a node
+    /// token, `Gateway.peerLogin`): else `permission`, saying `what` it is for.
+    fn replica_only(&self, what: &str) -> Result<(), Error> {
+        self.check()?;
+        self.connection.check_serving()?;
+        if self.origin != Origin::Replica {
+            return Err(error("permission", what));
+        }
+        Ok(())
+    }
+
     /// Plans the query, answers it from the shared result cache if that holds it, else waits
     /// for a slot of its class and runs it into `sink` (storing the result in the cache).
     async fn run_query(
@@ -966,15 +977,7 @@ impl tenant::Server for TenantServer {
         mut results: tenant::InstallReplicaResults,
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
-        self.check()?;
-        self.connection.check_serving()?;
-        // Replica sessions are opened with node tokens only (`Gateway.peerLogin`).
-        if self.origin != Origin::Replica {
-            return Err(error(
-                "permission",
-                "only a table's leader installs a copy of it, over a replica session",
-            ));
-        }
+        self.replica_only("only a table's leader installs a copy of it, over a replica session")?;
         let params = params.get()?;
         let (table, epoch) = (text(params.get_table()?)?, params.get_leader_epoch());
         let installer = ReplicaInstallerServer::start(
@@ -996,14 +999,7 @@ impl tenant::Server for TenantServer {
         mut results: tenant::StageImportResults,
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
-        self.check()?;
-        self.connection.check_serving()?;
-        if self.origin != Origin::Replica {
-            return Err(error(
-                "permission",
-                "only a table's leader sends an import's files, over a replica session",
-            ));
-        }
+        self.replica_only("only a table's leader sends an import's files, over a replica session")?;
         let params = params.get()?;
         let (table, epoch) = (text(params.get_table()?)?, params.get_leader_epoch());
         let stager =
@@ -1019,14 +1015,9 @@ impl tenant::Server for TenantServer {
         mut results: tenant::ReplicaSummaryResults,
     ) -> Result<(), Error> {
         let _guard = self.connection.enter()?;
-        self.check()?;
-        self.connection.check_serving()?;
-        if self.origin != Origin::Replica {
-            return Err(error(
-                "permission",
-                "only a table's leader asks for a replica's summary, over a replica session",
-            ));
-        }
+        self.replica_only(
+            "only a table's leader asks for a replica's summary, over a replica session",
+        )?;
         let params = params.get()?;
         let (table, epoch) = (text(params.get_table()?)?, params.get_leader_epoch());
         if let Some(cluster) = self.connection.shared.cluster.as_ref() {
@@ -1098,10 +1089,7 @@ impl tenant::Server for TenantServer {
 /// A peer's error, passed on under its own code (`codes`), or `unavailable` when the peer
 /// could not be reached.
 fn forwarded_error(e: crate::client::ClientError) -> Error {
-    match e.error_code() {
-        Some(_) => Error::failed(e.to_string()),
-        None => error("unavailable", format!("a replica: {e}")),
-    }
+    passed_on(e, |e| format!("a replica: {e}"))
 }
 
 /// No replica of the table could answer: why, per replica tried.
