@@ -177,3 +177,41 @@ fn a_file_that_does_not_match_its_entry_or_leaves_the_staging_is_refused() {
     assert!(matches!(missing, Error::NoSuchTable { .. }), "{missing}");
     assert!(!empty.path().join("acme").join("t").exists());
 }
+
+#[test]
+fn an_import_publishes_into_a_table_that_gained_a_column_meanwhile() {
+    let (leader, follower) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    import(leader.path(), &batch(100, 1, 0));
+    import(follower.path(), &batch(100, 1, 0));
+    let (writer, files) = stage_on_leader(leader.path(), &batch(1000, 2, 100));
+    let mut copy = TableWriter::open_for_copies(follower.path(), "acme", "t").unwrap();
+    send(&writer, &files, &copy);
+    copy.adopt(files).unwrap();
+    // Streaming ingestion adds a nullable column on both replicas before they publish.
+    let region = manifest::ColumnDef {
+        name: "region".into(),
+        column_type: tessera_storage_engine::value::ColumnType::Utf8,
+        nullable: true,
+    };
+    for dir in [leader.path(), follower.path()] {
+        let incarnation = load(dir).incarnation;
+        manifest::add_columns(dir, "acme", "t", incarnation, std::slice::from_ref(&region))
+            .unwrap();
+    }
+    writer.finish().unwrap();
+    copy.finish().unwrap();
+    for dir in [leader.path(), follower.path()] {
+        let table = load(dir);
+        assert_eq!(table.columns.len(), 3);
+        assert_eq!(table.total_rows(), 1100);
+        // The import's files read NULL in the new column, as the older file does.
+        for file in &table.files {
+            assert_eq!(file.columns.len(), 3, "{}", file.path);
+            assert_eq!(file.columns[2].null_count, Some(file.rows), "{}", file.path);
+        }
+    }
+    assert_eq!(
+        content(&load(leader.path())),
+        content(&load(follower.path()))
+    );
+}

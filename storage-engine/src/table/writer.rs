@@ -504,7 +504,10 @@ impl TableWriter {
         };
         let mut current = match manifest::load(&self.data_dir, tenant, table)? {
             Some(current) => {
-                if current.columns != self.manifest.columns
+                // Columns added since (schema evolution) are fine: this import's rows read
+                // NULL in them, as older files' do.
+                let known = self.manifest.columns.len();
+                if current.columns.get(..known) != Some(&self.manifest.columns[..])
                     || current.partition != self.manifest.partition
                 {
                     return Err(changed("changed its columns or partitioning"));
@@ -555,6 +558,10 @@ impl TableWriter {
             crash::after(Event::Rename(&target));
             entry.id = id;
             entry.path = relative.to_string_lossy().into_owned();
+            let rows = entry.rows;
+            entry
+                .columns
+                .resize(current.columns.len(), ColumnStats::nulls(rows));
             new_files.push(entry);
         }
         // The renames (and new directories up to the data directory, tenant and table included
