@@ -2,7 +2,7 @@
 //! published whole at `commit` (or not at all). In a cluster, this node leads the table and
 //! replicates the import (`replicated_import`).
 
-use super::replicated_import::{self, Prepared};
+use super::replicated_import::{Prepared, Shipper};
 use super::*;
 use crate::cluster::Cluster;
 
@@ -30,6 +30,8 @@ pub(super) struct ImportStreamServer {
     /// Set by `prepare`: the files are written and staged (on the followers too); no more
     /// writes.
     prepared: RefCell<Option<Prepared>>,
+    /// A replicated import's files on their way to the followers, from the first one written.
+    shipper: RefCell<Option<Shipper>>,
 }
 
 impl ImportStreamServer {
@@ -52,6 +54,7 @@ impl ImportStreamServer {
             committed: Cell::new(false),
             replicated,
             prepared: RefCell::new(None),
+            shipper: RefCell::new(None),
         }
     }
 
@@ -168,7 +171,10 @@ impl ImportStreamServer {
                 Ok(writer)
             };
             match blocking(&self.connection.shared, job).await {
-                Ok(Ok(writer)) => *self.writer.borrow_mut() = Some(writer),
+                Ok(Ok(writer)) => {
+                    self.ship(&writer).map_err(|e| self.fail(e))?;
+                    *self.writer.borrow_mut() = Some(writer);
+                }
                 Ok(Err(e)) => return Err(self.fail(engine_error(e))),
                 Err(e) => return Err(self.fail(e)),
             }
@@ -202,20 +208,38 @@ impl ImportStreamServer {
             .check_storage(&self.table.tenant)
             .await
             .map_err(engine_error)?;
-        let (writer, files) = blocking(&self.connection.shared, move || {
-            writer.stage().map(|files| (writer, files))
+        let writer = blocking(&self.connection.shared, move || {
+            writer.stage().map(|_| writer)
         })
         .await?
         .map_err(engine_error)?;
-        let staging_dir = writer.staging_dir().to_owned();
+        self.ship(&writer)?;
         *self.writer.borrow_mut() = Some(writer);
-        match &self.replicated {
-            Some(cluster) => {
-                let table = (self.table.tenant.as_str(), self.table.table.as_str());
-                replicated_import::stage_on_followers(cluster, table, &files, &staging_dir).await
-            }
+        let shipper = self.shipper.borrow_mut().take();
+        match shipper {
+            Some(shipper) => shipper.finish().await,
             None => Ok(Prepared::default()),
         }
+    }
+
+    /// On a replicated table: hands the files the writer has staged since the last call to the
+    /// followers' shipping (started with the first file).
+    fn ship(&self, writer: &TableWriter) -> Result<(), Error> {
+        let Some(cluster) = &self.replicated else {
+            return Ok(());
+        };
+        let mut shipper = self.shipper.borrow_mut();
+        if shipper.is_none() {
+            let table = (self.table.tenant.as_str(), self.table.table.as_str());
+            *shipper = Some(Shipper::start(
+                cluster,
+                table,
+                writer.staging_dir().to_owned(),
+            )?);
+        }
+        let shipper = shipper.as_mut().expect("started above");
+        shipper.send(writer.staged_since(shipper.shipped()));
+        Ok(())
     }
 }
 

@@ -61,46 +61,157 @@ fn led(cluster: &Cluster, tenant: &str, table: &str, epoch: u64) -> Result<Arc<P
     }
 }
 
-/// Sends the staged `files` (in `staging_dir`) to every in-sync follower of the table at once
-/// and has each prepare them. Fails, with nothing imported anywhere, unless `write_quorum`
-/// replicas (this one among them) then hold them.
-pub(super) async fn stage_on_followers(
-    cluster: &Arc<Cluster>,
-    (tenant, table): (&str, &str),
-    files: &[StagedFile],
+/// What the leader's writing hands the shipping task.
+enum Shipment {
+    File(StagedFile),
+    /// Every file is sent: prepare them. (The channel closing without it: the import was
+    /// abandoned, and the followers discard what they got.)
+    End,
+}
+
+/// Sends a replicated import's files to the table's in-sync followers while the leader writes
+/// them (a task of its own: each file once written, to every follower at once), then has each
+/// prepare them. The import fails, with nothing imported anywhere, unless `write_quorum`
+/// replicas (the leader among them) then hold them all.
+pub(super) struct Shipper {
+    files: futures::channel::mpsc::UnboundedSender<Shipment>,
+    /// Files handed over so far.
+    shipped: usize,
+    done: futures::channel::oneshot::Receiver<Result<Prepared, Error>>,
+}
+
+impl Shipper {
+    /// Starts shipping an import of `tenant/table` (this node must lead it) whose files are
+    /// staged in `staging_dir`.
+    pub(super) fn start(
+        cluster: &Arc<Cluster>,
+        (tenant, table): (&str, &str),
+        staging_dir: std::path::PathBuf,
+    ) -> Result<Shipper, Error> {
+        let placement = led(cluster, tenant, table, 0)?;
+        let (files, receiver) = futures::channel::mpsc::unbounded();
+        let (report, done) = futures::channel::oneshot::channel();
+        let cluster = cluster.clone();
+        runtime::spawn_local(async move {
+            let shipped = ship(&cluster, &placement, &staging_dir, receiver).await;
+            if let Some(shipped) = shipped {
+                let _ = report.send(shipped);
+            }
+        });
+        Ok(Shipper {
+            files,
+            shipped: 0,
+            done,
+        })
+    }
+
+    /// Files handed over so far: the writer's next new file is its `shipped()`th.
+    pub(super) fn shipped(&self) -> usize {
+        self.shipped
+    }
+
+    /// Hands over files newly staged (the writer's files from the `shipped()`th on).
+    pub(super) fn send(&mut self, new_files: Vec<StagedFile>) {
+        self.shipped += new_files.len();
+        for file in new_files {
+            let _ = self.files.unbounded_send(Shipment::File(file));
+        }
+    }
+
+    /// Waits for every follower to have every file handed over prepared.
+    pub(super) async fn finish(self) -> Result<Prepared, Error> {
+        let _ = self.files.unbounded_send(Shipment::End);
+        self.done
+            .await
+            .unwrap_or_else(|_| Err(error("internal", "the import's shipping task stopped")))
+    }
+}
+
+/// The shipping task: `None` when the import was abandoned.
+async fn ship(
+    cluster: &Cluster,
+    placement: &Placement,
     staging_dir: &std::path::Path,
-) -> Result<Prepared, Error> {
-    let placement = led(cluster, tenant, table, 0)?;
-    let list = serde_json::to_vec(files).map_err(|e| error("internal", e))?;
-    let followers = placement
+    mut shipments: futures::channel::mpsc::UnboundedReceiver<Shipment>,
+) -> Option<Result<Prepared, Error>> {
+    let wait = cluster.replication_timeout;
+    let followers: Vec<&crate::cluster::Replica> = placement
         .replicas
         .iter()
-        .filter(|r| r.node_id != cluster.node_id() && placement.is_in_sync(&r.node_id));
-    let placement = &placement;
-    let list = &list;
-    let sends = followers.map(|replica| async move {
-        let sent = send_files(
-            cluster,
-            placement,
-            &replica.address,
-            files,
-            staging_dir,
-            list,
-        )
-        .await;
-        if sent.is_err() {
-            cluster.forget_peer(&replica.address);
-        }
-        (replica.node_id.clone(), sent)
+        .filter(|r| r.node_id != cluster.node_id() && placement.is_in_sync(&r.node_id))
+        .collect();
+    let opens = followers.iter().map(|replica| async move {
+        let opened = async {
+            if replica.address.is_empty() {
+                return Err("the catalog has no address for it".to_owned());
+            }
+            let session = cluster
+                .session(&replica.address, &placement.tenant, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            let stager = runtime::timeout(
+                wait,
+                session.stage_import(&placement.table, placement.epoch),
+            )
+            .await;
+            answered("starting the import", wait, stager)
+        };
+        (*replica, opened.await)
     });
+    let mut live = Vec::new();
     let mut prepared = Prepared {
         epoch: placement.epoch,
         ..Default::default()
     };
-    for (node, sent) in futures::future::join_all(sends).await {
-        match sent {
-            Ok(stager) => prepared.stagers.push((node, stager)),
-            Err(why) => prepared.missed.push((node, why)),
+    let lost = |replica: &crate::cluster::Replica, why: String, missed: &mut Vec<_>| {
+        cluster.forget_peer(&replica.address);
+        missed.push((replica.node_id.clone(), why));
+    };
+    for (replica, opened) in futures::future::join_all(opens).await {
+        match opened {
+            Ok(stager) => live.push((replica, stager)),
+            Err(why) => lost(replica, why, &mut prepared.missed),
+        }
+    }
+    let mut all = Vec::new();
+    loop {
+        match futures::StreamExt::next(&mut shipments).await {
+            None => return None,
+            Some(Shipment::End) => break,
+            Some(Shipment::File(file)) => {
+                let sends = live
+                    .iter()
+                    .map(|(_, stager)| send_file(stager, staging_dir, &file, wait));
+                let sent = futures::future::join_all(sends).await;
+                let mut index = 0;
+                live.retain(|(replica, _)| {
+                    let outcome = &sent[index];
+                    index += 1;
+                    match outcome {
+                        Ok(()) => true,
+                        Err(why) => {
+                            lost(replica, why.clone(), &mut prepared.missed);
+                            false
+                        }
+                    }
+                });
+                all.push(file);
+            }
+        }
+    }
+    let list = match serde_json::to_vec(&all) {
+        Ok(list) => list,
+        Err(e) => return Some(Err(error("internal", e))),
+    };
+    let prepares = live.iter().map(|(_, stager)| async {
+        let answer = runtime::timeout(wait, stager.prepare(list.clone())).await;
+        answered("preparing the import", wait, answer)
+    });
+    let outcomes = futures::future::join_all(prepares).await;
+    for ((replica, stager), outcome) in live.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(_) => prepared.stagers.push((replica.node_id.clone(), stager)),
+            Err(why) => lost(replica, why, &mut prepared.missed),
         }
     }
     let needed = placement.write_quorum.max(1) as usize;
@@ -111,48 +222,28 @@ pub(super) async fn stage_on_followers(
             .iter()
             .map(|(node, why)| format!("{node}: {why}"))
             .collect();
-        return Err(quorum_error(placement, durable, needed, &why));
+        return Some(Err(quorum_error(placement, durable, needed, &why)));
     }
-    Ok(prepared)
+    Some(Ok(prepared))
 }
 
-/// Sends every staged file to one follower and has it prepare them.
-async fn send_files(
-    cluster: &Cluster,
-    placement: &Placement,
-    address: &str,
-    files: &[StagedFile],
+/// Sends one staged file to a follower, a piece at a time.
+async fn send_file(
+    stager: &ImportStager,
     staging_dir: &std::path::Path,
-    list: &[u8],
-) -> Result<ImportStager, String> {
-    if address.is_empty() {
-        return Err("the catalog has no address for it".into());
+    file: &StagedFile,
+    wait: std::time::Duration,
+) -> Result<(), String> {
+    let path = Arc::new(staging_dir.join(&file.entry.path));
+    let mut offset = 0;
+    while offset < file.entry.bytes {
+        let length = PIECE_BYTES.min(file.entry.bytes - offset);
+        let piece = crate::catch_up::read_piece(path.clone(), offset, length).await?;
+        let put = runtime::timeout(wait, stager.put(&file.entry.path, offset, piece)).await;
+        answered("sending a file", wait, put)?;
+        offset += length;
     }
-    let wait = cluster.replication_timeout;
-    let session = cluster
-        .session(address, &placement.tenant, false)
-        .await
-        .map_err(|e| e.to_string())?;
-    let stager = runtime::timeout(
-        wait,
-        session.stage_import(&placement.table, placement.epoch),
-    )
-    .await;
-    let stager = answered("starting the import", wait, stager)?;
-    for file in files {
-        let path = Arc::new(staging_dir.join(&file.entry.path));
-        let mut offset = 0;
-        while offset < file.entry.bytes {
-            let length = PIECE_BYTES.min(file.entry.bytes - offset);
-            let piece = crate::catch_up::read_piece(path.clone(), offset, length).await?;
-            let put = runtime::timeout(wait, stager.put(&file.entry.path, offset, piece)).await;
-            answered("sending a file", wait, put)?;
-            offset += length;
-        }
-    }
-    let prepared = runtime::timeout(wait, stager.prepare(list.to_vec())).await;
-    answered("preparing the import", wait, prepared)?;
-    Ok(stager)
+    Ok(())
 }
 
 /// A peer's answer within `wait`, or why there is none.

@@ -624,14 +624,21 @@ impl TableWriter {
     /// before it publishes (`finish`). The files are in `staging_dir`, named by their entries.
     pub fn stage(&mut self) -> Result<Vec<StagedFile>> {
         self.flush_all()?;
-        Ok(self
-            .staged
+        Ok(self.staged_since(0))
+    }
+
+    /// The files staged so far (written whole and fsynced), from the `first`th on, without
+    /// writing what is buffered: what a replicated import's leader sends while it writes.
+    pub fn staged_since(&self, first: usize) -> Vec<StagedFile> {
+        self.staged
+            .get(first..)
+            .unwrap_or_default()
             .iter()
             .map(|(directory, entry)| StagedFile {
                 directory: directory.to_string_lossy().into_owned(),
                 entry: entry.clone(),
             })
-            .collect())
+            .collect()
     }
 
     /// Where this import's files wait until it publishes.
