@@ -1,15 +1,17 @@
-//! Imports into a replicated table. The leader writes the files (`ImportStreamServer`), then:
+//! Imports into a replicated table. The leader writes the files (`ImportStreamServer`) and:
 //!
-//! 1. **prepare**: sends them to every in-sync follower, which checks each against its entry
-//!    (size, CRC-32) and makes it durable, staged (`Tenant.stageImport`, `ImportReplica`);
-//!    with fewer than `write_quorum` replicas holding them, nothing is imported;
+//! 1. sends each, once written, to every in-sync follower (`Shipper`), which stages it
+//!    (`Tenant.stageImport`, `ImportReplica.put`); at **prepare**, each follower checks every
+//!    file against its entry (size, CRC-32) and makes it durable, still staged; with fewer
+//!    than `write_quorum` replicas holding them all, nothing is imported;
 //! 2. **publish**, as one write of the table (`Cluster::pass`: a catch-up or a comparison of
 //!    replicas sees the import on every in-sync replica or on none): the followers that
 //!    missed the import leave the in-sync set first (the leader copies them the table later),
 //!    then the leader publishes, then each follower does; one that fails leaves the in-sync set.
 //!
 //! A client may send its import to any node: one that does not lead the table forwards the
-//! stream to the leader as it comes (`ForwardedImportServer`).
+//! stream to the leader as it comes (`ForwardedImportServer`); a partitioned table's node
+//! splits it over its partitions' leaders (`PartitionedImportServer`).
 
 use super::*;
 use crate::client::{ImportStager, ImportWriter};
