@@ -498,8 +498,10 @@ interface Coordinator {
   # (the node places each in turn); nodes holding fewest replicas, then fewest leaderships, are
   # chosen first, so partitions spread over the cluster.
 
-  routing @4 () -> (version :UInt64, tables :List(TablePlacement));
+  routing @4 () -> (version :UInt64, tables :List(TablePlacement), quotas :Text);
   # Every table's placement, and the version of this routing table (it grows at every change).
+  # `quotas`: every tenant's quota object that was set through `setQuota`, JSON
+  # `{tenant: {"storage_bytes": N, ...}}`, which each node applies.
 
   setInSync @5 (tenant :Text, table :Text, nodeId :Text, inSync :Bool, epoch :UInt64)
       -> (placement :TablePlacement);
@@ -517,6 +519,11 @@ interface Coordinator {
   # the table's schema (columns, time partitioning, sort column) and writer settings (JSON),
   # which replace those the catalog holds for the table (`unavailable: fenced` from a node
   # that does not lead it at that epoch; a report older than the stored one changes nothing).
+
+  setQuota @9 (tenant :Text, quota :Text) -> ();
+  # Replaces a tenant's quota object (JSON, as `Operator.setQuota` gives it) in the catalog and
+  # bumps the routing version: every node applies it when it next fetches the routing table.
+  # Any coordinator writes it (the catalog orders the writes).
 
   tableFiles @8 (tenant :Text, table :Text) -> (tables :List(TableFiles));
   # The files of one table as its leader last reported them (with `files`); with an empty

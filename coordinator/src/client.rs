@@ -271,9 +271,23 @@ async fn fetch_routing(coordinator: &coordinator::Client) -> Result<Routing, cap
     for table in r.get_tables()? {
         tables.push(read_placement(table)?);
     }
+    // Each tenant's quota object, as the JSON text the catalog keeps.
+    let quotas: serde_json::Map<String, serde_json::Value> = match r
+        .get_quotas()?
+        .to_str()
+        .map_err(|e| capnp::Error::failed(e.to_string()))?
+    {
+        "" => Default::default(),
+        text => serde_json::from_str(text)
+            .map_err(|e| capnp::Error::failed(format!("the routing table's quotas: {e}")))?,
+    };
     Ok(Routing {
         version: r.get_version(),
         tables,
+        quotas: quotas
+            .into_iter()
+            .map(|(tenant, quota)| (tenant, quota.to_string()))
+            .collect(),
     })
 }
 
@@ -380,6 +394,29 @@ impl Metadata for Coordinators {
         }
         Err(format!(
             "no coordinator could drop the table's placement (metadata changes wait for one): {}",
+            errors.join("; ")
+        ))
+    }
+
+    fn set_quota(&self, tenant: &str, quota_json: &str) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for address in &self.addresses {
+            let set = with_coordinator(address, &self.token, Duration::from_secs(10), |c| {
+                let mut request = c.set_quota_request();
+                request.get().set_tenant(tenant);
+                request.get().set_quota(quota_json);
+                async move {
+                    request.send().promise.await?;
+                    Ok(())
+                }
+            });
+            match set {
+                Ok(()) => return Ok(()),
+                Err(error) => errors.push(format!("{address}: {error}")),
+            }
+        }
+        Err(format!(
+            "no coordinator could store the quota (metadata changes wait for one): {}",
             errors.join("; ")
         ))
     }

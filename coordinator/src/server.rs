@@ -853,10 +853,32 @@ impl coordinator::Server for CoordinatorServer {
         let (routing, nodes) = blocking(&self.shared, |c| Ok((c.routing()?, c.nodes()?))).await?;
         let mut results = results.get();
         results.set_version(routing.version);
+        let quotas: serde_json::Map<String, serde_json::Value> = routing
+            .quotas
+            .iter()
+            .filter_map(|(tenant, json)| Some((tenant.clone(), serde_json::from_str(json).ok()?)))
+            .collect();
+        results.set_quotas(serde_json::Value::Object(quotas).to_string());
         let mut list = results.init_tables(routing.tables.len() as u32);
         for (i, table) in routing.tables.iter().enumerate() {
             write_placement(list.reborrow().get(i as u32), table, &nodes);
         }
+        Ok(())
+    }
+
+    async fn set_quota(
+        self: Rc<Self>,
+        params: coordinator::SetQuotaParams,
+        _: coordinator::SetQuotaResults,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let params = params.get()?;
+        let (tenant, quota) = (text(params.get_tenant()?)?, text(params.get_quota()?)?);
+        let stored = tessera_rpc::quota::catalog_quota(&tenant, &quota)
+            .map_err(|e| fail(ErrorCode::Invalid, e))?;
+        let owner = tenant.clone();
+        blocking(&self.shared, move |c| c.set_quota(&owner, &stored)).await?;
+        tracing::info!(tenant = %tenant, "a tenant's quota was set");
         Ok(())
     }
 }

@@ -141,6 +141,30 @@ fn contract(catalog: &dyn Catalog, other: &dyn Catalog) {
     assert!(catalog.now_ms().unwrap() > 1_700_000_000_000);
     placement(catalog, other, &third, &taken);
     files(catalog, other, &third);
+    quotas(catalog, other);
+}
+
+/// Tenants' quota objects: written by any coordinator, in every routing table after, each
+/// change bumping its version; a tenant's is replaced whole; tenants without one are absent.
+fn quotas(catalog: &dyn Catalog, other: &dyn Catalog) {
+    let before = catalog.routing().unwrap();
+    assert!(!before.quotas.contains_key("newcomer"));
+    catalog
+        .set_quota("newcomer", r#"{"storage_bytes":1000}"#)
+        .unwrap();
+    other
+        .set_quota("acme", r#"{"concurrent_queries":4}"#)
+        .unwrap();
+    let after = other.routing().unwrap();
+    assert_eq!(after.version, before.version + 2);
+    assert_eq!(after.quotas["newcomer"], r#"{"storage_bytes":1000}"#);
+    assert_eq!(after.quotas["acme"], r#"{"concurrent_queries":4}"#);
+    catalog.set_quota("acme", r#"{"result_bytes":9}"#).unwrap();
+    let replaced = catalog.routing().unwrap();
+    assert_eq!(replaced.quotas["acme"], r#"{"result_bytes":9}"#);
+    assert_eq!(replaced.version, after.version + 1);
+    // The placements are as they were.
+    assert_eq!(replaced.tables, before.tables);
 }
 
 fn file(path: &str, rows: u64) -> CatalogFile {

@@ -92,11 +92,13 @@ pub(crate) async fn run(context: CoreContext, shared: Arc<Shared>) {
     let mut rounds = 0u64;
     let mut last_scrub = Instant::now();
     let mut last_comparison = Instant::now();
+    let mut quotas_applied = std::collections::BTreeMap::new();
     loop {
         runtime::sleep(ROUND).await;
         if shared.draining() {
             continue;
         }
+        apply_quotas(&context, &shared, &cluster, &mut quotas_applied).await;
         rounds += 1;
         if rounds.is_multiple_of(TRIM_ROUNDS) {
             if let Err(reason) = trim(&context, &shared, &cluster).await {
@@ -449,6 +451,41 @@ async fn send_files(
         copied.bytes += file.bytes;
     }
     Ok(())
+}
+
+/// Applies the tenants' quota objects the routing table brought (set through any node,
+/// `Coordinator.setQuota`) that differ from those applied last: stored on this node as
+/// `Operator.setQuota` stores them, and in force on every core.
+async fn apply_quotas(
+    context: &CoreContext,
+    shared: &Shared,
+    cluster: &Cluster,
+    applied: &mut std::collections::BTreeMap<String, String>,
+) {
+    for (tenant, json) in cluster.quotas().iter() {
+        if applied.get(tenant) == Some(json) {
+            continue;
+        }
+        let quota: tessera_storage_engine::table::quota::TenantQuota = match serde_json::from_str(
+            json,
+        ) {
+            Ok(quota) => quota,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, reason = %e, "the catalog's quota object is not one this node reads");
+                applied.insert(tenant.clone(), json.clone());
+                continue;
+            }
+        };
+        match shared.quotas.set(tenant, quota).await {
+            Ok(()) => {
+                context.apply_quota(tenant, &quota).await;
+                applied.insert(tenant.clone(), json.clone());
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, reason = %e, "the catalog's quota could not be stored here");
+            }
+        }
+    }
 }
 
 /// `length` bytes at `offset` of the file at `path`, read on a blocking thread.

@@ -105,6 +105,8 @@ impl Placement {
 pub struct Routing {
     pub version: u64,
     pub tables: Vec<Placement>,
+    /// Tenants' quota objects (JSON) the catalog holds, by tenant.
+    pub quotas: std::collections::BTreeMap<String, String>,
 }
 
 /// A node of the cluster as the catalog knows it.
@@ -134,6 +136,9 @@ pub trait Metadata: Send + Sync {
     /// Removes a table's placement (every replica dropped it); false if it had none. Blocks
     /// the calling thread.
     fn drop_table(&self, tenant: &str, table: &str) -> Result<bool, String>;
+    /// Stores `tenant`'s quota object (JSON) in the catalog, for every node to apply. Blocks
+    /// the calling thread.
+    fn set_quota(&self, tenant: &str, quota_json: &str) -> Result<(), String>;
     /// For the table's leader at `epoch`: takes `node` out of its in-sync replicas or puts it
     /// back; the placement after. Blocks the calling thread.
     fn set_in_sync(
@@ -179,6 +184,8 @@ pub struct Cluster {
     token: String,
     metadata: Arc<dyn Metadata>,
     routing: RwLock<Arc<Placements>>,
+    /// Tenants' quota objects (JSON) from the routing table held (`catch_up::apply_quotas`).
+    quotas: Mutex<Arc<std::collections::BTreeMap<String, String>>>,
     version: std::sync::atomic::AtomicU64,
     sessions: Mutex<HashMap<SessionKey, Arc<Session>>>,
     /// When the routing table was last fetched on demand (`look_up_routing`).
@@ -224,6 +231,7 @@ impl Cluster {
             token,
             metadata,
             routing: RwLock::default(),
+            quotas: Mutex::default(),
             version: Default::default(),
             sessions: Mutex::default(),
             looked_up: Mutex::default(),
@@ -262,8 +270,26 @@ impl Cluster {
             .map(|p| ((p.tenant.clone(), p.table.clone()), Arc::new(p)))
             .collect();
         *table = Arc::new(map);
+        *lock(&self.quotas) = Arc::new(routing.quotas);
         self.version
             .store(routing.version, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Tenants' quota objects (JSON) as the routing table held gives them.
+    pub fn quotas(&self) -> Arc<std::collections::BTreeMap<String, String>> {
+        lock(&self.quotas).clone()
+    }
+
+    /// Stores `tenant`'s quota object (JSON) in the catalog (every node applies it once its
+    /// routing table has it), then fetches the routing table.
+    pub async fn set_quota(&self, tenant: &str, quota_json: &str) -> Result<(), String> {
+        let (metadata, owner, json) = (
+            self.metadata.clone(),
+            tenant.to_owned(),
+            quota_json.to_owned(),
+        );
+        runtime::spawn_blocking(move || metadata.set_quota(&owner, &json)).await?;
+        self.refresh_routing().await
     }
 
     /// The table's placement, if it has one.
@@ -865,6 +891,9 @@ pub(crate) mod tests {
         fn drop_table(&self, _: &str, _: &str) -> Result<bool, String> {
             Err("unreachable".into())
         }
+        fn set_quota(&self, _: &str, _: &str) -> Result<(), String> {
+            Err("unreachable".into())
+        }
         fn set_in_sync(
             &self,
             _: (&str, &str),
@@ -960,6 +989,7 @@ pub(crate) mod tests {
         };
         cluster.set_routing(Routing {
             version: 3,
+            quotas: Default::default(),
             tables: vec![Placement {
                 tenant: "acme".into(),
                 table: "events".into(),
@@ -983,7 +1013,7 @@ pub(crate) mod tests {
         // An older routing table is ignored.
         cluster.set_routing(Routing {
             version: 2,
-            tables: Vec::new(),
+            ..Default::default()
         });
         assert!(cluster.check_leader_epoch("acme", "events", 3).is_err());
     }

@@ -200,6 +200,16 @@ impl Quotas {
     }
 }
 
+/// A tenant's quota object as the catalog keeps it (`Coordinator.setQuota`): `json` checked
+/// (the tenant's name, every field known and of its type) and written back in one form.
+pub fn catalog_quota(tenant: &str, json: &str) -> std::result::Result<String, String> {
+    tessera_storage_engine::table::manifest::validate_name("tenant", tenant)
+        .map_err(|e| e.to_string())?;
+    let quota: TenantQuota =
+        serde_json::from_str(json).map_err(|e| format!("the quota object: {e}"))?;
+    serde_json::to_string(&quota).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +238,16 @@ mod tests {
         assert_eq!(quotas.ingest_wait("u", &quota, 1_000), Duration::ZERO);
         let none = TenantQuota::default();
         assert_eq!(quotas.ingest_wait("t", &none, 1 << 30), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_catalog_keeps_a_checked_quota_in_one_form() {
+        let kept = catalog_quota("acme", r#"{ "storage_bytes": 5 }"#).unwrap();
+        let quota: TenantQuota = serde_json::from_str(&kept).unwrap();
+        assert_eq!(quota.storage_bytes, 5);
+        assert_eq!(kept, catalog_quota("acme", &kept).unwrap());
+        assert!(catalog_quota("acme", r#"{"storage": 5}"#).is_err());
+        assert!(catalog_quota("acme", r#"{"storage_bytes": -1}"#).is_err());
+        assert!(catalog_quota("../acme", "{}").is_err());
     }
 }

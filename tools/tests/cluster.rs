@@ -1210,13 +1210,45 @@ fn a_bulk_import_into_a_replicated_table_reaches_every_replica_or_none() {
     let log = nodes[&leader].log();
     assert!(!log.contains("differs from"), "{log}");
 
+    // A tenant's quota set through one node is in the catalog and in force on every node:
+    // with a storage quota of one byte, an import through any node is refused.
+    let operator = |node: &str| {
+        let address = address[node].clone();
+        let token = cluster.operator.clone();
+        clients.block_on(async move {
+            let client = tessera_rpc::Client::connect(&address).await.unwrap();
+            client.operator_login(&token).await.unwrap()
+        })
+    };
+    let quota = tessera_rpc::client::TenantQuota {
+        storage_bytes: 1,
+        concurrent_queries: 7,
+        ..Default::default()
+    };
+    clients
+        .block_on(operator(follower).set_quota("acme", quota))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for node in ["n1", "n2", "n3"] {
+        let session = operator(node);
+        loop {
+            let (held, _) = clients.block_on(session.quota("acme")).unwrap();
+            if held == quota {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{node} holds {held:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = import_into("events", &address[node], &admin, &next_day);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{node}");
+        assert!(stderr.contains("limit"), "{node}: {stderr}");
+    }
+    assert_eq!(count_and_sum(&address[&leader], &admin), Ok(kept));
+
     // A tenant whose tables are placed in the cluster is not dropped on one node.
     let refused = clients
-        .block_on(async {
-            let client = tessera_rpc::Client::connect(&address[follower]).await?;
-            let operator = client.operator_login(&cluster.operator).await?;
-            operator.drop_tenant("acme").await
-        })
+        .block_on(operator(follower).drop_tenant("acme"))
         .unwrap_err();
     assert!(
         refused

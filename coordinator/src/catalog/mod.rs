@@ -182,6 +182,9 @@ pub trait Catalog: Send + Sync {
     /// The files of `table` as last reported, every file with its entry; or, without a table,
     /// every table's counts (no file lists).
     fn files(&self, table: Option<(&str, &str)>) -> Result<Vec<TableFiles>>;
+    /// Replaces `tenant`'s quota object (JSON; the tenant is created if new) and bumps the
+    /// routing version, so every node fetches and applies it. Any coordinator may write it.
+    fn set_quota(&self, tenant: &str, quota_json: &str) -> Result<()>;
 }
 
 /// One file of a table as its leader's manifest lists it.
@@ -339,6 +342,8 @@ impl PartitionOf {
 pub struct Routing {
     pub version: u64,
     pub tables: Vec<TablePlacement>,
+    /// Tenants' quota objects (JSON), by tenant, for tenants that have one.
+    pub quotas: std::collections::BTreeMap<String, String>,
 }
 
 /// One `placement` row joined with its table (and, for `move_leaders`, its node's state).
@@ -540,6 +545,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_copying.sql"),
     include_str!("migrations/0005_table_bytes.sql"),
     include_str!("migrations/0006_files.sql"),
+    include_str!("migrations/0007_quotas.sql"),
 ];
 
 /// Opens the catalog `spec` names: `postgres://…` / `postgresql://…`, or `sqlite:DIR` or a plain

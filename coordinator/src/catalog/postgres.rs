@@ -639,8 +639,37 @@ impl Catalog for PostgresCatalog {
                 .map_err(unavailable)?;
             let version = routing_version(&mut tx)?;
             let tables = assemble(&placement_rows(&mut tx, None)?);
+            let quotas = tx
+                .query(
+                    "SELECT name, quota_json FROM tenants WHERE quota_json <> ''",
+                    &[],
+                )
+                .map_err(unavailable)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
             tx.commit().map_err(unavailable)?;
-            Ok(Routing { version, tables })
+            Ok(Routing {
+                version,
+                tables,
+                quotas,
+            })
+        })
+    }
+
+    fn set_quota(&self, tenant: &str, quota_json: &str) -> Result<()> {
+        self.with(|client| {
+            let mut tx = client.transaction().map_err(unavailable)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO tenants (name, created_ms, quota_json) VALUES ($1, {NOW_MS}, $2) \
+                     ON CONFLICT (name) DO UPDATE SET quota_json = excluded.quota_json"
+                ),
+                &[&tenant, &quota_json],
+            )
+            .map_err(unavailable)?;
+            bump_routing(&mut tx)?;
+            tx.commit().map_err(unavailable)
         })
     }
 

@@ -603,11 +603,36 @@ impl Catalog for SqliteCatalog {
                 .query_row("SELECT version FROM routing WHERE id = 1", [], |r| r.get(0))
                 .map_err(unavailable)?;
             let tables = assemble(&placement_rows(&tx, None)?);
+            let quotas = tx
+                .prepare("SELECT name, quota_json FROM tenants WHERE quota_json <> ''")
+                .map_err(unavailable)?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(unavailable)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(unavailable)?;
             tx.commit().map_err(unavailable)?;
             Ok(Routing {
                 version: version.max(0) as u64,
                 tables,
+                quotas,
             })
+        })
+    }
+
+    fn set_quota(&self, tenant: &str, quota_json: &str) -> Result<()> {
+        self.with(|connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let now = host_now_ms();
+            tx.execute(
+                "INSERT INTO tenants (name, created_ms, quota_json) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET quota_json = excluded.quota_json",
+                params![tenant, now, quota_json],
+            )
+            .map_err(unavailable)?;
+            bump_routing(&tx)?;
+            tx.commit().map_err(unavailable)
         })
     }
 

@@ -270,6 +270,14 @@ impl operator::Server for OperatorServer {
                 ),
             ));
         }
+        // In a cluster, the catalog's copy first: every node applies it.
+        if let Some(cluster) = self.connection.shared.cluster.as_ref() {
+            let json = serde_json::to_string(&quota).map_err(|e| error("internal", e))?;
+            cluster
+                .set_quota(&tenant, &json)
+                .await
+                .map_err(|e| error("unavailable", format!("the catalog: {e}")))?;
+        }
         self.connection
             .shared
             .quotas
