@@ -76,6 +76,13 @@ impl Placement {
         self.replicas.iter().find(|r| r.node_id == self.leader)
     }
 
+    /// The leader's replica, when the catalog has its address; else why not.
+    pub fn reachable_leader(&self) -> Result<&Replica, String> {
+        self.leader_replica()
+            .filter(|r| !r.address.is_empty())
+            .ok_or_else(|| format!("table {} has no reachable leader now", self.table))
+    }
+
     pub fn is_in_sync(&self, node_id: &str) -> bool {
         self.in_sync.iter().any(|n| n == node_id)
     }

@@ -691,14 +691,8 @@ impl AdminServer {
                 ));
             }
             let leader = placement
-                .leader_replica()
-                .filter(|r| !r.address.is_empty())
-                .ok_or_else(|| {
-                    error(
-                        "unavailable",
-                        format!("table {table} has no reachable leader now"),
-                    )
-                })?;
+                .reachable_leader()
+                .map_err(|e| error("unavailable", e))?;
             let dropped = async {
                 let session = cluster.session(&leader.address, &self.tenant, true).await?;
                 session.drop_partitions_before(table, before).await

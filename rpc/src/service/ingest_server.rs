@@ -128,12 +128,7 @@ impl IngestStreamServer {
         let sends = split.into_iter().map(|part| {
             let placement = parts[part.partition as usize].clone();
             async move {
-                let leader = placement
-                    .leader_replica()
-                    .filter(|r| !r.address.is_empty())
-                    .ok_or_else(|| {
-                        format!("partition {} has no reachable leader now", placement.table)
-                    })?;
+                let leader = placement.reachable_leader()?;
                 let key = (
                     self.tenant.as_str(),
                     placement.table.as_str(),
@@ -203,14 +198,8 @@ impl IngestStreamServer {
         raw: &[Buffer],
     ) -> Result<IngestAck, Error> {
         let leader = placement
-            .leader_replica()
-            .filter(|r| !r.address.is_empty())
-            .ok_or_else(|| {
-                error(
-                    "unavailable",
-                    format!("table {} has no reachable leader now", self.table),
-                )
-            })?;
+            .reachable_leader()
+            .map_err(|e| error("unavailable", e))?;
         let pieces: Vec<Vec<u8>> = raw.iter().map(|piece| piece.to_vec()).collect();
         let key = (
             self.tenant.as_str(),

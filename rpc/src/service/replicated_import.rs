@@ -429,14 +429,8 @@ async fn open_on_leader(
     placement: &Placement,
 ) -> Result<(String, ImportWriter), Error> {
     let leader = placement
-        .leader_replica()
-        .filter(|r| !r.address.is_empty())
-        .ok_or_else(|| {
-            error(
-                "unavailable",
-                format!("table {} has no reachable leader now", placement.table),
-            )
-        })?;
+        .reachable_leader()
+        .map_err(|e| error("unavailable", format!("{e}; nothing was imported")))?;
     let opened = async {
         let session = cluster
             .session(&leader.address, &placement.tenant, true)
@@ -635,7 +629,7 @@ impl PartitionedImportServer {
             let split = super::partitioned::split_rows(self.of(), &batch, index)?;
             for (p, rows) in split.iter().enumerate() {
                 if rows.is_some() && imports[p].is_none() {
-                    imports[p] = Some(self.open(p).await?);
+                    imports[p] = Some(open_on_leader(&self.cluster, &self.parts[p]).await?);
                 }
             }
             let sends = imports
@@ -650,37 +644,6 @@ impl PartitionedImportServer {
                 });
             for sent in futures::future::join_all(sends).await {
                 sent?;
-            }
-        }
-    }
-
-    /// Opens an import of partition `p` on its leader.
-    async fn open(&self, p: usize) -> Result<(String, ImportWriter), Error> {
-        let placement = &self.parts[p];
-        let leader = placement
-            .leader_replica()
-            .filter(|r| !r.address.is_empty())
-            .ok_or_else(|| {
-                error(
-                    "unavailable",
-                    format!(
-                        "partition {} has no reachable leader now; nothing was imported",
-                        placement.table
-                    ),
-                )
-            })?;
-        let opened = async {
-            let session = self
-                .cluster
-                .session(&leader.address, &placement.tenant, true)
-                .await?;
-            session.import_writer(&placement.table).await
-        };
-        match opened.await {
-            Ok(import) => Ok((leader.node_id.clone(), import)),
-            Err(e) => {
-                self.cluster.forget_peer(&leader.address);
-                Err(forwarded_error(&leader.node_id, e))
             }
         }
     }
