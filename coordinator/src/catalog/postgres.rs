@@ -126,6 +126,16 @@ fn files_header(row: &Row) -> TableFiles {
     }
 }
 
+/// A read-only transaction that reads one snapshot (its reads agree with each other).
+fn snapshot(client: &mut Client) -> Result<::postgres::Transaction<'_>> {
+    client
+        .build_transaction()
+        .isolation_level(::postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(unavailable)
+}
+
 fn bump_routing(client: &mut impl ::postgres::GenericClient) -> Result<()> {
     client
         .execute("UPDATE routing SET version = version + 1 WHERE id = 1", &[])
@@ -582,12 +592,7 @@ impl Catalog for PostgresCatalog {
     fn files(&self, table: Option<(&str, &str)>) -> Result<Vec<TableFiles>> {
         self.with(|client| {
             // One snapshot: the counts and the list agree.
-            let mut tx = client
-                .build_transaction()
-                .isolation_level(::postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .map_err(unavailable)?;
+            let mut tx = snapshot(client)?;
             let headers = match table {
                 Some((tenant, name)) => tx.query(
                     &format!("{FILES_SUMMARY} WHERE t.tenant = $1 AND t.name = $2{FILES_GROUP}"),
@@ -631,12 +636,7 @@ impl Catalog for PostgresCatalog {
     fn routing(&self) -> Result<Routing> {
         self.with(|client| {
             // One snapshot: the version and the rows agree.
-            let mut tx = client
-                .build_transaction()
-                .isolation_level(::postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .map_err(unavailable)?;
+            let mut tx = snapshot(client)?;
             let version = routing_version(&mut tx)?;
             let tables = assemble(&placement_rows(&mut tx, None)?);
             let quotas = tx

@@ -184,18 +184,13 @@ async fn ship(
                 let sends = live
                     .iter()
                     .map(|(_, stager)| send_file(stager, staging_dir, &file, wait));
-                let sent = futures::future::join_all(sends).await;
-                let mut index = 0;
-                live.retain(|(replica, _)| {
-                    let outcome = &sent[index];
-                    index += 1;
-                    match outcome {
-                        Ok(()) => true,
-                        Err(why) => {
-                            lost(replica, why.clone(), &mut prepared.missed);
-                            false
-                        }
+                let mut sent = futures::future::join_all(sends).await.into_iter();
+                live.retain(|(replica, _)| match sent.next() {
+                    Some(Err(why)) => {
+                        lost(replica, why, &mut prepared.missed);
+                        false
                     }
+                    _ => true,
                 });
                 all.push(file);
             }
